@@ -1,0 +1,120 @@
+// CKernels: the C kernels under Backprop's Swift modules.
+//
+// Conventions (every kernel):
+//   - Tensors are float32, contiguous, row-major; images are NCHW.
+//   - Argument order: outputs, saved statistics, inputs, weights, then sizes and options.
+//   - Sizes and offsets are int64_t. Swift validates every argument; C assumes valid input.
+//   - Gradients of parameters are ADDED into (+=); the caller zeroes them.
+//   - Parallel loops split the work independently of the thread count and reduce in a fixed
+//     order, so every result is bit-identical for any OMP_NUM_THREADS.
+//   - Each fast kernel that is more than a one-line loop has a plain-loop reference `_ref`
+//     that the kernel-level tests compare it with.
+#ifndef BACKPROP_CKERNELS_H
+#define BACKPROP_CKERNELS_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// MARK: - Threads and BLAS (gemm.c)
+
+/// Sets the thread count of both the OpenMP kernels and OpenBLAS (n >= 1).
+void bp_set_num_threads(int n);
+/// The thread count the kernels use (1 when built without OpenMP).
+int bp_num_threads(void);
+/// 1 when the kernels were compiled with OpenMP, else 0.
+int bp_has_openmp(void);
+/// The name of the core whose kernels OpenBLAS loaded ("Haswell", "SkylakeX", "Prescott", ...).
+const char *bp_blas_corename(void);
+/// OpenBLAS's build description (version, threading model, DYNAMIC_ARCH ...).
+const char *bp_blas_config(void);
+
+/// C[m,n] = alpha * op(A)[m,k] * op(B)[k,n] + beta * C, row-major; op transposes when trans_* != 0.
+/// The one place that calls BLAS. Call it outside OpenMP parallel regions.
+void bp_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+              float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
+              float beta, float *c, int64_t ldc);
+/// The same product as three plain loops with a double accumulator.
+void bp_sgemm_ref(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+                  float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
+                  float beta, float *c, int64_t ldc);
+
+// MARK: - Elementwise (elementwise.c); all arrays have n elements
+
+void bp_relu_forward(float *y, const float *x, int64_t n);
+/// dx = dy where x > 0, else 0 (PyTorch: the gradient at 0 is 0).
+void bp_relu_backward(float *dx, const float *dy, const float *x, int64_t n);
+/// y = x for x > 0, slope * x otherwise.
+void bp_leaky_relu_forward(float *y, const float *x, float slope, int64_t n);
+void bp_leaky_relu_backward(float *dx, const float *dy, const float *x, float slope, int64_t n);
+/// y = 1 / (1 + exp(-x)); the backward takes the saved output: dx = dy * y * (1 - y).
+void bp_sigmoid_forward(float *y, const float *x, int64_t n);
+void bp_sigmoid_backward(float *dx, const float *dy, const float *y, int64_t n);
+/// y = tanh(x); the backward takes the saved output: dx = dy * (1 - y^2).
+void bp_tanh_forward(float *y, const float *x, int64_t n);
+void bp_tanh_backward(float *dx, const float *dy, const float *y, int64_t n);
+/// Exact GELU, as PyTorch's default: y = x * Phi(x), Phi the standard normal CDF.
+/// dx = dy * (Phi(x) + x * phi(x)).
+void bp_gelu_forward(float *y, const float *x, int64_t n);
+void bp_gelu_backward(float *dx, const float *dy, const float *x, int64_t n);
+/// Inverted dropout: element i is kept when a hash of (seed, i) says so (probability 1 - p)
+/// and scaled by 1 / (1 - p). The mask is a pure function of (seed, i): the backward recomputes
+/// it, and it does not depend on the thread count.
+void bp_dropout_forward(float *y, const float *x, float p, uint64_t seed, int64_t n);
+void bp_dropout_backward(float *dx, const float *dy, float p, uint64_t seed, int64_t n);
+/// y = a + b.
+void bp_add(float *y, const float *a, const float *b, int64_t n);
+/// y += x.
+void bp_add_inplace(float *y, const float *x, int64_t n);
+
+// MARK: - Linear (linear.c): x [rows, in], weight [out, in], bias [out], y [rows, out]
+
+/// y = x weight^T + bias (bias may be NULL).
+void bp_linear_forward(float *y, const float *x, const float *weight, const float *bias,
+                       int64_t rows, int64_t in, int64_t out);
+/// dx = dy weight  (overwrites dx).
+void bp_linear_backward_data(float *dx, const float *dy, const float *weight,
+                             int64_t rows, int64_t in, int64_t out);
+/// dweight += dy^T x;  dbias += sum over rows of dy (dbias may be NULL).
+void bp_linear_backward_weights(float *dweight, float *dbias, const float *dy, const float *x,
+                                int64_t rows, int64_t in, int64_t out);
+void bp_linear_forward_ref(float *y, const float *x, const float *weight, const float *bias,
+                           int64_t rows, int64_t in, int64_t out);
+void bp_linear_backward_data_ref(float *dx, const float *dy, const float *weight,
+                                 int64_t rows, int64_t in, int64_t out);
+void bp_linear_backward_weights_ref(float *dweight, float *dbias, const float *dy, const float *x,
+                                    int64_t rows, int64_t in, int64_t out);
+
+// MARK: - Losses (loss.c), mean reduction; each returns the loss and writes its gradient
+
+/// Softmax cross-entropy on logits [rows, classes] with labels in [0, classes):
+/// loss = mean_i (logsumexp(x_i) - x_i[label_i]);  dx = (softmax(x_i) - onehot(label_i)) / rows.
+double bp_softmax_xent(float *dx, const float *logits, const int64_t *labels,
+                       int64_t rows, int64_t classes);
+double bp_softmax_xent_ref(float *dx, const float *logits, const int64_t *labels,
+                           int64_t rows, int64_t classes);
+/// loss = mean (x - t)^2;  dx = 2 (x - t) / n.
+double bp_mse(float *dx, const float *x, const float *target, int64_t n);
+/// On probabilities x in [0, 1], as PyTorch: log clamped at -100, and
+/// dx = (x - t) / max(x (1 - x), 1e-12) / n.
+double bp_bce(float *dx, const float *x, const float *target, int64_t n);
+/// On logits: loss = mean (max(x, 0) - x t + log(1 + exp(-|x|)));  dx = (sigmoid(x) - t) / n.
+double bp_bce_logits(float *dx, const float *x, const float *target, int64_t n);
+
+// MARK: - Optimizers (optim.c)
+
+/// One SGD step, as torch.optim.SGD (dampening 0):
+///   d = grad + weight_decay * param
+///   buf = first_step ? d : momentum * buf + d       (only when momentum != 0; buf may be NULL then)
+///   d = nesterov ? d + momentum * buf : buf          (d itself when momentum == 0)
+///   param -= lr * d
+void bp_sgd_step(float *param, float *momentum_buf, const float *grad, int64_t n,
+                 float lr, float momentum, float weight_decay, int nesterov, int first_step);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,74 @@
+// Fully connected layer: x [rows, in], weight [out, in] (PyTorch's layout), bias [out],
+// y [rows, out]. The matrix products go through bp_sgemm; bias sums run in row order.
+#include "CKernels.h"
+#include "internal.h"
+
+#include <stddef.h>
+
+void bp_linear_forward(float *y, const float *x, const float *weight, const float *bias,
+                       int64_t rows, int64_t in, int64_t out) {
+    // y[rows, out] = x[rows, in] * weight^T[in, out]
+    bp_sgemm(0, 1, rows, out, in, 1.0f, x, in, weight, in, 0.0f, y, out);
+    if (bias == NULL) return;
+    #pragma omp parallel for schedule(static) if (rows * out >= BP_PARALLEL_MIN)
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t o = 0; o < out; o++) y[r * out + o] += bias[o];
+}
+
+void bp_linear_backward_data(float *dx, const float *dy, const float *weight,
+                             int64_t rows, int64_t in, int64_t out) {
+    // dx[rows, in] = dy[rows, out] * weight[out, in]
+    bp_sgemm(0, 0, rows, in, out, 1.0f, dy, out, weight, in, 0.0f, dx, in);
+}
+
+void bp_linear_backward_weights(float *dweight, float *dbias, const float *dy, const float *x,
+                                int64_t rows, int64_t in, int64_t out) {
+    // dweight[out, in] += dy^T[out, rows] * x[rows, in]
+    bp_sgemm(1, 0, out, in, rows, 1.0f, dy, out, x, in, 1.0f, dweight, in);
+    if (dbias == NULL) return;
+    // Each thread owns a range of output features and sums its column in row order.
+    #pragma omp parallel for schedule(static) if (rows * out >= BP_PARALLEL_MIN)
+    for (int64_t o = 0; o < out; o++) {
+        float sum = 0.0f;
+        for (int64_t r = 0; r < rows; r++) sum += dy[r * out + o];
+        dbias[o] += sum;
+    }
+}
+
+// MARK: - Plain-loop references (double accumulators)
+
+void bp_linear_forward_ref(float *y, const float *x, const float *weight, const float *bias,
+                           int64_t rows, int64_t in, int64_t out) {
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t o = 0; o < out; o++) {
+            double acc = bias ? bias[o] : 0.0;
+            for (int64_t i = 0; i < in; i++) acc += (double)x[r * in + i] * weight[o * in + i];
+            y[r * out + o] = (float)acc;
+        }
+}
+
+void bp_linear_backward_data_ref(float *dx, const float *dy, const float *weight,
+                                 int64_t rows, int64_t in, int64_t out) {
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t i = 0; i < in; i++) {
+            double acc = 0.0;
+            for (int64_t o = 0; o < out; o++) acc += (double)dy[r * out + o] * weight[o * in + i];
+            dx[r * in + i] = (float)acc;
+        }
+}
+
+void bp_linear_backward_weights_ref(float *dweight, float *dbias, const float *dy, const float *x,
+                                    int64_t rows, int64_t in, int64_t out) {
+    for (int64_t o = 0; o < out; o++) {
+        for (int64_t i = 0; i < in; i++) {
+            double acc = 0.0;
+            for (int64_t r = 0; r < rows; r++) acc += (double)dy[r * out + o] * x[r * in + i];
+            dweight[o * in + i] += (float)acc;
+        }
+        if (dbias) {
+            double acc = 0.0;
+            for (int64_t r = 0; r < rows; r++) acc += dy[r * out + o];
+            dbias[o] += (float)acc;
+        }
+    }
+}

@@ -1,0 +1,127 @@
+// Losses with mean reduction. Each returns the loss (summed in double, in a fixed order) and
+// writes the gradient of that loss with respect to its first input.
+#include "CKernels.h"
+#include "internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+// MARK: - Softmax cross-entropy: logits [rows, classes], labels [rows]
+
+// One row: writes exp(x - max) into d, then turns it into (softmax - onehot) * scale,
+// and returns logsumexp(x) - x[label] (>= 0), computed from the shifted logits.
+static double softmax_xent_row(float *d, const float *x, int64_t label, int64_t classes,
+                               float scale) {
+    float max = x[0];
+    for (int64_t j = 1; j < classes; j++) max = x[j] > max ? x[j] : max;
+    double sum = 0.0;
+    for (int64_t j = 0; j < classes; j++) {
+        d[j] = expf(x[j] - max);
+        sum += d[j];
+    }
+    float inv = (float)(1.0 / sum) * scale;
+    for (int64_t j = 0; j < classes; j++) d[j] *= inv;
+    d[label] -= scale;
+    return log(sum) - ((double)x[label] - max);
+}
+
+typedef struct {
+    float *dx;
+    const float *logits;
+    const int64_t *labels;
+    int64_t classes;
+    float scale;
+} xent_args;
+
+static double xent_block(const void *ctx, int64_t begin, int64_t end) {
+    const xent_args *a = ctx;
+    double sum = 0.0;
+    for (int64_t r = begin; r < end; r++)
+        sum += softmax_xent_row(a->dx + r * a->classes, a->logits + r * a->classes, a->labels[r],
+                                a->classes, a->scale);
+    return sum;
+}
+
+double bp_softmax_xent(float *dx, const float *logits, const int64_t *labels,
+                       int64_t rows, int64_t classes) {
+    xent_args a = {dx, logits, labels, classes, 1.0f / (float)rows};
+    return bp_blocked_sum(rows, xent_block, &a) / (double)rows;
+}
+
+double bp_softmax_xent_ref(float *dx, const float *logits, const int64_t *labels,
+                           int64_t rows, int64_t classes) {
+    double total = 0.0;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *x = logits + r * classes;
+        double max = x[0], sum = 0.0;
+        for (int64_t j = 1; j < classes; j++) max = x[j] > max ? x[j] : max;
+        for (int64_t j = 0; j < classes; j++) sum += exp((double)x[j] - max);
+        for (int64_t j = 0; j < classes; j++) {
+            double p = exp((double)x[j] - max) / sum;
+            dx[r * classes + j] = (float)((p - (j == labels[r] ? 1.0 : 0.0)) / (double)rows);
+        }
+        total += log(sum) + max - x[labels[r]];
+    }
+    return total / (double)rows;
+}
+
+// MARK: - Elementwise losses: x and target [n]
+
+typedef struct {
+    float *dx;
+    const float *x;
+    const float *t;
+    float scale;  // 1 / n
+} pointwise_args;
+
+static double mse_block(const void *ctx, int64_t begin, int64_t end) {
+    const pointwise_args *a = ctx;
+    double sum = 0.0;
+    for (int64_t i = begin; i < end; i++) {
+        float diff = a->x[i] - a->t[i];
+        a->dx[i] = 2.0f * diff * a->scale;
+        sum += (double)diff * diff;
+    }
+    return sum;
+}
+
+static double bce_block(const void *ctx, int64_t begin, int64_t end) {
+    const pointwise_args *a = ctx;
+    double sum = 0.0;
+    for (int64_t i = begin; i < end; i++) {
+        float x = a->x[i], t = a->t[i];
+        double log_x = fmax(log((double)x), -100.0), log_1mx = fmax(log1p(-(double)x), -100.0);
+        sum -= t * log_x + (1.0 - t) * log_1mx;
+        a->dx[i] = (x - t) / fmaxf(x * (1.0f - x), 1e-12f) * a->scale;
+    }
+    return sum;
+}
+
+static double bce_logits_block(const void *ctx, int64_t begin, int64_t end) {
+    const pointwise_args *a = ctx;
+    double sum = 0.0;
+    for (int64_t i = begin; i < end; i++) {
+        float x = a->x[i], t = a->t[i];
+        sum += fmax(x, 0.0) - (double)x * t + log1p(exp(-fabs((double)x)));
+        a->dx[i] = (1.0f / (1.0f + expf(-x)) - t) * a->scale;
+    }
+    return sum;
+}
+
+static double mean_loss(double (*block)(const void *, int64_t, int64_t), float *dx,
+                        const float *x, const float *target, int64_t n) {
+    pointwise_args a = {dx, x, target, 1.0f / (float)n};
+    return bp_blocked_sum(n, block, &a) / (double)n;
+}
+
+double bp_mse(float *dx, const float *x, const float *target, int64_t n) {
+    return mean_loss(mse_block, dx, x, target, n);
+}
+
+double bp_bce(float *dx, const float *x, const float *target, int64_t n) {
+    return mean_loss(bce_block, dx, x, target, n);
+}
+
+double bp_bce_logits(float *dx, const float *x, const float *target, int64_t n) {
+    return mean_loss(bce_logits_block, dx, x, target, n);
+}

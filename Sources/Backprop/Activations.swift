@@ -1,0 +1,70 @@
+import CKernels
+
+/// A module that applies a scalar function f to each element: u_i = f(z_i), and whose backward is
+/// ∂J/∂z_i = v_i f'(z_i). The C kernels compute f'(z) from the saved input or, where cheaper,
+/// from the saved output (sigmoid: u(1-u), tanh: 1-u²). Any shape.
+public class Pointwise: Module {
+    typealias ForwardKernel = (_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int64) -> Void
+    typealias BackwardKernel = (_ dx: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>,
+                                _ saved: UnsafePointer<Float>, _ n: Int64) -> Void
+    enum Saved { case input, output }
+
+    public let description: String
+    public var isTraining = true
+    private let forwardKernel: ForwardKernel
+    private let backwardKernel: BackwardKernel
+    private let saved: Saved
+
+    init(_ description: String, saved: Saved, forward: @escaping ForwardKernel, backward: @escaping BackwardKernel) {
+        self.description = description
+        self.saved = saved
+        self.forwardKernel = forward
+        self.backwardKernel = backward
+    }
+
+    public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
+        let n = Int64(input.count)
+        let output = input.withPointer { x in Tensor.filled(input.shape) { forwardKernel($0, x, n) } }
+        let savedTensor = saved == .input ? input : output
+        return (output, { [backwardKernel] gradOutput in
+            try checkGradient(gradOutput, matches: output.shape, in: self)
+            return gradOutput.withPointer { dy in
+                savedTensor.withPointer { s in Tensor.filled(output.shape) { backwardKernel($0, dy, s, n) } }
+            }
+        })
+    }
+}
+
+/// u = max(z, 0); the gradient at 0 is 0, as PyTorch's.
+public final class ReLU: Pointwise {
+    public init() { super.init("ReLU()", saved: .input, forward: bp_relu_forward, backward: bp_relu_backward) }
+}
+
+/// u = z for z > 0, slope · z otherwise (PyTorch's default slope 0.01).
+public final class LeakyReLU: Pointwise {
+    public let negativeSlope: Float
+
+    public init(negativeSlope: Float = 0.01) {
+        self.negativeSlope = negativeSlope
+        super.init("LeakyReLU(negativeSlope: \(negativeSlope))", saved: .input,
+                   forward: { bp_leaky_relu_forward($0, $1, negativeSlope, $2) },
+                   backward: { bp_leaky_relu_backward($0, $1, $2, negativeSlope, $3) })
+    }
+}
+
+/// u = 1 / (1 + e^(-z)); f' = u (1 - u).
+public final class Sigmoid: Pointwise {
+    public init() {
+        super.init("Sigmoid()", saved: .output, forward: bp_sigmoid_forward, backward: bp_sigmoid_backward)
+    }
+}
+
+/// u = tanh z; f' = 1 - u².
+public final class Tanh: Pointwise {
+    public init() { super.init("Tanh()", saved: .output, forward: bp_tanh_forward, backward: bp_tanh_backward) }
+}
+
+/// The exact GELU (PyTorch's default): u = z Φ(z), f' = Φ(z) + z φ(z).
+public final class GELU: Pointwise {
+    public init() { super.init("GELU()", saved: .input, forward: bp_gelu_forward, backward: bp_gelu_backward) }
+}

@@ -1,0 +1,40 @@
+import CKernels
+
+/// Inverted dropout: in training mode each element is zeroed with probability p and the rest
+/// scaled by 1/(1-p); in evaluation mode it is the identity. The backward multiplies by the same
+/// mask, which the kernel recomputes from the call's seed instead of storing it.
+///
+/// Each forward call draws a fresh seed from the module's generator, so results are reproducible
+/// from `seed` and independent of the thread count.
+public final class Dropout: Module {
+    public let probability: Float
+    public var isTraining = true
+    private var generator: SplitMix64
+
+    public init(probability: Float = 0.5, seed: UInt64 = 0) throws {
+        guard probability >= 0, probability < 1 else {
+            throw BackpropError(.invalidArgument, "Dropout(p: \(probability)): p must be in [0, 1)")
+        }
+        self.probability = probability
+        generator = SplitMix64(seed: seed)
+    }
+
+    public var description: String { "Dropout(p: \(probability))" }
+
+    public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
+        guard isTraining, probability > 0 else {
+            return (input, { gradOutput in
+                try checkGradient(gradOutput, matches: input.shape, in: self)
+                return gradOutput
+            })
+        }
+        let seed = generator.next(), p = probability, n = Int64(input.count)
+        let output = input.withPointer { x in Tensor.filled(input.shape) { bp_dropout_forward($0, x, p, seed, n) } }
+        return (output, { gradOutput in
+            try checkGradient(gradOutput, matches: output.shape, in: self)
+            return gradOutput.withPointer { dy in
+                Tensor.filled(output.shape) { bp_dropout_backward($0, dy, p, seed, n) }
+            }
+        })
+    }
+}

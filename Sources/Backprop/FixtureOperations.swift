@@ -1,0 +1,65 @@
+/// How each fixture op runs through the public modules: forward in the case's mode, then the
+/// backward function with `grad_y` (or a loss's gradient). Each returns the computed tensors by
+/// the manifest's output roles.
+enum FixtureOperations {
+    typealias Operation = @Sendable (FixtureContext) throws -> [String: Tensor]
+
+    static let table: [String: Operation] = [
+        "linear": linear,
+        "relu": { try forwardBackward(ReLU(), $0) },
+        "sigmoid": { try forwardBackward(Sigmoid(), $0) },
+        "tanh": { try forwardBackward(Tanh(), $0) },
+        "softmax_cross_entropy": { context in
+            try lossOutputs(SoftmaxCrossEntropy()(context.input("x"), labels: context.labels()))
+        },
+        "mse": { context in
+            try lossOutputs(MeanSquaredError()(context.input("x"), target: context.input("target")))
+        },
+        "binary_cross_entropy": { context in
+            try lossOutputs(BinaryCrossEntropy()(context.input("x"), target: context.input("target")))
+        },
+        "network": network,
+    ]
+
+    /// Runs `module` forward on x and backward on grad_y; returns y, grad_x and every parameter's
+    /// gradient as grad_<name>.
+    static func forwardBackward(_ module: Module, _ context: FixtureContext) throws -> [String: Tensor] {
+        module.zeroGrad()
+        let (y, backward) = try module.forward(try context.input("x"))
+        var outputs = ["y": y, "grad_x": try backward(try context.input("grad_y"))]
+        for (name, parameter) in module.namedParameters { outputs["grad_\(name)"] = parameter.grad }
+        return outputs
+    }
+
+    static func linear(_ context: FixtureContext) throws -> [String: Tensor] {
+        let p = context.params
+        let layer = try Linear(p.int("in"), p.int("out"), bias: p.bool("bias", default: true))
+        try layer.weight.load(context.input("weight"), name: "weight")
+        if let bias = layer.bias { try bias.load(context.input("bias"), name: "bias") }
+        return try forwardBackward(layer, context)
+    }
+
+    static func lossOutputs(_ loss: LossOutput) -> [String: Tensor] {
+        ["loss": Tensor(unchecked: [], scalars: [loss.value]), "grad_x": loss.gradient]
+    }
+
+    /// A model spec trained one step's worth: the mean cross-entropy of its logits, then the
+    /// backward pass from that loss. Parameters come from the inputs by their PyTorch names.
+    static func network(_ context: FixtureContext) throws -> [String: Tensor] {
+        let p = context.params
+        guard try p.string("loss") == "cross_entropy" else {
+            throw BackpropError(.unsupported, "loss '\(try p.string("loss"))'")
+        }
+        let model = try ModelSpec.build(p.string("model"))
+        model.isTraining = try p.bool("training", default: true)
+        for (name, parameter) in model.namedParameters {
+            try parameter.load(context.input(name), name: name)
+        }
+        let (logits, backward) = try model.forward(context.input("x"))
+        let loss = try SoftmaxCrossEntropy()(logits, labels: context.labels())
+        _ = try backward(loss.gradient)
+        var outputs = ["loss": Tensor(unchecked: [], scalars: [loss.value]), "logits": logits]
+        for (name, parameter) in model.namedParameters { outputs["grad_\(name)"] = parameter.grad }
+        return outputs
+    }
+}

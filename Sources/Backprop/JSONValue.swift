@@ -1,0 +1,83 @@
+import Foundation
+
+/// A parsed JSON value, for manifests and workload files whose fields vary by op.
+public enum JSONValue: Decodable, Sendable, Equatable {
+    case null
+    case bool(Bool)
+    case number(Double)
+    case string(String)
+    case array([JSONValue])
+    case object([String: JSONValue])
+
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if container.decodeNil() { self = .null }
+        else if let value = try? container.decode(Bool.self) { self = .bool(value) }
+        else if let value = try? container.decode(Double.self) { self = .number(value) }
+        else if let value = try? container.decode(String.self) { self = .string(value) }
+        else if let value = try? container.decode([JSONValue].self) { self = .array(value) }
+        else { self = .object(try container.decode([String: JSONValue].self)) }
+    }
+
+    public var number: Double? { if case .number(let v) = self { v } else { nil } }
+    public var string: String? { if case .string(let v) = self { v } else { nil } }
+    public var bool: Bool? { if case .bool(let v) = self { v } else { nil } }
+    public var array: [JSONValue]? { if case .array(let v) = self { v } else { nil } }
+}
+
+/// Typed, erroring access to an object's fields; `context` names the object in errors.
+public struct JSONFields: Sendable {
+    public let fields: [String: JSONValue]
+    public let context: String
+
+    public init(_ fields: [String: JSONValue], context: String) {
+        self.fields = fields
+        self.context = context
+    }
+
+    public func has(_ key: String) -> Bool { fields[key] != nil && fields[key] != .null }
+
+    public func int(_ key: String) throws -> Int {
+        guard let value = fields[key]?.number, value == value.rounded(), abs(value) < 1e12 else {
+            throw BackpropError(.format, "\(context): field '\(key)' must be a whole number")
+        }
+        return Int(value)
+    }
+
+    public func int(_ key: String, default value: Int) throws -> Int {
+        has(key) ? try int(key) : value
+    }
+
+    public func double(_ key: String) throws -> Double {
+        guard let value = fields[key]?.number else {
+            throw BackpropError(.format, "\(context): field '\(key)' must be a number")
+        }
+        return value
+    }
+
+    public func string(_ key: String) throws -> String {
+        guard let value = fields[key]?.string else {
+            throw BackpropError(.format, "\(context): field '\(key)' must be a string")
+        }
+        return value
+    }
+
+    public func bool(_ key: String, default value: Bool) throws -> Bool {
+        guard has(key) else { return value }
+        guard let flag = fields[key]?.bool else { throw BackpropError(.format, "\(context): field '\(key)' must be true or false") }
+        return flag
+    }
+
+    /// A whole number or a list of whole numbers ("stride": 2 or [2, 1]), as a list.
+    public func ints(_ key: String) throws -> [Int] {
+        if let value = fields[key]?.array {
+            return try value.enumerated().map { index, element in
+                guard let number = element.number, number == number.rounded() else {
+                    throw BackpropError(.format, "\(context): field '\(key)' element \(index) must be a whole number")
+                }
+                return Int(number)
+            }
+        }
+        return [try int(key)]
+    }
+}

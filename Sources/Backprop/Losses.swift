@@ -1,0 +1,108 @@
+import CKernels
+
+/// A loss value and its gradient with respect to the prediction, the v that seeds the backward
+/// pass: `try backward(loss.gradient)`. Every loss here takes the mean over all elements (or rows).
+public struct LossOutput: Sendable {
+    public let value: Float
+    public let gradient: Tensor
+}
+
+/// Softmax cross-entropy on logits [N, C] with integer labels in [0, C), fused and stable for
+/// large logits: L = (1/N) Σ_i (logsumexp(z_i) − z_i[y_i]); ∂L/∂z_i = (softmax(z_i) − onehot(y_i)) / N.
+/// As PyTorch's `F.cross_entropy` with mean reduction.
+public struct SoftmaxCrossEntropy: Sendable {
+    public init() {}
+
+    public func callAsFunction(_ logits: Tensor, labels: [Int]) throws -> LossOutput {
+        guard logits.rank == 2, logits.shape[0] > 0, logits.shape[1] > 0 else {
+            throw BackpropError(.shapeMismatch,
+                                "SoftmaxCrossEntropy: logits have shape \(describe(logits.shape)), expected [N, C] with N, C > 0")
+        }
+        let (rows, classes) = (logits.shape[0], logits.shape[1])
+        guard labels.count == rows else {
+            throw BackpropError(.shapeMismatch,
+                                "SoftmaxCrossEntropy: \(labels.count) labels for logits \(describe(logits.shape)), expected \(rows)")
+        }
+        if let bad = labels.firstIndex(where: { !(0..<classes).contains($0) }) {
+            throw BackpropError(.invalidArgument,
+                                "SoftmaxCrossEntropy: label \(labels[bad]) at row \(bad) is outside [0, \(classes))")
+        }
+        let labels64 = labels.map(Int64.init)
+        var value = 0.0
+        let gradient = logits.withPointer { x in
+            Tensor.filled(logits.shape) { dx in
+                value = bp_softmax_xent(dx, x, labels64, Int64(rows), Int64(classes))
+            }
+        }
+        return LossOutput(value: Float(value), gradient: gradient)
+    }
+
+    /// Labels given as a float tensor of shape [N] holding whole numbers.
+    public func callAsFunction(_ logits: Tensor, labels: Tensor) throws -> LossOutput {
+        guard labels.rank == 1 else {
+            throw BackpropError(.shapeMismatch,
+                                "SoftmaxCrossEntropy: labels have shape \(describe(labels.shape)), expected [N]")
+        }
+        let integers = try labels.scalars.enumerated().map { index, label in
+            guard label.isFinite, label == label.rounded(), abs(label) < 1e9 else {
+                throw BackpropError(.invalidArgument,
+                                    "SoftmaxCrossEntropy: label \(label) at row \(index) is not a class index")
+            }
+            return Int(label)
+        }
+        return try callAsFunction(logits, labels: integers)
+    }
+}
+
+/// Mean squared error: L = (1/n) Σ (x − t)²; ∂L/∂x = 2 (x − t) / n.
+public struct MeanSquaredError: Sendable {
+    public init() {}
+
+    public func callAsFunction(_ prediction: Tensor, target: Tensor) throws -> LossOutput {
+        try pointwiseLoss("MeanSquaredError", prediction, target, kernel: bp_mse)
+    }
+}
+
+/// Binary cross-entropy. On probabilities x ∈ [0, 1] (PyTorch's `BCELoss`, logs clamped at −100):
+/// L = −(1/n) Σ (t log x + (1 − t) log(1 − x)). With `fromLogits` (PyTorch's `BCEWithLogitsLoss`),
+/// stable for any x: L = (1/n) Σ (max(x, 0) − x t + log(1 + e^(−|x|))), ∂L/∂x = (σ(x) − t) / n.
+public struct BinaryCrossEntropy: Sendable {
+    public let fromLogits: Bool
+
+    public init(fromLogits: Bool = false) {
+        self.fromLogits = fromLogits
+    }
+
+    public func callAsFunction(_ prediction: Tensor, target: Tensor) throws -> LossOutput {
+        let name = fromLogits ? "BinaryCrossEntropy(fromLogits)" : "BinaryCrossEntropy"
+        if !fromLogits, let bad = prediction.scalars.firstIndex(where: { !($0 >= 0 && $0 <= 1) }) {
+            throw BackpropError(.invalidArgument,
+                                "\(name): prediction \(prediction.scalars[bad]) at index \(bad) is not a probability in [0, 1]")
+        }
+        return try pointwiseLoss(name, prediction, target, kernel: fromLogits ? bp_bce_logits : bp_bce)
+    }
+}
+
+/// Checks a prediction and target of equal, non-empty shape and runs a mean pointwise loss kernel.
+private func pointwiseLoss(
+    _ name: String, _ prediction: Tensor, _ target: Tensor,
+    kernel: (UnsafeMutablePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>, Int64) -> Double
+) throws -> LossOutput {
+    guard prediction.shape == target.shape else {
+        throw BackpropError(.shapeMismatch,
+                            "\(name): prediction has shape \(describe(prediction.shape)), target \(describe(target.shape)); expected equal shapes")
+    }
+    guard prediction.count > 0 else {
+        throw BackpropError(.invalidArgument, "\(name): prediction \(describe(prediction.shape)) is empty")
+    }
+    if let bad = target.scalars.firstIndex(where: { !$0.isFinite }) {
+        throw BackpropError(.invalidArgument, "\(name): target \(target.scalars[bad]) at index \(bad) is not finite")
+    }
+    var value = 0.0
+    let gradient = prediction.withPointer { x in
+        target.withPointer { t in
+            Tensor.filled(prediction.shape) { dx in value = kernel(dx, x, t, Int64(prediction.count)) }
+        }
+    }
+    return LossOutput(value: Float(value), gradient: gradient)
+}

@@ -1,0 +1,70 @@
+/// The backward function B[g, z] of a module g at input z: given v = ∂J/∂u for the output
+/// u = g(z), it returns ∂J/∂z = (∂u/∂z)ᵀ v and adds ∂J/∂θ into every parameter's `grad`.
+/// It captures z and whatever the forward saved, so each forward call has its own.
+public typealias Backward = (_ gradOutput: Tensor) throws -> Tensor
+
+/// A trainable tensor and the gradient accumulated into it.
+/// A reference type: a module and its optimizer share it.
+public final class Parameter {
+    public var value: Tensor
+    /// ∂J/∂value, summed over every backward call since the last `zeroGrad()`.
+    public var grad: Tensor
+
+    public init(_ value: Tensor) {
+        self.value = value
+        self.grad = Tensor(unchecked: value.shape, scalars: [Float](repeating: 0, count: value.count))
+    }
+
+    public func zeroGrad() {
+        grad = Tensor(unchecked: value.shape, scalars: [Float](repeating: 0, count: value.count))
+    }
+
+    /// Replaces the value, keeping the shape; throws when `tensor` has another shape.
+    public func load(_ tensor: Tensor, name: String) throws {
+        guard tensor.shape == value.shape else {
+            throw BackpropError(.shapeMismatch,
+                                "parameter \(name): got shape \(describe(tensor.shape)), expected \(describe(value.shape))")
+        }
+        value = tensor
+    }
+}
+
+/// A layer or network g: `forward(z)` returns u = g(z) and the backward function B[g, z].
+///
+/// Conventions: parameter gradients accumulate (+=) until `zeroGrad()`; nothing links a forward
+/// to its backward but the returned closure, so two forwards may be followed by their two
+/// backwards in any order.
+public protocol Module: AnyObject, CustomStringConvertible {
+    /// u = g(z) and B[g, z]. Throws when z does not fit the module.
+    func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward)
+
+    /// Parameters by their PyTorch names relative to this module ("weight", "0.bias", "1.0.weight").
+    var namedParameters: [(name: String, parameter: Parameter)] { get }
+
+    /// Training mode (dropout active, batch statistics); `false` is evaluation mode.
+    var isTraining: Bool { get set }
+}
+
+extension Module {
+    public var namedParameters: [(name: String, parameter: Parameter)] { [] }
+
+    public var parameters: [Parameter] { namedParameters.map(\.parameter) }
+
+    /// The output alone, for inference.
+    public func callAsFunction(_ input: Tensor) throws -> Tensor {
+        try forward(input).output
+    }
+
+    /// Clears every parameter's accumulated gradient.
+    public func zeroGrad() {
+        for parameter in parameters { parameter.zeroGrad() }
+    }
+}
+
+/// Checks that the gradient handed to a backward function has the forward output's shape.
+func checkGradient(_ gradOutput: Tensor, matches shape: [Int], in module: Module) throws {
+    guard gradOutput.shape == shape else {
+        throw BackpropError(.shapeMismatch,
+                            "\(module) backward: gradient has shape \(describe(gradOutput.shape)), expected the output's \(describe(shape))")
+    }
+}

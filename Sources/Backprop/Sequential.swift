@@ -1,0 +1,84 @@
+/// Composition g = g_n ∘ … ∘ g_1: the output of each layer is the input of the next.
+/// Its backward applies the layers' backward functions in reverse order:
+/// B[g, z](v) = B[g_1, z](B[g_2, g_1(z)](… B[g_n, ·](v))).
+/// Parameters are named as PyTorch's `nn.Sequential` names them: "<index>.<name>".
+public final class Sequential: Module {
+    public private(set) var layers: [Module]
+
+    public init(_ layers: [Module]) {
+        self.layers = layers
+    }
+
+    public convenience init(_ layers: Module...) {
+        self.init(layers)
+    }
+
+    public var isTraining: Bool = true {
+        didSet { for layer in layers { layer.isTraining = isTraining } }
+    }
+
+    public var description: String {
+        "Sequential(" + layers.map(\.description).joined(separator: ", ") + ")"
+    }
+
+    public var namedParameters: [(name: String, parameter: Parameter)] {
+        layers.enumerated().flatMap { index, layer in
+            layer.namedParameters.map { (name: "\(index).\($0.name)", parameter: $0.parameter) }
+        }
+    }
+
+    public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
+        var output = input
+        var backwards: [Backward] = []
+        backwards.reserveCapacity(layers.count)
+        for layer in layers {
+            let step = try layer.forward(output)
+            output = step.output
+            backwards.append(step.backward)
+        }
+        return (output, { gradOutput in
+            var grad = gradOutput
+            for backward in backwards.reversed() { grad = try backward(grad) }
+            return grad
+        })
+    }
+}
+
+/// u = body(z) + z: a residual block. Its backward is B[body, z](v) + v.
+/// The body's layers are named directly under the block ("1.0.weight"), as the model spec's
+/// `residual(...)`, an `nn.Sequential` subclass, names them.
+public final class Residual: Module {
+    public let body: Sequential
+
+    public init(_ layers: [Module]) {
+        body = Sequential(layers)
+    }
+
+    public convenience init(_ layers: Module...) {
+        self.init(layers)
+    }
+
+    public var isTraining: Bool {
+        get { body.isTraining }
+        set { body.isTraining = newValue }
+    }
+
+    public var description: String {
+        "Residual(" + body.layers.map(\.description).joined(separator: ", ") + ")"
+    }
+
+    public var namedParameters: [(name: String, parameter: Parameter)] { body.namedParameters }
+
+    public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
+        let (bodyOutput, bodyBackward) = try body.forward(input)
+        guard bodyOutput.shape == input.shape else {
+            throw BackpropError(.shapeMismatch,
+                                "\(self): body output has shape \(describe(bodyOutput.shape)), expected the input's \(describe(input.shape))")
+        }
+        let output = bodyOutput.adding(input)
+        return (output, { gradOutput in
+            try checkGradient(gradOutput, matches: output.shape, in: self)
+            return try bodyBackward(gradOutput).adding(gradOutput)
+        })
+    }
+}

@@ -1,0 +1,23 @@
+import ArgumentParser
+import Backprop
+
+@main
+struct BackpropCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "backprop",
+        abstract: "Train and check neural networks on the CPU.",
+        subcommands: [Verify.self, XOR.self]
+    )
+}
+
+/// Common options of the subcommands.
+struct ThreadOptions: ParsableArguments {
+    @Option(help: "Threads for the kernels and BLAS (default: OMP_NUM_THREADS, or every core).")
+    var threads: Int?
+
+    func apply() throws {
+        guard let threads else { return }
+        guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
+        Threads.count = threads
+    }
+}
