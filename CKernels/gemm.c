@@ -1,8 +1,17 @@
 // Threads and the one wrapper around BLAS.
 //
+// OpenBLAS always runs single-threaded here; bp_sgemm splits C into tiles whose sizes depend only
+// on the matrix shape and hands them to our OpenMP threads. Each tile is one single-threaded BLAS
+// call of the same shape whatever the thread count, so results are bit-identical for any
+// OMP_NUM_THREADS (OpenBLAS's own threading picks other kernels and summation orders for other
+// thread counts: measured, 1 vs 3 threads differ in the last bits). It also makes the OpenBLAS
+// flavour (pthread or openmp) irrelevant to correctness: neither starts threads of its own.
+//
 // OpenBLAS's cblas.h is not on every include path (Debian keeps it per threading flavour), so
 // the few functions used are declared here; their ABI is OpenBLAS's CBLAS.
 #include "CKernels.h"
+
+#include "internal.h"
 
 #include <stddef.h>
 
@@ -19,12 +28,24 @@ void omp_set_num_threads(int n);
 int omp_get_max_threads(void);
 #endif
 
-void bp_set_num_threads(int n) {
-    if (n < 1) n = 1;
+// OpenBLAS's openmp flavour also sets OpenMP's thread count in openblas_set_num_threads, so
+// it is called first and ours after it.
+static void blas_single_threaded(void) {
+    static int done = 0;
+    if (__atomic_load_n(&done, __ATOMIC_ACQUIRE)) return;
+    int threads = bp_num_threads();
+    openblas_set_num_threads(1);
 #ifdef _OPENMP
-    omp_set_num_threads(n);
+    omp_set_num_threads(threads);
 #endif
-    openblas_set_num_threads(n);
+    __atomic_store_n(&done, 1, __ATOMIC_RELEASE);
+}
+
+void bp_set_num_threads(int n) {
+    blas_single_threaded();
+#ifdef _OPENMP
+    omp_set_num_threads(n < 1 ? 1 : n);
+#endif
 }
 
 int bp_num_threads(void) {
@@ -46,12 +67,32 @@ int bp_has_openmp(void) {
 const char *bp_blas_corename(void) { return openblas_get_corename(); }
 const char *bp_blas_config(void) { return openblas_get_config(); }
 
+// Tiles split the longer side of C into at most 16 pieces of at least 64 rows or columns
+// (a multiple of 16), a function of the shape alone.
+static int64_t tile_size(int64_t extent) {
+    int64_t tile = ((extent + 15) / 16 + 15) / 16 * 16;
+    return tile < 64 ? 64 : tile;
+}
+
 void bp_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
               float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
               float beta, float *c, int64_t ldc) {
     if (m == 0 || n == 0) return;
-    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
-                (int)m, (int)n, (int)k, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
+    blas_single_threaded();
+    int split_rows = m >= n;
+    int64_t extent = split_rows ? m : n, tile = tile_size(extent);
+    int64_t tiles = (extent + tile - 1) / tile;
+    #pragma omp parallel for schedule(static) if (tiles > 1 && m * n * k >= BP_PARALLEL_MIN)
+    for (int64_t t = 0; t < tiles; t++) {
+        int64_t start = t * tile, size = extent - start < tile ? extent - start : tile;
+        // A tile of rows of C uses the same rows of op(A); a tile of columns, the same columns of op(B).
+        const float *a_tile = split_rows ? a + (trans_a ? start : start * lda) : a;
+        const float *b_tile = split_rows ? b : b + (trans_b ? start * ldb : start);
+        float *c_tile = split_rows ? c + start * ldc : c + start;
+        cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+                    (int)(split_rows ? size : m), (int)(split_rows ? n : size), (int)k,
+                    alpha, a_tile, (int)lda, b_tile, (int)ldb, beta, c_tile, (int)ldc);
+    }
 }
 
 void bp_sgemm_ref(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,

@@ -20,7 +20,8 @@ extern "C" {
 
 // MARK: - Threads and BLAS (gemm.c)
 
-/// Sets the thread count of both the OpenMP kernels and OpenBLAS (n >= 1).
+/// Sets the thread count of every kernel, the matrix products included (OpenBLAS itself stays
+/// single-threaded: bp_sgemm hands it tiles from our OpenMP threads).
 void bp_set_num_threads(int n);
 /// The thread count the kernels use (1 when built without OpenMP).
 int bp_num_threads(void);
@@ -32,7 +33,9 @@ const char *bp_blas_corename(void);
 const char *bp_blas_config(void);
 
 /// C[m,n] = alpha * op(A)[m,k] * op(B)[k,n] + beta * C, row-major; op transposes when trans_* != 0.
-/// The one place that calls BLAS. Call it outside OpenMP parallel regions.
+/// The one place that calls BLAS: C is split into tiles that depend on the shape alone, computed
+/// in parallel, so the result is bit-identical for any thread count. Call it outside OpenMP
+/// parallel regions (inside one, it runs on the calling thread).
 void bp_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
               float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
               float beta, float *c, int64_t ldc);

@@ -1,0 +1,42 @@
+import CKernels
+
+/// Deterministic pseudo-random floats in [low, high) for kernel tests.
+struct Random {
+    private var state: UInt64
+
+    init(seed: UInt64) { state = seed &+ 0x1234_5678 }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9e37_79b9_7f4a_7c15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
+        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
+        return z ^ (z >> 31)
+    }
+
+    mutating func floats(_ count: Int, _ low: Float = -1, _ high: Float = 1) -> [Float] {
+        (0..<count).map { _ in low + (high - low) * Float(next() >> 40) * 0x1p-24 }
+    }
+}
+
+/// max|a − b| / max(max|b|, 1): the error of a float32 kernel against its reference.
+func relativeError(_ a: [Float], _ b: [Float]) -> Float {
+    precondition(a.count == b.count)
+    var error: Float = 0, scale: Float = 1
+    for (x, y) in zip(a, b) {
+        error = max(error, abs(x - y))
+        scale = max(scale, abs(y))
+    }
+    return error / scale
+}
+
+/// Runs `body` with the kernels' thread count set to `threads`, then restores it.
+func withThreads<R>(_ threads: Int32, _ body: () -> R) -> R {
+    let saved = bp_num_threads()
+    bp_set_num_threads(threads)
+    defer { bp_set_num_threads(saved) }
+    return body()
+}
+
+/// The bit patterns of floats, for bitwise comparisons that treat NaNs alike.
+func bits(_ values: [Float]) -> [UInt32] { values.map(\.bitPattern) }
