@@ -1,0 +1,101 @@
+import Backprop
+import Testing
+
+@Suite struct ContainerTests {
+    @Test func parametersAreNamedAsNNSequential() throws {
+        let model = Sequential(try Linear(4, 4), ReLU(), Residual(try Linear(4, 4), Tanh(), try Linear(4, 4, bias: false)),
+                               try Linear(4, 2))
+        #expect(model.namedParameters.map(\.name)
+                == ["0.weight", "0.bias", "2.0.weight", "2.0.bias", "2.2.weight", "3.weight", "3.bias"])
+    }
+
+    @Test func sequentialAndResidualGradientsCheck() throws {
+        let model = Sequential(try Linear(3, 4, seed: 1), Tanh(),
+                               Residual(try Linear(4, 4, seed: 2), Sigmoid()), try Linear(4, 2, seed: 3))
+        try expectGradientsCorrect(model, input: randomTensor([5, 3], seed: 9))
+    }
+
+    /// u = body(z) + z, so with body = Linear with W = 0, b = 0 the block is the identity.
+    @Test func residualAddsTheIdentityPath() throws {
+        let linear = try Linear(2, 2)
+        try linear.weight.load(Tensor(shape: [2, 2]), name: "weight")
+        try linear.bias!.load(Tensor(shape: [2]), name: "bias")
+        let (y, backward) = try Residual(linear).forward(Tensor(shape: [1, 2], scalars: [3, -4]))
+        #expect(y.scalars == [3, -4])
+        #expect(try backward(Tensor(shape: [1, 2], scalars: [1, 2])).scalars == [1, 2])
+    }
+
+    @Test func residualBodyMustKeepTheShape() throws {
+        expectError(.shapeMismatch, mentioning: ["Residual(Linear(in: 3, out: 2))", "[1, 2]", "[1, 3]"]) {
+            _ = try Residual(try Linear(3, 2))(Tensor(shape: [1, 3]))
+        }
+    }
+
+    /// Two forwards before either backward: each closure keeps its own input, and parameter
+    /// gradients add up to the sum of both.
+    @Test func twoForwardsThenTwoBackwards() throws {
+        let model = Sequential(try Linear(3, 3, seed: 1), Tanh(), try Linear(3, 1, seed: 2))
+        let a = randomTensor([2, 3], seed: 1), b = randomTensor([2, 3], seed: 2)
+        let v = try Tensor(shape: [2, 1], repeating: 1)
+
+        model.zeroGrad()
+        let (_, backwardA) = try model.forward(a)
+        let dxA = try backwardA(v)
+        let gradA = model.parameters.map(\.grad)
+        model.zeroGrad()
+        let (_, backwardB) = try model.forward(b)
+        let dxB = try backwardB(v)
+        let gradB = model.parameters.map(\.grad)
+
+        model.zeroGrad()
+        let (_, first) = try model.forward(a)
+        let (_, second) = try model.forward(b)
+        #expect(try second(v) == dxB)
+        #expect(try first(v) == dxA)
+        for (parameter, (ga, gb)) in zip(model.parameters, zip(gradA, gradB)) {
+            for i in 0..<ga.count { #expect(abs(parameter.grad[i] - (ga[i] + gb[i])) <= 1e-6) }
+        }
+    }
+
+    @Test func modePropagatesToEveryLayer() throws {
+        let dropout = try Dropout(probability: 0.5)
+        let model = Sequential(try Linear(2, 2), Residual(dropout))
+        model.isTraining = false
+        #expect(!dropout.isTraining)
+        model.isTraining = true
+        #expect(dropout.isTraining)
+    }
+}
+
+@Suite struct GradientCheckTests {
+    /// A module whose backward is deliberately wrong (twice the true gradient).
+    final class WrongBackward: Module {
+        var isTraining = true
+        var description: String { "WrongBackward()" }
+        func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
+            let output = try Tanh()(input)
+            return (output, { v in
+                try Tensor(shape: input.shape, scalars: (0..<v.count).map { 2 * v[$0] * (1 - output[$0] * output[$0]) })
+            })
+        }
+    }
+
+    @Test func aWrongBackwardFails() throws {
+        let report = try GradientCheck.run(WrongBackward(), input: randomTensor([2, 3], seed: 1))
+        #expect(!report.passed)
+        #expect(report.description.contains("FAIL input"))
+    }
+
+    @Test func aWrongParameterGradientFails() throws {
+        let layer = try Linear(3, 2, seed: 1)
+        let report = try GradientCheck.run(Sequential(layer, WrongBackward()), input: randomTensor([2, 3], seed: 2))
+        #expect(!report.passed)
+        #expect(report.entries.map(\.passed) == [false, false, false])
+    }
+
+    @Test func theReportNamesEveryTensor() throws {
+        let report = try GradientCheck.run(Sequential(try Linear(3, 2)), input: randomTensor([2, 3], seed: 2))
+        #expect(report.entries.map(\.name) == ["input", "0.weight", "0.bias"])
+        #expect(report.description.hasPrefix("Gradient check of Sequential(Linear(in: 3, out: 2)): passed"))
+    }
+}

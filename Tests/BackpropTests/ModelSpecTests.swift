@@ -1,0 +1,37 @@
+import Backprop
+import Testing
+
+@Suite struct ModelSpecTests {
+    @Test func parsesNestedSpecs() throws {
+        let layers = try ModelSpec.parse("linear(4, 8) relu residual(linear(8,8) tanh) linear(8,2,bias=0)")
+        #expect(layers.map(\.name) == ["linear", "relu", "residual", "linear"])
+        #expect(layers[0].positional == [4, 8])
+        #expect(layers[2].body.map(\.name) == ["linear", "tanh"])
+        #expect(layers[3].keywords == ["bias": 0])
+    }
+
+    @Test func buildsANetworkNamedAsPyTorch() throws {
+        let model = try ModelSpec.build("flatten linear(12,8) relu residual(linear(8,8) sigmoid) linear(8,3,bias=0)")
+        #expect(model.namedParameters.map(\.name) == ["1.weight", "1.bias", "3.0.weight", "3.0.bias", "4.weight"])
+        #expect(try model(Tensor(shape: [2, 3, 4])).shape == [2, 3])
+        try expectGradientsCorrect(model, input: randomTensor([2, 3, 4], seed: 3))
+    }
+
+    @Test func sameSeedSameWeights() throws {
+        let a = try ModelSpec.build("linear(3,3) linear(3,3)", seed: 5), b = try ModelSpec.build("linear(3,3) linear(3,3)", seed: 5)
+        #expect(a.parameters.map(\.value) == b.parameters.map(\.value))
+        #expect(a.parameters[0].value != a.parameters[2].value, "each layer draws its own weights")
+    }
+
+    @Test func malformedSpecsGiveClearErrors() {
+        expectError(.format, mentioning: ["unknown layer 'softplus'"]) { _ = try ModelSpec.build("linear(2,2) softplus") }
+        expectError(.format, mentioning: ["unbalanced '('"]) { _ = try ModelSpec.build("linear(2,2") }
+        expectError(.format, mentioning: ["unbalanced ')'"]) { _ = try ModelSpec.build("relu)") }
+        expectError(.format, mentioning: ["linear takes 2 positional arguments, got 1"]) { _ = try ModelSpec.build("linear(2)") }
+        expectError(.format, mentioning: ["bad argument 'x'"]) { _ = try ModelSpec.build("linear(2,x)") }
+        expectError(.format, mentioning: ["linear has no argument 'stride'"]) { _ = try ModelSpec.build("linear(2,2,stride=2)") }
+        expectError(.format, mentioning: ["whole number", "2.5"]) { _ = try ModelSpec.build("linear(2.5,2)") }
+        expectError(.format, mentioning: ["empty"]) { _ = try ModelSpec.build("   ") }
+        expectError(.invalidArgument, mentioning: ["Linear(in: 0, out: 2)"]) { _ = try ModelSpec.build("linear(0,2)") }
+    }
+}

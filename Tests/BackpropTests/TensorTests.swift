@@ -1,0 +1,20 @@
+import Backprop
+import Testing
+
+@Suite struct TensorTests {
+    @Test func shapeAndScalars() throws {
+        let t = try Tensor(shape: [2, 3], scalars: [1, 2, 3, 4, 5, 6])
+        #expect(t.count == 6 && t.rank == 2 && t[4] == 5)
+        let r = try t.reshaped(to: [3, 2])
+        #expect(r.shape == [3, 2] && r.scalars == t.scalars)
+        #expect(try Tensor(shape: [0, 4], repeating: 1).count == 0)
+    }
+
+    @Test func badShapesThrow() {
+        expectError(.shapeMismatch, mentioning: ["5 scalars", "[2, 3]", "expected 6"]) {
+            _ = try Tensor(shape: [2, 3], scalars: [1, 2, 3, 4, 5])
+        }
+        expectError(.invalidArgument, mentioning: ["[2, -1]", "negative"]) { _ = try Tensor(shape: [2, -1]) }
+        expectError(.shapeMismatch, mentioning: ["[4]"]) { _ = try Tensor([1, 2, 3]).reshaped(to: [4]) }
+    }
+}
