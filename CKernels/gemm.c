@@ -13,6 +13,7 @@
 
 #include "internal.h"
 
+#include <pthread.h>
 #include <stddef.h>
 
 enum { CblasRowMajor = 101, CblasNoTrans = 111, CblasTrans = 112 };
@@ -28,17 +29,21 @@ void omp_set_num_threads(int n);
 int omp_get_max_threads(void);
 #endif
 
-// OpenBLAS's openmp flavour also sets OpenMP's thread count in openblas_set_num_threads, so
-// it is called first and ours after it.
-static void blas_single_threaded(void) {
-    static int done = 0;
-    if (__atomic_load_n(&done, __ATOMIC_ACQUIRE)) return;
+// Run once before the first product: checks that OpenBLAS picked kernels as fast as the CPU
+// allows (cpu.c), and sets OpenBLAS to one thread. Its openmp flavour also sets OpenMP's thread
+// count in openblas_set_num_threads, so ours is put back after it.
+static void configure_blas(void) {
+    bp_blas_check(1);
     int threads = bp_num_threads();
     openblas_set_num_threads(1);
 #ifdef _OPENMP
     omp_set_num_threads(threads);
 #endif
-    __atomic_store_n(&done, 1, __ATOMIC_RELEASE);
+}
+
+static void blas_single_threaded(void) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, configure_blas);
 }
 
 void bp_set_num_threads(int n) {

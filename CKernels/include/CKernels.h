@@ -32,6 +32,15 @@ const char *bp_blas_corename(void);
 /// OpenBLAS's build description (version, threading model, DYNAMIC_ARCH ...).
 const char *bp_blas_config(void);
 
+/// 2 when the CPU and OS support AVX-512 (F, DQ, BW, VL), 1 for AVX2 with FMA, else 0 (cpu.c).
+int bp_cpu_vector_level(void);
+/// The OPENBLAS_CORETYPE that would give OpenBLAS kernels as wide as `vector_level` allows when
+/// `core` (OpenBLAS's choice) falls short of it ("SkylakeX", "Haswell"), else NULL.
+const char *bp_blas_better_coretype(const char *core, int vector_level);
+/// bp_blas_better_coretype for the loaded OpenBLAS and this CPU; with `warn`, also says so on
+/// stderr with the remedy. bp_sgemm calls it once, with warn = 1, before its first product.
+const char *bp_blas_check(int warn);
+
 /// C[m,n] = alpha * op(A)[m,k] * op(B)[k,n] + beta * C, row-major; op transposes when trans_* != 0.
 /// The one place that calls BLAS: C is split into tiles that depend on the shape alone, computed
 /// in parallel, so the result is bit-identical for any thread count. Call it outside OpenMP

@@ -8,6 +8,11 @@ struct BackpropCommand: ParsableCommand {
         abstract: "Train and check neural networks on the CPU.",
         subcommands: [Verify.self, XOR.self]
     )
+
+    static func main() {
+        BLASRuntime.relaunchWithFastKernelsIfNeeded()
+        main(nil)
+    }
 }
 
 /// Common options of the subcommands.

@@ -15,7 +15,7 @@ import Testing
     static func bytes<T>(_ values: [T]) -> [UInt8] { values.withUnsafeBytes { Array($0) } }
 
     @Test func writeThenReadRoundTrips() throws {
-        let tensor = try Tensor(shape: [2, 3, 1], scalars: [1.5, -2, 0, .infinity, 3e-40, 7])
+        let tensor = try Tensor(shape: [2, 3, 1], scalars: [1.5, -2, 0, .infinity, .leastNonzeroMagnitude, 7])
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("npy-\(UInt64.random(in: 0...UInt64.max)).npy")
         defer { try? FileManager.default.removeItem(at: url) }
         try tensor.writeNPY(to: url)

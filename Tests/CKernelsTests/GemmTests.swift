@@ -33,3 +33,24 @@ import Testing
         for row in 0..<c.m { #expect(fast[row * (c.n + 1) + c.n] == c0[row * (c.n + 1) + c.n], "\(c)") }
     }
 }
+
+@Suite struct BLASCoreCheckTests {
+    @Test func fallbackKernelsAreDetected() {
+        func better(_ core: String, _ level: Int32) -> String? {
+            bp_blas_better_coretype(core, level).map { String(cString: $0) }
+        }
+        #expect(better("Prescott", 2) == "SkylakeX")
+        #expect(better("Haswell", 2) == "SkylakeX")
+        #expect(better("SkylakeX", 2) == nil)
+        #expect(better("Prescott", 1) == "Haswell")
+        #expect(better("Zen", 1) == nil)
+        #expect(better("Haswell", 1) == nil)
+        #expect(better("Prescott", 0) == nil, "a CPU without AVX2 has nothing better")
+    }
+
+    @Test func theLoadedCoreIsKnown() {
+        let core = String(cString: bp_blas_corename())
+        #expect(!core.isEmpty)
+        #expect((0...2).contains(bp_cpu_vector_level()))
+    }
+}
