@@ -78,6 +78,10 @@ void bp_dropout_backward(float *dx, const float *dy, float p, uint64_t seed, int
     BP_ELEMENTWISE(i, n, dx[i] = dy[i] * dropout_scale(p, seed, i))
 }
 
+void bp_exp_for_testing(float *y, const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = bp_expf(x[i]);
+}
+
 void bp_add(float *y, const float *a, const float *b, int64_t n) {
     BP_ELEMENTWISE(i, n, y[i] = a[i] + b[i])
 }

@@ -6,46 +6,62 @@
 #include <math.h>
 #include <stdlib.h>
 
-// MARK: - Softmax cross-entropy: logits [rows, classes], labels [rows]
+// MARK: - Softmax cross-entropy: logits [rows, classes], labels [rows], stats [rows, 2]
 
-// One row: writes exp(x - max) into d, then turns it into (softmax - onehot) * scale,
-// and returns logsumexp(x) - x[label] (>= 0), computed from the shifted logits.
-static double softmax_xent_row(float *d, const float *x, int64_t label, int64_t classes,
-                               float scale) {
+// One row's statistics: stats[0] = max_j x_j, stats[1] = 1 / Σ_j e^(x_j − max);
+// returns the row's loss logsumexp(x) − x[label] = log Σ_j e^(x_j − max) − (x[label] − max).
+BP_MULTIVERSION
+static double softmax_xent_row_forward(float *stats, const float *x, int64_t label, int64_t classes) {
     float max = x[0];
-    for (int64_t j = 1; j < classes; j++) max = x[j] > max ? x[j] : max;
-    double sum = 0.0;
-    for (int64_t j = 0; j < classes; j++) {
-        d[j] = expf(x[j] - max);
-        sum += d[j];
-    }
-    float inv = (float)(1.0 / sum) * scale;
-    for (int64_t j = 0; j < classes; j++) d[j] *= inv;
-    d[label] -= scale;
-    return log(sum) - ((double)x[label] - max);
+    #pragma omp simd reduction(max : max)
+    for (int64_t j = 0; j < classes; j++) max = x[j] > max ? x[j] : max;
+    float sum = 0.0f;
+    #pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < classes; j++) sum += bp_expf(x[j] - max);
+    stats[0] = max;
+    stats[1] = 1.0f / sum;
+    return log((double)sum) - ((double)x[label] - max);
+}
+
+// dx_j = scale · (softmax_j − [j == label]), softmax_j = e^(x_j − max) / Σ.
+BP_MULTIVERSION
+static void softmax_xent_row_backward(float *dx, const float *stats, const float *x, int64_t label,
+                                      int64_t classes, float scale) {
+    float max = stats[0], factor = stats[1] * scale;
+    #pragma omp simd
+    for (int64_t j = 0; j < classes; j++) dx[j] = bp_expf(x[j] - max) * factor;
+    dx[label] -= scale;
 }
 
 typedef struct {
-    float *dx;
+    float *stats;
     const float *logits;
     const int64_t *labels;
     int64_t classes;
-    float scale;
 } xent_args;
 
 static double xent_block(const void *ctx, int64_t begin, int64_t end) {
     const xent_args *a = ctx;
     double sum = 0.0;
     for (int64_t r = begin; r < end; r++)
-        sum += softmax_xent_row(a->dx + r * a->classes, a->logits + r * a->classes, a->labels[r],
-                                a->classes, a->scale);
+        sum += softmax_xent_row_forward(a->stats + 2 * r, a->logits + r * a->classes, a->labels[r], a->classes);
     return sum;
 }
 
-double bp_softmax_xent(float *dx, const float *logits, const int64_t *labels,
-                       int64_t rows, int64_t classes) {
-    xent_args a = {dx, logits, labels, classes, 1.0f / (float)rows};
-    return bp_blocked_sum(rows, xent_block, &a) / (double)rows;
+// Rows per block: about 16K logits, so blocks are worth a thread.
+static int64_t rows_per_block(int64_t classes) { return classes >= 16384 ? 1 : 16384 / classes; }
+
+double bp_softmax_xent_forward(float *stats, const float *logits, const int64_t *labels,
+                               int64_t rows, int64_t classes) {
+    xent_args a = {stats, logits, labels, classes};
+    return bp_blocked_sum(rows, rows_per_block(classes), classes, xent_block, &a) / (double)rows;
+}
+
+void bp_softmax_xent_backward(float *dx, const float *stats, const float *logits, const int64_t *labels,
+                              int64_t rows, int64_t classes, float scale) {
+    #pragma omp parallel for schedule(static) if (rows * classes >= BP_PARALLEL_MIN)
+    for (int64_t r = 0; r < rows; r++)
+        softmax_xent_row_backward(dx + r * classes, stats + 2 * r, logits + r * classes, labels[r], classes, scale);
 }
 
 double bp_softmax_xent_ref(float *dx, const float *logits, const int64_t *labels,
@@ -111,7 +127,7 @@ static double bce_logits_block(const void *ctx, int64_t begin, int64_t end) {
 static double mean_loss(double (*block)(const void *, int64_t, int64_t), float *dx,
                         const float *x, const float *target, int64_t n) {
     pointwise_args a = {dx, x, target, 1.0f / (float)n};
-    return bp_blocked_sum(n, block, &a) / (double)n;
+    return bp_blocked_sum(n, 4096, 1, block, &a) / (double)n;
 }
 
 double bp_mse(float *dx, const float *x, const float *target, int64_t n) {

@@ -3,17 +3,15 @@
 
 #include <stdlib.h>
 
-enum { BLOCK = 4096 };
-
-double bp_blocked_sum(int64_t n, double (*block)(const void *ctx, int64_t begin, int64_t end),
-                      const void *ctx) {
-    int64_t blocks = (n + BLOCK - 1) / BLOCK;
+double bp_blocked_sum(int64_t n, int64_t block_size, int64_t cost,
+                      double (*block)(const void *ctx, int64_t begin, int64_t end), const void *ctx) {
+    int64_t blocks = (n + block_size - 1) / block_size;
     if (blocks <= 1) return n > 0 ? block(ctx, 0, n) : 0.0;
     double *partial = malloc((size_t)blocks * sizeof(double));
-    #pragma omp parallel for schedule(static) if (n >= BP_PARALLEL_MIN)
+    #pragma omp parallel for schedule(static) if (n * cost >= BP_PARALLEL_MIN)
     for (int64_t b = 0; b < blocks; b++) {
-        int64_t end = (b + 1) * BLOCK < n ? (b + 1) * BLOCK : n;
-        partial[b] = block(ctx, b * BLOCK, end);
+        int64_t end = (b + 1) * block_size < n ? (b + 1) * block_size : n;
+        partial[b] = block(ctx, b * block_size, end);
     }
     double sum = 0.0;
     for (int64_t b = 0; b < blocks; b++) sum += partial[b];

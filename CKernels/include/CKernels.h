@@ -76,6 +76,8 @@ void bp_gelu_backward(float *dx, const float *dy, const float *x, int64_t n);
 /// it, and it does not depend on the thread count.
 void bp_dropout_forward(float *y, const float *x, float p, uint64_t seed, int64_t n);
 void bp_dropout_backward(float *dx, const float *dy, float p, uint64_t seed, int64_t n);
+/// y = exp(x) by the vectorisable approximation the kernels use (within 2 ulp), for its tests.
+void bp_exp_for_testing(float *y, const float *x, int64_t n);
 /// y = a + b.
 void bp_add(float *y, const float *a, const float *b, int64_t n);
 /// y += x.
@@ -101,10 +103,15 @@ void bp_linear_backward_weights_ref(float *dweight, float *dbias, const float *d
 
 // MARK: - Losses (loss.c), mean reduction; each returns the loss and writes its gradient
 
-/// Softmax cross-entropy on logits [rows, classes] with labels in [0, classes):
-/// loss = mean_i (logsumexp(x_i) - x_i[label_i]);  dx = (softmax(x_i) - onehot(label_i)) / rows.
-double bp_softmax_xent(float *dx, const float *logits, const int64_t *labels,
-                       int64_t rows, int64_t classes);
+/// Softmax cross-entropy on logits [rows, classes] with labels in [0, classes), in two phases.
+/// Forward: returns loss = mean_i (logsumexp(x_i) - x_i[label_i]) and saves per row
+/// stats[i] = {max_j x_ij, 1 / sum_j exp(x_ij - max)} (stats [rows, 2]).
+double bp_softmax_xent_forward(float *stats, const float *logits, const int64_t *labels,
+                               int64_t rows, int64_t classes);
+/// Backward: dx_ij = scale * (softmax(x_i)_j - [j == label_i]); scale = dloss / rows for the mean.
+void bp_softmax_xent_backward(float *dx, const float *stats, const float *logits, const int64_t *labels,
+                              int64_t rows, int64_t classes, float scale);
+/// Both phases as plain loops in double, with scale = 1 / rows.
 double bp_softmax_xent_ref(float *dx, const float *logits, const int64_t *labels,
                            int64_t rows, int64_t classes);
 /// loss = mean (x - t)^2;  dx = 2 (x - t) / n.

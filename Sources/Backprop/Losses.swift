@@ -14,6 +14,13 @@ public struct SoftmaxCrossEntropy: Sendable {
     public init() {}
 
     public func callAsFunction(_ logits: Tensor, labels: [Int]) throws -> LossOutput {
+        let (value, backward) = try forward(logits, labels: labels)
+        return LossOutput(value: value, gradient: backward())
+    }
+
+    /// The two phases apart, as PyTorch runs them: the loss now, and a function that computes
+    /// ∂L/∂logits when called, from the per-row max and softmax normaliser the forward saved.
+    public func forward(_ logits: Tensor, labels: [Int]) throws -> (value: Float, backward: () -> Tensor) {
         guard logits.rank == 2, logits.shape[0] > 0, logits.shape[1] > 0 else {
             throw BackpropError(.shapeMismatch,
                                 "SoftmaxCrossEntropy: logits have shape \(describe(logits.shape)), expected [N, C] with N, C > 0")
@@ -27,14 +34,18 @@ public struct SoftmaxCrossEntropy: Sendable {
             throw BackpropError(.invalidArgument,
                                 "SoftmaxCrossEntropy: label \(labels[bad]) at row \(bad) is outside [0, \(classes))")
         }
-        let labels64 = labels.map(Int64.init)
+        let labels64 = labels.map(Int64.init), (n, c) = (Int64(rows), Int64(classes))
         var value = 0.0
-        let gradient = logits.withPointer { x in
-            Tensor.filled(logits.shape) { dx in
-                value = bp_softmax_xent(dx, x, labels64, Int64(rows), Int64(classes))
-            }
+        let stats = logits.withPointer { x in
+            Tensor.filled([rows, 2]) { value = bp_softmax_xent_forward($0, x, labels64, n, c) }
         }
-        return LossOutput(value: Float(value), gradient: gradient)
+        return (Float(value), {
+            logits.withPointer { x in
+                stats.withPointer { s in
+                    Tensor.filled(logits.shape) { bp_softmax_xent_backward($0, s, x, labels64, n, c, 1 / Float(rows)) }
+                }
+            }
+        })
     }
 
     /// Labels given as a float tensor of shape [N] holding whole numbers.

@@ -10,18 +10,34 @@ import Testing
         let logits = random.floats(rows * classes, -5, 5)
         let labels = (0..<rows).map { Int64($0 * 7 % classes) }
         var dx = [Float](repeating: .nan, count: logits.count), dxRef = dx
-        let loss = bp_softmax_xent(&dx, logits, labels, Int64(rows), Int64(classes))
+        var stats = [Float](repeating: .nan, count: 2 * rows)
+        let loss = bp_softmax_xent_forward(&stats, logits, labels, Int64(rows), Int64(classes))
+        bp_softmax_xent_backward(&dx, stats, logits, labels, Int64(rows), Int64(classes), 1 / Float(rows))
         let lossRef = bp_softmax_xent_ref(&dxRef, logits, labels, Int64(rows), Int64(classes))
         #expect(abs(loss - lossRef) <= 1e-6 * max(1, lossRef), "rows=\(rows) classes=\(classes)")
         #expect(relativeError(dx, dxRef) < 1e-6, "rows=\(rows) classes=\(classes)")
+    }
+
+    /// bp_expf against exp in double over the whole range the kernels use.
+    @Test("the vectorisable exp is within 2 ulp")
+    func expAccuracy() {
+        var x: Float = -87
+        while x < 88 {
+            var y: Float = 0
+            bp_exp_for_testing(&y, [x], 1)
+            let exact = Foundation.exp(Double(x))
+            #expect(abs(Double(y) - exact) <= 2 * Double(Float(exact).ulp), "exp(\(x))")
+            x += 0.0137
+        }
     }
 
     @Test("softmax cross-entropy is stable for logits of 1e4")
     func softmaxCrossEntropyLargeLogits() {
         // Row 0: logits 1e4 and 1e4 - 2 with label 1: loss = log(1 + e^2) - 0 + ... = log(e^0 + e^-2) + 2.
         let logits: [Float] = [10_000, 9_998, -10_000, 10_000]
-        var dx = [Float](repeating: .nan, count: 4)
-        let loss = bp_softmax_xent(&dx, logits, [1, 0], 2, 2)
+        var dx = [Float](repeating: .nan, count: 4), stats = dx
+        let loss = bp_softmax_xent_forward(&stats, logits, [1, 0], 2, 2)
+        bp_softmax_xent_backward(&dx, stats, logits, [1, 0], 2, 2, 0.5)
         let row0 = log(1 + exp(-2.0)) + 2, row1 = log(1 + exp(-20_000.0)) + 20_000
         #expect(abs(loss - (row0 + row1) / 2) < 1e-3)
         #expect(dx.allSatisfy { $0.isFinite })

@@ -21,8 +21,9 @@ import Testing
             bp_linear_forward(&y, x, w, b, Int64(rows), Int64(inF), Int64(outF))
             bp_linear_backward_data(&dx, dy, w, Int64(rows), Int64(inF), Int64(outF))
             bp_linear_backward_weights(&dw, &db, dy, x, Int64(rows), Int64(inF), Int64(outF))
-            var dl = [Float](repeating: 0, count: y.count), dm = dl
-            let xent = bp_softmax_xent(&dl, y, labels, Int64(rows), Int64(outF))
+            var dl = [Float](repeating: 0, count: y.count), dm = dl, stats = [Float](repeating: 0, count: 2 * rows)
+            let xent = bp_softmax_xent_forward(&stats, y, labels, Int64(rows), Int64(outF))
+            bp_softmax_xent_backward(&dl, stats, y, labels, Int64(rows), Int64(outF), 1 / Float(rows))
             let mse = bp_mse(&dm, y, dy, Int64(y.count))
             var act = [Float](repeating: 0, count: x.count)
             bp_gelu_forward(&act, x, Int64(x.count))
