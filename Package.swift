@@ -38,8 +38,9 @@ let package = Package(
         ),
         .executableTarget(
             name: "backprop-bench",
-            dependencies: ["Backprop", .product(name: "ArgumentParser", package: "swift-argument-parser")],
-            path: "Benchmarks"
+            dependencies: ["Backprop", "CKernels", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Benchmarks",
+            exclude: ["BENCHMARKS.md", "update.sh"]
         ),
         .testTarget(name: "CKernelsTests", dependencies: ["CKernels"]),
         .testTarget(name: "BackpropTests", dependencies: ["Backprop", "CKernels"]),

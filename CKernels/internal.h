@@ -14,6 +14,13 @@
 double bp_blocked_sum(int64_t n, int64_t block_size, int64_t cost,
                       double (*block)(const void *ctx, int64_t begin, int64_t end), const void *ctx);
 
+/// Runs `chunk(ctx, begin, end)` over consecutive chunks of 16384 items covering [0, n), in
+/// parallel when n · cost is large enough. The chunks do not depend on the thread count.
+/// Hot loops go in chunk functions rather than in the parallel loop itself, because clang's
+/// outlined OpenMP bodies do not inherit BP_MULTIVERSION's target features.
+void bp_parallel_chunks(int64_t n, int64_t cost, void (*chunk)(const void *ctx, int64_t begin, int64_t end),
+                        const void *ctx);
+
 /// Functions with this attribute are compiled for AVX-512, AVX2 and baseline x86-64, and the
 /// best the CPU supports is picked at load time (SwiftPM compiles C without -march).
 #if defined(__x86_64__) && defined(__clang__)
@@ -22,11 +29,12 @@ double bp_blocked_sum(int64_t n, int64_t block_size, int64_t cost,
 #define BP_MULTIVERSION
 #endif
 
-/// e^x for x <= 88.7, within 2 ulp, and vectorisable (no calls, no branches): e^x = 2^n e^r with
+/// e^x within 2 ulp for x in [−87.3, 88.7], and vectorisable (no calls, no branches): e^x = 2^n e^r with
 /// n = round(x / ln 2) and r = x − n ln 2 in [−ln 2 / 2, ln 2 / 2], e^r by a degree-6 polynomial
-/// (Cephes' coefficients). Inputs below −87.3 give about 1e-38 instead of a subnormal or 0.
+/// (Cephes' coefficients). Inputs are clamped to that range: below it the result is about 1e-38
+/// instead of a subnormal or 0, above it about 3.3e38 instead of infinity.
 static inline float bp_expf(float x) {
-    x = x < -87.3f ? -87.3f : x;
+    x = x < -87.3f ? -87.3f : x > 88.7f ? 88.7f : x;
     const float round_magic = 12582912.0f;  // 1.5 · 2^23: adding it rounds to an integer
     float n = (x * 1.44269504088896341f + round_magic) - round_magic;
     float r = x - n * 0.693359375f + n * 2.12194440e-4f;  // ln 2 split in two for exactness

@@ -1,4 +1,4 @@
-// Deterministic parallel sums (see internal.h).
+// Parallel loops over fixed chunks and deterministic parallel sums (see internal.h).
 #include "internal.h"
 
 #include <stdlib.h>
@@ -17,4 +17,13 @@ double bp_blocked_sum(int64_t n, int64_t block_size, int64_t cost,
     for (int64_t b = 0; b < blocks; b++) sum += partial[b];
     free(partial);
     return sum;
+}
+
+enum { CHUNK = 16384 };
+
+void bp_parallel_chunks(int64_t n, int64_t cost, void (*chunk)(const void *ctx, int64_t begin, int64_t end),
+                        const void *ctx) {
+    int64_t chunks = (n + CHUNK - 1) / CHUNK;
+    #pragma omp parallel for schedule(static) if (chunks > 1 && n * cost >= BP_PARALLEL_MIN)
+    for (int64_t c = 0; c < chunks; c++) chunk(ctx, c * CHUNK, (c + 1) * CHUNK < n ? (c + 1) * CHUNK : n);
 }
