@@ -40,7 +40,7 @@ let package = Package(
             name: "backprop-bench",
             dependencies: ["Backprop", "CKernels", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Benchmarks",
-            exclude: ["BENCHMARKS.md", "update.sh"]
+            exclude: ["BENCHMARKS.md", "update.sh", "results"]
         ),
         .testTarget(name: "CKernelsTests", dependencies: ["CKernels"]),
         .testTarget(name: "BackpropTests", dependencies: ["Backprop", "CKernels"]),
