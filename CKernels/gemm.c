@@ -4,8 +4,10 @@
 // on the matrix shape and hands them to our OpenMP threads. Each tile is one single-threaded BLAS
 // call of the same shape whatever the thread count, so results are bit-identical for any
 // OMP_NUM_THREADS (OpenBLAS's own threading picks other kernels and summation orders for other
-// thread counts: measured, 1 vs 3 threads differ in the last bits). It also makes the OpenBLAS
-// flavour (pthread or openmp) irrelevant to correctness: neither starts threads of its own.
+// thread counts: measured, 1 vs 3 threads differ in the last bits). Both of Debian's OpenBLAS
+// flavours are kept single-threaded: the pthread one by openblas_set_num_threads(1), the openmp one
+// because it runs single-threaded inside an active parallel region and we give serial calls a
+// thread count of 1 (it follows the caller's OpenMP setting, not openblas_set_num_threads).
 //
 // OpenBLAS's cblas.h is not on every include path (Debian keeps it per threading flavour), so
 // the few functions used are declared here; their ABI is OpenBLAS's CBLAS.
@@ -89,7 +91,14 @@ void bp_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
     int split_rows = m >= n;
     int64_t extent = split_rows ? m : n, tile = tile_size(extent);
     int64_t tiles = (extent + tile - 1) / tile;
-    #pragma omp parallel for schedule(static) if (tiles > 1 && m * n * k >= BP_PARALLEL_MIN)
+    int parallel = tiles > 1 && m * n * k >= BP_PARALLEL_MIN;
+#ifdef _OPENMP
+    // OpenBLAS's openmp flavour ignores openblas_set_num_threads and follows the calling thread's
+    // OpenMP thread count outside active parallel regions: make that 1 for serial calls.
+    int threads = omp_get_max_threads();
+    if (!parallel) omp_set_num_threads(1);
+#endif
+    #pragma omp parallel for schedule(static) if (parallel)
     for (int64_t t = 0; t < tiles; t++) {
         int64_t start = t * tile, size = extent - start < tile ? extent - start : tile;
         // A tile of rows of C uses the same rows of op(A); a tile of columns, the same columns of op(B).
@@ -100,6 +109,9 @@ void bp_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
                     (int)(split_rows ? size : m), (int)(split_rows ? n : size), (int)k,
                     alpha, a_tile, (int)lda, b_tile, (int)ldb, beta, c_tile, (int)ldc);
     }
+#ifdef _OPENMP
+    if (!parallel) omp_set_num_threads(threads);
+#endif
 }
 
 void bp_sgemm_ref(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
