@@ -5,9 +5,9 @@
 // call of the same shape whatever the thread count, so results are bit-identical for any
 // OMP_NUM_THREADS (OpenBLAS's own threading picks other kernels and summation orders for other
 // thread counts: measured, 1 vs 3 threads differ in the last bits). Both of Debian's OpenBLAS
-// flavours are kept single-threaded: the pthread one by openblas_set_num_threads(1), the openmp one
-// because it runs single-threaded inside an active parallel region and we give serial calls a
-// thread count of 1 (it follows the caller's OpenMP setting, not openblas_set_num_threads).
+// flavours are kept single-threaded (bp_sgemm_serial): the pthread one by
+// openblas_set_num_threads(1), the openmp one by running inside an active parallel region or with
+// the caller's OpenMP thread count set to 1 (it follows that, not openblas_set_num_threads).
 //
 // OpenBLAS's cblas.h is not on every include path (Debian keeps it per threading flavour), so
 // the few functions used are declared here; their ABI is OpenBLAS's CBLAS.
@@ -29,6 +29,7 @@ char *openblas_get_config(void);
 // Swift's clang ships no omp.h; these are libomp's entry points.
 void omp_set_num_threads(int n);
 int omp_get_max_threads(void);
+int omp_in_parallel(void);
 #endif
 
 // Run once before the first product: checks that OpenBLAS picked kernels as fast as the CPU
@@ -87,30 +88,36 @@ void bp_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
               float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
               float beta, float *c, int64_t ldc) {
     if (m == 0 || n == 0) return;
-    blas_single_threaded();
     int split_rows = m >= n;
     int64_t extent = split_rows ? m : n, tile = tile_size(extent);
     int64_t tiles = (extent + tile - 1) / tile;
-    int parallel = tiles > 1 && m * n * k >= BP_PARALLEL_MIN;
-#ifdef _OPENMP
-    // OpenBLAS's openmp flavour ignores openblas_set_num_threads and follows the calling thread's
-    // OpenMP thread count outside active parallel regions: make that 1 for serial calls.
-    int threads = omp_get_max_threads();
-    if (!parallel) omp_set_num_threads(1);
-#endif
-    #pragma omp parallel for schedule(static) if (parallel)
+    #pragma omp parallel for schedule(static) if (tiles > 1 && m * n * k >= BP_PARALLEL_MIN)
     for (int64_t t = 0; t < tiles; t++) {
         int64_t start = t * tile, size = extent - start < tile ? extent - start : tile;
         // A tile of rows of C uses the same rows of op(A); a tile of columns, the same columns of op(B).
         const float *a_tile = split_rows ? a + (trans_a ? start : start * lda) : a;
         const float *b_tile = split_rows ? b : b + (trans_b ? start * ldb : start);
         float *c_tile = split_rows ? c + start * ldc : c + start;
-        cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
-                    (int)(split_rows ? size : m), (int)(split_rows ? n : size), (int)k,
-                    alpha, a_tile, (int)lda, b_tile, (int)ldb, beta, c_tile, (int)ldc);
+        bp_sgemm_serial(trans_a, trans_b, split_rows ? size : m, split_rows ? n : size, k,
+                        alpha, a_tile, lda, b_tile, ldb, beta, c_tile, ldc);
     }
+}
+
+void bp_sgemm_serial(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+                     float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
+                     float beta, float *c, int64_t ldc) {
+    if (m == 0 || n == 0) return;
+    blas_single_threaded();
 #ifdef _OPENMP
-    if (!parallel) omp_set_num_threads(threads);
+    // OpenBLAS's openmp flavour ignores openblas_set_num_threads and, outside an active parallel
+    // region, follows the calling thread's OpenMP thread count: make that 1 for the call.
+    int outside = !omp_in_parallel(), threads = omp_get_max_threads();
+    if (outside) omp_set_num_threads(1);
+#endif
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+                (int)m, (int)n, (int)k, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
+#ifdef _OPENMP
+    if (outside) omp_set_num_threads(threads);
 #endif
 }
 

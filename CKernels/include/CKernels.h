@@ -48,6 +48,11 @@ const char *bp_blas_check(int warn);
 void bp_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
               float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
               float beta, float *c, int64_t ldc);
+/// The same product as one single-threaded BLAS call on the calling thread, inside or outside
+/// a parallel region: for kernels that parallelise over images and multiply within each.
+void bp_sgemm_serial(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+                     float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
+                     float beta, float *c, int64_t ldc);
 /// The same product as three plain loops with a double accumulator.
 void bp_sgemm_ref(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
                   float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
@@ -100,6 +105,37 @@ void bp_linear_backward_data_ref(float *dx, const float *dy, const float *weight
                                  int64_t rows, int64_t in, int64_t out);
 void bp_linear_backward_weights_ref(float *dweight, float *dbias, const float *dy, const float *x,
                                     int64_t rows, int64_t in, int64_t out);
+
+// MARK: - Convolution (conv2d.c)
+
+/// The geometry of a 2-D convolution (cross-correlation, as PyTorch's), from its input side:
+/// x [n, c, h, w] → y [n, k, out_h, out_w] with weight [k, c / groups, r, s]. Padding is given by
+/// its top and left sizes; the bottom and right follow from out_h and out_w, which the caller
+/// computes: out = (in + pad_before + pad_after − dilation · (kernel − 1) − 1) / stride + 1.
+/// Output pixel (oh, ow) reads input row oh · stride_h − pad_h + i · dilation_h for kernel row i.
+/// A transposed convolution uses the same geometry with the roles of x and y swapped.
+typedef struct {
+    int64_t n, c, h, w;          // input
+    int64_t k, out_h, out_w;     // output
+    int64_t r, s;                // kernel height and width
+    int64_t stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups;
+} bp_conv2d_params;
+
+/// y = conv(x, weight), no bias (bp_channel_bias_add adds it). Parallel over images.
+void bp_conv2d_forward(float *y, const float *x, const float *weight, const bp_conv2d_params *p);
+/// dx = the transposed convolution of dy (overwrites dx); also the forward of ConvTranspose2D.
+void bp_conv2d_backward_data(float *dx, const float *dy, const float *weight, const bp_conv2d_params *p);
+/// dweight += the correlation of dy with x. Images are split into at most 4 fixed blocks summed
+/// into block partials, then added in block order: bit-identical for any thread count.
+void bp_conv2d_backward_weights(float *dweight, const float *dy, const float *x, const bp_conv2d_params *p);
+void bp_conv2d_forward_ref(float *y, const float *x, const float *weight, const bp_conv2d_params *p);
+void bp_conv2d_backward_data_ref(float *dx, const float *dy, const float *weight, const bp_conv2d_params *p);
+void bp_conv2d_backward_weights_ref(float *dweight, const float *dy, const float *x, const bp_conv2d_params *p);
+
+/// y[n, c, :] += bias[c] for y [n, c, hw].
+void bp_channel_bias_add(float *y, const float *bias, int64_t n, int64_t c, int64_t hw);
+/// dbias[c] += Σ over n and hw of dy[n, c, :] (in a fixed order).
+void bp_channel_bias_backward(float *dbias, const float *dy, int64_t n, int64_t c, int64_t hw);
 
 // MARK: - Losses (loss.c), mean reduction; each returns the loss and writes its gradient
 

@@ -18,8 +18,35 @@ enum FixtureOperations {
         "binary_cross_entropy": { context in
             try lossOutputs(BinaryCrossEntropy()(context.input("x"), target: context.input("target")))
         },
+        "conv2d": { context in
+            let p = context.params
+            let (stride, pad, dilation) = (try p.ints("stride"), try p.ints("pad"), try p.ints("dilation"))
+            let layer = try Conv2D(p.int("c"), p.int("k"), kernelSize: (p.int("r"), p.int("s")),
+                                   stride: (stride[0], stride[1]), padding: .explicit(pad[0], pad[1]),
+                                   dilation: (dilation[0], dilation[1]), groups: p.int("groups", default: 1),
+                                   bias: p.bool("bias", default: true))
+            return try loadAndRun(layer, weight: layer.weight, bias: layer.bias, context)
+        },
+        "conv_transpose2d": { context in
+            let p = context.params
+            let (stride, pad, dilation) = (try p.ints("stride"), try p.ints("pad"), try p.ints("dilation"))
+            let outputPadding = try p.ints("output_padding")
+            let layer = try ConvTranspose2D(p.int("c"), p.int("k"), kernelSize: (p.int("r"), p.int("s")),
+                                            stride: (stride[0], stride[1]), padding: (pad[0], pad[1]),
+                                            outputPadding: (outputPadding[0], outputPadding[1]),
+                                            dilation: (dilation[0], dilation[1]), groups: p.int("groups", default: 1),
+                                            bias: p.bool("bias", default: true))
+            return try loadAndRun(layer, weight: layer.weight, bias: layer.bias, context)
+        },
         "network": network,
     ]
+
+    /// Loads a layer's weight (and bias) from the case, then runs forward and backward.
+    static func loadAndRun(_ layer: Module, weight: Parameter, bias: Parameter?, _ context: FixtureContext) throws -> [String: Tensor] {
+        try weight.load(context.input("weight"), name: "weight")
+        if let bias { try bias.load(context.input("bias"), name: "bias") }
+        return try forwardBackward(layer, context)
+    }
 
     /// Runs `module` forward on x and backward on grad_y; returns y, grad_x and every parameter's
     /// gradient as grad_<name>.
@@ -34,9 +61,7 @@ enum FixtureOperations {
     static func linear(_ context: FixtureContext) throws -> [String: Tensor] {
         let p = context.params
         let layer = try Linear(p.int("in"), p.int("out"), bias: p.bool("bias", default: true))
-        try layer.weight.load(context.input("weight"), name: "weight")
-        if let bias = layer.bias { try bias.load(context.input("bias"), name: "bias") }
-        return try forwardBackward(layer, context)
+        return try loadAndRun(layer, weight: layer.weight, bias: layer.bias, context)
     }
 
     static func lossOutputs(_ loss: LossOutput) -> [String: Tensor] {

@@ -43,11 +43,24 @@ public enum ModelSpec {
         case "linear":
             try args.expect(positional: 2, keywords: ["bias"])
             return try Linear(args.int(0), args.int(1), bias: args.flag("bias", default: true), seed: generator.next())
+        case "conv2d":
+            try args.expect(positional: 3, keywords: ["stride", "pad", "dilation", "groups", "bias"])
+            return try Conv2D(args.int(0), args.int(1), kernelSize: args.int(2), stride: args.int("stride", default: 1),
+                              padding: args.int("pad", default: 0), dilation: args.int("dilation", default: 1),
+                              groups: args.int("groups", default: 1), bias: args.flag("bias", default: true),
+                              seed: generator.next())
+        case "conv_transpose2d":
+            try args.expect(positional: 3, keywords: ["stride", "pad", "output_padding", "dilation", "groups", "bias"])
+            return try ConvTranspose2D(args.int(0), args.int(1), kernelSize: args.int(2),
+                                       stride: args.int("stride", default: 1), padding: args.int("pad", default: 0),
+                                       outputPadding: args.int("output_padding", default: 0),
+                                       dilation: args.int("dilation", default: 1), groups: args.int("groups", default: 1),
+                                       bias: args.flag("bias", default: true), seed: generator.next())
         case "relu": try args.expect(positional: 0); return ReLU()
         case "sigmoid": try args.expect(positional: 0); return Sigmoid()
         case "tanh": try args.expect(positional: 0); return Tanh()
         case "flatten": try args.expect(positional: 0); return Flatten()
-        case "conv2d", "conv_transpose2d", "batchnorm2d", "batchnorm1d", "layernorm",
+        case "batchnorm2d", "batchnorm1d", "layernorm",
              "maxpool2d", "avgpool2d", "global_avgpool2d":
             throw BackpropError(.unsupported, "model spec: layer '\(layer.name)' is not implemented yet")
         default:

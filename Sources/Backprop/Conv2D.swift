@@ -1,0 +1,173 @@
+import CKernels
+
+/// Padding of a convolution, per axis.
+public enum Padding: Sendable, Equatable, CustomStringConvertible {
+    /// The same number of zeros on both sides of each axis: (height, width).
+    case explicit(Int, Int)
+    /// The output keeps the input's size (stride 1 only, as PyTorch's "same"): dilation · (kernel − 1)
+    /// zeros per axis, the odd one at the bottom or right.
+    case same
+    /// No padding (PyTorch's "valid").
+    case valid
+
+    public var description: String {
+        switch self {
+        case .explicit(let h, let w): return "\(h)x\(w)"
+        case .same: return "same"
+        case .valid: return "valid"
+        }
+    }
+
+    /// (before, after) zeros on an axis with this kernel size and dilation.
+    func amounts(axis: Int, kernel: Int, dilation: Int) -> (before: Int, after: Int) {
+        switch self {
+        case .explicit(let h, let w): let p = axis == 0 ? h : w; return (p, p)
+        case .valid: return (0, 0)
+        case .same: let total = dilation * (kernel - 1); return (total / 2, total - total / 2)
+        }
+    }
+}
+
+/// A 2-D convolution (cross-correlation, as PyTorch's `nn.Conv2d`) over NCHW input:
+/// x [N, C, H, W] → u [N, K, OH, OW], weight [K, C / groups, kh, kw], bias [K], with
+/// OH = ⌊(H + pad_top + pad_bottom − dilation_h (kh − 1) − 1) / stride_h⌋ + 1 (and OW alike).
+///
+/// Backward: ∂J/∂x is the transposed convolution of v; ∂J/∂W += the correlation of v with x;
+/// ∂J/∂b += Σ over N, OH, OW of v. Memory: the forward allocates the output, and each thread one
+/// image's column matrix ((C / groups) · kh · kw × OH · OW floats) while it runs (none for 1x1
+/// stride-1 convolutions); the backward the input gradient, a column matrix per thread, and for the
+/// weight gradient up to 4 weight-sized partial sums.
+public final class Conv2D: Module {
+    public let inChannels: Int
+    public let outChannels: Int
+    public let kernelSize: (height: Int, width: Int)
+    public let stride: (height: Int, width: Int)
+    public let padding: Padding
+    public let dilation: (height: Int, width: Int)
+    public let groups: Int
+    public let weight: Parameter
+    public let bias: Parameter?
+    public var isTraining = true
+
+    public init(_ inChannels: Int, _ outChannels: Int, kernelSize: (Int, Int), stride: (Int, Int) = (1, 1),
+                padding: Padding = .valid, dilation: (Int, Int) = (1, 1), groups: Int = 1, bias: Bool = true,
+                initialization: WeightInitialization = .pytorchDefault, seed: UInt64 = 0) throws {
+        self.inChannels = inChannels
+        self.outChannels = outChannels
+        self.kernelSize = kernelSize
+        self.stride = stride
+        self.padding = padding
+        self.dilation = dilation
+        self.groups = groups
+        let name = Conv2D.describe(inChannels, outChannels, kernelSize, stride, padding, dilation, groups)
+        try validateConvolution(name, inChannels: inChannels, outChannels: outChannels, kernel: kernelSize,
+                                stride: stride, dilation: dilation, groups: groups)
+        if case .explicit(let h, let w) = padding, h < 0 || w < 0 {
+            throw BackpropError(.invalidArgument, "\(name): padding must be >= 0")
+        }
+        if padding == .same, stride != (1, 1) {
+            throw BackpropError(.invalidArgument, "\(name): padding 'same' needs stride 1, as in PyTorch")
+        }
+        let fanIn = inChannels / groups * kernelSize.0 * kernelSize.1
+        var generator = SplitMix64(seed: seed)
+        weight = Parameter(try initialization.weight(shape: [outChannels, inChannels / groups, kernelSize.0, kernelSize.1],
+                                                     fanIn: fanIn, fanOut: outChannels / groups * kernelSize.0 * kernelSize.1,
+                                                     using: &generator))
+        self.bias = bias ? Parameter(try WeightInitialization.bias(count: outChannels, fanIn: fanIn, using: &generator)) : nil
+    }
+
+    /// Square kernel, stride, symmetric padding and dilation.
+    public convenience init(_ inChannels: Int, _ outChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0,
+                            dilation: Int = 1, groups: Int = 1, bias: Bool = true,
+                            initialization: WeightInitialization = .pytorchDefault, seed: UInt64 = 0) throws {
+        try self.init(inChannels, outChannels, kernelSize: (kernelSize, kernelSize), stride: (stride, stride),
+                      padding: .explicit(padding, padding), dilation: (dilation, dilation), groups: groups, bias: bias,
+                      initialization: initialization, seed: seed)
+    }
+
+    static func describe(_ c: Int, _ k: Int, _ kernel: (Int, Int), _ stride: (Int, Int), _ padding: Padding,
+                         _ dilation: (Int, Int), _ groups: Int) -> String {
+        "Conv2D(in: \(c), out: \(k), kernel: \(kernel.0)x\(kernel.1), stride: \(stride.0)x\(stride.1), "
+            + "padding: \(padding), dilation: \(dilation.0)x\(dilation.1)\(groups > 1 ? ", groups: \(groups)" : ""))"
+    }
+
+    public var description: String {
+        Conv2D.describe(inChannels, outChannels, kernelSize, stride, padding, dilation, groups)
+    }
+
+    public var namedParameters: [(name: String, parameter: Parameter)] {
+        [("weight", weight)] + (bias.map { [("bias", $0)] } ?? [])
+    }
+
+    /// The kernels' geometry for an input of `shape`, or a thrown error naming what does not fit.
+    func geometry(for shape: [Int]) throws -> bp_conv2d_params {
+        guard shape.count == 4, shape[1] == inChannels, shape[0] > 0, shape[2] > 0, shape[3] > 0 else {
+            throw BackpropError(.shapeMismatch,
+                                "\(self): input has shape \(Backprop.describe(shape)), expected [N, \(inChannels), H, W] with N, H, W > 0")
+        }
+        let (top, bottom) = padding.amounts(axis: 0, kernel: kernelSize.0, dilation: dilation.0)
+        let (left, right) = padding.amounts(axis: 1, kernel: kernelSize.1, dilation: dilation.1)
+        let spanH = dilation.0 * (kernelSize.0 - 1) + 1, spanW = dilation.1 * (kernelSize.1 - 1) + 1
+        let (paddedH, paddedW) = (shape[2] + top + bottom, shape[3] + left + right)
+        guard spanH <= paddedH, spanW <= paddedW else {
+            throw BackpropError(.shapeMismatch,
+                                "\(self): the kernel spans \(spanH)x\(spanW) but the padded input \(Backprop.describe(shape)) is \(paddedH)x\(paddedW)")
+        }
+        return bp_conv2d_params(n: Int64(shape[0]), c: Int64(inChannels), h: Int64(shape[2]), w: Int64(shape[3]),
+                                k: Int64(outChannels), out_h: Int64((paddedH - spanH) / stride.0 + 1),
+                                out_w: Int64((paddedW - spanW) / stride.1 + 1), r: Int64(kernelSize.0),
+                                s: Int64(kernelSize.1), stride_h: Int64(stride.0), stride_w: Int64(stride.1),
+                                pad_h: Int64(top), pad_w: Int64(left), dilation_h: Int64(dilation.0),
+                                dilation_w: Int64(dilation.1), groups: Int64(groups))
+    }
+
+    public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
+        var p = try geometry(for: input.shape)
+        let outputShape = [input.shape[0], outChannels, Int(p.out_h), Int(p.out_w)]
+        let output = input.withPointer { x in
+            weight.value.withPointer { w in
+                Tensor.filled(outputShape) { y in
+                    bp_conv2d_forward(y, x, w, &p)
+                    if let bias { bias.value.withPointer { bp_channel_bias_add(y, $0, p.n, p.k, p.out_h * p.out_w) } }
+                }
+            }
+        }
+        return (output, { [weight, bias] gradOutput in
+            try checkGradient(gradOutput, matches: outputShape, in: self)
+            accumulateConvolutionGradients(weight: weight, bias: bias, dy: gradOutput, x: input, geometry: &p,
+                                           biasGradient: gradOutput, channels: p.k, plane: p.out_h * p.out_w)
+            return gradOutput.withPointer { dy in
+                weight.value.withPointer { w in Tensor.filled(input.shape) { bp_conv2d_backward_data($0, dy, w, &p) } }
+            }
+        })
+    }
+}
+
+/// ∂J/∂W += the correlation of `dy` (the convolution's output side) with `x` (its input side) over
+/// the convolution `geometry`, and ∂J/∂b += Σ over N and the plane of `biasGradient`, laid out
+/// [N, channels, plane]: dy for Conv2D, the output gradient (the x side) for the transpose.
+func accumulateConvolutionGradients(weight: Parameter, bias: Parameter?, dy: Tensor, x: Tensor,
+                                    geometry p: inout bp_conv2d_params,
+                                    biasGradient: Tensor, channels: Int64, plane: Int64) {
+    dy.withPointer { dyp in
+        x.withPointer { xp in weight.grad.withMutablePointer { bp_conv2d_backward_weights($0, dyp, xp, &p) } }
+    }
+    if let bias {
+        biasGradient.withPointer { v in bias.grad.withMutablePointer { bp_channel_bias_backward($0, v, p.n, channels, plane) } }
+    }
+}
+
+/// The checks Conv2D and ConvTranspose2D share: sizes positive, groups dividing both channel counts.
+func validateConvolution(_ name: String, inChannels: Int, outChannels: Int, kernel: (Int, Int),
+                         stride: (Int, Int), dilation: (Int, Int), groups: Int) throws {
+    guard inChannels > 0, outChannels > 0 else {
+        throw BackpropError(.invalidArgument, "\(name): channel counts must be positive")
+    }
+    guard kernel.0 > 0, kernel.1 > 0 else { throw BackpropError(.invalidArgument, "\(name): kernel size must be positive") }
+    guard stride.0 > 0, stride.1 > 0 else { throw BackpropError(.invalidArgument, "\(name): stride must be positive") }
+    guard dilation.0 > 0, dilation.1 > 0 else { throw BackpropError(.invalidArgument, "\(name): dilation must be positive") }
+    guard groups > 0, inChannels % groups == 0, outChannels % groups == 0 else {
+        throw BackpropError(.invalidArgument,
+                            "\(name): groups (\(groups)) must divide both in (\(inChannels)) and out (\(outChannels)) channels")
+    }
+}
