@@ -24,6 +24,32 @@ enum Preparation {
             var prepared = try moduleWorkload(try Linear(inF, outF, seed: 1), input: randomTensor([n, inF], seed: 2))
             prepared.flops = (flops, 2 * flops)
             return prepared
+        case "conv2d", "conv_transpose2d":
+            let (n, c, h, w, k) = (try f.int("n"), try f.int("c"), try f.int("h"), try f.int("w"), try f.int("k"))
+            let (r, s) = (try f.int("r"), try f.int("s"))
+            let (stride, pad, groups) = (try f.int("stride", default: 1), try f.int("pad", default: 0), try f.int("groups", default: 1))
+            let transposed = workload.op == "conv_transpose2d"
+            func make(_ c: Int, _ k: Int, groups: Int) throws -> Module {
+                transposed
+                    ? try ConvTranspose2D(c, k, kernelSize: (r, s), stride: (stride, stride), padding: (pad, pad), groups: groups, seed: 1)
+                    : try Conv2D(c, k, kernelSize: (r, s), stride: (stride, stride), padding: .explicit(pad, pad), groups: groups, seed: 1)
+            }
+            // The check: a copy with 2 images, at most 2 groups of 4 channels, at most 9x9 pixels.
+            let smallGroups = min(groups, 2)
+            let (smallC, smallK) = (smallGroups * min(c / groups, 4), smallGroups * min(k / groups, 4))
+            let report = try GradientCheck.run(make(smallC, smallK, groups: smallGroups),
+                                               input: randomTensor([2, smallC, min(h, 9), min(w, 9)], seed: 10),
+                                               maxChecksPerTensor: 50)
+            guard report.passed else { throw BackpropError(.numerical, "\(workload.name): \(report)") }
+            let module = try make(c, k, groups: groups), input = randomTensor([n, c, h, w], seed: 11)
+            // Multiply-adds of the convolution (for the transpose, the one it is the adjoint of):
+            // each of its output elements sums (its input channels / groups) · r · s products.
+            let output = try module(input)
+            let (convOutput, convInputChannels) = transposed ? (input.count, k) : (output.count, c)
+            let flops = 2 * Double(convOutput) * Double(convInputChannels / groups * r * s)
+            var prepared = try moduleWorkload(module, input: input)
+            prepared.flops = (flops, 2 * flops)
+            return prepared
         case "softmax_cross_entropy":
             let (n, classes) = (try f.int("n"), try f.int("classes"))
             try checkSoftmaxCrossEntropy(rows: min(n, 5), classes: min(classes, 11))

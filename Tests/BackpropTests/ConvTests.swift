@@ -1,0 +1,82 @@
+import Backprop
+import Testing
+
+@Suite struct ConvTests {
+    @Test("Conv2D gradient check", arguments: [
+        (stride: 1, padding: 1, dilation: 1, groups: 1), (2, 0, 1, 1), (1, 2, 2, 1), (1, 1, 1, 2), (2, 1, 1, 4),
+    ])
+    func conv2DGradients(stride: Int, padding: Int, dilation: Int, groups: Int) throws {
+        let layer = try Conv2D(4, 4, kernelSize: 3, stride: stride, padding: padding, dilation: dilation, groups: groups, seed: 3)
+        try expectGradientsCorrect(layer, input: randomTensor([2, 4, 7, 6], seed: 1))
+    }
+
+    @Test func conv2DSamePaddingKeepsTheSize() throws {
+        // An even kernel: 'same' pads 1 before and 2 after (dilation 1, kernel 4: 3 zeros in all).
+        let layer = try Conv2D(2, 3, kernelSize: (4, 3), padding: .same, seed: 1)
+        let x = randomTensor([1, 2, 5, 6], seed: 2)
+        #expect(try layer(x).shape == [1, 3, 5, 6])
+        try expectGradientsCorrect(layer, input: x)
+        #expect(try Conv2D(2, 3, kernelSize: (3, 3), padding: .valid)(x).shape == [1, 3, 3, 4])
+    }
+
+    @Test("ConvTranspose2D gradient check", arguments: [
+        (stride: 1, padding: 0, outputPadding: 0, groups: 1), (2, 1, 1, 1), (2, 0, 0, 2), (3, 1, 2, 1),
+    ])
+    func convTransposeGradients(stride: Int, padding: Int, outputPadding: Int, groups: Int) throws {
+        let layer = try ConvTranspose2D(4, 2, kernelSize: 3, stride: stride, padding: padding,
+                                        outputPadding: outputPadding, groups: groups, seed: 5)
+        try expectGradientsCorrect(layer, input: randomTensor([2, 4, 3, 4], seed: 6))
+    }
+
+    /// A transposed convolution is the adjoint of the convolution with the same weight:
+    /// ⟨conv(x), v⟩ = ⟨x, convT(v)⟩ for every x and v.
+    @Test func transposeIsTheAdjoint() throws {
+        let conv = try Conv2D(3, 4, kernelSize: 3, stride: 2, padding: 1, bias: false, seed: 1)
+        let transpose = try ConvTranspose2D(4, 3, kernelSize: 3, stride: 2, padding: 1, bias: false)
+        try transpose.weight.load(conv.weight.value, name: "weight")
+        let x = randomTensor([2, 3, 7, 7], seed: 2)
+        let y = try conv(x)
+        let v = randomTensor(y.shape, seed: 3)
+        let back = try transpose(v)
+        #expect(back.shape == x.shape)
+        let left = zip(y.scalars, v.scalars).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+        let right = zip(x.scalars, back.scalars).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+        #expect(abs(left - right) < 1e-4 * max(1, abs(left)))
+    }
+
+    @Test func pytorchShapesAndInitialisation() throws {
+        let conv = try Conv2D(6, 4, kernelSize: 3, groups: 2, seed: 1)
+        #expect(conv.weight.value.shape == [4, 3, 3, 3])
+        let bound = 1 / Float(3 * 9).squareRoot()
+        #expect(conv.weight.value.scalars.allSatisfy { abs($0) <= bound })
+        let transpose = try ConvTranspose2D(6, 4, kernelSize: 2, groups: 2)
+        #expect(transpose.weight.value.shape == [6, 2, 2, 2])
+        #expect(try transpose(Tensor(shape: [1, 6, 3, 3])).shape == [1, 4, 4, 4])
+    }
+
+    @Test func badInputThrows() throws {
+        expectError(.invalidArgument, mentioning: ["Conv2D(in: 3, out: 8", "stride must be positive"]) {
+            _ = try Conv2D(3, 8, kernelSize: 3, stride: 0)
+        }
+        expectError(.invalidArgument, mentioning: ["dilation must be positive"]) { _ = try Conv2D(3, 8, kernelSize: 3, dilation: 0) }
+        expectError(.invalidArgument, mentioning: ["groups (2) must divide", "in (3)"]) { _ = try Conv2D(3, 8, kernelSize: 3, groups: 2) }
+        expectError(.invalidArgument, mentioning: ["channel counts"]) { _ = try Conv2D(0, 8, kernelSize: 3) }
+        expectError(.invalidArgument, mentioning: ["'same' needs stride 1"]) {
+            _ = try Conv2D(3, 8, kernelSize: (3, 3), stride: (2, 2), padding: .same)
+        }
+        let conv = try Conv2D(3, 8, kernelSize: 3)
+        expectError(.shapeMismatch, mentioning: ["Conv2D(in: 3, out: 8, kernel: 3x3", "[2, 4, 5, 5]", "expected [N, 3, H, W]"]) {
+            _ = try conv(Tensor(shape: [2, 4, 5, 5]))
+        }
+        expectError(.shapeMismatch, mentioning: ["[3, 5, 5]"]) { _ = try conv(Tensor(shape: [3, 5, 5])) }
+        expectError(.shapeMismatch, mentioning: ["kernel spans 3x3", "padded input", "is 2x5"]) {
+            _ = try conv(Tensor(shape: [1, 3, 2, 5]))
+        }
+        expectError(.invalidArgument, mentioning: ["ConvTranspose2D", "output padding must be smaller"]) {
+            _ = try ConvTranspose2D(3, 2, kernelSize: 3, stride: 2, outputPadding: 2)
+        }
+        expectError(.shapeMismatch, mentioning: ["ConvTranspose2D", "padding is too large"]) {
+            _ = try ConvTranspose2D(3, 2, kernelSize: 1, padding: 2)(Tensor(shape: [1, 3, 2, 2]))
+        }
+    }
+}

@@ -1,0 +1,113 @@
+import CKernels
+import Testing
+
+@Suite struct ConvKernelTests {
+    /// A labelled convolution shape; out_h and out_w follow from symmetric padding.
+    struct Shape: CustomStringConvertible, Sendable {
+        let label: String
+        let n, c, h, w, k, r, s: Int
+        var stride = (1, 1), pad = (0, 0), dilation = (1, 1), groups = 1
+
+        var params: bp_conv2d_params {
+            let outH = (h + 2 * pad.0 - dilation.0 * (r - 1) - 1) / stride.0 + 1
+            let outW = (w + 2 * pad.1 - dilation.1 * (s - 1) - 1) / stride.1 + 1
+            return bp_conv2d_params(n: Int64(n), c: Int64(c), h: Int64(h), w: Int64(w), k: Int64(k),
+                                    out_h: Int64(outH), out_w: Int64(outW), r: Int64(r), s: Int64(s),
+                                    stride_h: Int64(stride.0), stride_w: Int64(stride.1), pad_h: Int64(pad.0),
+                                    pad_w: Int64(pad.1), dilation_h: Int64(dilation.0), dilation_w: Int64(dilation.1),
+                                    groups: Int64(groups))
+        }
+
+        var description: String {
+            "\(label): n=\(n) c=\(c) \(h)x\(w) k=\(k) kernel \(r)x\(s) stride \(stride) pad \(pad) dilation \(dilation) groups \(groups)"
+        }
+    }
+
+    static let shapes: [Shape] = [
+        Shape(label: "basic 3x3 pad 1", n: 2, c: 3, h: 7, w: 6, k: 4, r: 3, s: 3, pad: (1, 1)),
+        Shape(label: "stride 2, size not dividing", n: 2, c: 2, h: 9, w: 8, k: 3, r: 3, s: 3, stride: (2, 2)),
+        Shape(label: "stride 3 with padding", n: 1, c: 2, h: 10, w: 11, k: 2, r: 3, s: 2, stride: (3, 3), pad: (1, 1)),
+        Shape(label: "asymmetric kernel, stride and dilation", n: 1, c: 3, h: 8, w: 7, k: 5, r: 3, s: 2,
+              stride: (2, 1), pad: (1, 0), dilation: (1, 2)),
+        Shape(label: "dilation 2", n: 2, c: 2, h: 9, w: 9, k: 3, r: 3, s: 3, pad: (2, 2), dilation: (2, 2)),
+        Shape(label: "groups 2", n: 2, c: 4, h: 6, w: 6, k: 6, r: 3, s: 3, pad: (1, 1), groups: 2),
+        Shape(label: "depthwise", n: 3, c: 5, h: 6, w: 5, k: 5, r: 3, s: 3, pad: (1, 1), groups: 5),
+        Shape(label: "depthwise multiplier 2", n: 1, c: 3, h: 5, w: 5, k: 6, r: 3, s: 3, pad: (1, 1), groups: 3),
+        Shape(label: "C = 1", n: 2, c: 1, h: 8, w: 8, k: 4, r: 5, s: 5, pad: (2, 2)),
+        Shape(label: "K = 1", n: 2, c: 3, h: 5, w: 6, k: 1, r: 3, s: 3),
+        Shape(label: "batch 1, 1x1 pointwise", n: 1, c: 5, h: 4, w: 4, k: 2, r: 1, s: 1),
+        Shape(label: "1x1 with stride 2", n: 2, c: 3, h: 5, w: 5, k: 2, r: 1, s: 1, stride: (2, 2)),
+        Shape(label: "kernel as large as the padded input", n: 2, c: 2, h: 3, w: 4, k: 3, r: 5, s: 6, pad: (1, 1)),
+        Shape(label: "padding larger than the kernel reach", n: 1, c: 2, h: 3, w: 3, k: 2, r: 2, s: 2, stride: (2, 2), pad: (3, 3)),
+        Shape(label: "many images (4 weight blocks)", n: 9, c: 3, h: 5, w: 5, k: 4, r: 3, s: 3, pad: (1, 1)),
+    ]
+
+    @Test("forward, backward-data and backward-weights match the references", arguments: shapes)
+    func matchesReference(_ shape: Shape) {
+        var p = shape.params
+        let cg = shape.c / shape.groups
+        var random = Random(seed: UInt64(shape.n * 100 + shape.c * 10 + shape.k))
+        let x = random.floats(shape.n * shape.c * shape.h * shape.w)
+        let weight = random.floats(shape.k * cg * shape.r * shape.s)
+        let outCount = shape.n * shape.k * Int(p.out_h * p.out_w)
+        let dy = random.floats(outCount)
+
+        var y = [Float](repeating: .nan, count: outCount), yRef = y
+        bp_conv2d_forward(&y, x, weight, &p)
+        bp_conv2d_forward_ref(&yRef, x, weight, &p)
+        #expect(relativeError(y, yRef) < 1e-5, "forward \(shape)")
+
+        var dx = [Float](repeating: .nan, count: x.count), dxRef = dx
+        bp_conv2d_backward_data(&dx, dy, weight, &p)
+        bp_conv2d_backward_data_ref(&dxRef, dy, weight, &p)
+        #expect(relativeError(dx, dxRef) < 1e-5, "backward-data \(shape)")
+
+        let start = random.floats(weight.count)  // gradients accumulate
+        var dw = start, dwRef = start
+        bp_conv2d_backward_weights(&dw, dy, x, &p)
+        bp_conv2d_backward_weights_ref(&dwRef, dy, x, &p)
+        #expect(relativeError(dw, dwRef) < 1e-5, "backward-weights \(shape)")
+    }
+
+    @Test("bias add and bias gradient")
+    func bias() {
+        var random = Random(seed: 1)
+        let (n, c, hw) = (3, 4, 50)
+        let dy = random.floats(n * c * hw), bias = random.floats(c)
+        var y = [Float](repeating: 1, count: n * c * hw)
+        bp_channel_bias_add(&y, bias, Int64(n), Int64(c), Int64(hw))
+        for i in y.indices { #expect(y[i] == 1 + bias[(i / hw) % c]) }
+        var db: [Float] = [1, 2, 3, 4]
+        bp_channel_bias_backward(&db, dy, Int64(n), Int64(c), Int64(hw))
+        for ch in 0..<c {
+            var sum = Double(ch + 1)
+            for b in 0..<n { for i in 0..<hw { sum += Double(dy[(b * c + ch) * hw + i]) } }
+            #expect(abs(Double(db[ch]) - sum) < 1e-4)
+        }
+    }
+
+    @Test("convolution kernels are bit-identical for 1, 2 and 3 threads")
+    func threadInvariance() {
+        let shape = Shape(label: "", n: 7, c: 8, h: 20, w: 20, k: 16, r: 3, s: 3, pad: (1, 1))
+        var p = shape.params
+        var random = Random(seed: 9)
+        let x = random.floats(shape.n * shape.c * shape.h * shape.w), weight = random.floats(shape.k * shape.c * 9)
+        let dy = random.floats(shape.n * shape.k * Int(p.out_h * p.out_w))
+        func run() -> [[UInt32]] {
+            var y = [Float](repeating: 0, count: dy.count), dx = x, dw = weight, db = [Float](repeating: 0, count: shape.k)
+            bp_conv2d_forward(&y, x, weight, &p)
+            bp_conv2d_backward_data(&dx, dy, weight, &p)
+            bp_conv2d_backward_weights(&dw, dy, x, &p)
+            bp_channel_bias_backward(&db, dy, p.n, p.k, p.out_h * p.out_w)
+            return [bits(y), bits(dx), bits(dw), bits(db)]
+        }
+        let one = withThreads(1, run)
+        for threads: Int32 in [2, 3] {
+            let other = withThreads(threads, run)
+            for index in 0..<one.count {
+                let difference = one[index].indices.first { one[index][$0] != other[index][$0] }
+                #expect(difference == nil, "output \(index) differs at \(difference ?? -1) with \(threads) threads")
+            }
+        }
+    }
+}
