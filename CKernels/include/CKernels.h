@@ -137,6 +137,42 @@ void bp_channel_bias_add(float *y, const float *bias, int64_t n, int64_t c, int6
 /// dbias[c] += Σ over n and hw of dy[n, c, :] (in a fixed order).
 void bp_channel_bias_backward(float *dbias, const float *dy, int64_t n, int64_t c, int64_t hw);
 
+// MARK: - Pooling (pool2d.c): x [n, c, h, w] → y [n, c, out_h, out_w], one plane per (n, c)
+
+/// Pooling windows. Fixed windows (adaptive = 0): window (oh, ow) has taps at input rows
+/// oh · stride_h − pad_h + i · dilation_h for i < kernel_h (and columns alike); taps outside the
+/// input are padding. Adaptive windows (adaptive = 1, PyTorch's rule): rows
+/// [⌊oh · h / out_h⌋, ⌈(oh + 1) · h / out_h⌉), columns alike; kernel, stride, pad and dilation unused.
+/// Average pooling divides by divisor_override when it is > 0, else by the window's size clipped
+/// to the padded input (count_include_pad) or to the input (not count_include_pad).
+typedef struct {
+    int64_t n, c, h, w, out_h, out_w;
+    int64_t kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w;
+    int32_t adaptive, count_include_pad;
+    int64_t divisor_override;
+} bp_pool2d_params;
+
+/// The most taps any window has: the argmax of a window is stored in one byte when this is at
+/// most 256 (index8), else as an int32 offset in the plane (index32). Exactly one is non-NULL.
+int64_t bp_pool2d_window_size(const bp_pool2d_params *p);
+/// y = max over each window; NaN propagates (as PyTorch: a NaN tap wins). Ties go to the first
+/// maximum in row-major window order. Saves the argmax of each window.
+void bp_maxpool2d_forward(float *y, uint8_t *index8, int32_t *index32, const float *x, const bp_pool2d_params *p);
+/// dx = 0, then each dy is added at its window's saved argmax.
+void bp_maxpool2d_backward(float *dx, const float *dy, const uint8_t *index8, const int32_t *index32,
+                           const bp_pool2d_params *p);
+/// The saved argmax as PyTorch's return_indices gives it: ih · w + iw within the plane.
+void bp_maxpool2d_plane_indices(int64_t *indices, const uint8_t *index8, const int32_t *index32,
+                                const bp_pool2d_params *p);
+void bp_avgpool2d_forward(float *y, const float *x, const bp_pool2d_params *p);
+/// dx = each dy spread evenly (dy / divisor) over its window's taps inside the input.
+void bp_avgpool2d_backward(float *dx, const float *dy, const bp_pool2d_params *p);
+/// References: plain loops over every window and tap, in double for the average.
+void bp_maxpool2d_forward_ref(float *y, int64_t *indices, const float *x, const bp_pool2d_params *p);
+void bp_maxpool2d_backward_ref(float *dx, const float *dy, const int64_t *indices, const bp_pool2d_params *p);
+void bp_avgpool2d_forward_ref(float *y, const float *x, const bp_pool2d_params *p);
+void bp_avgpool2d_backward_ref(float *dx, const float *dy, const bp_pool2d_params *p);
+
 // MARK: - Losses (loss.c), mean reduction; each returns the loss and writes its gradient
 
 /// Softmax cross-entropy on logits [rows, classes] with labels in [0, classes), in two phases.

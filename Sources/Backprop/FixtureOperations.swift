@@ -38,6 +38,27 @@ enum FixtureOperations {
                                             bias: p.bool("bias", default: true))
             return try loadAndRun(layer, weight: layer.weight, bias: layer.bias, context)
         },
+        "maxpool2d": { context in
+            let p = context.params
+            let (stride, pad, dilation) = (try p.ints("stride"), try p.ints("pad"), try p.ints("dilation"))
+            let layer = try MaxPool2D(kernelSize: (p.int("r"), p.int("s")), stride: (stride[0], stride[1]),
+                                      padding: (pad[0], pad[1]), dilation: (dilation[0], dilation[1]),
+                                      ceilMode: p.bool("ceil_mode", default: false))
+            return try forwardBackward(layer, context)
+        },
+        "avgpool2d": { context in
+            let p = context.params
+            let (stride, pad) = (try p.ints("stride"), try p.ints("pad"))
+            let layer = try AvgPool2D(kernelSize: (p.int("r"), p.int("s")), stride: (stride[0], stride[1]),
+                                      padding: (pad[0], pad[1]), ceilMode: p.bool("ceil_mode", default: false),
+                                      countIncludePad: p.bool("count_include_pad", default: true),
+                                      divisorOverride: p.has("divisor_override") ? p.int("divisor_override") : nil)
+            return try forwardBackward(layer, context)
+        },
+        "adaptive_avgpool2d": { context in
+            let p = context.params
+            return try forwardBackward(AdaptiveAvgPool2D(outputSize: (p.int("out_h"), p.int("out_w"))), context)
+        },
         "network": network,
     ]
 

@@ -56,12 +56,20 @@ public enum ModelSpec {
                                        outputPadding: args.int("output_padding", default: 0),
                                        dilation: args.int("dilation", default: 1), groups: args.int("groups", default: 1),
                                        bias: args.flag("bias", default: true), seed: generator.next())
+        case "maxpool2d":
+            try args.expect(positional: 1, keywords: ["stride", "pad"])
+            let kernel = try args.int(0)
+            return try MaxPool2D(kernelSize: kernel, stride: args.int("stride", default: kernel), padding: args.int("pad", default: 0))
+        case "avgpool2d":
+            try args.expect(positional: 1, keywords: ["stride", "pad"])
+            let kernel = try args.int(0)
+            return try AvgPool2D(kernelSize: kernel, stride: args.int("stride", default: kernel), padding: args.int("pad", default: 0))
+        case "global_avgpool2d": try args.expect(positional: 0); return GlobalAvgPool2D()
         case "relu": try args.expect(positional: 0); return ReLU()
         case "sigmoid": try args.expect(positional: 0); return Sigmoid()
         case "tanh": try args.expect(positional: 0); return Tanh()
         case "flatten": try args.expect(positional: 0); return Flatten()
-        case "batchnorm2d", "batchnorm1d", "layernorm",
-             "maxpool2d", "avgpool2d", "global_avgpool2d":
+        case "batchnorm2d", "batchnorm1d", "layernorm":
             throw BackpropError(.unsupported, "model spec: layer '\(layer.name)' is not implemented yet")
         default:
             throw BackpropError(.format, "model spec: unknown layer '\(layer.name)'")
