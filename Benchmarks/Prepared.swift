@@ -50,6 +50,31 @@ enum Preparation {
             var prepared = try moduleWorkload(module, input: input)
             prepared.flops = (flops, 2 * flops)
             return prepared
+        case "maxpool2d", "avgpool2d", "global_avgpool2d":
+            let shape = [try f.int("n"), try f.int("c"), try f.int("h"), try f.int("w")]
+            func make() throws -> Module {
+                switch workload.op {
+                case "maxpool2d":
+                    return try MaxPool2D(kernelSize: (f.int("r"), f.int("s")), stride: (f.int("stride"), f.int("stride")),
+                                         padding: (f.int("pad", default: 0), f.int("pad", default: 0)))
+                case "avgpool2d":
+                    return try AvgPool2D(kernelSize: (f.int("r"), f.int("s")), stride: (f.int("stride"), f.int("stride")),
+                                         padding: (f.int("pad", default: 0), f.int("pad", default: 0)))
+                default: return GlobalAvgPool2D()
+                }
+            }
+            let module = try make()
+            let report = try GradientCheck.run(module, input: randomTensor([2, 2, min(shape[2], 9), min(shape[3], 9)], seed: 12),
+                                               epsilon: 1e-2)
+            guard report.passed else { throw BackpropError(.numerical, "\(workload.name): \(report)") }
+            let input = randomTensor(shape, seed: 13)
+            let output = try module(input)
+            // Bytes read and written once: x and u (and the one-byte argmax) forward; v and ∂J/∂x backward.
+            let indexBytes = workload.op == "maxpool2d" ? Double(output.count) : 0
+            let moved = 4 * Double(input.count + output.count) + indexBytes
+            var prepared = try moduleWorkload(module, input: input)
+            prepared.bytes = (moved, moved)
+            return prepared
         case "softmax_cross_entropy":
             let (n, classes) = (try f.int("n"), try f.int("classes"))
             try checkSoftmaxCrossEntropy(rows: min(n, 5), classes: min(classes, 11))

@@ -76,39 +76,222 @@ static int64_t divisor(const bp_pool2d_params *p, const windows *win, int64_t oh
     return (win->rows.hi[oh] - win->rows.lo[oh]) * (win->cols.hi[ow] - win->cols.lo[ow]);
 }
 
-// MARK: - Max pooling
+// MARK: - Fixed windows, one tap at a time
+//
+// For fixed windows the taps of a row of outputs are visited tap by tap (row-major in the window)
+// with the output columns innermost: tap (ti, tj) of output (oh, ow) reads input row
+// first_h[oh] + ti · dilation_h, column ow · stride_w − pad_w + tj · dilation_w, and the columns
+// where that is inside the input form one range [lo, hi), so the inner loop has no bounds checks
+// and vectorises. Visiting taps in window order keeps the first maximum on ties.
 
-void bp_maxpool2d_forward(float *y, uint8_t *index8, int32_t *index32, const float *x, const bp_pool2d_params *p) {
-    windows win = windows_build(p);
-    int64_t hw = p->h * p->w, out_hw = p->out_h * p->out_w;
-    #pragma omp parallel for schedule(static) if (p->n * p->c * hw >= BP_PARALLEL_MIN)
-    for (int64_t plane = 0; plane < p->n * p->c; plane++) {
-        const float *in = x + plane * hw;
-        for (int64_t oh = 0; oh < p->out_h; oh++)
-            for (int64_t ow = 0; ow < p->out_w; ow++) {
-                const axis_windows *r = &win.rows, *c = &win.cols;
-                float best = -INFINITY;
-                int64_t best_tap = r->lo[oh] * c->taps[ow] + c->lo[ow];
-                for (int64_t ti = r->lo[oh]; ti < r->hi[oh]; ti++) {
-                    const float *row = in + (r->first[oh] + ti * r->step) * p->w + c->first[ow];
-                    for (int64_t tj = c->lo[ow]; tj < c->hi[ow]; tj++) {
-                        float v = row[tj * c->step];
-                        if (v > best || isnan(v)) best = v, best_tap = ti * c->taps[ow] + tj;
-                    }
+// The output columns [lo, hi) whose tap tj lies inside the input.
+static void tap_columns(const bp_pool2d_params *p, int64_t tj, int64_t *lo, int64_t *hi) {
+    int64_t offset = tj * p->dilation_w - p->pad_w;  // column of output 0's tap
+    *lo = offset >= 0 ? 0 : (-offset + p->stride_w - 1) / p->stride_w;
+    *hi = p->w - offset <= 0 ? 0 : (p->w - offset + p->stride_w - 1) / p->stride_w;
+    if (*hi > p->out_w) *hi = p->out_w;
+    if (*lo > *hi) *lo = *hi;
+}
+
+// The input row `src` (w floats) as stride_w phases of `phase_length` floats each:
+// phases[q · phase_length + m] = src[m · stride_w + q]. Tap tj of output ow then reads
+// phases[q · phase_length + ow + shift] for tj · dilation − pad = shift · stride + q, 0 <= q < stride:
+// a contiguous run over ow whatever the stride.
+static int64_t phase_length(const bp_pool2d_params *p) { return (p->w + p->stride_w - 1) / p->stride_w; }
+
+static void deinterleave(float *phases, const float *src, const bp_pool2d_params *p) {
+    int64_t s = p->stride_w, length = phase_length(p);
+    for (int64_t q = 0; q < s; q++)
+        for (int64_t m = 0; m * s + q < p->w; m++) phases[q * length + m] = src[m * s + q];
+}
+
+// Where tap tj of output column 0 would be read: out[ow] = line[ow] for ow in tap_columns.
+static const float *tap_line(const float *src, const float *phases, const bp_pool2d_params *p, int64_t tj) {
+    int64_t offset = tj * p->dilation_w - p->pad_w;
+    if (p->stride_w == 1) return src + offset;
+    int64_t q = ((offset % p->stride_w) + p->stride_w) % p->stride_w;
+    return phases + q * phase_length(p) + (offset - q) / p->stride_w;
+}
+
+// One plane of fixed-window max pooling; best and tap are scratch rows of out_w, phases one of
+// w + stride_w floats.
+BP_MULTIVERSION
+static void max_plane_fixed(float *y, uint8_t *index8, int32_t *index32, const float *x, const bp_pool2d_params *p,
+                            float *best, int32_t *tap, float *phases) {
+    for (int64_t oh = 0; oh < p->out_h; oh++) {
+        for (int64_t ow = 0; ow < p->out_w; ow++) best[ow] = -INFINITY, tap[ow] = -1;
+        for (int64_t ti = 0; ti < p->kernel_h; ti++) {
+            int64_t ih = oh * p->stride_h - p->pad_h + ti * p->dilation_h;
+            if (ih < 0 || ih >= p->h) continue;
+            const float *src = x + ih * p->w;
+            if (p->stride_w > 1) deinterleave(phases, src, p);
+            for (int64_t tj = 0; tj < p->kernel_w; tj++) {
+                int64_t lo, hi;
+                tap_columns(p, tj, &lo, &hi);
+                const float *line = tap_line(src, phases, p, tj);
+                int32_t number = (int32_t)(ti * p->kernel_w + tj);
+                for (int64_t ow = lo; ow < hi; ow++) {
+                    float v = line[ow];
+                    int take = (v > best[ow]) | (v != v) | (tap[ow] < 0);  // a NaN wins, as in PyTorch
+                    best[ow] = take ? v : best[ow];
+                    tap[ow] = take ? number : tap[ow];
                 }
-                int64_t o = plane * out_hw + oh * p->out_w + ow;
-                y[o] = best;
-                if (index8) index8[o] = (uint8_t)best_tap;
-                else index32[o] = (int32_t)best_tap;
             }
+        }
+        float *out = y + oh * p->out_w;
+        for (int64_t ow = 0; ow < p->out_w; ow++) out[ow] = best[ow];
+        if (index8)
+            for (int64_t ow = 0; ow < p->out_w; ow++) index8[oh * p->out_w + ow] = (uint8_t)tap[ow];
+        else
+            for (int64_t ow = 0; ow < p->out_w; ow++) index32[oh * p->out_w + ow] = tap[ow];
     }
-    windows_free(&win);
+}
+
+// One plane of fixed-window average pooling; sum is a scratch row of out_w.
+BP_MULTIVERSION
+static void avg_plane_fixed(float *y, const float *x, const bp_pool2d_params *p, const windows *win, float *sum,
+                            float *phases) {
+    for (int64_t oh = 0; oh < p->out_h; oh++) {
+        for (int64_t ow = 0; ow < p->out_w; ow++) sum[ow] = 0.0f;
+        for (int64_t ti = 0; ti < p->kernel_h; ti++) {
+            int64_t ih = oh * p->stride_h - p->pad_h + ti * p->dilation_h;
+            if (ih < 0 || ih >= p->h) continue;
+            const float *src = x + ih * p->w;
+            if (p->stride_w > 1) deinterleave(phases, src, p);
+            for (int64_t tj = 0; tj < p->kernel_w; tj++) {
+                int64_t lo, hi;
+                tap_columns(p, tj, &lo, &hi);
+                const float *line = tap_line(src, phases, p, tj);
+                for (int64_t ow = lo; ow < hi; ow++) sum[ow] += line[ow];
+            }
+        }
+        for (int64_t ow = 0; ow < p->out_w; ow++) y[oh * p->out_w + ow] = sum[ow] / (float)divisor(p, win, oh, ow);
+    }
+}
+
+// One plane of the fixed-window average pooling backward; g is a scratch row of out_w.
+BP_MULTIVERSION
+static void avg_plane_fixed_backward(float *dx, const float *dy, const bp_pool2d_params *p, const windows *win,
+                                     float *g) {
+    memset(dx, 0, (size_t)(p->h * p->w) * sizeof(float));
+    for (int64_t oh = 0; oh < p->out_h; oh++) {
+        for (int64_t ow = 0; ow < p->out_w; ow++) g[ow] = dy[oh * p->out_w + ow] / (float)divisor(p, win, oh, ow);
+        for (int64_t ti = 0; ti < p->kernel_h; ti++) {
+            int64_t ih = oh * p->stride_h - p->pad_h + ti * p->dilation_h;
+            if (ih < 0 || ih >= p->h) continue;
+            for (int64_t tj = 0; tj < p->kernel_w; tj++) {
+                int64_t lo, hi;
+                tap_columns(p, tj, &lo, &hi);
+                float *row = dx + ih * p->w + tj * p->dilation_w - p->pad_w;
+                for (int64_t ow = lo; ow < hi; ow++) row[ow * p->stride_w] += g[ow];
+            }
+        }
+    }
+}
+
+// MARK: - Global pooling: the whole plane is the window
+
+// The sum in 8 lanes (which vectorises; a single running sum does not), then across them.
+BP_MULTIVERSION
+static float plane_mean(const float *in, int64_t hw) {
+    float lanes[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= hw; i += 8)
+        for (int l = 0; l < 8; l++) lanes[l] += in[i + l];
+    float sum = 0.0f;
+    for (; i < hw; i++) sum += in[i];
+    for (int l = 0; l < 8; l++) sum += lanes[l];
+    return sum / (float)hw;
+}
+
+BP_MULTIVERSION
+static void plane_fill(float *out, float value, int64_t hw) {
+    for (int64_t i = 0; i < hw; i++) out[i] = value;
+}
+
+static int is_global(const bp_pool2d_params *p) { return p->adaptive && p->out_h == 1 && p->out_w == 1; }
+
+// MARK: - Adaptive windows, one output at a time, from the window tables
+static void max_plane_adaptive(float *y, uint8_t *index8, int32_t *index32, const float *in,
+                               const bp_pool2d_params *p, const windows *win) {
+    const axis_windows *r = &win->rows, *c = &win->cols;
+    for (int64_t oh = 0; oh < p->out_h; oh++)
+        for (int64_t ow = 0; ow < p->out_w; ow++) {
+            float best = -INFINITY;
+            int64_t best_tap = r->lo[oh] * c->taps[ow] + c->lo[ow];
+            for (int64_t ti = r->lo[oh]; ti < r->hi[oh]; ti++) {
+                const float *row = in + (r->first[oh] + ti * r->step) * p->w + c->first[ow];
+                for (int64_t tj = c->lo[ow]; tj < c->hi[ow]; tj++) {
+                    float v = row[tj * c->step];
+                    if (v > best || isnan(v)) best = v, best_tap = ti * c->taps[ow] + tj;
+                }
+            }
+            int64_t o = oh * p->out_w + ow;
+            y[o] = best;
+            if (index8) index8[o] = (uint8_t)best_tap;
+            else index32[o] = (int32_t)best_tap;
+        }
+}
+
+static void avg_plane_adaptive(float *y, const float *in, const bp_pool2d_params *p, const windows *win) {
+    const axis_windows *r = &win->rows, *c = &win->cols;
+    for (int64_t oh = 0; oh < p->out_h; oh++)
+        for (int64_t ow = 0; ow < p->out_w; ow++) {
+            float sum = 0.0f;
+            for (int64_t ti = r->lo[oh]; ti < r->hi[oh]; ti++) {
+                const float *row = in + (r->first[oh] + ti * r->step) * p->w + c->first[ow];
+                for (int64_t tj = c->lo[ow]; tj < c->hi[ow]; tj++) sum += row[tj * c->step];
+            }
+            y[oh * p->out_w + ow] = sum / (float)divisor(p, win, oh, ow);
+        }
+}
+
+static void avg_plane_adaptive_backward(float *dx, const float *dy, const bp_pool2d_params *p, const windows *win) {
+    const axis_windows *r = &win->rows, *c = &win->cols;
+    memset(dx, 0, (size_t)(p->h * p->w) * sizeof(float));
+    for (int64_t oh = 0; oh < p->out_h; oh++)
+        for (int64_t ow = 0; ow < p->out_w; ow++) {
+            float g = dy[oh * p->out_w + ow] / (float)divisor(p, win, oh, ow);
+            for (int64_t ti = r->lo[oh]; ti < r->hi[oh]; ti++) {
+                float *row = dx + (r->first[oh] + ti * r->step) * p->w + c->first[ow];
+                for (int64_t tj = c->lo[ow]; tj < c->hi[ow]; tj++) row[tj * c->step] += g;
+            }
+        }
 }
 
 // The plane offset of window (oh, ow)'s tap number `tap` (row-major in the window).
 static int64_t tap_offset(const windows *win, int64_t w, int64_t oh, int64_t ow, int64_t tap) {
     int64_t ti = tap / win->cols.taps[ow], tj = tap % win->cols.taps[ow];
     return (win->rows.first[oh] + ti * win->rows.step) * w + win->cols.first[ow] + tj * win->cols.step;
+}
+
+// Runs the body for each (n, c) plane of the pooling `p` in scope, in parallel, with scratch rows
+// owned by the thread: `row` (out_w floats), `taps` (out_w int32) and `phases` (w + stride_w floats).
+#define FOR_EACH_PLANE(...)                                                                     \
+    _Pragma("omp parallel if (p->n * p->c * p->h * p->w >= BP_PARALLEL_MIN)")                   \
+    {                                                                                           \
+        float *row = malloc((size_t)p->out_w * sizeof(float));                                  \
+        int32_t *taps = malloc((size_t)p->out_w * sizeof(int32_t));                             \
+        float *phases = malloc((size_t)(p->w + p->stride_w) * sizeof(float));                   \
+        (void)row, (void)taps, (void)phases;                                                    \
+        _Pragma("omp for schedule(static)")                                                     \
+        for (int64_t plane = 0; plane < p->n * p->c; plane++) { __VA_ARGS__; }                  \
+        free(row);                                                                              \
+        free(taps);                                                                             \
+        free(phases);                                                                           \
+    }
+
+void bp_maxpool2d_forward(float *y, uint8_t *index8, int32_t *index32, const float *x, const bp_pool2d_params *p) {
+    windows win = windows_build(p);
+    int64_t hw = p->h * p->w, out_hw = p->out_h * p->out_w;
+    FOR_EACH_PLANE({
+        float *yp = y + plane * out_hw;
+        uint8_t *i8 = index8 ? index8 + plane * out_hw : NULL;
+        int32_t *i32 = index32 ? index32 + plane * out_hw : NULL;
+        if (p->adaptive) max_plane_adaptive(yp, i8, i32, x + plane * hw, p, &win);
+        else max_plane_fixed(yp, i8, i32, x + plane * hw, p, row, taps, phases);
+    })
+    windows_free(&win);
 }
 
 void bp_maxpool2d_backward(float *dx, const float *dy, const uint8_t *index8, const int32_t *index32,
@@ -147,40 +330,22 @@ void bp_maxpool2d_plane_indices(int64_t *indices, const uint8_t *index8, const i
 void bp_avgpool2d_forward(float *y, const float *x, const bp_pool2d_params *p) {
     windows win = windows_build(p);
     int64_t hw = p->h * p->w, out_hw = p->out_h * p->out_w;
-    #pragma omp parallel for schedule(static) if (p->n * p->c * hw >= BP_PARALLEL_MIN)
-    for (int64_t plane = 0; plane < p->n * p->c; plane++) {
-        const float *in = x + plane * hw;
-        for (int64_t oh = 0; oh < p->out_h; oh++)
-            for (int64_t ow = 0; ow < p->out_w; ow++) {
-                const axis_windows *r = &win.rows, *c = &win.cols;
-                float sum = 0.0f;
-                for (int64_t ti = r->lo[oh]; ti < r->hi[oh]; ti++) {
-                    const float *row = in + (r->first[oh] + ti * r->step) * p->w + c->first[ow];
-                    for (int64_t tj = c->lo[ow]; tj < c->hi[ow]; tj++) sum += row[tj * c->step];
-                }
-                y[plane * out_hw + oh * p->out_w + ow] = sum / (float)divisor(p, &win, oh, ow);
-            }
-    }
+    FOR_EACH_PLANE({
+        if (is_global(p)) y[plane] = plane_mean(x + plane * hw, hw);
+        else if (p->adaptive) avg_plane_adaptive(y + plane * out_hw, x + plane * hw, p, &win);
+        else avg_plane_fixed(y + plane * out_hw, x + plane * hw, p, &win, row, phases);
+    })
     windows_free(&win);
 }
 
 void bp_avgpool2d_backward(float *dx, const float *dy, const bp_pool2d_params *p) {
     windows win = windows_build(p);
     int64_t hw = p->h * p->w, out_hw = p->out_h * p->out_w;
-    #pragma omp parallel for schedule(static) if (p->n * p->c * hw >= BP_PARALLEL_MIN)
-    for (int64_t plane = 0; plane < p->n * p->c; plane++) {
-        float *out = dx + plane * hw;
-        memset(out, 0, (size_t)hw * sizeof(float));
-        for (int64_t oh = 0; oh < p->out_h; oh++)
-            for (int64_t ow = 0; ow < p->out_w; ow++) {
-                const axis_windows *r = &win.rows, *c = &win.cols;
-                float g = dy[plane * out_hw + oh * p->out_w + ow] / (float)divisor(p, &win, oh, ow);
-                for (int64_t ti = r->lo[oh]; ti < r->hi[oh]; ti++) {
-                    float *row = out + (r->first[oh] + ti * r->step) * p->w + c->first[ow];
-                    for (int64_t tj = c->lo[ow]; tj < c->hi[ow]; tj++) row[tj * c->step] += g;
-                }
-            }
-    }
+    FOR_EACH_PLANE({
+        if (is_global(p)) plane_fill(dx + plane * hw, dy[plane] / (float)hw, hw);
+        else if (p->adaptive) avg_plane_adaptive_backward(dx + plane * hw, dy + plane * out_hw, p, &win);
+        else avg_plane_fixed_backward(dx + plane * hw, dy + plane * out_hw, p, &win, row);
+    })
     windows_free(&win);
 }
 

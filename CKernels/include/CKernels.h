@@ -58,6 +58,13 @@ void bp_sgemm_ref(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
                   float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
                   float beta, float *c, int64_t ldc);
 
+// MARK: - Memory (memory.c)
+
+/// Makes the C allocator keep freed blocks for reuse instead of returning them to the system
+/// (no mmap for large blocks, no heap trimming), so large tensors do not page-fault on every call.
+/// Backprop calls it once, before its first tensor from a kernel.
+void bp_retain_freed_memory(void);
+
 // MARK: - Elementwise (elementwise.c); all arrays have n elements
 
 void bp_relu_forward(float *y, const float *x, int64_t n);

@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 /// A dense float32 tensor: a shape and its scalars, contiguous in row-major order
@@ -68,6 +69,7 @@ public struct Tensor: Equatable, Sendable, CustomStringConvertible {
 extension Tensor {
     /// A tensor of a validated `shape` whose every scalar `fill` writes.
     static func filled(_ shape: [Int], by fill: (UnsafeMutablePointer<Float>) -> Void) -> Tensor {
+        _ = retainFreedMemory
         let count = shape.reduce(1, *)
         let scalars = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
             if let base = buffer.baseAddress { fill(base) }
@@ -95,6 +97,10 @@ extension Tensor {
     /// A valid address for kernels called with n = 0, which never dereference it.
     nonisolated(unsafe) private static let emptyStorage = UnsafeMutablePointer<Float>.allocate(capacity: 1)
 }
+
+/// Set up once, before the first tensor a kernel fills: large freed blocks are kept for reuse
+/// (see bp_retain_freed_memory).
+private let retainFreedMemory: Void = bp_retain_freed_memory()
 
 // MARK: - Random initialisation
 
