@@ -180,6 +180,49 @@ void bp_maxpool2d_backward_ref(float *dx, const float *dy, const int64_t *indice
 void bp_avgpool2d_forward_ref(float *y, const float *x, const bp_pool2d_params *p);
 void bp_avgpool2d_backward_ref(float *dx, const float *dy, const bp_pool2d_params *p);
 
+// MARK: - Normalization (norm.c)
+//
+// Statistics are computed in double, centred: each contiguous run (a plane of batch norm, a row of
+// layer norm) gets its mean and sum of squared deviations in two passes over the run (the second
+// from cache), and runs are merged in a fixed order (Chan's formula). The backward uses the centred
+// form x − mean. Batch norm works on x [n, c, hw] (hw = 1 for [n, c]), parallel over channels;
+// layer norm on x [rows, d], parallel over rows. gamma and beta may be NULL (no affine), and
+// running_mean and running_var (no running statistics); dgamma and dbeta likewise.
+
+/// Training: normalises with the batch statistics over n · hw values per channel, saves mean [c] and
+/// rstd = 1 / sqrt(var + eps) [c] (var biased), and when running statistics are given updates them:
+/// running = (1 − momentum) · running + momentum · batch, with the unbiased variance.
+void bp_batchnorm_forward_train(float *y, float *mean, float *rstd, float *running_mean, float *running_var,
+                                const float *x, const float *gamma, const float *beta,
+                                int64_t n, int64_t c, int64_t hw, float eps, float momentum);
+/// Evaluation: y = (x − running_mean) / sqrt(running_var + eps) · gamma + beta.
+void bp_batchnorm_forward_eval(float *y, const float *x, const float *running_mean, const float *running_var,
+                               const float *gamma, const float *beta, int64_t n, int64_t c, int64_t hw, float eps);
+/// Backward of either mode from the statistics it normalised with (mean, rstd per channel):
+/// with x̂ = (x − mean) · rstd, dbeta += Σ dy, dgamma += Σ dy · x̂, and
+/// dx = gamma · rstd · (dy − (Σ dy + x̂ · Σ dy · x̂) / (n · hw)) in training (batch statistics), or
+/// dx = gamma · rstd · dy in evaluation (fixed statistics, batch_statistics = 0).
+void bp_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                           const float *mean, const float *rstd, const float *gamma,
+                           int64_t n, int64_t c, int64_t hw, int batch_statistics);
+/// Over each row of d values: saves mean [rows] and rstd [rows]; y = x̂ · gamma + beta.
+void bp_layernorm_forward(float *y, float *mean, float *rstd, const float *x, const float *gamma, const float *beta,
+                          int64_t rows, int64_t d, float eps);
+/// dx = rstd · (g − mean(g) − x̂ · mean(g · x̂)) with g = dy · gamma, per row; dgamma += Σ_rows dy · x̂,
+/// dbeta += Σ_rows dy, summed in at most 8 fixed blocks of rows added in block order.
+void bp_layernorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                           const float *mean, const float *rstd, const float *gamma, int64_t rows, int64_t d);
+/// References: plain loops in double, statistics by definition.
+void bp_batchnorm_forward_train_ref(float *y, float *mean, float *rstd, const float *x, const float *gamma,
+                                    const float *beta, int64_t n, int64_t c, int64_t hw, float eps);
+void bp_batchnorm_backward_ref(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                               const float *gamma, int64_t n, int64_t c, int64_t hw, float eps, int batch_statistics,
+                               const float *running_mean, const float *running_var);
+void bp_layernorm_forward_ref(float *y, float *mean, float *rstd, const float *x, const float *gamma,
+                              const float *beta, int64_t rows, int64_t d, float eps);
+void bp_layernorm_backward_ref(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                               const float *gamma, int64_t rows, int64_t d, float eps);
+
 // MARK: - Losses (loss.c), mean reduction; each returns the loss and writes its gradient
 
 /// Softmax cross-entropy on logits [rows, classes] with labels in [0, classes), in two phases.

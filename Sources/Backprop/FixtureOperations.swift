@@ -59,6 +59,30 @@ enum FixtureOperations {
             let p = context.params
             return try forwardBackward(AdaptiveAvgPool2D(outputSize: (p.int("out_h"), p.int("out_w"))), context)
         },
+        "batchnorm": { context in
+            let p = context.params
+            let shape = try p.ints("shape"), affine = try p.bool("affine", default: true)
+            let (eps, momentum) = (Float(try p.double("eps")), Float(try p.double("momentum")))
+            let layer: BatchNorm = shape.count == 4
+                ? try BatchNorm2D(shape[1], eps: eps, momentum: momentum, affine: affine)
+                : try BatchNorm1D(shape[1], eps: eps, momentum: momentum, affine: affine)
+            layer.isTraining = try p.bool("training", default: true)
+            try layer.runningMean?.load(context.input("running_mean"), name: "running_mean")
+            try layer.runningVar?.load(context.input("running_var"), name: "running_var")
+            if let weight = layer.weight { try weight.load(context.input("weight"), name: "weight") }
+            if let bias = layer.bias { try bias.load(context.input("bias"), name: "bias") }
+            var outputs = try forwardBackward(layer, context)
+            for (name, buffer) in layer.namedBuffers { outputs[name] = buffer.value }
+            return outputs
+        },
+        "layernorm": { context in
+            let p = context.params
+            let layer = try LayerNorm(p.ints("normalized_shape"), eps: Float(p.double("eps")),
+                                      elementwiseAffine: p.bool("affine", default: true))
+            if let weight = layer.weight { try weight.load(context.input("weight"), name: "weight") }
+            if let bias = layer.bias { try bias.load(context.input("bias"), name: "bias") }
+            return try forwardBackward(layer, context)
+        },
         "network": network,
     ]
 
@@ -101,11 +125,15 @@ enum FixtureOperations {
         for (name, parameter) in model.namedParameters {
             try parameter.load(context.input(name), name: name)
         }
+        for (name, buffer) in model.namedBuffers {
+            try buffer.load(context.input(name), name: name)
+        }
         let (logits, backward) = try model.forward(context.input("x"))
         let loss = try SoftmaxCrossEntropy()(logits, labels: context.labels())
         _ = try backward(loss.gradient)
         var outputs = ["loss": Tensor(unchecked: [], scalars: [loss.value]), "logits": logits]
         for (name, parameter) in model.namedParameters { outputs["grad_\(name)"] = parameter.grad }
+        for (name, buffer) in model.namedBuffers { outputs[name] = buffer.value }
         return outputs
     }
 }

@@ -69,8 +69,9 @@ public enum ModelSpec {
         case "sigmoid": try args.expect(positional: 0); return Sigmoid()
         case "tanh": try args.expect(positional: 0); return Tanh()
         case "flatten": try args.expect(positional: 0); return Flatten()
-        case "batchnorm2d", "batchnorm1d", "layernorm":
-            throw BackpropError(.unsupported, "model spec: layer '\(layer.name)' is not implemented yet")
+        case "batchnorm2d": try args.expect(positional: 1); return try BatchNorm2D(args.int(0))
+        case "batchnorm1d": try args.expect(positional: 1); return try BatchNorm1D(args.int(0))
+        case "layernorm": try args.expect(positional: 1); return try LayerNorm(args.int(0))
         default:
             throw BackpropError(.format, "model spec: unknown layer '\(layer.name)'")
         }

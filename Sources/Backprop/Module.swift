@@ -29,6 +29,25 @@ public final class Parameter {
     }
 }
 
+/// A tensor a module keeps between calls that is not trained by gradients (batch norm's running
+/// statistics). A reference type, like Parameter, so checkpoints and fixtures can load it.
+public final class Buffer {
+    public var value: Tensor
+
+    public init(_ value: Tensor) {
+        self.value = value
+    }
+
+    /// Replaces the value, keeping the shape; throws when `tensor` has another shape.
+    public func load(_ tensor: Tensor, name: String) throws {
+        guard tensor.shape == value.shape else {
+            throw BackpropError(.shapeMismatch,
+                                "buffer \(name): got shape \(describe(tensor.shape)), expected \(describe(value.shape))")
+        }
+        value = tensor
+    }
+}
+
 /// A layer or network g: `forward(z)` returns u = g(z) and the backward function B[g, z].
 ///
 /// Conventions: parameter gradients accumulate (+=) until `zeroGrad()`; nothing links a forward
@@ -41,12 +60,17 @@ public protocol Module: AnyObject, CustomStringConvertible {
     /// Parameters by their PyTorch names relative to this module ("weight", "0.bias", "1.0.weight").
     var namedParameters: [(name: String, parameter: Parameter)] { get }
 
+    /// Buffers by their PyTorch names ("running_mean", "1.running_var").
+    var namedBuffers: [(name: String, buffer: Buffer)] { get }
+
     /// Training mode (dropout active, batch statistics); `false` is evaluation mode.
     var isTraining: Bool { get set }
 }
 
 extension Module {
     public var namedParameters: [(name: String, parameter: Parameter)] { [] }
+
+    public var namedBuffers: [(name: String, buffer: Buffer)] { [] }
 
     public var parameters: [Parameter] { namedParameters.map(\.parameter) }
 

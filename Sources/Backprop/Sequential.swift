@@ -27,6 +27,12 @@ public final class Sequential: Module {
         }
     }
 
+    public var namedBuffers: [(name: String, buffer: Buffer)] {
+        layers.enumerated().flatMap { index, layer in
+            layer.namedBuffers.map { (name: "\(index).\($0.name)", buffer: $0.buffer) }
+        }
+    }
+
     public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
         var output = input
         var backwards: [Backward] = []
@@ -68,6 +74,8 @@ public final class Residual: Module {
     }
 
     public var namedParameters: [(name: String, parameter: Parameter)] { body.namedParameters }
+
+    public var namedBuffers: [(name: String, buffer: Buffer)] { body.namedBuffers }
 
     public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
         let (bodyOutput, bodyBackward) = try body.forward(input)

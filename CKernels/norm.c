@@ -1,0 +1,292 @@
+// Batch and layer normalization (see CKernels.h for the math and the statistics' accuracy).
+#include "CKernels.h"
+#include "internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+// MARK: - Statistics of a contiguous run, in double
+
+// Σ x over a run, in 8 double lanes (a single running sum would not vectorise).
+BP_MULTIVERSION
+static double run_sum(const float *x, int64_t count) {
+    double lanes[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= count; i += 8)
+        for (int l = 0; l < 8; l++) lanes[l] += x[i + l];
+    double sum = 0.0;
+    for (; i < count; i++) sum += x[i];
+    for (int l = 0; l < 8; l++) sum += lanes[l];
+    return sum;
+}
+
+// Σ (x − mean)² over a run.
+BP_MULTIVERSION
+static double run_squared_deviation(const float *x, int64_t count, double mean) {
+    double lanes[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= count; i += 8)
+        for (int l = 0; l < 8; l++) {
+            double d = x[i + l] - mean;
+            lanes[l] += d * d;
+        }
+    double sum = 0.0;
+    for (; i < count; i++) sum += (x[i] - mean) * (x[i] - mean);
+    for (int l = 0; l < 8; l++) sum += lanes[l];
+    return sum;
+}
+
+// Running statistics of several runs: count, mean and the sum of squared deviations (M2).
+typedef struct {
+    double count, mean, m2;
+} moments;
+
+// Adds a run of `count` values to `m` (Chan et al.'s merge of two sets' moments).
+static void moments_add_run(moments *m, const float *x, int64_t count) {
+    double run_mean = run_sum(x, count) / (double)count;
+    double run_m2 = run_squared_deviation(x, count, run_mean);
+    double total = m->count + (double)count, delta = run_mean - m->mean;
+    m->mean += delta * (double)count / total;
+    m->m2 += run_m2 + delta * delta * m->count * (double)count / total;
+    m->count = total;
+}
+
+// Σ dy and Σ dy · (x − mean) over a run.
+BP_MULTIVERSION
+static void run_gradient_sums(const float *dy, const float *x, int64_t count, double mean, double *sum_dy,
+                              double *sum_dy_centred) {
+    double a[8] = {0}, b[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= count; i += 8)
+        for (int l = 0; l < 8; l++) {
+            a[l] += dy[i + l];
+            b[l] += dy[i + l] * (x[i + l] - mean);
+        }
+    double sa = 0.0, sb = 0.0;
+    for (; i < count; i++) sa += dy[i], sb += dy[i] * (x[i] - mean);
+    for (int l = 0; l < 8; l++) sa += a[l], sb += b[l];
+    *sum_dy += sa;
+    *sum_dy_centred += sb;
+}
+
+// y = (x − mean) · scale + shift over a run.
+BP_MULTIVERSION
+static void run_affine(float *y, const float *x, int64_t count, float mean, float scale, float shift) {
+    for (int64_t i = 0; i < count; i++) y[i] = (x[i] - mean) * scale + shift;
+}
+
+// dx = a · dy + b · (x − mean) + k over a run: the shape of every normalization backward.
+BP_MULTIVERSION
+static void run_backward(float *dx, const float *dy, const float *x, int64_t count, float a, float b, float mean,
+                         float k) {
+    for (int64_t i = 0; i < count; i++) dx[i] = a * dy[i] + b * (x[i] - mean) + k;
+}
+
+// MARK: - Batch normalization: one channel per iteration, its n planes of hw values in order
+
+void bp_batchnorm_forward_train(float *y, float *mean, float *rstd, float *running_mean, float *running_var,
+                                const float *x, const float *gamma, const float *beta,
+                                int64_t n, int64_t c, int64_t hw, float eps, float momentum) {
+    #pragma omp parallel for schedule(static) if (n * c * hw >= BP_PARALLEL_MIN)
+    for (int64_t ch = 0; ch < c; ch++) {
+        moments m = {0, 0, 0};
+        for (int64_t b = 0; b < n; b++) moments_add_run(&m, x + (b * c + ch) * hw, hw);
+        double variance = m.m2 / m.count;
+        float r = (float)(1.0 / sqrt(variance + eps));
+        mean[ch] = (float)m.mean;
+        rstd[ch] = r;
+        if (running_mean) {
+            running_mean[ch] = (1.0f - momentum) * running_mean[ch] + momentum * (float)m.mean;
+            running_var[ch] = (1.0f - momentum) * running_var[ch] + momentum * (float)(m.m2 / (m.count - 1));
+        }
+        float g = gamma ? gamma[ch] : 1.0f, shift = beta ? beta[ch] : 0.0f;
+        for (int64_t b = 0; b < n; b++)
+            run_affine(y + (b * c + ch) * hw, x + (b * c + ch) * hw, hw, (float)m.mean, r * g, shift);
+    }
+}
+
+void bp_batchnorm_forward_eval(float *y, const float *x, const float *running_mean, const float *running_var,
+                               const float *gamma, const float *beta, int64_t n, int64_t c, int64_t hw, float eps) {
+    #pragma omp parallel for schedule(static) if (n * c * hw >= BP_PARALLEL_MIN)
+    for (int64_t plane = 0; plane < n * c; plane++) {
+        int64_t ch = plane % c;
+        float scale = (float)(1.0 / sqrt((double)running_var[ch] + eps)) * (gamma ? gamma[ch] : 1.0f);
+        run_affine(y + plane * hw, x + plane * hw, hw, running_mean[ch], scale, beta ? beta[ch] : 0.0f);
+    }
+}
+
+void bp_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                           const float *mean, const float *rstd, const float *gamma,
+                           int64_t n, int64_t c, int64_t hw, int batch_statistics) {
+    #pragma omp parallel for schedule(static) if (n * c * hw >= BP_PARALLEL_MIN)
+    for (int64_t ch = 0; ch < c; ch++) {
+        double sum_dy = 0.0, sum_dy_centred = 0.0;
+        for (int64_t b = 0; b < n; b++)
+            run_gradient_sums(dy + (b * c + ch) * hw, x + (b * c + ch) * hw, hw, mean[ch], &sum_dy, &sum_dy_centred);
+        double r = rstd[ch], g = gamma ? gamma[ch] : 1.0, count = (double)(n * hw);
+        if (dbeta) dbeta[ch] += (float)sum_dy;
+        if (dgamma) dgamma[ch] += (float)(sum_dy_centred * r);
+        // dx = g·r·dy − g·r·(Σdy)/count − g·r³·(x − mean)·(Σ dy·(x − mean))/count
+        float a = (float)(g * r);
+        float b = batch_statistics ? (float)(-g * r * r * r * sum_dy_centred / count) : 0.0f;
+        float k = batch_statistics ? (float)(-g * r * sum_dy / count) : 0.0f;
+        for (int64_t bi = 0; bi < n; bi++)
+            run_backward(dx + (bi * c + ch) * hw, dy + (bi * c + ch) * hw, x + (bi * c + ch) * hw, hw, a, b, mean[ch], k);
+    }
+}
+
+// MARK: - Layer normalization: one row per iteration
+
+BP_MULTIVERSION
+static void row_affine(float *y, const float *x, int64_t d, float mean, float r, const float *gamma, const float *beta) {
+    for (int64_t j = 0; j < d; j++) {
+        float v = (x[j] - mean) * r;
+        y[j] = v * (gamma ? gamma[j] : 1.0f) + (beta ? beta[j] : 0.0f);
+    }
+}
+
+void bp_layernorm_forward(float *y, float *mean, float *rstd, const float *x, const float *gamma, const float *beta,
+                          int64_t rows, int64_t d, float eps) {
+    #pragma omp parallel for schedule(static) if (rows * d >= BP_PARALLEL_MIN)
+    for (int64_t row = 0; row < rows; row++) {
+        const float *xr = x + row * d;
+        double mu = run_sum(xr, d) / (double)d;
+        double variance = run_squared_deviation(xr, d, mu) / (double)d;
+        float r = (float)(1.0 / sqrt(variance + eps));
+        mean[row] = (float)mu;
+        rstd[row] = r;
+        row_affine(y + row * d, xr, d, (float)mu, r, gamma, beta);
+    }
+}
+
+// One row of the backward: dx, and this row's dy · x̂ and dy added into the block's partials.
+BP_MULTIVERSION
+static void layernorm_row_backward(float *dx, double *dgamma, double *dbeta, const float *dy, const float *x,
+                                   float mean, float r, const float *gamma, int64_t d) {
+    double sum_g = 0.0, sum_g_xhat = 0.0;
+    for (int64_t j = 0; j < d; j++) {
+        float xhat = (x[j] - mean) * r, g = dy[j] * (gamma ? gamma[j] : 1.0f);
+        sum_g += g;
+        sum_g_xhat += (double)g * xhat;
+        if (dgamma) dgamma[j] += (double)dy[j] * xhat;
+        if (dbeta) dbeta[j] += dy[j];
+    }
+    float mean_g = (float)(sum_g / (double)d), mean_g_xhat = (float)(sum_g_xhat / (double)d);
+    for (int64_t j = 0; j < d; j++) {
+        float xhat = (x[j] - mean) * r;
+        dx[j] = r * (dy[j] * (gamma ? gamma[j] : 1.0f) - mean_g - xhat * mean_g_xhat);
+    }
+}
+
+enum { LAYERNORM_BLOCKS = 8 };
+
+void bp_layernorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                           const float *mean, const float *rstd, const float *gamma, int64_t rows, int64_t d) {
+    int64_t blocks = rows < LAYERNORM_BLOCKS ? rows : LAYERNORM_BLOCKS;
+    double *partial = calloc((size_t)(2 * blocks * d), sizeof(double));  // [block][dgamma | dbeta][d]
+    #pragma omp parallel for schedule(static) if (rows * d >= BP_PARALLEL_MIN)
+    for (int64_t block = 0; block < blocks; block++) {
+        double *pg = dgamma ? partial + 2 * block * d : NULL, *pb = dbeta ? partial + (2 * block + 1) * d : NULL;
+        for (int64_t row = block * rows / blocks; row < (block + 1) * rows / blocks; row++)
+            layernorm_row_backward(dx + row * d, pg, pb, dy + row * d, x + row * d, mean[row], rstd[row], gamma, d);
+    }
+    for (int64_t block = 0; block < blocks; block++)
+        for (int64_t j = 0; j < d; j++) {
+            if (dgamma) dgamma[j] += (float)partial[2 * block * d + j];
+            if (dbeta) dbeta[j] += (float)partial[(2 * block + 1) * d + j];
+        }
+    free(partial);
+}
+
+// MARK: - Plain-loop references in double, statistics by definition
+
+void bp_batchnorm_forward_train_ref(float *y, float *mean, float *rstd, const float *x, const float *gamma,
+                                    const float *beta, int64_t n, int64_t c, int64_t hw, float eps) {
+    for (int64_t ch = 0; ch < c; ch++) {
+        double sum = 0.0, sq = 0.0;
+        for (int64_t b = 0; b < n; b++)
+            for (int64_t i = 0; i < hw; i++) sum += x[(b * c + ch) * hw + i];
+        double mu = sum / (double)(n * hw);
+        for (int64_t b = 0; b < n; b++)
+            for (int64_t i = 0; i < hw; i++) sq += (x[(b * c + ch) * hw + i] - mu) * (x[(b * c + ch) * hw + i] - mu);
+        double r = 1.0 / sqrt(sq / (double)(n * hw) + eps);
+        mean[ch] = (float)mu, rstd[ch] = (float)r;
+        for (int64_t b = 0; b < n; b++)
+            for (int64_t i = 0; i < hw; i++) {
+                int64_t e = (b * c + ch) * hw + i;
+                y[e] = (float)((x[e] - mu) * r * (gamma ? gamma[ch] : 1.0) + (beta ? beta[ch] : 0.0));
+            }
+    }
+}
+
+void bp_batchnorm_backward_ref(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                               const float *gamma, int64_t n, int64_t c, int64_t hw, float eps, int batch_statistics,
+                               const float *running_mean, const float *running_var) {
+    for (int64_t ch = 0; ch < c; ch++) {
+        double mu, var, count = (double)(n * hw);
+        if (batch_statistics) {
+            double sum = 0.0, sq = 0.0;
+            for (int64_t b = 0; b < n; b++)
+                for (int64_t i = 0; i < hw; i++) sum += x[(b * c + ch) * hw + i];
+            mu = sum / count;
+            for (int64_t b = 0; b < n; b++)
+                for (int64_t i = 0; i < hw; i++) sq += pow(x[(b * c + ch) * hw + i] - mu, 2);
+            var = sq / count;
+        } else {
+            mu = running_mean[ch], var = running_var[ch];
+        }
+        double r = 1.0 / sqrt(var + eps), g = gamma ? gamma[ch] : 1.0, sum_dy = 0.0, sum_dy_xhat = 0.0;
+        for (int64_t b = 0; b < n; b++)
+            for (int64_t i = 0; i < hw; i++) {
+                int64_t e = (b * c + ch) * hw + i;
+                sum_dy += dy[e];
+                sum_dy_xhat += dy[e] * (x[e] - mu) * r;
+            }
+        if (dbeta) dbeta[ch] += (float)sum_dy;
+        if (dgamma) dgamma[ch] += (float)sum_dy_xhat;
+        for (int64_t b = 0; b < n; b++)
+            for (int64_t i = 0; i < hw; i++) {
+                int64_t e = (b * c + ch) * hw + i;
+                double xhat = (x[e] - mu) * r;
+                dx[e] = (float)(batch_statistics ? g * r * (dy[e] - sum_dy / count - xhat * sum_dy_xhat / count)
+                                                 : g * r * dy[e]);
+            }
+    }
+}
+
+void bp_layernorm_forward_ref(float *y, float *mean, float *rstd, const float *x, const float *gamma,
+                              const float *beta, int64_t rows, int64_t d, float eps) {
+    for (int64_t row = 0; row < rows; row++) {
+        double sum = 0.0, sq = 0.0;
+        for (int64_t j = 0; j < d; j++) sum += x[row * d + j];
+        double mu = sum / (double)d;
+        for (int64_t j = 0; j < d; j++) sq += pow(x[row * d + j] - mu, 2);
+        double r = 1.0 / sqrt(sq / (double)d + eps);
+        mean[row] = (float)mu, rstd[row] = (float)r;
+        for (int64_t j = 0; j < d; j++)
+            y[row * d + j] = (float)((x[row * d + j] - mu) * r * (gamma ? gamma[j] : 1.0) + (beta ? beta[j] : 0.0));
+    }
+}
+
+void bp_layernorm_backward_ref(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                               const float *gamma, int64_t rows, int64_t d, float eps) {
+    for (int64_t row = 0; row < rows; row++) {
+        const float *xr = x + row * d, *dr = dy + row * d;
+        double sum = 0.0, sq = 0.0;
+        for (int64_t j = 0; j < d; j++) sum += xr[j];
+        double mu = sum / (double)d;
+        for (int64_t j = 0; j < d; j++) sq += pow(xr[j] - mu, 2);
+        double r = 1.0 / sqrt(sq / (double)d + eps), sum_g = 0.0, sum_g_xhat = 0.0;
+        for (int64_t j = 0; j < d; j++) {
+            double xhat = (xr[j] - mu) * r, g = dr[j] * (gamma ? gamma[j] : 1.0);
+            sum_g += g, sum_g_xhat += g * xhat;
+            if (dgamma) dgamma[j] += (float)(dr[j] * xhat);
+            if (dbeta) dbeta[j] += dr[j];
+        }
+        for (int64_t j = 0; j < d; j++) {
+            double xhat = (xr[j] - mu) * r;
+            dx[row * d + j] = (float)(r * (dr[j] * (gamma ? gamma[j] : 1.0) - sum_g / (double)d - xhat * sum_g_xhat / (double)d));
+        }
+    }
+}

@@ -1,0 +1,201 @@
+import CKernels
+
+/// Batch normalization over the channel axis of x [N, C, *] (BatchNorm2D: [N, C, H, W];
+/// BatchNorm1D: [N, C] or [N, C, L]), as PyTorch's: u = (x − μ_c) / √(σ²_c + ε) · γ_c + β_c.
+///
+/// Training mode uses the batch's mean and biased variance over the N · (H · W) values of each
+/// channel and updates the running statistics (running = (1 − momentum) · running + momentum ·
+/// batch, with the unbiased variance). Evaluation mode uses the running statistics (or the batch's
+/// when `trackRunningStats` is off). The backward in training mode is
+/// ∂J/∂x = γ · rstd · (v − mean(v) − x̂ · mean(v · x̂)); in evaluation mode γ · rstd · v.
+/// ∂J/∂γ += Σ v · x̂, ∂J/∂β += Σ v. Saves the mean and reciprocal std per channel (2 · C floats).
+public class BatchNorm: Module {
+    public let numFeatures: Int
+    public let eps: Float
+    public let momentum: Float
+    public let weight: Parameter?
+    public let bias: Parameter?
+    public let runningMean: Buffer?
+    public let runningVar: Buffer?
+    public var isTraining = true
+    private let name: String
+    private let ranks: Set<Int>
+
+    init(name: String, ranks: Set<Int>, numFeatures: Int, eps: Float, momentum: Float, affine: Bool,
+         trackRunningStats: Bool) throws {
+        self.name = name
+        self.ranks = ranks
+        self.numFeatures = numFeatures
+        self.eps = eps
+        self.momentum = momentum
+        guard numFeatures > 0 else { throw BackpropError(.invalidArgument, "\(name)(\(numFeatures)): features must be positive") }
+        guard eps > 0, eps.isFinite else { throw BackpropError(.invalidArgument, "\(name)(\(numFeatures)): eps must be > 0, got \(eps)") }
+        guard momentum >= 0, momentum <= 1 else {
+            throw BackpropError(.invalidArgument, "\(name)(\(numFeatures)): momentum must be in [0, 1], got \(momentum)")
+        }
+        weight = affine ? Parameter(try Tensor(shape: [numFeatures], repeating: 1)) : nil
+        bias = affine ? Parameter(try Tensor(shape: [numFeatures], repeating: 0)) : nil
+        runningMean = trackRunningStats ? Buffer(try Tensor(shape: [numFeatures], repeating: 0)) : nil
+        runningVar = trackRunningStats ? Buffer(try Tensor(shape: [numFeatures], repeating: 1)) : nil
+    }
+
+    public var description: String { "\(name)(\(numFeatures))" }
+
+    public var namedParameters: [(name: String, parameter: Parameter)] {
+        [weight.map { ("weight", $0) }, bias.map { ("bias", $0) }].compactMap { $0 }
+    }
+
+    public var namedBuffers: [(name: String, buffer: Buffer)] {
+        [runningMean.map { ("running_mean", $0) }, runningVar.map { ("running_var", $0) }].compactMap { $0 }
+    }
+
+    public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
+        guard ranks.contains(input.rank), input.shape[1] == numFeatures, input.shape.allSatisfy({ $0 > 0 }) else {
+            let trailing = [2: "", 3: ", L", 4: ", H, W"]
+            let expected = ranks.sorted().map { "[N, \(numFeatures)\(trailing[$0] ?? "")]" }.joined(separator: " or ")
+            throw BackpropError(.shapeMismatch, "\(self): input has shape \(describe(input.shape)), expected \(expected)")
+        }
+        let (n, c) = (Int64(input.shape[0]), Int64(numFeatures)), hw = Int64(input.count / input.shape[0] / numFeatures)
+        let batchStatistics = isTraining || runningMean == nil
+        if batchStatistics, n * hw <= 1 {
+            throw BackpropError(.invalidArgument,
+                                "\(self): expected more than 1 value per channel when training, got input of shape \(describe(input.shape))")
+        }
+        var mean = Tensor(unchecked: [numFeatures], scalars: []), rstd = mean
+        let output: Tensor = input.withPointer { x in
+            withOptionalPointer(weight?.value) { gamma in
+                withOptionalPointer(bias?.value) { beta in
+                    if batchStatistics {
+                        var m = [Float](repeating: 0, count: numFeatures), r = m
+                        let y = Tensor.filled(input.shape) { y in
+                            withOptionalBufferPointers(isTraining ? runningMean : nil, isTraining ? runningVar : nil) { rm, rv in
+                                bp_batchnorm_forward_train(y, &m, &r, rm, rv, x, gamma, beta, n, c, hw, eps, momentum)
+                            }
+                        }
+                        (mean, rstd) = (Tensor(unchecked: [numFeatures], scalars: m), Tensor(unchecked: [numFeatures], scalars: r))
+                        return y
+                    }
+                    let (rm, rv) = (runningMean!.value, runningVar!.value)
+                    mean = rm
+                    rstd = Tensor(unchecked: [numFeatures], scalars: rv.scalars.map { Float(1 / (Double($0) + Double(eps)).squareRoot()) })
+                    return rm.withPointer { m in
+                        rv.withPointer { v in Tensor.filled(input.shape) { bp_batchnorm_forward_eval($0, x, m, v, gamma, beta, n, c, hw, eps) } }
+                    }
+                }
+            }
+        }
+        return (output, { [weight, bias] gradOutput in
+            try checkGradient(gradOutput, matches: input.shape, in: self)
+            return gradOutput.withPointer { dy in
+                input.withPointer { x in
+                    mean.withPointer { m in
+                        rstd.withPointer { r in
+                            withOptionalPointer(weight?.value) { gamma in
+                                withOptionalMutablePointer(weight) { dgamma in
+                                    withOptionalMutablePointer(bias) { dbeta in
+                                        Tensor.filled(input.shape) {
+                                            bp_batchnorm_backward($0, dgamma, dbeta, dy, x, m, r, gamma, n, c, hw, batchStatistics ? 1 : 0)
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// Batch normalization of [N, C, H, W], as PyTorch's `nn.BatchNorm2d`.
+public final class BatchNorm2D: BatchNorm {
+    public init(_ numFeatures: Int, eps: Float = 1e-5, momentum: Float = 0.1, affine: Bool = true,
+                trackRunningStats: Bool = true) throws {
+        try super.init(name: "BatchNorm2D", ranks: [4], numFeatures: numFeatures, eps: eps, momentum: momentum,
+                       affine: affine, trackRunningStats: trackRunningStats)
+    }
+}
+
+/// Batch normalization of [N, C] or [N, C, L], as PyTorch's `nn.BatchNorm1d`.
+public final class BatchNorm1D: BatchNorm {
+    public init(_ numFeatures: Int, eps: Float = 1e-5, momentum: Float = 0.1, affine: Bool = true,
+                trackRunningStats: Bool = true) throws {
+        try super.init(name: "BatchNorm1D", ranks: [2, 3], numFeatures: numFeatures, eps: eps, momentum: momentum,
+                       affine: affine, trackRunningStats: trackRunningStats)
+    }
+}
+
+/// Calls `body` with the two buffers' values as mutable pointers, or nil for absent buffers.
+private func withOptionalBufferPointers<R>(_ a: Buffer?, _ b: Buffer?,
+                                           _ body: (UnsafeMutablePointer<Float>?, UnsafeMutablePointer<Float>?) -> R) -> R {
+    guard let a, let b else { return body(nil, nil) }
+    return a.value.withMutablePointer { pa in b.value.withMutablePointer { pb in body(pa, pb) } }
+}
+
+/// Layer normalization over the trailing axes given by `normalizedShape`, as PyTorch's
+/// `nn.LayerNorm`: each row of D = ∏ normalizedShape values becomes u = x̂ · γ + β with
+/// x̂ = (x − μ) / √(σ² + ε), μ and σ² (biased) over the row. Backward:
+/// ∂J/∂x = rstd · (g − mean(g) − x̂ · mean(g · x̂)) with g = v · γ; ∂J/∂γ += Σ_rows v · x̂;
+/// ∂J/∂β += Σ_rows v. Saves the mean and reciprocal std per row (2 floats a row).
+public final class LayerNorm: Module {
+    public let normalizedShape: [Int]
+    public let eps: Float
+    public let weight: Parameter?
+    public let bias: Parameter?
+    public var isTraining = true
+
+    public init(_ normalizedShape: [Int], eps: Float = 1e-5, elementwiseAffine: Bool = true, bias: Bool = true) throws {
+        self.normalizedShape = normalizedShape
+        self.eps = eps
+        let name = "LayerNorm(\(describe(normalizedShape)))"
+        guard !normalizedShape.isEmpty, normalizedShape.allSatisfy({ $0 > 0 }) else {
+            throw BackpropError(.invalidArgument, "\(name): the normalized shape must have positive sizes")
+        }
+        guard eps > 0, eps.isFinite else { throw BackpropError(.invalidArgument, "\(name): eps must be > 0, got \(eps)") }
+        weight = elementwiseAffine ? Parameter(try Tensor(shape: normalizedShape, repeating: 1)) : nil
+        self.bias = elementwiseAffine && bias ? Parameter(try Tensor(shape: normalizedShape, repeating: 0)) : nil
+    }
+
+    public convenience init(_ features: Int, eps: Float = 1e-5, elementwiseAffine: Bool = true, bias: Bool = true) throws {
+        try self.init([features], eps: eps, elementwiseAffine: elementwiseAffine, bias: bias)
+    }
+
+    public var description: String { "LayerNorm(\(describe(normalizedShape)))" }
+
+    public var namedParameters: [(name: String, parameter: Parameter)] {
+        [weight.map { ("weight", $0) }, bias.map { ("bias", $0) }].compactMap { $0 }
+    }
+
+    public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
+        guard input.rank >= normalizedShape.count, Array(input.shape.suffix(normalizedShape.count)) == normalizedShape,
+              input.count > 0 else {
+            throw BackpropError(.shapeMismatch,
+                                "\(self): input has shape \(describe(input.shape)), expected [*, \(normalizedShape.map(String.init).joined(separator: ", "))]")
+        }
+        let d = normalizedShape.reduce(1, *), rows = input.count / d
+        var mean = [Float](repeating: 0, count: rows), rstd = mean
+        let output = input.withPointer { x in
+            withOptionalPointer(weight?.value) { gamma in
+                withOptionalPointer(bias?.value) { beta in
+                    Tensor.filled(input.shape) { bp_layernorm_forward($0, &mean, &rstd, x, gamma, beta, Int64(rows), Int64(d), eps) }
+                }
+            }
+        }
+        return (output, { [weight, bias] gradOutput in
+            try checkGradient(gradOutput, matches: input.shape, in: self)
+            return gradOutput.withPointer { dy in
+                input.withPointer { x in
+                    withOptionalPointer(weight?.value) { gamma in
+                        withOptionalMutablePointer(weight) { dgamma in
+                            withOptionalMutablePointer(bias) { dbeta in
+                                Tensor.filled(input.shape) {
+                                    bp_layernorm_backward($0, dgamma, dbeta, dy, x, mean, rstd, gamma, Int64(rows), Int64(d))
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
