@@ -187,10 +187,11 @@ void bp_avgpool2d_backward_ref(float *dx, const float *dy, const bp_pool2d_param
 // from cache), and runs are merged in a fixed order (Chan's formula). The backward uses the centred
 // form x − mean. Batch norm works on x [n, c, hw] (hw = 1 for [n, c]), parallel over channels;
 // layer norm on x [rows, d], parallel over rows. gamma and beta may be NULL (no affine), and
-// running_mean and running_var (no running statistics); dgamma and dbeta likewise.
+// running_mean and running_var (no running statistics); dgamma and dbeta likewise. A saved mean is
+// a pair of floats per channel or row, mean ≈ hi + lo, so centring (x − hi) − lo keeps double accuracy.
 
-/// Training: normalises with the batch statistics over n · hw values per channel, saves mean [c] and
-/// rstd = 1 / sqrt(var + eps) [c] (var biased), and when running statistics are given updates them:
+/// Training: normalises with the batch statistics over n · hw values per channel, saves mean [c, 2]
+/// (hi, lo) and rstd = 1 / sqrt(var + eps) [c] (var biased), and when running statistics are given updates them:
 /// running = (1 − momentum) · running + momentum · batch, with the unbiased variance.
 void bp_batchnorm_forward_train(float *y, float *mean, float *rstd, float *running_mean, float *running_var,
                                 const float *x, const float *gamma, const float *beta,
@@ -198,14 +199,14 @@ void bp_batchnorm_forward_train(float *y, float *mean, float *rstd, float *runni
 /// Evaluation: y = (x − running_mean) / sqrt(running_var + eps) · gamma + beta.
 void bp_batchnorm_forward_eval(float *y, const float *x, const float *running_mean, const float *running_var,
                                const float *gamma, const float *beta, int64_t n, int64_t c, int64_t hw, float eps);
-/// Backward of either mode from the statistics it normalised with (mean, rstd per channel):
+/// Backward of either mode from the statistics it normalised with (mean [c, 2], rstd [c]):
 /// with x̂ = (x − mean) · rstd, dbeta += Σ dy, dgamma += Σ dy · x̂, and
 /// dx = gamma · rstd · (dy − (Σ dy + x̂ · Σ dy · x̂) / (n · hw)) in training (batch statistics), or
 /// dx = gamma · rstd · dy in evaluation (fixed statistics, batch_statistics = 0).
 void bp_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
                            const float *mean, const float *rstd, const float *gamma,
                            int64_t n, int64_t c, int64_t hw, int batch_statistics);
-/// Over each row of d values: saves mean [rows] and rstd [rows]; y = x̂ · gamma + beta.
+/// Over each row of d values: saves mean [rows, 2] (hi, lo) and rstd [rows]; y = x̂ · gamma + beta.
 void bp_layernorm_forward(float *y, float *mean, float *rstd, const float *x, const float *gamma, const float *beta,
                           int64_t rows, int64_t d, float eps);
 /// dx = rstd · (g − mean(g) − x̂ · mean(g · x̂)) with g = dy · gamma, per row; dgamma += Σ_rows dy · x̂,

@@ -8,7 +8,8 @@ import CKernels
 /// batch, with the unbiased variance). Evaluation mode uses the running statistics (or the batch's
 /// when `trackRunningStats` is off). The backward in training mode is
 /// ∂J/∂x = γ · rstd · (v − mean(v) − x̂ · mean(v · x̂)); in evaluation mode γ · rstd · v.
-/// ∂J/∂γ += Σ v · x̂, ∂J/∂β += Σ v. Saves the mean and reciprocal std per channel (2 · C floats).
+/// ∂J/∂γ += Σ v · x̂, ∂J/∂β += Σ v. Saves the mean (as a float pair) and reciprocal std per
+/// channel (3 · C floats).
 public class BatchNorm: Module {
     public let numFeatures: Int
     public let eps: Float
@@ -66,17 +67,17 @@ public class BatchNorm: Module {
             withOptionalPointer(weight?.value) { gamma in
                 withOptionalPointer(bias?.value) { beta in
                     if batchStatistics {
-                        var m = [Float](repeating: 0, count: numFeatures), r = m
+                        var m = [Float](repeating: 0, count: 2 * numFeatures), r = [Float](repeating: 0, count: numFeatures)
                         let y = Tensor.filled(input.shape) { y in
                             withOptionalBufferPointers(isTraining ? runningMean : nil, isTraining ? runningVar : nil) { rm, rv in
                                 bp_batchnorm_forward_train(y, &m, &r, rm, rv, x, gamma, beta, n, c, hw, eps, momentum)
                             }
                         }
-                        (mean, rstd) = (Tensor(unchecked: [numFeatures], scalars: m), Tensor(unchecked: [numFeatures], scalars: r))
+                        (mean, rstd) = (Tensor(unchecked: [numFeatures, 2], scalars: m), Tensor(unchecked: [numFeatures], scalars: r))
                         return y
                     }
                     let (rm, rv) = (runningMean!.value, runningVar!.value)
-                    mean = rm
+                    mean = Tensor(unchecked: [numFeatures, 2], scalars: rm.scalars.flatMap { [$0, 0] })
                     rstd = Tensor(unchecked: [numFeatures], scalars: rv.scalars.map { Float(1 / (Double($0) + Double(eps)).squareRoot()) })
                     return rm.withPointer { m in
                         rv.withPointer { v in Tensor.filled(input.shape) { bp_batchnorm_forward_eval($0, x, m, v, gamma, beta, n, c, hw, eps) } }
@@ -136,7 +137,7 @@ private func withOptionalBufferPointers<R>(_ a: Buffer?, _ b: Buffer?,
 /// `nn.LayerNorm`: each row of D = ∏ normalizedShape values becomes u = x̂ · γ + β with
 /// x̂ = (x − μ) / √(σ² + ε), μ and σ² (biased) over the row. Backward:
 /// ∂J/∂x = rstd · (g − mean(g) − x̂ · mean(g · x̂)) with g = v · γ; ∂J/∂γ += Σ_rows v · x̂;
-/// ∂J/∂β += Σ_rows v. Saves the mean and reciprocal std per row (2 floats a row).
+/// ∂J/∂β += Σ_rows v. Saves the mean (as a float pair) and reciprocal std per row (3 floats a row).
 public final class LayerNorm: Module {
     public let normalizedShape: [Int]
     public let eps: Float
@@ -173,7 +174,7 @@ public final class LayerNorm: Module {
                                 "\(self): input has shape \(describe(input.shape)), expected [*, \(normalizedShape.map(String.init).joined(separator: ", "))]")
         }
         let d = normalizedShape.reduce(1, *), rows = input.count / d
-        var mean = [Float](repeating: 0, count: rows), rstd = mean
+        var mean = [Float](repeating: 0, count: 2 * rows), rstd = [Float](repeating: 0, count: rows)
         let output = input.withPointer { x in
             withOptionalPointer(weight?.value) { gamma in
                 withOptionalPointer(bias?.value) { beta in

@@ -1,0 +1,139 @@
+import CKernels
+import Testing
+
+@Suite struct NormKernelTests {
+    struct BatchCase: CustomStringConvertible, Sendable {
+        let label: String
+        let n, c, hw: Int
+        var offset: Float = 0, spread: Float = 1
+        var description: String { "\(label): n=\(n) c=\(c) hw=\(hw) mean \(offset) spread \(spread)" }
+    }
+
+    static let batchCases: [BatchCase] = [
+        BatchCase(label: "batch 2", n: 2, c: 3, hw: 25),
+        BatchCase(label: "batch 1, spatial", n: 1, c: 4, hw: 9),
+        BatchCase(label: "spatial 1x1", n: 8, c: 6, hw: 1),
+        BatchCase(label: "one channel", n: 4, c: 1, hw: 50),
+        BatchCase(label: "wide planes", n: 2, c: 2, hw: 3001),
+        BatchCase(label: "mean 1e4, std 0.1", n: 4, c: 3, hw: 100, offset: 1e4, spread: 0.1),
+        BatchCase(label: "mean 1e3, std 0.01", n: 4, c: 3, hw: 100, offset: 1e3, spread: 0.01),
+        BatchCase(label: "constant channels", n: 3, c: 2, hw: 10, offset: 2.5, spread: 0),
+    ]
+
+    static func data(_ count: Int, seed: UInt64, offset: Float, spread: Float) -> [Float] {
+        var random = Random(seed: seed)
+        return random.floats(count).map { offset + spread * $0 }
+    }
+
+    @Test("batch norm forward and backward match the double-precision reference", arguments: batchCases, [true, false])
+    func batchNorm(_ b: BatchCase, affine: Bool) {
+        let count = b.n * b.c * b.hw, eps: Float = 1e-5
+        let x = Self.data(count, seed: UInt64(count), offset: b.offset, spread: b.spread)
+        var random = Random(seed: 3)
+        let gamma = affine ? random.floats(b.c, 0.5, 1.5) : [], beta = affine ? random.floats(b.c) : []
+        let dy = random.floats(count)
+        func optional(_ a: [Float]) -> [Float]? { affine ? a : nil }
+        var y = [Float](repeating: .nan, count: count), yRef = y
+        var mean = [Float](repeating: 0, count: 2 * b.c), rstd = [Float](repeating: 0, count: b.c), meanRef = mean, rstdRef = rstd
+        var runningMean = [Float](repeating: 0.5, count: b.c), runningVar = [Float](repeating: 2, count: b.c)
+        bp_batchnorm_forward_train(&y, &mean, &rstd, &runningMean, &runningVar, x, optional(gamma), optional(beta),
+                                   Int64(b.n), Int64(b.c), Int64(b.hw), eps, 0.1)
+        bp_batchnorm_forward_train_ref(&yRef, &meanRef, &rstdRef, x, optional(gamma), optional(beta),
+                                       Int64(b.n), Int64(b.c), Int64(b.hw), eps)
+        #expect(relativeError(y, yRef) < 2e-5, "forward \(b)")
+        #expect(y.allSatisfy { $0.isFinite }, "finite \(b)")
+        #expect(relativeError(rstd, rstdRef) < 1e-6, "rstd \(b)")
+        // Running statistics: 0.9 · old + 0.1 · batch (unbiased variance).
+        let m = Double(b.n * b.hw)
+        for ch in 0..<b.c {
+            let unbiased = (1 / Double(rstdRef[ch]) / Double(rstdRef[ch]) - Double(eps)) * m / (m - 1)
+            let batchMean = Double(meanRef[2 * ch]) + Double(meanRef[2 * ch + 1])
+            #expect(abs(Double(runningMean[ch]) - (0.45 + 0.1 * batchMean)) <= 1e-6 * max(1, abs(batchMean)), "running mean \(b)")
+            #expect(abs(Double(runningVar[ch]) - (1.8 + 0.1 * unbiased)) < 1e-4, "running var \(b)")
+        }
+
+        for batchStatistics: Int32 in [1, 0] {
+            var dx = [Float](repeating: .nan, count: count), dxRef = dx
+            var dgamma = [Float](repeating: 1, count: b.c), dbeta = dgamma, dgammaRef = dgamma, dbetaRef = dgamma
+            // Evaluation mode normalises with the running statistics.
+            let statsMean = batchStatistics == 1 ? mean : runningMean.flatMap { [$0, 0] }
+            let statsRstd = batchStatistics == 1 ? rstd : runningVar.map { 1 / ($0 + eps).squareRoot() }
+            withOptionalPair(affine, &dgamma, &dbeta) { dg, db in
+                bp_batchnorm_backward(&dx, dg, db, dy, x, statsMean, statsRstd, optional(gamma),
+                                      Int64(b.n), Int64(b.c), Int64(b.hw), batchStatistics)
+            }
+            withOptionalPair(affine, &dgammaRef, &dbetaRef) { dg, db in
+                bp_batchnorm_backward_ref(&dxRef, dg, db, dy, x, optional(gamma), Int64(b.n), Int64(b.c), Int64(b.hw), eps,
+                                          batchStatistics, runningMean, runningVar)
+            }
+            #expect(relativeError(dx, dxRef) < 1e-4, "backward dx \(b) batch statistics \(batchStatistics)")
+            #expect(dx.allSatisfy { $0.isFinite })
+            if affine {
+                #expect(relativeError(dgamma, dgammaRef) < 1e-4, "dgamma \(b) batch statistics \(batchStatistics)")
+                #expect(relativeError(dbeta, dbetaRef) < 1e-5, "dbeta \(b)")
+            }
+        }
+    }
+
+    static let layerCases: [(label: String, rows: Int, d: Int, offset: Float, spread: Float)] = [
+        ("one row", 1, 10, 0, 1), ("rows of 7", 5, 7, 0, 1), ("wide rows", 3, 3001, 0, 1), ("many rows", 40, 33, 0, 1),
+        ("mean 1e4, std 0.1", 6, 64, 1e4, 0.1), ("mean 1e3, std 0.01", 6, 64, 1e3, 0.01), ("constant rows", 4, 16, -3, 0),
+    ]
+
+    @Test("layer norm forward and backward match the double-precision reference", arguments: 0..<7, [true, false])
+    func layerNorm(_ index: Int, affine: Bool) {
+        let c = Self.layerCases[index], count = c.rows * c.d
+        let x = Self.data(count, seed: UInt64(count), offset: c.offset, spread: c.spread)
+        var random = Random(seed: 4)
+        let gamma = random.floats(c.d, 0.5, 1.5), beta = random.floats(c.d), dy = random.floats(count)
+        var y = [Float](repeating: .nan, count: count), yRef = y
+        var mean = [Float](repeating: 0, count: 2 * c.rows), rstd = [Float](repeating: 0, count: c.rows), meanRef = mean, rstdRef = rstd
+        bp_layernorm_forward(&y, &mean, &rstd, x, affine ? gamma : nil, affine ? beta : nil, Int64(c.rows), Int64(c.d), 1e-5)
+        bp_layernorm_forward_ref(&yRef, &meanRef, &rstdRef, x, affine ? gamma : nil, affine ? beta : nil, Int64(c.rows), Int64(c.d), 1e-5)
+        #expect(relativeError(y, yRef) < 2e-5, "forward \(c.label)")
+        var dx = [Float](repeating: .nan, count: count), dxRef = dx
+        var dgamma = [Float](repeating: 0, count: c.d), dbeta = dgamma, dgammaRef = dgamma, dbetaRef = dgamma
+        withOptionalPair(affine, &dgamma, &dbeta) { dg, db in
+            bp_layernorm_backward(&dx, dg, db, dy, x, mean, rstd, affine ? gamma : nil, Int64(c.rows), Int64(c.d))
+        }
+        withOptionalPair(affine, &dgammaRef, &dbetaRef) { dg, db in
+            bp_layernorm_backward_ref(&dxRef, dg, db, dy, x, affine ? gamma : nil, Int64(c.rows), Int64(c.d), 1e-5)
+        }
+        #expect(relativeError(dx, dxRef) < 1e-4, "backward \(c.label)")
+        #expect(dx.allSatisfy { $0.isFinite })
+        if affine {
+            #expect(relativeError(dgamma, dgammaRef) < 1e-4, "dgamma \(c.label)")
+            #expect(relativeError(dbeta, dbetaRef) < 1e-5, "dbeta \(c.label)")
+        }
+    }
+
+    @Test("normalization is bit-identical for 1, 2 and 3 threads")
+    func threadInvariance() {
+        let (n, c, hw) = (4, 24, 900)
+        let x = Self.data(n * c * hw, seed: 1, offset: 3, spread: 2)
+        var random = Random(seed: 2)
+        let dy = random.floats(x.count), gamma = random.floats(c), beta = random.floats(c)
+        let (rows, d) = (n * c, hw)
+        let lnGamma = random.floats(d), lnBeta = random.floats(d)
+        func run() -> [[UInt32]] {
+            var y = x, mean = [Float](repeating: 0, count: 2 * c), rstd = [Float](repeating: 0, count: c), rm = rstd, rv = rstd
+            bp_batchnorm_forward_train(&y, &mean, &rstd, &rm, &rv, x, gamma, beta, Int64(n), Int64(c), Int64(hw), 1e-5, 0.1)
+            var dx = x, dg = [Float](repeating: 0, count: c), db = dg
+            bp_batchnorm_backward(&dx, &dg, &db, dy, x, mean, rstd, gamma, Int64(n), Int64(c), Int64(hw), 1)
+            var ly = x, lm = [Float](repeating: 0, count: 2 * rows), lr = [Float](repeating: 0, count: rows)
+            bp_layernorm_forward(&ly, &lm, &lr, x, lnGamma, lnBeta, Int64(rows), Int64(d), 1e-5)
+            var ldx = x, ldg = [Float](repeating: 0, count: d), ldb = ldg
+            bp_layernorm_backward(&ldx, &ldg, &ldb, dy, x, lm, lr, lnGamma, Int64(rows), Int64(d))
+            return [bits(y), bits(mean), bits(rstd), bits(rm), bits(rv), bits(dx), bits(dg), bits(db),
+                    bits(ly), bits(ldx), bits(ldg), bits(ldb)]
+        }
+        let one = withThreads(1, run)
+        for threads: Int32 in [2, 3] {
+            let other = withThreads(threads, run)
+            for index in one.indices {
+                let difference = one[index].indices.first { one[index][$0] != other[index][$0] }
+                #expect(difference == nil, "output \(index) differs at \(difference ?? -1) with \(threads) threads")
+            }
+        }
+    }
+}
