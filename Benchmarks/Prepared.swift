@@ -75,6 +75,19 @@ enum Preparation {
             var prepared = try moduleWorkload(module, input: input)
             prepared.bytes = (moved, moved)
             return prepared
+        case "batchnorm2d", "layernorm":
+            let batch = workload.op == "batchnorm2d"
+            let shape = batch ? [try f.int("n"), try f.int("c"), try f.int("h"), try f.int("w")] : [try f.int("rows"), try f.int("d")]
+            let module: Module = batch ? try BatchNorm2D(shape[1]) : try LayerNorm(shape[1])
+            let small: Module = batch ? try BatchNorm2D(min(shape[1], 4)) : try LayerNorm(min(shape[1], 16))
+            let smallShape = batch ? [2, min(shape[1], 4), 5, 5] : [3, min(shape[1], 16)]
+            let report = try GradientCheck.run(small, input: randomTensor(smallShape, seed: 14, -2, 2), epsilon: 1e-2)
+            guard report.passed else { throw BackpropError(.numerical, "\(workload.name): \(report)") }
+            let input = randomTensor(shape, seed: 15)
+            // Bytes once: x read and u written forward; v and x read, ∂J/∂x written backward.
+            var prepared = try moduleWorkload(module, input: input)
+            prepared.bytes = (8 * Double(input.count), 12 * Double(input.count))
+            return prepared
         case "softmax_cross_entropy":
             let (n, classes) = (try f.int("n"), try f.int("classes"))
             try checkSoftmaxCrossEntropy(rows: min(n, 5), classes: min(classes, 11))

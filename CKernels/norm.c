@@ -8,33 +8,45 @@
 
 // MARK: - Statistics of a contiguous run, in double
 
-// Σ x over a run, in 8 double lanes (a single running sum would not vectorise).
+// Sums over a run vectorise in 8 float lanes (double lanes fed from floats stayed scalar,
+// measured); to keep double accuracy, the lanes sum at most 256 elements (32 per lane) before
+// they are added into double totals, and the values summed are small: centred, or shifted by the
+// run's first element.
+enum { LANE_BLOCK = 256 };
+
+// Σ (x − shift) over a run, shift = x[0]: returns the mean, in double.
 BP_MULTIVERSION
-static double run_sum(const float *x, int64_t count) {
-    double lanes[8] = {0};
-    int64_t i = 0;
-    for (; i + 8 <= count; i += 8)
-        for (int l = 0; l < 8; l++) lanes[l] += x[i + l];
-    double sum = 0.0;
-    for (; i < count; i++) sum += x[i];
-    for (int l = 0; l < 8; l++) sum += lanes[l];
-    return sum;
+static double run_mean(const float *x, int64_t count) {
+    const float shift = x[0];
+    double total = 0.0;
+    for (int64_t start = 0; start < count; start += LANE_BLOCK) {
+        int64_t end = start + LANE_BLOCK < count ? start + LANE_BLOCK : count, i = start;
+        float lanes[8] = {0};
+        for (; i + 8 <= end; i += 8)
+            for (int l = 0; l < 8; l++) lanes[l] += x[i + l] - shift;
+        for (; i < end; i++) total += x[i] - shift;
+        for (int l = 0; l < 8; l++) total += lanes[l];
+    }
+    return shift + total / (double)count;
 }
 
-// Σ (x − mean)² over a run.
+// Σ (x − mean)² over a run, centring with mean = hi + lo in float (see split_mean).
 BP_MULTIVERSION
 static double run_squared_deviation(const float *x, int64_t count, double mean) {
-    double lanes[8] = {0};
-    int64_t i = 0;
-    for (; i + 8 <= count; i += 8)
-        for (int l = 0; l < 8; l++) {
-            double d = x[i + l] - mean;
-            lanes[l] += d * d;
-        }
-    double sum = 0.0;
-    for (; i < count; i++) sum += (x[i] - mean) * (x[i] - mean);
-    for (int l = 0; l < 8; l++) sum += lanes[l];
-    return sum;
+    const float hi = (float)mean, lo = (float)(mean - hi);
+    double total = 0.0;
+    for (int64_t start = 0; start < count; start += LANE_BLOCK) {
+        int64_t end = start + LANE_BLOCK < count ? start + LANE_BLOCK : count, i = start;
+        float lanes[8] = {0};
+        for (; i + 8 <= end; i += 8)
+            for (int l = 0; l < 8; l++) {
+                float d = (x[i + l] - hi) - lo;
+                lanes[l] += d * d;
+            }
+        for (; i < end; i++) total += ((x[i] - hi) - lo) * ((x[i] - hi) - lo);
+        for (int l = 0; l < 8; l++) total += lanes[l];
+    }
+    return total;
 }
 
 // Running statistics of several runs: count, mean and the sum of squared deviations (M2).
@@ -44,9 +56,9 @@ typedef struct {
 
 // Adds a run of `count` values to `m` (Chan et al.'s merge of two sets' moments).
 static void moments_add_run(moments *m, const float *x, int64_t count) {
-    double run_mean = run_sum(x, count) / (double)count;
-    double run_m2 = run_squared_deviation(x, count, run_mean);
-    double total = m->count + (double)count, delta = run_mean - m->mean;
+    double mean = run_mean(x, count);
+    double run_m2 = run_squared_deviation(x, count, mean);
+    double total = m->count + (double)count, delta = mean - m->mean;
     m->mean += delta * (double)count / total;
     m->m2 += run_m2 + delta * delta * m->count * (double)count / total;
     m->count = total;
@@ -161,7 +173,7 @@ void bp_layernorm_forward(float *y, float *mean, float *rstd, const float *x, co
     #pragma omp parallel for schedule(static) if (rows * d >= BP_PARALLEL_MIN)
     for (int64_t row = 0; row < rows; row++) {
         const float *xr = x + row * d;
-        double mu = run_sum(xr, d) / (double)d;
+        double mu = run_mean(xr, d);
         double variance = run_squared_deviation(xr, d, mu) / (double)d;
         float r = (float)(1.0 / sqrt(variance + eps));
         split_mean(mu, mean + 2 * row);
@@ -171,22 +183,32 @@ void bp_layernorm_forward(float *y, float *mean, float *rstd, const float *x, co
 }
 
 // One row of the backward: dx, and this row's dy · x̂ and dy added into the block's partials.
+// Simple loops that each vectorise: the partials; g = dy · gamma into dx; the two row sums in 8
+// float lanes (added up in double; conditional loads or double lanes kept the loop scalar); dx.
 BP_MULTIVERSION
-static void layernorm_row_backward(float *dx, double *dgamma, double *dbeta, const float *dy, const float *x,
+static void layernorm_row_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
                                    const float *mean, float r, const float *gamma, int64_t d) {
+    const float hi = mean[0], lo = mean[1];
+    if (dgamma)
+        for (int64_t j = 0; j < d; j++) dgamma[j] += dy[j] * (((x[j] - hi) - lo) * r);
+    if (dbeta)
+        for (int64_t j = 0; j < d; j++) dbeta[j] += dy[j];
+    if (gamma)
+        for (int64_t j = 0; j < d; j++) dx[j] = dy[j] * gamma[j];
+    else
+        for (int64_t j = 0; j < d; j++) dx[j] = dy[j];
+    float lanes_g[8] = {0}, lanes_gx[8] = {0};
+    int64_t j = 0;
+    for (; j + 8 <= d; j += 8)
+        for (int l = 0; l < 8; l++) {
+            lanes_g[l] += dx[j + l];
+            lanes_gx[l] += dx[j + l] * (((x[j + l] - hi) - lo) * r);
+        }
     double sum_g = 0.0, sum_g_xhat = 0.0;
-    for (int64_t j = 0; j < d; j++) {
-        float xhat = ((x[j] - mean[0]) - mean[1]) * r, g = dy[j] * (gamma ? gamma[j] : 1.0f);
-        sum_g += g;
-        sum_g_xhat += (double)g * xhat;
-        if (dgamma) dgamma[j] += (double)dy[j] * xhat;
-        if (dbeta) dbeta[j] += dy[j];
-    }
+    for (; j < d; j++) sum_g += dx[j], sum_g_xhat += dx[j] * (((x[j] - hi) - lo) * r);
+    for (int l = 0; l < 8; l++) sum_g += lanes_g[l], sum_g_xhat += lanes_gx[l];
     float mean_g = (float)(sum_g / (double)d), mean_g_xhat = (float)(sum_g_xhat / (double)d);
-    for (int64_t j = 0; j < d; j++) {
-        float xhat = ((x[j] - mean[0]) - mean[1]) * r;
-        dx[j] = r * (dy[j] * (gamma ? gamma[j] : 1.0f) - mean_g - xhat * mean_g_xhat);
-    }
+    for (j = 0; j < d; j++) dx[j] = r * (dx[j] - mean_g - ((x[j] - hi) - lo) * r * mean_g_xhat);
 }
 
 enum { LAYERNORM_BLOCKS = 8 };
@@ -194,18 +216,20 @@ enum { LAYERNORM_BLOCKS = 8 };
 void bp_layernorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
                            const float *mean, const float *rstd, const float *gamma, int64_t rows, int64_t d) {
     int64_t blocks = rows < LAYERNORM_BLOCKS ? rows : LAYERNORM_BLOCKS;
-    double *partial = calloc((size_t)(2 * blocks * d), sizeof(double));  // [block][dgamma | dbeta][d]
+    float *partial = calloc((size_t)(2 * blocks * d), sizeof(float));  // [block][dgamma | dbeta][d]
     #pragma omp parallel for schedule(static) if (rows * d >= BP_PARALLEL_MIN)
     for (int64_t block = 0; block < blocks; block++) {
-        double *pg = dgamma ? partial + 2 * block * d : NULL, *pb = dbeta ? partial + (2 * block + 1) * d : NULL;
+        float *pg = dgamma ? partial + 2 * block * d : NULL, *pb = dbeta ? partial + (2 * block + 1) * d : NULL;
         for (int64_t row = block * rows / blocks; row < (block + 1) * rows / blocks; row++)
             layernorm_row_backward(dx + row * d, pg, pb, dy + row * d, x + row * d, mean + 2 * row, rstd[row], gamma, d);
     }
-    for (int64_t block = 0; block < blocks; block++)
-        for (int64_t j = 0; j < d; j++) {
-            if (dgamma) dgamma[j] += (float)partial[2 * block * d + j];
-            if (dbeta) dbeta[j] += (float)partial[(2 * block + 1) * d + j];
-        }
+    for (int64_t j = 0; j < d; j++) {
+        double sum_g = 0.0, sum_b = 0.0;
+        for (int64_t block = 0; block < blocks; block++)
+            sum_g += partial[2 * block * d + j], sum_b += partial[(2 * block + 1) * d + j];
+        if (dgamma) dgamma[j] += (float)sum_g;
+        if (dbeta) dbeta[j] += (float)sum_b;
+    }
     free(partial);
 }
 
