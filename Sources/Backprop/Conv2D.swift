@@ -122,39 +122,44 @@ public final class Conv2D: Module {
     }
 
     public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
-        var p = try geometry(for: input.shape)
-        let outputShape = [input.shape[0], outChannels, Int(p.out_h), Int(p.out_w)]
-        let output = input.withPointer { x in
-            weight.value.withPointer { w in
-                Tensor.filled(outputShape) { y in
-                    bp_conv2d_forward(y, x, w, &p)
-                    if let bias { bias.value.withPointer { bp_channel_bias_add(y, $0, p.n, p.k, p.out_h * p.out_w) } }
-                }
-            }
-        }
-        return (output, { [weight, bias] gradOutput in
-            try checkGradient(gradOutput, matches: outputShape, in: self)
-            accumulateConvolutionGradients(weight: weight, bias: bias, dy: gradOutput, x: input, geometry: &p,
-                                           biasGradient: gradOutput, channels: p.k, plane: p.out_h * p.out_w)
-            return gradOutput.withPointer { dy in
-                weight.value.withPointer { w in Tensor.filled(input.shape) { bp_conv2d_backward_data($0, dy, w, &p) } }
-            }
-        })
+        convolution(self, input, weight: weight, bias: bias, geometry: try geometry(for: input.shape), transposed: false)
     }
 }
 
-/// ∂J/∂W += the correlation of `dy` (the convolution's output side) with `x` (its input side) over
-/// the convolution `geometry`, and ∂J/∂b += Σ over N and the plane of `biasGradient`, laid out
-/// [N, channels, plane]: dy for Conv2D, the output gradient (the x side) for the transpose.
-func accumulateConvolutionGradients(weight: Parameter, bias: Parameter?, dy: Tensor, x: Tensor,
-                                    geometry p: inout bp_conv2d_params,
-                                    biasGradient: Tensor, channels: Int64, plane: Int64) {
-    dy.withPointer { dyp in
-        x.withPointer { xp in weight.grad.withMutablePointer { bp_conv2d_backward_weights($0, dyp, xp, &p) } }
+/// Forward and backward of a convolution module over the convolution `geometry` (its input side
+/// is x [n, c, h, w], its output side y [n, k, out_h, out_w]). Conv2D maps x to y: forward is the
+/// convolution, its input gradient the backward-data. ConvTranspose2D (`transposed`) maps y to x:
+/// forward is the backward-data, its input gradient the convolution. Either way the weight gradient
+/// is the correlation of the y-side gradient with the x-side tensor, and the bias belongs to the
+/// output side.
+func convolution(_ module: Module, _ input: Tensor, weight: Parameter, bias: Parameter?,
+                 geometry: bp_conv2d_params, transposed: Bool) -> (output: Tensor, backward: Backward) {
+    var p = geometry
+    let (channels, plane) = transposed ? (p.c, p.h * p.w) : (p.k, p.out_h * p.out_w)
+    let outputShape = transposed ? [Int(p.n), Int(p.c), Int(p.h), Int(p.w)] : [Int(p.n), Int(p.k), Int(p.out_h), Int(p.out_w)]
+    let forwardKernel = transposed ? bp_conv2d_backward_data : bp_conv2d_forward
+    let inputGradientKernel = transposed ? bp_conv2d_forward : bp_conv2d_backward_data
+    let output = input.withPointer { x in
+        weight.value.withPointer { w in
+            Tensor.filled(outputShape) { y in
+                forwardKernel(y, x, w, &p)
+                if let bias { bias.value.withPointer { bp_channel_bias_add(y, $0, p.n, channels, plane) } }
+            }
+        }
     }
-    if let bias {
-        biasGradient.withPointer { v in bias.grad.withMutablePointer { bp_channel_bias_backward($0, v, p.n, channels, plane) } }
-    }
+    return (output, { gradOutput in
+        try checkGradient(gradOutput, matches: outputShape, in: module)
+        let (ySide, xSide) = transposed ? (input, gradOutput) : (gradOutput, input)
+        ySide.withPointer { dy in
+            xSide.withPointer { x in weight.grad.withMutablePointer { bp_conv2d_backward_weights($0, dy, x, &p) } }
+        }
+        if let bias {
+            gradOutput.withPointer { v in bias.grad.withMutablePointer { bp_channel_bias_backward($0, v, p.n, channels, plane) } }
+        }
+        return gradOutput.withPointer { v in
+            weight.value.withPointer { w in Tensor.filled(input.shape) { inputGradientKernel($0, v, w, &p) } }
+        }
+    })
 }
 
 /// The checks Conv2D and ConvTranspose2D share: sizes positive, groups dividing both channel counts.

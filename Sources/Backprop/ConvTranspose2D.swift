@@ -94,23 +94,6 @@ public final class ConvTranspose2D: Module {
     }
 
     public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
-        var p = try geometry(for: input.shape)
-        let outputShape = [input.shape[0], outChannels, Int(p.h), Int(p.w)]
-        let output = input.withPointer { x in
-            weight.value.withPointer { w in
-                Tensor.filled(outputShape) { y in
-                    bp_conv2d_backward_data(y, x, w, &p)
-                    if let bias { bias.value.withPointer { bp_channel_bias_add(y, $0, p.n, p.c, p.h * p.w) } }
-                }
-            }
-        }
-        return (output, { [weight, bias] gradOutput in
-            try checkGradient(gradOutput, matches: outputShape, in: self)
-            accumulateConvolutionGradients(weight: weight, bias: bias, dy: input, x: gradOutput, geometry: &p,
-                                           biasGradient: gradOutput, channels: p.c, plane: p.h * p.w)
-            return gradOutput.withPointer { v in
-                weight.value.withPointer { w in Tensor.filled(input.shape) { bp_conv2d_forward($0, v, w, &p) } }
-            }
-        })
+        convolution(self, input, weight: weight, bias: bias, geometry: try geometry(for: input.shape), transposed: true)
     }
 }

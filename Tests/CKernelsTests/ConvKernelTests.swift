@@ -101,13 +101,6 @@ import Testing
             bp_channel_bias_backward(&db, dy, p.n, p.k, p.out_h * p.out_w)
             return [bits(y), bits(dx), bits(dw), bits(db)]
         }
-        let one = withThreads(1, run)
-        for threads: Int32 in [2, 3] {
-            let other = withThreads(threads, run)
-            for index in 0..<one.count {
-                let difference = one[index].indices.first { one[index][$0] != other[index][$0] }
-                #expect(difference == nil, "output \(index) differs at \(difference ?? -1) with \(threads) threads")
-            }
-        }
+        expectBitIdentical(run)
     }
 }

@@ -127,13 +127,6 @@ import Testing
             return [bits(y), bits(mean), bits(rstd), bits(rm), bits(rv), bits(dx), bits(dg), bits(db),
                     bits(ly), bits(ldx), bits(ldg), bits(ldb)]
         }
-        let one = withThreads(1, run)
-        for threads: Int32 in [2, 3] {
-            let other = withThreads(threads, run)
-            for index in one.indices {
-                let difference = one[index].indices.first { one[index][$0] != other[index][$0] }
-                #expect(difference == nil, "output \(index) differs at \(difference ?? -1) with \(threads) threads")
-            }
-        }
+        expectBitIdentical(run)
     }
 }

@@ -135,13 +135,6 @@ import Testing
             bp_avgpool2d_backward(&adx, dy, &p)
             return [bits(y), bits(dx), bits(a), bits(adx), index8.map(UInt32.init)]
         }
-        let one = withThreads(1, run)
-        for threads: Int32 in [2, 3] {
-            let other = withThreads(threads, run)
-            for index in one.indices {
-                let difference = one[index].indices.first { one[index][$0] != other[index][$0] }
-                #expect(difference == nil, "output \(index) differs at \(difference ?? -1) with \(threads) threads")
-            }
-        }
+        expectBitIdentical(run)
     }
 }

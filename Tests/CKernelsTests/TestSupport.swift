@@ -1,4 +1,5 @@
 import CKernels
+import Testing
 
 /// Deterministic pseudo-random floats in [low, high) for kernel tests.
 struct Random {
@@ -47,4 +48,19 @@ func withOptionalPair<R>(_ present: Bool, _ a: inout [Float], _ b: inout [Float]
                          _ body: (UnsafeMutablePointer<Float>?, UnsafeMutablePointer<Float>?) -> R) -> R {
     guard present else { return body(nil, nil) }
     return a.withUnsafeMutableBufferPointer { pa in b.withUnsafeMutableBufferPointer { pb in body(pa.baseAddress, pb.baseAddress) } }
+}
+
+/// Runs `run` with 1 thread and with each of `others`, and expects the same bits in every output.
+func expectBitIdentical(threads others: [Int32] = [2, 3], sourceLocation: SourceLocation = #_sourceLocation,
+                        _ run: () -> [[UInt32]]) {
+    let one = withThreads(1, run)
+    for threads in others {
+        let other = withThreads(threads, run)
+        for index in one.indices {
+            // The first differing element, not the arrays: a diff of large arrays takes minutes.
+            let difference = one[index].indices.first { one[index][$0] != other[index][$0] }
+            #expect(difference == nil, "output \(index) differs at \(difference ?? -1) with \(threads) threads",
+                    sourceLocation: sourceLocation)
+        }
+    }
 }
