@@ -84,40 +84,58 @@ static int64_t divisor(const bp_pool2d_params *p, const windows *win, int64_t oh
 // where that is inside the input form one range [lo, hi), so the inner loop has no bounds checks
 // and vectorises. Visiting taps in window order keeps the first maximum on ties.
 
-// The output columns [lo, hi) whose tap tj lies inside the input.
-static void tap_columns(const bp_pool2d_params *p, int64_t tj, int64_t *lo, int64_t *hi) {
-    int64_t offset = tj * p->dilation_w - p->pad_w;  // column of output 0's tap
-    *lo = offset >= 0 ? 0 : (-offset + p->stride_w - 1) / p->stride_w;
-    *hi = p->w - offset <= 0 ? 0 : (p->w - offset + p->stride_w - 1) / p->stride_w;
-    if (*hi > p->out_w) *hi = p->out_w;
-    if (*lo > *hi) *lo = *hi;
+// Tap column tj of fixed windows: the output columns [lo, hi) whose tap lies inside the input,
+// the input column of output 0's tap (offset = tj · dilation_w − pad_w), and where output 0's tap
+// sits in the deinterleaved row (phase start, see deinterleave). The same for every row and plane:
+// computed once per call.
+typedef struct {
+    int64_t lo, hi, offset, phase_start;
+} tap_column;
+
+static int64_t phase_length(const bp_pool2d_params *p) { return (p->w + p->stride_w - 1) / p->stride_w; }
+
+static tap_column *tap_columns_build(const bp_pool2d_params *p) {
+    tap_column *columns = malloc((size_t)p->kernel_w * sizeof(tap_column));
+    for (int64_t tj = 0; tj < p->kernel_w; tj++) {
+        tap_column *t = &columns[tj];
+        t->offset = tj * p->dilation_w - p->pad_w;
+        t->lo = t->offset >= 0 ? 0 : (-t->offset + p->stride_w - 1) / p->stride_w;
+        t->hi = p->w - t->offset <= 0 ? 0 : (p->w - t->offset + p->stride_w - 1) / p->stride_w;
+        if (t->hi > p->out_w) t->hi = p->out_w;
+        if (t->lo > t->hi) t->lo = t->hi;
+        int64_t q = ((t->offset % p->stride_w) + p->stride_w) % p->stride_w;
+        t->phase_start = q * phase_length(p) + (t->offset - q) / p->stride_w;
+    }
+    return columns;
 }
 
 // The input row `src` (w floats) as stride_w phases of `phase_length` floats each:
 // phases[q · phase_length + m] = src[m · stride_w + q]. Tap tj of output ow then reads
 // phases[q · phase_length + ow + shift] for tj · dilation − pad = shift · stride + q, 0 <= q < stride:
 // a contiguous run over ow whatever the stride.
-static int64_t phase_length(const bp_pool2d_params *p) { return (p->w + p->stride_w - 1) / p->stride_w; }
-
 static void deinterleave(float *phases, const float *src, const bp_pool2d_params *p) {
     int64_t s = p->stride_w, length = phase_length(p);
+    if (s == 2) {  // the common case, with a constant stride the loop vectorises
+        float *even = phases, *odd = phases + length;
+        int64_t pairs = p->w / 2;
+        for (int64_t m = 0; m < pairs; m++) even[m] = src[2 * m], odd[m] = src[2 * m + 1];
+        if (p->w % 2) even[pairs] = src[p->w - 1];
+        return;
+    }
     for (int64_t q = 0; q < s; q++)
         for (int64_t m = 0; m * s + q < p->w; m++) phases[q * length + m] = src[m * s + q];
 }
 
-// Where tap tj of output column 0 would be read: out[ow] = line[ow] for ow in tap_columns.
-static const float *tap_line(const float *src, const float *phases, const bp_pool2d_params *p, int64_t tj) {
-    int64_t offset = tj * p->dilation_w - p->pad_w;
-    if (p->stride_w == 1) return src + offset;
-    int64_t q = ((offset % p->stride_w) + p->stride_w) % p->stride_w;
-    return phases + q * phase_length(p) + (offset - q) / p->stride_w;
+// Where tap column t of output column 0 would be read: value[ow] = line[ow] for ow in [lo, hi).
+static const float *tap_line(const float *src, const float *phases, const bp_pool2d_params *p, const tap_column *t) {
+    return p->stride_w == 1 ? src + t->offset : phases + t->phase_start;
 }
 
 // One plane of fixed-window max pooling; best and tap are scratch rows of out_w, phases one of
 // w + stride_w floats.
 BP_MULTIVERSION
 static void max_plane_fixed(float *y, uint8_t *index8, int32_t *index32, const float *x, const bp_pool2d_params *p,
-                            float *best, int32_t *tap, float *phases) {
+                            const tap_column *columns, float *best, int32_t *tap, float *phases) {
     for (int64_t oh = 0; oh < p->out_h; oh++) {
         for (int64_t ow = 0; ow < p->out_w; ow++) best[ow] = -INFINITY, tap[ow] = -1;
         for (int64_t ti = 0; ti < p->kernel_h; ti++) {
@@ -126,11 +144,10 @@ static void max_plane_fixed(float *y, uint8_t *index8, int32_t *index32, const f
             const float *src = x + ih * p->w;
             if (p->stride_w > 1) deinterleave(phases, src, p);
             for (int64_t tj = 0; tj < p->kernel_w; tj++) {
-                int64_t lo, hi;
-                tap_columns(p, tj, &lo, &hi);
-                const float *line = tap_line(src, phases, p, tj);
+                const tap_column *t = &columns[tj];
+                const float *line = tap_line(src, phases, p, t);
                 int32_t number = (int32_t)(ti * p->kernel_w + tj);
-                for (int64_t ow = lo; ow < hi; ow++) {
+                for (int64_t ow = t->lo; ow < t->hi; ow++) {
                     float v = line[ow];
                     int take = (v > best[ow]) | (v != v) | (tap[ow] < 0);  // a NaN wins, as in PyTorch
                     best[ow] = take ? v : best[ow];
@@ -149,8 +166,8 @@ static void max_plane_fixed(float *y, uint8_t *index8, int32_t *index32, const f
 
 // One plane of fixed-window average pooling; sum is a scratch row of out_w.
 BP_MULTIVERSION
-static void avg_plane_fixed(float *y, const float *x, const bp_pool2d_params *p, const windows *win, float *sum,
-                            float *phases) {
+static void avg_plane_fixed(float *y, const float *x, const bp_pool2d_params *p, const windows *win,
+                            const tap_column *columns, float *sum, float *phases) {
     for (int64_t oh = 0; oh < p->out_h; oh++) {
         for (int64_t ow = 0; ow < p->out_w; ow++) sum[ow] = 0.0f;
         for (int64_t ti = 0; ti < p->kernel_h; ti++) {
@@ -159,10 +176,9 @@ static void avg_plane_fixed(float *y, const float *x, const bp_pool2d_params *p,
             const float *src = x + ih * p->w;
             if (p->stride_w > 1) deinterleave(phases, src, p);
             for (int64_t tj = 0; tj < p->kernel_w; tj++) {
-                int64_t lo, hi;
-                tap_columns(p, tj, &lo, &hi);
-                const float *line = tap_line(src, phases, p, tj);
-                for (int64_t ow = lo; ow < hi; ow++) sum[ow] += line[ow];
+                const tap_column *t = &columns[tj];
+                const float *line = tap_line(src, phases, p, t);
+                for (int64_t ow = t->lo; ow < t->hi; ow++) sum[ow] += line[ow];
             }
         }
         for (int64_t ow = 0; ow < p->out_w; ow++) y[oh * p->out_w + ow] = sum[ow] / (float)divisor(p, win, oh, ow);
@@ -172,7 +188,7 @@ static void avg_plane_fixed(float *y, const float *x, const bp_pool2d_params *p,
 // One plane of the fixed-window average pooling backward; g is a scratch row of out_w.
 BP_MULTIVERSION
 static void avg_plane_fixed_backward(float *dx, const float *dy, const bp_pool2d_params *p, const windows *win,
-                                     float *g) {
+                                     const tap_column *columns, float *g) {
     memset(dx, 0, (size_t)(p->h * p->w) * sizeof(float));
     for (int64_t oh = 0; oh < p->out_h; oh++) {
         for (int64_t ow = 0; ow < p->out_w; ow++) g[ow] = dy[oh * p->out_w + ow] / (float)divisor(p, win, oh, ow);
@@ -180,10 +196,9 @@ static void avg_plane_fixed_backward(float *dx, const float *dy, const bp_pool2d
             int64_t ih = oh * p->stride_h - p->pad_h + ti * p->dilation_h;
             if (ih < 0 || ih >= p->h) continue;
             for (int64_t tj = 0; tj < p->kernel_w; tj++) {
-                int64_t lo, hi;
-                tap_columns(p, tj, &lo, &hi);
-                float *row = dx + ih * p->w + tj * p->dilation_w - p->pad_w;
-                for (int64_t ow = lo; ow < hi; ow++) row[ow * p->stride_w] += g[ow];
+                const tap_column *t = &columns[tj];
+                float *row = dx + ih * p->w + t->offset;
+                for (int64_t ow = t->lo; ow < t->hi; ow++) row[ow * p->stride_w] += g[ow];
             }
         }
     }
@@ -265,9 +280,11 @@ static int64_t tap_offset(const windows *win, int64_t w, int64_t oh, int64_t ow,
     return (win->rows.first[oh] + ti * win->rows.step) * w + win->cols.first[ow] + tj * win->cols.step;
 }
 
-// Runs the body for each (n, c) plane of the pooling `p` in scope, in parallel, with scratch rows
-// owned by the thread: `row` (out_w floats), `taps` (out_w int32) and `phases` (w + stride_w floats).
+// Runs the body for each (n, c) plane of the pooling `p` in scope, in parallel, with the fixed
+// windows' `columns` and scratch rows owned by the thread: `row` (out_w floats), `taps` (out_w int32)
+// and `phases` (w + stride_w floats).
 #define FOR_EACH_PLANE(...)                                                                     \
+    tap_column *columns = p->adaptive ? NULL : tap_columns_build(p);                            \
     _Pragma("omp parallel if (p->n * p->c * p->h * p->w >= BP_PARALLEL_MIN)")                   \
     {                                                                                           \
         float *row = malloc((size_t)p->out_w * sizeof(float));                                  \
@@ -279,7 +296,8 @@ static int64_t tap_offset(const windows *win, int64_t w, int64_t oh, int64_t ow,
         free(row);                                                                              \
         free(taps);                                                                             \
         free(phases);                                                                           \
-    }
+    }                                                                                           \
+    free(columns);
 
 void bp_maxpool2d_forward(float *y, uint8_t *index8, int32_t *index32, const float *x, const bp_pool2d_params *p) {
     windows win = windows_build(p);
@@ -289,7 +307,7 @@ void bp_maxpool2d_forward(float *y, uint8_t *index8, int32_t *index32, const flo
         uint8_t *i8 = index8 ? index8 + plane * out_hw : NULL;
         int32_t *i32 = index32 ? index32 + plane * out_hw : NULL;
         if (p->adaptive) max_plane_adaptive(yp, i8, i32, x + plane * hw, p, &win);
-        else max_plane_fixed(yp, i8, i32, x + plane * hw, p, row, taps, phases);
+        else max_plane_fixed(yp, i8, i32, x + plane * hw, p, columns, row, taps, phases);
     })
     windows_free(&win);
 }
@@ -298,6 +316,13 @@ void bp_maxpool2d_backward(float *dx, const float *dy, const uint8_t *index8, co
                            const bp_pool2d_params *p) {
     windows win = windows_build(p);
     int64_t hw = p->h * p->w, out_hw = p->out_h * p->out_w;
+    // Fixed windows: tap number → offset from the window's first tap, the same for every window.
+    int64_t *tap_offsets = NULL;
+    if (!p->adaptive) {
+        tap_offsets = malloc((size_t)(p->kernel_h * p->kernel_w) * sizeof(int64_t));
+        for (int64_t tap = 0; tap < p->kernel_h * p->kernel_w; tap++)
+            tap_offsets[tap] = tap / p->kernel_w * p->dilation_h * p->w + tap % p->kernel_w * p->dilation_w;
+    }
     #pragma omp parallel for schedule(static) if (p->n * p->c * hw >= BP_PARALLEL_MIN)
     for (int64_t plane = 0; plane < p->n * p->c; plane++) {
         float *out = dx + plane * hw;
@@ -306,9 +331,12 @@ void bp_maxpool2d_backward(float *dx, const float *dy, const uint8_t *index8, co
             for (int64_t ow = 0; ow < p->out_w; ow++) {
                 int64_t o = plane * out_hw + oh * p->out_w + ow;
                 int64_t tap = index8 ? index8[o] : index32[o];
-                out[tap_offset(&win, p->w, oh, ow, tap)] += dy[o];
+                int64_t at = tap_offsets ? win.rows.first[oh] * p->w + win.cols.first[ow] + tap_offsets[tap]
+                                         : tap_offset(&win, p->w, oh, ow, tap);
+                out[at] += dy[o];
             }
     }
+    free(tap_offsets);
     windows_free(&win);
 }
 
@@ -333,7 +361,7 @@ void bp_avgpool2d_forward(float *y, const float *x, const bp_pool2d_params *p) {
     FOR_EACH_PLANE({
         if (is_global(p)) y[plane] = plane_mean(x + plane * hw, hw);
         else if (p->adaptive) avg_plane_adaptive(y + plane * out_hw, x + plane * hw, p, &win);
-        else avg_plane_fixed(y + plane * out_hw, x + plane * hw, p, &win, row, phases);
+        else avg_plane_fixed(y + plane * out_hw, x + plane * hw, p, &win, columns, row, phases);
     })
     windows_free(&win);
 }
@@ -344,7 +372,7 @@ void bp_avgpool2d_backward(float *dx, const float *dy, const bp_pool2d_params *p
     FOR_EACH_PLANE({
         if (is_global(p)) plane_fill(dx + plane * hw, dy[plane] / (float)hw, hw);
         else if (p->adaptive) avg_plane_adaptive_backward(dx + plane * hw, dy + plane * out_hw, p, &win);
-        else avg_plane_fixed_backward(dx + plane * hw, dy + plane * out_hw, p, &win, row);
+        else avg_plane_fixed_backward(dx + plane * hw, dy + plane * out_hw, p, &win, columns, row);
     })
     windows_free(&win);
 }
