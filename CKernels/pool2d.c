@@ -326,8 +326,16 @@ void bp_maxpool2d_backward(float *dx, const float *dy, const uint8_t *index8, co
     #pragma omp parallel for schedule(static) if (p->n * p->c * hw >= BP_PARALLEL_MIN)
     for (int64_t plane = 0; plane < p->n * p->c; plane++) {
         float *out = dx + plane * hw;
-        memset(out, 0, (size_t)hw * sizeof(float));
-        for (int64_t oh = 0; oh < p->out_h; oh++)
+        // Rows are zeroed just before the first window that reaches them, so the scattered adds hit
+        // cache (zeroing the whole plane first measured 2x slower: its stores did not stay cached).
+        int64_t zeroed = 0;
+        for (int64_t oh = 0; oh < p->out_h; oh++) {
+            int64_t reach = win.rows.first[oh] + (win.rows.taps[oh] - 1) * win.rows.step + 1;
+            reach = reach < p->h ? reach : p->h;
+            if (reach > zeroed) {
+                memset(out + zeroed * p->w, 0, (size_t)((reach - zeroed) * p->w) * sizeof(float));
+                zeroed = reach;
+            }
             for (int64_t ow = 0; ow < p->out_w; ow++) {
                 int64_t o = plane * out_hw + oh * p->out_w + ow;
                 int64_t tap = index8 ? index8[o] : index32[o];
@@ -335,6 +343,8 @@ void bp_maxpool2d_backward(float *dx, const float *dy, const uint8_t *index8, co
                                          : tap_offset(&win, p->w, oh, ow, tap);
                 out[at] += dy[o];
             }
+        }
+        memset(out + zeroed * p->w, 0, (size_t)((p->h - zeroed) * p->w) * sizeof(float));
     }
     free(tap_offsets);
     windows_free(&win);
