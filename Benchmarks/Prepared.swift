@@ -108,7 +108,7 @@ enum Preparation {
             guard report.passed else { throw BackpropError(.numerical, "\(workload.name): \(report)") }
             return try networkWorkload(model, input: randomTensor(shape, seed: 5), classes: 10)
         default:
-            throw BackpropError(.unsupported, "op '\(workload.op)' is not implemented yet")
+            throw BackpropError(.unsupported, "op '\(workload.op)' is not supported")
         }
     }
 
