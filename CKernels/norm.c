@@ -182,33 +182,56 @@ void bp_layernorm_forward(float *y, float *mean, float *rstd, const float *x, co
     }
 }
 
-// One row of the backward: dx, and this row's dy · x̂ and dy added into the block's partials.
-// Simple loops that each vectorise: the partials; g = dy · gamma into dx; the two row sums in 8
-// float lanes (added up in double; conditional loads or double lanes kept the loop scalar); dx.
+// The row sums Σ g and Σ g · x̂ of the layer-norm backward, g = dy · gamma, in 8 float lanes added
+// up in double. `gamma` may be NULL; the two loop bodies keep the loads unconditional, which
+// the vectoriser needs (conditional loads or double lanes kept such loops scalar, measured).
+BP_MULTIVERSION
+static void row_gradient_sums(const float *dy, const float *x, const float *gamma, float hi, float lo, float r,
+                              int64_t d, double *sum_g, double *sum_g_xhat) {
+    float lanes_g[8] = {0}, lanes_gx[8] = {0};
+    int64_t j = 0;
+    if (gamma)
+        for (; j + 8 <= d; j += 8)
+            for (int l = 0; l < 8; l++) {
+                float g = dy[j + l] * gamma[j + l];
+                lanes_g[l] += g;
+                lanes_gx[l] += g * (((x[j + l] - hi) - lo) * r);
+            }
+    else
+        for (; j + 8 <= d; j += 8)
+            for (int l = 0; l < 8; l++) {
+                lanes_g[l] += dy[j + l];
+                lanes_gx[l] += dy[j + l] * (((x[j + l] - hi) - lo) * r);
+            }
+    double sg = 0.0, sgx = 0.0;
+    for (; j < d; j++) {
+        float g = dy[j] * (gamma ? gamma[j] : 1.0f);
+        sg += g, sgx += g * (((x[j] - hi) - lo) * r);
+    }
+    for (int l = 0; l < 8; l++) sg += lanes_g[l], sgx += lanes_gx[l];
+    *sum_g = sg, *sum_g_xhat = sgx;
+}
+
+// One row of the backward in three vectorised passes: the block's partials (dy · x̂ and dy),
+// the row sums, then dx = r · (g − mean(g) − x̂ · mean(g · x̂)).
 BP_MULTIVERSION
 static void layernorm_row_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
                                    const float *mean, float r, const float *gamma, int64_t d) {
     const float hi = mean[0], lo = mean[1];
-    if (dgamma)
-        for (int64_t j = 0; j < d; j++) dgamma[j] += dy[j] * (((x[j] - hi) - lo) * r);
-    if (dbeta)
-        for (int64_t j = 0; j < d; j++) dbeta[j] += dy[j];
-    if (gamma)
-        for (int64_t j = 0; j < d; j++) dx[j] = dy[j] * gamma[j];
-    else
-        for (int64_t j = 0; j < d; j++) dx[j] = dy[j];
-    float lanes_g[8] = {0}, lanes_gx[8] = {0};
-    int64_t j = 0;
-    for (; j + 8 <= d; j += 8)
-        for (int l = 0; l < 8; l++) {
-            lanes_g[l] += dx[j + l];
-            lanes_gx[l] += dx[j + l] * (((x[j + l] - hi) - lo) * r);
+    if (dgamma && dbeta)
+        for (int64_t j = 0; j < d; j++) {
+            dgamma[j] += dy[j] * (((x[j] - hi) - lo) * r);
+            dbeta[j] += dy[j];
         }
-    double sum_g = 0.0, sum_g_xhat = 0.0;
-    for (; j < d; j++) sum_g += dx[j], sum_g_xhat += dx[j] * (((x[j] - hi) - lo) * r);
-    for (int l = 0; l < 8; l++) sum_g += lanes_g[l], sum_g_xhat += lanes_gx[l];
+    else if (dgamma)
+        for (int64_t j = 0; j < d; j++) dgamma[j] += dy[j] * (((x[j] - hi) - lo) * r);
+    double sum_g, sum_g_xhat;
+    row_gradient_sums(dy, x, gamma, hi, lo, r, d, &sum_g, &sum_g_xhat);
     float mean_g = (float)(sum_g / (double)d), mean_g_xhat = (float)(sum_g_xhat / (double)d);
-    for (j = 0; j < d; j++) dx[j] = r * (dx[j] - mean_g - ((x[j] - hi) - lo) * r * mean_g_xhat);
+    if (gamma)
+        for (int64_t j = 0; j < d; j++) dx[j] = r * (dy[j] * gamma[j] - mean_g - ((x[j] - hi) - lo) * r * mean_g_xhat);
+    else
+        for (int64_t j = 0; j < d; j++) dx[j] = r * (dy[j] - mean_g - ((x[j] - hi) - lo) * r * mean_g_xhat);
 }
 
 enum { LAYERNORM_BLOCKS = 8 };
