@@ -68,12 +68,9 @@ public final class Conv2D: Module {
         if padding == .same, stride != (1, 1) {
             throw BackpropError(.invalidArgument, "\(name): padding 'same' needs stride 1, as in PyTorch")
         }
-        let fanIn = inChannels / groups * kernelSize.0 * kernelSize.1
-        var generator = SplitMix64(seed: seed)
-        weight = Parameter(try initialization.weight(shape: [outChannels, inChannels / groups, kernelSize.0, kernelSize.1],
-                                                     fanIn: fanIn, fanOut: outChannels / groups * kernelSize.0 * kernelSize.1,
-                                                     using: &generator))
-        self.bias = bias ? Parameter(try WeightInitialization.bias(count: outChannels, fanIn: fanIn, using: &generator)) : nil
+        (weight, self.bias) = try convolutionParameters(
+            weightShape: [outChannels, inChannels / groups, kernelSize.0, kernelSize.1], bias: bias,
+            initialization: initialization, seed: seed)
     }
 
     /// Square kernel, stride, symmetric padding and dilation.
@@ -160,6 +157,19 @@ func convolution(_ module: Module, _ input: Tensor, weight: Parameter, bias: Par
             weight.value.withPointer { w in Tensor.filled(input.shape) { inputGradientKernel($0, v, w, &p) } }
         }
     })
+}
+
+/// A convolution's weight and bias drawn from one generator, as PyTorch draws them: fan-in and fan-out
+/// from the weight's axes 1 and 0 times the kernel area (for the transpose, [Cin, Cout / groups, kh, kw],
+/// that makes the fan-in Cout / groups · kh · kw, as in PyTorch); the bias has one value per output channel.
+func convolutionParameters(weightShape: [Int], bias: Bool, outChannels: Int? = nil,
+                           initialization: WeightInitialization, seed: UInt64) throws -> (Parameter, Parameter?) {
+    let area = weightShape[2] * weightShape[3]
+    let (fanIn, fanOut) = (weightShape[1] * area, weightShape[0] * area)
+    var generator = SplitMix64(seed: seed)
+    let weight = Parameter(try initialization.weight(shape: weightShape, fanIn: fanIn, fanOut: fanOut, using: &generator))
+    let count = outChannels ?? weightShape[0]
+    return (weight, bias ? Parameter(try WeightInitialization.bias(count: count, fanIn: fanIn, using: &generator)) : nil)
 }
 
 /// The checks Conv2D and ConvTranspose2D share: sizes positive, groups dividing both channel counts.

@@ -41,13 +41,9 @@ public final class ConvTranspose2D: Module {
         guard outputPadding.0 < max(stride.0, dilation.0), outputPadding.1 < max(stride.1, dilation.1) else {
             throw BackpropError(.invalidArgument, "\(name): output padding must be smaller than either stride or dilation")
         }
-        // PyTorch computes the fan-in from the weight's second axis: Cout / groups · kh · kw.
-        let fanIn = outChannels / groups * kernelSize.0 * kernelSize.1
-        var generator = SplitMix64(seed: seed)
-        weight = Parameter(try initialization.weight(shape: [inChannels, outChannels / groups, kernelSize.0, kernelSize.1],
-                                                     fanIn: fanIn, fanOut: inChannels / groups * kernelSize.0 * kernelSize.1,
-                                                     using: &generator))
-        self.bias = bias ? Parameter(try WeightInitialization.bias(count: outChannels, fanIn: fanIn, using: &generator)) : nil
+        (weight, self.bias) = try convolutionParameters(
+            weightShape: [inChannels, outChannels / groups, kernelSize.0, kernelSize.1], bias: bias,
+            outChannels: outChannels, initialization: initialization, seed: seed)
     }
 
     /// Square kernel, stride, padding, output padding and dilation.
