@@ -43,6 +43,14 @@ public struct Tensor: Equatable, Sendable, CustomStringConvertible {
         guard shape.allSatisfy({ $0 >= 0 }) else {
             throw BackpropError(.invalidArgument, "Tensor: shape \(describe(shape)) has a negative size")
         }
+        var count = 1
+        for size in shape {
+            let (product, overflow) = count.multipliedReportingOverflow(by: size)
+            guard !overflow else {
+                throw BackpropError(.invalidArgument, "Tensor: shape \(describe(shape)) has more elements than Int can count")
+            }
+            count = product
+        }
     }
 
     public var count: Int { scalars.count }

@@ -16,5 +16,8 @@ import Testing
         }
         expectError(.invalidArgument, mentioning: ["[2, -1]", "negative"]) { _ = try Tensor(shape: [2, -1]) }
         expectError(.shapeMismatch, mentioning: ["[4]"]) { _ = try Tensor([1, 2, 3]).reshaped(to: [4]) }
+        expectError(.invalidArgument, mentioning: ["more elements than Int can count"]) {
+            _ = try Tensor(shape: [Int.max, 2], scalars: [])
+        }
     }
 }
