@@ -2,6 +2,8 @@
 #include "CKernels.h"
 #include "internal.h"
 
+#include <math.h>
+
 void bp_sgd_step(float *param, float *momentum_buf, const float *grad, int64_t n,
                  float lr, float momentum, float weight_decay, int nesterov, int first_step) {
     #pragma omp parallel for simd schedule(static) if (n >= BP_PARALLEL_MIN)
@@ -14,4 +16,47 @@ void bp_sgd_step(float *param, float *momentum_buf, const float *grad, int64_t n
         }
         param[i] -= lr * d;
     }
+}
+
+void bp_adam_step(float *param, float *m, float *v, const float *grad, int64_t n, float lr, float beta1,
+                  float beta2, float eps, float weight_decay, int decoupled, int64_t t) {
+    const float step_size = lr / (1.0f - powf(beta1, (float)t));
+    const float root_correction = sqrtf(1.0f - powf(beta2, (float)t));
+    const float shrink = decoupled ? 1.0f - lr * weight_decay : 1.0f, coupled = decoupled ? 0.0f : weight_decay;
+    #pragma omp parallel for simd schedule(static) if (n >= BP_PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++) {
+        float p = param[i] * shrink, g = grad[i] + coupled * param[i];
+        m[i] = beta1 * m[i] + (1.0f - beta1) * g;
+        v[i] = beta2 * v[i] + (1.0f - beta2) * g * g;
+        param[i] = p - step_size * m[i] / (sqrtf(v[i]) / root_correction + eps);
+    }
+}
+
+void bp_rmsprop_step(float *param, float *square_avg, float *momentum_buf, const float *grad, int64_t n,
+                     float lr, float alpha, float eps, float weight_decay, float momentum) {
+    #pragma omp parallel for simd schedule(static) if (n >= BP_PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++) {
+        float g = grad[i] + weight_decay * param[i];
+        square_avg[i] = alpha * square_avg[i] + (1.0f - alpha) * g * g;
+        float step = g / (sqrtf(square_avg[i]) + eps);
+        if (momentum != 0.0f) {
+            momentum_buf[i] = momentum * momentum_buf[i] + step;
+            step = momentum_buf[i];
+        }
+        param[i] -= lr * step;
+    }
+}
+
+static double squares_block(const void *ctx, int64_t begin, int64_t end) {
+    const float *x = ctx;
+    double sum = 0.0;
+    for (int64_t i = begin; i < end; i++) sum += (double)x[i] * x[i];
+    return sum;
+}
+
+double bp_sum_squares(const float *x, int64_t n) { return bp_blocked_sum(n, 4096, 1, squares_block, x); }
+
+void bp_scale(float *x, float scale, int64_t n) {
+    #pragma omp parallel for simd schedule(static) if (n >= BP_PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++) x[i] *= scale;
 }

@@ -255,6 +255,22 @@ double bp_bce_logits(float *dx, const float *x, const float *target, int64_t n);
 void bp_sgd_step(float *param, float *momentum_buf, const float *grad, int64_t n,
                  float lr, float momentum, float weight_decay, int nesterov, int first_step);
 
+/// One Adam step, as torch.optim.Adam (decoupled = 0: weight decay added to the gradient) or
+/// torch.optim.AdamW (decoupled = 1: param *= 1 − lr · weight_decay first), at step t >= 1:
+///   m = β1 m + (1 − β1) g;  v = β2 v + (1 − β2) g²
+///   param −= lr / (1 − β1^t) · m / (sqrt(v) / sqrt(1 − β2^t) + eps)
+void bp_adam_step(float *param, float *m, float *v, const float *grad, int64_t n, float lr, float beta1,
+                  float beta2, float eps, float weight_decay, int decoupled, int64_t t);
+/// One RMSprop step, as torch.optim.RMSprop (not centred):
+///   g = grad + weight_decay · param;  s = α s + (1 − α) g²
+///   with momentum μ: b = μ b + g / (sqrt(s) + eps), param −= lr · b; else param −= lr · g / (sqrt(s) + eps)
+void bp_rmsprop_step(float *param, float *square_avg, float *momentum_buf, const float *grad, int64_t n,
+                     float lr, float alpha, float eps, float weight_decay, float momentum);
+/// Σ grad² over n values, in double, in a fixed order (for clipping by global norm).
+double bp_sum_squares(const float *x, int64_t n);
+/// x *= scale.
+void bp_scale(float *x, float scale, int64_t n);
+
 #ifdef __cplusplus
 }
 #endif

@@ -3,8 +3,25 @@ import CKernels
 /// An optimizer: updates its parameters from their accumulated gradients.
 public protocol Optimizer: AnyObject {
     var parameters: [Parameter] { get }
+    /// The step size; schedules set it between steps.
+    var learningRate: Float { get set }
     /// One update from the current gradients.
     func step()
+}
+
+/// A zero tensor of each parameter's shape: optimizer state.
+func zerosLike(_ parameters: [Parameter]) -> [Tensor] {
+    parameters.map { Tensor(unchecked: $0.value.shape, scalars: [Float](repeating: 0, count: $0.value.count)) }
+}
+
+/// Checks settings every optimizer shares; `name` describes the optimizer in errors.
+func validateOptimizer(_ name: String, learningRate: Float, nonNegative: [(String, Float)]) throws {
+    guard learningRate.isFinite, learningRate >= 0 else {
+        throw BackpropError(.invalidArgument, "\(name): learning rate must be finite and >= 0")
+    }
+    if let (label, _) = nonNegative.first(where: { !$0.1.isFinite || $0.1 < 0 }) {
+        throw BackpropError(.invalidArgument, "\(name): \(label) must be finite and >= 0")
+    }
 }
 
 extension Optimizer {
@@ -29,12 +46,8 @@ public final class SGD: Optimizer {
     public init(parameters: [Parameter], learningRate: Float, momentum: Float = 0, weightDecay: Float = 0,
                 nesterov: Bool = false) throws {
         let settings = "SGD(lr: \(learningRate), momentum: \(momentum), weightDecay: \(weightDecay))"
-        guard learningRate.isFinite, learningRate >= 0 else {
-            throw BackpropError(.invalidArgument, "\(settings): learning rate must be finite and >= 0")
-        }
-        guard momentum.isFinite, momentum >= 0, weightDecay.isFinite, weightDecay >= 0 else {
-            throw BackpropError(.invalidArgument, "\(settings): momentum and weight decay must be finite and >= 0")
-        }
+        try validateOptimizer(settings, learningRate: learningRate,
+                              nonNegative: [("momentum", momentum), ("weight decay", weightDecay)])
         guard !nesterov || momentum > 0 else {
             throw BackpropError(.invalidArgument, "\(settings): Nesterov momentum needs momentum > 0")
         }
@@ -43,7 +56,7 @@ public final class SGD: Optimizer {
         self.momentum = momentum
         self.weightDecay = weightDecay
         self.nesterov = nesterov
-        momentumBuffers = momentum > 0 ? parameters.map { Tensor(unchecked: $0.value.shape, scalars: .init(repeating: 0, count: $0.value.count)) } : []
+        momentumBuffers = momentum > 0 ? zerosLike(parameters) : []
     }
 
     public func step() {
