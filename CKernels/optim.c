@@ -4,6 +4,9 @@
 
 #include <math.h>
 
+// sqrtf may set errno, which keeps loops scalar; this builtin is the bare instruction.
+#define SQRT(x) __builtin_elementwise_sqrt(x)
+
 void bp_sgd_step(float *param, float *momentum_buf, const float *grad, int64_t n,
                  float lr, float momentum, float weight_decay, int nesterov, int first_step) {
     #pragma omp parallel for simd schedule(static) if (n >= BP_PARALLEL_MIN)
@@ -28,22 +31,27 @@ void bp_adam_step(float *param, float *m, float *v, const float *grad, int64_t n
         float p = param[i] * shrink, g = grad[i] + coupled * param[i];
         m[i] = beta1 * m[i] + (1.0f - beta1) * g;
         v[i] = beta2 * v[i] + (1.0f - beta2) * g * g;
-        param[i] = p - step_size * m[i] / (sqrtf(v[i]) / root_correction + eps);
+        param[i] = p - step_size * m[i] / (SQRT(v[i]) / root_correction + eps);
     }
 }
 
 void bp_rmsprop_step(float *param, float *square_avg, float *momentum_buf, const float *grad, int64_t n,
                      float lr, float alpha, float eps, float weight_decay, float momentum) {
+    if (momentum == 0.0f) {
+        #pragma omp parallel for simd schedule(static) if (n >= BP_PARALLEL_MIN)
+        for (int64_t i = 0; i < n; i++) {
+            float g = grad[i] + weight_decay * param[i];
+            square_avg[i] = alpha * square_avg[i] + (1.0f - alpha) * g * g;
+            param[i] -= lr * g / (SQRT(square_avg[i]) + eps);
+        }
+        return;
+    }
     #pragma omp parallel for simd schedule(static) if (n >= BP_PARALLEL_MIN)
     for (int64_t i = 0; i < n; i++) {
         float g = grad[i] + weight_decay * param[i];
         square_avg[i] = alpha * square_avg[i] + (1.0f - alpha) * g * g;
-        float step = g / (sqrtf(square_avg[i]) + eps);
-        if (momentum != 0.0f) {
-            momentum_buf[i] = momentum * momentum_buf[i] + step;
-            step = momentum_buf[i];
-        }
-        param[i] -= lr * step;
+        momentum_buf[i] = momentum * momentum_buf[i] + g / (SQRT(square_avg[i]) + eps);
+        param[i] -= lr * momentum_buf[i];
     }
 }
 
