@@ -28,6 +28,7 @@ let package = Package(
             linkerSettings: [
                 .linkedLibrary("omp5", .when(traits: ["OpenMP"])),
                 .linkedLibrary("openblas"),
+                .linkedLibrary("z"),
                 .linkedLibrary("m"),
             ]
         ),

@@ -1,0 +1,70 @@
+/// Minibatch training and evaluation of a classifier under the mean softmax cross-entropy.
+public enum Training {
+    /// Loss and accuracy over a pass.
+    public struct Metrics: Sendable {
+        public let loss: Double
+        public let accuracy: Double
+    }
+
+    /// One epoch: the examples in an order shuffled from `seed`, in batches of `batchSize` (the last
+    /// one smaller), each a forward, a backward from the loss, optional clipping by global norm and an
+    /// optimizer step. Calls
+    /// `progress(batchesDone, batchCount, meanLossSoFar, accuracySoFar)` after each batch.
+    /// Stops with a `.numerical` error naming the layer when the loss or a gradient stops being finite.
+    public static func epoch(model: Module, optimizer: Optimizer, data: ImageDataset, batchSize: Int, seed: UInt64,
+                             clipNorm: Float? = nil,
+                             progress: (Int, Int, Double, Double) -> Void = { _, _, _, _ in }) throws -> Metrics {
+        guard batchSize > 0 else { throw BackpropError(.invalidArgument, "Training: batch size must be positive") }
+        model.isTraining = true
+        var generator = SplitMix64(seed: seed)
+        let order = Array(0..<data.count).shuffled(using: &generator)
+        let batches = (data.count + batchSize - 1) / batchSize
+        var lossSum = 0.0, correct = 0, seen = 0
+        for b in 0..<batches {
+            let indices = order[b * batchSize ..< min((b + 1) * batchSize, data.count)]
+            let (x, labels) = data.batch(indices)
+            optimizer.zeroGrad()
+            let (logits, backward) = try model.forward(x)
+            let loss = try SoftmaxCrossEntropy()(logits, labels: labels)
+            guard loss.value.isFinite else {
+                throw BackpropError(.numerical, "Training: the loss became \(loss.value) at batch \(b + 1) of \(batches); lower the learning rate")
+            }
+            _ = try backward(loss.gradient)
+            // The backward runs from the output: the last layer with a non-finite gradient blew up first.
+            if let (name, _) = model.namedParameters.last(where: { !$0.parameter.grad.scalars.allSatisfy(\.isFinite) }) {
+                throw BackpropError(.numerical, "Training: the gradient of \(name) became non-finite at batch \(b + 1); lower the learning rate or clip gradients")
+            }
+            if let clipNorm { try GradientClipping.clipByNorm(optimizer.parameters, maxNorm: clipNorm) }
+            optimizer.step()
+            lossSum += Double(loss.value) * Double(labels.count)
+            correct += zip(predictions(logits), labels).filter { $0 == $1 }.count
+            seen += labels.count
+            progress(b + 1, batches, lossSum / Double(seen), Double(correct) / Double(seen))
+        }
+        return Metrics(loss: lossSum / Double(max(seen, 1)), accuracy: Double(correct) / Double(max(seen, 1)))
+    }
+
+    /// Loss and accuracy in evaluation mode, in batches of `batchSize`.
+    public static func evaluate(model: Module, data: ImageDataset, batchSize: Int = 1000) throws -> Metrics {
+        model.isTraining = false
+        defer { model.isTraining = true }
+        var lossSum = 0.0, correct = 0
+        for start in stride(from: 0, to: data.count, by: batchSize) {
+            let (x, labels) = data.batch(start..<min(start + batchSize, data.count))
+            let logits = try model(x)
+            lossSum += Double(try SoftmaxCrossEntropy()(logits, labels: labels).value) * Double(labels.count)
+            correct += zip(predictions(logits), labels).filter { $0 == $1 }.count
+        }
+        return Metrics(loss: lossSum / Double(max(data.count, 1)), accuracy: Double(correct) / Double(max(data.count, 1)))
+    }
+
+    /// The arg-max class of each row of logits [N, C].
+    public static func predictions(_ logits: Tensor) -> [Int] {
+        let classes = logits.shape.last ?? 1
+        return (0..<logits.count / classes).map { row in
+            var best = 0
+            for c in 1..<classes where logits[row * classes + c] > logits[row * classes + best] { best = c }
+            return best
+        }
+    }
+}

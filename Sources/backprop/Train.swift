@@ -1,0 +1,94 @@
+import ArgumentParser
+import Backprop
+import Foundation
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train a model spec on an image-classification data set in IDX format (default: Fashion-MNIST).",
+        discussion: "Prints a live progress line per epoch, then the epoch's train and test loss and accuracy."
+    )
+
+    static let defaultModel = "conv2d(1,32,3,pad=1) batchnorm2d(32) relu maxpool2d(2) conv2d(32,64,3,pad=1) batchnorm2d(64) relu maxpool2d(2) flatten linear(3136,128) relu linear(128,10)"
+    static let defaultData = "/usr/share/datasets/fashion-mnist"
+
+    enum OptimizerName: String, ExpressibleByArgument, CaseIterable { case sgd, adam, adamw, rmsprop }
+    enum ScheduleName: String, ExpressibleByArgument, CaseIterable { case constant, step, cosine }
+
+    @Option(help: "The model, as a model spec (shared/bench/modelspec.py's grammar).") var model = Train.defaultModel
+    @Option(help: "A directory with train- and t10k- images and labels in IDX format (.gz or plain).") var data = Train.defaultData
+    @Option(help: "Passes over the training set.") var epochs = 5
+    @Option(name: .customLong("batch-size"), help: "Examples per step.") var batchSize = 128
+    @Option(help: "sgd, adam, adamw or rmsprop.") var optimizer: OptimizerName = .adam
+    @Option(name: .customLong("lr"), help: "Learning rate (default 0.001 for adam/adamw/rmsprop, 0.05 for sgd).") var learningRate: Float?
+    @Option(help: "Momentum for sgd and rmsprop.") var momentum: Float = 0.9
+    @Option(name: .customLong("weight-decay"), help: "Weight decay (decoupled for adamw).") var weightDecay: Float = 0
+    @Option(help: "Learning-rate schedule over epochs: constant, step (halve every 2 epochs) or cosine.") var schedule: ScheduleName = .constant
+    @Option(help: "Epochs of linear warm-up before the cosine schedule.") var warmup = 0
+    @Option(name: .customLong("clip-norm"), help: "Clip gradients to this global L2 norm.") var clipNorm: Float?
+    @Option(name: .customLong("validation-split"), help: "Fraction of the training set held out for validation.") var validationSplit = 0.0
+    @Option(help: "Seed of the initialisation and the shuffling.") var seed: UInt64 = 1
+    @OptionGroup var threadOptions: ThreadOptions
+
+    func validate() throws {
+        guard epochs > 0, batchSize > 0 else { throw ValidationError("--epochs and --batch-size must be positive") }
+        guard (0..<1).contains(validationSplit) else { throw ValidationError("--validation-split must be in [0, 1)") }
+    }
+
+    func run() throws {
+        try threadOptions.apply()
+        let directory = URL(fileURLWithPath: data)
+        guard FileManager.default.fileExists(atPath: directory.path) else {
+            throw ValidationError("\(data) does not exist. Fashion-MNIST comes from the Debian package dataset-fashion-mnist "
+                                  + "(apt-get install dataset-fashion-mnist); or pass --data DIR with MNIST-layout IDX files.")
+        }
+        let full = try ImageDataset.load(directory: directory, prefix: "train")
+        let test = try ImageDataset.load(directory: directory, prefix: "t10k")
+        let held = Int(Double(full.count) * validationSplit)
+        let train = full.subset(held..<full.count)
+        let validation = held > 0 ? full.subset(0..<held) : nil
+
+        let network = try ModelSpec.build(model, seed: seed)
+        let rate = learningRate ?? (optimizer == .sgd ? 0.05 : 1e-3)
+        let parameters = network.parameters
+        let step: Optimizer = switch optimizer {
+        case .sgd: try SGD(parameters: parameters, learningRate: rate, momentum: momentum, weightDecay: weightDecay)
+        case .adam: try Adam(parameters: parameters, learningRate: rate, weightDecay: weightDecay)
+        case .adamw: try AdamW(parameters: parameters, learningRate: rate, weightDecay: weightDecay)
+        case .rmsprop: try RMSprop(parameters: parameters, learningRate: rate, weightDecay: weightDecay, momentum: momentum)
+        }
+        let rates: LearningRateSchedule? = switch schedule {
+        case .constant: nil
+        case .step: try StepSchedule(base: rate, stepSize: 2, gamma: 0.5)
+        case .cosine: try CosineSchedule(base: rate, total: epochs, warmup: warmup)
+        }
+        print("Training \(network.parameters.reduce(0) { $0 + $1.value.count }) parameters on \(train.count) images "
+              + "(\(validation.map { "\($0.count) held out, " } ?? "")\(test.count) test), \(Threads.count) thread(s), "
+              + "\(optimizer.rawValue) lr \(rate)")
+        for epoch in 0..<epochs {
+            if let rates { step.learningRate = rates.learningRate(at: epoch) }
+            let clock = ContinuousClock(), start = clock.now
+            let metrics = try Training.epoch(model: network, optimizer: step, data: train, batchSize: batchSize,
+                                             seed: seed &+ UInt64(epoch), clipNorm: clipNorm) { done, total, loss, accuracy in
+                guard done % 10 == 0 || done == total else { return }
+                let seconds = (clock.now - start).seconds
+                let rate = Double(min(done * batchSize, train.count)) / max(seconds, 1e-9)
+                let eta = Double(total - done) * seconds / Double(done)
+                print(String(format: "\r  epoch %d/%d  [%d/%d]  loss %.4f  acc %.2f%%  %.0f img/s  ETA %.0fs ",
+                             epoch + 1, epochs, done, total, loss, 100 * accuracy, rate, eta), terminator: "")
+                fflush(nil)  // all C streams: the progress line has no newline
+            }
+            let seconds = (clock.now - start).seconds
+            let testMetrics = try Training.evaluate(model: network, data: test)
+            let held = try validation.map { try Training.evaluate(model: network, data: $0) }
+            print(String(format: "\repoch %d: train loss %.4f acc %.2f%%%@ | test loss %.4f acc %.2f%% | %.1fs, %.0f img/s, lr %g",
+                         epoch + 1, metrics.loss, 100 * metrics.accuracy,
+                         held.map { String(format: " | validation loss %.4f acc %.2f%%", $0.loss, 100 * $0.accuracy) } ?? "",
+                         testMetrics.loss, 100 * testMetrics.accuracy, seconds, Double(train.count) / seconds,
+                         Double(step.learningRate)))
+        }
+    }
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
+}
