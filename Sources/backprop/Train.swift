@@ -22,7 +22,7 @@ struct Train: ParsableCommand {
     @Option(name: .customLong("lr"), help: "Learning rate (default 0.001 for adam/adamw/rmsprop, 0.05 for sgd).") var learningRate: Float?
     @Option(help: "Momentum for sgd and rmsprop.") var momentum: Float = 0.9
     @Option(name: .customLong("weight-decay"), help: "Weight decay (decoupled for adamw).") var weightDecay: Float = 0
-    @Option(help: "Learning-rate schedule over epochs: constant, step (halve every 2 epochs) or cosine.") var schedule: ScheduleName = .constant
+    @Option(help: "Learning-rate schedule over epochs: constant, step (halve every 2 epochs) or cosine (decaying towards 0 over the epochs).") var schedule: ScheduleName = .cosine
     @Option(help: "Epochs of linear warm-up before the cosine schedule.") var warmup = 0
     @Option(name: .customLong("clip-norm"), help: "Clip gradients to this global L2 norm.") var clipNorm: Float?
     @Option(name: .customLong("validation-split"), help: "Fraction of the training set held out for validation.") var validationSplit = 0.0

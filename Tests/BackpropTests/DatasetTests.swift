@@ -75,6 +75,11 @@ import Testing
         let (metrics, weights) = try train()
         #expect(metrics.accuracy == 1)
         #expect(try train().1 == weights, "the same seed gives the same weights")
+        // And the same bits for another thread count.
+        let saved = Threads.count
+        defer { Threads.count = saved }
+        Threads.count = saved == 1 ? 3 : 1
+        #expect(try train().1.map(\.bitPattern) == weights.map(\.bitPattern))
     }
 
     @Test func aDivergingLossStopsWithAClearError() throws {
