@@ -41,7 +41,7 @@ let package = Package(
             name: "backprop-bench",
             dependencies: ["Backprop", "CKernels", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Benchmarks",
-            exclude: ["BENCHMARKS.md", "update.sh", "results"]
+            exclude: ["BENCHMARKS.md", "update.sh", "torch_train.py", "results"]
         ),
         .testTarget(name: "CKernelsTests", dependencies: ["CKernels"]),
         .testTarget(name: "BackpropTests", dependencies: ["Backprop", "CKernels"]),

@@ -27,6 +27,15 @@ for threads in 1 2; do
     .build/release/backprop-bench --threads "$threads" --json "$results/backprop_${threads}thread.json" > "$results/backprop_${threads}thread.txt"
 done
 
+# One training epoch of `backprop train`'s defaults on Fashion-MNIST, both sides.
+swift build -c release --product backprop >/dev/null
+for threads in 1 2; do
+    .build/release/backprop train --epochs 1 --threads "$threads" | tr '\r' '\n' | grep '^epoch' > "$results/train_backprop_${threads}thread.txt"
+    if [ -n "${TORCH_PYTHON:-}" ]; then
+        "$TORCH_PYTHON" "$here/torch_train.py" --epochs 1 --threads "$threads" > "$results/train_torch_${threads}thread.txt"
+    fi
+done
+
 {
     echo "# Benchmarks"
     echo
@@ -54,6 +63,18 @@ done
         grep -v '^wrote' "$results/backprop_${threads}thread.txt"
         echo '```'
     done
+    echo
+    echo "## Training: one epoch of \`backprop train\`'s defaults"
+    echo
+    echo "The default CNN on Fashion-MNIST's 60,000 training images, Adam, batch 128 (PyTorch:"
+    echo "\`Benchmarks/torch_train.py\`, the same model spec, optimizer, schedule and batch size):"
+    echo
+    echo '```'
+    for threads in 1 2; do
+        echo "$threads thread(s), backprop: $(cat "$results/train_backprop_${threads}thread.txt")"
+        echo "$threads thread(s), PyTorch:  $(cat "$results/train_torch_${threads}thread.txt" 2>/dev/null || echo 'not measured')"
+    done
+    echo '```'
     echo
     echo "## How to run each side"
     echo
