@@ -93,15 +93,12 @@ public final class Conv2D: Module {
     }
 
     public var namedParameters: [(name: String, parameter: Parameter)] {
-        [("weight", weight)] + (bias.map { [("bias", $0)] } ?? [])
+        weightAndBias(weight, bias)
     }
 
     /// The kernels' geometry for an input of `shape`, or a thrown error naming what does not fit.
     func geometry(for shape: [Int]) throws -> bp_conv2d_params {
-        guard shape.count == 4, shape[1] == inChannels, shape[0] > 0, shape[2] > 0, shape[3] > 0 else {
-            throw BackpropError(.shapeMismatch,
-                                "\(self): input has shape \(Backprop.describe(shape)), expected [N, \(inChannels), H, W] with N, H, W > 0")
-        }
+        try checkImageInput(shape, channels: inChannels, self)
         let (top, bottom) = padding.amounts(axis: 0, kernel: kernelSize.0, dilation: dilation.0)
         let (left, right) = padding.amounts(axis: 1, kernel: kernelSize.1, dilation: dilation.1)
         let spanH = dilation.0 * (kernelSize.0 - 1) + 1, spanW = dilation.1 * (kernelSize.1 - 1) + 1

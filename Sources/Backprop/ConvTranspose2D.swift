@@ -67,15 +67,12 @@ public final class ConvTranspose2D: Module {
     }
 
     public var namedParameters: [(name: String, parameter: Parameter)] {
-        [("weight", weight)] + (bias.map { [("bias", $0)] } ?? [])
+        weightAndBias(weight, bias)
     }
 
     /// The geometry of the convolution this is the transpose of: its input is our output.
     func geometry(for shape: [Int]) throws -> bp_conv2d_params {
-        guard shape.count == 4, shape[1] == inChannels, shape[0] > 0, shape[2] > 0, shape[3] > 0 else {
-            throw BackpropError(.shapeMismatch,
-                                "\(self): input has shape \(Backprop.describe(shape)), expected [N, \(inChannels), H, W] with N, H, W > 0")
-        }
+        try checkImageInput(shape, channels: inChannels, self)
         let outH = (shape[2] - 1) * stride.0 - 2 * padding.0 + dilation.0 * (kernelSize.0 - 1) + outputPadding.0 + 1
         let outW = (shape[3] - 1) * stride.1 - 2 * padding.1 + dilation.1 * (kernelSize.1 - 1) + outputPadding.1 + 1
         guard outH > 0, outW > 0 else {

@@ -20,37 +20,31 @@ enum FixtureOperations {
         },
         "conv2d": { context in
             let p = context.params
-            let (stride, pad, dilation) = (try p.ints("stride"), try p.ints("pad"), try p.ints("dilation"))
+            let pad = try p.pair("pad")
             let layer = try Conv2D(p.int("c"), p.int("k"), kernelSize: (p.int("r"), p.int("s")),
-                                   stride: (stride[0], stride[1]), padding: .explicit(pad[0], pad[1]),
-                                   dilation: (dilation[0], dilation[1]), groups: p.int("groups", default: 1),
+                                   stride: p.pair("stride"), padding: .explicit(pad.0, pad.1), dilation: p.pair("dilation"), groups: p.int("groups", default: 1),
                                    bias: p.bool("bias", default: true))
             return try loadAndRun(layer, weight: layer.weight, bias: layer.bias, context)
         },
         "conv_transpose2d": { context in
             let p = context.params
-            let (stride, pad, dilation) = (try p.ints("stride"), try p.ints("pad"), try p.ints("dilation"))
-            let outputPadding = try p.ints("output_padding")
             let layer = try ConvTranspose2D(p.int("c"), p.int("k"), kernelSize: (p.int("r"), p.int("s")),
-                                            stride: (stride[0], stride[1]), padding: (pad[0], pad[1]),
-                                            outputPadding: (outputPadding[0], outputPadding[1]),
-                                            dilation: (dilation[0], dilation[1]), groups: p.int("groups", default: 1),
+                                            stride: p.pair("stride"), padding: p.pair("pad"),
+                                            outputPadding: p.pair("output_padding"), dilation: p.pair("dilation"), groups: p.int("groups", default: 1),
                                             bias: p.bool("bias", default: true))
             return try loadAndRun(layer, weight: layer.weight, bias: layer.bias, context)
         },
         "maxpool2d": { context in
             let p = context.params
-            let (stride, pad, dilation) = (try p.ints("stride"), try p.ints("pad"), try p.ints("dilation"))
-            let layer = try MaxPool2D(kernelSize: (p.int("r"), p.int("s")), stride: (stride[0], stride[1]),
-                                      padding: (pad[0], pad[1]), dilation: (dilation[0], dilation[1]),
+            let layer = try MaxPool2D(kernelSize: (p.int("r"), p.int("s")), stride: p.pair("stride"),
+                                      padding: p.pair("pad"), dilation: p.pair("dilation"),
                                       ceilMode: p.bool("ceil_mode", default: false))
             return try forwardBackward(layer, context)
         },
         "avgpool2d": { context in
             let p = context.params
-            let (stride, pad) = (try p.ints("stride"), try p.ints("pad"))
-            let layer = try AvgPool2D(kernelSize: (p.int("r"), p.int("s")), stride: (stride[0], stride[1]),
-                                      padding: (pad[0], pad[1]), ceilMode: p.bool("ceil_mode", default: false),
+            let layer = try AvgPool2D(kernelSize: (p.int("r"), p.int("s")), stride: p.pair("stride"),
+                                      padding: p.pair("pad"), ceilMode: p.bool("ceil_mode", default: false),
                                       countIncludePad: p.bool("count_include_pad", default: true),
                                       divisorOverride: p.has("divisor_override") ? p.int("divisor_override") : nil)
             return try forwardBackward(layer, context)

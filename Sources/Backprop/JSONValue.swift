@@ -68,6 +68,16 @@ public struct JSONFields: Sendable {
         return flag
     }
 
+    /// A per-axis pair (height, width): a whole number for both axes, or a list of two.
+    public func pair(_ key: String) throws -> (Int, Int) {
+        let values = try ints(key)
+        switch values.count {
+        case 1: return (values[0], values[0])
+        case 2: return (values[0], values[1])
+        default: throw BackpropError(.format, "\(context): field '\(key)' must be a number or a list of two, got \(values.count)")
+        }
+    }
+
     /// A whole number or a list of whole numbers ("stride": 2 or [2, 1]), as a list.
     public func ints(_ key: String) throws -> [Int] {
         if let value = fields[key]?.array {

@@ -29,7 +29,7 @@ public final class Linear: Module {
     public var description: String { "Linear(in: \(inFeatures), out: \(outFeatures))" }
 
     public var namedParameters: [(name: String, parameter: Parameter)] {
-        [("weight", weight)] + (bias.map { [("bias", $0)] } ?? [])
+        weightAndBias(weight, bias)
     }
 
     public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {

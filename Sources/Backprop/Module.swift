@@ -85,6 +85,11 @@ extension Module {
     }
 }
 
+/// The parameters of a layer with an optional weight and bias, named as PyTorch names them.
+func weightAndBias(_ weight: Parameter?, _ bias: Parameter?) -> [(name: String, parameter: Parameter)] {
+    [weight.map { ("weight", $0) }, bias.map { ("bias", $0) }].compactMap { $0 }
+}
+
 /// Checks that the gradient handed to a backward function has the forward output's shape.
 func checkGradient(_ gradOutput: Tensor, matches shape: [Int], in module: Module) throws {
     guard gradOutput.shape == shape else {

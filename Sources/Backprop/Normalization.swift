@@ -43,7 +43,7 @@ public class BatchNorm: Module {
     public var description: String { "\(name)(\(numFeatures))" }
 
     public var namedParameters: [(name: String, parameter: Parameter)] {
-        [weight.map { ("weight", $0) }, bias.map { ("bias", $0) }].compactMap { $0 }
+        weightAndBias(weight, bias)
     }
 
     public var namedBuffers: [(name: String, buffer: Buffer)] {
@@ -164,7 +164,7 @@ public final class LayerNorm: Module {
     public var description: String { "LayerNorm(\(describe(normalizedShape)))" }
 
     public var namedParameters: [(name: String, parameter: Parameter)] {
-        [weight.map { ("weight", $0) }, bias.map { ("bias", $0) }].compactMap { $0 }
+        weightAndBias(weight, bias)
     }
 
     public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {

@@ -30,7 +30,7 @@ struct PoolWindow: Sendable {
     }
 
     func parameters(for shape: [Int], in module: Module, countIncludePad: Bool = true, divisorOverride: Int = 0) throws -> bp_pool2d_params {
-        try checkPoolInput(shape, module)
+        try checkImageInput(shape, module)
         let outH = Self.outputSize(shape[2], kernel: kernel.0, stride: stride.0, padding: padding.0, dilation: dilation.0, ceilMode: ceilMode)
         let outW = Self.outputSize(shape[3], kernel: kernel.1, stride: stride.1, padding: padding.1, dilation: dilation.1, ceilMode: ceilMode)
         guard outH > 0, outW > 0 else {
@@ -49,15 +49,17 @@ struct PoolWindow: Sendable {
     }
 }
 
-func checkPoolInput(_ shape: [Int], _ module: Module) throws {
-    guard shape.count == 4, shape.allSatisfy({ $0 > 0 }) else {
-        throw BackpropError(.shapeMismatch, "\(module): input has shape \(describe(shape)), expected [N, C, H, W] with every size > 0")
+/// Checks an NCHW input: rank 4, every size positive and, when given, `channels` channels.
+func checkImageInput(_ shape: [Int], channels: Int? = nil, _ module: Module) throws {
+    guard shape.count == 4, shape.allSatisfy({ $0 > 0 }), channels == nil || shape[1] == channels else {
+        throw BackpropError(.shapeMismatch,
+                            "\(module): input has shape \(describe(shape)), expected [N, \(channels.map(String.init) ?? "C"), H, W] with every size > 0")
     }
 }
 
 /// The parameters of an adaptive pooling layer with output `size` on an input of `shape`.
 func adaptiveParameters(for shape: [Int], size: (Int, Int), in module: Module) throws -> bp_pool2d_params {
-    try checkPoolInput(shape, module)
+    try checkImageInput(shape, module)
     return bp_pool2d_params(n: Int64(shape[0]), c: Int64(shape[1]), h: Int64(shape[2]), w: Int64(shape[3]),
                             out_h: Int64(size.0), out_w: Int64(size.1), kernel_h: 0, kernel_w: 0, stride_h: 1, stride_w: 1,
                             pad_h: 0, pad_w: 0, dilation_h: 1, dilation_w: 1, adaptive: 1, count_include_pad: 0,
