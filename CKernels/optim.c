@@ -64,6 +64,25 @@ static double squares_block(const void *ctx, int64_t begin, int64_t end) {
 
 double bp_sum_squares(const float *x, int64_t n) { return bp_blocked_sum(n, 4096, 1, squares_block, x); }
 
+struct penalty_args { float *grad; const float *param; float l1, l2; };
+
+static double penalty_block(const void *ctx, int64_t begin, int64_t end) {
+    const struct penalty_args *a = ctx;
+    double sum = 0.0;
+    for (int64_t i = begin; i < end; i++) {
+        float w = a->param[i];
+        float sign = (float)(w > 0.0f) - (float)(w < 0.0f);
+        a->grad[i] += a->l1 * sign + a->l2 * w;
+        sum += a->l1 * fabs((double)w) + 0.5 * a->l2 * (double)w * w;
+    }
+    return sum;
+}
+
+double bp_penalty(float *grad, const float *param, int64_t n, float l1, float l2) {
+    struct penalty_args args = { grad, param, l1, l2 };
+    return bp_blocked_sum(n, 4096, 2, penalty_block, &args);
+}
+
 void bp_scale(float *x, float scale, int64_t n) {
     #pragma omp parallel for simd schedule(static) if (n >= BP_PARALLEL_MIN)
     for (int64_t i = 0; i < n; i++) x[i] *= scale;

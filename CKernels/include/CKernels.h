@@ -274,6 +274,10 @@ void bp_rmsprop_step(float *param, float *square_avg, float *momentum_buf, const
                      float lr, float alpha, float eps, float weight_decay, float momentum);
 /// Σ grad² over n values, in double, in a fixed order (for clipping by global norm).
 double bp_sum_squares(const float *x, int64_t n);
+
+/// L1 and L2 penalties P = l1 · Σ|w| + ½ l2 · Σ w² over n parameters: adds ∂P/∂w = l1 · sign(w) +
+/// l2 · w into grad and returns P (summed in fixed blocks: the same for any thread count).
+double bp_penalty(float *grad, const float *param, int64_t n, float l1, float l2);
 /// x *= scale.
 void bp_scale(float *x, float scale, int64_t n);
 

@@ -47,6 +47,15 @@ public class Adam: Optimizer {
             }
         }
     }
+
+    public var state: [String: StoredArray] {
+        optimizerState(step: steps, [("exp_avg", m), ("exp_avg_sq", v)])
+    }
+
+    public func loadState(_ state: [String: StoredArray]) throws {
+        let restored = try restoreOptimizerState(state, [("exp_avg", m), ("exp_avg_sq", v)], optimizer: "Adam")
+        (steps, m, v) = (restored.step, restored.lists[0], restored.lists[1])
+    }
 }
 
 /// AdamW, as `torch.optim.AdamW` (default weight decay 0.01, decoupled from the gradient).
@@ -68,6 +77,7 @@ public final class RMSprop: Optimizer {
     public let weightDecay: Float
     public let momentum: Float
     private var squareAverages: [Tensor], momentumBuffers: [Tensor]
+    private var steps: Int64 = 0
 
     public init(parameters: [Parameter], learningRate: Float = 1e-2, alpha: Float = 0.99, eps: Float = 1e-8,
                 weightDecay: Float = 0, momentum: Float = 0) throws {
@@ -85,6 +95,7 @@ public final class RMSprop: Optimizer {
     }
 
     public func step() {
+        steps += 1
         for index in parameters.indices {
             let parameter = parameters[index], n = Int64(parameter.value.count)
             parameter.grad.withPointer { g in
@@ -101,5 +112,15 @@ public final class RMSprop: Optimizer {
                 }
             }
         }
+    }
+
+    public var state: [String: StoredArray] {
+        optimizerState(step: steps, [("square_avg", squareAverages), ("momentum_buffer", momentumBuffers)])
+    }
+
+    public func loadState(_ state: [String: StoredArray]) throws {
+        let restored = try restoreOptimizerState(state, [("square_avg", squareAverages), ("momentum_buffer", momentumBuffers)],
+                                                 optimizer: "RMSprop")
+        (steps, squareAverages, momentumBuffers) = (restored.step, restored.lists[0], restored.lists[1])
     }
 }

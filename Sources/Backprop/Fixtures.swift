@@ -146,9 +146,9 @@ struct FixtureContext {
         try array(role, in: fixture.inputs).integers(file: fixture.inputs[role] ?? role)
     }
 
-    func expected(_ role: String) throws -> NPY.Array { try array(role, in: fixture.outputs) }
+    func expected(_ role: String) throws -> StoredArray { try array(role, in: fixture.outputs) }
 
-    private func array(_ role: String, in files: [String: String]) throws -> NPY.Array {
+    private func array(_ role: String, in files: [String: String]) throws -> StoredArray {
         guard let file = files[role] else {
             throw BackpropError(.format, "fixture \(fixture.name): no '\(role)' file")
         }

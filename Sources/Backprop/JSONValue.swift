@@ -23,6 +23,7 @@ public enum JSONValue: Decodable, Sendable, Equatable {
     public var string: String? { if case .string(let v) = self { v } else { nil } }
     public var bool: Bool? { if case .bool(let v) = self { v } else { nil } }
     public var array: [JSONValue]? { if case .array(let v) = self { v } else { nil } }
+    public var object: [String: JSONValue]? { if case .object(let v) = self { v } else { nil } }
 }
 
 /// Typed, erroring access to an object's fields; `context` names the object in errors.
@@ -82,7 +83,7 @@ public struct JSONFields: Sendable {
     public func ints(_ key: String) throws -> [Int] {
         if let value = fields[key]?.array {
             return try value.enumerated().map { index, element in
-                guard let number = element.number, number == number.rounded() else {
+                guard let number = element.number, number == number.rounded(), abs(number) < 1e12 else {
                     throw BackpropError(.format, "\(context): field '\(key)' element \(index) must be a whole number")
                 }
                 return Int(number)

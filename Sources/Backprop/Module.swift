@@ -48,6 +48,16 @@ public final class Buffer {
     }
 }
 
+/// An integer a module keeps between calls (batch norm's `num_batches_tracked`); checkpoints
+/// store it as int64, as PyTorch does.
+public final class Counter {
+    public var value: Int64
+
+    public init(_ value: Int64 = 0) {
+        self.value = value
+    }
+}
+
 /// A layer or network g: `forward(z)` returns u = g(z) and the backward function B[g, z].
 ///
 /// Conventions: parameter gradients accumulate (+=) until `zeroGrad()`; nothing links a forward
@@ -63,6 +73,9 @@ public protocol Module: AnyObject, CustomStringConvertible {
     /// Buffers by their PyTorch names ("running_mean", "1.running_var").
     var namedBuffers: [(name: String, buffer: Buffer)] { get }
 
+    /// Counters by their PyTorch names ("num_batches_tracked", "1.num_batches_tracked").
+    var namedCounters: [(name: String, counter: Counter)] { get }
+
     /// Training mode (dropout active, batch statistics); `false` is evaluation mode.
     var isTraining: Bool { get set }
 }
@@ -71,6 +84,8 @@ extension Module {
     public var namedParameters: [(name: String, parameter: Parameter)] { [] }
 
     public var namedBuffers: [(name: String, buffer: Buffer)] { [] }
+
+    public var namedCounters: [(name: String, counter: Counter)] { [] }
 
     public var parameters: [Parameter] { namedParameters.map(\.parameter) }
 

@@ -18,6 +18,8 @@ public class BatchNorm: Module {
     public let bias: Parameter?
     public let runningMean: Buffer?
     public let runningVar: Buffer?
+    /// Training-mode forwards that updated the running statistics (PyTorch's num_batches_tracked).
+    public let batchesTracked: Counter?
     public var isTraining = true
     private let name: String
     private let ranks: Set<Int>
@@ -38,6 +40,7 @@ public class BatchNorm: Module {
         bias = affine ? Parameter(try Tensor(shape: [numFeatures], repeating: 0)) : nil
         runningMean = trackRunningStats ? Buffer(try Tensor(shape: [numFeatures], repeating: 0)) : nil
         runningVar = trackRunningStats ? Buffer(try Tensor(shape: [numFeatures], repeating: 1)) : nil
+        batchesTracked = trackRunningStats ? Counter() : nil
     }
 
     public var description: String { "\(name)(\(numFeatures))" }
@@ -48,6 +51,10 @@ public class BatchNorm: Module {
 
     public var namedBuffers: [(name: String, buffer: Buffer)] {
         [runningMean.map { ("running_mean", $0) }, runningVar.map { ("running_var", $0) }].compactMap { $0 }
+    }
+
+    public var namedCounters: [(name: String, counter: Counter)] {
+        batchesTracked.map { [("num_batches_tracked", $0)] } ?? []
     }
 
     public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
@@ -62,6 +69,7 @@ public class BatchNorm: Module {
             throw BackpropError(.invalidArgument,
                                 "\(self): expected more than 1 value per channel when training, got input of shape \(describe(input.shape))")
         }
+        if isTraining { batchesTracked?.value += 1 }
         var mean = Tensor(unchecked: [numFeatures], scalars: []), rstd = mean
         let output: Tensor = input.withPointer { x in
             withOptionalPointer(weight?.value) { gamma in

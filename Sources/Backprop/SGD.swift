@@ -7,6 +7,12 @@ public protocol Optimizer: AnyObject {
     var learningRate: Float { get set }
     /// One update from the current gradients.
     func step()
+    /// What the next step depends on beyond the parameters (moment estimates as "exp_avg.<index>",
+    /// the step count as "step"), for checkpoints of a training run.
+    var state: [String: StoredArray] { get }
+    /// Restores a `state` saved from an optimizer of the same kind over the same parameters;
+    /// throws, changing nothing, when names or shapes do not fit.
+    func loadState(_ state: [String: StoredArray]) throws
 }
 
 /// A zero tensor of each parameter's shape: optimizer state.
@@ -22,6 +28,39 @@ func validateOptimizer(_ name: String, learningRate: Float, nonNegative: [(Strin
     if let (label, _) = nonNegative.first(where: { !$0.1.isFinite || $0.1 < 0 }) {
         throw BackpropError(.invalidArgument, "\(name): \(label) must be finite and >= 0")
     }
+}
+
+/// Optimizer state as named arrays: each tensor list as "<name>.<parameter index>", the step
+/// count as "step".
+func optimizerState(step: Int64, _ lists: [(String, [Tensor])]) -> [String: StoredArray] {
+    var state = ["step": StoredArray(shape: [], elements: .int64([step]))]
+    for (name, tensors) in lists {
+        for (index, tensor) in tensors.enumerated() { state["\(name).\(index)"] = StoredArray(tensor) }
+    }
+    return state
+}
+
+/// Reads back what `optimizerState` wrote for tensor lists shaped like `lists`; throws when a name
+/// is missing or left over or a shape differs. `optimizer` names the optimizer in errors.
+func restoreOptimizerState(_ state: [String: StoredArray], _ lists: [(String, [Tensor])],
+                           optimizer: String) throws -> (step: Int64, lists: [[Tensor]]) {
+    func fail(_ problem: String) -> BackpropError {
+        BackpropError(.shapeMismatch, "\(optimizer): saved state does not fit: \(problem)")
+    }
+    guard case .int64(let steps)? = state["step"]?.elements, steps.count == 1 else { throw fail("no int64 'step'") }
+    var expected: Set<String> = ["step"]
+    let restored = try lists.map { name, tensors in
+        try tensors.enumerated().map { index, tensor in
+            let key = "\(name).\(index)"
+            expected.insert(key)
+            guard let array = state[key], array.shape == tensor.shape, case .float32 = array.elements else {
+                throw fail("\(key) is missing or not float32 of shape \(describe(tensor.shape))")
+            }
+            return array.tensor
+        }
+    }
+    if let extra = state.keys.filter({ !expected.contains($0) }).sorted().first { throw fail("unexpected \(extra)") }
+    return (steps[0], restored)
 }
 
 extension Optimizer {
@@ -41,7 +80,7 @@ public final class SGD: Optimizer {
     public let weightDecay: Float
     public let nesterov: Bool
     private var momentumBuffers: [Tensor]
-    private var steps = 0
+    private var steps: Int64 = 0
 
     public init(parameters: [Parameter], learningRate: Float, momentum: Float = 0, weightDecay: Float = 0,
                 nesterov: Bool = false) throws {
@@ -76,5 +115,14 @@ public final class SGD: Optimizer {
             }
         }
         steps += 1
+    }
+
+    public var state: [String: StoredArray] {
+        optimizerState(step: steps, [("momentum_buffer", momentumBuffers)])
+    }
+
+    public func loadState(_ state: [String: StoredArray]) throws {
+        let restored = try restoreOptimizerState(state, [("momentum_buffer", momentumBuffers)], optimizer: "SGD")
+        (steps, momentumBuffers) = (restored.step, restored.lists[0])
     }
 }

@@ -33,6 +33,12 @@ public final class Sequential: Module {
         }
     }
 
+    public var namedCounters: [(name: String, counter: Counter)] {
+        layers.enumerated().flatMap { index, layer in
+            layer.namedCounters.map { (name: "\(index).\($0.name)", counter: $0.counter) }
+        }
+    }
+
     public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
         var output = input
         var backwards: [Backward] = []
@@ -76,6 +82,8 @@ public final class Residual: Module {
     public var namedParameters: [(name: String, parameter: Parameter)] { body.namedParameters }
 
     public var namedBuffers: [(name: String, buffer: Buffer)] { body.namedBuffers }
+
+    public var namedCounters: [(name: String, counter: Counter)] { body.namedCounters }
 
     public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
         let (bodyOutput, bodyBackward) = try body.forward(input)

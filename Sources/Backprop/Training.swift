@@ -7,12 +7,13 @@ public enum Training {
     }
 
     /// One epoch: the examples in an order shuffled from `seed`, in batches of `batchSize` (the last
-    /// one smaller), each a forward, a backward from the loss, optional clipping by global norm and an
-    /// optimizer step. Calls
+    /// one smaller), each a forward, a backward from the loss, the monitor's record of the
+    /// gradients, the gradient aids (penalty, clipping) and an optimizer step. The loss reported is
+    /// the data loss (without the penalty). Calls
     /// `progress(batchesDone, batchCount, meanLossSoFar, accuracySoFar)` after each batch.
     /// Stops with a `.numerical` error naming the layer when the loss or a gradient stops being finite.
     public static func epoch(model: Module, optimizer: Optimizer, data: ImageDataset, batchSize: Int, seed: UInt64,
-                             clipNorm: Float? = nil,
+                             aids: GradientAids = GradientAids(), monitor: TrainingMonitor? = nil,
                              progress: (Int, Int, Double, Double) -> Void = { _, _, _, _ in }) throws -> Metrics {
         guard batchSize > 0 else { throw BackpropError(.invalidArgument, "Training: batch size must be positive") }
         model.isTraining = true
@@ -34,7 +35,8 @@ public enum Training {
             if let (name, _) = model.namedParameters.last(where: { !$0.parameter.grad.scalars.allSatisfy(\.isFinite) }) {
                 throw BackpropError(.numerical, "Training: the gradient of \(name) became non-finite at batch \(b + 1); lower the learning rate or clip gradients")
             }
-            if let clipNorm { try GradientClipping.clipByNorm(optimizer.parameters, maxNorm: clipNorm) }
+            try monitor?.afterBackward(model: model, loss: Double(loss.value), learningRate: optimizer.learningRate)
+            try aids.apply(to: optimizer.parameters)
             optimizer.step()
             lossSum += Double(loss.value) * Double(labels.count)
             correct += zip(predictions(logits), labels).filter { $0 == $1 }.count
@@ -46,16 +48,33 @@ public enum Training {
 
     /// Loss and accuracy in evaluation mode, in batches of `batchSize`.
     public static func evaluate(model: Module, data: ImageDataset, batchSize: Int = 1000) throws -> Metrics {
+        try classify(model: model, data: data, batchSize: batchSize).metrics
+    }
+
+    /// Loss, accuracy and each example's predicted class, in evaluation mode.
+    public static func classify(model: Module, data: ImageDataset, batchSize: Int = 1000) throws -> (metrics: Metrics, predictions: [Int]) {
         model.isTraining = false
         defer { model.isTraining = true }
-        var lossSum = 0.0, correct = 0
+        var lossSum = 0.0, predicted: [Int] = []
+        predicted.reserveCapacity(data.count)
         for start in stride(from: 0, to: data.count, by: batchSize) {
             let (x, labels) = data.batch(start..<min(start + batchSize, data.count))
             let logits = try model(x)
             lossSum += Double(try SoftmaxCrossEntropy()(logits, labels: labels).value) * Double(labels.count)
-            correct += zip(predictions(logits), labels).filter { $0 == $1 }.count
+            predicted += predictions(logits)
         }
-        return Metrics(loss: lossSum / Double(max(data.count, 1)), accuracy: Double(correct) / Double(max(data.count, 1)))
+        let correct = zip(predicted, data.labels).filter { $0 == $1 }.count
+        let count = Double(max(data.count, 1))
+        return (Metrics(loss: lossSum / count, accuracy: Double(correct) / count), predicted)
+    }
+
+    /// counts[true class][predicted class] over `classes` classes.
+    public static func confusionMatrix(labels: [Int], predictions: [Int], classes: Int) -> [[Int]] {
+        var counts = [[Int]](repeating: [Int](repeating: 0, count: classes), count: classes)
+        for (label, predicted) in zip(labels, predictions) where label < classes && predicted < classes {
+            counts[label][predicted] += 1
+        }
+        return counts
     }
 
     /// The arg-max class of each row of logits [N, C].

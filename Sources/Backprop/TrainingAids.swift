@@ -69,3 +69,48 @@ public struct CosineSchedule: LearningRateSchedule {
         return minimum + (base - minimum) * Float((1 + cos(Double.pi * progress)) / 2)
     }
 }
+
+/// L1 and L2 penalties on the weights of linear and convolution layers (the parameters of rank 2
+/// and more; biases and normalization scales are left alone, the usual choice):
+/// J += l1 · Σ|w| + ½ · l2 · Σ w², so ∂J/∂w gains l1 · sign(w) + l2 · w. With SGD, l2 is the
+/// same as weight decay l2; with Adam it is Adam's coupled weight decay, not AdamW's.
+public struct WeightPenalty: Sendable {
+    public let l1: Float, l2: Float
+
+    public init(l1: Float = 0, l2: Float = 0) throws {
+        guard l1 >= 0, l2 >= 0, l1.isFinite, l2.isFinite else {
+            throw BackpropError(.invalidArgument, "WeightPenalty: l1 (\(l1)) and l2 (\(l2)) must be finite and >= 0")
+        }
+        (self.l1, self.l2) = (l1, l2)
+    }
+
+    /// Adds the penalty's gradient into each penalised parameter's `grad`; returns the penalty.
+    @discardableResult
+    public func apply(to parameters: [Parameter]) -> Double {
+        parameters.filter { $0.value.rank >= 2 }.reduce(0.0) { sum, p in
+            let n = Int64(p.value.count)
+            return sum + p.value.withPointer { w in p.grad.withMutablePointer { g in bp_penalty(g, w, n, l1, l2) } }
+        }
+    }
+}
+
+/// What happens to the gradients between a step's backward and its optimizer update, in this
+/// order: the weight penalty's gradient is added, then clipping by global norm, then by value.
+public struct GradientAids: Sendable {
+    public var penalty: WeightPenalty?
+    public var clipNorm: Float?
+    public var clipValue: Float?
+
+    public init(penalty: WeightPenalty? = nil, clipNorm: Float? = nil, clipValue: Float? = nil) {
+        (self.penalty, self.clipNorm, self.clipValue) = (penalty, clipNorm, clipValue)
+    }
+
+    /// Applies the aids to the parameters' gradients; returns the penalty added to the loss.
+    @discardableResult
+    func apply(to parameters: [Parameter]) throws -> Double {
+        let added = penalty?.apply(to: parameters) ?? 0
+        if let clipNorm { try GradientClipping.clipByNorm(parameters, maxNorm: clipNorm) }
+        if let clipValue { try GradientClipping.clipByValue(parameters, clip: clipValue) }
+        return added
+    }
+}

@@ -6,7 +6,7 @@ struct BackpropCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "backprop",
         abstract: "Train and check neural networks on the CPU.",
-        subcommands: [Train.self, Verify.self, XOR.self]
+        subcommands: [Train.self, Eval.self, Verify.self, XOR.self]
     )
 
     static func main() {

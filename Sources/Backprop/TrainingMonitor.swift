@@ -1,0 +1,169 @@
+import CKernels
+
+/// What a training run records for its report. Codable, so a checkpoint can carry it to a resumed run.
+public struct TrainingHistory: Codable, Sendable, Equatable {
+    /// A value at a training step (steps count from 1 across epochs).
+    public struct Point: Codable, Sendable, Equatable {
+        public let step: Int
+        public let value: Double
+    }
+
+    /// A named line of points: one layer's gradient norm, one ReLU's dead fraction.
+    public struct Series: Codable, Sendable, Equatable {
+        public let name: String
+        public var points: [Point]
+    }
+
+    /// Loss and accuracy after an epoch, on the training set (the running mean over its batches),
+    /// the test set and, when one is held out, the validation set.
+    public struct Epoch: Codable, Sendable, Equatable {
+        public let epoch: Int
+        public let step: Int
+        public let trainLoss: Double, trainAccuracy: Double
+        public let testLoss: Double, testAccuracy: Double
+        public let validationLoss: Double?, validationAccuracy: Double?
+        public let seconds: Double
+        public let learningRate: Double
+
+        public init(epoch: Int, step: Int, train: Training.Metrics, test: Training.Metrics, validation: Training.Metrics?,
+                    seconds: Double, learningRate: Double) {
+            (self.epoch, self.step, self.seconds, self.learningRate) = (epoch, step, seconds, learningRate)
+            (trainLoss, trainAccuracy, testLoss, testAccuracy) = (train.loss, train.accuracy, test.loss, test.accuracy)
+            (validationLoss, validationAccuracy) = (validation?.loss, validation?.accuracy)
+        }
+    }
+
+    /// Settings shown at the top of the report (model, optimizer, batch size, ...), in order.
+    public var settings: [[String]] = []
+    /// The batch loss and the learning rate at every step.
+    public var loss = Series(name: "batch loss", points: [])
+    public var learningRate = Series(name: "learning rate", points: [])
+    /// The L2 norm of each layer's parameter gradient at every step, before clipping.
+    public var gradientNorms: [Series] = []
+    /// For each ReLU, the fraction of its units that output 0 for every image of the probe batch.
+    public var deadUnits: [Series] = []
+    /// For each sigmoid and tanh, the fraction of its outputs where the derivative is below 10%
+    /// of its maximum (sigmoid: 4u(1 − u) < 0.1; tanh: 1 − u² < 0.1).
+    public var saturation: [Series] = []
+    public var epochs: [Epoch] = []
+
+    public init() {}
+}
+
+/// Records a training run's history: after each backward, every layer's gradient norm, and every
+/// `probeInterval` steps the activity of each ReLU, sigmoid and tanh on a fixed probe batch, run
+/// in evaluation mode so the probe changes nothing in the model.
+public final class TrainingMonitor {
+    public private(set) var history: TrainingHistory
+    public let probeBatch: Tensor
+    public let probeInterval: Int
+    public private(set) var step: Int
+
+    /// Continues `history` (empty for a new run); `step` is the number of steps it already holds.
+    public init(probeBatch: Tensor, probeInterval: Int, history: TrainingHistory = TrainingHistory()) {
+        self.probeBatch = probeBatch
+        self.probeInterval = max(1, probeInterval)
+        self.history = history
+        step = history.loss.points.last?.step ?? 0
+    }
+
+    /// Records one step: its loss, learning rate and each layer's gradient norm, and probes the
+    /// activations when the step count is a multiple of the interval (and at the first step).
+    public func afterBackward(model: Module, loss: Double, learningRate: Float) throws {
+        step += 1
+        history.loss.points.append(.init(step: step, value: loss))
+        history.learningRate.points.append(.init(step: step, value: Double(learningRate)))
+        var norms: [(String, Double)] = []
+        for (name, parameter) in model.namedParameters {
+            let layer = layerName(of: name), squares = parameter.grad.withPointer { bp_sum_squares($0, Int64(parameter.grad.count)) }
+            if norms.last?.0 == layer { norms[norms.count - 1].1 += squares } else { norms.append((layer, squares)) }
+        }
+        let labels = Self.layerLabels(model)
+        for (layer, squares) in norms {
+            append(squares.squareRoot(), to: &history.gradientNorms, name: "\(layer) \(labels[layer] ?? "")")
+        }
+        if step == 1 || step % probeInterval == 0 { try probe(model) }
+    }
+
+    /// Records the end of an epoch.
+    public func endEpoch(_ epoch: TrainingHistory.Epoch) {
+        history.epochs.append(epoch)
+    }
+
+    /// Adds settings lines to the report's header.
+    public func describe(_ settings: [(String, String)]) {
+        history.settings += settings.map { [$0.0, $0.1] }
+    }
+
+    private func append(_ value: Double, to series: inout [TrainingHistory.Series], name: String) {
+        if let index = series.firstIndex(where: { $0.name == name }) {
+            series[index].points.append(.init(step: step, value: value))
+        } else {
+            series.append(.init(name: name, points: [.init(step: step, value: value)]))
+        }
+    }
+
+    /// "3" for "3.weight", "1.0" for "1.0.bias": the layer a parameter belongs to.
+    private func layerName(of parameter: String) -> String {
+        String(parameter[..<(parameter.lastIndex(of: ".") ?? parameter.endIndex)])
+    }
+
+    private func probe(_ model: Module) throws {
+        let wasTraining = model.isTraining
+        model.isTraining = false
+        defer { model.isTraining = wasTraining }
+        _ = try run(model, probeBatch, name: "")
+    }
+
+    /// Runs `module` forward layer by layer through Sequential and Residual blocks, recording each
+    /// activation's statistics under its nn.Sequential name.
+    private func run(_ module: Module, _ input: Tensor, name: String) throws -> Tensor {
+        if let sequential = module as? Sequential {
+            var x = input
+            for (index, layer) in sequential.layers.enumerated() {
+                x = try run(layer, x, name: name.isEmpty ? "\(index)" : "\(name).\(index)")
+            }
+            return x
+        }
+        if let residual = module as? Residual {
+            return try run(residual.body, input, name: name).adding(input)
+        }
+        let output = try module(input)
+        let label = "\(name) \(module)"
+        switch module {
+        case is ReLU: append(Self.deadFraction(output), to: &history.deadUnits, name: label)
+        case is Sigmoid: append(Self.saturatedFraction(output) { 4 * $0 * (1 - $0) }, to: &history.saturation, name: label)
+        case is Tanh: append(Self.saturatedFraction(output) { 1 - $0 * $0 }, to: &history.saturation, name: label)
+        default: break
+        }
+        return output
+    }
+
+    /// The fraction of units (positions within one example) that are 0 for every example of y [N, ...].
+    static func deadFraction(_ y: Tensor) -> Double {
+        let examples = y.shape[0], units = y.count / max(examples, 1)
+        guard units > 0 else { return 0 }
+        var alive = [Bool](repeating: false, count: units)
+        for n in 0..<examples {
+            for u in 0..<units where y[n * units + u] > 0 { alive[u] = true }
+        }
+        return Double(alive.filter { !$0 }.count) / Double(units)
+    }
+
+    /// The fraction of outputs u whose derivative f'(u) is below 10% of its maximum (f' scaled to 1).
+    static func saturatedFraction(_ y: Tensor, derivative: (Float) -> Float) -> Double {
+        guard y.count > 0 else { return 0 }
+        return Double(y.scalars.filter { derivative($0) < 0.1 }.count) / Double(y.count)
+    }
+
+    /// Each layer's description by its nn.Sequential name ("0" → "Conv2D(...)").
+    static func layerLabels(_ module: Module, name: String = "") -> [String: String] {
+        if let sequential = module as? Sequential {
+            return sequential.layers.enumerated().reduce(into: [:]) { labels, entry in
+                labels.merge(layerLabels(entry.element, name: name.isEmpty ? "\(entry.offset)" : "\(name).\(entry.offset)")) { a, _ in a }
+            }
+        }
+        if let residual = module as? Residual { return layerLabels(residual.body, name: name) }
+        return [name: module.description]
+    }
+}
