@@ -204,6 +204,147 @@ static void avg_plane_fixed_backward(float *dx, const float *dy, const bp_pool2d
     }
 }
 
+// MARK: - Tiled windows: stride = kernel, no padding or dilation
+//
+// The windows tile the top-left out_h·kh × out_w·kw block of the plane without overlapping, so
+// each output's taps are read straight into registers, and in the backward each input gradient
+// element is written exactly once (dy at the argmax, 0 elsewhere: no zeroing pass and no
+// read-modify-write). The common 2×2 case has its own loop with constant offsets, which
+// vectorises. Only for one-byte indices (at most 256 taps).
+
+static int is_tiled(const bp_pool2d_params *p) {
+    return !p->adaptive && p->stride_h == p->kernel_h && p->stride_w == p->kernel_w && p->pad_h == 0 &&
+           p->pad_w == 0 && p->dilation_h == 1 && p->dilation_w == 1 && p->out_h * p->kernel_h <= p->h &&
+           p->out_w * p->kernel_w <= p->w && p->kernel_h * p->kernel_w <= 256;
+}
+
+// PyTorch's rule for the next tap v against the best so far: it takes over when larger or NaN.
+#define MAX_TAKE(v, number)                        \
+    do {                                           \
+        int take_ = (v > best) | (v != v);         \
+        best = take_ ? v : best;                   \
+        tap = take_ ? (number) : tap;              \
+    } while (0)
+
+// Eight lanes of floats or int32, as clang's portable vector types: they compile to AVX2 or SSE
+// registers, whichever the multiversioned function targets. Bitwise blends keep them branch-free.
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+#define BLEND(take, yes, no) ((v8f)(((v8i)(yes) & (take)) | ((v8i)(no) & ~(take))))
+
+// Up to 8 consecutive 2×2 windows whose rows start at r0 and r1: maxima to y, argmax to index.
+// Short groups (a row's tail) go through a zero-padded copy, so every row length is branch-free.
+__attribute__((always_inline)) static inline void max_2x2_group(float *y, uint8_t *index, const float *r0,
+                                                               const float *r1, int64_t count) {
+    float top[16] = {0}, bottom[16] = {0};
+    if (count < 8) {
+        memcpy(top, r0, (size_t)(2 * count) * sizeof(float));
+        memcpy(bottom, r1, (size_t)(2 * count) * sizeof(float));
+        r0 = top, r1 = bottom;
+    }
+    v8f t0, t1, b0, b1;
+    memcpy(&t0, r0, 32), memcpy(&t1, r0 + 8, 32), memcpy(&b0, r1, 32), memcpy(&b1, r1 + 8, 32);
+    v8f taps[4] = {__builtin_shufflevector(t0, t1, 0, 2, 4, 6, 8, 10, 12, 14),
+                   __builtin_shufflevector(t0, t1, 1, 3, 5, 7, 9, 11, 13, 15),
+                   __builtin_shufflevector(b0, b1, 0, 2, 4, 6, 8, 10, 12, 14),
+                   __builtin_shufflevector(b0, b1, 1, 3, 5, 7, 9, 11, 13, 15)};
+    v8f best = taps[0];
+    v8i tap = {0};
+    for (int t = 1; t < 4; t++) {
+        v8i take = (taps[t] > best) | (taps[t] != taps[t]);  // larger, or NaN: PyTorch's rule
+        best = BLEND(take, taps[t], best);
+        tap = (take & t) | (tap & ~take);
+    }
+    if (count == 8) {
+        memcpy(y, &best, 32);
+        for (int i = 0; i < 8; i++) index[i] = (uint8_t)tap[i];
+        return;
+    }
+    float out[8];
+    memcpy(out, &best, 32);
+    memcpy(y, out, (size_t)count * sizeof(float));
+    for (int64_t i = 0; i < count; i++) index[i] = (uint8_t)tap[i];
+}
+
+// One row of 2×2 windows over input rows r0 and r1.
+BP_MULTIVERSION
+static void max_row_2x2(float *y, uint8_t *index, const float *r0, const float *r1, int64_t out_w) {
+    for (int64_t ow = 0; ow < out_w; ow += 8)
+        max_2x2_group(y + ow, index + ow, r0 + 2 * ow, r1 + 2 * ow, out_w - ow < 8 ? out_w - ow : 8);
+}
+
+static void max_plane_tiled(float *y, uint8_t *index, const float *x, const bp_pool2d_params *p) {
+    int64_t kh = p->kernel_h, kw = p->kernel_w, w = p->w;
+    for (int64_t oh = 0; oh < p->out_h; oh++) {
+        const float *top = x + oh * kh * w;
+        float *out = y + oh * p->out_w;
+        uint8_t *idx = index + oh * p->out_w;
+        if (kh == 2 && kw == 2) {
+            max_row_2x2(out, idx, top, top + w, p->out_w);
+            continue;
+        }
+        for (int64_t ow = 0; ow < p->out_w; ow++) {
+            const float *window = top + ow * kw;
+            float best = window[0];
+            int tap = 0;
+            for (int64_t ti = 0; ti < kh; ti++)
+                for (int64_t tj = ti == 0; tj < kw; tj++) MAX_TAKE(window[ti * w + tj], (int)(ti * kw + tj));
+            out[ow] = best;
+            idx[ow] = (uint8_t)tap;
+        }
+    }
+}
+
+// Row ti of a row of 2×2 windows' input gradient: dy at the argmax, 0 at the other tap, 8
+// windows (16 floats) at a time. (g + 0.0f turns a −0 gradient into +0, as adding it to a zeroed
+// gradient would.)
+BP_MULTIVERSION
+static void max_row_2x2_backward(float *row, const float *dy, const uint8_t *index, int ti, int64_t out_w) {
+    for (int64_t ow = 0; ow < out_w; ow += 8) {
+        int64_t count = out_w - ow < 8 ? out_w - ow : 8;
+        v8f grad = {0}, zero = {0};
+        v8i tap = {-1, -1, -1, -1, -1, -1, -1, -1};
+        if (count == 8) {
+            memcpy(&grad, dy + ow, 32);
+            for (int i = 0; i < 8; i++) tap[i] = index[ow + i];
+        } else {
+            for (int64_t i = 0; i < count; i++) grad[i] = dy[ow + i], tap[i] = index[ow + i];
+        }
+        grad = grad + zero;
+        v8f left = BLEND(tap == 2 * ti, grad, zero), right = BLEND(tap == 2 * ti + 1, grad, zero);
+        v8f lo = __builtin_shufflevector(left, right, 0, 8, 1, 9, 2, 10, 3, 11);
+        v8f hi = __builtin_shufflevector(left, right, 4, 12, 5, 13, 6, 14, 7, 15);
+        if (count == 8) {
+            memcpy(row + 2 * ow, &lo, 32), memcpy(row + 2 * ow + 8, &hi, 32);
+        } else {
+            float out[16];
+            memcpy(out, &lo, 32), memcpy(out + 8, &hi, 32);
+            memcpy(row + 2 * ow, out, (size_t)(2 * count) * sizeof(float));
+        }
+    }
+}
+
+static void max_plane_tiled_backward(float *dx, const float *dy, const uint8_t *index, const bp_pool2d_params *p) {
+    int64_t kh = p->kernel_h, kw = p->kernel_w, w = p->w, covered = p->out_w * kw;
+    for (int64_t oh = 0; oh < p->out_h; oh++) {
+        const float *g = dy + oh * p->out_w;
+        const uint8_t *idx = index + oh * p->out_w;
+        for (int64_t ti = 0; ti < kh; ti++) {
+            float *row = dx + (oh * kh + ti) * w;
+            if (kh == 2 && kw == 2) {
+                max_row_2x2_backward(row, g, idx, (int)ti, p->out_w);
+            } else {
+                for (int64_t ow = 0; ow < p->out_w; ow++)
+                    for (int64_t tj = 0; tj < kw; tj++) row[ow * kw + tj] = idx[ow] == ti * kw + tj ? g[ow] + 0.0f : 0.0f;
+            }
+            memset(row + covered, 0, (size_t)(w - covered) * sizeof(float));
+        }
+    }
+    int64_t rows = p->out_h * kh;
+    memset(dx + rows * w, 0, (size_t)((p->h - rows) * w) * sizeof(float));
+}
+
 // MARK: - Global pooling: the whole plane is the window
 
 // The sum in 8 lanes (which vectorises; a single running sum does not), then across them.
@@ -307,6 +448,7 @@ void bp_maxpool2d_forward(float *y, uint8_t *index8, int32_t *index32, const flo
         uint8_t *i8 = index8 ? index8 + plane * out_hw : NULL;
         int32_t *i32 = index32 ? index32 + plane * out_hw : NULL;
         if (p->adaptive) max_plane_adaptive(yp, i8, i32, x + plane * hw, p, &win);
+        else if (is_tiled(p)) max_plane_tiled(yp, i8, x + plane * hw, p);
         else max_plane_fixed(yp, i8, i32, x + plane * hw, p, columns, row, taps, phases);
     })
     windows_free(&win);
@@ -326,6 +468,10 @@ void bp_maxpool2d_backward(float *dx, const float *dy, const uint8_t *index8, co
     #pragma omp parallel for schedule(static) if (p->n * p->c * hw >= BP_PARALLEL_MIN)
     for (int64_t plane = 0; plane < p->n * p->c; plane++) {
         float *out = dx + plane * hw;
+        if (is_tiled(p)) {
+            max_plane_tiled_backward(out, dy + plane * out_hw, index8 + plane * out_hw, p);
+            continue;
+        }
         // Rows are zeroed just before the first window that reaches them, so the scattered adds hit
         // cache (zeroing the whole plane first measured 2x slower: its stores did not stay cached).
         int64_t zeroed = 0;

@@ -51,6 +51,10 @@ import Testing
         Case(label: "adaptive, overlapping windows", n: 2, c: 2, h: 7, w: 5, adaptive: (3, 4)),
         Case(label: "adaptive, larger than input", n: 1, c: 2, h: 3, w: 2, adaptive: (5, 4)),
         Case(label: "global", n: 2, c: 3, h: 5, w: 4, adaptive: (1, 1)),
+        Case(label: "2x2 tiles, rows of 19 windows (two groups of 8 and a tail)", n: 2, c: 3, h: 8, w: 38),
+        Case(label: "2x2 tiles, odd sizes leave a row and a column uncovered", n: 1, c: 2, h: 9, w: 21),
+        Case(label: "3x3 tiles, stride 3", n: 1, c: 2, h: 10, w: 11, kernel: (3, 3), stride: (3, 3)),
+        Case(label: "2x3 tiles, ceil mode on an exact fit", n: 1, c: 2, h: 8, w: 9, kernel: (2, 3), stride: (2, 3), ceil: true),
         Case(label: "windows over 256 taps (wide indices)", n: 1, c: 2, h: 20, w: 20, kernel: (17, 17), stride: (3, 3)),
     ]
 
@@ -118,9 +122,36 @@ import Testing
         #expect(y[1] == 7 && indices[1] == 2)
     }
 
-    @Test("pooling is bit-identical for 1, 2 and 3 threads")
-    func threadInvariance() {
-        let c = Case(label: "", n: 3, c: 16, h: 40, w: 40, kernel: (3, 3), stride: (2, 2), pad: (1, 1))
+    /// NaNs scattered through long rows (full vector groups and tails): values, argmax and the
+    /// backward match the reference bit for bit, for tiled and overlapping windows.
+    @Test("NaN in long rows matches the reference", arguments: [(2, 2), (3, 2)])
+    func nanInLongRows(kernel: Int, step: Int) {
+        let c = Case(label: "nan", n: 2, c: 2, h: 12, w: 44, kernel: (kernel, kernel), stride: (step, step))
+        var p = c.params
+        var x = Self.input(c.n * c.c * c.h * c.w, seed: 9)
+        for i in stride(from: 3, to: x.count, by: 17) { x[i] = .nan }
+        let outCount = c.n * c.c * Int(p.out_h * p.out_w)
+        var y = [Float](repeating: 0, count: outCount), yRef = y
+        var index8 = [UInt8](repeating: 0, count: outCount)
+        var indices = [Int64](repeating: 0, count: outCount), indicesRef = indices
+        bp_maxpool2d_forward(&y, &index8, nil, x, &p)
+        bp_maxpool2d_plane_indices(&indices, index8, nil, &p)
+        bp_maxpool2d_forward_ref(&yRef, &indicesRef, x, &p)
+        #expect(bits(y) == bits(yRef) && indices == indicesRef, "forward \(c)")
+        var random = Random(seed: 3)
+        var dy = random.floats(outCount)
+        dy[0] = -0.0
+        var dx = [Float](repeating: .nan, count: x.count), dxRef = dx
+        bp_maxpool2d_backward(&dx, dy, index8, nil, &p)
+        bp_maxpool2d_backward_ref(&dxRef, dy, indicesRef, &p)
+        #expect(bits(dx) == bits(dxRef), "backward \(c), a -0 gradient included")
+    }
+
+    @Test("pooling is bit-identical for 1, 2 and 3 threads", arguments: [
+        Case(label: "overlapping", n: 3, c: 16, h: 40, w: 40, kernel: (3, 3), stride: (2, 2), pad: (1, 1)),
+        Case(label: "tiled", n: 3, c: 16, h: 40, w: 40),
+    ])
+    func threadInvariance(_ c: Case) {
         var p = c.params
         let x = Self.input(c.n * c.c * c.h * c.w, seed: 1)
         let outCount = c.n * c.c * Int(p.out_h * p.out_w)
