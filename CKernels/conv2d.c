@@ -1,205 +1,292 @@
-// 2-D convolution as column matrices and matrix products.
+// 2-D convolution as matrix products whose column matrix is read in place.
 //
-// For image b and group g (cg = c / groups input channels, kg = k / groups output channels):
-//   col[cg·r·s, out_h·out_w]   col[(ci·r + i)·s + j][oh·out_w + ow] = x[b, g·cg + ci, ih, iw] (0 in the padding)
-//   forward:           y[b, g·kg : +kg] [kg, out_hw]  = W_g [kg, cg·r·s] · col
-//   backward-data:     dcol = W_gᵀ · dy[b, g], then dx[b, g·cg : +cg] = col2im(dcol) (sums overlaps)
-//   backward-weights:  dW_g [kg, cg·r·s] += dy[b, g] · colᵀ
-// A 1x1 convolution with stride 1 and no padding needs no column matrix: col is x itself.
-// Images with small outputs are multiplied several at a time (images_per_tile); each thread owns
-// one tile's column matrix (at most 1024 output pixels wide, or one image's) at a time.
+// For image b and group g (cg = c / groups input channels, kg = k / groups output channels,
+// R = cg·r·s taps) the convolution is a product with the column matrix col [R, pixels]:
+//   forward:           y[b, g] = W_g [kg, R] · col
+//   backward-data:     dcol = W_gᵀ · dy[b, g], dx[b, g] = col2im(dcol) (sums the overlaps)
+//   backward-weights:  dW_g [kg, R] += dy[b, g] · colᵀ
+// col is never built. The image is copied once into a zero-padded buffer split into stride phases
+// (phase (a, b) holds padded rows a, a + sh, … and columns b, b + sw, …), each phase plane wq
+// floats wide. Output pixel (oh, ow) gets the "virtual" index v = oh · wq + ow, and then tap
+// t = (ci, i, j) of every pixel is at a fixed offset: col[t][pixel] = buffer[offset[t] + v]. So the
+// pixels of one output row read a contiguous run of the buffer, and a panel of BP_NR pixels is one
+// to three runs: packing it is a few short copies (no index arithmetic per element, no bounds
+// checks: the padding is zeros in the buffer). The register-blocked product (microkernel.c) then
+// writes straight into the NCHW output. Every output element is summed by one thread in an order
+// fixed by the shape, so results do not depend on the thread count.
 #include "CKernels.h"
 #include "internal.h"
 
 #include <stdlib.h>
 #include <string.h>
 
+enum {
+    KC = 320,  // most taps (or channels) per product block: the B rows of a panel stay in L1
+    PC = 256,    // pixels per reduction chunk of the weight gradient
+    SLACK = 16,  // floats after a buffer that gather_runs may touch
+};
+
 static int64_t col_rows(const bp_conv2d_params *p) { return p->c / p->groups * p->r * p->s; }
 static int64_t out_hw(const bp_conv2d_params *p) { return p->out_h * p->out_w; }
+static int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
-static int is_pointwise(const bp_conv2d_params *p) {
-    return p->r == 1 && p->s == 1 && p->stride_h == 1 && p->stride_w == 1 && p->pad_h == 0 && p->pad_w == 0 &&
-           p->out_h == p->h && p->out_w == p->w;
+// The reduction [0, total) in equal blocks of at most KC: block `index` is [*start, *start + *size).
+static int64_t kc_blocks(int64_t total) { return (total + KC - 1) / KC; }
+static void kc_block(int64_t total, int64_t index, int64_t *start, int64_t *size) {
+    int64_t blocks = kc_blocks(total);
+    *start = index * total / blocks;
+    *size = (index + 1) * total / blocks - *start;
 }
 
-// The output columns [lo, hi) whose input column ow·stride − pad + offset lies inside [0, w).
-static void valid_range(int64_t offset, int64_t stride, int64_t pad, int64_t w, int64_t out_w,
-                        int64_t *lo, int64_t *hi) {
-    int64_t start = pad - offset;  // need ow·stride >= start
-    *lo = start <= 0 ? 0 : (start + stride - 1) / stride;
-    int64_t end = w + pad - offset;  // need ow·stride < end
-    *hi = end <= 0 ? 0 : (end + stride - 1) / stride;
-    if (*hi > out_w) *hi = out_w;
-    if (*lo > *hi) *lo = *hi;
-}
-
-// col = im2col(x) for cg channels of one image (x points at the group's first channel); rows of
-// col are `ld` floats apart (out_h · out_w for one image; more when images sit side by side).
-static void im2col(float *col, int64_t ld, const float *x, const bp_conv2d_params *p) {
-    int64_t cg = p->c / p->groups;
-    for (int64_t ci = 0; ci < cg; ci++)
-        for (int64_t i = 0; i < p->r; i++)
-            for (int64_t j = 0; j < p->s; j++) {
-                float *row = col + ((ci * p->r + i) * p->s + j) * ld;
-                int64_t lo, hi;
-                valid_range(j * p->dilation_w, p->stride_w, p->pad_w, p->w, p->out_w, &lo, &hi);
-                for (int64_t oh = 0; oh < p->out_h; oh++) {
-                    float *out = row + oh * p->out_w;
-                    int64_t ih = oh * p->stride_h - p->pad_h + i * p->dilation_h;
-                    if (ih < 0 || ih >= p->h) {
-                        memset(out, 0, (size_t)p->out_w * sizeof(float));
-                        continue;
-                    }
-                    const float *in = x + (ci * p->h + ih) * p->w - p->pad_w + j * p->dilation_w;
-                    for (int64_t ow = 0; ow < lo; ow++) out[ow] = 0.0f;
-                    if (p->stride_w == 1)
-                        memcpy(out + lo, in + lo, (size_t)(hi - lo) * sizeof(float));
-                    else
-                        for (int64_t ow = lo; ow < hi; ow++) out[ow] = in[ow * p->stride_w];
-                    for (int64_t ow = hi; ow < p->out_w; ow++) out[ow] = 0.0f;
-                }
-            }
-}
-
-// dx += col2im(dcol) for cg channels of one image (the adjoint of im2col), rows `ld` apart.
-static void col2im(float *dx, const float *dcol, int64_t ld, const bp_conv2d_params *p) {
-    int64_t cg = p->c / p->groups;
-    for (int64_t ci = 0; ci < cg; ci++)
-        for (int64_t i = 0; i < p->r; i++)
-            for (int64_t j = 0; j < p->s; j++) {
-                const float *row = dcol + ((ci * p->r + i) * p->s + j) * ld;
-                int64_t lo, hi;
-                valid_range(j * p->dilation_w, p->stride_w, p->pad_w, p->w, p->out_w, &lo, &hi);
-                for (int64_t oh = 0; oh < p->out_h; oh++) {
-                    int64_t ih = oh * p->stride_h - p->pad_h + i * p->dilation_h;
-                    if (ih < 0 || ih >= p->h) continue;
-                    float *out = dx + (ci * p->h + ih) * p->w - p->pad_w + j * p->dilation_w;
-                    const float *in = row + oh * p->out_w;
-                    for (int64_t ow = lo; ow < hi; ow++) out[ow * p->stride_w] += in[ow];
-                }
-            }
-}
-
-// Images per matrix product: small outputs are multiplied several images at a time, side by side
-// in one column tile of up to 1024 output pixels, so the product is wide enough to run near peak
-// (measured on conv_lenet2, 14x14 outputs: 44 GFLOP/s one image at a time). A function of the
-// shape alone, so the summation order never depends on the thread count.
-static int64_t images_per_tile(const bp_conv2d_params *p) {
-    if (is_pointwise(p)) return 1;  // x itself is the column matrix of one image
-    int64_t images = (1024 + out_hw(p) - 1) / out_hw(p);
-    return images < p->n ? images : p->n;
-}
-
-// The images [first, first + count) of a tile, for group g.
+// The phase-split padded buffer of one image and group: cg channels of sh · sw phase planes of
+// `plane` floats (hq rows of wq, plus slack so the last panel's reads stay inside), and the
+// offset of each tap.
 typedef struct {
-    int64_t first, count, g;
-} tile;
+    int64_t hq, wq, plane, channel, size;  // channel = sh · sw · plane floats; size = cg · channel
+    int64_t *offset;                       // [R]
+} layout;
 
-// col [rows, count · hw] for a tile: its images' column matrices side by side (or x itself for a
-// pointwise convolution, whose tiles hold one image).
-static const float *tile_columns(float *col, const float *x, const bp_conv2d_params *p, tile t) {
-    int64_t cg = p->c / p->groups, hw = out_hw(p);
-    const float *first = x + (t.first * p->c + t.g * cg) * p->h * p->w;
-    if (is_pointwise(p)) return first;
-    for (int64_t i = 0; i < t.count; i++) im2col(col + i * hw, t.count * hw, first + i * p->c * p->h * p->w, p);
-    return col;
+static layout layout_build(const bp_conv2d_params *p) {
+    layout l;
+    int64_t cg = p->c / p->groups;
+    // The padded extent: the input after its top/left padding, or as far as the last tap reads.
+    int64_t hp = max64(p->h + p->pad_h, (p->out_h - 1) * p->stride_h + (p->r - 1) * p->dilation_h + 1);
+    int64_t wp = max64(p->w + p->pad_w, (p->out_w - 1) * p->stride_w + (p->s - 1) * p->dilation_w + 1);
+    l.hq = (hp + p->stride_h - 1) / p->stride_h;
+    l.wq = (wp + p->stride_w - 1) / p->stride_w;
+    l.plane = l.hq * l.wq;
+    l.channel = p->stride_h * p->stride_w * l.plane;
+    l.size = cg * l.channel;
+    l.offset = malloc((size_t)col_rows(p) * sizeof(int64_t));
+    for (int64_t ci = 0, t = 0; ci < cg; ci++)
+        for (int64_t i = 0; i < p->r; i++)
+            for (int64_t j = 0; j < p->s; j++, t++) {
+                int64_t di = i * p->dilation_h, dj = j * p->dilation_w;
+                int64_t phase = di % p->stride_h * p->stride_w + dj % p->stride_w;
+                l.offset[t] = ci * l.channel + phase * l.plane + di / p->stride_h * l.wq + dj / p->stride_w;
+            }
+    return l;
 }
 
-// Copies a tile's [kg, count · hw] block to or from its images' planes in an NCHW [n, k, hw] tensor.
-static void tile_gather(float *block, const float *tensor, const bp_conv2d_params *p, tile t) {
-    int64_t kg = p->k / p->groups, hw = out_hw(p);
-    for (int64_t i = 0; i < t.count; i++)
-        for (int64_t ko = 0; ko < kg; ko++)
-            memcpy(block + ko * t.count * hw + i * hw, tensor + ((t.first + i) * p->k + t.g * kg + ko) * hw,
-                   (size_t)hw * sizeof(float));
+// Where input element (ci, ih, iw) lives in the buffer.
+static int64_t buffer_index(const layout *l, const bp_conv2d_params *p, int64_t ci, int64_t ih, int64_t iw) {
+    int64_t hp = ih + p->pad_h, wp = iw + p->pad_w;
+    int64_t phase = hp % p->stride_h * p->stride_w + wp % p->stride_w;
+    return ci * l->channel + phase * l->plane + hp / p->stride_h * l->wq + wp / p->stride_w;
 }
 
-static void tile_scatter(float *tensor, const float *block, const bp_conv2d_params *p, tile t) {
-    int64_t kg = p->k / p->groups, hw = out_hw(p);
-    for (int64_t i = 0; i < t.count; i++)
-        for (int64_t ko = 0; ko < kg; ko++)
-            memcpy(tensor + ((t.first + i) * p->k + t.g * kg + ko) * hw, block + ko * t.count * hw + i * hw,
-                   (size_t)hw * sizeof(float));
+// Copies cg channels of an image (x at the group's first channel) into the buffer, whose padding
+// is already 0 (it is never written, so a buffer zeroed once serves every image), or back (dx =
+// the buffer's interior).
+static void copy_in(float *buffer, const float *x, const layout *l, const bp_conv2d_params *p) {
+    for (int64_t ci = 0; ci < p->c / p->groups; ci++)
+        for (int64_t ih = 0; ih < p->h; ih++) {
+            const float *src = x + (ci * p->h + ih) * p->w;
+            if (p->stride_w == 1) {
+                memcpy(buffer + buffer_index(l, p, ci, ih, 0), src, (size_t)p->w * sizeof(float));
+            } else {
+                for (int64_t iw = 0; iw < p->w; iw++) buffer[buffer_index(l, p, ci, ih, iw)] = src[iw];
+            }
+        }
 }
 
-// Runs `body` for every tile (images × groups) in parallel, each thread with scratch `col`
-// [rows, images · hw] and `block` [kg, images · hw].
-#define FOR_EACH_TILE(p, ...)                                                                          \
-    {                                                                                                  \
-        int64_t images = images_per_tile(p), chunks = ((p)->n + images - 1) / images;                   \
-        int64_t kg_ = (p)->k / (p)->groups, width = images * out_hw(p);                                \
-        _Pragma("omp parallel if (chunks * (p)->groups > 1)")                                          \
-        {                                                                                              \
-            float *col = malloc((size_t)(col_rows(p) * width) * sizeof(float));                        \
-            float *block = malloc((size_t)(kg_ * width) * sizeof(float));                              \
-            _Pragma("omp for schedule(static)")                                                        \
-            for (int64_t index = 0; index < chunks * (p)->groups; index++) {                           \
-                int64_t chunk = index / (p)->groups, first = chunk * images;                           \
-                tile t = {first, first + images < (p)->n ? images : (p)->n - first, index % (p)->groups}; \
-                __VA_ARGS__;                                                                           \
-            }                                                                                          \
-            free(col);                                                                                 \
-            free(block);                                                                               \
-        }                                                                                              \
+static void copy_out(float *dx, const float *buffer, const layout *l, const bp_conv2d_params *p) {
+    for (int64_t ci = 0; ci < p->c / p->groups; ci++)
+        for (int64_t ih = 0; ih < p->h; ih++) {
+            float *dst = dx + (ci * p->h + ih) * p->w;
+            if (p->stride_w == 1) {
+                memcpy(dst, buffer + buffer_index(l, p, ci, ih, 0), (size_t)p->w * sizeof(float));
+            } else {
+                for (int64_t iw = 0; iw < p->w; iw++) dst[iw] = buffer[buffer_index(l, p, ci, ih, iw)];
+            }
+        }
+}
+
+// The output pixels [p0, p0 + count) as runs along output rows: run r covers positions
+// [q, q + len) of the block and virtual pixels [v, v + len). Returns the number of runs (at most
+// count / out_w + 2).
+typedef struct {
+    int64_t q, v, len;
+} run;
+
+static int64_t pixel_runs(run *runs, const layout *l, const bp_conv2d_params *p, int64_t p0, int64_t count) {
+    int64_t n = 0;
+    for (int64_t q = 0; q < count;) {
+        int64_t oh = (p0 + q) / p->out_w, ow = (p0 + q) % p->out_w, len = min64(p->out_w - ow, count - q);
+        runs[n++] = (run){q, oh * l->wq + ow, len};
+        q += len;
     }
+    return n;
+}
+
+// The adjoint of gather_runs: dst[v + q − run.q] += src[q] over the runs.
+static void add_runs(float *restrict dst, const float *restrict src, const run *runs, int64_t n) {
+    for (int64_t r = 0; r < n; r++) {
+        float *d = dst + runs[r].v;
+        const float *s = src + runs[r].q;
+        for (int64_t k = 0; k < runs[r].len; k++) d[k] += s[k];
+    }
+}
+
+// One column-matrix row for a panel's pixels: dst[q] = src[v + q − run.q] over the runs (src =
+// buffer + offset[t]), eight floats at a time: each run's last copy may run up to 7 floats
+// past its end, reading the buffer's slack and writing where the next run, the next row or the
+// panel's slack goes, so rows must be filled in increasing order.
+static void gather_runs(float *dst, const float *src, const run *runs, int64_t n) {
+    for (int64_t r = 0; r < n; r++)
+        for (int64_t k = 0; k < runs[r].len; k += 8) memcpy(dst + runs[r].q + k, src + runs[r].v + k, 8 * sizeof(float));
+}
+
+// Packs `rows` rows of a row-major matrix (element (i, c) at m[i · ld + c · col_stride], c < cols)
+// into BP_MR-row panels: out[panel][c][i], zero past the last row.
+static void pack_rows(float *out, const float *m, int64_t ld, int64_t rows, int64_t cols, int64_t col_stride) {
+    for (int64_t panel = 0; panel < round_up(rows, BP_MR) / BP_MR; panel++)
+        for (int64_t c = 0; c < cols; c++)
+            for (int64_t i = 0; i < BP_MR; i++) {
+                int64_t row = panel * BP_MR + i;
+                out[(panel * cols + c) * BP_MR + i] = row < rows ? m[row * ld + c * col_stride] : 0.0f;
+            }
+}
+
+// The weights of each group packed for the forward, A = W_g [kg, R]: per group round_up(kg, MR) · R
+// floats. Transposed (A = W_gᵀ [R, kg]) for the backward-data: round_up(R, MR) · kg floats.
+static float *pack_weights(const float *weight, const bp_conv2d_params *p, int transposed, int64_t *group_size) {
+    int64_t kg = p->k / p->groups, rows = col_rows(p);
+    int64_t m = transposed ? rows : kg, reduce = transposed ? kg : rows;
+    *group_size = round_up(m, BP_MR) * reduce;
+    float *packed = malloc((size_t)(p->groups * *group_size) * sizeof(float));
+    for (int64_t g = 0; g < p->groups; g++) {
+        const float *w = weight + g * kg * rows;
+        if (transposed) pack_rows(packed + g * *group_size, w, 1, rows, kg, rows);
+        else pack_rows(packed + g * *group_size, w, rows, kg, rows, 1);
+    }
+    return packed;
+}
+
+// Work is split by (image, group): each owns its outputs, so no two threads touch one element.
+#define PARALLEL_OVER_IMAGES(p, ...)                                                               \
+    _Pragma("omp parallel if ((p)->n * (p)->groups > 1 && (p)->n * (p)->k * out_hw(p) * col_rows(p) >= BP_PARALLEL_MIN)") \
+    { __VA_ARGS__ }
 
 void bp_conv2d_forward(float *y, const float *x, const float *weight, const bp_conv2d_params *p) {
-    int64_t kg = p->k / p->groups, rows = col_rows(p), hw = out_hw(p);
-    FOR_EACH_TILE(p, {
-        const float *columns = tile_columns(col, x, p, t);
-        // block [kg, count · hw] = W_g [kg, rows] · col [rows, count · hw]
-        bp_sgemm_serial(0, 0, kg, t.count * hw, rows, 1.0f, weight + t.g * kg * rows, rows, columns, t.count * hw,
-                        0.0f, block, t.count * hw);
-        tile_scatter(y, block, p, t);
+    int64_t cg = p->c / p->groups, kg = p->k / p->groups, rows = col_rows(p), hw = out_hw(p), a_size;
+    float *a = pack_weights(weight, p, 0, &a_size);
+    layout l = layout_build(p);
+    PARALLEL_OVER_IMAGES(p, {
+        float *buffer = calloc((size_t)(l.size + SLACK), sizeof(float));
+        float *b = calloc((size_t)(KC * BP_NR + SLACK), sizeof(float));
+        run runs[BP_NR + 2];
+        _Pragma("omp for schedule(static)")
+        for (int64_t item = 0; item < p->n * p->groups; item++) {
+            int64_t image = item / p->groups, g = item % p->groups;
+            copy_in(buffer, x + (image * p->c + g * cg) * p->h * p->w, &l, p);
+            float *yg = y + (image * p->k + g * kg) * hw;
+            for (int64_t p0 = 0; p0 < hw; p0 += BP_NR) {
+                int64_t count = min64(BP_NR, hw - p0), n = pixel_runs(runs, &l, p, p0, count);
+                for (int64_t block = 0; block < kc_blocks(rows); block++) {
+                    int64_t t0, kc;
+                    kc_block(rows, block, &t0, &kc);
+                    // b [kc, BP_NR] = col[taps t0 …, pixels p0 …] (a short last panel leaves stale columns, never stored)
+                    for (int64_t t = 0; t < kc; t++) gather_runs(b + t * BP_NR, buffer + l.offset[t0 + t], runs, n);
+                    // y_g[m rows, pixels p0 …] (+)= W_g[m rows, taps t0 …] · b
+                    for (int64_t m = 0; m < kg; m += BP_MR)
+                        bp_micro_6x16(kc, a + g * a_size + m * rows + t0 * BP_MR, b, NULL, yg + m * hw + p0, hw, block > 0,
+                                      min64(BP_MR, kg - m), count);
+                }
+            }
+        }
+        free(buffer);
+        free(b);
     })
+    free(l.offset);
+    free(a);
 }
 
 void bp_conv2d_backward_data(float *dx, const float *dy, const float *weight, const bp_conv2d_params *p) {
-    int64_t cg = p->c / p->groups, kg = p->k / p->groups, rows = col_rows(p), hw = out_hw(p);
-    int pointwise = is_pointwise(p);
-    FOR_EACH_TILE(p, {
-        tile_gather(block, dy, p, t);
-        float *first = dx + (t.first * p->c + t.g * cg) * p->h * p->w;
-        // dcol [rows, count · hw] = W_gᵀ [rows, kg] · dy_tile [kg, count · hw]; a pointwise tile's dcol is dx
-        bp_sgemm_serial(1, 0, rows, t.count * hw, kg, 1.0f, weight + t.g * kg * rows, rows, block, t.count * hw, 0.0f,
-                        pointwise ? first : col, t.count * hw);
-        if (!pointwise)
-            for (int64_t i = 0; i < t.count; i++) {
-                float *image = first + i * p->c * p->h * p->w;
-                memset(image, 0, (size_t)(cg * p->h * p->w) * sizeof(float));
-                col2im(image, col + i * hw, t.count * hw, p);
+    int64_t cg = p->c / p->groups, kg = p->k / p->groups, rows = col_rows(p), hw = out_hw(p), a_size;
+    float *a = pack_weights(weight, p, 1, &a_size);
+    layout l = layout_build(p);
+    PARALLEL_OVER_IMAGES(p, {
+        float *buffer = malloc((size_t)l.size * sizeof(float));
+        float *b = calloc((size_t)(KC * BP_NR), sizeof(float));
+        float *dcol = malloc((size_t)(round_up(rows, BP_MR) * BP_NR) * sizeof(float));
+        run runs[BP_NR + 2];
+        _Pragma("omp for schedule(static)")
+        for (int64_t item = 0; item < p->n * p->groups; item++) {
+            int64_t image = item / p->groups, g = item % p->groups;
+            const float *dyg = dy + (image * p->k + g * kg) * hw;
+            memset(buffer, 0, (size_t)l.size * sizeof(float));
+            for (int64_t p0 = 0; p0 < hw; p0 += BP_NR) {
+                int64_t count = min64(BP_NR, hw - p0), n = pixel_runs(runs, &l, p, p0, count);
+                // dcol [R, BP_NR] = W_gᵀ · dy_g[:, pixels p0 …], the channels in blocks of KC
+                for (int64_t block = 0; block < kc_blocks(kg); block++) {
+                    int64_t k0, kc;
+                    kc_block(kg, block, &k0, &kc);
+                    for (int64_t k = 0; k < kc; k++) memcpy(b + k * BP_NR, dyg + (k0 + k) * hw + p0, (size_t)count * sizeof(float));
+                    for (int64_t m = 0; m < rows; m += BP_MR)
+                        bp_micro_6x16(kc, a + g * a_size + m * kg + k0 * BP_MR, b, NULL, dcol + m * BP_NR, BP_NR, block > 0,
+                                      min64(BP_MR, rows - m), count);
+                }
+                // col2im: tap t's row of dcol adds into the runs it was read from.
+                for (int64_t t = 0; t < rows; t++) add_runs(buffer + l.offset[t], dcol + t * BP_NR, runs, n);
             }
+            copy_out(dx + (image * p->c + g * cg) * p->h * p->w, buffer, &l, p);
+        }
+        free(buffer);
+        free(b);
+        free(dcol);
     })
+    free(l.offset);
+    free(a);
 }
 
 enum { MAX_WEIGHT_BLOCKS = 4 };
 
-// Weight gradients: the images are split into at most 4 fixed blocks, each summed over its tiles
-// in order into its own partial, and the partials added in block order.
+// Weight gradients: dW_g [kg, R] += dy_g [kg, pixels] · colᵀ, the pixels in chunks of PC, with A
+// packed from dy and B = colᵀ [pixels, BP_NR taps] gathered from the buffer's runs. The images are
+// split into at most 4 fixed blocks, each summed over its images and chunks in order into its own
+// partial, and the partials added in block order.
 void bp_conv2d_backward_weights(float *dweight, const float *dy, const float *x, const bp_conv2d_params *p) {
-    int64_t kg = p->k / p->groups, rows = col_rows(p), hw = out_hw(p);
+    int64_t cg = p->c / p->groups, kg = p->k / p->groups, rows = col_rows(p), hw = out_hw(p);
     int64_t size = p->k * rows;  // the weight's element count
-    int64_t blocks = p->n < MAX_WEIGHT_BLOCKS ? p->n : MAX_WEIGHT_BLOCKS, images = images_per_tile(p);
+    int64_t blocks = p->n < MAX_WEIGHT_BLOCKS ? p->n : MAX_WEIGHT_BLOCKS;
+    layout l = layout_build(p);
     float *partial = calloc((size_t)(blocks * size), sizeof(float));
-    #pragma omp parallel if (blocks > 1)
+    #pragma omp parallel if (blocks > 1 && p->n * p->k * hw * rows >= BP_PARALLEL_MIN)
     {
-        float *col = malloc((size_t)(rows * images * hw) * sizeof(float));
-        float *block_dy = malloc((size_t)(kg * images * hw) * sizeof(float));
+        float *buffer = calloc((size_t)l.size, sizeof(float));
+        float *a = malloc((size_t)(round_up(kg, BP_MR) * PC) * sizeof(float));
+        float *b = calloc((size_t)(PC * BP_NR), sizeof(float));
+        run *runs = malloc((size_t)(PC + 2) * sizeof(run));
         #pragma omp for schedule(static)
-        for (int64_t b = 0; b < blocks; b++) {
-            int64_t end = (b + 1) * p->n / blocks;
-            for (int64_t first = b * p->n / blocks; first < end; first += images)
+        for (int64_t block = 0; block < blocks; block++)
+            for (int64_t image = block * p->n / blocks; image < (block + 1) * p->n / blocks; image++)
                 for (int64_t g = 0; g < p->groups; g++) {
-                    tile t = {first, first + images < end ? images : end - first, g};
-                    const float *columns = tile_columns(col, x, p, t);
-                    tile_gather(block_dy, dy, p, t);
-                    // partial_g [kg, rows] += dy_tile [kg, count · hw] · colᵀ [count · hw, rows]
-                    bp_sgemm_serial(0, 1, kg, rows, t.count * hw, 1.0f, block_dy, t.count * hw, columns, t.count * hw,
-                                    1.0f, partial + b * size + g * kg * rows, rows);
+                    copy_in(buffer, x + (image * p->c + g * cg) * p->h * p->w, &l, p);
+                    float *dwg = partial + block * size + g * kg * rows;
+                    for (int64_t p0 = 0; p0 < hw; p0 += PC) {
+                        int64_t pc = min64(PC, hw - p0), n = pixel_runs(runs, &l, p, p0, pc);
+                        pack_rows(a, dy + (image * p->k + g * kg) * hw + p0, hw, kg, pc, 1);
+                        for (int64_t t0 = 0; t0 < rows; t0 += BP_NR) {
+                            // b [pc, BP_NR] = colᵀ[pixels p0 …, taps t0 …] (columns past the last tap are never stored)
+                            int64_t nt = min64(BP_NR, rows - t0);
+                            for (int64_t q = 0; q < nt; q++) {
+                                const float *src = buffer + l.offset[t0 + q];
+                                for (int64_t r = 0; r < n; r++)
+                                    for (int64_t k = 0; k < runs[r].len; k++) b[(runs[r].q + k) * BP_NR + q] = src[runs[r].v + k];
+                            }
+                            // dW_g[m rows, taps t0 …] += dy_g[m rows, pixels p0 …] · b
+                            for (int64_t m = 0; m < kg; m += BP_MR)
+                                bp_micro_6x16(pc, a + m * pc, b, NULL, dwg + m * rows + t0, rows, 1, min64(BP_MR, kg - m), nt);
+                        }
+                    }
                 }
-        }
-        free(col);
-        free(block_dy);
+        free(buffer);
+        free(a);
+        free(b);
+        free(runs);
     }
     #pragma omp parallel for schedule(static) if (size * blocks >= BP_PARALLEL_MIN)
     for (int64_t e = 0; e < size; e++) {
@@ -208,6 +295,7 @@ void bp_conv2d_backward_weights(float *dweight, const float *dy, const float *x,
         dweight[e] += sum;
     }
     free(partial);
+    free(l.offset);
 }
 
 void bp_channel_bias_add(float *y, const float *bias, int64_t n, int64_t c, int64_t hw) {
