@@ -30,7 +30,7 @@ done
 # One training epoch of `backprop train`'s defaults on Fashion-MNIST, both sides.
 swift build -c release --product backprop >/dev/null
 for threads in 1 2; do
-    .build/release/backprop train --epochs 1 --threads "$threads" | tr '\r' '\n' | grep '^epoch' > "$results/train_backprop_${threads}thread.txt"
+    .build/release/backprop train --epochs 1 --threads "$threads" --output "$(mktemp -d)" | tr '\r' '\n' | grep '^epoch' > "$results/train_backprop_${threads}thread.txt"
     if [ -n "${TORCH_PYTHON:-}" ]; then
         "$TORCH_PYTHON" "$here/torch_train.py" --epochs 1 --threads "$threads" > "$results/train_torch_${threads}thread.txt"
     fi

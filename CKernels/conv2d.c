@@ -32,6 +32,14 @@ static int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
+// A zeroed panel of `count` floats on a 64-byte boundary, so its 16-float rows are whole cache lines.
+static float *panel_alloc(int64_t count) {
+    size_t bytes = (size_t)round_up(count * (int64_t)sizeof(float), 64);
+    float *panel = aligned_alloc(64, bytes);
+    memset(panel, 0, bytes);
+    return panel;
+}
+
 // The reduction [0, total) in equal blocks of at most KC: block `index` is [*start, *start + *size).
 static int64_t kc_blocks(int64_t total) { return (total + KC - 1) / KC; }
 static void kc_block(int64_t total, int64_t index, int64_t *start, int64_t *size) {
@@ -176,7 +184,7 @@ void bp_conv2d_forward(float *y, const float *x, const float *weight, const bp_c
     layout l = layout_build(p);
     PARALLEL_OVER_IMAGES(p, {
         float *buffer = calloc((size_t)(l.size + SLACK), sizeof(float));
-        float *b = calloc((size_t)(KC * BP_NR + SLACK), sizeof(float));
+        float *b = panel_alloc(KC * BP_NR + SLACK);
         run runs[BP_NR + 2];
         _Pragma("omp for schedule(static)")
         for (int64_t item = 0; item < p->n * p->groups; item++) {
@@ -210,8 +218,8 @@ void bp_conv2d_backward_data(float *dx, const float *dy, const float *weight, co
     layout l = layout_build(p);
     PARALLEL_OVER_IMAGES(p, {
         float *buffer = malloc((size_t)l.size * sizeof(float));
-        float *b = calloc((size_t)(KC * BP_NR), sizeof(float));
-        float *dcol = malloc((size_t)(round_up(rows, BP_MR) * BP_NR) * sizeof(float));
+        float *b = panel_alloc(KC * BP_NR);
+        float *dcol = panel_alloc(round_up(rows, BP_MR) * BP_NR);
         run runs[BP_NR + 2];
         _Pragma("omp for schedule(static)")
         for (int64_t item = 0; item < p->n * p->groups; item++) {
@@ -224,7 +232,11 @@ void bp_conv2d_backward_data(float *dx, const float *dy, const float *weight, co
                 for (int64_t block = 0; block < kc_blocks(kg); block++) {
                     int64_t k0, kc;
                     kc_block(kg, block, &k0, &kc);
-                    for (int64_t k = 0; k < kc; k++) memcpy(b + k * BP_NR, dyg + (k0 + k) * hw + p0, (size_t)count * sizeof(float));
+                    for (int64_t k = 0; k < kc; k++) {
+                        const float *src = dyg + (k0 + k) * hw + p0;
+                        if (count == BP_NR) memcpy(b + k * BP_NR, src, BP_NR * sizeof(float));  // inlined: a fixed size
+                        else memcpy(b + k * BP_NR, src, (size_t)count * sizeof(float));
+                    }
                     for (int64_t m = 0; m < rows; m += BP_MR)
                         bp_micro_6x16(kc, a + g * a_size + m * kg + k0 * BP_MR, b, NULL, dcol + m * BP_NR, BP_NR, block > 0,
                                       min64(BP_MR, rows - m), count);
@@ -257,8 +269,8 @@ void bp_conv2d_backward_weights(float *dweight, const float *dy, const float *x,
     #pragma omp parallel if (blocks > 1 && p->n * p->k * hw * rows >= BP_PARALLEL_MIN)
     {
         float *buffer = calloc((size_t)l.size, sizeof(float));
-        float *a = malloc((size_t)(round_up(kg, BP_MR) * PC) * sizeof(float));
-        float *b = calloc((size_t)(PC * BP_NR), sizeof(float));
+        float *a = panel_alloc(round_up(kg, BP_MR) * PC);
+        float *b = panel_alloc(PC * BP_NR);
         run *runs = malloc((size_t)(PC + 2) * sizeof(run));
         #pragma omp for schedule(static)
         for (int64_t block = 0; block < blocks; block++)
@@ -312,10 +324,7 @@ void bp_channel_bias_backward(float *dbias, const float *dy, int64_t n, int64_t 
     for (int64_t ch = 0; ch < c; ch++) {
         double sum = 0.0;
         for (int64_t b = 0; b < n; b++) {
-            const float *plane = dy + (b * c + ch) * hw;
-            float s = 0.0f;
-            for (int64_t i = 0; i < hw; i++) s += plane[i];
-            sum += s;
+            sum += bp_lane_sum(dy + (b * c + ch) * hw, hw);
         }
         dbias[ch] += (float)sum;
     }

@@ -29,6 +29,10 @@ void bp_parallel_chunks(int64_t n, int64_t cost, void (*chunk)(const void *ctx, 
 #define BP_MULTIVERSION
 #endif
 
+/// Σ x[i] for i < n in float, in 8 interleaved lanes (which vectorise; one running sum does not),
+/// then the tail, then the lanes: a fixed order.
+BP_MULTIVERSION float bp_lane_sum(const float *x, int64_t n);
+
 /// The convolutions' register block (microkernel.c): rows of A and columns of B per call.
 enum { BP_MR = 6, BP_NR = 16 };
 

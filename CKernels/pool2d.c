@@ -347,19 +347,6 @@ static void max_plane_tiled_backward(float *dx, const float *dy, const uint8_t *
 
 // MARK: - Global pooling: the whole plane is the window
 
-// The sum in 8 lanes (which vectorises; a single running sum does not), then across them.
-BP_MULTIVERSION
-static float plane_mean(const float *in, int64_t hw) {
-    float lanes[8] = {0};
-    int64_t i = 0;
-    for (; i + 8 <= hw; i += 8)
-        for (int l = 0; l < 8; l++) lanes[l] += in[i + l];
-    float sum = 0.0f;
-    for (; i < hw; i++) sum += in[i];
-    for (int l = 0; l < 8; l++) sum += lanes[l];
-    return sum / (float)hw;
-}
-
 BP_MULTIVERSION
 static void plane_fill(float *out, float value, int64_t hw) {
     for (int64_t i = 0; i < hw; i++) out[i] = value;
@@ -515,7 +502,7 @@ void bp_avgpool2d_forward(float *y, const float *x, const bp_pool2d_params *p) {
     windows win = windows_build(p);
     int64_t hw = p->h * p->w, out_hw = p->out_h * p->out_w;
     FOR_EACH_PLANE({
-        if (is_global(p)) y[plane] = plane_mean(x + plane * hw, hw);
+        if (is_global(p)) y[plane] = bp_lane_sum(x + plane * hw, hw) / (float)hw;
         else if (p->adaptive) avg_plane_adaptive(y + plane * out_hw, x + plane * hw, p, &win);
         else avg_plane_fixed(y + plane * out_hw, x + plane * hw, p, &win, columns, row, phases);
     })

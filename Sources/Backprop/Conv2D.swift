@@ -116,7 +116,12 @@ public final class Conv2D: Module {
     }
 
     public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
-        convolution(self, input, weight: weight, bias: bias, geometry: try geometry(for: input.shape), transposed: false)
+        try forward(input, inputGradient: true)
+    }
+
+    public func forward(_ input: Tensor, inputGradient: Bool) throws -> (output: Tensor, backward: Backward) {
+        convolution(self, input, weight: weight, bias: bias, geometry: try geometry(for: input.shape), transposed: false,
+                    inputGradient: inputGradient)
     }
 }
 
@@ -125,9 +130,9 @@ public final class Conv2D: Module {
 /// convolution, its input gradient the backward-data. ConvTranspose2D (`transposed`) maps y to x:
 /// forward is the backward-data, its input gradient the convolution. Either way the weight gradient
 /// is the correlation of the y-side gradient with the x-side tensor, and the bias belongs to the
-/// output side.
+/// output side. Without `inputGradient` the backward skips the input gradient.
 func convolution(_ module: Module, _ input: Tensor, weight: Parameter, bias: Parameter?,
-                 geometry: bp_conv2d_params, transposed: Bool) -> (output: Tensor, backward: Backward) {
+                 geometry: bp_conv2d_params, transposed: Bool, inputGradient: Bool) -> (output: Tensor, backward: Backward) {
     var p = geometry
     let (channels, plane) = transposed ? (p.c, p.h * p.w) : (p.k, p.out_h * p.out_w)
     let outputShape = transposed ? [Int(p.n), Int(p.c), Int(p.h), Int(p.w)] : [Int(p.n), Int(p.k), Int(p.out_h), Int(p.out_w)]
@@ -150,6 +155,7 @@ func convolution(_ module: Module, _ input: Tensor, weight: Parameter, bias: Par
         if let bias {
             gradOutput.withPointer { v in bias.grad.withMutablePointer { bp_channel_bias_backward($0, v, p.n, channels, plane) } }
         }
+        guard inputGradient else { return skippedGradient }
         return gradOutput.withPointer { v in
             weight.value.withPointer { w in Tensor.filled(input.shape) { inputGradientKernel($0, v, w, &p) } }
         }

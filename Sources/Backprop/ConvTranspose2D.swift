@@ -87,6 +87,11 @@ public final class ConvTranspose2D: Module {
     }
 
     public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
-        convolution(self, input, weight: weight, bias: bias, geometry: try geometry(for: input.shape), transposed: true)
+        try forward(input, inputGradient: true)
+    }
+
+    public func forward(_ input: Tensor, inputGradient: Bool) throws -> (output: Tensor, backward: Backward) {
+        convolution(self, input, weight: weight, bias: bias, geometry: try geometry(for: input.shape), transposed: true,
+                    inputGradient: inputGradient)
     }
 }

@@ -33,6 +33,10 @@ public final class Linear: Module {
     }
 
     public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
+        try forward(input, inputGradient: true)
+    }
+
+    public func forward(_ input: Tensor, inputGradient: Bool) throws -> (output: Tensor, backward: Backward) {
         guard input.rank >= 1, input.shape.last == inFeatures else {
             throw BackpropError(.shapeMismatch,
                                 "\(self): input has shape \(describe(input.shape)), expected [*, \(inFeatures)]")
@@ -57,6 +61,7 @@ public final class Linear: Module {
                     }
                 }
             }
+            guard inputGradient else { return skippedGradient }
             return gradOutput.withPointer { dy in
                 weight.value.withPointer { w in
                     Tensor.filled(input.shape) { bp_linear_backward_data($0, dy, w, rows, n, m) }

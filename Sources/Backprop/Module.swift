@@ -67,6 +67,12 @@ public protocol Module: AnyObject, CustomStringConvertible {
     /// u = g(z) and B[g, z]. Throws when z does not fit the module.
     func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward)
 
+    /// The forward for an input that needs no gradient (a network's data, as PyTorch's inputs
+    /// without requires_grad): with `inputGradient` false the backward adds the parameter gradients
+    /// but may skip ∂J/∂z and return an empty tensor. Layers whose input gradient is costly
+    /// (convolutions, linear) skip it; by default this is `forward(input)`.
+    func forward(_ input: Tensor, inputGradient: Bool) throws -> (output: Tensor, backward: Backward)
+
     /// Parameters by their PyTorch names relative to this module ("weight", "0.bias", "1.0.weight").
     var namedParameters: [(name: String, parameter: Parameter)] { get }
 
@@ -81,6 +87,10 @@ public protocol Module: AnyObject, CustomStringConvertible {
 }
 
 extension Module {
+    public func forward(_ input: Tensor, inputGradient: Bool) throws -> (output: Tensor, backward: Backward) {
+        try forward(input)
+    }
+
     public var namedParameters: [(name: String, parameter: Parameter)] { [] }
 
     public var namedBuffers: [(name: String, buffer: Buffer)] { [] }
@@ -104,6 +114,9 @@ extension Module {
 func weightAndBias(_ weight: Parameter?, _ bias: Parameter?) -> [(name: String, parameter: Parameter)] {
     [weight.map { ("weight", $0) }, bias.map { ("bias", $0) }].compactMap { $0 }
 }
+
+/// What a backward returns when the input gradient was not asked for.
+let skippedGradient = Tensor(unchecked: [0], scalars: [])
 
 /// Checks that the gradient handed to a backward function has the forward output's shape.
 func checkGradient(_ gradOutput: Tensor, matches shape: [Int], in module: Module) throws {

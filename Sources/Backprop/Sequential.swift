@@ -40,18 +40,25 @@ public final class Sequential: Module {
     }
 
     public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
+        try forward(input, inputGradient: true)
+    }
+
+    /// Without an input gradient, the layers before the first one with parameters need no backward
+    /// at all, and that one needs none for its input.
+    public func forward(_ input: Tensor, inputGradient: Bool) throws -> (output: Tensor, backward: Backward) {
+        let first = inputGradient ? 0 : layers.firstIndex { !$0.namedParameters.isEmpty } ?? layers.count
         var output = input
         var backwards: [Backward] = []
         backwards.reserveCapacity(layers.count)
-        for layer in layers {
-            let step = try layer.forward(output)
+        for (index, layer) in layers.enumerated() {
+            let step = try layer.forward(output, inputGradient: index > first || inputGradient)
             output = step.output
-            backwards.append(step.backward)
+            if index >= first { backwards.append(step.backward) }
         }
         return (output, { gradOutput in
             var grad = gradOutput
             for backward in backwards.reversed() { grad = try backward(grad) }
-            return grad
+            return inputGradient ? grad : skippedGradient
         })
     }
 }
@@ -86,7 +93,11 @@ public final class Residual: Module {
     public var namedCounters: [(name: String, counter: Counter)] { body.namedCounters }
 
     public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
-        let (bodyOutput, bodyBackward) = try body.forward(input)
+        try forward(input, inputGradient: true)
+    }
+
+    public func forward(_ input: Tensor, inputGradient: Bool) throws -> (output: Tensor, backward: Backward) {
+        let (bodyOutput, bodyBackward) = try body.forward(input, inputGradient: inputGradient)
         guard bodyOutput.shape == input.shape else {
             throw BackpropError(.shapeMismatch,
                                 "\(self): body output has shape \(describe(bodyOutput.shape)), expected the input's \(describe(input.shape))")
@@ -94,7 +105,8 @@ public final class Residual: Module {
         let output = bodyOutput.adding(input)
         return (output, { gradOutput in
             try checkGradient(gradOutput, matches: output.shape, in: self)
-            return try bodyBackward(gradOutput).adding(gradOutput)
+            let bodyGradient = try bodyBackward(gradOutput)
+            return inputGradient ? bodyGradient.adding(gradOutput) : skippedGradient
         })
     }
 }

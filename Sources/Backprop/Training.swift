@@ -25,7 +25,7 @@ public enum Training {
             let indices = order[b * batchSize ..< min((b + 1) * batchSize, data.count)]
             let (x, labels) = data.batch(indices)
             optimizer.zeroGrad()
-            let (logits, backward) = try model.forward(x)
+            let (logits, backward) = try model.forward(x, inputGradient: false)
             let loss = try SoftmaxCrossEntropy()(logits, labels: labels)
             guard loss.value.isFinite else {
                 throw BackpropError(.numerical, "Training: the loss became \(loss.value) at batch \(b + 1) of \(batches); lower the learning rate")

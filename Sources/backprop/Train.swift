@@ -77,7 +77,7 @@ struct Train: ParsableCommand {
         let aids = GradientAids(penalty: l1 > 0 || l2 > 0 ? try WeightPenalty(l1: l1, l2: l2) : nil,
                                 clipNorm: clipNorm, clipValue: clipValue)
         let batches = (train.count + batchSize - 1) / batchSize
-        let probe = train.batch(0..<min(256, train.count)).images
+        let probe = train.batch(0..<min(128, train.count)).images
         var firstEpoch = 0
         let monitor: TrainingMonitor
         if let resumeURL {

@@ -99,3 +99,24 @@ import Testing
         #expect(report.description.hasPrefix("Gradient check of Sequential(Linear(in: 3, out: 2)): passed"))
     }
 }
+
+@Suite struct InputGradientTests {
+    /// Without an input gradient the backward adds exactly the same parameter gradients and
+    /// returns an empty tensor (the first layers' input gradients are skipped).
+    @Test(arguments: ["relu conv2d(2,3,3,pad=1) batchnorm2d(3) residual(conv2d(3,3,3,pad=1) relu) flatten linear(48,4)",
+                      "residual(conv2d(2,2,3,pad=1) tanh) conv_transpose2d(2,2,2,stride=2) flatten linear(128,3)",
+                      "flatten linear(32,5) relu linear(5,2)"])
+    func sameParameterGradients(spec: String) throws {
+        let x = randomTensor([3, 2, 4, 4], seed: 8)
+        func gradients(inputGradient: Bool) throws -> ([[UInt32]], Tensor) {
+            let model = try ModelSpec.build(spec, seed: 2)
+            let (y, backward) = try model.forward(x, inputGradient: inputGradient)
+            let dx = try backward(randomTensor(y.shape, seed: 9))
+            return (model.parameters.map { $0.grad.scalars.map(\.bitPattern) }, dx)
+        }
+        let (full, dx) = try gradients(inputGradient: true)
+        let (skipped, none) = try gradients(inputGradient: false)
+        #expect(skipped == full)
+        #expect(dx.shape == x.shape && none.count == 0)
+    }
+}
