@@ -208,9 +208,10 @@ static void avg_plane_fixed_backward(float *dx, const float *dy, const bp_pool2d
 //
 // The windows tile the top-left out_h·kh × out_w·kw block of the plane without overlapping, so
 // each output's taps are read straight into registers, and in the backward each input gradient
-// element is written exactly once (dy at the argmax, 0 elsewhere: no zeroing pass and no
-// read-modify-write). The common 2×2 case has its own loop with constant offsets, which
-// vectorises. Only for one-byte indices (at most 256 taps).
+// element is written exactly once (max: dy at the argmax, 0 elsewhere; average: dy / divisor),
+// with no zeroing pass and no read-modify-write. The common 2×2 case runs 8 windows at a time in
+// portable vectors. Max and average give the same bits as the general path. At most 256 taps
+// (one-byte indices).
 
 static int is_tiled(const bp_pool2d_params *p) {
     return !p->adaptive && p->stride_h == p->kernel_h && p->stride_w == p->kernel_w && p->pad_h == 0 &&
@@ -235,8 +236,10 @@ typedef int32_t v8i __attribute__((vector_size(32)));
 
 // Up to 8 consecutive 2×2 windows whose rows start at r0 and r1: maxima to y, argmax to index.
 // Short groups (a row's tail) go through a zero-padded copy, so every row length is branch-free.
-__attribute__((always_inline)) static inline void max_2x2_group(float *y, uint8_t *index, const float *r0,
-                                                               const float *r1, int64_t count) {
+// The four taps of up to 8 consecutive 2×2 windows whose rows start at r0 and r1, in row-major
+// tap order: taps[0] = top left … taps[3] = bottom right. Short groups (a row's tail) go through a
+// zero-padded copy, so every row length is branch-free.
+__attribute__((always_inline)) static inline void load_2x2(v8f taps[4], const float *r0, const float *r1, int64_t count) {
     float top[16] = {0}, bottom[16] = {0};
     if (count < 8) {
         memcpy(top, r0, (size_t)(2 * count) * sizeof(float));
@@ -245,98 +248,160 @@ __attribute__((always_inline)) static inline void max_2x2_group(float *y, uint8_
     }
     v8f t0, t1, b0, b1;
     memcpy(&t0, r0, 32), memcpy(&t1, r0 + 8, 32), memcpy(&b0, r1, 32), memcpy(&b1, r1 + 8, 32);
-    v8f taps[4] = {__builtin_shufflevector(t0, t1, 0, 2, 4, 6, 8, 10, 12, 14),
-                   __builtin_shufflevector(t0, t1, 1, 3, 5, 7, 9, 11, 13, 15),
-                   __builtin_shufflevector(b0, b1, 0, 2, 4, 6, 8, 10, 12, 14),
-                   __builtin_shufflevector(b0, b1, 1, 3, 5, 7, 9, 11, 13, 15)};
-    v8f best = taps[0];
-    v8i tap = {0};
-    for (int t = 1; t < 4; t++) {
-        v8i take = (taps[t] > best) | (taps[t] != taps[t]);  // larger, or NaN: PyTorch's rule
-        best = BLEND(take, taps[t], best);
-        tap = (take & t) | (tap & ~take);
-    }
+    taps[0] = __builtin_shufflevector(t0, t1, 0, 2, 4, 6, 8, 10, 12, 14);
+    taps[1] = __builtin_shufflevector(t0, t1, 1, 3, 5, 7, 9, 11, 13, 15);
+    taps[2] = __builtin_shufflevector(b0, b1, 0, 2, 4, 6, 8, 10, 12, 14);
+    taps[3] = __builtin_shufflevector(b0, b1, 1, 3, 5, 7, 9, 11, 13, 15);
+}
+
+// The first `count` lanes of *v to out. (Vectors go by pointer: by value they would change the
+// calling convention of the baseline build.)
+__attribute__((always_inline)) static inline void store_lanes(float *out, const v8f *v, int64_t count) {
     if (count == 8) {
-        memcpy(y, &best, 32);
-        for (int i = 0; i < 8; i++) index[i] = (uint8_t)tap[i];
+        memcpy(out, v, 32);
         return;
     }
-    float out[8];
-    memcpy(out, &best, 32);
-    memcpy(y, out, (size_t)count * sizeof(float));
-    for (int64_t i = 0; i < count; i++) index[i] = (uint8_t)tap[i];
+    float lanes[8];
+    memcpy(lanes, v, 32);
+    memcpy(out, lanes, (size_t)count * sizeof(float));
 }
 
-// One row of 2×2 windows over input rows r0 and r1.
+// Row ti of up to 8 windows' input gradient: row[2i] = left[i], row[2i + 1] = right[i].
+__attribute__((always_inline)) static inline void store_pairs(float *row, const v8f *left, const v8f *right, int64_t count) {
+    v8f lo = __builtin_shufflevector(*left, *right, 0, 8, 1, 9, 2, 10, 3, 11);
+    v8f hi = __builtin_shufflevector(*left, *right, 4, 12, 5, 13, 6, 14, 7, 15);
+    if (count == 8) {
+        memcpy(row, &lo, 32), memcpy(row + 8, &hi, 32);
+        return;
+    }
+    float out[16];
+    memcpy(out, &lo, 32), memcpy(out + 8, &hi, 32);
+    memcpy(row, out, (size_t)(2 * count) * sizeof(float));
+}
+
+// Up to 8 gradients (+0.0f turns −0 into +0, as adding them to a zeroed gradient would) and
+// their windows' argmax (−1 past count, matching no tap).
+__attribute__((always_inline)) static inline void load_gradients(v8f *grad, v8i *tap, const float *dy, const uint8_t *index,
+                                                                  int64_t count) {
+    float g[8] = {0};
+    int32_t t[8] = {-1, -1, -1, -1, -1, -1, -1, -1};
+    memcpy(g, dy, (size_t)count * sizeof(float));
+    if (index)
+        for (int64_t i = 0; i < count; i++) t[i] = index[i];
+    memcpy(grad, g, 32);
+    memcpy(tap, t, 32);
+    *grad = *grad + (v8f){0};
+}
+
+// One row of 2×2 windows over input rows r0 and r1: maxima and argmax.
 BP_MULTIVERSION
 static void max_row_2x2(float *y, uint8_t *index, const float *r0, const float *r1, int64_t out_w) {
-    for (int64_t ow = 0; ow < out_w; ow += 8)
-        max_2x2_group(y + ow, index + ow, r0 + 2 * ow, r1 + 2 * ow, out_w - ow < 8 ? out_w - ow : 8);
+    for (int64_t ow = 0; ow < out_w; ow += 8) {
+        int64_t count = out_w - ow < 8 ? out_w - ow : 8;
+        v8f taps[4];
+        load_2x2(taps, r0 + 2 * ow, r1 + 2 * ow, count);
+        v8f best = taps[0];
+        v8i tap = {0};
+        for (int t = 1; t < 4; t++) {
+            v8i take = (taps[t] > best) | (taps[t] != taps[t]);  // larger, or NaN: PyTorch's rule
+            best = BLEND(take, taps[t], best);
+            tap = (take & t) | (tap & ~take);
+        }
+        store_lanes(y + ow, &best, count);
+        for (int64_t i = 0; i < count; i++) index[ow + i] = (uint8_t)tap[i];
+    }
 }
 
-static void max_plane_tiled(float *y, uint8_t *index, const float *x, const bp_pool2d_params *p) {
+// One row of 2×2 average windows: the taps summed in window order from 0, then divided, as
+// the general path does.
+BP_MULTIVERSION
+static void avg_row_2x2(float *y, const float *r0, const float *r1, int64_t out_w, float divisor) {
+    for (int64_t ow = 0; ow < out_w; ow += 8) {
+        int64_t count = out_w - ow < 8 ? out_w - ow : 8;
+        v8f taps[4];
+        load_2x2(taps, r0 + 2 * ow, r1 + 2 * ow, count);
+        v8f sum = (v8f){0} + taps[0];
+        sum += taps[1];
+        sum += taps[2];
+        sum += taps[3];
+        v8f mean = sum / divisor;
+        store_lanes(y + ow, &mean, count);
+    }
+}
+
+// Row ti of a row of 2×2 windows' input gradient. Max: dy at the argmax, 0 at the other tap.
+// Average (index NULL): dy / divisor at both taps.
+BP_MULTIVERSION
+static void row_2x2_backward(float *row, const float *dy, const uint8_t *index, int ti, int64_t out_w, float divisor) {
+    for (int64_t ow = 0; ow < out_w; ow += 8) {
+        int64_t count = out_w - ow < 8 ? out_w - ow : 8;
+        v8f grad, zero = {0};
+        v8i tap;
+        load_gradients(&grad, &tap, dy + ow, index ? index + ow : NULL, count);
+        if (index) {
+            v8f left = BLEND(tap == 2 * ti, grad, zero), right = BLEND(tap == 2 * ti + 1, grad, zero);
+            store_pairs(row + 2 * ow, &left, &right, count);
+        } else {
+            v8f share = grad / divisor + zero;
+            store_pairs(row + 2 * ow, &share, &share, count);
+        }
+    }
+}
+
+// The divisor of every tiled average window: the whole window is inside the input.
+static float tiled_divisor(const bp_pool2d_params *p) {
+    return (float)(p->divisor_override > 0 ? p->divisor_override : p->kernel_h * p->kernel_w);
+}
+
+// One plane of tiled windows: maxima and argmax (index non-NULL) or averages.
+static void plane_tiled(float *y, uint8_t *index, const float *x, const bp_pool2d_params *p) {
     int64_t kh = p->kernel_h, kw = p->kernel_w, w = p->w;
+    float divisor = tiled_divisor(p);
     for (int64_t oh = 0; oh < p->out_h; oh++) {
         const float *top = x + oh * kh * w;
         float *out = y + oh * p->out_w;
-        uint8_t *idx = index + oh * p->out_w;
+        uint8_t *idx = index ? index + oh * p->out_w : NULL;
         if (kh == 2 && kw == 2) {
-            max_row_2x2(out, idx, top, top + w, p->out_w);
+            if (index) max_row_2x2(out, idx, top, top + w, p->out_w);
+            else avg_row_2x2(out, top, top + w, p->out_w, divisor);
             continue;
         }
         for (int64_t ow = 0; ow < p->out_w; ow++) {
             const float *window = top + ow * kw;
-            float best = window[0];
-            int tap = 0;
-            for (int64_t ti = 0; ti < kh; ti++)
-                for (int64_t tj = ti == 0; tj < kw; tj++) MAX_TAKE(window[ti * w + tj], (int)(ti * kw + tj));
-            out[ow] = best;
-            idx[ow] = (uint8_t)tap;
+            if (index) {
+                float best = window[0];
+                int tap = 0;
+                for (int64_t ti = 0; ti < kh; ti++)
+                    for (int64_t tj = ti == 0; tj < kw; tj++) MAX_TAKE(window[ti * w + tj], (int)(ti * kw + tj));
+                out[ow] = best;
+                idx[ow] = (uint8_t)tap;
+            } else {
+                float sum = 0.0f;
+                for (int64_t ti = 0; ti < kh; ti++)
+                    for (int64_t tj = 0; tj < kw; tj++) sum += window[ti * w + tj];
+                out[ow] = sum / divisor;
+            }
         }
     }
 }
 
-// Row ti of a row of 2×2 windows' input gradient: dy at the argmax, 0 at the other tap, 8
-// windows (16 floats) at a time. (g + 0.0f turns a −0 gradient into +0, as adding it to a zeroed
-// gradient would.)
-BP_MULTIVERSION
-static void max_row_2x2_backward(float *row, const float *dy, const uint8_t *index, int ti, int64_t out_w) {
-    for (int64_t ow = 0; ow < out_w; ow += 8) {
-        int64_t count = out_w - ow < 8 ? out_w - ow : 8;
-        v8f grad = {0}, zero = {0};
-        v8i tap = {-1, -1, -1, -1, -1, -1, -1, -1};
-        if (count == 8) {
-            memcpy(&grad, dy + ow, 32);
-            for (int i = 0; i < 8; i++) tap[i] = index[ow + i];
-        } else {
-            for (int64_t i = 0; i < count; i++) grad[i] = dy[ow + i], tap[i] = index[ow + i];
-        }
-        grad = grad + zero;
-        v8f left = BLEND(tap == 2 * ti, grad, zero), right = BLEND(tap == 2 * ti + 1, grad, zero);
-        v8f lo = __builtin_shufflevector(left, right, 0, 8, 1, 9, 2, 10, 3, 11);
-        v8f hi = __builtin_shufflevector(left, right, 4, 12, 5, 13, 6, 14, 7, 15);
-        if (count == 8) {
-            memcpy(row + 2 * ow, &lo, 32), memcpy(row + 2 * ow + 8, &hi, 32);
-        } else {
-            float out[16];
-            memcpy(out, &lo, 32), memcpy(out + 8, &hi, 32);
-            memcpy(row + 2 * ow, out, (size_t)(2 * count) * sizeof(float));
-        }
-    }
-}
-
-static void max_plane_tiled_backward(float *dx, const float *dy, const uint8_t *index, const bp_pool2d_params *p) {
+// The input gradient of one plane of tiled windows, each element written once: max (index
+// non-NULL) puts dy at the argmax and 0 elsewhere, average dy / divisor everywhere in the window;
+// rows and columns outside every window get 0.
+static void plane_tiled_backward(float *dx, const float *dy, const uint8_t *index, const bp_pool2d_params *p) {
     int64_t kh = p->kernel_h, kw = p->kernel_w, w = p->w, covered = p->out_w * kw;
+    float divisor = tiled_divisor(p);
     for (int64_t oh = 0; oh < p->out_h; oh++) {
         const float *g = dy + oh * p->out_w;
-        const uint8_t *idx = index + oh * p->out_w;
+        const uint8_t *idx = index ? index + oh * p->out_w : NULL;
         for (int64_t ti = 0; ti < kh; ti++) {
             float *row = dx + (oh * kh + ti) * w;
             if (kh == 2 && kw == 2) {
-                max_row_2x2_backward(row, g, idx, (int)ti, p->out_w);
+                row_2x2_backward(row, g, idx, (int)ti, p->out_w, divisor);
             } else {
                 for (int64_t ow = 0; ow < p->out_w; ow++)
-                    for (int64_t tj = 0; tj < kw; tj++) row[ow * kw + tj] = idx[ow] == ti * kw + tj ? g[ow] + 0.0f : 0.0f;
+                    for (int64_t tj = 0; tj < kw; tj++)
+                        row[ow * kw + tj] = idx ? (idx[ow] == ti * kw + tj ? g[ow] + 0.0f : 0.0f) : g[ow] / divisor + 0.0f;
             }
             memset(row + covered, 0, (size_t)(w - covered) * sizeof(float));
         }
@@ -435,7 +500,7 @@ void bp_maxpool2d_forward(float *y, uint8_t *index8, int32_t *index32, const flo
         uint8_t *i8 = index8 ? index8 + plane * out_hw : NULL;
         int32_t *i32 = index32 ? index32 + plane * out_hw : NULL;
         if (p->adaptive) max_plane_adaptive(yp, i8, i32, x + plane * hw, p, &win);
-        else if (is_tiled(p)) max_plane_tiled(yp, i8, x + plane * hw, p);
+        else if (is_tiled(p)) plane_tiled(yp, i8, x + plane * hw, p);
         else max_plane_fixed(yp, i8, i32, x + plane * hw, p, columns, row, taps, phases);
     })
     windows_free(&win);
@@ -456,7 +521,7 @@ void bp_maxpool2d_backward(float *dx, const float *dy, const uint8_t *index8, co
     for (int64_t plane = 0; plane < p->n * p->c; plane++) {
         float *out = dx + plane * hw;
         if (is_tiled(p)) {
-            max_plane_tiled_backward(out, dy + plane * out_hw, index8 + plane * out_hw, p);
+            plane_tiled_backward(out, dy + plane * out_hw, index8 + plane * out_hw, p);
             continue;
         }
         // Rows are zeroed just before the first window that reaches them, so the scattered adds hit
@@ -504,6 +569,7 @@ void bp_avgpool2d_forward(float *y, const float *x, const bp_pool2d_params *p) {
     FOR_EACH_PLANE({
         if (is_global(p)) y[plane] = bp_lane_sum(x + plane * hw, hw) / (float)hw;
         else if (p->adaptive) avg_plane_adaptive(y + plane * out_hw, x + plane * hw, p, &win);
+        else if (is_tiled(p)) plane_tiled(y + plane * out_hw, NULL, x + plane * hw, p);
         else avg_plane_fixed(y + plane * out_hw, x + plane * hw, p, &win, columns, row, phases);
     })
     windows_free(&win);
@@ -515,6 +581,7 @@ void bp_avgpool2d_backward(float *dx, const float *dy, const bp_pool2d_params *p
     FOR_EACH_PLANE({
         if (is_global(p)) plane_fill(dx + plane * hw, dy[plane] / (float)hw, hw);
         else if (p->adaptive) avg_plane_adaptive_backward(dx + plane * hw, dy + plane * out_hw, p, &win);
+        else if (is_tiled(p)) plane_tiled_backward(dx + plane * hw, dy + plane * out_hw, NULL, p);
         else avg_plane_fixed_backward(dx + plane * hw, dy + plane * out_hw, p, &win, columns, row);
     })
     windows_free(&win);
