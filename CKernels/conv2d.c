@@ -78,38 +78,46 @@ static layout layout_build(const bp_conv2d_params *p) {
     return l;
 }
 
-// Where input element (ci, ih, iw) lives in the buffer.
-static int64_t buffer_index(const layout *l, const bp_conv2d_params *p, int64_t ci, int64_t ih, int64_t iw) {
-    int64_t hp = ih + p->pad_h, wp = iw + p->pad_w;
-    int64_t phase = hp % p->stride_h * p->stride_w + wp % p->stride_w;
-    return ci * l->channel + phase * l->plane + hp / p->stride_h * l->wq + wp / p->stride_w;
+// Where input row (ci, ih) lives in the buffer: padded column c of it is in column phase c mod sw
+// (phase q is q · plane floats further on), at index c / sw.
+static float *buffer_row(float *buffer, const layout *l, const bp_conv2d_params *p, int64_t ci, int64_t ih) {
+    int64_t hp = ih + p->pad_h;
+    return buffer + ci * l->channel + hp % p->stride_h * p->stride_w * l->plane + hp / p->stride_h * l->wq;
 }
 
 // Copies cg channels of an image (x at the group's first channel) into the buffer, whose padding
 // is already 0 (it is never written, so a buffer zeroed once serves every image), or back (dx =
-// the buffer's interior).
-static void copy_in(float *buffer, const float *x, const layout *l, const bp_conv2d_params *p) {
+// the buffer's interior): each row phase by phase, input column iw = m · sw + q − pad_w going to
+// index m of phase q.
+static void copy_rows(float *buffer, float *x, const layout *l, const bp_conv2d_params *p, int into_buffer) {
+    int64_t s = p->stride_w;
     for (int64_t ci = 0; ci < p->c / p->groups; ci++)
         for (int64_t ih = 0; ih < p->h; ih++) {
-            const float *src = x + (ci * p->h + ih) * p->w;
-            if (p->stride_w == 1) {
-                memcpy(buffer + buffer_index(l, p, ci, ih, 0), src, (size_t)p->w * sizeof(float));
-            } else {
-                for (int64_t iw = 0; iw < p->w; iw++) buffer[buffer_index(l, p, ci, ih, iw)] = src[iw];
+            float *row = buffer_row(buffer, l, p, ci, ih), *image = x + (ci * p->h + ih) * p->w;
+            if (s == 1) {
+                if (into_buffer) memcpy(row + p->pad_w, image, (size_t)p->w * sizeof(float));
+                else memcpy(image, row + p->pad_w, (size_t)p->w * sizeof(float));
+                continue;
+            }
+            for (int64_t q = 0; q < s; q++) {
+                float *phase = row + q * l->plane;
+                float *in = image + q - p->pad_w;  // in[m · s] is column m · s + q − pad_w
+                int64_t first = q >= p->pad_w ? 0 : (p->pad_w - q + s - 1) / s;
+                int64_t end = (p->w + p->pad_w - q + s - 1) / s;  // first m past the row
+                if (into_buffer)
+                    for (int64_t m = first; m < end; m++) phase[m] = in[m * s];
+                else
+                    for (int64_t m = first; m < end; m++) in[m * s] = phase[m];
             }
         }
 }
 
+static void copy_in(float *buffer, const float *x, const layout *l, const bp_conv2d_params *p) {
+    copy_rows(buffer, (float *)x, l, p, 1);
+}
+
 static void copy_out(float *dx, const float *buffer, const layout *l, const bp_conv2d_params *p) {
-    for (int64_t ci = 0; ci < p->c / p->groups; ci++)
-        for (int64_t ih = 0; ih < p->h; ih++) {
-            float *dst = dx + (ci * p->h + ih) * p->w;
-            if (p->stride_w == 1) {
-                memcpy(dst, buffer + buffer_index(l, p, ci, ih, 0), (size_t)p->w * sizeof(float));
-            } else {
-                for (int64_t iw = 0; iw < p->w; iw++) dst[iw] = buffer[buffer_index(l, p, ci, ih, iw)];
-            }
-        }
+    copy_rows((float *)buffer, dx, l, p, 0);
 }
 
 // The output pixels [p0, p0 + count) as runs along output rows: run r covers positions
