@@ -147,12 +147,20 @@ static void add_runs(float *restrict dst, const float *restrict src, const run *
 }
 
 // One column-matrix row for a panel's pixels: dst[q] = src[v + q − run.q] over the runs (src =
-// buffer + offset[t]), eight floats at a time: each run's last copy may run up to 7 floats
+// buffer + offset[t]), eight floats at a time through a vector register (a loop of memcpy calls
+// would be turned into one library call per run): each run's last copy may run up to 7 floats
 // past its end, reading the buffer's slack and writing where the next run, the next row or the
 // panel's slack goes, so rows must be filled in increasing order.
+typedef float v8f __attribute__((vector_size(32)));
+
+BP_MULTIVERSION
 static void gather_runs(float *dst, const float *src, const run *runs, int64_t n) {
     for (int64_t r = 0; r < n; r++)
-        for (int64_t k = 0; k < runs[r].len; k += 8) memcpy(dst + runs[r].q + k, src + runs[r].v + k, 8 * sizeof(float));
+        for (int64_t k = 0; k < runs[r].len; k += 8) {
+            v8f v;
+            memcpy(&v, src + runs[r].v + k, sizeof v);
+            memcpy(dst + runs[r].q + k, &v, sizeof v);
+        }
 }
 
 // Packs `rows` rows of a row-major matrix (element (i, c) at m[i · ld + c · col_stride], c < cols)
