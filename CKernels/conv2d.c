@@ -23,7 +23,7 @@
 enum {
     KC = 320,  // most taps (or channels) per product block: the B rows of a panel stay in L1
     PC = 256,    // pixels per reduction chunk of the weight gradient
-    SLACK = 16,  // floats after a buffer that gather_runs may touch
+    SLACK = 16,  // floats after a buffer that gather_panel may touch
 };
 
 static int64_t col_rows(const bp_conv2d_params *p) { return p->c / p->groups * p->r * p->s; }
@@ -137,7 +137,7 @@ static int64_t pixel_runs(run *runs, const layout *l, const bp_conv2d_params *p,
     return n;
 }
 
-// The adjoint of gather_runs: dst[v + q − run.q] += src[q] over the runs.
+// The adjoint of one row of gather_panel: dst[v + q − run.q] += src[q] over the runs.
 static void add_runs(float *restrict dst, const float *restrict src, const run *runs, int64_t n) {
     for (int64_t r = 0; r < n; r++) {
         float *d = dst + runs[r].v;
@@ -146,21 +146,25 @@ static void add_runs(float *restrict dst, const float *restrict src, const run *
     }
 }
 
-// One column-matrix row for a panel's pixels: dst[q] = src[v + q − run.q] over the runs (src =
-// buffer + offset[t]), eight floats at a time through a vector register (a loop of memcpy calls
-// would be turned into one library call per run): each run's last copy may run up to 7 floats
-// past its end, reading the buffer's slack and writing where the next run, the next row or the
-// panel's slack goes, so rows must be filled in increasing order.
+// A panel's column-matrix rows for taps offsets[0 … taps): row t of b is dst[t · BP_NR + q] =
+// buffer[offsets[t] + v + q − run.q] over the runs, copied eight floats at a time through a vector
+// register (a loop of fixed-size memcpy calls would become one library call per run). Each run's
+// last copy may run up to 7 floats past its end, reading the buffer's slack and writing where the
+// next run, the next row or the panel's slack goes, so rows are filled in increasing order.
 typedef float v8f __attribute__((vector_size(32)));
 
 BP_MULTIVERSION
-static void gather_runs(float *dst, const float *src, const run *runs, int64_t n) {
-    for (int64_t r = 0; r < n; r++)
-        for (int64_t k = 0; k < runs[r].len; k += 8) {
-            v8f v;
-            memcpy(&v, src + runs[r].v + k, sizeof v);
-            memcpy(dst + runs[r].q + k, &v, sizeof v);
-        }
+static void gather_panel(float *b, const float *buffer, const int64_t *offsets, int64_t taps, const run *runs, int64_t n) {
+    for (int64_t t = 0; t < taps; t++) {
+        const float *src = buffer + offsets[t];
+        float *dst = b + t * BP_NR;
+        for (int64_t r = 0; r < n; r++)
+            for (int64_t k = 0; k < runs[r].len; k += 8) {
+                v8f v;
+                memcpy(&v, src + runs[r].v + k, sizeof v);
+                memcpy(dst + runs[r].q + k, &v, sizeof v);
+            }
+    }
 }
 
 // Packs `rows` rows of a row-major matrix (element (i, c) at m[i · ld + c · col_stride], c < cols)
@@ -213,7 +217,7 @@ void bp_conv2d_forward(float *y, const float *x, const float *weight, const bp_c
                     int64_t t0, kc;
                     kc_block(rows, block, &t0, &kc);
                     // b [kc, BP_NR] = col[taps t0 …, pixels p0 …] (a short last panel leaves stale columns, never stored)
-                    for (int64_t t = 0; t < kc; t++) gather_runs(b + t * BP_NR, buffer + l.offset[t0 + t], runs, n);
+                    gather_panel(b, buffer, l.offset + t0, kc, runs, n);
                     // y_g[m rows, pixels p0 …] (+)= W_g[m rows, taps t0 …] · b
                     for (int64_t m = 0; m < kg; m += BP_MR)
                         bp_micro_6x16(kc, a + g * a_size + m * rows + t0 * BP_MR, b, NULL, yg + m * hw + p0, hw, block > 0,
