@@ -193,6 +193,59 @@ static float *pack_weights(const float *weight, const bp_conv2d_params *p, int t
     return packed;
 }
 
+// MARK: - Depthwise: one input and one output channel per group
+//
+// With cg = kg = 1 the product would use one row of each 6-row block and reduce over a single
+// channel, so these planes are computed directly from the buffer instead: every tap is a
+// contiguous run per output row, scaled and added (forward, backward-data) or dotted with dy
+// (backward-weights), taps in order, rows in order: a fixed order, as everywhere.
+
+static int is_depthwise(const bp_conv2d_params *p) { return p->c == p->groups && p->k == p->groups; }
+
+// y[oh][ow] = Σ_t w[t] · buffer[offset[t] + oh · wq + ow].
+BP_MULTIVERSION
+static void depthwise_forward(float *restrict y, const float *restrict buffer, const layout *l, const float *w,
+                              const bp_conv2d_params *p) {
+    for (int64_t oh = 0; oh < p->out_h; oh++) {
+        float *restrict out = y + oh * p->out_w;
+        for (int64_t ow = 0; ow < p->out_w; ow++) out[ow] = 0.0f;
+        for (int64_t t = 0; t < p->r * p->s; t++) {
+            const float *restrict src = buffer + l->offset[t] + oh * l->wq;
+            for (int64_t ow = 0; ow < p->out_w; ow++) out[ow] += w[t] * src[ow];
+        }
+    }
+}
+
+// buffer[offset[t] + oh · wq + ow] += w[t] · dy[oh][ow] (the buffer starts at 0).
+BP_MULTIVERSION
+static void depthwise_backward_data(float *buffer, const float *restrict dy, const layout *l, const float *w,
+                                    const bp_conv2d_params *p) {
+    for (int64_t oh = 0; oh < p->out_h; oh++) {
+        const float *restrict g = dy + oh * p->out_w;
+        for (int64_t t = 0; t < p->r * p->s; t++) {
+            float *restrict dst = buffer + l->offset[t] + oh * l->wq;
+            for (int64_t ow = 0; ow < p->out_w; ow++) dst[ow] += w[t] * g[ow];
+        }
+    }
+}
+
+// dw[t] += Σ_oh Σ_ow dy[oh][ow] · buffer[offset[t] + oh · wq + ow], each row's sum in 8 lanes.
+BP_MULTIVERSION
+static void depthwise_weights(float *dw, const float *restrict buffer, const float *restrict dy, const layout *l,
+                              const bp_conv2d_params *p) {
+    for (int64_t t = 0; t < p->r * p->s; t++) {
+        float lanes[8] = {0}, tail = 0.0f;
+        for (int64_t oh = 0; oh < p->out_h; oh++) {
+            const float *src = buffer + l->offset[t] + oh * l->wq, *g = dy + oh * p->out_w;
+            int64_t ow = 0;
+            for (; ow + 8 <= p->out_w; ow += 8)
+                for (int q = 0; q < 8; q++) lanes[q] += g[ow + q] * src[ow + q];
+            for (; ow < p->out_w; ow++) tail += g[ow] * src[ow];
+        }
+        dw[t] += ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7])) + tail;
+    }
+}
+
 // Work is split by (image, group): each owns its outputs, so no two threads touch one element.
 #define PARALLEL_OVER_IMAGES(p, ...)                                                               \
     _Pragma("omp parallel if ((p)->n * (p)->groups > 1 && (p)->n * (p)->k * out_hw(p) * col_rows(p) >= BP_PARALLEL_MIN)") \
@@ -211,6 +264,10 @@ void bp_conv2d_forward(float *y, const float *x, const float *weight, const bp_c
             int64_t image = item / p->groups, g = item % p->groups;
             copy_in(buffer, x + (image * p->c + g * cg) * p->h * p->w, &l, p);
             float *yg = y + (image * p->k + g * kg) * hw;
+            if (is_depthwise(p)) {
+                depthwise_forward(yg, buffer, &l, weight + g * rows, p);
+                continue;
+            }
             for (int64_t p0 = 0; p0 < hw; p0 += BP_NR) {
                 int64_t count = min64(BP_NR, hw - p0), n = pixel_runs(runs, &l, p, p0, count);
                 for (int64_t block = 0; block < kc_blocks(rows); block++) {
@@ -246,7 +303,8 @@ void bp_conv2d_backward_data(float *dx, const float *dy, const float *weight, co
             int64_t image = item / p->groups, g = item % p->groups;
             const float *dyg = dy + (image * p->k + g * kg) * hw;
             memset(buffer, 0, (size_t)l.size * sizeof(float));
-            for (int64_t p0 = 0; p0 < hw; p0 += BP_NR) {
+            if (is_depthwise(p)) depthwise_backward_data(buffer, dyg, &l, weight + g * rows, p);
+            else for (int64_t p0 = 0; p0 < hw; p0 += BP_NR) {
                 int64_t count = min64(BP_NR, hw - p0), n = pixel_runs(runs, &l, p, p0, count);
                 // dcol [R, BP_NR] = W_gᵀ · dy_g[:, pixels p0 …], the channels in blocks of KC
                 for (int64_t block = 0; block < kc_blocks(kg); block++) {
@@ -298,6 +356,10 @@ void bp_conv2d_backward_weights(float *dweight, const float *dy, const float *x,
                 for (int64_t g = 0; g < p->groups; g++) {
                     copy_in(buffer, x + (image * p->c + g * cg) * p->h * p->w, &l, p);
                     float *dwg = partial + block * size + g * kg * rows;
+                    if (is_depthwise(p)) {
+                        depthwise_weights(dwg, buffer, dy + (image * p->k + g * kg) * hw, &l, p);
+                        continue;
+                    }
                     for (int64_t p0 = 0; p0 < hw; p0 += PC) {
                         int64_t pc = min64(PC, hw - p0), n = pixel_runs(runs, &l, p, p0, pc);
                         pack_rows(a, dy + (image * p->k + g * kg) * hw + p0, hw, kg, pc, 1);

@@ -32,6 +32,8 @@ import Testing
         Shape(label: "dilation 2", n: 2, c: 2, h: 9, w: 9, k: 3, r: 3, s: 3, pad: (2, 2), dilation: (2, 2)),
         Shape(label: "groups 2", n: 2, c: 4, h: 6, w: 6, k: 6, r: 3, s: 3, pad: (1, 1), groups: 2),
         Shape(label: "depthwise", n: 3, c: 5, h: 6, w: 5, k: 5, r: 3, s: 3, pad: (1, 1), groups: 5),
+        Shape(label: "depthwise, stride 2, dilation 2, wide rows", n: 2, c: 3, h: 11, w: 29, k: 3, r: 3, s: 3,
+              stride: (2, 2), pad: (2, 1), dilation: (2, 2), groups: 3),
         Shape(label: "depthwise multiplier 2", n: 1, c: 3, h: 5, w: 5, k: 6, r: 3, s: 3, pad: (1, 1), groups: 3),
         Shape(label: "C = 1", n: 2, c: 1, h: 8, w: 8, k: 4, r: 5, s: 5, pad: (2, 2)),
         Shape(label: "K = 1", n: 2, c: 3, h: 5, w: 6, k: 1, r: 3, s: 3),
