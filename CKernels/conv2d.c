@@ -21,9 +21,9 @@
 #include <string.h>
 
 enum {
-    KC = 320,  // most taps (or channels) per product block: the B rows of a panel stay in L1
+    KC = 320,    // most taps (or channels) per product block: the B rows of a panel stay in L1
     PC = 256,    // pixels per reduction chunk of the weight gradient
-    SLACK = 16,  // floats after a buffer that gather_panel may touch
+    SLACK = 16,  // floats after the forward's buffer that gather_panel may read
 };
 
 static int64_t col_rows(const bp_conv2d_params *p) { return p->c / p->groups * p->r * p->s; }
@@ -49,8 +49,7 @@ static void kc_block(int64_t total, int64_t index, int64_t *start, int64_t *size
 }
 
 // The phase-split padded buffer of one image and group: cg channels of sh · sw phase planes of
-// `plane` floats (hq rows of wq, plus slack so the last panel's reads stay inside), and the
-// offset of each tap.
+// `plane` = hq · wq floats, and the offset of each tap.
 typedef struct {
     int64_t hq, wq, plane, channel, size;  // channel = sh · sw · plane floats; size = cg · channel
     int64_t *offset;                       // [R]
