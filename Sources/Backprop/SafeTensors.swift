@@ -19,14 +19,11 @@ public enum SafeTensors {
         }
     }
 
+    /// The format's names of the element types Backprop reads and writes.
     private static let dtypes: [String: StoredArray.Kind] = ["F32": .float32, "F64": .float64, "I64": .int64]
 
     private static func dtype(of elements: StoredArray.Elements) -> String {
-        switch elements {
-        case .float32: "F32"
-        case .float64: "F64"
-        case .int64: "I64"
-        }
+        dtypes.first { $0.value == elements.kind }!.key  // every kind has a name
     }
 
     /// The file's bytes: tensors in name order, the header padded with spaces to a multiple of 8

@@ -9,11 +9,12 @@ public struct StoredArray: Sendable, Equatable {
         case float64([Double])
         case int64([Int64])
 
-        /// Bytes per element.
-        var width: Int {
+        /// The element type.
+        var kind: Kind {
             switch self {
-            case .float32: 4
-            case .float64, .int64: 8
+            case .float32: .float32
+            case .float64: .float64
+            case .int64: .int64
             }
         }
 
@@ -44,7 +45,7 @@ public struct StoredArray: Sendable, Equatable {
         /// The elements as little-endian bytes.
         var bytes: [UInt8] {
             var out: [UInt8] = []
-            out.reserveCapacity(count * width)
+            out.reserveCapacity(count * kind.width)
             switch self {
             case .float32(let values): for v in values { withUnsafeBytes(of: v.bitPattern.littleEndian) { out.append(contentsOf: $0) } }
             case .float64(let values): for v in values { withUnsafeBytes(of: v.bitPattern.littleEndian) { out.append(contentsOf: $0) } }

@@ -33,7 +33,7 @@ public enum Training {
             _ = try backward(loss.gradient)
             // The backward runs from the output: the last layer with a non-finite gradient blew up first.
             if let (name, _) = model.namedParameters.last(where: { !$0.parameter.grad.scalars.allSatisfy(\.isFinite) }) {
-                let layer = TrainingMonitor.layerLabels(model)[String(name[..<(name.lastIndex(of: ".") ?? name.endIndex)])] ?? "?"
+                let layer = TrainingMonitor.layerLabels(model)[TrainingMonitor.layerName(of: name)] ?? "?"
                 throw BackpropError(.numerical, "Training: the gradient of \(name) (\(layer)) became non-finite at batch \(b + 1) "
                                     + "(loss \(loss.value)); lower the learning rate or clip gradients")
             }

@@ -75,7 +75,7 @@ public final class TrainingMonitor {
         history.learningRate.points.append(.init(step: step, value: Double(learningRate)))
         var norms: [(String, Double)] = []
         for (name, parameter) in model.namedParameters {
-            let layer = layerName(of: name), squares = parameter.grad.withPointer { bp_sum_squares($0, Int64(parameter.grad.count)) }
+            let layer = Self.layerName(of: name), squares = parameter.grad.withPointer { bp_sum_squares($0, Int64(parameter.grad.count)) }
             if norms.last?.0 == layer { norms[norms.count - 1].1 += squares } else { norms.append((layer, squares)) }
         }
         let labels = Self.layerLabels(model)
@@ -104,7 +104,7 @@ public final class TrainingMonitor {
     }
 
     /// "3" for "3.weight", "1.0" for "1.0.bias": the layer a parameter belongs to.
-    private func layerName(of parameter: String) -> String {
+    static func layerName(of parameter: String) -> String {
         String(parameter[..<(parameter.lastIndex(of: ".") ?? parameter.endIndex)])
     }
 

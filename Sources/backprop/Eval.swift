@@ -20,7 +20,7 @@ struct Eval: ParsableCommand {
         let file = try SafeTensors.read(contentsOf: URL(fileURLWithPath: weights))
         let spec = model ?? file.metadata["model"] ?? Train.defaultModel
         let network = try ModelSpec.build(spec)
-        try Checkpoint.load(file.tensors.filter { !$0.key.hasPrefix("optimizer.") }, into: network, source: weights)
+        try Checkpoint.load(TrainingCheckpoint.split(file.tensors).model, into: network, source: weights)
         let test = try dataOptions.load().test
         let (metrics, predictions) = try Training.classify(model: network, data: test)
         let classes = max((test.labels.max() ?? 0), (predictions.max() ?? 0)) + 1

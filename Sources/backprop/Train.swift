@@ -58,8 +58,8 @@ struct Train: ParsableCommand {
             return FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue
                 ? url.appendingPathComponent("checkpoint.safetensors") : url
         }
-        let savedSpec = try resumeURL.flatMap { try SafeTensors.read(contentsOf: $0).metadata["model"] }
-        let spec = model ?? savedSpec ?? Train.defaultModel
+        let resumed = try resumeURL.map { try SafeTensors.read(contentsOf: $0) }
+        let spec = model ?? resumed?.metadata["model"] ?? Train.defaultModel
         let network = try ModelSpec.build(spec, seed: seed)
         let rate = learningRate ?? (optimizer == .sgd ? 0.05 : 1e-3)
         let parameters = network.parameters
@@ -80,8 +80,8 @@ struct Train: ParsableCommand {
         let probe = train.batch(0..<min(128, train.count)).images
         var firstEpoch = 0
         let monitor: TrainingMonitor
-        if let resumeURL {
-            let saved = try TrainingCheckpoint.load(from: resumeURL, model: network, optimizer: step)
+        if let resumeURL, let resumed {
+            let saved = try TrainingCheckpoint.load(resumed, source: resumeURL.path, model: network, optimizer: step)
             guard saved.epochsDone < epochs else {
                 throw ValidationError("\(resumeURL.path) has already trained \(saved.epochsDone) epochs; pass --epochs with more to continue")
             }
