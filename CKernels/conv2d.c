@@ -150,8 +150,6 @@ static void add_runs(float *restrict dst, const float *restrict src, const run *
 // register (a loop of fixed-size memcpy calls would become one library call per run). Each run's
 // last copy may run up to 7 floats past its end, reading the buffer's slack and writing where the
 // next run, the next row or the panel's slack goes, so rows are filled in increasing order.
-typedef float v8f __attribute__((vector_size(32)));
-
 BP_MULTIVERSION
 static void gather_panel(float *b, const float *buffer, const int64_t *offsets, int64_t taps, const run *runs, int64_t n) {
     for (int64_t t = 0; t < taps; t++) {
@@ -251,8 +249,8 @@ static void depthwise_weights(float *dw, const float *restrict buffer, const flo
     { __VA_ARGS__ }
 
 void bp_conv2d_forward(float *y, const float *x, const float *weight, const bp_conv2d_params *p) {
-    int64_t cg = p->c / p->groups, kg = p->k / p->groups, rows = col_rows(p), hw = out_hw(p), a_size;
-    float *a = pack_weights(weight, p, 0, &a_size);
+    int64_t cg = p->c / p->groups, kg = p->k / p->groups, rows = col_rows(p), hw = out_hw(p), a_size = 0;
+    float *a = is_depthwise(p) ? NULL : pack_weights(weight, p, 0, &a_size);  // depthwise reads the weights directly
     layout l = layout_build(p);
     PARALLEL_OVER_IMAGES(p, {
         float *buffer = calloc((size_t)(l.size + SLACK), sizeof(float));
@@ -289,8 +287,8 @@ void bp_conv2d_forward(float *y, const float *x, const float *weight, const bp_c
 }
 
 void bp_conv2d_backward_data(float *dx, const float *dy, const float *weight, const bp_conv2d_params *p) {
-    int64_t cg = p->c / p->groups, kg = p->k / p->groups, rows = col_rows(p), hw = out_hw(p), a_size;
-    float *a = pack_weights(weight, p, 1, &a_size);
+    int64_t cg = p->c / p->groups, kg = p->k / p->groups, rows = col_rows(p), hw = out_hw(p), a_size = 0;
+    float *a = is_depthwise(p) ? NULL : pack_weights(weight, p, 1, &a_size);
     layout l = layout_build(p);
     PARALLEL_OVER_IMAGES(p, {
         float *buffer = malloc((size_t)l.size * sizeof(float));

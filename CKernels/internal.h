@@ -29,6 +29,12 @@ void bp_parallel_chunks(int64_t n, int64_t cost, void (*chunk)(const void *ctx, 
 #define BP_MULTIVERSION
 #endif
 
+/// Eight lanes of floats or int32 as clang's portable vector types: they compile to AVX-512, AVX2
+/// or SSE registers, whichever the multiversioned function around them targets. Pass them by
+/// pointer between functions: by value they would change the baseline build's calling convention.
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+
 /// Σ x[i] for i < n in float, in 8 interleaved lanes (which vectorise; one running sum does not),
 /// then the tail, then the lanes: a fixed order.
 BP_MULTIVERSION float bp_lane_sum(const float *x, int64_t n);

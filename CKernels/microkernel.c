@@ -13,8 +13,6 @@
 
 #include <string.h>
 
-typedef float v8f __attribute__((vector_size(32)));
-
 BP_MULTIVERSION
 void bp_micro_6x16(int64_t kc, const float *a, const float *b, const int64_t *b_offsets, float *c, int64_t ldc,
                    int accumulate, int64_t rows, int64_t cols) {

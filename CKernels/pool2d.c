@@ -227,15 +227,9 @@ static int is_tiled(const bp_pool2d_params *p) {
         tap = take_ ? (number) : tap;              \
     } while (0)
 
-// Eight lanes of floats or int32, as clang's portable vector types: they compile to AVX2 or SSE
-// registers, whichever the multiversioned function targets. Bitwise blends keep them branch-free.
-typedef float v8f __attribute__((vector_size(32)));
-typedef int32_t v8i __attribute__((vector_size(32)));
-
+// Lanes chosen by a mask (all ones or zeros per lane), without branches.
 #define BLEND(take, yes, no) ((v8f)(((v8i)(yes) & (take)) | ((v8i)(no) & ~(take))))
 
-// Up to 8 consecutive 2×2 windows whose rows start at r0 and r1: maxima to y, argmax to index.
-// Short groups (a row's tail) go through a zero-padded copy, so every row length is branch-free.
 // The four taps of up to 8 consecutive 2×2 windows whose rows start at r0 and r1, in row-major
 // tap order: taps[0] = top left … taps[3] = bottom right. Short groups (a row's tail) go through a
 // zero-padded copy, so every row length is branch-free.
@@ -254,8 +248,7 @@ __attribute__((always_inline)) static inline void load_2x2(v8f taps[4], const fl
     taps[3] = __builtin_shufflevector(b0, b1, 1, 3, 5, 7, 9, 11, 13, 15);
 }
 
-// The first `count` lanes of *v to out. (Vectors go by pointer: by value they would change the
-// calling convention of the baseline build.)
+// The first `count` lanes of *v to out.
 __attribute__((always_inline)) static inline void store_lanes(float *out, const v8f *v, int64_t count) {
     if (count == 8) {
         memcpy(out, v, 32);
