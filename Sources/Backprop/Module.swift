@@ -21,11 +21,7 @@ public final class Parameter {
 
     /// Replaces the value, keeping the shape; throws when `tensor` has another shape.
     public func load(_ tensor: Tensor, name: String) throws {
-        guard tensor.shape == value.shape else {
-            throw BackpropError(.shapeMismatch,
-                                "parameter \(name): got shape \(describe(tensor.shape)), expected \(describe(value.shape))")
-        }
-        value = tensor
+        value = try replacement(for: value, with: tensor, describing: "parameter \(name)")
     }
 }
 
@@ -40,12 +36,16 @@ public final class Buffer {
 
     /// Replaces the value, keeping the shape; throws when `tensor` has another shape.
     public func load(_ tensor: Tensor, name: String) throws {
-        guard tensor.shape == value.shape else {
-            throw BackpropError(.shapeMismatch,
-                                "buffer \(name): got shape \(describe(tensor.shape)), expected \(describe(value.shape))")
-        }
-        value = tensor
+        value = try replacement(for: value, with: tensor, describing: "buffer \(name)")
     }
+}
+
+/// `tensor`, when it has the shape of `current`, which it is to replace; `what` names it in the error.
+private func replacement(for current: Tensor, with tensor: Tensor, describing what: String) throws -> Tensor {
+    guard tensor.shape == current.shape else {
+        throw BackpropError(.shapeMismatch, "\(what): got shape \(describe(tensor.shape)), expected \(describe(current.shape))")
+    }
+    return tensor
 }
 
 /// An integer a module keeps between calls (batch norm's `num_batches_tracked`); checkpoints
