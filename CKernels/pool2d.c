@@ -8,6 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+// Lanes chosen by a mask (all ones or zeros per lane), without branches.
+#define BLEND(take, yes, no) ((v8f)(((v8i)(yes) & (take)) | ((v8i)(no) & ~(take))))
+
 // One axis's windows: window o has `taps[o]` taps at first + t · step for t < taps[o], of which
 // those in [lo[o], hi[o]) lie inside the input (tap indices, not positions); `size[o]` is the
 // window's extent clipped to the padded input (for count_include_pad).
@@ -76,132 +79,414 @@ static int64_t divisor(const bp_pool2d_params *p, const windows *win, int64_t oh
     return (win->rows.hi[oh] - win->rows.lo[oh]) * (win->cols.hi[ow] - win->cols.lo[ow]);
 }
 
-// MARK: - Fixed windows, one tap at a time
+// MARK: - Fixed windows: a row pass, then a column pass
 //
-// For fixed windows the taps of a row of outputs are visited tap by tap (row-major in the window)
-// with the output columns innermost: tap (ti, tj) of output (oh, ow) reads input row
-// first_h[oh] + ti · dilation_h, column ow · stride_w − pad_w + tj · dilation_w, and the columns
-// where that is inside the input form one range [lo, hi), so the inner loop has no bounds checks
-// and vectorises. Visiting taps in window order keeps the first maximum on ties.
+// Tap (ti, tj) of output (oh, ow) reads input row oh · sh − ph + ti · dh, column ow · sw − pw + tj · dw.
+// The row pass reduces one input row over the kw tap columns of every output column (the maximum
+// and its tap column, or the sum); the column pass reduces the kh row results of each output, in
+// tap-row order. Both go 8 output columns at a time in portable vectors. Visiting the taps row by
+// row, each in window order, keeps PyTorch's rule bit for bit: the first maximum wins a tie and
+// the last NaN wins over everything (the rule is associative, so reducing rows first changes
+// nothing). A row's results are kept in a ring of `span` rows, so with overlapping windows each
+// input row is reduced once.
+//
+// So that tap column tj of 8 consecutive outputs is one contiguous load whatever the stride, the
+// row pass first copies the input row into a padded row split into stride phases: phase q holds
+// input columns q, q + sw, q + 2 · sw, … after `left` slots of padding, and input column
+// ow · sw + offset (offset = tj · dw − pw = shift · sw + q, 0 <= q < sw) sits at slot
+// q · phase_length + left + shift + ow. The padding slots hold −∞ for max (never larger, never
+// NaN) and 0 for sums, are written once per thread, and cover every slot the loads reach.
 
-// Tap column tj of fixed windows: the output columns [lo, hi) whose tap lies inside the input,
-// the input column of output 0's tap (offset = tj · dilation_w − pad_w), and where output 0's tap
-// sits in the deinterleaved row (phase start, see deinterleave). The same for every row and plane:
-// computed once per call.
 typedef struct {
-    int64_t lo, hi, offset, phase_start;
-} tap_column;
+    int64_t phase_length, left, size;  // size: floats in the padded row (stride_w phases)
+    int64_t lanes;                     // out_w rounded up to 8: the columns the passes compute
+    int64_t span;                      // input rows one window spans (the ring needs as many slots)
+    int64_t *line;                     // line[tj]: slot of tap column tj's tap for output 0
+    int32_t *first_tap;                // [lanes]: the first tap column inside the input, −1 if none
+    int32_t *columns_part;             // [lanes]: the column factor of the average's divisor
+} fixed_layout;
 
-static int64_t phase_length(const bp_pool2d_params *p) { return (p->w + p->stride_w - 1) / p->stride_w; }
+static int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 
-static tap_column *tap_columns_build(const bp_pool2d_params *p) {
-    tap_column *columns = malloc((size_t)p->kernel_w * sizeof(tap_column));
-    for (int64_t tj = 0; tj < p->kernel_w; tj++) {
-        tap_column *t = &columns[tj];
-        t->offset = tj * p->dilation_w - p->pad_w;
-        t->lo = t->offset >= 0 ? 0 : (-t->offset + p->stride_w - 1) / p->stride_w;
-        t->hi = p->w - t->offset <= 0 ? 0 : (p->w - t->offset + p->stride_w - 1) / p->stride_w;
-        if (t->hi > p->out_w) t->hi = p->out_w;
-        if (t->lo > t->hi) t->lo = t->hi;
-        int64_t q = ((t->offset % p->stride_w) + p->stride_w) % p->stride_w;
-        t->phase_start = q * phase_length(p) + (t->offset - q) / p->stride_w;
+static fixed_layout fixed_layout_build(const bp_pool2d_params *p, const windows *win) {
+    fixed_layout f;
+    int64_t s = p->stride_w, kw = p->kernel_w;
+    f.lanes = (p->out_w + 7) / 8 * 8;
+    f.span = (p->kernel_h - 1) * p->dilation_h + 1;
+    f.line = malloc((size_t)kw * sizeof(int64_t));
+    int64_t min_shift = 0, max_end = (p->w + s - 1) / s;
+    for (int64_t tj = 0; tj < kw; tj++) {
+        int64_t shift = floor_div(tj * p->dilation_w - p->pad_w, s);
+        min_shift = shift < min_shift ? shift : min_shift;
+        max_end = shift + f.lanes > max_end ? shift + f.lanes : max_end;
     }
-    return columns;
+    f.left = -min_shift;
+    f.phase_length = f.left + max_end;
+    f.size = s * f.phase_length;
+    for (int64_t tj = 0; tj < kw; tj++) {
+        int64_t offset = tj * p->dilation_w - p->pad_w, shift = floor_div(offset, s);
+        f.line[tj] = (offset - shift * s) * f.phase_length + f.left + shift;
+    }
+    f.first_tap = malloc((size_t)f.lanes * sizeof(int32_t));
+    f.columns_part = malloc((size_t)f.lanes * sizeof(int32_t));
+    const axis_windows *c = &win->cols;
+    for (int64_t ow = 0; ow < f.lanes; ow++) {
+        int inside = ow < p->out_w && c->lo[ow] < c->hi[ow];
+        f.first_tap[ow] = inside ? (int32_t)c->lo[ow] : -1;
+        f.columns_part[ow] = ow >= p->out_w ? 1
+                             : p->divisor_override > 0 ? (int32_t)p->divisor_override
+                             : p->count_include_pad ? (int32_t)c->size[ow]
+                                                    : (int32_t)(c->hi[ow] - c->lo[ow]);
+    }
+    return f;
 }
 
-// The input row `src` (w floats) as stride_w phases of `phase_length` floats each:
-// phases[q · phase_length + m] = src[m · stride_w + q]. Tap tj of output ow then reads
-// phases[q · phase_length + ow + shift] for tj · dilation − pad = shift · stride + q, 0 <= q < stride:
-// a contiguous run over ow whatever the stride.
-static void deinterleave(float *phases, const float *src, const bp_pool2d_params *p) {
-    int64_t s = p->stride_w, length = phase_length(p);
-    if (s == 2) {  // the common case, with a constant stride the loop vectorises
-        float *even = phases, *odd = phases + length;
+static void fixed_layout_free(fixed_layout *f) {
+    free(f->line);
+    free(f->first_tap);
+    free(f->columns_part);
+}
+
+// The row factor of output row oh's divisors: divisor(oh, ow) = rows_part · columns_part[ow].
+static int32_t rows_part(const bp_pool2d_params *p, const windows *win, int64_t oh) {
+    if (p->divisor_override > 0) return 1;
+    return (int32_t)(p->count_include_pad ? win->rows.size[oh] : win->rows.hi[oh] - win->rows.lo[oh]);
+}
+
+// Input row `src` into the data slots of the padded row (phase q, slot left + m = column m·sw + q).
+__attribute__((always_inline)) static inline void pad_row(float *padded, const float *src, const bp_pool2d_params *p,
+                                                          const fixed_layout *f) {
+    int64_t s = p->stride_w;
+    float *data = padded + f->left;
+    if (s == 1) {
+        memcpy(data, src, (size_t)p->w * sizeof(float));
+    } else if (s == 2) {  // the common case, with a constant stride the loop vectorises
+        float *even = data, *odd = data + f->phase_length;
         int64_t pairs = p->w / 2;
         for (int64_t m = 0; m < pairs; m++) even[m] = src[2 * m], odd[m] = src[2 * m + 1];
         if (p->w % 2) even[pairs] = src[p->w - 1];
-        return;
+    } else {
+        for (int64_t q = 0; q < s; q++)
+            for (int64_t m = 0; m * s + q < p->w; m++) data[q * f->phase_length + m] = src[m * s + q];
     }
-    for (int64_t q = 0; q < s; q++)
-        for (int64_t m = 0; m * s + q < p->w; m++) phases[q * length + m] = src[m * s + q];
 }
 
-// Where tap column t of output column 0 would be read: value[ow] = line[ow] for ow in [lo, hi).
-static const float *tap_line(const float *src, const float *phases, const bp_pool2d_params *p, const tap_column *t) {
-    return p->stride_w == 1 ? src + t->offset : phases + t->phase_start;
+// The backward gathers, one input-gradient row at a time and each element written once: element
+// (ih, iw) of dx sums, over the taps (ti, tj) of the windows that contain it, dy of that window
+// divided by its divisor (average) or dy where the window's argmax is that tap, else 0 (max).
+// The windows containing it: ih = oh · sh − ph + ti · dh and iw = ow · sw − pw + tj · dw. Within
+// phase q of the row (iw = m · sw + q, 0 <= q < sw) the compatible tap columns tj have
+// ow = m + c[tj] with c = (q + pw − tj · dw) / sw exactly, so for each (ti, tj) the row's phase is
+// a contiguous run of one row of dy, read in vectors again. The terms are added in output
+// order (ti and tj descending: oh and ow ascending), as the reference adds them, so max gives the
+// reference's bits; the unselected taps add +0, which changes no sum that starts from +0.
+// dy and the argmax sit in a plane-sized grid with `grid_left` columns of padding (0 and no tap)
+// so that every run is in bounds.
+
+typedef struct {
+    int64_t phase_length;                 // floats per phase of a gathered row: ⌈w / sw⌉ rounded up to 32
+    int64_t *first;                       // [sw + 1]: phase q's tap columns are entries [first[q], first[q + 1])
+    int64_t *tap_column, *column_shift;   // tj and c of each entry, tj descending within a phase
+    int64_t grid_left, grid_width;        // columns of padding left of dy's row in the grid, and the row length
+} gather_layout;
+
+static gather_layout gather_layout_build(const bp_pool2d_params *p, const fixed_layout *f) {
+    gather_layout g;
+    int64_t s = p->stride_w, kw = p->kernel_w;
+    g.phase_length = ((p->w + s - 1) / s + 31) / 32 * 32;
+    g.first = malloc((size_t)(s + 1) * sizeof(int64_t));
+    g.tap_column = malloc((size_t)(kw + 1) * sizeof(int64_t));
+    g.column_shift = malloc((size_t)(kw + 1) * sizeof(int64_t));
+    int64_t count = 0, min_shift = 0, max_shift = 0;
+    for (int64_t q = 0; q < s; q++) {
+        g.first[q] = count;
+        for (int64_t tj = kw - 1; tj >= 0; tj--) {
+            int64_t reach = q + p->pad_w - tj * p->dilation_w, c = floor_div(reach, s);
+            if (c * s != reach) continue;
+            g.tap_column[count] = tj, g.column_shift[count++] = c;
+            min_shift = c < min_shift ? c : min_shift;
+            max_shift = c > max_shift ? c : max_shift;
+        }
+    }
+    g.first[s] = count;
+    g.grid_left = -min_shift;
+    int64_t reach = max_shift + g.phase_length > f->lanes ? max_shift + g.phase_length : f->lanes;
+    g.grid_width = (g.grid_left + reach + 7) / 8 * 8;
+    return g;
 }
 
-// One plane of fixed-window max pooling; best and tap are scratch rows of out_w, phases one of
-// w + stride_w floats.
-BP_MULTIVERSION
-static void max_plane_fixed(float *y, uint8_t *index8, int32_t *index32, const float *x, const bp_pool2d_params *p,
-                            const tap_column *columns, float *best, int32_t *tap, float *phases) {
+static void gather_layout_free(gather_layout *g) {
+    free(g->first);
+    free(g->tap_column);
+    free(g->column_shift);
+}
+
+// The row pass over the padded row: for each output column, the maximum over the tap columns
+// and the tap column it came from (is_max), or the sum, into f->lanes floats. Inlined with a
+// constant is_max, so neither loop tests it.
+__attribute__((always_inline)) static inline void row_reduce(float *out, int32_t *tap, const float *padded,
+                                                             const bp_pool2d_params *p, const fixed_layout *f,
+                                                             int is_max) {
+    for (int64_t ow = 0; ow < f->lanes; ow += 8) {
+        v8f acc = (v8f){0} + (is_max ? -INFINITY : 0.0f);
+        v8i arg;
+        memcpy(&arg, f->first_tap + ow, 32);
+        for (int64_t tj = 0; tj < p->kernel_w; tj++) {
+            v8f v;
+            memcpy(&v, padded + f->line[tj] + ow, 32);
+            if (is_max) {
+                v8i take = (v > acc) | (v != v);  // larger, or NaN: PyTorch's rule
+                acc = BLEND(take, v, acc);
+                arg = (take & (int32_t)tj) | (arg & ~take);
+            } else {
+                acc += v;
+            }
+        }
+        memcpy(out + ow, &acc, 32);
+        if (is_max) memcpy(tap + ow, &arg, 32);
+    }
+}
+
+// The column pass of one output row over its `count` row results rows[i] (taps row_taps[i], tap
+// row ti[i]): max into y and the window tap number ti · kw + tj into tap (is_max; −1 for a window
+// with no tap inside the input), or the sum divided by the divisor into y.
+__attribute__((always_inline)) static inline void column_reduce(float *y, int32_t *tap, float *const *rows,
+                                                                int32_t *const *row_taps, const int64_t *ti,
+                                                                int64_t count, int32_t divisor_rows,
+                                                                const bp_pool2d_params *p, const fixed_layout *f,
+                                                                int is_max) {
+    for (int64_t ow = 0; ow < f->lanes; ow += 8) {
+        v8f acc = (v8f){0} + (is_max ? -INFINITY : 0.0f);
+        v8i arg = (v8i){0} - 1;
+        for (int64_t i = 0; i < count; i++) {
+            v8f v;
+            memcpy(&v, rows[i] + ow, 32);
+            if (is_max) {
+                v8i t;
+                memcpy(&t, row_taps[i] + ow, 32);
+                // The first row's result is taken whatever it is (it may be −∞ with a valid tap).
+                v8i take = i == 0 ? (v8i){0} - 1 : (v > acc) | (v != v);
+                acc = BLEND(take, v, acc);
+                arg = (take & (t + (int32_t)(ti[i] * p->kernel_w))) | (arg & ~take);
+            } else {
+                acc += v;
+            }
+        }
+        if (is_max) {
+            v8i first;
+            memcpy(&first, f->first_tap + ow, 32);
+            arg = (first < 0) | arg;  // no tap column inside the input: no tap at all
+            memcpy(tap + ow, &arg, 32);
+        } else {
+            v8i columns;
+            memcpy(&columns, f->columns_part + ow, 32);
+            acc /= __builtin_convertvector(columns * divisor_rows, v8f);
+        }
+        memcpy(y + ow, &acc, 32);
+    }
+}
+
+// Per-thread scratch of the fixed-window passes.
+typedef struct {
+    float *padded;      // the padded row [f.size]
+    int64_t ring_mask;  // ring slots − 1: a power of two >= span
+    float *ring;        // the forward's row results [slots][lanes]
+    int32_t *ring_taps; // their tap columns [slots][lanes]
+    int64_t *ring_row;  // the input row each ring slot holds, −1 for none
+    float *out;         // one output row [lanes]
+    int32_t *out_taps;  // its taps [lanes]
+    float **rows;       // the passes' row pointers [kernel_h]
+    int32_t **row_taps; // [kernel_h]
+    int64_t *ti;        // [kernel_h]
+    float *grid;        // the backward's dy grid [out_h][grid_width]
+    int32_t *grid_taps; // and its argmax [out_h][grid_width]
+    float *sum;         // the average's summed grid rows [grid_width]
+    float *phases;      // a gathered row's phases [sw][phase_length]
+} fixed_scratch;
+
+static fixed_scratch fixed_scratch_make(const bp_pool2d_params *p, const fixed_layout *f, const gather_layout *g,
+                                        float pad_value) {
+    fixed_scratch s = {0};
+    s.padded = malloc((size_t)f->size * sizeof(float));
+    for (int64_t i = 0; i < f->size; i++) s.padded[i] = pad_value;
+    int64_t slots = 1;
+    while (slots < f->span) slots *= 2;
+    s.ring_mask = slots - 1;
+    s.ring = malloc((size_t)(slots * f->lanes) * sizeof(float));
+    s.ring_taps = malloc((size_t)(slots * f->lanes) * sizeof(int32_t));
+    s.ring_row = malloc((size_t)slots * sizeof(int64_t));
+    s.out = malloc((size_t)f->lanes * sizeof(float));
+    s.out_taps = malloc((size_t)f->lanes * sizeof(int32_t));
+    s.rows = malloc((size_t)p->kernel_h * sizeof(float *));
+    s.row_taps = malloc((size_t)p->kernel_h * sizeof(int32_t *));
+    s.ti = malloc((size_t)p->kernel_h * sizeof(int64_t));
+    if (g) {
+        s.grid = malloc((size_t)(p->out_h * g->grid_width) * sizeof(float));
+        s.grid_taps = malloc((size_t)(p->out_h * g->grid_width) * sizeof(int32_t));
+        s.sum = malloc((size_t)g->grid_width * sizeof(float));
+        s.phases = malloc((size_t)(p->stride_w * g->phase_length) * sizeof(float));
+    }
+    return s;
+}
+
+static void fixed_scratch_free(fixed_scratch *s) {
+    free(s->padded), free(s->ring), free(s->ring_taps), free(s->ring_row), free(s->out), free(s->out_taps);
+    free(s->rows), free(s->row_taps), free(s->ti), free(s->grid), free(s->grid_taps), free(s->sum), free(s->phases);
+}
+
+// One plane of fixed-window pooling: max with argmax tap numbers (is_max: into index8 or
+// index32) or average.
+__attribute__((always_inline)) static inline void fixed_forward(float *y, uint8_t *index8, int32_t *index32,
+                                                                const float *x, const bp_pool2d_params *p,
+                                                                const windows *win, const fixed_layout *f,
+                                                                fixed_scratch *s, int is_max) {
+    int64_t out_w = p->out_w;
+    for (int64_t slot = 0; slot <= s->ring_mask; slot++) s->ring_row[slot] = -1;
     for (int64_t oh = 0; oh < p->out_h; oh++) {
-        for (int64_t ow = 0; ow < p->out_w; ow++) best[ow] = -INFINITY, tap[ow] = -1;
-        for (int64_t ti = 0; ti < p->kernel_h; ti++) {
-            int64_t ih = oh * p->stride_h - p->pad_h + ti * p->dilation_h;
-            if (ih < 0 || ih >= p->h) continue;
-            const float *src = x + ih * p->w;
-            if (p->stride_w > 1) deinterleave(phases, src, p);
-            for (int64_t tj = 0; tj < p->kernel_w; tj++) {
-                const tap_column *t = &columns[tj];
-                const float *line = tap_line(src, phases, p, t);
-                int32_t number = (int32_t)(ti * p->kernel_w + tj);
-                for (int64_t ow = t->lo; ow < t->hi; ow++) {
-                    float v = line[ow];
-                    int take = (v > best[ow]) | (v != v) | (tap[ow] < 0);  // a NaN wins, as in PyTorch
-                    best[ow] = take ? v : best[ow];
-                    tap[ow] = take ? number : tap[ow];
+        int64_t count = 0;
+        for (int64_t ti = win->rows.lo[oh]; ti < win->rows.hi[oh]; ti++, count++) {
+            int64_t ih = win->rows.first[oh] + ti * p->dilation_h, slot = ih & s->ring_mask;
+            float *row = s->ring + slot * f->lanes;
+            int32_t *taps = s->ring_taps + slot * f->lanes;
+            if (s->ring_row[slot] != ih) {
+                pad_row(s->padded, x + ih * p->w, p, f);
+                row_reduce(row, taps, s->padded, p, f, is_max);
+                s->ring_row[slot] = ih;
+            }
+            s->rows[count] = row, s->row_taps[count] = taps, s->ti[count] = ti;
+        }
+        column_reduce(s->out, s->out_taps, s->rows, s->row_taps, s->ti, count, rows_part(p, win, oh), p, f, is_max);
+        memcpy(y + oh * out_w, s->out, (size_t)out_w * sizeof(float));
+        if (index32) memcpy(index32 + oh * out_w, s->out_taps, (size_t)out_w * sizeof(int32_t));
+        else if (index8)
+            for (int64_t ow = 0; ow < out_w; ow++) index8[oh * out_w + ow] = (uint8_t)s->out_taps[ow];
+    }
+}
+
+BP_MULTIVERSION
+static void plane_fixed(float *y, uint8_t *index8, int32_t *index32, const float *x, const bp_pool2d_params *p,
+                        const windows *win, const fixed_layout *f, fixed_scratch *s) {
+    if (index8 || index32) fixed_forward(y, index8, index32, x, p, win, f, s, 1);
+    else fixed_forward(y, NULL, NULL, x, p, win, f, s, 0);
+}
+
+// One plane's dy into the grid: row oh at grid + oh · grid_width + grid_left, divided by the
+// divisors for the average (taps NULL); for max the argmax tap numbers alike into taps. Padding
+// holds 0 and tap −1.
+__attribute__((always_inline)) static inline void gradient_grid(float *grid, int32_t *taps, const float *dy, const uint8_t *index8, const int32_t *index32,
+                          const bp_pool2d_params *p, const windows *win, const fixed_layout *f, const gather_layout *g) {
+    int64_t out_w = p->out_w, width = g->grid_width;
+    for (int64_t oh = 0; oh < p->out_h; oh++) {
+        float *row = grid + oh * width;
+        memset(row, 0, (size_t)width * sizeof(float));
+        memcpy(row + g->grid_left, dy + oh * out_w, (size_t)out_w * sizeof(float));
+        if (!taps) {
+            int32_t rows = rows_part(p, win, oh);
+            for (int64_t ow = 0; ow < f->lanes; ow += 8) {
+                v8f v;
+                v8i columns;
+                memcpy(&v, row + g->grid_left + ow, 32), memcpy(&columns, f->columns_part + ow, 32);
+                v /= __builtin_convertvector(columns * rows, v8f);
+                memcpy(row + g->grid_left + ow, &v, 32);
+            }
+            continue;
+        }
+        int32_t *tap = taps + oh * width;
+        for (int64_t i = 0; i < width; i++) tap[i] = -1;
+        for (int64_t ow = 0; ow < out_w; ow++)
+            tap[g->grid_left + ow] = index8 ? index8[oh * out_w + ow] : index32[oh * out_w + ow];
+    }
+}
+
+// Input-gradient row ih into `dst` (w floats) from the `count` grid rows grads[i] (taps
+// row_taps[i], tap row ti[i]) of the windows that have ih as tap row, in output-row order;
+// `phases` holds sw · phase_length floats.
+// Max: 32 columns of a phase at a time, each (window row, tap column) adds its selected run in
+// registers. Average: the
+// window rows' gradients are summed first (into `sum`, grid_width floats), then the tap
+// columns' runs of the sum are added in registers.
+__attribute__((always_inline)) static inline void gather_row(float *dst, float *const *grads, int32_t *const *row_taps,
+                                                             const int64_t *ti, int64_t count, float *sum,
+                                                             float *phases, const bp_pool2d_params *p,
+                                                             const gather_layout *g, int is_max) {
+    int64_t s = p->stride_w, length = g->phase_length;
+    if (is_max) {
+        for (int64_t q = 0; q < s; q++)
+            for (int64_t m = 0; m < length; m += 32) {  // 4 runs of 8 summed in registers
+                v8f acc[4] = {{0}};
+                for (int64_t i = 0; i < count; i++)
+                    for (int64_t e = g->first[q]; e < g->first[q + 1]; e++) {
+                        int64_t at = g->grid_left + g->column_shift[e] + m;
+                        int32_t mine = (int32_t)(ti[i] * p->kernel_w + g->tap_column[e]);
+                        for (int k = 0; k < 4; k++) {
+                            v8f v;
+                            v8i tap;
+                            memcpy(&v, grads[i] + at + 8 * k, 32), memcpy(&tap, row_taps[i] + at + 8 * k, 32);
+                            acc[k] += (v8f)((v8i)v & (tap == mine));  // the gradient where this tap is the argmax, +0 elsewhere
+                        }
+                    }
+                memcpy(phases + q * length + m, acc, sizeof acc);
+            }
+    } else {
+        for (int64_t k = 0; k < g->grid_width; k += 8) {
+            v8f acc = {0};
+            for (int64_t i = 0; i < count; i++) {
+                v8f v;
+                memcpy(&v, grads[i] + k, 32);
+                acc += v;
+            }
+            memcpy(sum + k, &acc, 32);
+        }
+        for (int64_t q = 0; q < s; q++)
+            for (int64_t m = 0; m < length; m += 8) {
+                v8f acc = {0};
+                for (int64_t e = g->first[q]; e < g->first[q + 1]; e++) {
+                    v8f v;
+                    memcpy(&v, sum + g->grid_left + g->column_shift[e] + m, 32);
+                    acc += v;
                 }
+                memcpy(phases + q * length + m, &acc, 32);
             }
-        }
-        float *out = y + oh * p->out_w;
-        for (int64_t ow = 0; ow < p->out_w; ow++) out[ow] = best[ow];
-        if (index8)
-            for (int64_t ow = 0; ow < p->out_w; ow++) index8[oh * p->out_w + ow] = (uint8_t)tap[ow];
-        else
-            for (int64_t ow = 0; ow < p->out_w; ow++) index32[oh * p->out_w + ow] = tap[ow];
+    }
+    // The phases back in input order (pad_row's inverse).
+    if (s == 1) {
+        memcpy(dst, phases, (size_t)p->w * sizeof(float));
+    } else if (s == 2) {  // the common case, with a constant stride the loop vectorises
+        const float *even = phases, *odd = phases + length;
+        int64_t pairs = p->w / 2;
+        for (int64_t m = 0; m < pairs; m++) dst[2 * m] = even[m], dst[2 * m + 1] = odd[m];
+        if (p->w % 2) dst[p->w - 1] = even[pairs];
+    } else {
+        for (int64_t q = 0; q < s; q++)
+            for (int64_t m = 0; m * s + q < p->w; m++) dst[m * s + q] = phases[q * length + m];
     }
 }
 
-// One plane of fixed-window average pooling; sum is a scratch row of out_w.
-BP_MULTIVERSION
-static void avg_plane_fixed(float *y, const float *x, const bp_pool2d_params *p, const windows *win,
-                            const tap_column *columns, float *sum, float *phases) {
-    for (int64_t oh = 0; oh < p->out_h; oh++) {
-        for (int64_t ow = 0; ow < p->out_w; ow++) sum[ow] = 0.0f;
-        for (int64_t ti = 0; ti < p->kernel_h; ti++) {
-            int64_t ih = oh * p->stride_h - p->pad_h + ti * p->dilation_h;
-            if (ih < 0 || ih >= p->h) continue;
-            const float *src = x + ih * p->w;
-            if (p->stride_w > 1) deinterleave(phases, src, p);
-            for (int64_t tj = 0; tj < p->kernel_w; tj++) {
-                const tap_column *t = &columns[tj];
-                const float *line = tap_line(src, phases, p, t);
-                for (int64_t ow = t->lo; ow < t->hi; ow++) sum[ow] += line[ow];
-            }
+// One plane of the fixed-window backward: max (is_max: index8 or index32) or average.
+__attribute__((always_inline)) static inline void fixed_backward(float *dx, const float *dy, const uint8_t *index8,
+                                                                 const int32_t *index32, const bp_pool2d_params *p,
+                                                                 const windows *win, const fixed_layout *f,
+                                                                 const gather_layout *g, fixed_scratch *s, int is_max) {
+    gradient_grid(s->grid, is_max ? s->grid_taps : NULL, dy, index8, index32, p, win, f, g);
+    for (int64_t ih = 0; ih < p->h; ih++) {
+        int64_t count = 0;
+        for (int64_t ti = p->kernel_h - 1; ti >= 0; ti--) {  // output rows in ascending order
+            int64_t reach = ih + p->pad_h - ti * p->dilation_h, oh = reach / p->stride_h;
+            if (reach < 0 || oh * p->stride_h != reach || oh >= p->out_h) continue;
+            s->rows[count] = s->grid + oh * g->grid_width;
+            s->row_taps[count] = s->grid_taps + oh * g->grid_width;
+            s->ti[count++] = ti;
         }
-        for (int64_t ow = 0; ow < p->out_w; ow++) y[oh * p->out_w + ow] = sum[ow] / (float)divisor(p, win, oh, ow);
+        gather_row(dx + ih * p->w, s->rows, s->row_taps, s->ti, count, s->sum, s->phases, p, g, is_max);
     }
 }
 
-// One plane of the fixed-window average pooling backward; g is a scratch row of out_w.
 BP_MULTIVERSION
-static void avg_plane_fixed_backward(float *dx, const float *dy, const bp_pool2d_params *p, const windows *win,
-                                     const tap_column *columns, float *g) {
-    memset(dx, 0, (size_t)(p->h * p->w) * sizeof(float));
-    for (int64_t oh = 0; oh < p->out_h; oh++) {
-        for (int64_t ow = 0; ow < p->out_w; ow++) g[ow] = dy[oh * p->out_w + ow] / (float)divisor(p, win, oh, ow);
-        for (int64_t ti = 0; ti < p->kernel_h; ti++) {
-            int64_t ih = oh * p->stride_h - p->pad_h + ti * p->dilation_h;
-            if (ih < 0 || ih >= p->h) continue;
-            for (int64_t tj = 0; tj < p->kernel_w; tj++) {
-                const tap_column *t = &columns[tj];
-                float *row = dx + ih * p->w + t->offset;
-                for (int64_t ow = t->lo; ow < t->hi; ow++) row[ow * p->stride_w] += g[ow];
-            }
-        }
-    }
+static void plane_fixed_backward(float *dx, const float *dy, const uint8_t *index8, const int32_t *index32,
+                                 const bp_pool2d_params *p, const windows *win, const fixed_layout *f,
+                                 const gather_layout *g, fixed_scratch *s) {
+    if (index8 || index32) fixed_backward(dx, dy, index8, index32, p, win, f, g, s, 1);
+    else fixed_backward(dx, dy, NULL, NULL, p, win, f, g, s, 0);
 }
 
 // MARK: - Tiled windows: stride = kernel, no padding or dilation
@@ -226,9 +511,6 @@ static int is_tiled(const bp_pool2d_params *p) {
         best = take_ ? v : best;                   \
         tap = take_ ? (number) : tap;              \
     } while (0)
-
-// Lanes chosen by a mask (all ones or zeros per lane), without branches.
-#define BLEND(take, yes, no) ((v8f)(((v8i)(yes) & (take)) | ((v8i)(no) & ~(take))))
 
 // The four taps of up to 8 consecutive 2×2 windows whose rows start at r0 and r1, in row-major
 // tap order: taps[0] = top left … taps[3] = bottom right. Short groups (a row's tail) go through a
@@ -460,85 +742,68 @@ static void avg_plane_adaptive_backward(float *dx, const float *dy, const bp_poo
         }
 }
 
-// The plane offset of window (oh, ow)'s tap number `tap` (row-major in the window).
+// Runs the body for each (n, c) plane of the pooling `p` in scope, in parallel, with `win` (the
+// windows), `f` and `g` (the fixed windows' layouts for the forward and, when `backward`, the
+// backward) and `scratch` (the thread's) in scope; the padded rows' padding is `pad_value`.
+#define FOR_EACH_PLANE(pad_value, backward, ...)                                                \
+    windows win = windows_build(p);                                                             \
+    int fixed = !p->adaptive && !is_tiled(p);                                                   \
+    fixed_layout f = fixed ? fixed_layout_build(p, &win) : (fixed_layout){0};                   \
+    gather_layout g = fixed && (backward) ? gather_layout_build(p, &f) : (gather_layout){0};    \
+    _Pragma("omp parallel if (p->n * p->c * p->h * p->w >= BP_PARALLEL_MIN)")                   \
+    {                                                                                           \
+        fixed_scratch scratch = {0};                                                            \
+        if (fixed) scratch = fixed_scratch_make(p, &f, (backward) ? &g : NULL, pad_value);      \
+        _Pragma("omp for schedule(static)")                                                     \
+        for (int64_t plane = 0; plane < p->n * p->c; plane++) { __VA_ARGS__; }                  \
+        if (fixed) fixed_scratch_free(&scratch);                                                \
+    }                                                                                           \
+    if (fixed) fixed_layout_free(&f);                                                           \
+    if (fixed && (backward)) gather_layout_free(&g);                                            \
+    windows_free(&win);
+
+// The plane offset of window (oh, ow)'s tap number `tap` (row-major in the window); −1 for a
+// window with no tap inside the input.
 static int64_t tap_offset(const windows *win, int64_t w, int64_t oh, int64_t ow, int64_t tap) {
+    if (tap >= win->rows.taps[oh] * win->cols.taps[ow]) return -1;
     int64_t ti = tap / win->cols.taps[ow], tj = tap % win->cols.taps[ow];
     return (win->rows.first[oh] + ti * win->rows.step) * w + win->cols.first[ow] + tj * win->cols.step;
 }
 
-// Runs the body for each (n, c) plane of the pooling `p` in scope, in parallel, with the fixed
-// windows' `columns` and scratch rows owned by the thread: `row` (out_w floats), `taps` (out_w int32)
-// and `phases` (w + stride_w floats).
-#define FOR_EACH_PLANE(...)                                                                     \
-    tap_column *columns = p->adaptive ? NULL : tap_columns_build(p);                            \
-    _Pragma("omp parallel if (p->n * p->c * p->h * p->w >= BP_PARALLEL_MIN)")                   \
-    {                                                                                           \
-        float *row = malloc((size_t)p->out_w * sizeof(float));                                  \
-        int32_t *taps = malloc((size_t)p->out_w * sizeof(int32_t));                             \
-        float *phases = malloc((size_t)(p->w + p->stride_w) * sizeof(float));                   \
-        (void)row, (void)taps, (void)phases;                                                    \
-        _Pragma("omp for schedule(static)")                                                     \
-        for (int64_t plane = 0; plane < p->n * p->c; plane++) { __VA_ARGS__; }                  \
-        free(row);                                                                              \
-        free(taps);                                                                             \
-        free(phases);                                                                           \
-    }                                                                                           \
-    free(columns);
+static void max_plane_adaptive_backward(float *dx, const float *dy, const uint8_t *index8, const int32_t *index32,
+                                        const bp_pool2d_params *p, const windows *win) {
+    memset(dx, 0, (size_t)(p->h * p->w) * sizeof(float));
+    for (int64_t oh = 0; oh < p->out_h; oh++)
+        for (int64_t ow = 0; ow < p->out_w; ow++) {
+            int64_t o = oh * p->out_w + ow;
+            int64_t at = tap_offset(win, p->w, oh, ow, index8 ? index8[o] : index32[o]);
+            if (at >= 0) dx[at] += dy[o];
+        }
+}
 
 void bp_maxpool2d_forward(float *y, uint8_t *index8, int32_t *index32, const float *x, const bp_pool2d_params *p) {
-    windows win = windows_build(p);
     int64_t hw = p->h * p->w, out_hw = p->out_h * p->out_w;
-    FOR_EACH_PLANE({
+    FOR_EACH_PLANE(-INFINITY, 0, {
         float *yp = y + plane * out_hw;
         uint8_t *i8 = index8 ? index8 + plane * out_hw : NULL;
         int32_t *i32 = index32 ? index32 + plane * out_hw : NULL;
         if (p->adaptive) max_plane_adaptive(yp, i8, i32, x + plane * hw, p, &win);
-        else if (is_tiled(p)) plane_tiled(yp, i8, x + plane * hw, p);
-        else max_plane_fixed(yp, i8, i32, x + plane * hw, p, columns, row, taps, phases);
+        else if (fixed) plane_fixed(yp, i8, i32, x + plane * hw, p, &win, &f, &scratch);
+        else plane_tiled(yp, i8, x + plane * hw, p);
     })
-    windows_free(&win);
 }
 
 void bp_maxpool2d_backward(float *dx, const float *dy, const uint8_t *index8, const int32_t *index32,
                            const bp_pool2d_params *p) {
-    windows win = windows_build(p);
     int64_t hw = p->h * p->w, out_hw = p->out_h * p->out_w;
-    // Fixed windows: tap number → offset from the window's first tap, the same for every window.
-    int64_t *tap_offsets = NULL;
-    if (!p->adaptive) {
-        tap_offsets = malloc((size_t)(p->kernel_h * p->kernel_w) * sizeof(int64_t));
-        for (int64_t tap = 0; tap < p->kernel_h * p->kernel_w; tap++)
-            tap_offsets[tap] = tap / p->kernel_w * p->dilation_h * p->w + tap % p->kernel_w * p->dilation_w;
-    }
-    #pragma omp parallel for schedule(static) if (p->n * p->c * hw >= BP_PARALLEL_MIN)
-    for (int64_t plane = 0; plane < p->n * p->c; plane++) {
+    FOR_EACH_PLANE(0.0f, 1, {
         float *out = dx + plane * hw;
-        if (is_tiled(p)) {
-            plane_tiled_backward(out, dy + plane * out_hw, index8 + plane * out_hw, p);
-            continue;
-        }
-        // Rows are zeroed just before the first window that reaches them, so the scattered adds hit
-        // cache (zeroing the whole plane first measured 2x slower: its stores did not stay cached).
-        int64_t zeroed = 0;
-        for (int64_t oh = 0; oh < p->out_h; oh++) {
-            int64_t reach = win.rows.first[oh] + (win.rows.taps[oh] - 1) * win.rows.step + 1;
-            reach = reach < p->h ? reach : p->h;
-            if (reach > zeroed) {
-                memset(out + zeroed * p->w, 0, (size_t)((reach - zeroed) * p->w) * sizeof(float));
-                zeroed = reach;
-            }
-            for (int64_t ow = 0; ow < p->out_w; ow++) {
-                int64_t o = plane * out_hw + oh * p->out_w + ow;
-                int64_t tap = index8 ? index8[o] : index32[o];
-                int64_t at = tap_offsets ? win.rows.first[oh] * p->w + win.cols.first[ow] + tap_offsets[tap]
-                                         : tap_offset(&win, p->w, oh, ow, tap);
-                out[at] += dy[o];
-            }
-        }
-        memset(out + zeroed * p->w, 0, (size_t)((p->h - zeroed) * p->w) * sizeof(float));
-    }
-    free(tap_offsets);
-    windows_free(&win);
+        const uint8_t *i8 = index8 ? index8 + plane * out_hw : NULL;
+        const int32_t *i32 = index32 ? index32 + plane * out_hw : NULL;
+        if (p->adaptive) max_plane_adaptive_backward(out, dy + plane * out_hw, i8, i32, p, &win);
+        else if (fixed) plane_fixed_backward(out, dy + plane * out_hw, i8, i32, p, &win, &f, &g, &scratch);
+        else plane_tiled_backward(out, dy + plane * out_hw, i8, p);
+    })
 }
 
 void bp_maxpool2d_plane_indices(int64_t *indices, const uint8_t *index8, const int32_t *index32,
@@ -557,27 +822,24 @@ void bp_maxpool2d_plane_indices(int64_t *indices, const uint8_t *index8, const i
 // MARK: - Average pooling
 
 void bp_avgpool2d_forward(float *y, const float *x, const bp_pool2d_params *p) {
-    windows win = windows_build(p);
     int64_t hw = p->h * p->w, out_hw = p->out_h * p->out_w;
-    FOR_EACH_PLANE({
+    FOR_EACH_PLANE(0.0f, 0, {
         if (is_global(p)) y[plane] = bp_lane_sum(x + plane * hw, hw) / (float)hw;
         else if (p->adaptive) avg_plane_adaptive(y + plane * out_hw, x + plane * hw, p, &win);
-        else if (is_tiled(p)) plane_tiled(y + plane * out_hw, NULL, x + plane * hw, p);
-        else avg_plane_fixed(y + plane * out_hw, x + plane * hw, p, &win, columns, row, phases);
+        else if (fixed) plane_fixed(y + plane * out_hw, NULL, NULL, x + plane * hw, p, &win, &f, &scratch);
+        else plane_tiled(y + plane * out_hw, NULL, x + plane * hw, p);
     })
-    windows_free(&win);
 }
 
 void bp_avgpool2d_backward(float *dx, const float *dy, const bp_pool2d_params *p) {
-    windows win = windows_build(p);
     int64_t hw = p->h * p->w, out_hw = p->out_h * p->out_w;
-    FOR_EACH_PLANE({
-        if (is_global(p)) plane_fill(dx + plane * hw, dy[plane] / (float)hw, hw);
-        else if (p->adaptive) avg_plane_adaptive_backward(dx + plane * hw, dy + plane * out_hw, p, &win);
-        else if (is_tiled(p)) plane_tiled_backward(dx + plane * hw, dy + plane * out_hw, NULL, p);
-        else avg_plane_fixed_backward(dx + plane * hw, dy + plane * out_hw, p, &win, columns, row);
+    FOR_EACH_PLANE(0.0f, 1, {
+        float *out = dx + plane * hw;
+        if (is_global(p)) plane_fill(out, dy[plane] / (float)hw, hw);
+        else if (p->adaptive) avg_plane_adaptive_backward(out, dy + plane * out_hw, p, &win);
+        else if (fixed) plane_fixed_backward(out, dy + plane * out_hw, NULL, NULL, p, &win, &f, &g, &scratch);
+        else plane_tiled_backward(out, dy + plane * out_hw, NULL, p);
     })
-    windows_free(&win);
 }
 
 // MARK: - Plain-loop references: every tap of every window, bounds checked one by one
@@ -625,7 +887,9 @@ void bp_maxpool2d_forward_ref(float *y, int64_t *indices, const float *x, const 
 
 void bp_maxpool2d_backward_ref(float *dx, const float *dy, const int64_t *indices, const bp_pool2d_params *p) {
     memset(dx, 0, (size_t)(p->n * p->c * p->h * p->w) * sizeof(float));
-    FOR_EACH_WINDOW(p, { dx[plane * p->h * p->w + indices[o]] += dy[o]; })
+    FOR_EACH_WINDOW(p, {
+        if (indices[o] >= 0) dx[plane * p->h * p->w + indices[o]] += dy[o];  // −1: a window with no tap inside
+    })
 }
 
 // The reference divisor, from the definition of each option.

@@ -165,8 +165,10 @@ typedef struct {
     int64_t divisor_override;
 } bp_pool2d_params;
 
-/// The most taps any window has: the argmax of a window is stored in one byte when this is at
-/// most 256 (index8), else as an int32 offset in the plane (index32). Exactly one is non-NULL.
+/// The most taps any window has: the argmax of a window is stored as its tap number (row-major in
+/// the window) in one byte when this is at most 256 (index8), else in an int32 (index32). Exactly
+/// one is non-NULL. A window with no tap inside the input (possible with dilation) stores no tap
+/// (255 or −1): its output is −∞ and its gradient goes nowhere.
 int64_t bp_pool2d_window_size(const bp_pool2d_params *p);
 /// y = max over each window; NaN propagates (as PyTorch: a NaN tap wins). Ties go to the first
 /// maximum in row-major window order. Saves the argmax of each window.
@@ -174,7 +176,7 @@ void bp_maxpool2d_forward(float *y, uint8_t *index8, int32_t *index32, const flo
 /// dx = 0, then each dy is added at its window's saved argmax.
 void bp_maxpool2d_backward(float *dx, const float *dy, const uint8_t *index8, const int32_t *index32,
                            const bp_pool2d_params *p);
-/// The saved argmax as PyTorch's return_indices gives it: ih · w + iw within the plane.
+/// The saved argmax as PyTorch's return_indices gives it: ih · w + iw within the plane (−1 for no tap).
 void bp_maxpool2d_plane_indices(int64_t *indices, const uint8_t *index8, const int32_t *index32,
                                 const bp_pool2d_params *p);
 void bp_avgpool2d_forward(float *y, const float *x, const bp_pool2d_params *p);

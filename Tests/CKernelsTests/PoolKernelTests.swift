@@ -56,6 +56,11 @@ import Testing
         Case(label: "3x3 tiles, stride 3", n: 1, c: 2, h: 10, w: 11, kernel: (3, 3), stride: (3, 3)),
         Case(label: "2x3 tiles, ceil mode on an exact fit", n: 1, c: 2, h: 8, w: 9, kernel: (2, 3), stride: (2, 3), ceil: true),
         Case(label: "windows over 256 taps (wide indices)", n: 1, c: 2, h: 20, w: 20, kernel: (17, 17), stride: (3, 3)),
+        Case(label: "windows with no tap inside the input (dilated taps straddle a narrow input)", n: 1, c: 2, h: 5, w: 2,
+             kernel: (2, 2), stride: (1, 1), pad: (1, 1), dilation: (3, 3)),
+        Case(label: "3x3 stride 2 pad 1, rows of 21 outputs (two groups of 8 and a tail)", n: 1, c: 3, h: 9, w: 42,
+             kernel: (3, 3), stride: (2, 2), pad: (1, 1)),
+        Case(label: "stride 3 with padding and ceil mode", n: 1, c: 2, h: 11, w: 13, kernel: (4, 3), stride: (3, 3), pad: (2, 1), ceil: true),
     ]
 
     /// Inputs with ties (values on a coarse grid) and all-negative planes.
