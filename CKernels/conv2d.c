@@ -164,6 +164,41 @@ static void gather_panel(float *b, const float *buffer, const int64_t *offsets, 
     }
 }
 
+// The rows of b [pixels, BP_NR] transposed from `taps` column-matrix rows (taps <= BP_NR):
+// b[q][t] = buffer[offsets[t] + v + q − run.q] over the runs, 8 pixels × 8 taps at a time through
+// a register transpose. Each run's last block may read up to 7 floats past its end (the buffer's
+// slack) and write up to 7 rows past it (the next run's rows, written after, or b's slack rows);
+// lanes of taps past `taps` repeat tap 0 and are never stored from C.
+BP_MULTIVERSION
+static void gather_transposed(float *b, const float *buffer, const int64_t *offsets, int64_t taps, const run *runs,
+                              int64_t n) {
+    const float *src[BP_NR];
+    for (int64_t t = 0; t < BP_NR; t++) src[t] = buffer + offsets[t < taps ? t : 0];
+    for (int64_t r = 0; r < n; r++)
+        for (int64_t k = 0; k < runs[r].len; k += 8)
+            for (int half = 0; half < 2; half++) {
+                v8f x[8], u[8], v[8];
+                for (int t = 0; t < 8; t++) memcpy(&x[t], src[8 * half + t] + runs[r].v + k, 32);
+                // x[t][j] = tap t, pixel j → column j of the block; three rounds of shuffles.
+                for (int t = 0; t < 8; t += 2) {
+                    u[t] = __builtin_shufflevector(x[t], x[t + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+                    u[t + 1] = __builtin_shufflevector(x[t], x[t + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+                }
+                for (int t = 0; t < 8; t += 4)
+                    for (int e = 0; e < 2; e++) {
+                        v[t + 2 * e] = __builtin_shufflevector(u[t + e], u[t + 2 + e], 0, 1, 8, 9, 4, 5, 12, 13);
+                        v[t + 2 * e + 1] = __builtin_shufflevector(u[t + e], u[t + 2 + e], 2, 3, 10, 11, 6, 7, 14, 15);
+                    }
+                float *row = b + (runs[r].q + k) * BP_NR + 8 * half;
+                for (int j = 0; j < 4; j++) {
+                    v8f low = __builtin_shufflevector(v[j], v[j + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+                    v8f high = __builtin_shufflevector(v[j], v[j + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+                    memcpy(row + j * BP_NR, &low, 32);
+                    memcpy(row + (j + 4) * BP_NR, &high, 32);
+                }
+            }
+}
+
 // Packs `rows` rows of a row-major matrix (element (i, c) at m[i · ld + c · col_stride], c < cols)
 // into BP_MR-row panels: out[panel][c][i], zero past the last row.
 static void pack_rows(float *out, const float *m, int64_t ld, int64_t rows, int64_t cols, int64_t col_stride) {
@@ -274,7 +309,7 @@ void bp_conv2d_forward(float *y, const float *x, const float *weight, const bp_c
                     gather_panel(b, buffer, l.offset + t0, kc, runs, n);
                     // y_g[m rows, pixels p0 …] (+)= W_g[m rows, taps t0 …] · b
                     for (int64_t m = 0; m < kg; m += BP_MR)
-                        bp_micro_6x16(kc, a + g * a_size + m * rows + t0 * BP_MR, b, NULL, yg + m * hw + p0, hw, block > 0,
+                        bp_micro_6x16(kc, a + g * a_size + m * rows + t0 * BP_MR, b, yg + m * hw + p0, hw, block > 0,
                                       min64(BP_MR, kg - m), count);
                 }
             }
@@ -313,7 +348,7 @@ void bp_conv2d_backward_data(float *dx, const float *dy, const float *weight, co
                         else memcpy(b + k * BP_NR, src, (size_t)count * sizeof(float));
                     }
                     for (int64_t m = 0; m < rows; m += BP_MR)
-                        bp_micro_6x16(kc, a + g * a_size + m * kg + k0 * BP_MR, b, NULL, dcol + m * BP_NR, BP_NR, block > 0,
+                        bp_micro_6x16(kc, a + g * a_size + m * kg + k0 * BP_MR, b, dcol + m * BP_NR, BP_NR, block > 0,
                                       min64(BP_MR, rows - m), count);
                 }
                 // col2im: tap t's row of dcol adds into the runs it was read from.
@@ -343,9 +378,9 @@ void bp_conv2d_backward_weights(float *dweight, const float *dy, const float *x,
     float *partial = calloc((size_t)(blocks * size), sizeof(float));
     #pragma omp parallel if (blocks > 1 && p->n * p->k * hw * rows >= BP_PARALLEL_MIN)
     {
-        float *buffer = calloc((size_t)l.size, sizeof(float));
+        float *buffer = calloc((size_t)(l.size + SLACK), sizeof(float));
         float *a = panel_alloc(round_up(kg, BP_MR) * PC);
-        float *b = panel_alloc(PC * BP_NR);
+        float *b = panel_alloc((PC + 8) * BP_NR);
         run *runs = malloc((size_t)(PC + 2) * sizeof(run));
         #pragma omp for schedule(static)
         for (int64_t block = 0; block < blocks; block++)
@@ -363,14 +398,10 @@ void bp_conv2d_backward_weights(float *dweight, const float *dy, const float *x,
                         for (int64_t t0 = 0; t0 < rows; t0 += BP_NR) {
                             // b [pc, BP_NR] = colᵀ[pixels p0 …, taps t0 …] (columns past the last tap are never stored)
                             int64_t nt = min64(BP_NR, rows - t0);
-                            for (int64_t q = 0; q < nt; q++) {
-                                const float *src = buffer + l.offset[t0 + q];
-                                for (int64_t r = 0; r < n; r++)
-                                    for (int64_t k = 0; k < runs[r].len; k++) b[(runs[r].q + k) * BP_NR + q] = src[runs[r].v + k];
-                            }
+                            gather_transposed(b, buffer, l.offset + t0, nt, runs, n);
                             // dW_g[m rows, taps t0 …] += dy_g[m rows, pixels p0 …] · b
                             for (int64_t m = 0; m < kg; m += BP_MR)
-                                bp_micro_6x16(pc, a + m * pc, b, NULL, dwg + m * rows + t0, rows, 1, min64(BP_MR, kg - m), nt);
+                                bp_micro_6x16(pc, a + m * pc, b, dwg + m * rows + t0, rows, 1, min64(BP_MR, kg - m), nt);
                         }
                     }
                 }

@@ -2,10 +2,7 @@
 //
 //   C[i][j] (+)= Σ_t A[t][i] · B[t][j]    for i < 6, j < 16, t < kc
 //
-// A is packed as kc rows of 6 floats; row t of B is 16 floats at b + b_offsets[t] (rows read in
-// place, as the convolutions' column matrices are), or packed at b + 16 t when b_offsets is NULL.
-// Each step loads two 8-float
-// vectors of B, broadcasts six floats of A and does 12 fused multiply-adds into 12 accumulators
+// A is packed as kc rows of 6 floats, B as kc rows of 16. Each step loads two 8-float vectors of B, broadcasts six floats of A and does 12 fused multiply-adds into 12 accumulators
 // that stay in registers for the whole kc loop (AVX2: 12 of the 16 ymm registers). Written with
 // clang's portable vector types and multiversioned, so the same source is AVX-512, AVX2 + FMA or
 // SSE code. The order of the sum over t is fixed: results do not depend on who calls it.
@@ -14,12 +11,12 @@
 #include <string.h>
 
 BP_MULTIVERSION
-void bp_micro_6x16(int64_t kc, const float *a, const float *b, const int64_t *b_offsets, float *c, int64_t ldc,
-                   int accumulate, int64_t rows, int64_t cols) {
+void bp_micro_6x16(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int accumulate, int64_t rows,
+                   int64_t cols) {
     v8f acc[BP_MR][2];
     for (int i = 0; i < BP_MR; i++) acc[i][0] = acc[i][1] = (v8f){0};
     for (int64_t t = 0; t < kc; t++) {
-        const float *bt = b + (b_offsets ? b_offsets[t] : t * BP_NR);
+        const float *bt = b + t * BP_NR;
         v8f b0, b1;
         memcpy(&b0, bt, 32);
         memcpy(&b1, bt + 8, 32);
