@@ -136,15 +136,6 @@ static int64_t pixel_runs(run *runs, const layout *l, const bp_conv2d_params *p,
     return n;
 }
 
-// The adjoint of one row of gather_panel: dst[v + q − run.q] += src[q] over the runs.
-static void add_runs(float *restrict dst, const float *restrict src, const run *runs, int64_t n) {
-    for (int64_t r = 0; r < n; r++) {
-        float *d = dst + runs[r].v;
-        const float *s = src + runs[r].q;
-        for (int64_t k = 0; k < runs[r].len; k++) d[k] += s[k];
-    }
-}
-
 // A panel's column-matrix rows for taps offsets[0 … taps): row t of b is dst[t · BP_NR + q] =
 // buffer[offsets[t] + v + q − run.q] over the runs, copied eight floats at a time through a vector
 // register (a loop of fixed-size memcpy calls would become one library call per run). Each run's
@@ -197,6 +188,38 @@ static void gather_transposed(float *b, const float *buffer, const int64_t *offs
                     memcpy(row + (j + 4) * BP_NR, &high, 32);
                 }
             }
+}
+
+// The backward-data of one panel of BP_NR pixels: dcol = W_gᵀ · dy_g[:, pixels], 6 taps at a
+// time into `tile` (over the channel blocks of KC), each block then added into the buffer where
+// its taps were read (col2im: row t adds into buffer[offset[t] + v …] along the runs) while it is
+// still in L1. a is W_gᵀ packed (kg channels per 6-tap panel), b the panel's dy [kg][BP_NR]. The
+// adds go 8 floats at a time, the lanes past a run's end masked to +0 (the buffer's sums are
+// never −0, so adding +0 changes nothing; the buffer has slack for the overrun).
+BP_MULTIVERSION
+static void backward_data_panel(float *buffer, const float *a, const float *b, float *tile, const int64_t *offsets,
+                                int64_t rows, int64_t kg, const run *runs, int64_t n, int64_t count) {
+    const v8i lane = {0, 1, 2, 3, 4, 5, 6, 7};
+    for (int64_t m = 0; m < rows; m += BP_MR) {
+        int64_t taps = min64(BP_MR, rows - m);
+        for (int64_t block = 0; block < kc_blocks(kg); block++) {
+            int64_t k0, kc;
+            kc_block(kg, block, &k0, &kc);
+            bp_micro_6x16(kc, a + m * kg + k0 * BP_MR, b + k0 * BP_NR, tile, BP_NR, block > 0, taps, count);
+        }
+        for (int64_t t = 0; t < taps; t++) {
+            float *dst = buffer + offsets[m + t];
+            const float *src = tile + t * BP_NR;
+            for (int64_t r = 0; r < n; r++)
+                for (int64_t k = 0; k < runs[r].len; k += 8) {
+                    v8f d, v;
+                    memcpy(&d, dst + runs[r].v + k, 32), memcpy(&v, src + runs[r].q + k, 32);
+                    v = (v8f)((v8i)v & (lane < (int32_t)(runs[r].len - k)));
+                    d += v;
+                    memcpy(dst + runs[r].v + k, &d, 32);
+                }
+        }
+    }
 }
 
 // Packs `rows` rows of a row-major matrix (element (i, c) at m[i · ld + c · col_stride], c < cols)
@@ -326,39 +349,31 @@ void bp_conv2d_backward_data(float *dx, const float *dy, const float *weight, co
     float *a = is_depthwise(p) ? NULL : pack_weights(weight, p, 1, &a_size);
     layout l = layout_build(p);
     PARALLEL_OVER_IMAGES(p, {
-        float *buffer = malloc((size_t)l.size * sizeof(float));
-        float *b = panel_alloc(KC * BP_NR);
-        float *dcol = panel_alloc(round_up(rows, BP_MR) * BP_NR);
+        float *buffer = malloc((size_t)(l.size + SLACK) * sizeof(float));
+        float *b = panel_alloc(kg * BP_NR);
+        float *tile = panel_alloc(BP_MR * BP_NR + SLACK);
         run runs[BP_NR + 2];
         _Pragma("omp for schedule(static)")
         for (int64_t item = 0; item < p->n * p->groups; item++) {
             int64_t image = item / p->groups, g = item % p->groups;
             const float *dyg = dy + (image * p->k + g * kg) * hw;
-            memset(buffer, 0, (size_t)l.size * sizeof(float));
+            memset(buffer, 0, (size_t)(l.size + SLACK) * sizeof(float));
             if (is_depthwise(p)) depthwise_backward_data(buffer, dyg, &l, weight + g * rows, p);
             else for (int64_t p0 = 0; p0 < hw; p0 += BP_NR) {
                 int64_t count = min64(BP_NR, hw - p0), n = pixel_runs(runs, &l, p, p0, count);
-                // dcol [R, BP_NR] = W_gᵀ · dy_g[:, pixels p0 …], the channels in blocks of KC
-                for (int64_t block = 0; block < kc_blocks(kg); block++) {
-                    int64_t k0, kc;
-                    kc_block(kg, block, &k0, &kc);
-                    for (int64_t k = 0; k < kc; k++) {
-                        const float *src = dyg + (k0 + k) * hw + p0;
-                        if (count == BP_NR) memcpy(b + k * BP_NR, src, BP_NR * sizeof(float));  // inlined: a fixed size
-                        else memcpy(b + k * BP_NR, src, (size_t)count * sizeof(float));
-                    }
-                    for (int64_t m = 0; m < rows; m += BP_MR)
-                        bp_micro_6x16(kc, a + g * a_size + m * kg + k0 * BP_MR, b, dcol + m * BP_NR, BP_NR, block > 0,
-                                      min64(BP_MR, rows - m), count);
+                // b [kg, BP_NR] = dy_g[:, pixels p0 …]
+                for (int64_t k = 0; k < kg; k++) {
+                    const float *src = dyg + k * hw + p0;
+                    if (count == BP_NR) memcpy(b + k * BP_NR, src, BP_NR * sizeof(float));  // inlined: a fixed size
+                    else memcpy(b + k * BP_NR, src, (size_t)count * sizeof(float));
                 }
-                // col2im: tap t's row of dcol adds into the runs it was read from.
-                for (int64_t t = 0; t < rows; t++) add_runs(buffer + l.offset[t], dcol + t * BP_NR, runs, n);
+                backward_data_panel(buffer, a + g * a_size, b, tile, l.offset, rows, kg, runs, n, count);
             }
             copy_out(dx + (image * p->c + g * cg) * p->h * p->w, buffer, &l, p);
         }
         free(buffer);
         free(b);
-        free(dcol);
+        free(tile);
     })
     free(l.offset);
     free(a);
