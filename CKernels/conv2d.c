@@ -155,6 +155,24 @@ static void gather_panel(float *b, const float *buffer, const int64_t *offsets, 
     }
 }
 
+// columns[j][i] = x[i][j]: an 8 × 8 block transposed in three rounds of shuffles.
+__attribute__((always_inline)) static inline void transpose_8x8(v8f columns[8], const v8f x[8]) {
+    v8f u[8], v[8];
+    for (int i = 0; i < 8; i += 2) {
+        u[i] = __builtin_shufflevector(x[i], x[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+        u[i + 1] = __builtin_shufflevector(x[i], x[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+    }
+    for (int i = 0; i < 8; i += 4)
+        for (int e = 0; e < 2; e++) {
+            v[i + 2 * e] = __builtin_shufflevector(u[i + e], u[i + 2 + e], 0, 1, 8, 9, 4, 5, 12, 13);
+            v[i + 2 * e + 1] = __builtin_shufflevector(u[i + e], u[i + 2 + e], 2, 3, 10, 11, 6, 7, 14, 15);
+        }
+    for (int j = 0; j < 4; j++) {
+        columns[j] = __builtin_shufflevector(v[j], v[j + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+        columns[j + 4] = __builtin_shufflevector(v[j], v[j + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+    }
+}
+
 // The rows of b [pixels, BP_NR] transposed from `taps` column-matrix rows (taps <= BP_NR):
 // b[q][t] = buffer[offsets[t] + v + q − run.q] over the runs, 8 pixels × 8 taps at a time through
 // a register transpose. Each run's last block may read up to 7 floats past its end (the buffer's
@@ -168,25 +186,11 @@ static void gather_transposed(float *b, const float *buffer, const int64_t *offs
     for (int64_t r = 0; r < n; r++)
         for (int64_t k = 0; k < runs[r].len; k += 8)
             for (int half = 0; half < 2; half++) {
-                v8f x[8], u[8], v[8];
+                v8f x[8], columns[8];
                 for (int t = 0; t < 8; t++) memcpy(&x[t], src[8 * half + t] + runs[r].v + k, 32);
-                // x[t][j] = tap t, pixel j → column j of the block; three rounds of shuffles.
-                for (int t = 0; t < 8; t += 2) {
-                    u[t] = __builtin_shufflevector(x[t], x[t + 1], 0, 8, 1, 9, 4, 12, 5, 13);
-                    u[t + 1] = __builtin_shufflevector(x[t], x[t + 1], 2, 10, 3, 11, 6, 14, 7, 15);
-                }
-                for (int t = 0; t < 8; t += 4)
-                    for (int e = 0; e < 2; e++) {
-                        v[t + 2 * e] = __builtin_shufflevector(u[t + e], u[t + 2 + e], 0, 1, 8, 9, 4, 5, 12, 13);
-                        v[t + 2 * e + 1] = __builtin_shufflevector(u[t + e], u[t + 2 + e], 2, 3, 10, 11, 6, 7, 14, 15);
-                    }
+                transpose_8x8(columns, x);
                 float *row = b + (runs[r].q + k) * BP_NR + 8 * half;
-                for (int j = 0; j < 4; j++) {
-                    v8f low = __builtin_shufflevector(v[j], v[j + 4], 0, 1, 2, 3, 8, 9, 10, 11);
-                    v8f high = __builtin_shufflevector(v[j], v[j + 4], 4, 5, 6, 7, 12, 13, 14, 15);
-                    memcpy(row + j * BP_NR, &low, 32);
-                    memcpy(row + (j + 4) * BP_NR, &high, 32);
-                }
+                for (int j = 0; j < 8; j++) memcpy(row + j * BP_NR, &columns[j], 32);
             }
 }
 
@@ -223,14 +227,31 @@ static void backward_data_panel(float *buffer, const float *a, const float *b, f
 }
 
 // Packs `rows` rows of a row-major matrix (element (i, c) at m[i · ld + c · col_stride], c < cols)
-// into BP_MR-row panels: out[panel][c][i], zero past the last row.
+// into BP_MR-row panels: out[panel][c][i], zero past the last row. With col_stride 1, 8 columns
+// at a time: the panel's rows are read as vectors and transposed in registers (the 8 × 8
+// transpose of gather_transposed with rows 6 and 7 zero), each column's 6 floats stored as 8 in
+// increasing order, so the 2 extra floats are overwritten by the next column (`out` needs 2 floats
+// of slack after the last panel).
+BP_MULTIVERSION
 static void pack_rows(float *out, const float *m, int64_t ld, int64_t rows, int64_t cols, int64_t col_stride) {
-    for (int64_t panel = 0; panel < round_up(rows, BP_MR) / BP_MR; panel++)
-        for (int64_t c = 0; c < cols; c++)
+    for (int64_t panel = 0; panel < round_up(rows, BP_MR) / BP_MR; panel++) {
+        float *dst = out + panel * cols * BP_MR;
+        int64_t c = 0;
+        if (col_stride == 1)
+            for (; c + 8 <= cols; c += 8) {
+                v8f x[8] = {{0}};
+                for (int64_t i = 0; i < BP_MR && panel * BP_MR + i < rows; i++)
+                    memcpy(&x[i], m + (panel * BP_MR + i) * ld + c, 32);
+                v8f columns[8];
+                transpose_8x8(columns, x);
+                for (int j = 0; j < 8; j++) memcpy(dst + (c + j) * BP_MR, &columns[j], 32);
+            }
+        for (; c < cols; c++)
             for (int64_t i = 0; i < BP_MR; i++) {
                 int64_t row = panel * BP_MR + i;
-                out[(panel * cols + c) * BP_MR + i] = row < rows ? m[row * ld + c * col_stride] : 0.0f;
+                dst[c * BP_MR + i] = row < rows ? m[row * ld + c * col_stride] : 0.0f;
             }
+    }
 }
 
 // The weights of each group packed for the forward, A = W_g [kg, R]: per group round_up(kg, MR) · R
@@ -239,7 +260,7 @@ static float *pack_weights(const float *weight, const bp_conv2d_params *p, int t
     int64_t kg = p->k / p->groups, rows = col_rows(p);
     int64_t m = transposed ? rows : kg, reduce = transposed ? kg : rows;
     *group_size = round_up(m, BP_MR) * reduce;
-    float *packed = malloc((size_t)(p->groups * *group_size) * sizeof(float));
+    float *packed = malloc((size_t)(p->groups * *group_size + 2) * sizeof(float));
     for (int64_t g = 0; g < p->groups; g++) {
         const float *w = weight + g * kg * rows;
         if (transposed) pack_rows(packed + g * *group_size, w, 1, rows, kg, rows);
@@ -394,7 +415,7 @@ void bp_conv2d_backward_weights(float *dweight, const float *dy, const float *x,
     #pragma omp parallel if (blocks > 1 && p->n * p->k * hw * rows >= BP_PARALLEL_MIN)
     {
         float *buffer = calloc((size_t)(l.size + SLACK), sizeof(float));
-        float *a = panel_alloc(round_up(kg, BP_MR) * PC);
+        float *a = panel_alloc(round_up(kg, BP_MR) * PC + 2);
         float *b = panel_alloc((PC + 8) * BP_NR);
         run *runs = malloc((size_t)(PC + 2) * sizeof(run));
         #pragma omp for schedule(static)
