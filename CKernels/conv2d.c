@@ -94,8 +94,8 @@ static void copy_rows(float *buffer, float *x, const layout *l, const bp_conv2d_
         for (int64_t ih = 0; ih < p->h; ih++) {
             float *row = buffer_row(buffer, l, p, ci, ih), *image = x + (ci * p->h + ih) * p->w;
             if (s == 1) {
-                if (into_buffer) memcpy(row + p->pad_w, image, (size_t)p->w * sizeof(float));
-                else memcpy(image, row + p->pad_w, (size_t)p->w * sizeof(float));
+                if (into_buffer) bp_copy_short(row + p->pad_w, image, p->w);
+                else bp_copy_short(image, row + p->pad_w, p->w);
                 continue;
             }
             for (int64_t q = 0; q < s; q++) {
@@ -385,8 +385,7 @@ void bp_conv2d_backward_data(float *dx, const float *dy, const float *weight, co
                 // b [kg, BP_NR] = dy_g[:, pixels p0 …]
                 for (int64_t k = 0; k < kg; k++) {
                     const float *src = dyg + k * hw + p0;
-                    if (count == BP_NR) memcpy(b + k * BP_NR, src, BP_NR * sizeof(float));  // inlined: a fixed size
-                    else memcpy(b + k * BP_NR, src, (size_t)count * sizeof(float));
+                    bp_copy_short(b + k * BP_NR, src, count);
                 }
                 backward_data_panel(buffer, a + g * a_size, b, tile, l.offset, rows, kg, runs, n, count);
             }

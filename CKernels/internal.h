@@ -35,6 +35,16 @@ void bp_parallel_chunks(int64_t n, int64_t cost, void (*chunk)(const void *ctx, 
 typedef float v8f __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
 
+/// dst[i] = src[i] for i < n: 8 floats at a time, then a fixed-length loop with a condition for
+/// the tail. For short rows, where a memcpy call (which a copy loop of variable length becomes)
+/// costs more than the copy.
+__attribute__((always_inline)) static inline void bp_copy_short(float *dst, const float *src, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) __builtin_memcpy(dst + i, src + i, 32);
+    for (int64_t j = 0; j < 8; j++)
+        if (i + j < n) dst[i + j] = src[i + j];
+}
+
 /// Σ x[i] for i < n in float, in 8 interleaved lanes (which vectorise; one running sum does not),
 /// then the tail, then the lanes: a fixed order.
 BP_MULTIVERSION float bp_lane_sum(const float *x, int64_t n);

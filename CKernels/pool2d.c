@@ -512,21 +512,14 @@ static int is_tiled(const bp_pool2d_params *p) {
         tap = take_ ? (number) : tap;              \
     } while (0)
 
-// dst[i] = src[i] for i < n <= 16: a loop of fixed length with a condition, which compiles to a
-// few moves (a copy of variable length would be a library call for every row's tail).
-__attribute__((always_inline)) static inline void copy_short(float *dst, const float *src, int64_t n) {
-    for (int64_t i = 0; i < 16; i++)
-        if (i < n) dst[i] = src[i];
-}
-
 // The four taps of up to 8 consecutive 2×2 windows whose rows start at r0 and r1, in row-major
 // tap order: taps[0] = top left … taps[3] = bottom right. Short groups (a row's tail) go through a
 // zero-padded copy, so every row length is branch-free.
 __attribute__((always_inline)) static inline void load_2x2(v8f taps[4], const float *r0, const float *r1, int64_t count) {
     float top[16] = {0}, bottom[16] = {0};
     if (count < 8) {
-        copy_short(top, r0, 2 * count);
-        copy_short(bottom, r1, 2 * count);
+        bp_copy_short(top, r0, 2 * count);
+        bp_copy_short(bottom, r1, 2 * count);
         r0 = top, r1 = bottom;
     }
     v8f t0, t1, b0, b1;
@@ -545,7 +538,7 @@ __attribute__((always_inline)) static inline void store_lanes(float *out, const 
     }
     float lanes[8];
     memcpy(lanes, v, 32);
-    copy_short(out, lanes, count);
+    bp_copy_short(out, lanes, count);
 }
 
 // Row ti of up to 8 windows' input gradient: row[2i] = left[i], row[2i + 1] = right[i].
@@ -558,7 +551,7 @@ __attribute__((always_inline)) static inline void store_pairs(float *row, const 
     }
     float out[16];
     memcpy(out, &lo, 32), memcpy(out + 8, &hi, 32);
-    copy_short(row, out, 2 * count);
+    bp_copy_short(row, out, 2 * count);
 }
 
 // Up to 8 gradients (+0.0f turns −0 into +0, as adding them to a zeroed gradient would) and
@@ -577,7 +570,7 @@ __attribute__((always_inline)) static inline void load_gradients(v8f *grad, v8i 
     } else {
         float g[8] = {0};
         int32_t t[8] = {-1, -1, -1, -1, -1, -1, -1, -1};
-        copy_short(g, dy, count);
+        bp_copy_short(g, dy, count);
         if (index)
             for (int64_t i = 0; i < count; i++) t[i] = index[i];
         memcpy(grad, g, 32);
