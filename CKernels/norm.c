@@ -64,22 +64,40 @@ static void moments_add_run(moments *m, const float *x, int64_t count) {
     m->count = total;
 }
 
-// Σ dy and Σ dy · (x − mean) over a run.
-BP_MULTIVERSION
-static void run_gradient_sums(const float *dy, const float *x, int64_t count, double mean, double *sum_dy,
-                              double *sum_dy_centred) {
+// The gradient at element i: dy, or when `gate` is given (the output of a ReLU fused after the
+// normalization) dy where the ReLU passed its input (gate > 0) and 0 where it did not, as the
+// ReLU's own backward gives it. Inlined with a constant `gated`, so no loop tests it.
+__attribute__((always_inline)) static inline float gated_dy(const float *dy, const float *gate, int64_t i, int gated) {
+    return gated ? (gate[i] > 0.0f ? dy[i] : 0.0f) : dy[i];
+}
+
+__attribute__((always_inline)) static inline void gradient_sums(const float *dy, const float *gate, const float *x,
+                                                                int64_t count, double mean, double *sum_dy,
+                                                                double *sum_dy_centred, int gated) {
     double a[8] = {0}, b[8] = {0};
     int64_t i = 0;
     for (; i + 8 <= count; i += 8)
         for (int l = 0; l < 8; l++) {
-            a[l] += dy[i + l];
-            b[l] += dy[i + l] * (x[i + l] - mean);
+            float g = gated_dy(dy, gate, i + l, gated);
+            a[l] += g;
+            b[l] += g * (x[i + l] - mean);
         }
     double sa = 0.0, sb = 0.0;
-    for (; i < count; i++) sa += dy[i], sb += dy[i] * (x[i] - mean);
+    for (; i < count; i++) {
+        float g = gated_dy(dy, gate, i, gated);
+        sa += g, sb += g * (x[i] - mean);
+    }
     for (int l = 0; l < 8; l++) sa += a[l], sb += b[l];
     *sum_dy += sa;
     *sum_dy_centred += sb;
+}
+
+// Σ dy and Σ dy · (x − mean) over a run (dy gated by `gate` when it is not NULL).
+BP_MULTIVERSION
+static void run_gradient_sums(const float *dy, const float *gate, const float *x, int64_t count, double mean,
+                              double *sum_dy, double *sum_dy_centred) {
+    if (gate) gradient_sums(dy, gate, x, count, mean, sum_dy, sum_dy_centred, 1);
+    else gradient_sums(dy, NULL, x, count, mean, sum_dy, sum_dy_centred, 0);
 }
 
 // A mean in float as hi + lo: x − hi is exact for x within a factor 2 of hi (Sterbenz), so
@@ -90,24 +108,39 @@ static void split_mean(double mean, float *pair) {
     pair[1] = (float)(mean - pair[0]);
 }
 
-// y = (x − mean) · scale + shift over a run, mean = hi + lo.
+// y = (x − mean) · scale + shift over a run, mean = hi + lo; with `relu`, then y = y > 0 ? y : 0
+// (a ReLU fused after the normalization: the same bits as bp_relu_forward of y).
 BP_MULTIVERSION
-static void run_affine(float *y, const float *x, int64_t count, float hi, float lo, float scale, float shift) {
-    for (int64_t i = 0; i < count; i++) y[i] = ((x[i] - hi) - lo) * scale + shift;
+static void run_affine(float *y, const float *x, int64_t count, float hi, float lo, float scale, float shift, int relu) {
+    if (relu)
+        for (int64_t i = 0; i < count; i++) {
+            float v = ((x[i] - hi) - lo) * scale + shift;
+            y[i] = v > 0.0f ? v : 0.0f;
+        }
+    else
+        for (int64_t i = 0; i < count; i++) y[i] = ((x[i] - hi) - lo) * scale + shift;
 }
 
-// dx = a · dy + b · (x − mean) + k over a run, mean = hi + lo: every normalization backward.
+// dx = a · dy + b · (x − mean) + k over a run, mean = hi + lo: every normalization backward
+// (dy gated by `gate` when it is not NULL).
+__attribute__((always_inline)) static inline void backward_run(float *dx, const float *dy, const float *gate,
+                                                               const float *x, int64_t count, float a, float b,
+                                                               float hi, float lo, float k, int gated) {
+    for (int64_t i = 0; i < count; i++) dx[i] = a * gated_dy(dy, gate, i, gated) + b * ((x[i] - hi) - lo) + k;
+}
+
 BP_MULTIVERSION
-static void run_backward(float *dx, const float *dy, const float *x, int64_t count, float a, float b, float hi,
-                         float lo, float k) {
-    for (int64_t i = 0; i < count; i++) dx[i] = a * dy[i] + b * ((x[i] - hi) - lo) + k;
+static void run_backward(float *dx, const float *dy, const float *gate, const float *x, int64_t count, float a,
+                         float b, float hi, float lo, float k) {
+    if (gate) backward_run(dx, dy, gate, x, count, a, b, hi, lo, k, 1);
+    else backward_run(dx, dy, NULL, x, count, a, b, hi, lo, k, 0);
 }
 
 // MARK: - Batch normalization: one channel per iteration, its n planes of hw values in order
 
 void bp_batchnorm_forward_train(float *y, float *mean, float *rstd, float *running_mean, float *running_var,
                                 const float *x, const float *gamma, const float *beta,
-                                int64_t n, int64_t c, int64_t hw, float eps, float momentum) {
+                                int64_t n, int64_t c, int64_t hw, float eps, float momentum, int relu) {
     #pragma omp parallel for schedule(static) if (n * c * hw >= BP_PARALLEL_MIN)
     for (int64_t ch = 0; ch < c; ch++) {
         moments m = {0, 0, 0};
@@ -122,28 +155,30 @@ void bp_batchnorm_forward_train(float *y, float *mean, float *rstd, float *runni
         }
         float g = gamma ? gamma[ch] : 1.0f, shift = beta ? beta[ch] : 0.0f;
         for (int64_t b = 0; b < n; b++)
-            run_affine(y + (b * c + ch) * hw, x + (b * c + ch) * hw, hw, mean[2 * ch], mean[2 * ch + 1], r * g, shift);
+            run_affine(y + (b * c + ch) * hw, x + (b * c + ch) * hw, hw, mean[2 * ch], mean[2 * ch + 1], r * g, shift, relu);
     }
 }
 
 void bp_batchnorm_forward_eval(float *y, const float *x, const float *running_mean, const float *running_var,
-                               const float *gamma, const float *beta, int64_t n, int64_t c, int64_t hw, float eps) {
+                               const float *gamma, const float *beta, int64_t n, int64_t c, int64_t hw, float eps,
+                               int relu) {
     #pragma omp parallel for schedule(static) if (n * c * hw >= BP_PARALLEL_MIN)
     for (int64_t plane = 0; plane < n * c; plane++) {
         int64_t ch = plane % c;
         float scale = (float)(1.0 / sqrt((double)running_var[ch] + eps)) * (gamma ? gamma[ch] : 1.0f);
-        run_affine(y + plane * hw, x + plane * hw, hw, running_mean[ch], 0.0f, scale, beta ? beta[ch] : 0.0f);
+        run_affine(y + plane * hw, x + plane * hw, hw, running_mean[ch], 0.0f, scale, beta ? beta[ch] : 0.0f, relu);
     }
 }
 
-void bp_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+void bp_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *gate, const float *x,
                            const float *mean, const float *rstd, const float *gamma,
                            int64_t n, int64_t c, int64_t hw, int batch_statistics) {
     #pragma omp parallel for schedule(static) if (n * c * hw >= BP_PARALLEL_MIN)
     for (int64_t ch = 0; ch < c; ch++) {
         double sum_dy = 0.0, sum_dy_centred = 0.0, mu = (double)mean[2 * ch] + mean[2 * ch + 1];
         for (int64_t b = 0; b < n; b++)
-            run_gradient_sums(dy + (b * c + ch) * hw, x + (b * c + ch) * hw, hw, mu, &sum_dy, &sum_dy_centred);
+            run_gradient_sums(dy + (b * c + ch) * hw, gate ? gate + (b * c + ch) * hw : NULL, x + (b * c + ch) * hw, hw, mu,
+                              &sum_dy, &sum_dy_centred);
         double r = rstd[ch], g = gamma ? gamma[ch] : 1.0, count = (double)(n * hw);
         if (dbeta) dbeta[ch] += (float)sum_dy;
         if (dgamma) dgamma[ch] += (float)(sum_dy_centred * r);
@@ -152,8 +187,8 @@ void bp_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *
         float b = batch_statistics ? (float)(-g * r * r * r * sum_dy_centred / count) : 0.0f;
         float k = batch_statistics ? (float)(-g * r * sum_dy / count) : 0.0f;
         for (int64_t bi = 0; bi < n; bi++)
-            run_backward(dx + (bi * c + ch) * hw, dy + (bi * c + ch) * hw, x + (bi * c + ch) * hw, hw, a, b, mean[2 * ch],
-                         mean[2 * ch + 1], k);
+            run_backward(dx + (bi * c + ch) * hw, dy + (bi * c + ch) * hw, gate ? gate + (bi * c + ch) * hw : NULL,
+                         x + (bi * c + ch) * hw, hw, a, b, mean[2 * ch], mean[2 * ch + 1], k);
     }
 }
 

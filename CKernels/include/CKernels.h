@@ -201,17 +201,21 @@ void bp_avgpool2d_backward_ref(float *dx, const float *dy, const bp_pool2d_param
 /// Training: normalises with the batch statistics over n · hw values per channel, saves mean [c, 2]
 /// (hi, lo) and rstd = 1 / sqrt(var + eps) [c] (var biased), and when running statistics are given updates them:
 /// running = (1 − momentum) · running + momentum · batch, with the unbiased variance.
+/// With `relu` a ReLU follows: y = max(normalised, 0) (NaN gives 0), bit for bit bp_relu_forward's.
 void bp_batchnorm_forward_train(float *y, float *mean, float *rstd, float *running_mean, float *running_var,
                                 const float *x, const float *gamma, const float *beta,
-                                int64_t n, int64_t c, int64_t hw, float eps, float momentum);
-/// Evaluation: y = (x − running_mean) / sqrt(running_var + eps) · gamma + beta.
+                                int64_t n, int64_t c, int64_t hw, float eps, float momentum, int relu);
+/// Evaluation: y = (x − running_mean) / sqrt(running_var + eps) · gamma + beta (then the ReLU with `relu`).
 void bp_batchnorm_forward_eval(float *y, const float *x, const float *running_mean, const float *running_var,
-                               const float *gamma, const float *beta, int64_t n, int64_t c, int64_t hw, float eps);
+                               const float *gamma, const float *beta, int64_t n, int64_t c, int64_t hw, float eps,
+                               int relu);
 /// Backward of either mode from the statistics it normalised with (mean [c, 2], rstd [c]):
 /// with x̂ = (x − mean) · rstd, dbeta += Σ dy, dgamma += Σ dy · x̂, and
 /// dx = gamma · rstd · (dy − (Σ dy + x̂ · Σ dy · x̂) / (n · hw)) in training (batch statistics), or
-/// dx = gamma · rstd · dy in evaluation (fixed statistics, batch_statistics = 0).
-void bp_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+/// dx = gamma · rstd · dy in evaluation (fixed statistics, batch_statistics = 0). With a fused
+/// ReLU, `gate` is its output and dy the gradient at it: dy counts only where gate > 0 (as
+/// bp_relu_backward would pass it on); gate is NULL otherwise.
+void bp_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *gate, const float *x,
                            const float *mean, const float *rstd, const float *gamma,
                            int64_t n, int64_t c, int64_t hw, int batch_statistics);
 /// Over each row of d values: saves mean [rows, 2] (hi, lo) and rstd [rows]; y = x̂ · gamma + beta.

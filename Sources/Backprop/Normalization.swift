@@ -58,6 +58,13 @@ public class BatchNorm: Module {
     }
 
     public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
+        try forward(input, fusingReLU: false)
+    }
+
+    /// With `fusingReLU`, the output is ReLU(u) and the backward takes the gradient at it: one pass
+    /// over the data each way instead of two (Sequential fuses a BatchNorm followed by a ReLU). The
+    /// bits are those of the two layers one after the other.
+    func forward(_ input: Tensor, fusingReLU: Bool) throws -> (output: Tensor, backward: Backward) {
         guard ranks.contains(input.rank), input.shape[1] == numFeatures, input.shape.allSatisfy({ $0 > 0 }) else {
             let trailing = [2: "", 3: ", L", 4: ", H, W"]
             let expected = ranks.sorted().map { "[N, \(numFeatures)\(trailing[$0] ?? "")]" }.joined(separator: " or ")
@@ -78,7 +85,8 @@ public class BatchNorm: Module {
                         var m = [Float](repeating: 0, count: 2 * numFeatures), r = [Float](repeating: 0, count: numFeatures)
                         let y = Tensor.filled(input.shape) { y in
                             withOptionalBufferPointers(isTraining ? runningMean : nil, isTraining ? runningVar : nil) { rm, rv in
-                                bp_batchnorm_forward_train(y, &m, &r, rm, rv, x, gamma, beta, n, c, hw, eps, momentum)
+                                bp_batchnorm_forward_train(y, &m, &r, rm, rv, x, gamma, beta, n, c, hw, eps, momentum,
+                                                           fusingReLU ? 1 : 0)
                             }
                         }
                         (mean, rstd) = (Tensor(unchecked: [numFeatures, 2], scalars: m), Tensor(unchecked: [numFeatures], scalars: r))
@@ -88,22 +96,28 @@ public class BatchNorm: Module {
                     mean = Tensor(unchecked: [numFeatures, 2], scalars: rm.scalars.flatMap { [$0, 0] })
                     rstd = Tensor(unchecked: [numFeatures], scalars: rv.scalars.map { Float(1 / (Double($0) + Double(eps)).squareRoot()) })
                     return rm.withPointer { m in
-                        rv.withPointer { v in Tensor.filled(input.shape) { bp_batchnorm_forward_eval($0, x, m, v, gamma, beta, n, c, hw, eps) } }
+                        rv.withPointer { v in
+                            Tensor.filled(input.shape) { bp_batchnorm_forward_eval($0, x, m, v, gamma, beta, n, c, hw, eps, fusingReLU ? 1 : 0) }
+                        }
                     }
                 }
             }
         }
+        let gate: Tensor? = fusingReLU ? output : nil
         return (output, { [weight, bias] gradOutput in
             try checkGradient(gradOutput, matches: input.shape, in: self)
-            return gradOutput.withPointer { dy in
-                input.withPointer { x in
-                    mean.withPointer { m in
-                        rstd.withPointer { r in
-                            withOptionalPointer(weight?.value) { gamma in
-                                withOptionalMutablePointer(weight) { dgamma in
-                                    withOptionalMutablePointer(bias) { dbeta in
-                                        Tensor.filled(input.shape) {
-                                            bp_batchnorm_backward($0, dgamma, dbeta, dy, x, m, r, gamma, n, c, hw, batchStatistics ? 1 : 0)
+            return withOptionalPointer(gate) { gate in
+                gradOutput.withPointer { dy in
+                    input.withPointer { x in
+                        mean.withPointer { m in
+                            rstd.withPointer { r in
+                                withOptionalPointer(weight?.value) { gamma in
+                                    withOptionalMutablePointer(weight) { dgamma in
+                                        withOptionalMutablePointer(bias) { dbeta in
+                                            Tensor.filled(input.shape) {
+                                                bp_batchnorm_backward($0, dgamma, dbeta, dy, gate, x, m, r, gamma, n, c, hw,
+                                                                      batchStatistics ? 1 : 0)
+                                            }
                                         }
                                     }
                                 }

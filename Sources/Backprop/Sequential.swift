@@ -44,16 +44,24 @@ public final class Sequential: Module {
     }
 
     /// Without an input gradient, the layers before the first one with parameters need no backward
-    /// at all, and that one needs none for its input.
+    /// at all, and that one needs none for its input. A BatchNorm followed by a ReLU runs as one
+    /// layer (BatchNorm.forward(_:fusingReLU:)): the same bits in one pass over the data each way.
     public func forward(_ input: Tensor, inputGradient: Bool) throws -> (output: Tensor, backward: Backward) {
         let first = inputGradient ? 0 : layers.firstIndex { !$0.namedParameters.isEmpty } ?? layers.count
         var output = input
         var backwards: [Backward] = []
         backwards.reserveCapacity(layers.count)
-        for (index, layer) in layers.enumerated() {
-            let step = try layer.forward(output, inputGradient: index > first || inputGradient)
+        var index = 0
+        while index < layers.count {
+            let step: (output: Tensor, backward: Backward), width: Int
+            if let norm = layers[index] as? BatchNorm, index + 1 < layers.count, layers[index + 1] is ReLU {
+                (step, width) = (try norm.forward(output, fusingReLU: true), 2)
+            } else {
+                (step, width) = (try layers[index].forward(output, inputGradient: index > first || inputGradient), 1)
+            }
             output = step.output
             if index >= first { backwards.append(step.backward) }
+            index += width
         }
         return (output, { gradOutput in
             var grad = gradOutput

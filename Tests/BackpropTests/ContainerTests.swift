@@ -15,6 +15,49 @@ import Testing
         try expectGradientsCorrect(model, input: randomTensor([5, 3], seed: 9))
     }
 
+    /// Sequential runs a BatchNorm followed by a ReLU as one fused layer: its output, input gradient,
+    /// parameter gradients and running statistics must be those of the two layers run one by one,
+    /// bit for bit, in training and in evaluation mode.
+    @Test("a BatchNorm followed by a ReLU gives the bits of the two layers", arguments: [true, false])
+    func fusedBatchNormReLU(training: Bool) throws {
+        func layers() throws -> [Module] {
+            let norm = try BatchNorm2D(3)
+            try norm.weight!.load(randomTensor([3], seed: 4, 0.5, 1.5), name: "weight")
+            try norm.bias!.load(randomTensor([3], seed: 5), name: "bias")
+            try norm.runningVar!.load(randomTensor([3], seed: 6, 0.5, 2), name: "running_var")
+            return [try Conv2D(2, 3, kernelSize: 3, padding: 1, seed: 1), norm, ReLU(), try Conv2D(3, 2, kernelSize: 1, seed: 2)]
+        }
+        let x = randomTensor([4, 2, 5, 5], seed: 7), v = randomTensor([4, 2, 5, 5], seed: 8)
+        let fused = Sequential(try layers())
+        fused.isTraining = training
+        let (y, backward) = try fused.forward(x)
+        let dx = try backward(v)
+
+        let separate = try layers()
+        var z = x, backwards: [Backward] = [], outputs: [Tensor] = []
+        for layer in separate {
+            layer.isTraining = training
+            let step = try layer.forward(z)
+            z = step.output
+            outputs.append(z)
+            backwards.append(step.backward)
+        }
+        #expect(outputs[2].scalars.contains(0) && outputs[2].scalars.contains { $0 > 0 }, "the ReLU cuts some units")
+        var g = v
+        for step in backwards.reversed() { g = try step(g) }
+
+        func same(_ a: Tensor, _ b: Tensor) -> Bool { a.scalars.map(\.bitPattern) == b.scalars.map(\.bitPattern) }
+        #expect(same(y, z), "output")
+        #expect(same(dx, g), "input gradient")
+        let names = fused.namedParameters.map(\.name)
+        for (index, (name, parameter)) in separate.flatMap({ layer in layer.namedParameters.map { ($0.name, $0.parameter) } }).enumerated() {
+            #expect(same(fused.namedParameters[index].parameter.grad, parameter.grad), "gradient of \(names[index]) (\(name))")
+        }
+        let fusedNorm = fused.layers[1] as! BatchNorm, separateNorm = separate[1] as! BatchNorm
+        #expect(fusedNorm.runningMean!.value.scalars == separateNorm.runningMean!.value.scalars)
+        #expect(fusedNorm.runningVar!.value.scalars == separateNorm.runningVar!.value.scalars)
+    }
+
     /// u = body(z) + z, so with body = Linear with W = 0, b = 0 the block is the identity.
     @Test func residualAddsTheIdentityPath() throws {
         let linear = try Linear(2, 2)

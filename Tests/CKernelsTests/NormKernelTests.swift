@@ -37,7 +37,7 @@ import Testing
         var mean = [Float](repeating: 0, count: 2 * b.c), rstd = [Float](repeating: 0, count: b.c), meanRef = mean, rstdRef = rstd
         var runningMean = [Float](repeating: 0.5, count: b.c), runningVar = [Float](repeating: 2, count: b.c)
         bp_batchnorm_forward_train(&y, &mean, &rstd, &runningMean, &runningVar, x, optional(gamma), optional(beta),
-                                   Int64(b.n), Int64(b.c), Int64(b.hw), eps, 0.1)
+                                   Int64(b.n), Int64(b.c), Int64(b.hw), eps, 0.1, 0)
         bp_batchnorm_forward_train_ref(&yRef, &meanRef, &rstdRef, x, optional(gamma), optional(beta),
                                        Int64(b.n), Int64(b.c), Int64(b.hw), eps)
         #expect(relativeError(y, yRef) < 2e-5, "forward \(b)")
@@ -59,7 +59,7 @@ import Testing
             let statsMean = batchStatistics == 1 ? mean : runningMean.flatMap { [$0, 0] }
             let statsRstd = batchStatistics == 1 ? rstd : runningVar.map { 1 / ($0 + eps).squareRoot() }
             withOptionalPair(affine, &dgamma, &dbeta) { dg, db in
-                bp_batchnorm_backward(&dx, dg, db, dy, x, statsMean, statsRstd, optional(gamma),
+                bp_batchnorm_backward(&dx, dg, db, dy, nil, x, statsMean, statsRstd, optional(gamma),
                                       Int64(b.n), Int64(b.c), Int64(b.hw), batchStatistics)
             }
             withOptionalPair(affine, &dgammaRef, &dbetaRef) { dg, db in
@@ -107,6 +107,43 @@ import Testing
         }
     }
 
+    /// A ReLU fused into batch norm gives the bits of batch norm followed by bp_relu_forward, and its
+    /// backward those of bp_relu_backward followed by the batch-norm backward, in both modes.
+    @Test("batch norm with a fused ReLU is bit for bit batch norm then ReLU", arguments: [1, 0])
+    func fusedReLU(batchStatistics: Int32) {
+        let (n, c, hw) = (3, 5, 37)
+        let x = Self.data(n * c * hw, seed: 11, offset: 0.5, spread: 2)
+        var random = Random(seed: 12)
+        let gamma = random.floats(c, 0.5, 1.5), beta = random.floats(c), dz = random.floats(x.count)
+        let runningMean = random.floats(c), runningVar = random.floats(c, 0.5, 2)
+        var mean = [Float](repeating: 0, count: 2 * c), rstd = [Float](repeating: 0, count: c)
+        func forward(relu: Int32) -> [Float] {
+            var y = [Float](repeating: .nan, count: x.count)
+            if batchStatistics == 1 {
+                bp_batchnorm_forward_train(&y, &mean, &rstd, nil, nil, x, gamma, beta, Int64(n), Int64(c), Int64(hw), 1e-5, 0.1, relu)
+            } else {
+                bp_batchnorm_forward_eval(&y, x, runningMean, runningVar, gamma, beta, Int64(n), Int64(c), Int64(hw), 1e-5, relu)
+                mean = runningMean.flatMap { [$0, 0] }
+                rstd = runningVar.map { 1 / ($0 + 1e-5).squareRoot() }
+            }
+            return y
+        }
+        let y = forward(relu: 0), z = forward(relu: 1)
+        var relu = [Float](repeating: .nan, count: x.count)
+        bp_relu_forward(&relu, y, Int64(x.count))
+        #expect(bits(z) == bits(relu), "forward")
+        #expect(z.contains(0) && z.contains { $0 > 0 }, "the case has units on both sides of the ReLU")
+
+        var dy = [Float](repeating: .nan, count: x.count)
+        bp_relu_backward(&dy, dz, y, Int64(x.count))
+        var dx = [Float](repeating: .nan, count: x.count), dg = [Float](repeating: 0, count: c), db = dg
+        bp_batchnorm_backward(&dx, &dg, &db, dy, nil, x, mean, rstd, gamma, Int64(n), Int64(c), Int64(hw), batchStatistics)
+        var fusedDx = [Float](repeating: .nan, count: x.count), fusedDg = [Float](repeating: 0, count: c), fusedDb = fusedDg
+        bp_batchnorm_backward(&fusedDx, &fusedDg, &fusedDb, dz, z, x, mean, rstd, gamma, Int64(n), Int64(c), Int64(hw),
+                              batchStatistics)
+        #expect(bits(fusedDx) == bits(dx) && bits(fusedDg) == bits(dg) && bits(fusedDb) == bits(db), "backward")
+    }
+
     @Test("normalization is bit-identical for 1, 2 and 3 threads")
     func threadInvariance() {
         let (n, c, hw) = (4, 24, 900)
@@ -117,9 +154,9 @@ import Testing
         let lnGamma = random.floats(d), lnBeta = random.floats(d)
         func run() -> [[UInt32]] {
             var y = x, mean = [Float](repeating: 0, count: 2 * c), rstd = [Float](repeating: 0, count: c), rm = rstd, rv = rstd
-            bp_batchnorm_forward_train(&y, &mean, &rstd, &rm, &rv, x, gamma, beta, Int64(n), Int64(c), Int64(hw), 1e-5, 0.1)
+            bp_batchnorm_forward_train(&y, &mean, &rstd, &rm, &rv, x, gamma, beta, Int64(n), Int64(c), Int64(hw), 1e-5, 0.1, 0)
             var dx = x, dg = [Float](repeating: 0, count: c), db = dg
-            bp_batchnorm_backward(&dx, &dg, &db, dy, x, mean, rstd, gamma, Int64(n), Int64(c), Int64(hw), 1)
+            bp_batchnorm_backward(&dx, &dg, &db, dy, nil, x, mean, rstd, gamma, Int64(n), Int64(c), Int64(hw), 1)
             var ly = x, lm = [Float](repeating: 0, count: 2 * rows), lr = [Float](repeating: 0, count: rows)
             bp_layernorm_forward(&ly, &lm, &lr, x, lnGamma, lnBeta, Int64(rows), Int64(d), 1e-5)
             var ldx = x, ldg = [Float](repeating: 0, count: d), ldb = ldg
