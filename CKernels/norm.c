@@ -68,7 +68,8 @@ static void moments_add_run(moments *m, const float *x, int64_t count) {
 // normalization) dy where the ReLU passed its input (gate > 0) and 0 where it did not, as the
 // ReLU's own backward gives it. Inlined with a constant `gated`, so no loop tests it.
 __attribute__((always_inline)) static inline float gated_dy(const float *dy, const float *gate, int64_t i, int gated) {
-    return gated ? (gate[i] > 0.0f ? dy[i] : 0.0f) : dy[i];
+    float g = dy[i];  // loaded whatever the gate says: a conditional load would keep the loop scalar
+    return gated ? (gate[i] > 0.0f ? g : 0.0f) : g;
 }
 
 __attribute__((always_inline)) static inline void gradient_sums(const float *dy, const float *gate, const float *x,
