@@ -512,12 +512,17 @@ static int is_tiled(const bp_pool2d_params *p) {
         tap = take_ ? (number) : tap;              \
     } while (0)
 
+// A row's last group of windows may be short (count < 8). With `room` (the plane goes on for at
+// least a group past the row: every row but the last few), it is still read and written as a
+// full group: the extra loads read the next row, and the extra stores write where the next row's
+// outputs (or the memset of uncovered columns) go later. Without, it goes through padded copies.
+
 // The four taps of up to 8 consecutive 2×2 windows whose rows start at r0 and r1, in row-major
-// tap order: taps[0] = top left … taps[3] = bottom right. Short groups (a row's tail) go through a
-// zero-padded copy, so every row length is branch-free.
-__attribute__((always_inline)) static inline void load_2x2(v8f taps[4], const float *r0, const float *r1, int64_t count) {
+// tap order: taps[0] = top left … taps[3] = bottom right.
+__attribute__((always_inline)) static inline void load_2x2(v8f taps[4], const float *r0, const float *r1, int64_t count,
+                                                           int room) {
     float top[16] = {0}, bottom[16] = {0};
-    if (count < 8) {
+    if (count < 8 && !room) {
         bp_copy_short(top, r0, 2 * count);
         bp_copy_short(bottom, r1, 2 * count);
         r0 = top, r1 = bottom;
@@ -531,8 +536,8 @@ __attribute__((always_inline)) static inline void load_2x2(v8f taps[4], const fl
 }
 
 // The first `count` lanes of *v to out.
-__attribute__((always_inline)) static inline void store_lanes(float *out, const v8f *v, int64_t count) {
-    if (count == 8) {
+__attribute__((always_inline)) static inline void store_lanes(float *out, const v8f *v, int64_t count, int room) {
+    if (count == 8 || room) {
         memcpy(out, v, 32);
         return;
     }
@@ -542,10 +547,11 @@ __attribute__((always_inline)) static inline void store_lanes(float *out, const 
 }
 
 // Row ti of up to 8 windows' input gradient: row[2i] = left[i], row[2i + 1] = right[i].
-__attribute__((always_inline)) static inline void store_pairs(float *row, const v8f *left, const v8f *right, int64_t count) {
+__attribute__((always_inline)) static inline void store_pairs(float *row, const v8f *left, const v8f *right, int64_t count,
+                                                             int room) {
     v8f lo = __builtin_shufflevector(*left, *right, 0, 8, 1, 9, 2, 10, 3, 11);
     v8f hi = __builtin_shufflevector(*left, *right, 4, 12, 5, 13, 6, 14, 7, 15);
-    if (count == 8) {
+    if (count == 8 || room) {
         memcpy(row, &lo, 32), memcpy(row + 8, &hi, 32);
         return;
     }
@@ -557,8 +563,8 @@ __attribute__((always_inline)) static inline void store_pairs(float *row, const 
 // Up to 8 gradients (+0.0f turns −0 into +0, as adding them to a zeroed gradient would) and
 // their windows' argmax (−1 past count, matching no tap).
 __attribute__((always_inline)) static inline void load_gradients(v8f *grad, v8i *tap, const float *dy, const uint8_t *index,
-                                                                  int64_t count) {
-    if (count == 8) {
+                                                                  int64_t count, int room) {
+    if (count == 8 || room) {
         memcpy(grad, dy, 32);
         *tap = (v8i){0} - 1;
         if (index) {
@@ -581,11 +587,11 @@ __attribute__((always_inline)) static inline void load_gradients(v8f *grad, v8i 
 
 // One row of 2×2 windows over input rows r0 and r1: maxima and argmax.
 BP_MULTIVERSION
-static void max_row_2x2(float *y, uint8_t *index, const float *r0, const float *r1, int64_t out_w) {
+static void max_row_2x2(float *y, uint8_t *index, const float *r0, const float *r1, int64_t out_w, int room) {
     for (int64_t ow = 0; ow < out_w; ow += 8) {
         int64_t count = out_w - ow < 8 ? out_w - ow : 8;
         v8f taps[4];
-        load_2x2(taps, r0 + 2 * ow, r1 + 2 * ow, count);
+        load_2x2(taps, r0 + 2 * ow, r1 + 2 * ow, count, room);
         v8f best = taps[0];
         v8i tap = {0};
         for (int t = 1; t < 4; t++) {
@@ -593,43 +599,50 @@ static void max_row_2x2(float *y, uint8_t *index, const float *r0, const float *
             best = BLEND(take, taps[t], best);
             tap = (take & t) | (tap & ~take);
         }
-        store_lanes(y + ow, &best, count);
-        for (int64_t i = 0; i < count; i++) index[ow + i] = (uint8_t)tap[i];
+        store_lanes(y + ow, &best, count, room);
+        if (count == 8 || room) {
+            typedef uint8_t v8u8 __attribute__((vector_size(8)));
+            v8u8 bytes = __builtin_convertvector(tap, v8u8);
+            memcpy(index + ow, &bytes, 8);
+        } else {
+            for (int64_t i = 0; i < count; i++) index[ow + i] = (uint8_t)tap[i];
+        }
     }
 }
 
 // One row of 2×2 average windows: the taps summed in window order from 0, then divided, as
 // the general path does.
 BP_MULTIVERSION
-static void avg_row_2x2(float *y, const float *r0, const float *r1, int64_t out_w, float divisor) {
+static void avg_row_2x2(float *y, const float *r0, const float *r1, int64_t out_w, float divisor, int room) {
     for (int64_t ow = 0; ow < out_w; ow += 8) {
         int64_t count = out_w - ow < 8 ? out_w - ow : 8;
         v8f taps[4];
-        load_2x2(taps, r0 + 2 * ow, r1 + 2 * ow, count);
+        load_2x2(taps, r0 + 2 * ow, r1 + 2 * ow, count, room);
         v8f sum = (v8f){0} + taps[0];
         sum += taps[1];
         sum += taps[2];
         sum += taps[3];
         v8f mean = sum / divisor;
-        store_lanes(y + ow, &mean, count);
+        store_lanes(y + ow, &mean, count, room);
     }
 }
 
 // Row ti of a row of 2×2 windows' input gradient. Max: dy at the argmax, 0 at the other tap.
 // Average (index NULL): dy / divisor at both taps.
 BP_MULTIVERSION
-static void row_2x2_backward(float *row, const float *dy, const uint8_t *index, int ti, int64_t out_w, float divisor) {
+static void row_2x2_backward(float *row, const float *dy, const uint8_t *index, int ti, int64_t out_w, float divisor,
+                             int room) {
     for (int64_t ow = 0; ow < out_w; ow += 8) {
         int64_t count = out_w - ow < 8 ? out_w - ow : 8;
         v8f grad, zero = {0};
         v8i tap;
-        load_gradients(&grad, &tap, dy + ow, index ? index + ow : NULL, count);
+        load_gradients(&grad, &tap, dy + ow, index ? index + ow : NULL, count, room);
         if (index) {
             v8f left = BLEND(tap == 2 * ti, grad, zero), right = BLEND(tap == 2 * ti + 1, grad, zero);
-            store_pairs(row + 2 * ow, &left, &right, count);
+            store_pairs(row + 2 * ow, &left, &right, count, room);
         } else {
             v8f share = grad / divisor + zero;
-            store_pairs(row + 2 * ow, &share, &share, count);
+            store_pairs(row + 2 * ow, &share, &share, count, room);
         }
     }
 }
@@ -648,8 +661,10 @@ static void plane_tiled(float *y, uint8_t *index, const float *x, const bp_pool2
         float *out = y + oh * p->out_w;
         uint8_t *idx = index ? index + oh * p->out_w : NULL;
         if (kh == 2 && kw == 2) {
-            if (index) max_row_2x2(out, idx, top, top + w, p->out_w);
-            else avg_row_2x2(out, top, top + w, p->out_w, divisor);
+            // Room for a full last group: 8 more outputs, and 16 more floats in the bottom input row.
+            int room = (oh + 1) * p->out_w + 8 <= p->out_h * p->out_w && (2 * oh + 1) * w + 2 * p->out_w + 16 <= p->h * w;
+            if (index) max_row_2x2(out, idx, top, top + w, p->out_w, room);
+            else avg_row_2x2(out, top, top + w, p->out_w, divisor, room);
             continue;
         }
         for (int64_t ow = 0; ow < p->out_w; ow++) {
@@ -683,7 +698,9 @@ static void plane_tiled_backward(float *dx, const float *dy, const uint8_t *inde
         for (int64_t ti = 0; ti < kh; ti++) {
             float *row = dx + (oh * kh + ti) * w;
             if (kh == 2 && kw == 2) {
-                row_2x2_backward(row, g, idx, (int)ti, p->out_w, divisor);
+                // Room for a full last group: 8 more gradients, and 16 more floats of dx.
+                int room = (oh + 1) * p->out_w + 8 <= p->out_h * p->out_w && (2 * oh + ti) * w + 2 * p->out_w + 16 <= p->h * w;
+                row_2x2_backward(row, g, idx, (int)ti, p->out_w, divisor, room);
             } else {
                 for (int64_t ow = 0; ow < p->out_w; ow++)
                     for (int64_t tj = 0; tj < kw; tj++)
