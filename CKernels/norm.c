@@ -64,28 +64,38 @@ static void moments_add_run(moments *m, const float *x, int64_t count) {
     m->count = total;
 }
 
-// The gradient at element i: dy, or when `gate` is given (the output of a ReLU fused after the
-// normalization) dy where the ReLU passed its input (gate > 0) and 0 where it did not, as the
-// ReLU's own backward gives it. Inlined with a constant `gated`, so no loop tests it.
-__attribute__((always_inline)) static inline float gated_dy(const float *dy, const float *gate, int64_t i, int gated) {
-    float g = dy[i];  // loaded whatever the gate says: a conditional load would keep the loop scalar
-    return gated ? (gate[i] > 0.0f ? g : 0.0f) : g;
+// The affine map of a channel, y = ((x − hi) − lo) · scale + shift, as the forward computes it.
+typedef struct {
+    float hi, lo, scale, shift;
+} affine_map;
+
+__attribute__((always_inline)) static inline float affine(const affine_map *m, float x) {
+    return ((x - m->hi) - m->lo) * m->scale + m->shift;
 }
 
-__attribute__((always_inline)) static inline void gradient_sums(const float *dy, const float *gate, const float *x,
-                                                                int64_t count, double mean, double *sum_dy,
-                                                                double *sum_dy_centred, int gated) {
+// The gradient at element i: dy, or with a fused ReLU (`relu`) dy where the ReLU passed its input
+// (affine(x) > 0, recomputed from x exactly as the forward computed it) and 0 where it did not, as
+// the ReLU's own backward gives it. Inlined with a constant `relu`, so no loop tests it.
+__attribute__((always_inline)) static inline float gated_dy(const float *dy, const float *x, int64_t i,
+                                                            const affine_map *m, int relu) {
+    float g = dy[i];  // loaded whatever the gate says: a conditional load would keep the loop scalar
+    return relu ? (affine(m, x[i]) > 0.0f ? g : 0.0f) : g;
+}
+
+__attribute__((always_inline)) static inline void gradient_sums(const float *dy, const float *x, int64_t count,
+                                                                double mean, const affine_map *m, double *sum_dy,
+                                                                double *sum_dy_centred, int relu) {
     double a[8] = {0}, b[8] = {0};
     int64_t i = 0;
     for (; i + 8 <= count; i += 8)
         for (int l = 0; l < 8; l++) {
-            float g = gated_dy(dy, gate, i + l, gated);
+            float g = gated_dy(dy, x, i + l, m, relu);
             a[l] += g;
             b[l] += g * (x[i + l] - mean);
         }
     double sa = 0.0, sb = 0.0;
     for (; i < count; i++) {
-        float g = gated_dy(dy, gate, i, gated);
+        float g = gated_dy(dy, x, i, m, relu);
         sa += g, sb += g * (x[i] - mean);
     }
     for (int l = 0; l < 8; l++) sa += a[l], sb += b[l];
@@ -93,12 +103,12 @@ __attribute__((always_inline)) static inline void gradient_sums(const float *dy,
     *sum_dy_centred += sb;
 }
 
-// Σ dy and Σ dy · (x − mean) over a run (dy gated by `gate` when it is not NULL).
+// Σ dy and Σ dy · (x − mean) over a run (dy gated by the fused ReLU of map `m` when `relu`).
 BP_MULTIVERSION
-static void run_gradient_sums(const float *dy, const float *gate, const float *x, int64_t count, double mean,
-                              double *sum_dy, double *sum_dy_centred) {
-    if (gate) gradient_sums(dy, gate, x, count, mean, sum_dy, sum_dy_centred, 1);
-    else gradient_sums(dy, NULL, x, count, mean, sum_dy, sum_dy_centred, 0);
+static void run_gradient_sums(const float *dy, const float *x, int64_t count, double mean, const affine_map *m,
+                              int relu, double *sum_dy, double *sum_dy_centred) {
+    if (relu) gradient_sums(dy, x, count, mean, m, sum_dy, sum_dy_centred, 1);
+    else gradient_sums(dy, x, count, mean, m, sum_dy, sum_dy_centred, 0);
 }
 
 // A mean in float as hi + lo: x − hi is exact for x within a factor 2 of hi (Sterbenz), so
@@ -109,32 +119,34 @@ static void split_mean(double mean, float *pair) {
     pair[1] = (float)(mean - pair[0]);
 }
 
-// y = (x − mean) · scale + shift over a run, mean = hi + lo; with `relu`, then y = y > 0 ? y : 0
-// (a ReLU fused after the normalization: the same bits as bp_relu_forward of y).
+// y = affine(x) over a run; with `relu`, then y = y > 0 ? y : 0 (a ReLU fused after the
+// normalization: the same bits as bp_relu_forward of y).
 BP_MULTIVERSION
-static void run_affine(float *y, const float *x, int64_t count, float hi, float lo, float scale, float shift, int relu) {
+static void run_affine(float *y, const float *x, int64_t count, const affine_map *map, int relu) {
+    affine_map m = *map;
     if (relu)
         for (int64_t i = 0; i < count; i++) {
-            float v = ((x[i] - hi) - lo) * scale + shift;
+            float v = affine(&m, x[i]);
             y[i] = v > 0.0f ? v : 0.0f;
         }
     else
-        for (int64_t i = 0; i < count; i++) y[i] = ((x[i] - hi) - lo) * scale + shift;
+        for (int64_t i = 0; i < count; i++) y[i] = affine(&m, x[i]);
 }
 
 // dx = a · dy + b · (x − mean) + k over a run, mean = hi + lo: every normalization backward
-// (dy gated by `gate` when it is not NULL).
-__attribute__((always_inline)) static inline void backward_run(float *dx, const float *dy, const float *gate,
-                                                               const float *x, int64_t count, float a, float b,
-                                                               float hi, float lo, float k, int gated) {
-    for (int64_t i = 0; i < count; i++) dx[i] = a * gated_dy(dy, gate, i, gated) + b * ((x[i] - hi) - lo) + k;
+// (dy gated by the fused ReLU of map `m` when `relu`).
+__attribute__((always_inline)) static inline void backward_run(float *dx, const float *dy, const float *x, int64_t count,
+                                                               float a, float b, float hi, float lo, float k,
+                                                               const affine_map *m, int relu) {
+    for (int64_t i = 0; i < count; i++) dx[i] = a * gated_dy(dy, x, i, m, relu) + b * ((x[i] - hi) - lo) + k;
 }
 
 BP_MULTIVERSION
-static void run_backward(float *dx, const float *dy, const float *gate, const float *x, int64_t count, float a,
-                         float b, float hi, float lo, float k) {
-    if (gate) backward_run(dx, dy, gate, x, count, a, b, hi, lo, k, 1);
-    else backward_run(dx, dy, NULL, x, count, a, b, hi, lo, k, 0);
+static void run_backward(float *dx, const float *dy, const float *x, int64_t count, float a, float b, float hi,
+                         float lo, float k, const affine_map *map, int relu) {
+    affine_map m = *map;
+    if (relu) backward_run(dx, dy, x, count, a, b, hi, lo, k, &m, 1);
+    else backward_run(dx, dy, x, count, a, b, hi, lo, k, &m, 0);
 }
 
 // MARK: - Batch normalization: one channel per iteration, its n planes of hw values in order
@@ -156,7 +168,8 @@ void bp_batchnorm_forward_train(float *y, float *mean, float *rstd, float *runni
         }
         float g = gamma ? gamma[ch] : 1.0f, shift = beta ? beta[ch] : 0.0f;
         for (int64_t b = 0; b < n; b++)
-            run_affine(y + (b * c + ch) * hw, x + (b * c + ch) * hw, hw, mean[2 * ch], mean[2 * ch + 1], r * g, shift, relu);
+            run_affine(y + (b * c + ch) * hw, x + (b * c + ch) * hw, hw,
+                       &(affine_map){mean[2 * ch], mean[2 * ch + 1], r * g, shift}, relu);
     }
 }
 
@@ -167,19 +180,21 @@ void bp_batchnorm_forward_eval(float *y, const float *x, const float *running_me
     for (int64_t plane = 0; plane < n * c; plane++) {
         int64_t ch = plane % c;
         float scale = (float)(1.0 / sqrt((double)running_var[ch] + eps)) * (gamma ? gamma[ch] : 1.0f);
-        run_affine(y + plane * hw, x + plane * hw, hw, running_mean[ch], 0.0f, scale, beta ? beta[ch] : 0.0f, relu);
+        run_affine(y + plane * hw, x + plane * hw, hw, &(affine_map){running_mean[ch], 0.0f, scale, beta ? beta[ch] : 0.0f},
+                   relu);
     }
 }
 
-void bp_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *gate, const float *x,
-                           const float *mean, const float *rstd, const float *gamma,
-                           int64_t n, int64_t c, int64_t hw, int batch_statistics) {
+void bp_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                           const float *mean, const float *rstd, const float *gamma, const float *beta,
+                           int64_t n, int64_t c, int64_t hw, int batch_statistics, int relu) {
     #pragma omp parallel for schedule(static) if (n * c * hw >= BP_PARALLEL_MIN)
     for (int64_t ch = 0; ch < c; ch++) {
         double sum_dy = 0.0, sum_dy_centred = 0.0, mu = (double)mean[2 * ch] + mean[2 * ch + 1];
+        // The forward's map (scale = rstd · gamma in float, as both forwards compute it), for the fused ReLU.
+        affine_map map = {mean[2 * ch], mean[2 * ch + 1], rstd[ch] * (gamma ? gamma[ch] : 1.0f), beta ? beta[ch] : 0.0f};
         for (int64_t b = 0; b < n; b++)
-            run_gradient_sums(dy + (b * c + ch) * hw, gate ? gate + (b * c + ch) * hw : NULL, x + (b * c + ch) * hw, hw, mu,
-                              &sum_dy, &sum_dy_centred);
+            run_gradient_sums(dy + (b * c + ch) * hw, x + (b * c + ch) * hw, hw, mu, &map, relu, &sum_dy, &sum_dy_centred);
         double r = rstd[ch], g = gamma ? gamma[ch] : 1.0, count = (double)(n * hw);
         if (dbeta) dbeta[ch] += (float)sum_dy;
         if (dgamma) dgamma[ch] += (float)(sum_dy_centred * r);
@@ -188,8 +203,8 @@ void bp_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *
         float b = batch_statistics ? (float)(-g * r * r * r * sum_dy_centred / count) : 0.0f;
         float k = batch_statistics ? (float)(-g * r * sum_dy / count) : 0.0f;
         for (int64_t bi = 0; bi < n; bi++)
-            run_backward(dx + (bi * c + ch) * hw, dy + (bi * c + ch) * hw, gate ? gate + (bi * c + ch) * hw : NULL,
-                         x + (bi * c + ch) * hw, hw, a, b, mean[2 * ch], mean[2 * ch + 1], k);
+            run_backward(dx + (bi * c + ch) * hw, dy + (bi * c + ch) * hw, x + (bi * c + ch) * hw, hw, a, b, mean[2 * ch],
+                         mean[2 * ch + 1], k, &map, relu);
     }
 }
 

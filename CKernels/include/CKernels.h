@@ -212,12 +212,13 @@ void bp_batchnorm_forward_eval(float *y, const float *x, const float *running_me
 /// Backward of either mode from the statistics it normalised with (mean [c, 2], rstd [c]):
 /// with x̂ = (x − mean) · rstd, dbeta += Σ dy, dgamma += Σ dy · x̂, and
 /// dx = gamma · rstd · (dy − (Σ dy + x̂ · Σ dy · x̂) / (n · hw)) in training (batch statistics), or
-/// dx = gamma · rstd · dy in evaluation (fixed statistics, batch_statistics = 0). With a fused
-/// ReLU, `gate` is its output and dy the gradient at it: dy counts only where gate > 0 (as
-/// bp_relu_backward would pass it on); gate is NULL otherwise.
-void bp_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *gate, const float *x,
-                           const float *mean, const float *rstd, const float *gamma,
-                           int64_t n, int64_t c, int64_t hw, int batch_statistics);
+/// dx = gamma · rstd · dy in evaluation (fixed statistics, batch_statistics = 0). With `relu`, a
+/// ReLU was fused after the forward and dy is the gradient at its output: dy counts only where the
+/// normalised value (recomputed from x, beta and the statistics as the forward computed it) is > 0,
+/// as bp_relu_backward would pass it on.
+void bp_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                           const float *mean, const float *rstd, const float *gamma, const float *beta,
+                           int64_t n, int64_t c, int64_t hw, int batch_statistics, int relu);
 /// Over each row of d values: saves mean [rows, 2] (hi, lo) and rstd [rows]; y = x̂ · gamma + beta.
 void bp_layernorm_forward(float *y, float *mean, float *rstd, const float *x, const float *gamma, const float *beta,
                           int64_t rows, int64_t d, float eps);

@@ -62,8 +62,9 @@ public class BatchNorm: Module {
     }
 
     /// With `fusingReLU`, the output is ReLU(u) and the backward takes the gradient at it: one pass
-    /// over the data each way instead of two (Sequential fuses a BatchNorm followed by a ReLU). The
-    /// bits are those of the two layers one after the other.
+    /// over the data each way instead of two (Sequential fuses a BatchNorm followed by a ReLU), and
+    /// the backward recomputes where u > 0 from the input instead of keeping u. The bits are those
+    /// of the two layers one after the other.
     func forward(_ input: Tensor, fusingReLU: Bool) throws -> (output: Tensor, backward: Backward) {
         guard ranks.contains(input.rank), input.shape[1] == numFeatures, input.shape.allSatisfy({ $0 > 0 }) else {
             let trailing = [2: "", 3: ", L", 4: ", H, W"]
@@ -103,20 +104,19 @@ public class BatchNorm: Module {
                 }
             }
         }
-        let gate: Tensor? = fusingReLU ? output : nil
         return (output, { [weight, bias] gradOutput in
             try checkGradient(gradOutput, matches: input.shape, in: self)
-            return withOptionalPointer(gate) { gate in
-                gradOutput.withPointer { dy in
-                    input.withPointer { x in
-                        mean.withPointer { m in
-                            rstd.withPointer { r in
-                                withOptionalPointer(weight?.value) { gamma in
+            return gradOutput.withPointer { dy in
+                input.withPointer { x in
+                    mean.withPointer { m in
+                        rstd.withPointer { r in
+                            withOptionalPointer(weight?.value) { gamma in
+                                withOptionalPointer(bias?.value) { beta in
                                     withOptionalMutablePointer(weight) { dgamma in
                                         withOptionalMutablePointer(bias) { dbeta in
                                             Tensor.filled(input.shape) {
-                                                bp_batchnorm_backward($0, dgamma, dbeta, dy, gate, x, m, r, gamma, n, c, hw,
-                                                                      batchStatistics ? 1 : 0)
+                                                bp_batchnorm_backward($0, dgamma, dbeta, dy, x, m, r, gamma, beta, n, c, hw,
+                                                                      batchStatistics ? 1 : 0, fusingReLU ? 1 : 0)
                                             }
                                         }
                                     }

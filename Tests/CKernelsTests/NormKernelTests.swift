@@ -59,8 +59,8 @@ import Testing
             let statsMean = batchStatistics == 1 ? mean : runningMean.flatMap { [$0, 0] }
             let statsRstd = batchStatistics == 1 ? rstd : runningVar.map { 1 / ($0 + eps).squareRoot() }
             withOptionalPair(affine, &dgamma, &dbeta) { dg, db in
-                bp_batchnorm_backward(&dx, dg, db, dy, nil, x, statsMean, statsRstd, optional(gamma),
-                                      Int64(b.n), Int64(b.c), Int64(b.hw), batchStatistics)
+                bp_batchnorm_backward(&dx, dg, db, dy, x, statsMean, statsRstd, optional(gamma), optional(beta),
+                                      Int64(b.n), Int64(b.c), Int64(b.hw), batchStatistics, 0)
             }
             withOptionalPair(affine, &dgammaRef, &dbetaRef) { dg, db in
                 bp_batchnorm_backward_ref(&dxRef, dg, db, dy, x, optional(gamma), Int64(b.n), Int64(b.c), Int64(b.hw), eps,
@@ -124,7 +124,7 @@ import Testing
             } else {
                 bp_batchnorm_forward_eval(&y, x, runningMean, runningVar, gamma, beta, Int64(n), Int64(c), Int64(hw), 1e-5, relu)
                 mean = runningMean.flatMap { [$0, 0] }
-                rstd = runningVar.map { 1 / ($0 + 1e-5).squareRoot() }
+                rstd = runningVar.map { Float(1 / (Double($0) + Double(Float(1e-5))).squareRoot()) }  // as BatchNorm computes it
             }
             return y
         }
@@ -137,10 +137,10 @@ import Testing
         var dy = [Float](repeating: .nan, count: x.count)
         bp_relu_backward(&dy, dz, y, Int64(x.count))
         var dx = [Float](repeating: .nan, count: x.count), dg = [Float](repeating: 0, count: c), db = dg
-        bp_batchnorm_backward(&dx, &dg, &db, dy, nil, x, mean, rstd, gamma, Int64(n), Int64(c), Int64(hw), batchStatistics)
+        bp_batchnorm_backward(&dx, &dg, &db, dy, x, mean, rstd, gamma, beta, Int64(n), Int64(c), Int64(hw), batchStatistics, 0)
         var fusedDx = [Float](repeating: .nan, count: x.count), fusedDg = [Float](repeating: 0, count: c), fusedDb = fusedDg
-        bp_batchnorm_backward(&fusedDx, &fusedDg, &fusedDb, dz, z, x, mean, rstd, gamma, Int64(n), Int64(c), Int64(hw),
-                              batchStatistics)
+        bp_batchnorm_backward(&fusedDx, &fusedDg, &fusedDb, dz, x, mean, rstd, gamma, beta, Int64(n), Int64(c), Int64(hw),
+                              batchStatistics, 1)
         #expect(bits(fusedDx) == bits(dx) && bits(fusedDg) == bits(dg) && bits(fusedDb) == bits(db), "backward")
     }
 
@@ -156,7 +156,7 @@ import Testing
             var y = x, mean = [Float](repeating: 0, count: 2 * c), rstd = [Float](repeating: 0, count: c), rm = rstd, rv = rstd
             bp_batchnorm_forward_train(&y, &mean, &rstd, &rm, &rv, x, gamma, beta, Int64(n), Int64(c), Int64(hw), 1e-5, 0.1, 0)
             var dx = x, dg = [Float](repeating: 0, count: c), db = dg
-            bp_batchnorm_backward(&dx, &dg, &db, dy, nil, x, mean, rstd, gamma, Int64(n), Int64(c), Int64(hw), 1)
+            bp_batchnorm_backward(&dx, &dg, &db, dy, x, mean, rstd, gamma, beta, Int64(n), Int64(c), Int64(hw), 1, 0)
             var ly = x, lm = [Float](repeating: 0, count: 2 * rows), lr = [Float](repeating: 0, count: rows)
             bp_layernorm_forward(&ly, &lm, &lr, x, lnGamma, lnBeta, Int64(rows), Int64(d), 1e-5)
             var ldx = x, ldg = [Float](repeating: 0, count: d), ldb = ldg
