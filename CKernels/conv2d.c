@@ -86,9 +86,10 @@ static float *buffer_row(float *buffer, const layout *l, const bp_conv2d_params 
 
 // Copies cg channels of an image (x at the group's first channel) into the buffer, whose padding
 // is already 0 (it is never written, so a buffer zeroed once serves every image), or back (dx =
-// the buffer's interior): each row phase by phase, input column iw = m · sw + q − pad_w going to
-// index m of phase q.
-static void copy_rows(float *buffer, float *x, const layout *l, const bp_conv2d_params *p, int into_buffer) {
+// the buffer's interior, plus bias[ci] when bias is not NULL): each row phase by phase, input
+// column iw = m · sw + q − pad_w going to index m of phase q.
+static void copy_rows(float *buffer, float *x, const float *bias, const layout *l, const bp_conv2d_params *p,
+                      int into_buffer) {
     int64_t s = p->stride_w;
     for (int64_t ci = 0; ci < p->c / p->groups; ci++)
         for (int64_t ih = 0; ih < p->h; ih++) {
@@ -96,27 +97,29 @@ static void copy_rows(float *buffer, float *x, const layout *l, const bp_conv2d_
             if (s == 1) {
                 if (into_buffer) bp_copy_short(row + p->pad_w, image, p->w);
                 else bp_copy_short(image, row + p->pad_w, p->w);
-                continue;
+            } else {
+                for (int64_t q = 0; q < s; q++) {
+                    float *phase = row + q * l->plane;
+                    float *in = image + q - p->pad_w;  // in[m · s] is column m · s + q − pad_w
+                    int64_t first = q >= p->pad_w ? 0 : (p->pad_w - q + s - 1) / s;
+                    int64_t end = (p->w + p->pad_w - q + s - 1) / s;  // first m past the row
+                    if (into_buffer)
+                        for (int64_t m = first; m < end; m++) phase[m] = in[m * s];
+                    else
+                        for (int64_t m = first; m < end; m++) in[m * s] = phase[m];
+                }
             }
-            for (int64_t q = 0; q < s; q++) {
-                float *phase = row + q * l->plane;
-                float *in = image + q - p->pad_w;  // in[m · s] is column m · s + q − pad_w
-                int64_t first = q >= p->pad_w ? 0 : (p->pad_w - q + s - 1) / s;
-                int64_t end = (p->w + p->pad_w - q + s - 1) / s;  // first m past the row
-                if (into_buffer)
-                    for (int64_t m = first; m < end; m++) phase[m] = in[m * s];
-                else
-                    for (int64_t m = first; m < end; m++) in[m * s] = phase[m];
-            }
+            if (!into_buffer && bias)
+                for (int64_t iw = 0; iw < p->w; iw++) image[iw] += bias[ci];
         }
 }
 
 static void copy_in(float *buffer, const float *x, const layout *l, const bp_conv2d_params *p) {
-    copy_rows(buffer, (float *)x, l, p, 1);
+    copy_rows(buffer, (float *)x, NULL, l, p, 1);
 }
 
-static void copy_out(float *dx, const float *buffer, const layout *l, const bp_conv2d_params *p) {
-    copy_rows((float *)buffer, dx, l, p, 0);
+static void copy_out(float *dx, const float *buffer, const float *bias, const layout *l, const bp_conv2d_params *p) {
+    copy_rows((float *)buffer, dx, bias, l, p, 0);
 }
 
 // The output pixels [p0, p0 + count) as runs along output rows: run r covers positions
@@ -209,7 +212,7 @@ static void backward_data_panel(float *buffer, const float *a, const float *b, f
         for (int64_t block = 0; block < kc_blocks(kg); block++) {
             int64_t k0, kc;
             kc_block(kg, block, &k0, &kc);
-            bp_micro_6x16(kc, a + m * kg + k0 * BP_MR, b + k0 * BP_NR, tile, BP_NR, block > 0, taps, count);
+            bp_micro_6x16(kc, a + m * kg + k0 * BP_MR, b + k0 * BP_NR, tile, BP_NR, block > 0, NULL, taps, count);
         }
         for (int64_t t = 0; t < taps; t++) {
             float *dst = buffer + offsets[m + t];
@@ -281,7 +284,7 @@ static int is_depthwise(const bp_conv2d_params *p) { return p->c == p->groups &&
 // y[oh][ow] = Σ_t w[t] · buffer[offset[t] + oh · wq + ow].
 BP_MULTIVERSION
 static void depthwise_forward(float *restrict y, const float *restrict buffer, const layout *l, const float *w,
-                              const bp_conv2d_params *p) {
+                              const float *bias, const bp_conv2d_params *p) {
     for (int64_t oh = 0; oh < p->out_h; oh++) {
         float *restrict out = y + oh * p->out_w;
         for (int64_t ow = 0; ow < p->out_w; ow++) out[ow] = 0.0f;
@@ -289,6 +292,8 @@ static void depthwise_forward(float *restrict y, const float *restrict buffer, c
             const float *restrict src = buffer + l->offset[t] + oh * l->wq;
             for (int64_t ow = 0; ow < p->out_w; ow++) out[ow] += w[t] * src[ow];
         }
+        if (bias)
+            for (int64_t ow = 0; ow < p->out_w; ow++) out[ow] += *bias;
     }
 }
 
@@ -327,7 +332,7 @@ static void depthwise_weights(float *dw, const float *restrict buffer, const flo
     _Pragma("omp parallel if ((p)->n * (p)->groups > 1 && (p)->n * (p)->k * out_hw(p) * col_rows(p) >= BP_PARALLEL_MIN)") \
     { __VA_ARGS__ }
 
-void bp_conv2d_forward(float *y, const float *x, const float *weight, const bp_conv2d_params *p) {
+void bp_conv2d_forward(float *y, const float *x, const float *weight, const float *bias, const bp_conv2d_params *p) {
     int64_t cg = p->c / p->groups, kg = p->k / p->groups, rows = col_rows(p), hw = out_hw(p), a_size = 0;
     float *a = is_depthwise(p) ? NULL : pack_weights(weight, p, 0, &a_size);  // depthwise reads the weights directly
     layout l = layout_build(p);
@@ -341,7 +346,7 @@ void bp_conv2d_forward(float *y, const float *x, const float *weight, const bp_c
             copy_in(buffer, x + (image * p->c + g * cg) * p->h * p->w, &l, p);
             float *yg = y + (image * p->k + g * kg) * hw;
             if (is_depthwise(p)) {
-                depthwise_forward(yg, buffer, &l, weight + g * rows, p);
+                depthwise_forward(yg, buffer, &l, weight + g * rows, bias ? bias + g : NULL, p);
                 continue;
             }
             for (int64_t p0 = 0; p0 < hw; p0 += BP_NR) {
@@ -354,6 +359,7 @@ void bp_conv2d_forward(float *y, const float *x, const float *weight, const bp_c
                     // y_g[m rows, pixels p0 …] (+)= W_g[m rows, taps t0 …] · b
                     for (int64_t m = 0; m < kg; m += BP_MR)
                         bp_micro_6x16(kc, a + g * a_size + m * rows + t0 * BP_MR, b, yg + m * hw + p0, hw, block > 0,
+                                      block == kc_blocks(rows) - 1 && bias ? bias + g * kg + m : NULL,
                                       min64(BP_MR, kg - m), count);
                 }
             }
@@ -365,7 +371,8 @@ void bp_conv2d_forward(float *y, const float *x, const float *weight, const bp_c
     free(a);
 }
 
-void bp_conv2d_backward_data(float *dx, const float *dy, const float *weight, const bp_conv2d_params *p) {
+void bp_conv2d_backward_data(float *dx, const float *dy, const float *weight, const float *bias,
+                             const bp_conv2d_params *p) {
     int64_t cg = p->c / p->groups, kg = p->k / p->groups, rows = col_rows(p), hw = out_hw(p), a_size = 0;
     float *a = is_depthwise(p) ? NULL : pack_weights(weight, p, 1, &a_size);
     layout l = layout_build(p);
@@ -389,7 +396,7 @@ void bp_conv2d_backward_data(float *dx, const float *dy, const float *weight, co
                 }
                 backward_data_panel(buffer, a + g * a_size, b, tile, l.offset, rows, kg, runs, n, count);
             }
-            copy_out(dx + (image * p->c + g * cg) * p->h * p->w, buffer, &l, p);
+            copy_out(dx + (image * p->c + g * cg) * p->h * p->w, buffer, bias ? bias + g * cg : NULL, &l, p);
         }
         free(buffer);
         free(b);
@@ -436,7 +443,7 @@ void bp_conv2d_backward_weights(float *dweight, const float *dy, const float *x,
                             gather_transposed(b, buffer, l.offset + t0, nt, runs, n);
                             // dW_g[m rows, taps t0 …] += dy_g[m rows, pixels p0 …] · b
                             for (int64_t m = 0; m < kg; m += BP_MR)
-                                bp_micro_6x16(pc, a + m * pc, b, dwg + m * rows + t0, rows, 1, min64(BP_MR, kg - m), nt);
+                                bp_micro_6x16(pc, a + m * pc, b, dwg + m * rows + t0, rows, 1, NULL, min64(BP_MR, kg - m), nt);
                         }
                     }
                 }
@@ -453,15 +460,6 @@ void bp_conv2d_backward_weights(float *dweight, const float *dy, const float *x,
     }
     free(partial);
     free(l.offset);
-}
-
-void bp_channel_bias_add(float *y, const float *bias, int64_t n, int64_t c, int64_t hw) {
-    #pragma omp parallel for schedule(static) if (n * c * hw >= BP_PARALLEL_MIN)
-    for (int64_t plane = 0; plane < n * c; plane++) {
-        float v = bias[plane % c];
-        float *out = y + plane * hw;
-        for (int64_t i = 0; i < hw; i++) out[i] += v;
-    }
 }
 
 void bp_channel_bias_backward(float *dbias, const float *dy, int64_t n, int64_t c, int64_t hw) {

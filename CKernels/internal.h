@@ -53,10 +53,11 @@ BP_MULTIVERSION float bp_lane_sum(const float *x, int64_t n);
 enum { BP_MR = 6, BP_NR = 16 };
 
 /// C (+)= A · B for one block: A packed [kc][BP_MR], B packed [kc][BP_NR], C rows `ldc` apart.
-/// `accumulate` adds to C instead of overwriting it; only the first `rows` × `cols` of the block
-/// (at most BP_MR × BP_NR) are stored, for the edges of a matrix.
-void bp_micro_6x16(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int accumulate, int64_t rows,
-                   int64_t cols);
+/// `accumulate` adds to C instead of overwriting it (C + A·B); then `bias` (one float per row, or
+/// NULL) is added. Only the first `rows` × `cols` of the block (at most BP_MR × BP_NR) are
+/// stored, for the edges of a matrix.
+void bp_micro_6x16(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int accumulate,
+                   const float *bias, int64_t rows, int64_t cols);
 
 /// e^x within 2 ulp for x in [−87.3, 88.7], and vectorisable (no calls, no branches): e^x = 2^n e^r with
 /// n = round(x / ln 2) and r = x − n ln 2 in [−ln 2 / 2, ln 2 / 2], e^r by a degree-6 polynomial

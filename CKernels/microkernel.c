@@ -11,8 +11,8 @@
 #include <string.h>
 
 BP_MULTIVERSION
-void bp_micro_6x16(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int accumulate, int64_t rows,
-                   int64_t cols) {
+void bp_micro_6x16(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int accumulate,
+                   const float *bias, int64_t rows, int64_t cols) {
     v8f acc[BP_MR][2];
     for (int i = 0; i < BP_MR; i++) acc[i][0] = acc[i][1] = (v8f){0};
     for (int64_t t = 0; t < kc; t++) {
@@ -33,8 +33,9 @@ void bp_micro_6x16(int64_t kc, const float *a, const float *b, float *c, int64_t
             if (accumulate) {
                 v8f c0, c1;
                 memcpy(&c0, row, 32), memcpy(&c1, row + 8, 32);
-                acc[i][0] += c0, acc[i][1] += c1;
+                acc[i][0] = c0 + acc[i][0], acc[i][1] = c1 + acc[i][1];
             }
+            if (bias) acc[i][0] += bias[i], acc[i][1] += bias[i];
             memcpy(row, &acc[i][0], 32), memcpy(row + 8, &acc[i][1], 32);
         }
         return;
@@ -42,6 +43,9 @@ void bp_micro_6x16(int64_t kc, const float *a, const float *b, float *c, int64_t
     float tile[BP_MR][BP_NR];
     memcpy(tile, acc, sizeof tile);
     for (int64_t i = 0; i < rows; i++)
-        for (int64_t j = 0; j < cols; j++) c[i * ldc + j] = accumulate ? c[i * ldc + j] + tile[i][j] : tile[i][j];
+        for (int64_t j = 0; j < cols; j++) {
+            float v = accumulate ? c[i * ldc + j] + tile[i][j] : tile[i][j];
+            c[i * ldc + j] = bias ? v + bias[i] : v;
+        }
 }
 

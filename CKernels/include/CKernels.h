@@ -134,10 +134,13 @@ typedef struct {
     int64_t stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups;
 } bp_conv2d_params;
 
-/// y = conv(x, weight), no bias (bp_channel_bias_add adds it). Parallel over images.
-void bp_conv2d_forward(float *y, const float *x, const float *weight, const bp_conv2d_params *p);
-/// dx = the transposed convolution of dy (overwrites dx); also the forward of ConvTranspose2D.
-void bp_conv2d_backward_data(float *dx, const float *dy, const float *weight, const bp_conv2d_params *p);
+/// y = conv(x, weight) + bias[k] (bias [k], or NULL for none), the bias added to each finished sum.
+/// Parallel over images.
+void bp_conv2d_forward(float *y, const float *x, const float *weight, const float *bias, const bp_conv2d_params *p);
+/// dx = the transposed convolution of dy (overwrites dx) + bias[c] (bias [c], or NULL): also the
+/// forward of ConvTranspose2D, whose bias is on this side.
+void bp_conv2d_backward_data(float *dx, const float *dy, const float *weight, const float *bias,
+                             const bp_conv2d_params *p);
 /// dweight += the correlation of dy with x. Images are split into at most 4 fixed blocks summed
 /// into block partials, then added in block order: bit-identical for any thread count.
 void bp_conv2d_backward_weights(float *dweight, const float *dy, const float *x, const bp_conv2d_params *p);
@@ -145,8 +148,6 @@ void bp_conv2d_forward_ref(float *y, const float *x, const float *weight, const 
 void bp_conv2d_backward_data_ref(float *dx, const float *dy, const float *weight, const bp_conv2d_params *p);
 void bp_conv2d_backward_weights_ref(float *dweight, const float *dy, const float *x, const bp_conv2d_params *p);
 
-/// y[n, c, :] += bias[c] for y [n, c, hw].
-void bp_channel_bias_add(float *y, const float *bias, int64_t n, int64_t c, int64_t hw);
 /// dbias[c] += Σ over n and hw of dy[n, c, :] (in a fixed order).
 void bp_channel_bias_backward(float *dbias, const float *dy, int64_t n, int64_t c, int64_t hw);
 

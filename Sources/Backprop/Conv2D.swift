@@ -140,10 +140,7 @@ func convolution(_ module: Module, _ input: Tensor, weight: Parameter, bias: Par
     let inputGradientKernel = transposed ? bp_conv2d_forward : bp_conv2d_backward_data
     let output = input.withPointer { x in
         weight.value.withPointer { w in
-            Tensor.filled(outputShape) { y in
-                forwardKernel(y, x, w, &p)
-                if let bias { bias.value.withPointer { bp_channel_bias_add(y, $0, p.n, channels, plane) } }
-            }
+            withOptionalPointer(bias?.value) { b in Tensor.filled(outputShape) { y in forwardKernel(y, x, w, b, &p) } }
         }
     }
     return (output, { gradOutput in
@@ -157,7 +154,7 @@ func convolution(_ module: Module, _ input: Tensor, weight: Parameter, bias: Par
         }
         guard inputGradient else { return skippedGradient }
         return gradOutput.withPointer { v in
-            weight.value.withPointer { w in Tensor.filled(input.shape) { inputGradientKernel($0, v, w, &p) } }
+            weight.value.withPointer { w in Tensor.filled(input.shape) { inputGradientKernel($0, v, w, nil, &p) } }
         }
     })
 }
