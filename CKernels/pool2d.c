@@ -159,7 +159,7 @@ __attribute__((always_inline)) static inline void pad_row(float *padded, const f
     int64_t s = p->stride_w;
     float *data = padded + f->left;
     if (s == 1) {
-        memcpy(data, src, (size_t)p->w * sizeof(float));
+        bp_copy_short(data, src, p->w);
     } else if (s == 2) {  // the common case, with a constant stride the loop vectorises
         float *even = data, *odd = data + f->phase_length;
         int64_t pairs = p->w / 2;
@@ -356,10 +356,21 @@ __attribute__((always_inline)) static inline void fixed_forward(float *y, uint8_
             s->rows[count] = row, s->row_taps[count] = taps, s->ti[count] = ti;
         }
         column_reduce(s->out, s->out_taps, s->rows, s->row_taps, s->ti, count, rows_part(p, win, oh), p, f, is_max);
-        memcpy(y + oh * out_w, s->out, (size_t)out_w * sizeof(float));
-        if (index32) memcpy(index32 + oh * out_w, s->out_taps, (size_t)out_w * sizeof(int32_t));
-        else if (index8)
-            for (int64_t ow = 0; ow < out_w; ow++) index8[oh * out_w + ow] = (uint8_t)s->out_taps[ow];
+        bp_copy_short(y + oh * out_w, s->out, out_w);
+        if (index32) {
+            memcpy(index32 + oh * out_w, s->out_taps, (size_t)out_w * sizeof(int32_t));
+        } else if (index8) {
+            uint8_t *out = index8 + oh * out_w;
+            int64_t ow = 0;
+            for (; ow + 8 <= out_w; ow += 8) {  // 8 taps narrowed to bytes at a time
+                typedef uint8_t v8u8 __attribute__((vector_size(8)));
+                v8i taps;
+                memcpy(&taps, s->out_taps + ow, 32);
+                v8u8 bytes = __builtin_convertvector(taps, v8u8);
+                memcpy(out + ow, &bytes, 8);
+            }
+            for (; ow < out_w; ow++) out[ow] = (uint8_t)s->out_taps[ow];
+        }
     }
 }
 
@@ -373,13 +384,15 @@ static void plane_fixed(float *y, uint8_t *index8, int32_t *index32, const float
 // One plane's dy into the grid: row oh at grid + oh · grid_width + grid_left, divided by the
 // divisors for the average (taps NULL); for max the argmax tap numbers alike into taps. Padding
 // holds 0 and tap −1.
-__attribute__((always_inline)) static inline void gradient_grid(float *grid, int32_t *taps, const float *dy, const uint8_t *index8, const int32_t *index32,
-                          const bp_pool2d_params *p, const windows *win, const fixed_layout *f, const gather_layout *g) {
-    int64_t out_w = p->out_w, width = g->grid_width;
+__attribute__((always_inline)) static inline void gradient_grid(float *grid, int32_t *taps, const float *dy,
+                                                                const uint8_t *index8, const int32_t *index32,
+                                                                const bp_pool2d_params *p, const windows *win,
+                                                                const fixed_layout *f, const gather_layout *g) {
+    int64_t out_w = p->out_w, width = g->grid_width;  // width: a multiple of 8
     for (int64_t oh = 0; oh < p->out_h; oh++) {
         float *row = grid + oh * width;
-        memset(row, 0, (size_t)width * sizeof(float));
-        memcpy(row + g->grid_left, dy + oh * out_w, (size_t)out_w * sizeof(float));
+        for (int64_t k = 0; k < width; k += 8) memcpy(row + k, &(v8f){0}, 32);
+        bp_copy_short(row + g->grid_left, dy + oh * out_w, out_w);
         if (!taps) {
             int32_t rows = rows_part(p, win, oh);
             for (int64_t ow = 0; ow < f->lanes; ow += 8) {
@@ -392,7 +405,7 @@ __attribute__((always_inline)) static inline void gradient_grid(float *grid, int
             continue;
         }
         int32_t *tap = taps + oh * width;
-        for (int64_t i = 0; i < width; i++) tap[i] = -1;
+        for (int64_t k = 0; k < width; k += 8) memcpy(tap + k, &(v8i){-1, -1, -1, -1, -1, -1, -1, -1}, 32);
         for (int64_t ow = 0; ow < out_w; ow++)
             tap[g->grid_left + ow] = index8 ? index8[oh * out_w + ow] : index32[oh * out_w + ow];
     }
@@ -450,7 +463,7 @@ __attribute__((always_inline)) static inline void gather_row(float *dst, float *
     }
     // The phases back in input order (pad_row's inverse).
     if (s == 1) {
-        memcpy(dst, phases, (size_t)p->w * sizeof(float));
+        bp_copy_short(dst, phases, p->w);
     } else if (s == 2) {  // the common case, with a constant stride the loop vectorises
         const float *even = phases, *odd = phases + length;
         int64_t pairs = p->w / 2;
