@@ -160,10 +160,17 @@ __attribute__((always_inline)) static inline void pad_row(float *padded, const f
     float *data = padded + f->left;
     if (s == 1) {
         bp_copy_short(data, src, p->w);
-    } else if (s == 2) {  // the common case, with a constant stride the loop vectorises
+    } else if (s == 2) {  // the common case: 16 floats split into 8 even and 8 odd at a time
         float *even = data, *odd = data + f->phase_length;
-        int64_t pairs = p->w / 2;
-        for (int64_t m = 0; m < pairs; m++) even[m] = src[2 * m], odd[m] = src[2 * m + 1];
+        int64_t pairs = p->w / 2, m = 0;
+        for (; m + 8 <= pairs; m += 8) {
+            v8f lo, hi;
+            memcpy(&lo, src + 2 * m, 32), memcpy(&hi, src + 2 * m + 8, 32);
+            v8f e = __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14);
+            v8f o = __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15);
+            memcpy(even + m, &e, 32), memcpy(odd + m, &o, 32);
+        }
+        for (; m < pairs; m++) even[m] = src[2 * m], odd[m] = src[2 * m + 1];
         if (p->w % 2) even[pairs] = src[p->w - 1];
     } else {
         for (int64_t q = 0; q < s; q++)
@@ -464,10 +471,17 @@ __attribute__((always_inline)) static inline void gather_row(float *dst, float *
     // The phases back in input order (pad_row's inverse).
     if (s == 1) {
         bp_copy_short(dst, phases, p->w);
-    } else if (s == 2) {  // the common case, with a constant stride the loop vectorises
+    } else if (s == 2) {  // the common case: 8 even and 8 odd interleaved into 16 floats at a time
         const float *even = phases, *odd = phases + length;
-        int64_t pairs = p->w / 2;
-        for (int64_t m = 0; m < pairs; m++) dst[2 * m] = even[m], dst[2 * m + 1] = odd[m];
+        int64_t pairs = p->w / 2, m = 0;
+        for (; m + 8 <= pairs; m += 8) {
+            v8f e, o;
+            memcpy(&e, even + m, 32), memcpy(&o, odd + m, 32);
+            v8f lo = __builtin_shufflevector(e, o, 0, 8, 1, 9, 2, 10, 3, 11);
+            v8f hi = __builtin_shufflevector(e, o, 4, 12, 5, 13, 6, 14, 7, 15);
+            memcpy(dst + 2 * m, &lo, 32), memcpy(dst + 2 * m + 8, &hi, 32);
+        }
+        for (; m < pairs; m++) dst[2 * m] = even[m], dst[2 * m + 1] = odd[m];
         if (p->w % 2) dst[p->w - 1] = even[pairs];
     } else {
         for (int64_t q = 0; q < s; q++)
