@@ -413,8 +413,21 @@ __attribute__((always_inline)) static inline void gradient_grid(float *grid, int
         }
         int32_t *tap = taps + oh * width;
         for (int64_t k = 0; k < width; k += 8) memcpy(tap + k, &(v8i){-1, -1, -1, -1, -1, -1, -1, -1}, 32);
-        for (int64_t ow = 0; ow < out_w; ow++)
-            tap[g->grid_left + ow] = index8 ? index8[oh * out_w + ow] : index32[oh * out_w + ow];
+        int32_t *inside = tap + g->grid_left;
+        if (index32) {
+            memcpy(inside, index32 + oh * out_w, (size_t)out_w * sizeof(int32_t));
+            continue;
+        }
+        const uint8_t *bytes = index8 + oh * out_w;
+        int64_t ow = 0;
+        for (; ow + 8 <= out_w; ow += 8) {  // 8 bytes widened at a time
+            typedef uint8_t v8u8 __attribute__((vector_size(8)));
+            v8u8 narrow;
+            memcpy(&narrow, bytes + ow, 8);
+            v8i wide = __builtin_convertvector(narrow, v8i);
+            memcpy(inside + ow, &wide, 32);
+        }
+        for (; ow < out_w; ow++) inside[ow] = bytes[ow];
     }
 }
 
