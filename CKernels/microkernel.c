@@ -27,25 +27,33 @@ void bp_micro_6x16(int64_t kc, const float *a, const float *b, float *c, int64_t
             acc[i][1] += ai * b1;
         }
     }
+    // The stores are unrolled, so that every acc[i] is a register: indexed by a loop counter the
+    // accumulators would get a stack home, and every call would spill them (costly when kc is 9).
     if (rows == BP_MR && cols == BP_NR) {
+        _Pragma("clang loop unroll(full)")
         for (int i = 0; i < BP_MR; i++) {
             float *row = c + i * ldc;
+            v8f lo = acc[i][0], hi = acc[i][1];
             if (accumulate) {
                 v8f c0, c1;
                 memcpy(&c0, row, 32), memcpy(&c1, row + 8, 32);
-                acc[i][0] = c0 + acc[i][0], acc[i][1] = c1 + acc[i][1];
+                lo = c0 + lo, hi = c1 + hi;
             }
-            if (bias) acc[i][0] += bias[i], acc[i][1] += bias[i];
-            memcpy(row, &acc[i][0], 32), memcpy(row + 8, &acc[i][1], 32);
+            if (bias) lo += bias[i], hi += bias[i];
+            memcpy(row, &lo, 32), memcpy(row + 8, &hi, 32);
         }
         return;
     }
-    float tile[BP_MR][BP_NR];
-    memcpy(tile, acc, sizeof tile);
-    for (int64_t i = 0; i < rows; i++)
+    _Pragma("clang loop unroll(full)")
+    for (int i = 0; i < BP_MR; i++) {
+        if (i >= rows) break;
+        float tile[BP_NR];
+        v8f lo = acc[i][0], hi = acc[i][1];
+        memcpy(tile, &lo, 32), memcpy(tile + 8, &hi, 32);
         for (int64_t j = 0; j < cols; j++) {
-            float v = accumulate ? c[i * ldc + j] + tile[i][j] : tile[i][j];
+            float v = accumulate ? c[i * ldc + j] + tile[j] : tile[j];
             c[i * ldc + j] = bias ? v + bias[i] : v;
         }
+    }
 }
 
