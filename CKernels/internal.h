@@ -46,7 +46,18 @@ __attribute__((always_inline)) static inline void bp_copy_short(float *dst, cons
 }
 
 /// Σ x[i] for i < n in float, in 8 interleaved lanes (which vectorise; one running sum does not),
-/// then the tail, then the lanes: a fixed order.
+/// then the tail, then the lanes: a fixed order. Inline, for loops over many short runs inside a
+/// multiversioned function; bp_lane_sum is the same as a function.
+__attribute__((always_inline)) static inline float bp_lane_sum_inline(const float *x, int64_t n) {
+    float lanes[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) lanes[l] += x[i + l];
+    float sum = 0.0f;
+    for (; i < n; i++) sum += x[i];
+    for (int l = 0; l < 8; l++) sum += lanes[l];
+    return sum;
+}
 BP_MULTIVERSION float bp_lane_sum(const float *x, int64_t n);
 
 /// The convolutions' register block (microkernel.c): rows of A and columns of B per call.

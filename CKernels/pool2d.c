@@ -755,12 +755,36 @@ static void plane_tiled_backward(float *dx, const float *dy, const uint8_t *inde
 
 // MARK: - Global pooling: the whole plane is the window
 
+static int is_global(const bp_pool2d_params *p) { return p->adaptive && p->out_h == 1 && p->out_w == 1; }
+
+enum { GLOBAL_PLANES = 256 };  // planes per call: one call per plane would cost more than its sum
+
+// y[plane] = the mean of plane `plane` of x, for planes [first, first + count).
 BP_MULTIVERSION
-static void plane_fill(float *out, float value, int64_t hw) {
-    for (int64_t i = 0; i < hw; i++) out[i] = value;
+static void global_means(float *y, const float *x, int64_t first, int64_t count, int64_t hw) {
+    for (int64_t plane = first; plane < first + count; plane++) y[plane] = bp_lane_sum_inline(x + plane * hw, hw) / (float)hw;
 }
 
-static int is_global(const bp_pool2d_params *p) { return p->adaptive && p->out_h == 1 && p->out_w == 1; }
+// Every element of plane `plane` of dx = dy[plane] / hw, for planes [first, first + count).
+BP_MULTIVERSION
+static void global_spread(float *dx, const float *dy, int64_t first, int64_t count, int64_t hw) {
+    for (int64_t plane = first; plane < first + count; plane++) {
+        float share = dy[plane] / (float)hw;
+        for (int64_t i = 0; i < hw; i++) dx[plane * hw + i] = share;
+    }
+}
+
+// Global average pooling forward (y non-NULL: means of x) or backward (dx = dy spread), in blocks
+// of GLOBAL_PLANES planes, in parallel.
+static void global_pool(float *y, const float *x, float *dx, const float *dy, const bp_pool2d_params *p) {
+    int64_t planes = p->n * p->c, hw = p->h * p->w;
+    #pragma omp parallel for schedule(static) if (planes * hw >= BP_PARALLEL_MIN)
+    for (int64_t first = 0; first < planes; first += GLOBAL_PLANES) {
+        int64_t count = planes - first < GLOBAL_PLANES ? planes - first : GLOBAL_PLANES;
+        if (y) global_means(y, x, first, count, hw);
+        else global_spread(dx, dy, first, count, hw);
+    }
+}
 
 // MARK: - Adaptive windows, one output at a time, from the window tables
 static void max_plane_adaptive(float *y, uint8_t *index8, int32_t *index32, const float *in,
@@ -890,21 +914,27 @@ void bp_maxpool2d_plane_indices(int64_t *indices, const uint8_t *index8, const i
 // MARK: - Average pooling
 
 void bp_avgpool2d_forward(float *y, const float *x, const bp_pool2d_params *p) {
+    if (is_global(p)) {
+        global_pool(y, x, NULL, NULL, p);
+        return;
+    }
     int64_t hw = p->h * p->w, out_hw = p->out_h * p->out_w;
     FOR_EACH_PLANE(0.0f, 0, {
-        if (is_global(p)) y[plane] = bp_lane_sum(x + plane * hw, hw) / (float)hw;
-        else if (p->adaptive) avg_plane_adaptive(y + plane * out_hw, x + plane * hw, p, &win);
+        if (p->adaptive) avg_plane_adaptive(y + plane * out_hw, x + plane * hw, p, &win);
         else if (fixed) plane_fixed(y + plane * out_hw, NULL, NULL, x + plane * hw, p, &win, &f, &scratch);
         else plane_tiled(y + plane * out_hw, NULL, x + plane * hw, p);
     })
 }
 
 void bp_avgpool2d_backward(float *dx, const float *dy, const bp_pool2d_params *p) {
+    if (is_global(p)) {
+        global_pool(NULL, NULL, dx, dy, p);
+        return;
+    }
     int64_t hw = p->h * p->w, out_hw = p->out_h * p->out_w;
     FOR_EACH_PLANE(0.0f, 1, {
         float *out = dx + plane * hw;
-        if (is_global(p)) plane_fill(out, dy[plane] / (float)hw, hw);
-        else if (p->adaptive) avg_plane_adaptive_backward(out, dy + plane * out_hw, p, &win);
+        if (p->adaptive) avg_plane_adaptive_backward(out, dy + plane * out_hw, p, &win);
         else if (fixed) plane_fixed_backward(out, dy + plane * out_hw, NULL, NULL, p, &win, &f, &g, &scratch);
         else plane_tiled_backward(out, dy + plane * out_hw, NULL, p);
     })

@@ -29,13 +29,4 @@ void bp_parallel_chunks(int64_t n, int64_t cost, void (*chunk)(const void *ctx, 
 }
 
 BP_MULTIVERSION
-float bp_lane_sum(const float *x, int64_t n) {
-    float lanes[8] = {0};
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int l = 0; l < 8; l++) lanes[l] += x[i + l];
-    float sum = 0.0f;
-    for (; i < n; i++) sum += x[i];
-    for (int l = 0; l < 8; l++) sum += lanes[l];
-    return sum;
-}
+float bp_lane_sum(const float *x, int64_t n) { return bp_lane_sum_inline(x, n); }
