@@ -2,31 +2,41 @@
 //
 //   C[i][j] (+)= Σ_t A[t][i] · B[t][j]    for i < 6, j < 16, t < kc
 //
-// A is packed as kc rows of 6 floats, B as kc rows of 16. Each step loads two 8-float vectors of B, broadcasts six floats of A and does 12 fused multiply-adds into 12 accumulators
-// that stay in registers for the whole kc loop (AVX2: 12 of the 16 ymm registers). Written with
-// clang's portable vector types and multiversioned, so the same source is AVX-512, AVX2 + FMA or
-// SSE code. The order of the sum over t is fixed: results do not depend on who calls it.
+// A is packed as kc rows of 6 floats, B as kc rows of 16. Each step loads two 8-float vectors of
+// B, broadcasts six floats of A and does 12 fused multiply-adds into 12 accumulators that stay in
+// registers for the whole kc loop (AVX2: 12 of the 16 ymm registers); a block of at most 8
+// columns (a row's or an image's last pixels) skips the second vector. Written with clang's
+// portable vector types and multiversioned, so the same source is AVX-512, AVX2 + FMA or SSE
+// code. The order of the sum over t is fixed: results do not depend on who calls it.
 #include "internal.h"
 
 #include <string.h>
+
+// acc += A · B over kc steps, with both 8-column halves of B or (halves = 1) the first only.
+// Inlined with a constant `halves`, so the loop has no test.
+__attribute__((always_inline)) static inline void product(v8f acc[BP_MR][2], int64_t kc, const float *a,
+                                                          const float *b, int halves) {
+    for (int64_t t = 0; t < kc; t++) {
+        const float *bt = b + t * BP_NR;
+        v8f b0, b1 = {0};
+        memcpy(&b0, bt, 32);
+        if (halves == 2) memcpy(&b1, bt + 8, 32);
+        for (int i = 0; i < BP_MR; i++) {
+            float v = a[t * BP_MR + i];
+            v8f ai = {v, v, v, v, v, v, v, v};
+            acc[i][0] += ai * b0;
+            if (halves == 2) acc[i][1] += ai * b1;
+        }
+    }
+}
 
 BP_MULTIVERSION
 void bp_micro_6x16(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int accumulate,
                    const float *bias, int64_t rows, int64_t cols) {
     v8f acc[BP_MR][2];
     for (int i = 0; i < BP_MR; i++) acc[i][0] = acc[i][1] = (v8f){0};
-    for (int64_t t = 0; t < kc; t++) {
-        const float *bt = b + t * BP_NR;
-        v8f b0, b1;
-        memcpy(&b0, bt, 32);
-        memcpy(&b1, bt + 8, 32);
-        for (int i = 0; i < BP_MR; i++) {
-            float v = a[t * BP_MR + i];
-            v8f ai = {v, v, v, v, v, v, v, v};
-            acc[i][0] += ai * b0;
-            acc[i][1] += ai * b1;
-        }
-    }
+    if (cols > 8) product(acc, kc, a, b, 2);
+    else product(acc, kc, a, b, 1);
     // The stores are unrolled, so that every acc[i] is a register: indexed by a loop counter the
     // accumulators would get a stack home, and every call would spill them (costly when kc is 9).
     if (rows == BP_MR && cols == BP_NR) {
