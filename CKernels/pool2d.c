@@ -1,6 +1,8 @@
 // Max and average pooling, fixed and adaptive windows. Every kernel runs one (n, c) plane per
-// iteration of its parallel loop: a plane's outputs (and, in the backward, its input gradient)
-// belong to one thread, so overlapping windows add up in a fixed order.
+// iteration of its parallel loop (global pooling: a block of planes): a plane's outputs (and, in
+// the backward, its input gradient) belong to one thread, so overlapping windows add up in a
+// fixed order. Sections: fixed windows that overlap or leave gaps (a row pass and a column pass;
+// a gathering backward), windows that tile the input, global and adaptive windows, references.
 #include "CKernels.h"
 #include "internal.h"
 
