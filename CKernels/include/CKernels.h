@@ -151,7 +151,7 @@ void bp_conv2d_backward_weights_ref(float *dweight, const float *dy, const float
 /// dbias[c] += Σ over n and hw of dy[n, c, :] (in a fixed order).
 void bp_channel_bias_backward(float *dbias, const float *dy, int64_t n, int64_t c, int64_t hw);
 
-// MARK: - Pooling (pool2d.c): x [n, c, h, w] → y [n, c, out_h, out_w], one plane per (n, c)
+// MARK: - Pooling (pool2d.c; references pool2d_ref.c): x [n, c, h, w] → y [n, c, out_h, out_w], one plane per (n, c)
 
 /// Pooling windows. Fixed windows (adaptive = 0): window (oh, ow) has taps at input rows
 /// oh · stride_h − pad_h + i · dilation_h for i < kernel_h (and columns alike); taps outside the
