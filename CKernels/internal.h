@@ -34,6 +34,7 @@ void bp_parallel_chunks(int64_t n, int64_t cost, void (*chunk)(const void *ctx, 
 /// pointer between functions: by value they would change the baseline build's calling convention.
 typedef float v8f __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
+typedef uint8_t v8u8 __attribute__((vector_size(8)));
 
 /// dst[i] = src[i] for i < n: 8 floats at a time, then a fixed-length loop with a condition for
 /// the tail. For short rows, where a memcpy call (which a copy loop of variable length becomes)

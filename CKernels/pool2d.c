@@ -14,6 +14,33 @@
 // Lanes chosen by a mask (all ones or zeros per lane), without branches.
 #define BLEND(take, yes, no) ((v8f)(((v8i)(yes) & (take)) | ((v8i)(no) & ~(take))))
 
+// 16 consecutive floats split into their even and odd elements: even[i] = src[2i], odd[i] = src[2i + 1].
+__attribute__((always_inline)) static inline void split_pairs(v8f *even, v8f *odd, const float *src) {
+    v8f lo, hi;
+    memcpy(&lo, src, 32), memcpy(&hi, src + 8, 32);
+    *even = __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14);
+    *odd = __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15);
+}
+
+// split_pairs' inverse: dst[2i] = even[i], dst[2i + 1] = odd[i] for 16 floats.
+__attribute__((always_inline)) static inline void join_pairs(float *dst, const v8f *even, const v8f *odd) {
+    v8f lo = __builtin_shufflevector(*even, *odd, 0, 8, 1, 9, 2, 10, 3, 11);
+    v8f hi = __builtin_shufflevector(*even, *odd, 4, 12, 5, 13, 6, 14, 7, 15);
+    memcpy(dst, &lo, 32), memcpy(dst + 8, &hi, 32);
+}
+
+// 8 argmax tap numbers stored as bytes (windows of at most 256 taps), and loaded back.
+__attribute__((always_inline)) static inline void narrow_taps(uint8_t *dst, const v8i *taps) {
+    v8u8 bytes = __builtin_convertvector(*taps, v8u8);
+    memcpy(dst, &bytes, 8);
+}
+
+__attribute__((always_inline)) static inline void widen_taps(v8i *taps, const uint8_t *src) {
+    v8u8 bytes;
+    memcpy(&bytes, src, 8);
+    *taps = __builtin_convertvector(bytes, v8i);
+}
+
 // One axis's windows: window o has `taps[o]` taps at first + t · step for t < taps[o], of which
 // those in [lo[o], hi[o]) lie inside the input (tap indices, not positions); `size[o]` is the
 // window's extent clipped to the padded input (for count_include_pad).
@@ -76,10 +103,16 @@ int64_t bp_pool2d_window_size(const bp_pool2d_params *p) {
     return size;
 }
 
+// One axis's factor of the average's divisor for window o: its extent clipped to the padded input
+// (count_include_pad, fixed windows) or its taps inside the input. Without an override the divisor
+// of window (oh, ow) is the product of the two axes' factors.
+static int64_t divisor_part(const bp_pool2d_params *p, const axis_windows *a, int64_t o) {
+    return p->count_include_pad && !p->adaptive ? a->size[o] : a->hi[o] - a->lo[o];
+}
+
 static int64_t divisor(const bp_pool2d_params *p, const windows *win, int64_t oh, int64_t ow) {
     if (p->divisor_override > 0) return p->divisor_override;
-    if (p->count_include_pad && !p->adaptive) return win->rows.size[oh] * win->cols.size[ow];
-    return (win->rows.hi[oh] - win->rows.lo[oh]) * (win->cols.hi[ow] - win->cols.lo[ow]);
+    return divisor_part(p, &win->rows, oh) * divisor_part(p, &win->cols, ow);
 }
 
 // MARK: - Fixed windows: a row pass, then a column pass
@@ -138,8 +171,7 @@ static fixed_layout fixed_layout_build(const bp_pool2d_params *p, const windows 
         f.first_tap[ow] = inside ? (int32_t)c->lo[ow] : -1;
         f.columns_part[ow] = ow >= p->out_w ? 1
                              : p->divisor_override > 0 ? (int32_t)p->divisor_override
-                             : p->count_include_pad ? (int32_t)c->size[ow]
-                                                    : (int32_t)(c->hi[ow] - c->lo[ow]);
+                                                       : (int32_t)divisor_part(p, c, ow);
     }
     return f;
 }
@@ -152,8 +184,14 @@ static void fixed_layout_free(fixed_layout *f) {
 
 // The row factor of output row oh's divisors: divisor(oh, ow) = rows_part · columns_part[ow].
 static int32_t rows_part(const bp_pool2d_params *p, const windows *win, int64_t oh) {
-    if (p->divisor_override > 0) return 1;
-    return (int32_t)(p->count_include_pad ? win->rows.size[oh] : win->rows.hi[oh] - win->rows.lo[oh]);
+    return p->divisor_override > 0 ? 1 : (int32_t)divisor_part(p, &win->rows, oh);
+}
+
+// The divisors of output columns [ow, ow + 8) of a row whose row factor is `rows`.
+__attribute__((always_inline)) static inline void divisors(v8f *d, const fixed_layout *f, int64_t ow, int32_t rows) {
+    v8i columns;
+    memcpy(&columns, f->columns_part + ow, 32);
+    *d = __builtin_convertvector(columns * rows, v8f);
 }
 
 // Input row `src` into the data slots of the padded row (phase q, slot left + m = column m·sw + q).
@@ -167,10 +205,8 @@ __attribute__((always_inline)) static inline void pad_row(float *padded, const f
         float *even = data, *odd = data + f->phase_length;
         int64_t pairs = p->w / 2, m = 0;
         for (; m + 8 <= pairs; m += 8) {
-            v8f lo, hi;
-            memcpy(&lo, src + 2 * m, 32), memcpy(&hi, src + 2 * m + 8, 32);
-            v8f e = __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14);
-            v8f o = __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15);
+            v8f e, o;
+            split_pairs(&e, &o, src + 2 * m);
             memcpy(even + m, &e, 32), memcpy(odd + m, &o, 32);
         }
         for (; m < pairs; m++) even[m] = src[2 * m], odd[m] = src[2 * m + 1];
@@ -288,9 +324,9 @@ __attribute__((always_inline)) static inline void column_reduce(float *y, int32_
             arg = (first < 0) | arg;  // no tap column inside the input: no tap at all
             memcpy(tap + ow, &arg, 32);
         } else {
-            v8i columns;
-            memcpy(&columns, f->columns_part + ow, 32);
-            acc /= __builtin_convertvector(columns * divisor_rows, v8f);
+            v8f d;
+            divisors(&d, f, ow, divisor_rows);
+            acc /= d;
         }
         memcpy(y + ow, &acc, 32);
     }
@@ -372,12 +408,10 @@ __attribute__((always_inline)) static inline void fixed_forward(float *y, uint8_
         } else if (index8) {
             uint8_t *out = index8 + oh * out_w;
             int64_t ow = 0;
-            for (; ow + 8 <= out_w; ow += 8) {  // 8 taps narrowed to bytes at a time
-                typedef uint8_t v8u8 __attribute__((vector_size(8)));
+            for (; ow + 8 <= out_w; ow += 8) {
                 v8i taps;
                 memcpy(&taps, s->out_taps + ow, 32);
-                v8u8 bytes = __builtin_convertvector(taps, v8u8);
-                memcpy(out + ow, &bytes, 8);
+                narrow_taps(out + ow, &taps);
             }
             for (; ow < out_w; ow++) out[ow] = (uint8_t)s->out_taps[ow];
         }
@@ -406,10 +440,10 @@ __attribute__((always_inline)) static inline void gradient_grid(float *grid, int
         if (!taps) {
             int32_t rows = rows_part(p, win, oh);
             for (int64_t ow = 0; ow < f->lanes; ow += 8) {
-                v8f v;
-                v8i columns;
-                memcpy(&v, row + g->grid_left + ow, 32), memcpy(&columns, f->columns_part + ow, 32);
-                v /= __builtin_convertvector(columns * rows, v8f);
+                v8f v, d;
+                memcpy(&v, row + g->grid_left + ow, 32);
+                divisors(&d, f, ow, rows);
+                v /= d;
                 memcpy(row + g->grid_left + ow, &v, 32);
             }
             continue;
@@ -423,11 +457,9 @@ __attribute__((always_inline)) static inline void gradient_grid(float *grid, int
         }
         const uint8_t *bytes = index8 + oh * out_w;
         int64_t ow = 0;
-        for (; ow + 8 <= out_w; ow += 8) {  // 8 bytes widened at a time
-            typedef uint8_t v8u8 __attribute__((vector_size(8)));
-            v8u8 narrow;
-            memcpy(&narrow, bytes + ow, 8);
-            v8i wide = __builtin_convertvector(narrow, v8i);
+        for (; ow + 8 <= out_w; ow += 8) {
+            v8i wide;
+            widen_taps(&wide, bytes + ow);
             memcpy(inside + ow, &wide, 32);
         }
         for (; ow < out_w; ow++) inside[ow] = bytes[ow];
@@ -493,9 +525,7 @@ __attribute__((always_inline)) static inline void gather_row(float *dst, float *
         for (; m + 8 <= pairs; m += 8) {
             v8f e, o;
             memcpy(&e, even + m, 32), memcpy(&o, odd + m, 32);
-            v8f lo = __builtin_shufflevector(e, o, 0, 8, 1, 9, 2, 10, 3, 11);
-            v8f hi = __builtin_shufflevector(e, o, 4, 12, 5, 13, 6, 14, 7, 15);
-            memcpy(dst + 2 * m, &lo, 32), memcpy(dst + 2 * m + 8, &hi, 32);
+            join_pairs(dst + 2 * m, &e, &o);
         }
         for (; m < pairs; m++) dst[2 * m] = even[m], dst[2 * m + 1] = odd[m];
         if (p->w % 2) dst[p->w - 1] = even[pairs];
@@ -570,12 +600,8 @@ __attribute__((always_inline)) static inline void load_2x2(v8f taps[4], const fl
         bp_copy_short(bottom, r1, 2 * count);
         r0 = top, r1 = bottom;
     }
-    v8f t0, t1, b0, b1;
-    memcpy(&t0, r0, 32), memcpy(&t1, r0 + 8, 32), memcpy(&b0, r1, 32), memcpy(&b1, r1 + 8, 32);
-    taps[0] = __builtin_shufflevector(t0, t1, 0, 2, 4, 6, 8, 10, 12, 14);
-    taps[1] = __builtin_shufflevector(t0, t1, 1, 3, 5, 7, 9, 11, 13, 15);
-    taps[2] = __builtin_shufflevector(b0, b1, 0, 2, 4, 6, 8, 10, 12, 14);
-    taps[3] = __builtin_shufflevector(b0, b1, 1, 3, 5, 7, 9, 11, 13, 15);
+    split_pairs(&taps[0], &taps[1], r0);
+    split_pairs(&taps[2], &taps[3], r1);
 }
 
 // The first `count` lanes of *v to out.
@@ -592,14 +618,12 @@ __attribute__((always_inline)) static inline void store_lanes(float *out, const 
 // Row ti of up to 8 windows' input gradient: row[2i] = left[i], row[2i + 1] = right[i].
 __attribute__((always_inline)) static inline void store_pairs(float *row, const v8f *left, const v8f *right, int64_t count,
                                                              int room) {
-    v8f lo = __builtin_shufflevector(*left, *right, 0, 8, 1, 9, 2, 10, 3, 11);
-    v8f hi = __builtin_shufflevector(*left, *right, 4, 12, 5, 13, 6, 14, 7, 15);
     if (count == 8 || room) {
-        memcpy(row, &lo, 32), memcpy(row + 8, &hi, 32);
+        join_pairs(row, left, right);
         return;
     }
     float out[16];
-    memcpy(out, &lo, 32), memcpy(out + 8, &hi, 32);
+    join_pairs(out, left, right);
     bp_copy_short(row, out, 2 * count);
 }
 
@@ -610,12 +634,7 @@ __attribute__((always_inline)) static inline void load_gradients(v8f *grad, v8i 
     if (count == 8 || room) {
         memcpy(grad, dy, 32);
         *tap = (v8i){0} - 1;
-        if (index) {
-            typedef uint8_t v8u8 __attribute__((vector_size(8)));
-            v8u8 bytes;
-            memcpy(&bytes, index, 8);
-            *tap = __builtin_convertvector(bytes, v8i);
-        }
+        if (index) widen_taps(tap, index);
     } else {
         float g[8] = {0};
         int32_t t[8] = {-1, -1, -1, -1, -1, -1, -1, -1};
@@ -644,9 +663,7 @@ static void max_row_2x2(float *y, uint8_t *index, const float *r0, const float *
         }
         store_lanes(y + ow, &best, count, room);
         if (count == 8 || room) {
-            typedef uint8_t v8u8 __attribute__((vector_size(8)));
-            v8u8 bytes = __builtin_convertvector(tap, v8u8);
-            memcpy(index + ow, &bytes, 8);
+            narrow_taps(index + ow, &tap);
         } else {
             for (int64_t i = 0; i < count; i++) index[ow + i] = (uint8_t)tap[i];
         }
