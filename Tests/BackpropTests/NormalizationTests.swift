@@ -17,6 +17,21 @@ import Testing
         try expectGradientsCorrect(try BatchNorm1D(4, affine: false), input: randomTensor([3, 4, 5], seed: 6))
     }
 
+    /// Sequential runs BatchNorm + ReLU fused: its backward (the gate recomputed from the input)
+    /// checked by finite differences, in both modes.
+    @Test func fusedBatchNormReLUGradientsInBothModes() throws {
+        for training in [true, false] {
+            let norm = try BatchNorm2D(3)
+            try norm.weight!.load(randomTensor([3], seed: 1, 0.5, 1.5), name: "weight")
+            try norm.bias!.load(randomTensor([3], seed: 2), name: "bias")
+            try norm.runningVar!.load(randomTensor([3], seed: 3, 0.5, 2), name: "running_var")
+            let model = Sequential(norm, ReLU())
+            model.isTraining = training
+            let report = try GradientCheck.run(model, input: randomTensor([2, 3, 4, 5], seed: 4, -2, 2), epsilon: 1e-2)
+            #expect(report.passed, "training \(training): \(report)")
+        }
+    }
+
     @Test func layerNormGradients() throws {
         let layer = try LayerNorm([4, 5])
         try layer.weight!.load(randomTensor([4, 5], seed: 1, 0.5, 1.5), name: "weight")
