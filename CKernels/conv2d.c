@@ -5,9 +5,10 @@
 //   forward:           y[b, g] = W_g [kg, R] · col
 //   backward-data:     dcol = W_gᵀ · dy[b, g], dx[b, g] = col2im(dcol) (sums the overlaps)
 //   backward-weights:  dW_g [kg, R] += dy[b, g] · colᵀ
-// col is never built. The image is copied once into a zero-padded buffer split into stride phases
-// (phase (a, b) holds padded rows a, a + sh, … and columns b, b + sw, …), each phase plane wq
-// floats wide. Output pixel (oh, ow) gets the "virtual" index v = oh · wq + ow, and then tap
+// The forward and the backward-weights never build col (the backward-data builds one image's
+// dcol and gathers it back: col2im_rows). The image is copied once into a zero-padded buffer split
+// into stride phases (phase (a, b) holds padded rows a, a + sh, … and columns b, b + sw, …), each
+// phase plane wq floats wide. Output pixel (oh, ow) gets the "virtual" index v = oh · wq + ow, and then tap
 // t = (ci, i, j) of every pixel is at a fixed offset: col[t][pixel] = buffer[offset[t] + v]. So the
 // pixels of one output row read a contiguous run of the buffer, and a panel of BP_NR pixels is one
 // to three runs: packing it is a few short copies (no index arithmetic per element, no bounds
@@ -23,7 +24,7 @@
 enum {
     KC = 320,    // most taps (or channels) per product block: the B rows of a panel stay in L1
     PC = 256,    // pixels per reduction chunk of the weight gradient
-    SLACK = 16,  // floats after the forward's buffer that gather_panel may read
+    SLACK = 16,  // floats after a buffer that gather_panel may read and col2im_rows write
 };
 
 static int64_t col_rows(const bp_conv2d_params *p) { return p->c / p->groups * p->r * p->s; }
@@ -197,36 +198,52 @@ static void gather_transposed(float *b, const float *buffer, const int64_t *offs
             }
 }
 
-// The backward-data of one panel of BP_NR pixels: dcol = W_gᵀ · dy_g[:, pixels], 6 taps at a
-// time into `tile` (over the channel blocks of KC), each block then added into the buffer where
-// its taps were read (col2im: row t adds into buffer[offset[t] + v …] along the runs) while it is
-// still in L1. a is W_gᵀ packed (kg channels per 6-tap panel), b the panel's dy [kg][BP_NR]. The
-// adds go 8 floats at a time, the lanes past a run's end masked to +0 (the buffer's sums are
-// never −0, so adding +0 changes nothing; the buffer has slack for the overrun).
+// Where tap t of a channel reads in the buffer: phase plane `phase`, `row` rows and `col` columns
+// into it (layout.offset[t] = ci · channel + phase · plane + row · wq + col).
+typedef struct {
+    int64_t phase, row, col;
+} tap_place;
+
+// col2im as a gather, one buffer row at a time, so every buffer element is written once (no
+// read-modify-write, no zeroed buffer): element (ci, phase, hrow, col) is the sum, in tap order,
+// of dcol[t][oh = hrow − row_t][ow = col − col_t] over the taps t of channel ci placed in that
+// phase, for the (oh, ow) that are output pixels. dcol is one image-group's column gradient
+// [R][out_h · out_w]; each tap's row of it is read 16 columns at a time, the lanes outside the
+// output row masked to +0 (mask[t][c0 / 8]: the same for every row), so dcol needs wq + 16 floats of
+// slack on each side. A row's last vectors may write up to 15 floats into the next row, which is
+// written after it (or into the buffer's slack). `reaching` is scratch for r · s taps.
+typedef struct {
+    const float *src;  // the tap's dcol row at buffer column 0
+    const v8i *mask;   // its masks
+} tap_reach;
+
 BP_MULTIVERSION
-static void backward_data_panel(float *buffer, const float *a, const float *b, float *tile, const int64_t *offsets,
-                                int64_t rows, int64_t kg, const run *runs, int64_t n, int64_t count) {
-    const v8i lane = {0, 1, 2, 3, 4, 5, 6, 7};
-    for (int64_t m = 0; m < rows; m += BP_MR) {
-        int64_t taps = min64(BP_MR, rows - m);
-        for (int64_t block = 0; block < kc_blocks(kg); block++) {
-            int64_t k0, kc;
-            kc_block(kg, block, &k0, &kc);
-            bp_micro_6x16(kc, a + m * kg + k0 * BP_MR, b + k0 * BP_NR, tile, BP_NR, block > 0, NULL, taps, count);
-        }
-        for (int64_t t = 0; t < taps; t++) {
-            float *dst = buffer + offsets[m + t];
-            const float *src = tile + t * BP_NR;
-            for (int64_t r = 0; r < n; r++)
-                for (int64_t k = 0; k < runs[r].len; k += 8) {
-                    v8f d, v;
-                    memcpy(&d, dst + runs[r].v + k, 32), memcpy(&v, src + runs[r].q + k, 32);
-                    v = (v8f)((v8i)v & (lane < (int32_t)(runs[r].len - k)));
-                    d += v;
-                    memcpy(dst + runs[r].v + k, &d, 32);
+static void col2im_rows(float *buffer, const float *dcol, const layout *l, const tap_place *place, const v8i *mask,
+                        tap_reach *reaching, const bp_conv2d_params *p) {
+    int64_t taps = p->r * p->s, hw = out_hw(p), vectors = (l->wq + 15) / 16 * 2;
+    for (int64_t ci = 0; ci < p->c / p->groups; ci++)
+        for (int64_t phase = 0; phase < p->stride_h * p->stride_w; phase++)
+            for (int64_t hrow = 0; hrow < l->hq; hrow++) {
+                int64_t found = 0;  // the taps that reach this row
+                for (int64_t t = 0; t < taps; t++) {
+                    int64_t oh = hrow - place[t].row;
+                    if (place[t].phase != phase || oh < 0 || oh >= p->out_h) continue;
+                    reaching[found++] = (tap_reach){dcol + (ci * taps + t) * hw + oh * p->out_w - place[t].col,
+                                                    mask + t * vectors};
                 }
-        }
-    }
+                // Two vectors at a time: two independent chains of adds.
+                float *out = buffer + ci * l->channel + phase * l->plane + hrow * l->wq;
+                for (int64_t v = 0; v < vectors; v += 2) {
+                    v8f sum0 = {0}, sum1 = {0};
+                    for (int64_t e = 0; e < found; e++) {
+                        v8f x0, x1;
+                        memcpy(&x0, reaching[e].src + 8 * v, 32), memcpy(&x1, reaching[e].src + 8 * v + 8, 32);
+                        sum0 += (v8f)((v8i)x0 & reaching[e].mask[v]);
+                        sum1 += (v8f)((v8i)x1 & reaching[e].mask[v + 1]);
+                    }
+                    memcpy(out + 8 * v, &sum0, 32), memcpy(out + 8 * v + 8, &sum1, 32);
+                }
+            }
 }
 
 // Packs `rows` rows of a row-major matrix (element (i, c) at m[i · ld + c · col_stride], c < cols)
@@ -371,37 +388,67 @@ void bp_conv2d_forward(float *y, const float *x, const float *weight, const floa
     free(a);
 }
 
+// Backward-data per image-group: dcol = W_gᵀ · dy_g (the product written into one image's column
+// gradient, 16 pixels × 6 taps per block), then col2im_rows gathers it into the buffer, and the
+// buffer's interior is copied out to dx.
 void bp_conv2d_backward_data(float *dx, const float *dy, const float *weight, const float *bias,
                              const bp_conv2d_params *p) {
     int64_t cg = p->c / p->groups, kg = p->k / p->groups, rows = col_rows(p), hw = out_hw(p), a_size = 0;
     float *a = is_depthwise(p) ? NULL : pack_weights(weight, p, 1, &a_size);
     layout l = layout_build(p);
+    tap_place *place = malloc((size_t)(p->r * p->s) * sizeof(tap_place));
+    for (int64_t t = 0; t < p->r * p->s; t++) {
+        int64_t in_channel = l.offset[t] % l.plane;  // channel 0's taps: offset = phase · plane + row · wq + col
+        place[t] = (tap_place){l.offset[t] / l.plane, in_channel / l.wq, in_channel % l.wq};
+    }
+    // mask[t][v]: lane i of buffer columns 8v … is an output column of tap t (0 <= 8v + i − col_t <
+    // out_w); an even number of vectors per tap (the last all 0 when wq needs an odd number)
+    int64_t vectors = (l.wq + 15) / 16 * 2;
+    v8i *mask = aligned_alloc(32, (size_t)(p->r * p->s * vectors) * sizeof(v8i));
+    for (int64_t t = 0; t < p->r * p->s; t++)
+        for (int64_t v = 0; v < vectors; v++)
+            for (int i = 0; i < 8; i++) mask[t * vectors + v][i] = (uint64_t)(8 * v + i - place[t].col) < (uint64_t)p->out_w ? -1 : 0;
+    int64_t slack = l.wq + 16, panels = (hw + BP_NR - 1) / BP_NR;
     PARALLEL_OVER_IMAGES(p, {
         float *buffer = malloc((size_t)(l.size + SLACK) * sizeof(float));
-        float *b = panel_alloc(kg * BP_NR);
-        float *tile = panel_alloc(BP_MR * BP_NR + SLACK);
-        run runs[BP_NR + 2];
+        float *b = panel_alloc(panels * kg * BP_NR);
+        float *dcol_space = is_depthwise(p) ? NULL : panel_alloc(rows * hw + 2 * slack);
+        float *dcol = dcol_space ? dcol_space + slack : NULL;
+        tap_reach *reaching = malloc((size_t)(p->r * p->s) * sizeof(tap_reach));
         _Pragma("omp for schedule(static)")
         for (int64_t item = 0; item < p->n * p->groups; item++) {
             int64_t image = item / p->groups, g = item % p->groups;
             const float *dyg = dy + (image * p->k + g * kg) * hw;
-            memset(buffer, 0, (size_t)(l.size + SLACK) * sizeof(float));
-            if (is_depthwise(p)) depthwise_backward_data(buffer, dyg, &l, weight + g * rows, p);
-            else for (int64_t p0 = 0; p0 < hw; p0 += BP_NR) {
-                int64_t count = min64(BP_NR, hw - p0), n = pixel_runs(runs, &l, p, p0, count);
-                // b [kg, BP_NR] = dy_g[:, pixels p0 …]
-                for (int64_t k = 0; k < kg; k++) {
-                    const float *src = dyg + k * hw + p0;
-                    bp_copy_short(b + k * BP_NR, src, count);
+            if (is_depthwise(p)) {
+                memset(buffer, 0, (size_t)(l.size + SLACK) * sizeof(float));
+                depthwise_backward_data(buffer, dyg, &l, weight + g * rows, p);
+            } else {
+                // b [panels][kg][BP_NR]: panel i = dy_g[:, pixels 16i …], filled reading dy in order
+                for (int64_t k = 0; k < kg; k++)
+                    for (int64_t i = 0; i < panels; i++)
+                        bp_copy_short(b + (i * kg + k) * BP_NR, dyg + k * hw + i * BP_NR, min64(BP_NR, hw - i * BP_NR));
+                for (int64_t i = 0; i < panels; i++) {
+                    // dcol[taps m …, pixels 16i …] = W_gᵀ[taps m …, :] · panel i, over the channel blocks of KC
+                    for (int64_t m = 0; m < rows; m += BP_MR)
+                        for (int64_t block = 0; block < kc_blocks(kg); block++) {
+                            int64_t k0, kc;
+                            kc_block(kg, block, &k0, &kc);
+                            bp_micro_6x16(kc, a + g * a_size + m * kg + k0 * BP_MR, b + (i * kg + k0) * BP_NR,
+                                          dcol + m * hw + i * BP_NR, hw, block > 0, NULL, min64(BP_MR, rows - m),
+                                          min64(BP_NR, hw - i * BP_NR));
+                        }
                 }
-                backward_data_panel(buffer, a + g * a_size, b, tile, l.offset, rows, kg, runs, n, count);
+                col2im_rows(buffer, dcol, &l, place, mask, reaching, p);
             }
             copy_out(dx + (image * p->c + g * cg) * p->h * p->w, buffer, bias ? bias + g * cg : NULL, &l, p);
         }
         free(buffer);
         free(b);
-        free(tile);
+        free(dcol_space);
+        free(reaching);
     })
+    free(mask);
+    free(place);
     free(l.offset);
     free(a);
 }
