@@ -78,23 +78,21 @@ static layout layout_build(const bp_conv2d_params *p) {
     return l;
 }
 
-// Where input row (ci, ih) lives in the buffer: padded column c of it is in column phase c mod sw
-// (phase q is q · plane floats further on), at index c / sw.
-static float *buffer_row(float *buffer, const layout *l, const bp_conv2d_params *p, int64_t ci, int64_t ih) {
-    int64_t hp = ih + p->pad_h;
-    return buffer + ci * l->channel + hp % p->stride_h * p->stride_w * l->plane + hp / p->stride_h * l->wq;
-}
-
 // Copies cg channels of an image (x at the group's first channel) into the buffer, whose padding
 // is already 0 (it is never written, so a buffer zeroed once serves every image), or back (dx =
-// the buffer's interior, plus bias[ci] when bias is not NULL): each row phase by phase, input
-// column iw = m · sw + q − pad_w going to index m of phase q.
+// the buffer's interior, plus bias[ci] when bias is not NULL). Input row ih is padded row
+// hp = ih + pad_h, in row phase hp mod sh at index hp / sh (both stepped along, not divided);
+// each row goes phase by phase, input column iw = m · sw + q − pad_w going to index m of column
+// phase q (q · plane floats further on).
+BP_MULTIVERSION
 static void copy_rows(float *buffer, float *x, const float *bias, const layout *l, const bp_conv2d_params *p,
                       int into_buffer) {
     int64_t s = p->stride_w;
     for (int64_t ci = 0; ci < p->c / p->groups; ci++)
-        for (int64_t ih = 0; ih < p->h; ih++) {
-            float *row = buffer_row(buffer, l, p, ci, ih), *image = x + (ci * p->h + ih) * p->w;
+        for (int64_t ih = 0, row_phase = p->pad_h % p->stride_h, index = p->pad_h / p->stride_h; ih < p->h; ih++) {
+            float *row = buffer + ci * l->channel + row_phase * s * l->plane + index * l->wq;
+            float *image = x + (ci * p->h + ih) * p->w;
+            if (++row_phase == p->stride_h) row_phase = 0, index++;
             if (s == 1) {
                 if (into_buffer) bp_copy_short(row + p->pad_w, image, p->w);
                 else bp_copy_short(image, row + p->pad_w, p->w);
@@ -142,21 +140,22 @@ static int64_t pixel_runs(run *runs, const layout *l, const bp_conv2d_params *p,
 
 // A panel's column-matrix rows for taps offsets[0 … taps): row t of b is dst[t · BP_NR + q] =
 // buffer[offsets[t] + v + q − run.q] over the runs, copied eight floats at a time through a vector
-// register (a loop of fixed-size memcpy calls would become one library call per run). Each run's
-// last copy may run up to 7 floats past its end, reading the buffer's slack and writing where the
-// next run, the next row or the panel's slack goes, so rows are filled in increasing order.
+// register (a loop of fixed-size memcpy calls would become one library call per run), every tap
+// in the inner loop (one long loop rather than many of one or two copies). Each run's last copy
+// may run up to 7 floats past its end, reading the buffer's slack and writing where the next run,
+// the next row or the panel's slack goes, so the runs are copied in order.
 BP_MULTIVERSION
 static void gather_panel(float *b, const float *buffer, const int64_t *offsets, int64_t taps, const run *runs, int64_t n) {
-    for (int64_t t = 0; t < taps; t++) {
-        const float *src = buffer + offsets[t];
-        float *dst = b + t * BP_NR;
-        for (int64_t r = 0; r < n; r++)
-            for (int64_t k = 0; k < runs[r].len; k += 8) {
+    for (int64_t r = 0; r < n; r++)
+        for (int64_t k = 0; k < runs[r].len; k += 8) {
+            const float *src = buffer + runs[r].v + k;
+            float *dst = b + runs[r].q + k;
+            for (int64_t t = 0; t < taps; t++) {
                 v8f v;
-                memcpy(&v, src + runs[r].v + k, sizeof v);
-                memcpy(dst + runs[r].q + k, &v, sizeof v);
+                memcpy(&v, src + offsets[t], sizeof v);
+                memcpy(dst + t * BP_NR, &v, sizeof v);
             }
-    }
+        }
 }
 
 // columns[j][i] = x[i][j]: an 8 × 8 block transposed in three rounds of shuffles.
