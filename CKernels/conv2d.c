@@ -139,21 +139,32 @@ static int64_t pixel_runs(run *runs, const layout *l, const bp_conv2d_params *p,
 }
 
 // A panel's column-matrix rows for taps offsets[0 … taps): row t of b is dst[t · BP_NR + q] =
-// buffer[offsets[t] + v + q − run.q] over the runs, copied eight floats at a time through a vector
-// register (a loop of fixed-size memcpy calls would become one library call per run), every tap
-// in the inner loop (one long loop rather than many of one or two copies). Each run's last copy
-// may run up to 7 floats past its end, reading the buffer's slack and writing where the next run,
-// the next row or the panel's slack goes, so the runs are copied in order.
+// buffer[offsets[t] + v + q − run.q] over the runs, eight floats at a time through a vector
+// register (a loop of fixed-size memcpy calls would become one library call per run), every tap in
+// the inner loop (one long loop rather than many of one or two copies). A run's last vector, when
+// it is short, keeps the lanes past the run as they are in b (it may read up to 7 floats past the
+// run in the buffer's slack, and b's next row or slack), so no copy overwrites another's.
 BP_MULTIVERSION
 static void gather_panel(float *b, const float *buffer, const int64_t *offsets, int64_t taps, const run *runs, int64_t n) {
+    const v8i lane = {0, 1, 2, 3, 4, 5, 6, 7};
     for (int64_t r = 0; r < n; r++)
         for (int64_t k = 0; k < runs[r].len; k += 8) {
             const float *src = buffer + runs[r].v + k;
             float *dst = b + runs[r].q + k;
-            for (int64_t t = 0; t < taps; t++) {
-                v8f v;
-                memcpy(&v, src + offsets[t], sizeof v);
-                memcpy(dst + t * BP_NR, &v, sizeof v);
+            if (runs[r].len - k >= 8)
+                for (int64_t t = 0; t < taps; t++) {
+                    v8f v;
+                    memcpy(&v, src + offsets[t], 32);
+                    memcpy(dst + t * BP_NR, &v, 32);
+                }
+            else {
+                v8i inside = lane < (int32_t)(runs[r].len - k);
+                for (int64_t t = 0; t < taps; t++) {
+                    v8i v, d;
+                    memcpy(&v, src + offsets[t], 32), memcpy(&d, dst + t * BP_NR, 32);
+                    v = (v & inside) | (d & ~inside);
+                    memcpy(dst + t * BP_NR, &v, 32);
+                }
             }
         }
 }
