@@ -149,28 +149,50 @@ static void run_backward(float *dx, const float *dy, const float *x, int64_t cou
     else backward_run(dx, dy, x, count, a, b, hi, lo, k, &m, 0);
 }
 
-// MARK: - Batch normalization: one channel per iteration, its n planes of hw values in order
+// MARK: - Batch normalization: blocks of channels, each channel's n planes of hw values in order
+//
+// The channels are split into at most 8 fixed blocks (a thread takes whole blocks), and a block
+// walks the images in the outer loop and its channels in the inner one: that reads the block's
+// planes of each image as one contiguous stretch, where channel by channel the reads would jump
+// by c · hw floats every hw (one page's worth or less: the prefetcher restarted at every plane).
+// Each channel still sums its planes in image order, so the results are those of the channel-by-
+// channel loop, whatever the blocks and the thread count.
+
+enum { CHANNEL_BLOCKS = 8 };
+
+// Block `block`'s channels: [*first, *end).
+static void channel_block(int64_t c, int64_t block, int64_t *first, int64_t *end) {
+    *first = block * c / CHANNEL_BLOCKS;
+    *end = (block + 1) * c / CHANNEL_BLOCKS;
+}
 
 void bp_batchnorm_forward_train(float *y, float *mean, float *rstd, float *running_mean, float *running_var,
                                 const float *x, const float *gamma, const float *beta,
                                 int64_t n, int64_t c, int64_t hw, float eps, float momentum, int relu) {
+    moments *m = calloc((size_t)c, sizeof(moments));
     #pragma omp parallel for schedule(static) if (n * c * hw >= BP_PARALLEL_MIN)
-    for (int64_t ch = 0; ch < c; ch++) {
-        moments m = {0, 0, 0};
-        for (int64_t b = 0; b < n; b++) moments_add_run(&m, x + (b * c + ch) * hw, hw);
-        double variance = m.m2 / m.count;
-        float r = (float)(1.0 / sqrt(variance + eps));
-        split_mean(m.mean, mean + 2 * ch);
-        rstd[ch] = r;
-        if (running_mean) {
-            running_mean[ch] = (1.0f - momentum) * running_mean[ch] + momentum * (float)m.mean;
-            running_var[ch] = (1.0f - momentum) * running_var[ch] + momentum * (float)(m.m2 / (m.count - 1));
-        }
-        float g = gamma ? gamma[ch] : 1.0f, shift = beta ? beta[ch] : 0.0f;
+    for (int64_t block = 0; block < CHANNEL_BLOCKS; block++) {
+        int64_t first, end;
+        channel_block(c, block, &first, &end);
         for (int64_t b = 0; b < n; b++)
-            run_affine(y + (b * c + ch) * hw, x + (b * c + ch) * hw, hw,
-                       &(affine_map){mean[2 * ch], mean[2 * ch + 1], r * g, shift}, relu);
+            for (int64_t ch = first; ch < end; ch++) moments_add_run(&m[ch], x + (b * c + ch) * hw, hw);
+        for (int64_t ch = first; ch < end; ch++) {
+            double variance = m[ch].m2 / m[ch].count;
+            rstd[ch] = (float)(1.0 / sqrt(variance + eps));
+            split_mean(m[ch].mean, mean + 2 * ch);
+            if (running_mean) {
+                running_mean[ch] = (1.0f - momentum) * running_mean[ch] + momentum * (float)m[ch].mean;
+                running_var[ch] = (1.0f - momentum) * running_var[ch] + momentum * (float)(m[ch].m2 / (m[ch].count - 1));
+            }
+        }
+        for (int64_t b = 0; b < n; b++)
+            for (int64_t ch = first; ch < end; ch++)
+                run_affine(y + (b * c + ch) * hw, x + (b * c + ch) * hw, hw,
+                           &(affine_map){mean[2 * ch], mean[2 * ch + 1], rstd[ch] * (gamma ? gamma[ch] : 1.0f),
+                                         beta ? beta[ch] : 0.0f},
+                           relu);
     }
+    free(m);
 }
 
 void bp_batchnorm_forward_eval(float *y, const float *x, const float *running_mean, const float *running_var,
@@ -185,27 +207,47 @@ void bp_batchnorm_forward_eval(float *y, const float *x, const float *running_me
     }
 }
 
+// The forward's affine map of channel ch (scale = rstd · gamma in float, as both forwards compute
+// it), for the fused ReLU's gate.
+static affine_map channel_map(const float *mean, const float *rstd, const float *gamma, const float *beta, int64_t ch) {
+    return (affine_map){mean[2 * ch], mean[2 * ch + 1], rstd[ch] * (gamma ? gamma[ch] : 1.0f), beta ? beta[ch] : 0.0f};
+}
+
 void bp_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
                            const float *mean, const float *rstd, const float *gamma, const float *beta,
                            int64_t n, int64_t c, int64_t hw, int batch_statistics, int relu) {
+    double *sums = calloc((size_t)(2 * c), sizeof(double));  // [ch]: Σ dy, Σ dy · (x − mean)
+    float *coefficients = malloc((size_t)(3 * c) * sizeof(float));  // [ch]: a, b, k of run_backward
     #pragma omp parallel for schedule(static) if (n * c * hw >= BP_PARALLEL_MIN)
-    for (int64_t ch = 0; ch < c; ch++) {
-        double sum_dy = 0.0, sum_dy_centred = 0.0, mu = (double)mean[2 * ch] + mean[2 * ch + 1];
-        // The forward's map (scale = rstd · gamma in float, as both forwards compute it), for the fused ReLU.
-        affine_map map = {mean[2 * ch], mean[2 * ch + 1], rstd[ch] * (gamma ? gamma[ch] : 1.0f), beta ? beta[ch] : 0.0f};
+    for (int64_t block = 0; block < CHANNEL_BLOCKS; block++) {
+        int64_t first, end;
+        channel_block(c, block, &first, &end);
         for (int64_t b = 0; b < n; b++)
-            run_gradient_sums(dy + (b * c + ch) * hw, x + (b * c + ch) * hw, hw, mu, &map, relu, &sum_dy, &sum_dy_centred);
-        double r = rstd[ch], g = gamma ? gamma[ch] : 1.0, count = (double)(n * hw);
-        if (dbeta) dbeta[ch] += (float)sum_dy;
-        if (dgamma) dgamma[ch] += (float)(sum_dy_centred * r);
-        // dx = g·r·dy − g·r·(Σdy)/count − g·r³·(x − mean)·(Σ dy·(x − mean))/count
-        float a = (float)(g * r);
-        float b = batch_statistics ? (float)(-g * r * r * r * sum_dy_centred / count) : 0.0f;
-        float k = batch_statistics ? (float)(-g * r * sum_dy / count) : 0.0f;
-        for (int64_t bi = 0; bi < n; bi++)
-            run_backward(dx + (bi * c + ch) * hw, dy + (bi * c + ch) * hw, x + (bi * c + ch) * hw, hw, a, b, mean[2 * ch],
-                         mean[2 * ch + 1], k, &map, relu);
+            for (int64_t ch = first; ch < end; ch++) {
+                affine_map map = channel_map(mean, rstd, gamma, beta, ch);
+                run_gradient_sums(dy + (b * c + ch) * hw, x + (b * c + ch) * hw, hw,
+                                  (double)mean[2 * ch] + mean[2 * ch + 1], &map, relu, &sums[2 * ch], &sums[2 * ch + 1]);
+            }
+        for (int64_t ch = first; ch < end; ch++) {
+            double sum_dy = sums[2 * ch], sum_dy_centred = sums[2 * ch + 1];
+            double r = rstd[ch], g = gamma ? gamma[ch] : 1.0, count = (double)(n * hw);
+            if (dbeta) dbeta[ch] += (float)sum_dy;
+            if (dgamma) dgamma[ch] += (float)(sum_dy_centred * r);
+            // dx = g·r·dy − g·r·(Σdy)/count − g·r³·(x − mean)·(Σ dy·(x − mean))/count
+            coefficients[3 * ch] = (float)(g * r);
+            coefficients[3 * ch + 1] = batch_statistics ? (float)(-g * r * r * r * sum_dy_centred / count) : 0.0f;
+            coefficients[3 * ch + 2] = batch_statistics ? (float)(-g * r * sum_dy / count) : 0.0f;
+        }
+        for (int64_t b = 0; b < n; b++)
+            for (int64_t ch = first; ch < end; ch++) {
+                affine_map map = channel_map(mean, rstd, gamma, beta, ch);
+                const float *k = coefficients + 3 * ch;
+                run_backward(dx + (b * c + ch) * hw, dy + (b * c + ch) * hw, x + (b * c + ch) * hw, hw, k[0], k[1],
+                             mean[2 * ch], mean[2 * ch + 1], k[2], &map, relu);
+            }
     }
+    free(sums);
+    free(coefficients);
 }
 
 // MARK: - Layer normalization: one row per iteration
