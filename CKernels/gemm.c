@@ -77,12 +77,9 @@ const char *bp_blas_config(void) { return openblas_get_config(); }
 
 // Tiles split the longer side of C into 1 to 8 pieces of at least 384 rows or columns (rounded
 // up to a multiple of 16), a function of the shape alone. Few and large: each tile packs the other
-// operand again (measured at 1024³ on one core: 2 tiles cost 2.5%, 4 tiles 6%, 8 tiles 27%). A
-// product too narrow for two such tiles but long in k (a wide linear layer's forward: 128 × 128 ×
-// 3136) is still halved, so a second thread has work.
-static int64_t tile_size(int64_t extent, int64_t work) {
+// operand again (measured at 1024³ on one core: 2 tiles cost 2.5%, 4 tiles 6%, 8 tiles 27%).
+static int64_t tile_size(int64_t extent) {
     int64_t tiles = extent / 384;
-    if (tiles < 2 && extent >= 128 && work >= (int64_t)1 << 25) tiles = 2;
     tiles = tiles < 1 ? 1 : tiles > 8 ? 8 : tiles;
     return ((extent + tiles - 1) / tiles + 15) / 16 * 16;
 }
@@ -92,7 +89,7 @@ void bp_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
               float beta, float *c, int64_t ldc) {
     if (m == 0 || n == 0) return;
     int split_rows = m >= n;
-    int64_t extent = split_rows ? m : n, tile = tile_size(extent, m * n * k);
+    int64_t extent = split_rows ? m : n, tile = tile_size(extent);
     int64_t tiles = (extent + tile - 1) / tile;
     #pragma omp parallel for schedule(static) if (tiles > 1 && m * n * k >= BP_PARALLEL_MIN)
     for (int64_t t = 0; t < tiles; t++) {
