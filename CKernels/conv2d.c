@@ -468,13 +468,16 @@ enum { MAX_WEIGHT_BLOCKS = 4 };
 // Weight gradients: dW_g [kg, R] += dy_g [kg, pixels] · colᵀ, the pixels in chunks of PC, with A
 // packed from dy and B = colᵀ [pixels, BP_NR taps] gathered from the buffer's runs. The images are
 // split into at most 4 fixed blocks, each summed over its images and chunks in order into its own
-// partial, and the partials added in block order.
-void bp_conv2d_backward_weights(float *dweight, const float *dy, const float *x, const bp_conv2d_params *p) {
+// partial, and the partials added in block order. The bias gradient is summed the same way, each
+// chunk's dy rows (in cache: pack_rows just read them) in 8 float lanes into a double per block.
+void bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy, const float *x,
+                                const bp_conv2d_params *p) {
     int64_t cg = p->c / p->groups, kg = p->k / p->groups, rows = col_rows(p), hw = out_hw(p);
     int64_t size = p->k * rows;  // the weight's element count
     int64_t blocks = p->n < MAX_WEIGHT_BLOCKS ? p->n : MAX_WEIGHT_BLOCKS;
     layout l = layout_build(p);
     float *partial = calloc((size_t)(blocks * size), sizeof(float));
+    double *bias_partial = calloc((size_t)(blocks * p->k), sizeof(double));  // [block][k]: Σ dy
     #pragma omp parallel if (blocks > 1 && p->n * p->k * hw * rows >= BP_PARALLEL_MIN)
     {
         float *buffer = calloc((size_t)(l.size + SLACK), sizeof(float));
@@ -487,13 +490,18 @@ void bp_conv2d_backward_weights(float *dweight, const float *dy, const float *x,
                 for (int64_t g = 0; g < p->groups; g++) {
                     copy_in(buffer, x + (image * p->c + g * cg) * p->h * p->w, &l, p);
                     float *dwg = partial + block * size + g * kg * rows;
+                    const float *dyg = dy + (image * p->k + g * kg) * hw;
+                    double *dbg = bias_partial + block * p->k + g * kg;
                     if (is_depthwise(p)) {
-                        depthwise_weights(dwg, buffer, dy + (image * p->k + g * kg) * hw, &l, p);
+                        depthwise_weights(dwg, buffer, dyg, &l, p);
+                        if (dbias) *dbg += bp_lane_sum(dyg, hw);
                         continue;
                     }
                     for (int64_t p0 = 0; p0 < hw; p0 += PC) {
                         int64_t pc = min64(PC, hw - p0), n = pixel_runs(runs, &l, p, p0, pc);
-                        pack_rows(a, dy + (image * p->k + g * kg) * hw + p0, hw, kg, pc, 1);
+                        pack_rows(a, dyg + p0, hw, kg, pc, 1);
+                        if (dbias)
+                            for (int64_t k = 0; k < kg; k++) dbg[k] += bp_lane_sum(dyg + k * hw + p0, pc);
                         for (int64_t t0 = 0; t0 < rows; t0 += BP_NR) {
                             // b [pc, BP_NR] = colᵀ[pixels p0 …, taps t0 …] (columns past the last tap are never stored)
                             int64_t nt = min64(BP_NR, rows - t0);
@@ -515,7 +523,14 @@ void bp_conv2d_backward_weights(float *dweight, const float *dy, const float *x,
         for (int64_t b = 1; b < blocks; b++) sum += partial[b * size + e];
         dweight[e] += sum;
     }
+    if (dbias)
+        for (int64_t k = 0; k < p->k; k++) {
+            double sum = bias_partial[k];
+            for (int64_t b = 1; b < blocks; b++) sum += bias_partial[b * p->k + k];
+            dbias[k] += (float)sum;
+        }
     free(partial);
+    free(bias_partial);
     free(l.offset);
 }
 

@@ -141,9 +141,12 @@ void bp_conv2d_forward(float *y, const float *x, const float *weight, const floa
 /// forward of ConvTranspose2D, whose bias is on this side.
 void bp_conv2d_backward_data(float *dx, const float *dy, const float *weight, const float *bias,
                              const bp_conv2d_params *p);
-/// dweight += the correlation of dy with x. Images are split into at most 4 fixed blocks summed
-/// into block partials, then added in block order: bit-identical for any thread count.
-void bp_conv2d_backward_weights(float *dweight, const float *dy, const float *x, const bp_conv2d_params *p);
+/// dweight += the correlation of dy with x, and (dbias not NULL) dbias[k] += Σ dy[:, k] (the bias
+/// gradient of the dy side, summed while dy's rows are in cache for the product). Images are split
+/// into at most 4 fixed blocks summed into block partials, then added in block order:
+/// bit-identical for any thread count.
+void bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy, const float *x,
+                                const bp_conv2d_params *p);
 void bp_conv2d_forward_ref(float *y, const float *x, const float *weight, const bp_conv2d_params *p);
 void bp_conv2d_backward_data_ref(float *dx, const float *dy, const float *weight, const bp_conv2d_params *p);
 void bp_conv2d_backward_weights_ref(float *dweight, const float *dy, const float *x, const bp_conv2d_params *p);

@@ -146,10 +146,15 @@ func convolution(_ module: Module, _ input: Tensor, weight: Parameter, bias: Par
     return (output, { gradOutput in
         try checkGradient(gradOutput, matches: outputShape, in: module)
         let (ySide, xSide) = transposed ? (input, gradOutput) : (gradOutput, input)
+        // Conv2D's bias is on the y side: its gradient is summed with the weight gradient.
         ySide.withPointer { dy in
-            xSide.withPointer { x in weight.grad.withMutablePointer { bp_conv2d_backward_weights($0, dy, x, &p) } }
+            xSide.withPointer { x in
+                weight.grad.withMutablePointer { dw in
+                    withOptionalMutablePointer(transposed ? nil : bias) { db in bp_conv2d_backward_weights(dw, db, dy, x, &p) }
+                }
+            }
         }
-        if let bias {
+        if transposed, let bias {
             gradOutput.withPointer { v in bias.grad.withMutablePointer { bp_channel_bias_backward($0, v, p.n, channels, plane) } }
         }
         guard inputGradient else { return skippedGradient }

@@ -77,11 +77,20 @@ import Testing
         #expect(bits(yBias) == bits(yPlusBias), "forward with bias \(shape)")
         #expect(bits(dxBias) == bits(dxPlusBias), "backward-data with bias \(shape)")
 
-        let start = random.floats(weight.count)  // gradients accumulate
-        var dw = start, dwRef = start
-        bp_conv2d_backward_weights(&dw, dy, x, &p)
+        let start = random.floats(weight.count), biasStart = random.floats(shape.k)  // gradients accumulate
+        var dw = start, dwRef = start, db = biasStart
+        bp_conv2d_backward_weights(&dw, &db, dy, x, &p)
         bp_conv2d_backward_weights_ref(&dwRef, dy, x, &p)
         #expect(relativeError(dw, dwRef) < 1e-5, "backward-weights \(shape)")
+        let dbRef = (0..<shape.k).map { k in
+            Float((0..<shape.n).reduce(Double(biasStart[k])) { sum, b in
+                (0..<plane).reduce(sum) { $0 + Double(dy[(b * shape.k + k) * plane + $1]) }
+            })
+        }
+        #expect(relativeError(db, dbRef) < 1e-5, "bias gradient with the weight gradient \(shape)")
+        var dwOnly = start
+        bp_conv2d_backward_weights(&dwOnly, nil, dy, x, &p)
+        #expect(bits(dwOnly) == bits(dw), "the weight gradient does not depend on the bias gradient's \(shape)")
     }
 
     @Test("bias gradient")
@@ -110,8 +119,7 @@ import Testing
             var y = [Float](repeating: 0, count: dy.count), dx = x, dw = weight, db = [Float](repeating: 0, count: shape.k)
             bp_conv2d_forward(&y, x, weight, bias, &p)
             bp_conv2d_backward_data(&dx, dy, weight, inBias, &p)
-            bp_conv2d_backward_weights(&dw, dy, x, &p)
-            bp_channel_bias_backward(&db, dy, p.n, p.k, p.out_h * p.out_w)
+            bp_conv2d_backward_weights(&dw, &db, dy, x, &p)
             return [bits(y), bits(dx), bits(dw), bits(db)]
         }
         expectBitIdentical(run)
