@@ -233,7 +233,7 @@ typedef struct {
     int64_t phase_length;                 // floats per phase of a gathered row: ⌈w / sw⌉ rounded up to 32
     int64_t *first;                       // [sw + 1]: phase q's tap columns are entries [first[q], first[q + 1])
     int64_t *tap_column, *column_shift;   // tj and c of each entry, tj descending within a phase
-    int64_t grid_left, grid_width;        // columns of padding left of dy's row in the grid, and the row length
+    int64_t grid_left, grid_width;        // columns of padding left of dy's row in the grid, and the row length (a multiple of 32)
 } gather_layout;
 
 static gather_layout gather_layout_build(const bp_pool2d_params *p, const fixed_layout *f) {
@@ -257,7 +257,7 @@ static gather_layout gather_layout_build(const bp_pool2d_params *p, const fixed_
     g.first[s] = count;
     g.grid_left = -min_shift;
     int64_t reach = max_shift + g.phase_length > f->lanes ? max_shift + g.phase_length : f->lanes;
-    g.grid_width = (g.grid_left + reach + 7) / 8 * 8;
+    g.grid_width = (g.grid_left + reach + 31) / 32 * 32;
     return g;
 }
 
@@ -432,7 +432,7 @@ __attribute__((always_inline)) static inline void gradient_grid(float *grid, int
                                                                 const uint8_t *index8, const int32_t *index32,
                                                                 const bp_pool2d_params *p, const windows *win,
                                                                 const fixed_layout *f, const gather_layout *g) {
-    int64_t out_w = p->out_w, width = g->grid_width;  // width: a multiple of 8
+    int64_t out_w = p->out_w, width = g->grid_width;  // width: a multiple of 32
     for (int64_t oh = 0; oh < p->out_h; oh++) {
         float *row = grid + oh * width;
         for (int64_t k = 0; k < width; k += 8) memcpy(row + k, &(v8f){0}, 32);
@@ -496,24 +496,28 @@ __attribute__((always_inline)) static inline void gather_row(float *dst, float *
                 memcpy(phases + q * length + m, acc, sizeof acc);
             }
     } else {
-        for (int64_t k = 0; k < g->grid_width; k += 8) {
-            v8f acc = {0};
-            for (int64_t i = 0; i < count; i++) {
-                v8f v;
-                memcpy(&v, grads[i] + k, 32);
-                acc += v;
-            }
-            memcpy(sum + k, &acc, 32);
+        for (int64_t k = 0; k < g->grid_width; k += 32) {  // 4 runs of 8 summed in registers
+            v8f acc[4] = {{0}};
+            for (int64_t i = 0; i < count; i++)
+                for (int r = 0; r < 4; r++) {
+                    v8f v;
+                    memcpy(&v, grads[i] + k + 8 * r, 32);
+                    acc[r] += v;
+                }
+            memcpy(sum + k, acc, sizeof acc);
         }
         for (int64_t q = 0; q < s; q++)
-            for (int64_t m = 0; m < length; m += 8) {
-                v8f acc = {0};
+            for (int64_t m = 0; m < length; m += 32) {  // 4 runs of 8 summed in registers
+                v8f acc[4] = {{0}};
                 for (int64_t e = g->first[q]; e < g->first[q + 1]; e++) {
-                    v8f v;
-                    memcpy(&v, sum + g->grid_left + g->column_shift[e] + m, 32);
-                    acc += v;
+                    const float *run = sum + g->grid_left + g->column_shift[e] + m;
+                    for (int k = 0; k < 4; k++) {
+                        v8f v;
+                        memcpy(&v, run + 8 * k, 32);
+                        acc[k] += v;
+                    }
                 }
-                memcpy(phases + q * length + m, &acc, 32);
+                memcpy(phases + q * length + m, acc, sizeof acc);
             }
     }
     // The phases back in input order (pad_row's inverse).
