@@ -268,68 +268,96 @@ static void gather_layout_free(gather_layout *g) {
 }
 
 // The row pass over the padded row: for each output column, the maximum over the tap columns
-// and the tap column it came from (is_max), or the sum, into f->lanes floats. Inlined with a
-// constant is_max, so neither loop tests it.
+// and the tap column it came from (is_max), or the sum, into f->lanes floats; `vectors` (1 or 4)
+// runs of 8 columns from column ow at a time, so that four independent chains fill the pipeline.
+// Inlined with constant is_max and vectors, so no loop tests them.
+__attribute__((always_inline)) static inline void row_reduce_block(float *out, int32_t *tap, const float *padded,
+                                                                   const bp_pool2d_params *p, const fixed_layout *f,
+                                                                   int64_t ow, int vectors, int is_max) {
+    v8f acc[4];
+    v8i arg[4];
+    for (int r = 0; r < vectors; r++) {
+        acc[r] = (v8f){0} + (is_max ? -INFINITY : 0.0f);
+        memcpy(&arg[r], f->first_tap + ow + 8 * r, 32);
+    }
+    for (int64_t tj = 0; tj < p->kernel_w; tj++)
+        for (int r = 0; r < vectors; r++) {
+            v8f v;
+            memcpy(&v, padded + f->line[tj] + ow + 8 * r, 32);
+            if (is_max) {
+                v8i take = (v > acc[r]) | (v != v);  // larger, or NaN: PyTorch's rule
+                acc[r] = BLEND(take, v, acc[r]);
+                arg[r] = (take & (int32_t)tj) | (arg[r] & ~take);
+            } else {
+                acc[r] += v;
+            }
+        }
+    for (int r = 0; r < vectors; r++) {
+        memcpy(out + ow + 8 * r, &acc[r], 32);
+        if (is_max) memcpy(tap + ow + 8 * r, &arg[r], 32);
+    }
+}
+
 __attribute__((always_inline)) static inline void row_reduce(float *out, int32_t *tap, const float *padded,
                                                              const bp_pool2d_params *p, const fixed_layout *f,
                                                              int is_max) {
-    for (int64_t ow = 0; ow < f->lanes; ow += 8) {
-        v8f acc = (v8f){0} + (is_max ? -INFINITY : 0.0f);
-        v8i arg;
-        memcpy(&arg, f->first_tap + ow, 32);
-        for (int64_t tj = 0; tj < p->kernel_w; tj++) {
-            v8f v;
-            memcpy(&v, padded + f->line[tj] + ow, 32);
-            if (is_max) {
-                v8i take = (v > acc) | (v != v);  // larger, or NaN: PyTorch's rule
-                acc = BLEND(take, v, acc);
-                arg = (take & (int32_t)tj) | (arg & ~take);
-            } else {
-                acc += v;
-            }
-        }
-        memcpy(out + ow, &acc, 32);
-        if (is_max) memcpy(tap + ow, &arg, 32);
-    }
+    int64_t ow = 0;
+    for (; ow + 32 <= f->lanes; ow += 32) row_reduce_block(out, tap, padded, p, f, ow, 4, is_max);
+    for (; ow < f->lanes; ow += 8) row_reduce_block(out, tap, padded, p, f, ow, 1, is_max);
 }
 
 // The column pass of one output row over its `count` row results rows[i] (taps row_taps[i], tap
 // row ti[i]): max into y and the window tap number ti · kw + tj into tap (is_max; −1 for a window
-// with no tap inside the input), or the sum divided by the divisor into y.
+// with no tap inside the input), or the sum divided by the divisor into y; `vectors` runs of 8
+// columns from column ow at a time, as the row pass.
+__attribute__((always_inline)) static inline void column_reduce_block(float *y, int32_t *tap, float *const *rows,
+                                                                      int32_t *const *row_taps, const int64_t *ti,
+                                                                      int64_t count, int32_t divisor_rows,
+                                                                      const bp_pool2d_params *p,
+                                                                      const fixed_layout *f, int64_t ow, int vectors,
+                                                                      int is_max) {
+    v8f acc[4];
+    v8i arg[4];
+    for (int r = 0; r < vectors; r++) acc[r] = (v8f){0} + (is_max ? -INFINITY : 0.0f), arg[r] = (v8i){0} - 1;
+    for (int64_t i = 0; i < count; i++)
+        for (int r = 0; r < vectors; r++) {
+            v8f v;
+            memcpy(&v, rows[i] + ow + 8 * r, 32);
+            if (is_max) {
+                v8i t;
+                memcpy(&t, row_taps[i] + ow + 8 * r, 32);
+                // The first row's result is taken whatever it is (it may be −∞ with a valid tap).
+                v8i take = i == 0 ? (v8i){0} - 1 : (v > acc[r]) | (v != v);
+                acc[r] = BLEND(take, v, acc[r]);
+                arg[r] = (take & (t + (int32_t)(ti[i] * p->kernel_w))) | (arg[r] & ~take);
+            } else {
+                acc[r] += v;
+            }
+        }
+    for (int r = 0; r < vectors; r++) {
+        if (is_max) {
+            v8i first;
+            memcpy(&first, f->first_tap + ow + 8 * r, 32);
+            arg[r] = (first < 0) | arg[r];  // no tap column inside the input: no tap at all
+            memcpy(tap + ow + 8 * r, &arg[r], 32);
+        } else {
+            v8f d;
+            divisors(&d, f, ow + 8 * r, divisor_rows);
+            acc[r] /= d;
+        }
+        memcpy(y + ow + 8 * r, &acc[r], 32);
+    }
+}
+
 __attribute__((always_inline)) static inline void column_reduce(float *y, int32_t *tap, float *const *rows,
                                                                 int32_t *const *row_taps, const int64_t *ti,
                                                                 int64_t count, int32_t divisor_rows,
                                                                 const bp_pool2d_params *p, const fixed_layout *f,
                                                                 int is_max) {
-    for (int64_t ow = 0; ow < f->lanes; ow += 8) {
-        v8f acc = (v8f){0} + (is_max ? -INFINITY : 0.0f);
-        v8i arg = (v8i){0} - 1;
-        for (int64_t i = 0; i < count; i++) {
-            v8f v;
-            memcpy(&v, rows[i] + ow, 32);
-            if (is_max) {
-                v8i t;
-                memcpy(&t, row_taps[i] + ow, 32);
-                // The first row's result is taken whatever it is (it may be −∞ with a valid tap).
-                v8i take = i == 0 ? (v8i){0} - 1 : (v > acc) | (v != v);
-                acc = BLEND(take, v, acc);
-                arg = (take & (t + (int32_t)(ti[i] * p->kernel_w))) | (arg & ~take);
-            } else {
-                acc += v;
-            }
-        }
-        if (is_max) {
-            v8i first;
-            memcpy(&first, f->first_tap + ow, 32);
-            arg = (first < 0) | arg;  // no tap column inside the input: no tap at all
-            memcpy(tap + ow, &arg, 32);
-        } else {
-            v8f d;
-            divisors(&d, f, ow, divisor_rows);
-            acc /= d;
-        }
-        memcpy(y + ow, &acc, 32);
-    }
+    int64_t ow = 0;
+    for (; ow + 32 <= f->lanes; ow += 32)
+        column_reduce_block(y, tap, rows, row_taps, ti, count, divisor_rows, p, f, ow, 4, is_max);
+    for (; ow < f->lanes; ow += 8) column_reduce_block(y, tap, rows, row_taps, ti, count, divisor_rows, p, f, ow, 1, is_max);
 }
 
 // Per-thread scratch of the fixed-window passes.
