@@ -8,8 +8,8 @@
 // The forward and the backward-weights never build col (the backward-data builds one image's
 // dcol and gathers it back: col2im_rows). The image is copied once into a zero-padded buffer split
 // into stride phases (phase (a, b) holds padded rows a, a + sh, … and columns b, b + sw, …), each
-// phase plane wq floats wide. Output pixel (oh, ow) gets the "virtual" index v = oh · wq + ow, and then tap
-// t = (ci, i, j) of every pixel is at a fixed offset: col[t][pixel] = buffer[offset[t] + v]. So the
+// phase plane wq floats wide. Output pixel (oh, ow) gets the "virtual" index v = oh · wq + ow, and
+// then tap t = (ci, i, j) of every pixel is at a fixed offset: col[t][pixel] = buffer[offset[t] + v]. So the
 // pixels of one output row read a contiguous run of the buffer, and a panel of BP_NR pixels is one
 // to three runs: packing it is a few short copies (no index arithmetic per element, no bounds
 // checks: the padding is zeros in the buffer). The register-blocked product (microkernel.c) then
@@ -214,6 +214,15 @@ typedef struct {
     int64_t phase, row, col;
 } tap_place;
 
+// A tap that reaches a buffer row in col2im_rows.
+typedef struct {
+    const float *src;  // the tap's dcol row at buffer column 0
+    const v8i *mask;   // its masks
+} tap_reach;
+
+// The masks per tap of col2im_rows: an even number of 8-lane vectors covering a buffer row of wq.
+static int64_t mask_vectors(const layout *l) { return (l->wq + 15) / 16 * 2; }
+
 // col2im as a gather, one buffer row at a time, so every buffer element is written once (no
 // read-modify-write, no zeroed buffer): element (ci, phase, hrow, col) is the sum, in tap order,
 // of dcol[t][oh = hrow − row_t][ow = col − col_t] over the taps t of channel ci placed in that
@@ -222,15 +231,10 @@ typedef struct {
 // output row masked to +0 (mask[t][c0 / 8]: the same for every row), so dcol needs wq + 16 floats of
 // slack on each side. A row's last vectors may write up to 15 floats into the next row, which is
 // written after it (or into the buffer's slack). `reaching` is scratch for r · s taps.
-typedef struct {
-    const float *src;  // the tap's dcol row at buffer column 0
-    const v8i *mask;   // its masks
-} tap_reach;
-
 BP_MULTIVERSION
 static void col2im_rows(float *buffer, const float *dcol, const layout *l, const tap_place *place, const v8i *mask,
                         tap_reach *reaching, const bp_conv2d_params *p) {
-    int64_t taps = p->r * p->s, hw = out_hw(p), vectors = (l->wq + 15) / 16 * 2;
+    int64_t taps = p->r * p->s, hw = out_hw(p), vectors = mask_vectors(l);
     for (int64_t ci = 0; ci < p->c / p->groups; ci++)
         for (int64_t phase = 0; phase < p->stride_h * p->stride_w; phase++)
             for (int64_t hrow = 0; hrow < l->hq; hrow++) {
@@ -412,12 +416,13 @@ void bp_conv2d_backward_data(float *dx, const float *dy, const float *weight, co
         place[t] = (tap_place){l.offset[t] / l.plane, in_channel / l.wq, in_channel % l.wq};
     }
     // mask[t][v]: lane i of buffer columns 8v … is an output column of tap t (0 <= 8v + i − col_t <
-    // out_w); an even number of vectors per tap (the last all 0 when wq needs an odd number)
-    int64_t vectors = (l.wq + 15) / 16 * 2;
+    // out_w); the last vector is all 0 when wq needs an odd number
+    int64_t vectors = mask_vectors(&l);
     v8i *mask = aligned_alloc(32, (size_t)(p->r * p->s * vectors) * sizeof(v8i));
     for (int64_t t = 0; t < p->r * p->s; t++)
         for (int64_t v = 0; v < vectors; v++)
-            for (int i = 0; i < 8; i++) mask[t * vectors + v][i] = (uint64_t)(8 * v + i - place[t].col) < (uint64_t)p->out_w ? -1 : 0;
+            for (int i = 0; i < 8; i++)
+                mask[t * vectors + v][i] = (uint64_t)(8 * v + i - place[t].col) < (uint64_t)p->out_w ? -1 : 0;
     int64_t slack = l.wq + 16, panels = (hw + BP_NR - 1) / BP_NR;
     PARALLEL_OVER_IMAGES(p, {
         float *buffer = malloc((size_t)(l.size + SLACK) * sizeof(float));
@@ -438,7 +443,7 @@ void bp_conv2d_backward_data(float *dx, const float *dy, const float *weight, co
                     for (int64_t i = 0; i < panels; i++)
                         bp_copy_short(b + (i * kg + k) * BP_NR, dyg + k * hw + i * BP_NR, min64(BP_NR, hw - i * BP_NR));
                 for (int64_t i = 0; i < panels; i++) {
-                    // dcol[taps m …, pixels 16i …] = W_gᵀ[taps m …, :] · panel i, over the channel blocks of KC
+                    // dcol[taps m …, pixels 16i …] = W_gᵀ[taps m …, :] · panel i, over the KC channel blocks
                     for (int64_t m = 0; m < rows; m += BP_MR)
                         for (int64_t block = 0; block < kc_blocks(kg); block++) {
                             int64_t k0, kc;

@@ -160,6 +160,12 @@ static void run_backward(float *dx, const float *dy, const float *x, int64_t cou
 
 enum { CHANNEL_BLOCKS = 8 };
 
+// The affine map of channel ch as the training forward applies it (scale = rstd · gamma in float,
+// as both forwards compute it); the backward rebuilds it for the fused ReLU's gate.
+static affine_map channel_map(const float *mean, const float *rstd, const float *gamma, const float *beta, int64_t ch) {
+    return (affine_map){mean[2 * ch], mean[2 * ch + 1], rstd[ch] * (gamma ? gamma[ch] : 1.0f), beta ? beta[ch] : 0.0f};
+}
+
 // Block `block`'s channels: [*first, *end).
 static void channel_block(int64_t c, int64_t block, int64_t *first, int64_t *end) {
     *first = block * c / CHANNEL_BLOCKS;
@@ -182,15 +188,15 @@ void bp_batchnorm_forward_train(float *y, float *mean, float *rstd, float *runni
             split_mean(m[ch].mean, mean + 2 * ch);
             if (running_mean) {
                 running_mean[ch] = (1.0f - momentum) * running_mean[ch] + momentum * (float)m[ch].mean;
-                running_var[ch] = (1.0f - momentum) * running_var[ch] + momentum * (float)(m[ch].m2 / (m[ch].count - 1));
+                float unbiased = (float)(m[ch].m2 / (m[ch].count - 1));
+                running_var[ch] = (1.0f - momentum) * running_var[ch] + momentum * unbiased;
             }
         }
         for (int64_t b = 0; b < n; b++)
-            for (int64_t ch = first; ch < end; ch++)
-                run_affine(y + (b * c + ch) * hw, x + (b * c + ch) * hw, hw,
-                           &(affine_map){mean[2 * ch], mean[2 * ch + 1], rstd[ch] * (gamma ? gamma[ch] : 1.0f),
-                                         beta ? beta[ch] : 0.0f},
-                           relu);
+            for (int64_t ch = first; ch < end; ch++) {
+                affine_map map = channel_map(mean, rstd, gamma, beta, ch);
+                run_affine(y + (b * c + ch) * hw, x + (b * c + ch) * hw, hw, &map, relu);
+            }
     }
     free(m);
 }
@@ -205,12 +211,6 @@ void bp_batchnorm_forward_eval(float *y, const float *x, const float *running_me
         run_affine(y + plane * hw, x + plane * hw, hw, &(affine_map){running_mean[ch], 0.0f, scale, beta ? beta[ch] : 0.0f},
                    relu);
     }
-}
-
-// The forward's affine map of channel ch (scale = rstd · gamma in float, as both forwards compute
-// it), for the fused ReLU's gate.
-static affine_map channel_map(const float *mean, const float *rstd, const float *gamma, const float *beta, int64_t ch) {
-    return (affine_map){mean[2 * ch], mean[2 * ch + 1], rstd[ch] * (gamma ? gamma[ch] : 1.0f), beta ? beta[ch] : 0.0f};
 }
 
 void bp_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,

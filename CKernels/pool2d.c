@@ -233,7 +233,8 @@ typedef struct {
     int64_t phase_length;                 // floats per phase of a gathered row: ⌈w / sw⌉ rounded up to 32
     int64_t *first;                       // [sw + 1]: phase q's tap columns are entries [first[q], first[q + 1])
     int64_t *tap_column, *column_shift;   // tj and c of each entry, tj descending within a phase
-    int64_t grid_left, grid_width;        // columns of padding left of dy's row in the grid, and the row length (a multiple of 32)
+    int64_t grid_left, grid_width;        // columns of padding left of dy's row in the grid, and the
+                                          // row length (a multiple of 32)
 } gather_layout;
 
 static gather_layout gather_layout_build(const bp_pool2d_params *p, const fixed_layout *f) {
@@ -357,7 +358,8 @@ __attribute__((always_inline)) static inline void column_reduce(float *y, int32_
     int64_t ow = 0;
     for (; ow + 32 <= f->lanes; ow += 32)
         column_reduce_block(y, tap, rows, row_taps, ti, count, divisor_rows, p, f, ow, 4, is_max);
-    for (; ow < f->lanes; ow += 8) column_reduce_block(y, tap, rows, row_taps, ti, count, divisor_rows, p, f, ow, 1, is_max);
+    for (; ow < f->lanes; ow += 8)
+        column_reduce_block(y, tap, rows, row_taps, ti, count, divisor_rows, p, f, ow, 1, is_max);
 }
 
 // Per-thread scratch of the fixed-window passes.

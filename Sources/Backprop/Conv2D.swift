@@ -134,7 +134,6 @@ public final class Conv2D: Module {
 func convolution(_ module: Module, _ input: Tensor, weight: Parameter, bias: Parameter?,
                  geometry: bp_conv2d_params, transposed: Bool, inputGradient: Bool) -> (output: Tensor, backward: Backward) {
     var p = geometry
-    let (channels, plane) = transposed ? (p.c, p.h * p.w) : (p.k, p.out_h * p.out_w)
     let outputShape = transposed ? [Int(p.n), Int(p.c), Int(p.h), Int(p.w)] : [Int(p.n), Int(p.k), Int(p.out_h), Int(p.out_w)]
     let forwardKernel = transposed ? bp_conv2d_backward_data : bp_conv2d_forward
     let inputGradientKernel = transposed ? bp_conv2d_forward : bp_conv2d_backward_data
@@ -147,6 +146,7 @@ func convolution(_ module: Module, _ input: Tensor, weight: Parameter, bias: Par
         try checkGradient(gradOutput, matches: outputShape, in: module)
         let (ySide, xSide) = transposed ? (input, gradOutput) : (gradOutput, input)
         // Conv2D's bias is on the y side: its gradient is summed with the weight gradient.
+        // ConvTranspose2D's is on the x side (its output): summed over the gradient's planes.
         ySide.withPointer { dy in
             xSide.withPointer { x in
                 weight.grad.withMutablePointer { dw in
@@ -155,7 +155,7 @@ func convolution(_ module: Module, _ input: Tensor, weight: Parameter, bias: Par
             }
         }
         if transposed, let bias {
-            gradOutput.withPointer { v in bias.grad.withMutablePointer { bp_channel_bias_backward($0, v, p.n, channels, plane) } }
+            gradOutput.withPointer { v in bias.grad.withMutablePointer { bp_channel_bias_backward($0, v, p.n, p.c, p.h * p.w) } }
         }
         guard inputGradient else { return skippedGradient }
         return gradOutput.withPointer { v in

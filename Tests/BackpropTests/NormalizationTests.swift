@@ -2,16 +2,23 @@ import Backprop
 import Testing
 
 @Suite struct NormalizationTests {
-    @Test func batchNormGradientsInBothModes() throws {
+    /// `model(norm)` for a BatchNorm2D(3) with random weight, bias and running variance, checked by
+    /// finite differences in training and in evaluation mode.
+    private func expectGradientsInBothModes(_ model: (BatchNorm) -> Module) throws {
         for training in [true, false] {
-            let layer = try BatchNorm2D(3)
-            try layer.weight!.load(randomTensor([3], seed: 1, 0.5, 1.5), name: "weight")
-            try layer.bias!.load(randomTensor([3], seed: 2), name: "bias")
-            try layer.runningVar!.load(randomTensor([3], seed: 3, 0.5, 2), name: "running_var")
-            layer.isTraining = training
-            let report = try GradientCheck.run(layer, input: randomTensor([2, 3, 4, 5], seed: 4, -2, 2), epsilon: 1e-2)
+            let norm = try BatchNorm2D(3)
+            try norm.weight!.load(randomTensor([3], seed: 1, 0.5, 1.5), name: "weight")
+            try norm.bias!.load(randomTensor([3], seed: 2), name: "bias")
+            try norm.runningVar!.load(randomTensor([3], seed: 3, 0.5, 2), name: "running_var")
+            let checked = model(norm)
+            checked.isTraining = training
+            let report = try GradientCheck.run(checked, input: randomTensor([2, 3, 4, 5], seed: 4, -2, 2), epsilon: 1e-2)
             #expect(report.passed, "training \(training): \(report)")
         }
+    }
+
+    @Test func batchNormGradientsInBothModes() throws {
+        try expectGradientsInBothModes { $0 }
         let oneD = try BatchNorm1D(4)
         try expectGradientsCorrect(oneD, input: randomTensor([6, 4], seed: 5))
         try expectGradientsCorrect(try BatchNorm1D(4, affine: false), input: randomTensor([3, 4, 5], seed: 6))
@@ -20,16 +27,7 @@ import Testing
     /// Sequential runs BatchNorm + ReLU fused: its backward (the gate recomputed from the input)
     /// checked by finite differences, in both modes.
     @Test func fusedBatchNormReLUGradientsInBothModes() throws {
-        for training in [true, false] {
-            let norm = try BatchNorm2D(3)
-            try norm.weight!.load(randomTensor([3], seed: 1, 0.5, 1.5), name: "weight")
-            try norm.bias!.load(randomTensor([3], seed: 2), name: "bias")
-            try norm.runningVar!.load(randomTensor([3], seed: 3, 0.5, 2), name: "running_var")
-            let model = Sequential(norm, ReLU())
-            model.isTraining = training
-            let report = try GradientCheck.run(model, input: randomTensor([2, 3, 4, 5], seed: 4, -2, 2), epsilon: 1e-2)
-            #expect(report.passed, "training \(training): \(report)")
-        }
+        try expectGradientsInBothModes { Sequential($0, ReLU()) }
     }
 
     @Test func layerNormGradients() throws {
