@@ -51,6 +51,7 @@ import Testing
         Case(label: "adaptive, overlapping windows", n: 2, c: 2, h: 7, w: 5, adaptive: (3, 4)),
         Case(label: "adaptive, larger than input", n: 1, c: 2, h: 3, w: 2, adaptive: (5, 4)),
         Case(label: "global", n: 2, c: 3, h: 5, w: 4, adaptive: (1, 1)),
+        Case(label: "global, 21 planes of 7x7 (two groups of 8 planes and 5 more)", n: 3, c: 7, h: 7, w: 7, adaptive: (1, 1)),
         Case(label: "2x2 tiles, rows of 19 windows (two groups of 8 and a tail)", n: 2, c: 3, h: 8, w: 38),
         Case(label: "2x2 tiles, odd sizes leave a row and a column uncovered", n: 1, c: 2, h: 9, w: 21),
         Case(label: "3x3 tiles, stride 3", n: 1, c: 2, h: 10, w: 11, kernel: (3, 3), stride: (3, 3)),
@@ -116,6 +117,23 @@ import Testing
         bp_avgpool2d_backward(&dx, dy, &p)
         bp_avgpool2d_backward_ref(&dxRef, dy, &p)
         #expect(relativeError(dx, dxRef) < 1e-6, "backward \(c)")
+    }
+
+    /// Global pooling sums eight planes side by side (a transposed vector sum) and the rest one
+    /// by one: every plane's mean has the same bits either way, whatever its place in the batch.
+    @Test("global average pooling: a plane's mean does not depend on the planes beside it", arguments: [49, 64, 5])
+    func globalMeanPerPlane(hw: Int) {
+        var random = Random(seed: UInt64(hw))
+        let planes = 21, x = random.floats(planes * hw)  // full mantissas: the sums round, so order shows
+        var p = Case(label: "", n: 1, c: planes, h: hw, w: 1, adaptive: (1, 1)).params
+        var y = [Float](repeating: .nan, count: planes)
+        bp_avgpool2d_forward(&y, x, &p)
+        var one = Case(label: "", n: 1, c: 1, h: hw, w: 1, adaptive: (1, 1)).params
+        for plane in 0..<planes {
+            var alone: Float = .nan
+            bp_avgpool2d_forward(&alone, Array(x[plane * hw..<(plane + 1) * hw]), &one)
+            #expect(y[plane].bitPattern == alone.bitPattern, "plane \(plane) of \(planes), \(hw) elements")
+        }
     }
 
     /// A window [1, NaN, 3, NaN]: PyTorch lets a NaN win (the last one seen); ties go to the first.
