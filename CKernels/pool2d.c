@@ -135,7 +135,7 @@ static int64_t divisor(const bp_pool2d_params *p, const windows *win, int64_t oh
 
 typedef struct {
     int64_t phase_length, left, size;  // size: floats in the padded row (stride_w phases)
-    int64_t lanes;                     // out_w rounded up to 8: the columns the passes compute
+    int64_t lanes;                     // out_w rounded up to 32: the columns the passes compute
     int64_t span;                      // input rows one window spans (the ring needs as many slots)
     int64_t *line;                     // line[tj]: slot of tap column tj's tap for output 0
     int32_t *first_tap;                // [lanes]: the first tap column inside the input, −1 if none
@@ -147,7 +147,7 @@ static int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a +
 static fixed_layout fixed_layout_build(const bp_pool2d_params *p, const windows *win) {
     fixed_layout f;
     int64_t s = p->stride_w, kw = p->kernel_w;
-    f.lanes = (p->out_w + 7) / 8 * 8;
+    f.lanes = (p->out_w + 31) / 32 * 32;
     f.span = (p->kernel_h - 1) * p->dilation_h + 1;
     f.line = malloc((size_t)kw * sizeof(int64_t));
     int64_t min_shift = 0, max_end = (p->w + s - 1) / s;
@@ -235,6 +235,10 @@ typedef struct {
     int64_t *tap_column, *column_shift;   // tj and c of each entry, tj descending within a phase
     int64_t grid_left, grid_width;        // columns of padding left of dy's row in the grid, and the
                                           // row length (a multiple of 32)
+    int64_t sum_width;                    // the columns of a grid row the average's runs reach, rounded up to 32
+    int64_t *row_first;                   // [h + 1]: input row ih is a tap row of the windows
+    int64_t *window_row, *tap_row;        // [row_first[ih], row_first[ih + 1]) of these: output row
+                                          // oh (ascending) and the tap row ti it is in oh's windows
 } gather_layout;
 
 static gather_layout gather_layout_build(const bp_pool2d_params *p, const fixed_layout *f) {
@@ -259,6 +263,21 @@ static gather_layout gather_layout_build(const bp_pool2d_params *p, const fixed_
     g.grid_left = -min_shift;
     int64_t reach = max_shift + g.phase_length > f->lanes ? max_shift + g.phase_length : f->lanes;
     g.grid_width = (g.grid_left + reach + 31) / 32 * 32;
+    g.sum_width = (g.grid_left + max_shift + g.phase_length + 31) / 32 * 32;
+    // ih = oh · sh − ph + ti · dh: for each ih, the (oh, ti) that reach it, oh ascending (ti descending).
+    g.row_first = malloc((size_t)(p->h + 1) * sizeof(int64_t));
+    g.window_row = malloc((size_t)(p->h * p->kernel_h) * sizeof(int64_t));
+    g.tap_row = malloc((size_t)(p->h * p->kernel_h) * sizeof(int64_t));
+    count = 0;
+    for (int64_t ih = 0; ih < p->h; ih++) {
+        g.row_first[ih] = count;
+        for (int64_t ti = p->kernel_h - 1; ti >= 0; ti--) {
+            int64_t reach = ih + p->pad_h - ti * p->dilation_h, oh = reach / p->stride_h;
+            if (reach < 0 || oh * p->stride_h != reach || oh >= p->out_h) continue;
+            g.window_row[count] = oh, g.tap_row[count++] = ti;
+        }
+    }
+    g.row_first[p->h] = count;
     return g;
 }
 
@@ -266,22 +285,31 @@ static void gather_layout_free(gather_layout *g) {
     free(g->first);
     free(g->tap_column);
     free(g->column_shift);
+    free(g->row_first);
+    free(g->window_row);
+    free(g->tap_row);
 }
 
-// The row pass over the padded row: for each output column, the maximum over the tap columns
-// and the tap column it came from (is_max), or the sum, into f->lanes floats; `vectors` (1 or 4)
-// runs of 8 columns from column ow at a time, so that four independent chains fill the pipeline.
-// Inlined with constant is_max and vectors, so no loop tests them.
+// Blocks of the passes: `vectors` independent runs of 8 columns, so that the chains fill the
+// pipeline and the loops around them run a few times per row: 8 or 4 for sums, 4 for max (which
+// keeps a maximum and its tap per run: 8 would not fit the 16 AVX2 registers). f->lanes is a
+// multiple of 32: sums take 64 columns at a time and the last 32 alone.
+enum { MAX_VECTORS = 8 };
+
+// The row pass over the padded row: for each output column, the maximum over the kw tap columns
+// and the tap column it came from (is_max), or the sum, into f->lanes floats, a block of runs
+// of 8 columns from column ow at a time. Inlined with constant is_max, vectors and (for the
+// common kernels) kw, so no loop tests them.
 __attribute__((always_inline)) static inline void row_reduce_block(float *out, int32_t *tap, const float *padded,
-                                                                   const bp_pool2d_params *p, const fixed_layout *f,
-                                                                   int64_t ow, int vectors, int is_max) {
-    v8f acc[4];
-    v8i arg[4];
+                                                                   const fixed_layout *f, int64_t kw, int64_t ow,
+                                                                   int vectors, int is_max) {
+    v8f acc[MAX_VECTORS];
+    v8i arg[MAX_VECTORS];
     for (int r = 0; r < vectors; r++) {
         acc[r] = (v8f){0} + (is_max ? -INFINITY : 0.0f);
-        memcpy(&arg[r], f->first_tap + ow + 8 * r, 32);
+        if (is_max) memcpy(&arg[r], f->first_tap + ow + 8 * r, 32);
     }
-    for (int64_t tj = 0; tj < p->kernel_w; tj++)
+    for (int64_t tj = 0; tj < kw; tj++)
         for (int r = 0; r < vectors; r++) {
             v8f v;
             memcpy(&v, padded + f->line[tj] + ow + 8 * r, 32);
@@ -300,25 +328,23 @@ __attribute__((always_inline)) static inline void row_reduce_block(float *out, i
 }
 
 __attribute__((always_inline)) static inline void row_reduce(float *out, int32_t *tap, const float *padded,
-                                                             const bp_pool2d_params *p, const fixed_layout *f,
-                                                             int is_max) {
+                                                             const fixed_layout *f, int64_t kw, int is_max) {
     int64_t ow = 0;
-    for (; ow + 32 <= f->lanes; ow += 32) row_reduce_block(out, tap, padded, p, f, ow, 4, is_max);
-    for (; ow < f->lanes; ow += 8) row_reduce_block(out, tap, padded, p, f, ow, 1, is_max);
+    for (; ow + 64 <= f->lanes && !is_max; ow += 64) row_reduce_block(out, tap, padded, f, kw, ow, 8, is_max);
+    for (; ow < f->lanes; ow += 32) row_reduce_block(out, tap, padded, f, kw, ow, 4, is_max);
 }
 
 // The column pass of one output row over its `count` row results rows[i] (taps row_taps[i], tap
 // row ti[i]): max into y and the window tap number ti · kw + tj into tap (is_max; −1 for a window
-// with no tap inside the input), or the sum divided by the divisor into y; `vectors` runs of 8
+// with no tap inside the input), or the sum divided by the divisor into y; a block of runs of 8
 // columns from column ow at a time, as the row pass.
 __attribute__((always_inline)) static inline void column_reduce_block(float *y, int32_t *tap, float *const *rows,
                                                                       int32_t *const *row_taps, const int64_t *ti,
                                                                       int64_t count, int32_t divisor_rows,
-                                                                      const bp_pool2d_params *p,
-                                                                      const fixed_layout *f, int64_t ow, int vectors,
-                                                                      int is_max) {
-    v8f acc[4];
-    v8i arg[4];
+                                                                      const fixed_layout *f, int64_t kw, int64_t ow,
+                                                                      int vectors, int is_max) {
+    v8f acc[MAX_VECTORS];
+    v8i arg[MAX_VECTORS];
     for (int r = 0; r < vectors; r++) acc[r] = (v8f){0} + (is_max ? -INFINITY : 0.0f), arg[r] = (v8i){0} - 1;
     for (int64_t i = 0; i < count; i++)
         for (int r = 0; r < vectors; r++) {
@@ -330,7 +356,7 @@ __attribute__((always_inline)) static inline void column_reduce_block(float *y, 
                 // The first row's result is taken whatever it is (it may be −∞ with a valid tap).
                 v8i take = i == 0 ? (v8i){0} - 1 : (v > acc[r]) | (v != v);
                 acc[r] = BLEND(take, v, acc[r]);
-                arg[r] = (take & (t + (int32_t)(ti[i] * p->kernel_w))) | (arg[r] & ~take);
+                arg[r] = (take & (t + (int32_t)(ti[i] * kw))) | (arg[r] & ~take);
             } else {
                 acc[r] += v;
             }
@@ -353,13 +379,11 @@ __attribute__((always_inline)) static inline void column_reduce_block(float *y, 
 __attribute__((always_inline)) static inline void column_reduce(float *y, int32_t *tap, float *const *rows,
                                                                 int32_t *const *row_taps, const int64_t *ti,
                                                                 int64_t count, int32_t divisor_rows,
-                                                                const bp_pool2d_params *p, const fixed_layout *f,
-                                                                int is_max) {
+                                                                const fixed_layout *f, int64_t kw, int is_max) {
     int64_t ow = 0;
-    for (; ow + 32 <= f->lanes; ow += 32)
-        column_reduce_block(y, tap, rows, row_taps, ti, count, divisor_rows, p, f, ow, 4, is_max);
-    for (; ow < f->lanes; ow += 8)
-        column_reduce_block(y, tap, rows, row_taps, ti, count, divisor_rows, p, f, ow, 1, is_max);
+    for (; ow + 64 <= f->lanes && !is_max; ow += 64)
+        column_reduce_block(y, tap, rows, row_taps, ti, count, divisor_rows, f, kw, ow, 8, is_max);
+    for (; ow < f->lanes; ow += 32) column_reduce_block(y, tap, rows, row_taps, ti, count, divisor_rows, f, kw, ow, 4, is_max);
 }
 
 // Per-thread scratch of the fixed-window passes.
@@ -411,11 +435,12 @@ static void fixed_scratch_free(fixed_scratch *s) {
 }
 
 // One plane of fixed-window pooling: max with argmax tap numbers (is_max: into index8 or
-// index32) or average.
+// index32) or average. kh × kw is the kernel: constants for the common 3 × 3, so that the row
+// pass and the column pass of a row of whole windows unroll their tap loops.
 __attribute__((always_inline)) static inline void fixed_forward(float *y, uint8_t *index8, int32_t *index32,
                                                                 const float *x, const bp_pool2d_params *p,
                                                                 const windows *win, const fixed_layout *f,
-                                                                fixed_scratch *s, int is_max) {
+                                                                fixed_scratch *s, int64_t kh, int64_t kw, int is_max) {
     int64_t out_w = p->out_w;
     for (int64_t slot = 0; slot <= s->ring_mask; slot++) s->ring_row[slot] = -1;
     for (int64_t oh = 0; oh < p->out_h; oh++) {
@@ -426,12 +451,14 @@ __attribute__((always_inline)) static inline void fixed_forward(float *y, uint8_
             int32_t *taps = s->ring_taps + slot * f->lanes;
             if (s->ring_row[slot] != ih) {
                 pad_row(s->padded, x + ih * p->w, p, f);
-                row_reduce(row, taps, s->padded, p, f, is_max);
+                row_reduce(row, taps, s->padded, f, kw, is_max);
                 s->ring_row[slot] = ih;
             }
             s->rows[count] = row, s->row_taps[count] = taps, s->ti[count] = ti;
         }
-        column_reduce(s->out, s->out_taps, s->rows, s->row_taps, s->ti, count, rows_part(p, win, oh), p, f, is_max);
+        int32_t divisor_rows = rows_part(p, win, oh);
+        if (count == kh) column_reduce(s->out, s->out_taps, s->rows, s->row_taps, s->ti, kh, divisor_rows, f, kw, is_max);
+        else column_reduce(s->out, s->out_taps, s->rows, s->row_taps, s->ti, count, divisor_rows, f, kw, is_max);
         bp_copy_short(y + oh * out_w, s->out, out_w);
         if (index32) {
             memcpy(index32 + oh * out_w, s->out_taps, (size_t)out_w * sizeof(int32_t));
@@ -451,8 +478,11 @@ __attribute__((always_inline)) static inline void fixed_forward(float *y, uint8_
 BP_MULTIVERSION
 static void plane_fixed(float *y, uint8_t *index8, int32_t *index32, const float *x, const bp_pool2d_params *p,
                         const windows *win, const fixed_layout *f, fixed_scratch *s) {
-    if (index8 || index32) fixed_forward(y, index8, index32, x, p, win, f, s, 1);
-    else fixed_forward(y, NULL, NULL, x, p, win, f, s, 0);
+    int three = p->kernel_h == 3 && p->kernel_w == 3;
+    if ((index8 || index32) && three) fixed_forward(y, index8, index32, x, p, win, f, s, 3, 3, 1);
+    else if (index8 || index32) fixed_forward(y, index8, index32, x, p, win, f, s, p->kernel_h, p->kernel_w, 1);
+    else if (three) fixed_forward(y, NULL, NULL, x, p, win, f, s, 3, 3, 0);
+    else fixed_forward(y, NULL, NULL, x, p, win, f, s, p->kernel_h, p->kernel_w, 0);
 }
 
 // One plane's dy into the grid: row oh at grid + oh · grid_width + grid_left, divided by the
@@ -496,59 +526,82 @@ __attribute__((always_inline)) static inline void gradient_grid(float *grid, int
     }
 }
 
+// Max: columns [m, m + 8 · vectors) of phase q of an input-gradient row (into phases + m), from
+// the `count` grid rows grads[i] (taps row_taps[i], tap row ti[i]) that have the row as tap row:
+// each (window row, tap column) adds its run of gradients where that tap is the argmax, in
+// registers. `vectors` is 8 or 4 (independent chains), a constant once inlined.
+__attribute__((always_inline)) static inline void routed_block(float *phases, float *const *grads,
+                                                               int32_t *const *row_taps, const int64_t *ti,
+                                                               int64_t count, const bp_pool2d_params *p,
+                                                               const gather_layout *g, int64_t q, int64_t m,
+                                                               int vectors) {
+    v8f acc[MAX_VECTORS] = {{0}};
+    for (int64_t i = 0; i < count; i++)
+        for (int64_t e = g->first[q]; e < g->first[q + 1]; e++) {
+            int64_t at = g->grid_left + g->column_shift[e] + m;
+            int32_t mine = (int32_t)(ti[i] * p->kernel_w + g->tap_column[e]);
+            for (int k = 0; k < vectors; k++) {
+                v8f v;
+                v8i tap;
+                memcpy(&v, grads[i] + at + 8 * k, 32), memcpy(&tap, row_taps[i] + at + 8 * k, 32);
+                acc[k] += (v8f)((v8i)v & (tap == mine));  // the gradient where this tap is the argmax, +0 elsewhere
+            }
+        }
+    memcpy(phases + m, acc, (size_t)vectors * 32);
+}
+
+// Average: columns [k, k + 8 · vectors) of the `count` grid rows summed, into sum + k (vectors: 8 or 4).
+__attribute__((always_inline)) static inline void summed_block(float *sum, float *const *grads, int64_t count,
+                                                               int64_t k, int vectors) {
+    v8f acc[MAX_VECTORS] = {{0}};
+    for (int64_t i = 0; i < count; i++)
+        for (int r = 0; r < vectors; r++) {
+            v8f v;
+            memcpy(&v, grads[i] + k + 8 * r, 32);
+            acc[r] += v;
+        }
+    memcpy(sum + k, acc, (size_t)vectors * 32);
+}
+
+// Average: columns [m, m + 8 · vectors) of phase q (into phases + m): the tap columns' runs of
+// the summed rows added (vectors: 8 or 4).
+__attribute__((always_inline)) static inline void spread_block(float *phases, const float *sum, const gather_layout *g,
+                                                               int64_t q, int64_t m, int vectors) {
+    v8f acc[MAX_VECTORS] = {{0}};
+    for (int64_t e = g->first[q]; e < g->first[q + 1]; e++) {
+        const float *run = sum + g->grid_left + g->column_shift[e] + m;
+        for (int k = 0; k < vectors; k++) {
+            v8f v;
+            memcpy(&v, run + 8 * k, 32);
+            acc[k] += v;
+        }
+    }
+    memcpy(phases + m, acc, (size_t)vectors * 32);
+}
+
 // Input-gradient row ih into `dst` (w floats) from the `count` grid rows grads[i] (taps
 // row_taps[i], tap row ti[i]) of the windows that have ih as tap row, in output-row order;
-// `phases` holds sw · phase_length floats.
-// Max: 32 columns of a phase at a time, each (window row, tap column) adds its selected run in
-// registers. Average: the
-// window rows' gradients are summed first (into `sum`, grid_width floats), then the tap
-// columns' runs of the sum are added in registers.
+// `phases` holds sw · phase_length floats. Each phase is computed 64 columns at a time, then 32
+// (phase_length is a multiple of 32): max routes (routed_block); the average sums the window
+// rows first (into `sum`) and then adds the tap columns' runs of the sum.
 __attribute__((always_inline)) static inline void gather_row(float *dst, float *const *grads, int32_t *const *row_taps,
                                                              const int64_t *ti, int64_t count, float *sum,
                                                              float *phases, const bp_pool2d_params *p,
                                                              const gather_layout *g, int is_max) {
-    int64_t s = p->stride_w, length = g->phase_length;
-    if (is_max) {
-        for (int64_t q = 0; q < s; q++)
-            for (int64_t m = 0; m < length; m += 32) {  // 4 runs of 8 summed in registers
-                v8f acc[4] = {{0}};
-                for (int64_t i = 0; i < count; i++)
-                    for (int64_t e = g->first[q]; e < g->first[q + 1]; e++) {
-                        int64_t at = g->grid_left + g->column_shift[e] + m;
-                        int32_t mine = (int32_t)(ti[i] * p->kernel_w + g->tap_column[e]);
-                        for (int k = 0; k < 4; k++) {
-                            v8f v;
-                            v8i tap;
-                            memcpy(&v, grads[i] + at + 8 * k, 32), memcpy(&tap, row_taps[i] + at + 8 * k, 32);
-                            acc[k] += (v8f)((v8i)v & (tap == mine));  // the gradient where this tap is the argmax, +0 elsewhere
-                        }
-                    }
-                memcpy(phases + q * length + m, acc, sizeof acc);
-            }
-    } else {
-        for (int64_t k = 0; k < g->grid_width; k += 32) {  // 4 runs of 8 summed in registers
-            v8f acc[4] = {{0}};
-            for (int64_t i = 0; i < count; i++)
-                for (int r = 0; r < 4; r++) {
-                    v8f v;
-                    memcpy(&v, grads[i] + k + 8 * r, 32);
-                    acc[r] += v;
-                }
-            memcpy(sum + k, acc, sizeof acc);
-        }
-        for (int64_t q = 0; q < s; q++)
-            for (int64_t m = 0; m < length; m += 32) {  // 4 runs of 8 summed in registers
-                v8f acc[4] = {{0}};
-                for (int64_t e = g->first[q]; e < g->first[q + 1]; e++) {
-                    const float *run = sum + g->grid_left + g->column_shift[e] + m;
-                    for (int k = 0; k < 4; k++) {
-                        v8f v;
-                        memcpy(&v, run + 8 * k, 32);
-                        acc[k] += v;
-                    }
-                }
-                memcpy(phases + q * length + m, acc, sizeof acc);
-            }
+    int64_t s = p->stride_w, length = g->phase_length, k = 0;
+    if (!is_max) {
+        for (; k + 64 <= g->sum_width; k += 64) summed_block(sum, grads, count, k, 8);
+        for (; k < g->sum_width; k += 32) summed_block(sum, grads, count, k, 4);
+    }
+    for (int64_t q = 0; q < s; q++) {
+        float *phase = phases + q * length;
+        int64_t m = 0;
+        for (; m + 64 <= length; m += 64)
+            if (is_max) routed_block(phase, grads, row_taps, ti, count, p, g, q, m, 8);
+            else spread_block(phase, sum, g, q, m, 8);
+        for (; m < length; m += 32)
+            if (is_max) routed_block(phase, grads, row_taps, ti, count, p, g, q, m, 4);
+            else spread_block(phase, sum, g, q, m, 4);
     }
     // The phases back in input order (pad_row's inverse).
     if (s == 1) {
@@ -577,12 +630,10 @@ __attribute__((always_inline)) static inline void fixed_backward(float *dx, cons
     gradient_grid(s->grid, is_max ? s->grid_taps : NULL, dy, index8, index32, p, win, f, g);
     for (int64_t ih = 0; ih < p->h; ih++) {
         int64_t count = 0;
-        for (int64_t ti = p->kernel_h - 1; ti >= 0; ti--) {  // output rows in ascending order
-            int64_t reach = ih + p->pad_h - ti * p->dilation_h, oh = reach / p->stride_h;
-            if (reach < 0 || oh * p->stride_h != reach || oh >= p->out_h) continue;
-            s->rows[count] = s->grid + oh * g->grid_width;
-            s->row_taps[count] = s->grid_taps + oh * g->grid_width;
-            s->ti[count++] = ti;
+        for (int64_t k = g->row_first[ih]; k < g->row_first[ih + 1]; k++, count++) {
+            s->rows[count] = s->grid + g->window_row[k] * g->grid_width;
+            s->row_taps[count] = s->grid_taps + g->window_row[k] * g->grid_width;
+            s->ti[count] = g->tap_row[k];
         }
         gather_row(dx + ih * p->w, s->rows, s->row_taps, s->ti, count, s->sum, s->phases, p, g, is_max);
     }
