@@ -398,8 +398,8 @@ typedef struct {
     float **rows;       // the passes' row pointers [kernel_h]
     int32_t **row_taps; // [kernel_h]
     int64_t *ti;        // [kernel_h]
-    float *grid;        // the backward's dy grid [out_h][grid_width]
-    int32_t *grid_taps; // and its argmax [out_h][grid_width]
+    float *grid;        // the backward's dy grid [out_h][grid_width], its padding 0
+    int32_t *grid_taps; // and its argmax [out_h][grid_width], its padding −1
     float *sum;         // the average's summed grid rows [grid_width]
     float *phases;      // a gathered row's phases [sw][phase_length]
 } fixed_scratch;
@@ -421,8 +421,9 @@ static fixed_scratch fixed_scratch_make(const bp_pool2d_params *p, const fixed_l
     s.row_taps = malloc((size_t)p->kernel_h * sizeof(int32_t *));
     s.ti = malloc((size_t)p->kernel_h * sizeof(int64_t));
     if (g) {
-        s.grid = malloc((size_t)(p->out_h * g->grid_width) * sizeof(float));
+        s.grid = calloc((size_t)(p->out_h * g->grid_width), sizeof(float));
         s.grid_taps = malloc((size_t)(p->out_h * g->grid_width) * sizeof(int32_t));
+        for (int64_t i = 0; i < p->out_h * g->grid_width; i++) s.grid_taps[i] = -1;
         s.sum = malloc((size_t)g->grid_width * sizeof(float));
         s.phases = malloc((size_t)(p->stride_w * g->phase_length) * sizeof(float));
     }
@@ -486,31 +487,32 @@ static void plane_fixed(float *y, uint8_t *index8, int32_t *index32, const float
 }
 
 // One plane's dy into the grid: row oh at grid + oh · grid_width + grid_left, divided by the
-// divisors for the average (taps NULL); for max the argmax tap numbers alike into taps. Padding
-// holds 0 and tap −1.
+// divisors for the average (taps NULL); for max the argmax tap numbers alike into taps. Only
+// the out_w columns of each row are written: the padding around them (0, tap −1) is the same
+// for every plane and was written once (fixed_scratch_make).
 __attribute__((always_inline)) static inline void gradient_grid(float *grid, int32_t *taps, const float *dy,
                                                                 const uint8_t *index8, const int32_t *index32,
                                                                 const bp_pool2d_params *p, const windows *win,
                                                                 const fixed_layout *f, const gather_layout *g) {
-    int64_t out_w = p->out_w, width = g->grid_width;  // width: a multiple of 32
+    int64_t out_w = p->out_w, width = g->grid_width;
     for (int64_t oh = 0; oh < p->out_h; oh++) {
-        float *row = grid + oh * width;
-        for (int64_t k = 0; k < width; k += 8) memcpy(row + k, &(v8f){0}, 32);
-        bp_copy_short(row + g->grid_left, dy + oh * out_w, out_w);
+        float *row = grid + oh * width + g->grid_left;
+        const float *grad = dy + oh * out_w;
         if (!taps) {
             int32_t rows = rows_part(p, win, oh);
-            for (int64_t ow = 0; ow < f->lanes; ow += 8) {
+            int64_t ow = 0;
+            for (; ow + 8 <= out_w; ow += 8) {
                 v8f v, d;
-                memcpy(&v, row + g->grid_left + ow, 32);
+                memcpy(&v, grad + ow, 32);
                 divisors(&d, f, ow, rows);
                 v /= d;
-                memcpy(row + g->grid_left + ow, &v, 32);
+                memcpy(row + ow, &v, 32);
             }
+            for (; ow < out_w; ow++) row[ow] = grad[ow] / (float)(f->columns_part[ow] * rows);
             continue;
         }
-        int32_t *tap = taps + oh * width;
-        for (int64_t k = 0; k < width; k += 8) memcpy(tap + k, &(v8i){-1, -1, -1, -1, -1, -1, -1, -1}, 32);
-        int32_t *inside = tap + g->grid_left;
+        bp_copy_short(row, grad, out_w);
+        int32_t *inside = taps + oh * width + g->grid_left;
         if (index32) {
             memcpy(inside, index32 + oh * out_w, (size_t)out_w * sizeof(int32_t));
             continue;
