@@ -36,14 +36,14 @@ typedef float v8f __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
 typedef uint8_t v8u8 __attribute__((vector_size(8)));
 
-/// dst[i] = src[i] for i < n: 8 floats at a time, then a fixed-length loop with a condition for
-/// the tail. For short rows, where a memcpy call (which a copy loop of variable length becomes)
-/// costs more than the copy.
+/// dst[i] = src[i] for i < n: 8 floats at a time, then the tail as 4, 2 and 1. For short rows,
+/// where a memcpy call (which a copy loop of variable length becomes) costs more than the copy.
 __attribute__((always_inline)) static inline void bp_copy_short(float *dst, const float *src, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) __builtin_memcpy(dst + i, src + i, 32);
-    for (int64_t j = 0; j < 8; j++)
-        if (i + j < n) dst[i + j] = src[i + j];
+    if (i + 4 <= n) __builtin_memcpy(dst + i, src + i, 16), i += 4;
+    if (i + 2 <= n) __builtin_memcpy(dst + i, src + i, 8), i += 2;
+    if (i < n) dst[i] = src[i];
 }
 
 /// Σ x[i] for i < n in float, in 8 interleaved lanes (which vectorise; one running sum does not),

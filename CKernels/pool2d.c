@@ -305,11 +305,14 @@ __attribute__((always_inline)) static inline void row_reduce_block(float *out, i
                                                                    int vectors, int is_max) {
     v8f acc[MAX_VECTORS];
     v8i arg[MAX_VECTORS];
+    // Max starts from tap column 0 and the first tap column inside the input: what comparing it
+    // with −∞ would give (taken unless it is −∞; if it is −∞, padding or not, the first tap inside
+    // keeps the argmax). Sums start from 0 (so that −0 + … + −0 is +0, as the reference's).
     for (int r = 0; r < vectors; r++) {
-        acc[r] = (v8f){0} + (is_max ? -INFINITY : 0.0f);
-        if (is_max) memcpy(&arg[r], f->first_tap + ow + 8 * r, 32);
+        if (is_max) memcpy(&acc[r], padded + f->line[0] + ow + 8 * r, 32), memcpy(&arg[r], f->first_tap + ow + 8 * r, 32);
+        else acc[r] = (v8f){0};
     }
-    for (int64_t tj = 0; tj < kw; tj++)
+    for (int64_t tj = is_max; tj < kw; tj++)
         for (int r = 0; r < vectors; r++) {
             v8f v;
             memcpy(&v, padded + f->line[tj] + ow + 8 * r, 32);
