@@ -461,9 +461,12 @@ __attribute__((always_inline)) static inline void fixed_forward(float *y, uint8_
             s->rows[count] = row, s->row_taps[count] = taps, s->ti[count] = ti;
         }
         int32_t divisor_rows = rows_part(p, win, oh);
-        if (count == kh) column_reduce(s->out, s->out_taps, s->rows, s->row_taps, s->ti, kh, divisor_rows, f, kw, is_max);
-        else column_reduce(s->out, s->out_taps, s->rows, s->row_taps, s->ti, count, divisor_rows, f, kw, is_max);
-        bp_copy_short(y + oh * out_w, s->out, out_w);
+        // The pass writes f->lanes values: straight into y while they stay inside the plane (the
+        // values past out_w land where the next rows go, which are written after), else via out.
+        float *values = (oh * out_w + f->lanes <= p->out_h * out_w) ? y + oh * out_w : s->out;
+        if (count == kh) column_reduce(values, s->out_taps, s->rows, s->row_taps, s->ti, kh, divisor_rows, f, kw, is_max);
+        else column_reduce(values, s->out_taps, s->rows, s->row_taps, s->ti, count, divisor_rows, f, kw, is_max);
+        if (values == s->out) bp_copy_short(y + oh * out_w, s->out, out_w);
         if (index32) {
             memcpy(index32 + oh * out_w, s->out_taps, (size_t)out_w * sizeof(int32_t));
         } else if (index8) {
@@ -610,7 +613,7 @@ __attribute__((always_inline)) static inline void gather_row(float *dst, float *
     }
     // The phases back in input order (pad_row's inverse).
     if (s == 1) {
-        bp_copy_short(dst, phases, p->w);
+        if (phases != dst) bp_copy_short(dst, phases, p->w);
     } else if (s == 2) {  // the common case: 8 even and 8 odd interleaved into 16 floats at a time
         const float *even = phases, *odd = phases + length;
         int64_t pairs = p->w / 2, m = 0;
@@ -640,7 +643,11 @@ __attribute__((always_inline)) static inline void fixed_backward(float *dx, cons
             s->row_taps[count] = s->grid_taps + g->window_row[k] * g->grid_width;
             s->ti[count] = g->tap_row[k];
         }
-        gather_row(dx + ih * p->w, s->rows, s->row_taps, s->ti, count, s->sum, s->phases, p, g, is_max);
+        // With one phase the row is gathered straight into dx while its phase_length floats stay
+        // inside the plane (the rest land on the next rows, which are written after).
+        float *dst = dx + ih * p->w;
+        int direct = p->stride_w == 1 && ih * p->w + g->phase_length <= p->h * p->w;
+        gather_row(dst, s->rows, s->row_taps, s->ti, count, s->sum, direct ? dst : s->phases, p, g, is_max);
     }
 }
 
