@@ -239,6 +239,12 @@ typedef struct {
     int64_t *row_first;                   // [h + 1]: input row ih is a tap row of the windows
     int64_t *window_row, *tap_row;        // [row_first[ih], row_first[ih + 1]) of these: output row
                                           // oh (ascending) and the tap row ti it is in oh's windows
+    // Max: the runs phase q of input row ih adds are terms [term_first[ih · sw + q],
+    // term_first[ih · sw + q + 1]), in output order (oh ascending, then tj descending): the run
+    // starts at term_offset in the grid and its argmax rows, and takes the gradients whose argmax
+    // is window tap term_tap (ti · kw + tj).
+    int64_t *term_first, *term_offset;
+    int32_t *term_tap;
 } gather_layout;
 
 static gather_layout gather_layout_build(const bp_pool2d_params *p, const fixed_layout *f) {
@@ -278,6 +284,20 @@ static gather_layout gather_layout_build(const bp_pool2d_params *p, const fixed_
         }
     }
     g.row_first[p->h] = count;
+    g.term_first = malloc((size_t)(p->h * s + 1) * sizeof(int64_t));
+    g.term_offset = malloc((size_t)(count * kw + 1) * sizeof(int64_t));
+    g.term_tap = malloc((size_t)(count * kw + 1) * sizeof(int32_t));
+    int64_t terms = 0;
+    for (int64_t ih = 0; ih < p->h; ih++)
+        for (int64_t q = 0; q < s; q++) {
+            g.term_first[ih * s + q] = terms;
+            for (int64_t k = g.row_first[ih]; k < g.row_first[ih + 1]; k++)
+                for (int64_t e = g.first[q]; e < g.first[q + 1]; e++, terms++) {
+                    g.term_offset[terms] = g.window_row[k] * g.grid_width + g.grid_left + g.column_shift[e];
+                    g.term_tap[terms] = (int32_t)(g.tap_row[k] * kw + g.tap_column[e]);
+                }
+        }
+    g.term_first[p->h * s] = terms;
     return g;
 }
 
@@ -288,6 +308,9 @@ static void gather_layout_free(gather_layout *g) {
     free(g->row_first);
     free(g->window_row);
     free(g->tap_row);
+    free(g->term_first);
+    free(g->term_offset);
+    free(g->term_tap);
 }
 
 // Blocks of the passes: `vectors` independent runs of 8 columns, so that the chains fill the
@@ -403,6 +426,7 @@ typedef struct {
     int64_t *ti;        // [kernel_h]
     float *grid;        // the backward's dy grid [out_h][grid_width], its padding 0
     int32_t *grid_taps; // and its argmax [out_h][grid_width], its padding −1
+    float **window_grid;  // for each (oh, ti) of the gather layout's row table: grid row oh
     float *sum;         // the average's summed grid rows [grid_width]
     float *phases;      // a gathered row's phases [sw][phase_length]
 } fixed_scratch;
@@ -429,6 +453,9 @@ static fixed_scratch fixed_scratch_make(const bp_pool2d_params *p, const fixed_l
         for (int64_t i = 0; i < p->out_h * g->grid_width; i++) s.grid_taps[i] = -1;
         s.sum = malloc((size_t)g->grid_width * sizeof(float));
         s.phases = malloc((size_t)(p->stride_w * g->phase_length) * sizeof(float));
+        int64_t windows = g->row_first[p->h];
+        s.window_grid = malloc((size_t)windows * sizeof(float *));
+        for (int64_t k = 0; k < windows; k++) s.window_grid[k] = s.grid + g->window_row[k] * g->grid_width;
     }
     return s;
 }
@@ -436,6 +463,7 @@ static fixed_scratch fixed_scratch_make(const bp_pool2d_params *p, const fixed_l
 static void fixed_scratch_free(fixed_scratch *s) {
     free(s->padded), free(s->ring), free(s->ring_taps), free(s->ring_row), free(s->out), free(s->out_taps);
     free(s->rows), free(s->row_taps), free(s->ti), free(s->grid), free(s->grid_taps), free(s->sum), free(s->phases);
+    free(s->window_grid);
 }
 
 // One plane of fixed-window pooling: max with argmax tap numbers (is_max: into index8 or
@@ -534,28 +562,25 @@ __attribute__((always_inline)) static inline void gradient_grid(float *grid, int
     }
 }
 
-// Max: columns [m, m + 8 · vectors) of phase q of an input-gradient row (into phases + m), from
-// the `count` grid rows grads[i] (taps row_taps[i], tap row ti[i]) that have the row as tap row:
-// each (window row, tap column) adds its run of gradients where that tap is the argmax, in
-// registers. `vectors` is 8 or 4 (independent chains), a constant once inlined.
-__attribute__((always_inline)) static inline void routed_block(float *phases, float *const *grads,
-                                                               int32_t *const *row_taps, const int64_t *ti,
-                                                               int64_t count, const bp_pool2d_params *p,
-                                                               const gather_layout *g, int64_t q, int64_t m,
-                                                               int vectors) {
+// Max: columns [m, m + 8 · vectors) of a phase of an input-gradient row (into phase + m), the sum
+// of terms [t0, t1) (gather_layout): each adds its run of gradients where its tap is the argmax,
+// in registers. `vectors` is 8 or 4 (independent chains), a constant once inlined.
+__attribute__((always_inline)) static inline void routed_block(float *phase, const float *grid, const int32_t *grid_taps,
+                                                               const gather_layout *g, int64_t t0, int64_t t1,
+                                                               int64_t m, int vectors) {
     v8f acc[MAX_VECTORS] = {{0}};
-    for (int64_t i = 0; i < count; i++)
-        for (int64_t e = g->first[q]; e < g->first[q + 1]; e++) {
-            int64_t at = g->grid_left + g->column_shift[e] + m;
-            int32_t mine = (int32_t)(ti[i] * p->kernel_w + g->tap_column[e]);
-            for (int k = 0; k < vectors; k++) {
-                v8f v;
-                v8i tap;
-                memcpy(&v, grads[i] + at + 8 * k, 32), memcpy(&tap, row_taps[i] + at + 8 * k, 32);
-                acc[k] += (v8f)((v8i)v & (tap == mine));  // the gradient where this tap is the argmax, +0 elsewhere
-            }
+    for (int64_t t = t0; t < t1; t++) {
+        const float *run = grid + g->term_offset[t] + m;
+        const int32_t *taps = grid_taps + g->term_offset[t] + m;
+        int32_t mine = g->term_tap[t];
+        for (int k = 0; k < vectors; k++) {
+            v8f v;
+            v8i tap;
+            memcpy(&v, run + 8 * k, 32), memcpy(&tap, taps + 8 * k, 32);
+            acc[k] += (v8f)((v8i)v & (tap == mine));  // the gradient where this tap is the argmax, +0 elsewhere
         }
-    memcpy(phases + m, acc, (size_t)vectors * 32);
+    }
+    memcpy(phase + m, acc, (size_t)vectors * 32);
 }
 
 // Average: columns [k, k + 8 · vectors) of the `count` grid rows summed, into sum + k (vectors: 8 or 4).
@@ -587,29 +612,30 @@ __attribute__((always_inline)) static inline void spread_block(float *phases, co
     memcpy(phases + m, acc, (size_t)vectors * 32);
 }
 
-// Input-gradient row ih into `dst` (w floats) from the `count` grid rows grads[i] (taps
-// row_taps[i], tap row ti[i]) of the windows that have ih as tap row, in output-row order;
-// `phases` holds sw · phase_length floats. Each phase is computed 64 columns at a time, then 32
-// (phase_length is a multiple of 32): max routes (routed_block); the average sums the window
-// rows first (into `sum`) and then adds the tap columns' runs of the sum.
-__attribute__((always_inline)) static inline void gather_row(float *dst, float *const *grads, int32_t *const *row_taps,
-                                                             const int64_t *ti, int64_t count, float *sum,
+// Input-gradient row ih into `dst` (w floats) from the thread's grid (sc), through `phases`
+// (sw · phase_length floats). Each phase is computed 64 columns at a time, then 32 (phase_length
+// is a multiple of 32): max routes (routed_block); the average sums the grid rows of the windows
+// that have ih as a tap row first (into sc->sum, in output-row order) and then adds the tap
+// columns' runs of the sum.
+__attribute__((always_inline)) static inline void gather_row(float *dst, int64_t ih, const fixed_scratch *sc,
                                                              float *phases, const bp_pool2d_params *p,
                                                              const gather_layout *g, int is_max) {
     int64_t s = p->stride_w, length = g->phase_length, k = 0;
     if (!is_max) {
-        for (; k + 64 <= g->sum_width; k += 64) summed_block(sum, grads, count, k, 8);
-        for (; k < g->sum_width; k += 32) summed_block(sum, grads, count, k, 4);
+        float *const *grads = sc->window_grid + g->row_first[ih];
+        int64_t count = g->row_first[ih + 1] - g->row_first[ih];
+        for (; k + 64 <= g->sum_width; k += 64) summed_block(sc->sum, grads, count, k, 8);
+        for (; k < g->sum_width; k += 32) summed_block(sc->sum, grads, count, k, 4);
     }
     for (int64_t q = 0; q < s; q++) {
         float *phase = phases + q * length;
-        int64_t m = 0;
+        int64_t m = 0, t0 = g->term_first[ih * s + q], t1 = g->term_first[ih * s + q + 1];
         for (; m + 64 <= length; m += 64)
-            if (is_max) routed_block(phase, grads, row_taps, ti, count, p, g, q, m, 8);
-            else spread_block(phase, sum, g, q, m, 8);
+            if (is_max) routed_block(phase, sc->grid, sc->grid_taps, g, t0, t1, m, 8);
+            else spread_block(phase, sc->sum, g, q, m, 8);
         for (; m < length; m += 32)
-            if (is_max) routed_block(phase, grads, row_taps, ti, count, p, g, q, m, 4);
-            else spread_block(phase, sum, g, q, m, 4);
+            if (is_max) routed_block(phase, sc->grid, sc->grid_taps, g, t0, t1, m, 4);
+            else spread_block(phase, sc->sum, g, q, m, 4);
     }
     // The phases back in input order (pad_row's inverse).
     if (s == 1) {
@@ -637,17 +663,11 @@ __attribute__((always_inline)) static inline void fixed_backward(float *dx, cons
                                                                  const gather_layout *g, fixed_scratch *s, int is_max) {
     gradient_grid(s->grid, is_max ? s->grid_taps : NULL, dy, index8, index32, p, win, f, g);
     for (int64_t ih = 0; ih < p->h; ih++) {
-        int64_t count = 0;
-        for (int64_t k = g->row_first[ih]; k < g->row_first[ih + 1]; k++, count++) {
-            s->rows[count] = s->grid + g->window_row[k] * g->grid_width;
-            s->row_taps[count] = s->grid_taps + g->window_row[k] * g->grid_width;
-            s->ti[count] = g->tap_row[k];
-        }
         // With one phase the row is gathered straight into dx while its phase_length floats stay
         // inside the plane (the rest land on the next rows, which are written after).
         float *dst = dx + ih * p->w;
         int direct = p->stride_w == 1 && ih * p->w + g->phase_length <= p->h * p->w;
-        gather_row(dst, s->rows, s->row_taps, s->ti, count, s->sum, direct ? dst : s->phases, p, g, is_max);
+        gather_row(dst, ih, s, direct ? dst : s->phases, p, g, is_max);
     }
 }
 
