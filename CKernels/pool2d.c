@@ -139,7 +139,7 @@ typedef struct {
     int64_t span;                      // input rows one window spans (the ring needs as many slots)
     int64_t *line;                     // line[tj]: slot of tap column tj's tap for output 0
     int32_t *first_tap;                // [lanes]: the first tap column inside the input, −1 if none
-    int32_t *columns_part;             // [lanes]: the column factor of the average's divisor
+    float *columns_part;               // [lanes]: the column factor of the average's divisor (a whole number)
 } fixed_layout;
 
 static int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
@@ -164,14 +164,14 @@ static fixed_layout fixed_layout_build(const bp_pool2d_params *p, const windows 
         f.line[tj] = (offset - shift * s) * f.phase_length + f.left + shift;
     }
     f.first_tap = malloc((size_t)f.lanes * sizeof(int32_t));
-    f.columns_part = malloc((size_t)f.lanes * sizeof(int32_t));
+    f.columns_part = malloc((size_t)f.lanes * sizeof(float));
     const axis_windows *c = &win->cols;
     for (int64_t ow = 0; ow < f.lanes; ow++) {
         int inside = ow < p->out_w && c->lo[ow] < c->hi[ow];
         f.first_tap[ow] = inside ? (int32_t)c->lo[ow] : -1;
         f.columns_part[ow] = ow >= p->out_w ? 1
-                             : p->divisor_override > 0 ? (int32_t)p->divisor_override
-                                                       : (int32_t)divisor_part(p, c, ow);
+                             : p->divisor_override > 0 ? (float)p->divisor_override
+                                                       : (float)divisor_part(p, c, ow);
     }
     return f;
 }
@@ -187,11 +187,12 @@ static int32_t rows_part(const bp_pool2d_params *p, const windows *win, int64_t 
     return p->divisor_override > 0 ? 1 : (int32_t)divisor_part(p, &win->rows, oh);
 }
 
-// The divisors of output columns [ow, ow + 8) of a row whose row factor is `rows`.
+// The divisors of output columns [ow, ow + 8) of a row whose row factor is `rows`: products of
+// whole numbers below 2^24, so exact in float.
 __attribute__((always_inline)) static inline void divisors(v8f *d, const fixed_layout *f, int64_t ow, int32_t rows) {
-    v8i columns;
+    v8f columns;
     memcpy(&columns, f->columns_part + ow, 32);
-    *d = __builtin_convertvector(columns * rows, v8f);
+    *d = columns * (float)rows;
 }
 
 // Input row `src` into the data slots of the padded row (phase q, slot left + m = column m·sw + q).
@@ -542,7 +543,7 @@ __attribute__((always_inline)) static inline void gradient_grid(float *grid, int
                 v /= d;
                 memcpy(row + ow, &v, 32);
             }
-            for (; ow < out_w; ow++) row[ow] = grad[ow] / (float)(f->columns_part[ow] * rows);
+            for (; ow < out_w; ow++) row[ow] = grad[ow] / (f->columns_part[ow] * (float)rows);
             continue;
         }
         bp_copy_short(row, grad, out_w);
