@@ -120,11 +120,11 @@ static int64_t divisor(const bp_pool2d_params *p, const windows *win, int64_t oh
 // Tap (ti, tj) of output (oh, ow) reads input row oh · sh − ph + ti · dh, column ow · sw − pw + tj · dw.
 // The row pass reduces one input row over the kw tap columns of every output column (the maximum
 // and its tap column, or the sum); the column pass reduces the kh row results of each output, in
-// tap-row order. Both go 8 output columns at a time in portable vectors. Visiting the taps row by
-// row, each in window order, keeps PyTorch's rule bit for bit: the first maximum wins a tie and
-// the last NaN wins over everything (the rule is associative, so reducing rows first changes
-// nothing). A row's results are kept in a ring of `span` rows, so with overlapping windows each
-// input row is reduced once.
+// tap-row order. Both go in blocks of 8-column vectors. Visiting the taps row by row, each in
+// window order, keeps PyTorch's rule bit for bit: the first maximum wins a tie and the last NaN
+// wins over everything (the rule is associative, so reducing rows first changes nothing). Row
+// results are kept in a ring of as many rows as a window spans (rounded up to a power of two),
+// so with overlapping windows each input row is reduced once, on a schedule built per call.
 //
 // So that tap column tj of 8 consecutive outputs is one contiguous load whatever the stride, the
 // row pass first copies the input row into a padded row split into stride phases: phase q holds
@@ -136,10 +136,16 @@ static int64_t divisor(const bp_pool2d_params *p, const windows *win, int64_t oh
 typedef struct {
     int64_t phase_length, left, size;  // size: floats in the padded row (stride_w phases)
     int64_t lanes;                     // out_w rounded up to 32: the columns the passes compute
-    int64_t span;                      // input rows one window spans (the ring needs as many slots)
+    int64_t ring_mask;                 // ring slots − 1: a power of two >= the rows one window spans
     int64_t *line;                     // line[tj]: slot of tap column tj's tap for output 0
     int32_t *first_tap;                // [lanes]: the first tap column inside the input, −1 if none
     float *columns_part;               // [lanes]: the column factor of the average's divisor (a whole number)
+    // The schedule of the row pass, the same for every plane: before output row oh, input rows
+    // new_rows[new_first[oh] .. new_first[oh + 1]) are reduced, each into ring slot ih & ring_mask,
+    // each once, when a window first needs it (a slot is reused only by a row at least `slots`
+    // further down, which no window that still needs the first one reaches). Output row oh then
+    // reduces its taps' rows window_slot[window_first[oh] ..] (ring slots), tap rows window_ti.
+    int64_t *new_first, *new_rows, *window_first, *window_slot, *window_ti;
 } fixed_layout;
 
 static int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
@@ -148,7 +154,37 @@ static fixed_layout fixed_layout_build(const bp_pool2d_params *p, const windows 
     fixed_layout f;
     int64_t s = p->stride_w, kw = p->kernel_w;
     f.lanes = (p->out_w + 31) / 32 * 32;
-    f.span = (p->kernel_h - 1) * p->dilation_h + 1;
+    int64_t span = (p->kernel_h - 1) * p->dilation_h + 1, slots = 1;
+    while (slots < span) slots *= 2;
+    f.ring_mask = slots - 1;
+    // Each input row's first window, then the schedule in output-row order.
+    const axis_windows *r = &win->rows;
+    int64_t *first_need = malloc((size_t)p->h * sizeof(int64_t)), taps = 0;
+    for (int64_t ih = 0; ih < p->h; ih++) first_need[ih] = -1;
+    for (int64_t oh = 0; oh < p->out_h; oh++)
+        for (int64_t ti = r->lo[oh]; ti < r->hi[oh]; ti++, taps++) {
+            int64_t ih = r->first[oh] + ti * p->dilation_h;
+            if (first_need[ih] < 0) first_need[ih] = oh;
+        }
+    f.new_first = calloc((size_t)(p->out_h + 1), sizeof(int64_t));
+    f.new_rows = malloc((size_t)(p->h + 1) * sizeof(int64_t));
+    for (int64_t ih = 0; ih < p->h; ih++)
+        if (first_need[ih] >= 0) f.new_first[first_need[ih] + 1]++;
+    for (int64_t oh = 0; oh < p->out_h; oh++) f.new_first[oh + 1] += f.new_first[oh];
+    int64_t *filled = calloc((size_t)p->out_h, sizeof(int64_t));
+    for (int64_t ih = 0; ih < p->h; ih++)
+        if (first_need[ih] >= 0) f.new_rows[f.new_first[first_need[ih]] + filled[first_need[ih]]++] = ih;
+    free(filled), free(first_need);
+    f.window_first = malloc((size_t)(p->out_h + 1) * sizeof(int64_t));
+    f.window_slot = malloc((size_t)(taps + 1) * sizeof(int64_t));
+    f.window_ti = malloc((size_t)(taps + 1) * sizeof(int64_t));
+    taps = 0;
+    for (int64_t oh = 0; oh < p->out_h; oh++) {
+        f.window_first[oh] = taps;
+        for (int64_t ti = r->lo[oh]; ti < r->hi[oh]; ti++, taps++)
+            f.window_slot[taps] = (r->first[oh] + ti * p->dilation_h) & f.ring_mask, f.window_ti[taps] = ti;
+    }
+    f.window_first[p->out_h] = taps;
     f.line = malloc((size_t)kw * sizeof(int64_t));
     int64_t min_shift = 0, max_end = (p->w + s - 1) / s;
     for (int64_t tj = 0; tj < kw; tj++) {
@@ -180,6 +216,7 @@ static void fixed_layout_free(fixed_layout *f) {
     free(f->line);
     free(f->first_tap);
     free(f->columns_part);
+    free(f->new_first), free(f->new_rows), free(f->window_first), free(f->window_slot), free(f->window_ti);
 }
 
 // The row factor of output row oh's divisors: divisor(oh, ow) = rows_part · columns_part[ow].
@@ -416,15 +453,12 @@ __attribute__((always_inline)) static inline void column_reduce(float *y, int32_
 // Per-thread scratch of the fixed-window passes.
 typedef struct {
     float *padded;      // the padded row [f.size]
-    int64_t ring_mask;  // ring slots − 1: a power of two >= span
     float *ring;        // the forward's row results [slots][lanes]
     int32_t *ring_taps; // their tap columns [slots][lanes]
-    int64_t *ring_row;  // the input row each ring slot holds, −1 for none
+    float **window_ring;        // for each entry of the layout's window_slot: its ring row
+    int32_t **window_ring_taps; // and its tap columns
     float *out;         // one output row [lanes]
     int32_t *out_taps;  // its taps [lanes]
-    float **rows;       // the passes' row pointers [kernel_h]
-    int32_t **row_taps; // [kernel_h]
-    int64_t *ti;        // [kernel_h]
     float *grid;        // the backward's dy grid [out_h][grid_width], its padding 0
     int32_t *grid_taps; // and its argmax [out_h][grid_width], its padding −1
     float **window_grid;  // for each (oh, ti) of the gather layout's row table: grid row oh
@@ -437,17 +471,15 @@ static fixed_scratch fixed_scratch_make(const bp_pool2d_params *p, const fixed_l
     fixed_scratch s = {0};
     s.padded = malloc((size_t)f->size * sizeof(float));
     for (int64_t i = 0; i < f->size; i++) s.padded[i] = pad_value;
-    int64_t slots = 1;
-    while (slots < f->span) slots *= 2;
-    s.ring_mask = slots - 1;
+    int64_t slots = f->ring_mask + 1, windows = f->window_first[p->out_h];
     s.ring = malloc((size_t)(slots * f->lanes) * sizeof(float));
     s.ring_taps = malloc((size_t)(slots * f->lanes) * sizeof(int32_t));
-    s.ring_row = malloc((size_t)slots * sizeof(int64_t));
+    s.window_ring = malloc((size_t)(windows + 1) * sizeof(float *));
+    s.window_ring_taps = malloc((size_t)(windows + 1) * sizeof(int32_t *));
+    for (int64_t k = 0; k < windows; k++)
+        s.window_ring[k] = s.ring + f->window_slot[k] * f->lanes, s.window_ring_taps[k] = s.ring_taps + f->window_slot[k] * f->lanes;
     s.out = malloc((size_t)f->lanes * sizeof(float));
     s.out_taps = malloc((size_t)f->lanes * sizeof(int32_t));
-    s.rows = malloc((size_t)p->kernel_h * sizeof(float *));
-    s.row_taps = malloc((size_t)p->kernel_h * sizeof(int32_t *));
-    s.ti = malloc((size_t)p->kernel_h * sizeof(int64_t));
     if (g) {
         s.grid = calloc((size_t)(p->out_h * g->grid_width), sizeof(float));
         s.grid_taps = malloc((size_t)(p->out_h * g->grid_width) * sizeof(int32_t));
@@ -462,8 +494,8 @@ static fixed_scratch fixed_scratch_make(const bp_pool2d_params *p, const fixed_l
 }
 
 static void fixed_scratch_free(fixed_scratch *s) {
-    free(s->padded), free(s->ring), free(s->ring_taps), free(s->ring_row), free(s->out), free(s->out_taps);
-    free(s->rows), free(s->row_taps), free(s->ti), free(s->grid), free(s->grid_taps), free(s->sum), free(s->phases);
+    free(s->padded), free(s->ring), free(s->ring_taps), free(s->window_ring), free(s->window_ring_taps);
+    free(s->out), free(s->out_taps), free(s->grid), free(s->grid_taps), free(s->sum), free(s->phases);
     free(s->window_grid);
 }
 
@@ -475,26 +507,22 @@ __attribute__((always_inline)) static inline void fixed_forward(float *y, uint8_
                                                                 const windows *win, const fixed_layout *f,
                                                                 fixed_scratch *s, int64_t kh, int64_t kw, int is_max) {
     int64_t out_w = p->out_w;
-    for (int64_t slot = 0; slot <= s->ring_mask; slot++) s->ring_row[slot] = -1;
     for (int64_t oh = 0; oh < p->out_h; oh++) {
-        int64_t count = 0;
-        for (int64_t ti = win->rows.lo[oh]; ti < win->rows.hi[oh]; ti++, count++) {
-            int64_t ih = win->rows.first[oh] + ti * p->dilation_h, slot = ih & s->ring_mask;
-            float *row = s->ring + slot * f->lanes;
-            int32_t *taps = s->ring_taps + slot * f->lanes;
-            if (s->ring_row[slot] != ih) {
-                pad_row(s->padded, x + ih * p->w, p, f);
-                row_reduce(row, taps, s->padded, f, kw, is_max);
-                s->ring_row[slot] = ih;
-            }
-            s->rows[count] = row, s->row_taps[count] = taps, s->ti[count] = ti;
+        for (int64_t k = f->new_first[oh]; k < f->new_first[oh + 1]; k++) {  // the row pass's schedule
+            int64_t ih = f->new_rows[k], slot = ih & f->ring_mask;
+            pad_row(s->padded, x + ih * p->w, p, f);
+            row_reduce(s->ring + slot * f->lanes, s->ring_taps + slot * f->lanes, s->padded, f, kw, is_max);
         }
+        int64_t k = f->window_first[oh], count = f->window_first[oh + 1] - k;
+        float *const *rows = s->window_ring + k;
+        int32_t *const *row_taps = s->window_ring_taps + k;
+        const int64_t *ti = f->window_ti + k;
         int32_t divisor_rows = rows_part(p, win, oh);
         // The pass writes f->lanes values: straight into y while they stay inside the plane (the
         // values past out_w land where the next rows go, which are written after), else via out.
         float *values = (oh * out_w + f->lanes <= p->out_h * out_w) ? y + oh * out_w : s->out;
-        if (count == kh) column_reduce(values, s->out_taps, s->rows, s->row_taps, s->ti, kh, divisor_rows, f, kw, is_max);
-        else column_reduce(values, s->out_taps, s->rows, s->row_taps, s->ti, count, divisor_rows, f, kw, is_max);
+        if (count == kh) column_reduce(values, s->out_taps, rows, row_taps, ti, kh, divisor_rows, f, kw, is_max);
+        else column_reduce(values, s->out_taps, rows, row_taps, ti, count, divisor_rows, f, kw, is_max);
         if (values == s->out) bp_copy_short(y + oh * out_w, s->out, out_w);
         if (index32) {
             memcpy(index32 + oh * out_w, s->out_taps, (size_t)out_w * sizeof(int32_t));
