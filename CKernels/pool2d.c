@@ -591,13 +591,13 @@ __attribute__((always_inline)) static inline void gradient_grid(float *grid, int
     }
 }
 
-// Max: columns [m, m + 8 · vectors) of a phase of an input-gradient row (into phase + m), the sum
-// of terms [t0, t1) (gather_layout): each adds its run of gradients where its tap is the argmax,
-// in registers. `vectors` is 8 or 4 (independent chains), a constant once inlined.
-__attribute__((always_inline)) static inline void routed_block(float *phase, const float *grid, const int32_t *grid_taps,
-                                                               const gather_layout *g, int64_t t0, int64_t t1,
-                                                               int64_t m, int vectors) {
-    v8f acc[MAX_VECTORS] = {{0}};
+// Max: columns [m, m + 8 · vectors) of a phase of an input-gradient row into acc, the sum of
+// terms [t0, t1) (gather_layout): each adds its run of gradients where its tap is the argmax.
+// `vectors` is 8 or 4 (independent chains), a constant once inlined.
+__attribute__((always_inline)) static inline void routed_sum(v8f *acc, const float *grid, const int32_t *grid_taps,
+                                                             const gather_layout *g, int64_t t0, int64_t t1, int64_t m,
+                                                             int vectors) {
+    for (int k = 0; k < vectors; k++) acc[k] = (v8f){0};
     for (int64_t t = t0; t < t1; t++) {
         const float *run = grid + g->term_offset[t] + m;
         const int32_t *taps = grid_taps + g->term_offset[t] + m;
@@ -609,7 +609,26 @@ __attribute__((always_inline)) static inline void routed_block(float *phase, con
             acc[k] += (v8f)((v8i)v & (tap == mine));  // the gradient where this tap is the argmax, +0 elsewhere
         }
     }
+}
+
+// routed_sum into phase + m.
+__attribute__((always_inline)) static inline void routed_block(float *phase, const float *grid, const int32_t *grid_taps,
+                                                               const gather_layout *g, int64_t t0, int64_t t1,
+                                                               int64_t m, int vectors) {
+    v8f acc[MAX_VECTORS];
+    routed_sum(acc, grid, grid_taps, g, t0, t1, m, vectors);
     memcpy(phase + m, acc, (size_t)vectors * 32);
+}
+
+// Max with stride 2: columns [m, m + 32) of both phases of input row ih routed in registers and
+// interleaved there, into input columns [2m, 2m + 64) of `row`.
+__attribute__((always_inline)) static inline void routed_pairs(float *row, const float *grid, const int32_t *grid_taps,
+                                                               const gather_layout *g, int64_t ih, int64_t m) {
+    v8f even[4], odd[4];
+    const int64_t *terms = g->term_first + 2 * ih;
+    routed_sum(even, grid, grid_taps, g, terms[0], terms[1], m, 4);
+    routed_sum(odd, grid, grid_taps, g, terms[1], terms[2], m, 4);
+    for (int k = 0; k < 4; k++) join_pairs(row + 2 * (m + 8 * k), &even[k], &odd[k]);
 }
 
 // Average: columns [k, k + 8 · vectors) of the `count` grid rows summed, into sum + k (vectors: 8 or 4).
@@ -650,6 +669,11 @@ __attribute__((always_inline)) static inline void gather_row(float *dst, int64_t
                                                              float *phases, const bp_pool2d_params *p,
                                                              const gather_layout *g, int is_max) {
     int64_t s = p->stride_w, length = g->phase_length, k = 0;
+    if (is_max && s == 2) {  // the phases interleaved in registers, into phases as one row (dst, or copied there)
+        for (int64_t m = 0; m < length; m += 32) routed_pairs(phases, sc->grid, sc->grid_taps, g, ih, m);
+        if (phases != dst) bp_copy_short(dst, phases, p->w);
+        return;
+    }
     if (!is_max) {
         float *const *grads = sc->window_grid + g->row_first[ih];
         int64_t count = g->row_first[ih + 1] - g->row_first[ih];
@@ -692,10 +716,12 @@ __attribute__((always_inline)) static inline void fixed_backward(float *dx, cons
                                                                  const gather_layout *g, fixed_scratch *s, int is_max) {
     gradient_grid(s->grid, is_max ? s->grid_taps : NULL, dy, index8, index32, p, win, f, g);
     for (int64_t ih = 0; ih < p->h; ih++) {
-        // With one phase the row is gathered straight into dx while its phase_length floats stay
-        // inside the plane (the rest land on the next rows, which are written after).
+        // A row gathered in input order (one phase, or max's two) goes straight into dx while its
+        // stride_w · phase_length floats stay inside the plane (the rest land on the next rows,
+        // which are written after).
         float *dst = dx + ih * p->w;
-        int direct = p->stride_w == 1 && ih * p->w + g->phase_length <= p->h * p->w;
+        int in_order = p->stride_w == 1 || (is_max && p->stride_w == 2);
+        int direct = in_order && ih * p->w + p->stride_w * g->phase_length <= p->h * p->w;
         gather_row(dst, ih, s, direct ? dst : s->phases, p, g, is_max);
     }
 }

@@ -68,8 +68,8 @@ import Testing
         Case(label: "stride 3 with padding and ceil mode", n: 1, c: 2, h: 11, w: 13, kernel: (4, 3), stride: (3, 3), pad: (2, 1), ceil: true),
         Case(label: "3x3 stride 1 pad 1 on 3 planes of 40x37 (rows written straight into the output but the last)",
              n: 1, c: 3, h: 40, w: 37, kernel: (3, 3), stride: (1, 1), pad: (1, 1)),
-        Case(label: "3x3 stride 2 pad 1 on 3 planes of 41x40, ceil mode", n: 3, c: 1, h: 41, w: 40, kernel: (3, 3),
-             stride: (2, 2), pad: (1, 1), ceil: true),
+        Case(label: "3x3 stride 2 pad 1 on 3 planes of 40x41 (odd rows written straight into dx), ceil mode", n: 3, c: 1,
+             h: 40, w: 41, kernel: (3, 3), stride: (2, 2), pad: (1, 1), ceil: true),
     ]
 
     /// Inputs with ties (values on a coarse grid) and all-negative planes.
