@@ -88,16 +88,17 @@ func maxPool(_ input: Tensor, _ parameters: bp_pool2d_params, module: Module)
     var p = parameters
     let outputShape = [input.shape[0], input.shape[1], Int(p.out_h), Int(p.out_w)]
     let count = outputShape.reduce(1, *)
-    var argmax: Argmax
-    let output: Tensor
-    if bp_pool2d_window_size(&p) <= 256 {
-        var indices = [UInt8](repeating: 0, count: count)
-        output = input.withPointer { x in Tensor.filled(outputShape) { bp_maxpool2d_forward($0, &indices, nil, x, &p) } }
-        argmax = .bytes(indices)
-    } else {
-        var indices = [Int32](repeating: 0, count: count)
-        output = input.withPointer { x in Tensor.filled(outputShape) { bp_maxpool2d_forward($0, nil, &indices, x, &p) } }
-        argmax = .words(indices)
+    // The kernel writes every output and every argmax: both start uninitialised (zeroing the
+    // argmax first cost a single-threaded pass over it).
+    var argmax: Argmax = .bytes([])
+    let output = input.withPointer { x in
+        Tensor.filled(outputShape) { y in
+            if bp_pool2d_window_size(&p) <= 256 {
+                argmax = .bytes(uninitializedArray(count) { bp_maxpool2d_forward(y, $0, nil, x, &p) })
+            } else {
+                argmax = .words(uninitializedArray(count) { bp_maxpool2d_forward(y, nil, $0, x, &p) })
+            }
+        }
     }
     let saved = argmax
     return (output, argmax, { gradOutput in

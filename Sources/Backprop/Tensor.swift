@@ -106,6 +106,14 @@ extension Tensor {
     nonisolated(unsafe) private static let emptyStorage = UnsafeMutablePointer<Float>.allocate(capacity: 1)
 }
 
+/// An array of `count` elements that `fill` writes every one of, not initialised before.
+func uninitializedArray<Element>(_ count: Int, _ fill: (UnsafeMutablePointer<Element>) -> Void) -> [Element] {
+    [Element](unsafeUninitializedCapacity: count) { buffer, initialized in
+        if let base = buffer.baseAddress { fill(base) }
+        initialized = count
+    }
+}
+
 /// Set up once, before the first tensor a kernel fills: large freed blocks are kept for reuse
 /// (see bp_retain_freed_memory).
 private let retainFreedMemory: Void = bp_retain_freed_memory()
