@@ -370,8 +370,12 @@ __attribute__((always_inline)) static inline void row_reduce_block(float *out, i
     // with −∞ would give (taken unless it is −∞; if it is −∞, padding or not, the first tap inside
     // keeps the argmax). Sums start from 0 (so that −0 + … + −0 is +0, as the reference's).
     for (int r = 0; r < vectors; r++) {
-        if (is_max) memcpy(&acc[r], padded + f->line[0] + ow + 8 * r, 32), memcpy(&arg[r], f->first_tap + ow + 8 * r, 32);
-        else acc[r] = (v8f){0};
+        if (is_max) {
+            memcpy(&acc[r], padded + f->line[0] + ow + 8 * r, 32);
+            memcpy(&arg[r], f->first_tap + ow + 8 * r, 32);
+        } else {
+            acc[r] = (v8f){0};
+        }
     }
     for (int64_t tj = is_max; tj < kw; tj++)
         for (int r = 0; r < vectors; r++) {
@@ -447,7 +451,8 @@ __attribute__((always_inline)) static inline void column_reduce(float *y, int32_
     int64_t ow = 0;
     for (; ow + 64 <= f->lanes && !is_max; ow += 64)
         column_reduce_block(y, tap, rows, row_taps, ti, count, divisor_rows, f, kw, ow, 8, is_max);
-    for (; ow < f->lanes; ow += 32) column_reduce_block(y, tap, rows, row_taps, ti, count, divisor_rows, f, kw, ow, 4, is_max);
+    for (; ow < f->lanes; ow += 32)
+        column_reduce_block(y, tap, rows, row_taps, ti, count, divisor_rows, f, kw, ow, 4, is_max);
 }
 
 // Per-thread scratch of the fixed-window passes.
@@ -471,13 +476,15 @@ static fixed_scratch fixed_scratch_make(const bp_pool2d_params *p, const fixed_l
     fixed_scratch s = {0};
     s.padded = malloc((size_t)f->size * sizeof(float));
     for (int64_t i = 0; i < f->size; i++) s.padded[i] = pad_value;
-    int64_t slots = f->ring_mask + 1, windows = f->window_first[p->out_h];
+    int64_t slots = f->ring_mask + 1, tap_rows = f->window_first[p->out_h];
     s.ring = malloc((size_t)(slots * f->lanes) * sizeof(float));
     s.ring_taps = malloc((size_t)(slots * f->lanes) * sizeof(int32_t));
-    s.window_ring = malloc((size_t)(windows + 1) * sizeof(float *));
-    s.window_ring_taps = malloc((size_t)(windows + 1) * sizeof(int32_t *));
-    for (int64_t k = 0; k < windows; k++)
-        s.window_ring[k] = s.ring + f->window_slot[k] * f->lanes, s.window_ring_taps[k] = s.ring_taps + f->window_slot[k] * f->lanes;
+    s.window_ring = malloc((size_t)(tap_rows + 1) * sizeof(float *));
+    s.window_ring_taps = malloc((size_t)(tap_rows + 1) * sizeof(int32_t *));
+    for (int64_t k = 0; k < tap_rows; k++) {
+        s.window_ring[k] = s.ring + f->window_slot[k] * f->lanes;
+        s.window_ring_taps[k] = s.ring_taps + f->window_slot[k] * f->lanes;
+    }
     s.out = malloc((size_t)f->lanes * sizeof(float));
     s.out_taps = malloc((size_t)f->lanes * sizeof(int32_t));
     if (g) {
@@ -486,9 +493,9 @@ static fixed_scratch fixed_scratch_make(const bp_pool2d_params *p, const fixed_l
         for (int64_t i = 0; i < p->out_h * g->grid_width; i++) s.grid_taps[i] = -1;
         s.sum = malloc((size_t)g->grid_width * sizeof(float));
         s.phases = malloc((size_t)(p->stride_w * g->phase_length) * sizeof(float));
-        int64_t windows = g->row_first[p->h];
-        s.window_grid = malloc((size_t)windows * sizeof(float *));
-        for (int64_t k = 0; k < windows; k++) s.window_grid[k] = s.grid + g->window_row[k] * g->grid_width;
+        int64_t reaches = g->row_first[p->h];
+        s.window_grid = malloc((size_t)(reaches + 1) * sizeof(float *));
+        for (int64_t k = 0; k < reaches; k++) s.window_grid[k] = s.grid + g->window_row[k] * g->grid_width;
     }
     return s;
 }
@@ -612,9 +619,9 @@ __attribute__((always_inline)) static inline void routed_sum(v8f *acc, const flo
 }
 
 // routed_sum into phase + m.
-__attribute__((always_inline)) static inline void routed_block(float *phase, const float *grid, const int32_t *grid_taps,
-                                                               const gather_layout *g, int64_t t0, int64_t t1,
-                                                               int64_t m, int vectors) {
+__attribute__((always_inline)) static inline void routed_block(float *phase, const float *grid,
+                                                               const int32_t *grid_taps, const gather_layout *g,
+                                                               int64_t t0, int64_t t1, int64_t m, int vectors) {
     v8f acc[MAX_VECTORS];
     routed_sum(acc, grid, grid_taps, g, t0, t1, m, vectors);
     memcpy(phase + m, acc, (size_t)vectors * 32);
@@ -713,7 +720,8 @@ __attribute__((always_inline)) static inline void gather_row(float *dst, int64_t
 __attribute__((always_inline)) static inline void prefetch_share(const void *start, int64_t bytes, int64_t part,
                                                                  int64_t parts) {
     int64_t lines = (bytes + 63) / 64, per = (lines + parts - 1) / parts;
-    for (int64_t l = part * per; l < (part + 1) * per && l < lines; l++) __builtin_prefetch((const char *)start + 64 * l, 0, 3);
+    for (int64_t l = part * per; l < (part + 1) * per && l < lines; l++)
+        __builtin_prefetch((const char *)start + 64 * l, 0, 3);
 }
 
 // One plane of the fixed-window backward: max (is_max: index8 or index32) or average.
@@ -727,7 +735,9 @@ __attribute__((always_inline)) static inline void fixed_backward(float *dx, cons
     // overlap this plane's work (measured: 0.91-0.97x the time). Past the last plane the
     // prefetches are harmless: they never fault.
     int64_t out_hw = p->out_h * p->out_w;
-    const void *next_index = index8 ? (const void *)(index8 + out_hw) : index32 ? (const void *)(index32 + out_hw) : NULL;
+    const void *next_index = index8    ? (const void *)(index8 + out_hw)
+                             : index32 ? (const void *)(index32 + out_hw)
+                                       : NULL;
     int64_t index_bytes = index8 ? out_hw : 4 * out_hw;
     for (int64_t ih = 0; ih < p->h; ih++) {
         prefetch_share(dy + out_hw, 4 * out_hw, ih, p->h);
