@@ -180,7 +180,9 @@ import Testing
 
     @Test("pooling is bit-identical for 1, 2 and 3 threads", arguments: [
         Case(label: "overlapping", n: 3, c: 16, h: 40, w: 40, kernel: (3, 3), stride: (2, 2), pad: (1, 1)),
+        Case(label: "overlapping, stride 1", n: 3, c: 16, h: 40, w: 37, kernel: (3, 3), stride: (1, 1), pad: (1, 1)),
         Case(label: "tiled", n: 3, c: 16, h: 40, w: 40),
+        Case(label: "global, 800 planes (blocks of 256 planes)", n: 4, c: 200, h: 7, w: 7, adaptive: (1, 1)),
     ])
     func threadInvariance(_ c: Case) {
         var p = c.params
