@@ -273,7 +273,8 @@ typedef struct {
     int64_t *tap_column, *column_shift;   // tj and c of each entry, tj descending within a phase
     int64_t grid_left, grid_width;        // columns of padding left of dy's row in the grid, and the
                                           // row length (a multiple of 32)
-    int64_t sum_width;                    // the columns of a grid row the average's runs reach, rounded up to 32
+    int64_t sum_width;                    // the columns of a grid row the average's runs reach from the
+                                          // input's columns, rounded up to 32
     int64_t *row_first;                   // [h + 1]: input row ih is a tap row of the windows
     int64_t *window_row, *tap_row;        // [row_first[ih], row_first[ih + 1]) of these: output row
                                           // oh (ascending) and the tap row ti it is in oh's windows
@@ -307,7 +308,7 @@ static gather_layout gather_layout_build(const bp_pool2d_params *p, const fixed_
     g.grid_left = -min_shift;
     int64_t reach = max_shift + g.phase_length > f->lanes ? max_shift + g.phase_length : f->lanes;
     g.grid_width = (g.grid_left + reach + 31) / 32 * 32;
-    g.sum_width = (g.grid_left + max_shift + g.phase_length + 31) / 32 * 32;
+    g.sum_width = (g.grid_left + max_shift + (p->w + s - 1) / s + 31) / 32 * 32;
     // ih = oh · sh − ph + ti · dh: for each ih, the (oh, ti) that reach it, oh ascending (ti descending).
     g.row_first = malloc((size_t)(p->h + 1) * sizeof(int64_t));
     g.window_row = malloc((size_t)(p->h * p->kernel_h) * sizeof(int64_t));
@@ -467,7 +468,7 @@ typedef struct {
     float *grid;        // the backward's dy grid [out_h][grid_width], its padding 0
     int32_t *grid_taps; // and its argmax [out_h][grid_width], its padding −1
     float **window_grid;  // for each (oh, ti) of the gather layout's row table: grid row oh
-    float *sum;         // the average's summed grid rows [grid_width]
+    float *sum;         // the average's summed grid rows [grid_width] (columns [0, sum_width) summed)
     float *phases;      // a gathered row's phases [sw][phase_length]
 } fixed_scratch;
 
@@ -491,7 +492,7 @@ static fixed_scratch fixed_scratch_make(const bp_pool2d_params *p, const fixed_l
         s.grid = calloc((size_t)(p->out_h * g->grid_width), sizeof(float));
         s.grid_taps = malloc((size_t)(p->out_h * g->grid_width) * sizeof(int32_t));
         for (int64_t i = 0; i < p->out_h * g->grid_width; i++) s.grid_taps[i] = -1;
-        s.sum = malloc((size_t)g->grid_width * sizeof(float));
+        s.sum = calloc((size_t)g->grid_width, sizeof(float));  // past sum_width: zeros, for lanes past the row's end
         s.phases = malloc((size_t)(p->stride_w * g->phase_length) * sizeof(float));
         int64_t reaches = g->row_first[p->h];
         s.window_grid = malloc((size_t)(reaches + 1) * sizeof(float *));
@@ -716,12 +717,12 @@ __attribute__((always_inline)) static inline void gather_row(float *dst, int64_t
     }
 }
 
-// Prefetches share `part` of `parts` of the lines of the `bytes` bytes at `start`.
-__attribute__((always_inline)) static inline void prefetch_share(const void *start, int64_t bytes, int64_t part,
-                                                                 int64_t parts) {
-    int64_t lines = (bytes + 63) / 64, per = (lines + parts - 1) / parts;
-    for (int64_t l = part * per; l < (part + 1) * per && l < lines; l++)
-        __builtin_prefetch((const char *)start + 64 * l, 0, 3);
+// Prefetches the 64-byte lines [first, first + count) of `start`, but none from `lines` on.
+// (Passed by value: the caller's loop keeps them in registers.)
+__attribute__((always_inline)) static inline void prefetch_lines(const char *start, int64_t first, int64_t count,
+                                                                 int64_t lines) {
+    int64_t end = first + count < lines ? first + count : lines;
+    for (int64_t l = first; l < end; l++) __builtin_prefetch(start + 64 * l, 0, 3);
 }
 
 // One plane of the fixed-window backward: max (is_max: index8 or index32) or average.
@@ -734,14 +735,16 @@ __attribute__((always_inline)) static inline void fixed_backward(float *dx, cons
     // stretch with no reads: a share of it is prefetched with each row here, so that the reads
     // overlap this plane's work (measured: 0.91-0.97x the time). Past the last plane the
     // prefetches are harmless: they never fault.
-    int64_t out_hw = p->out_h * p->out_w;
-    const void *next_index = index8    ? (const void *)(index8 + out_hw)
-                             : index32 ? (const void *)(index32 + out_hw)
+    int64_t out_hw = p->out_h * p->out_w, dy_lines = (4 * out_hw + 63) / 64, dy_share = (dy_lines + p->h - 1) / p->h;
+    const char *next_dy = (const char *)(dy + out_hw);
+    const char *next_index = index8    ? (const char *)(index8 + out_hw)
+                             : index32 ? (const char *)(index32 + out_hw)
                                        : NULL;
-    int64_t index_bytes = index8 ? out_hw : 4 * out_hw;
+    int64_t index_lines = next_index ? ((index8 ? 1 : 4) * out_hw + 63) / 64 : 0;
+    int64_t index_share = (index_lines + p->h - 1) / p->h;
     for (int64_t ih = 0; ih < p->h; ih++) {
-        prefetch_share(dy + out_hw, 4 * out_hw, ih, p->h);
-        if (next_index) prefetch_share(next_index, index_bytes, ih, p->h);
+        prefetch_lines(next_dy, ih * dy_share, dy_share, dy_lines);
+        prefetch_lines(next_index, ih * index_share, index_share, index_lines);
         // A row gathered in input order (one phase, or max's two) goes straight into dx while its
         // stride_w · phase_length floats stay inside the plane (the rest land on the next rows,
         // which are written after).
