@@ -722,6 +722,7 @@ __attribute__((always_inline)) static inline void gather_row(float *dst, int64_t
 __attribute__((always_inline)) static inline void prefetch_lines(const char *start, int64_t first, int64_t count,
                                                                  int64_t lines) {
     int64_t end = first + count < lines ? first + count : lines;
+    _Pragma("clang loop unroll(disable)")  // a few lines a call: unrolled, its setup cost more than the loop
     for (int64_t l = first; l < end; l++) __builtin_prefetch(start + 64 * l, 0, 3);
 }
 
