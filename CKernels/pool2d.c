@@ -743,14 +743,14 @@ __attribute__((always_inline)) static inline void fixed_backward(float *dx, cons
                                        : NULL;
     int64_t index_lines = next_index ? ((index8 ? 1 : 4) * out_hw + 63) / 64 : 0;
     int64_t index_share = (index_lines + p->h - 1) / p->h;
+    // A row gathered in input order (one phase, or max's two) goes straight into dx while its
+    // stride_w · phase_length floats stay inside the plane (the rest land on the next rows, which
+    // are written after).
+    int in_order = p->stride_w == 1 || (is_max && p->stride_w == 2);
     for (int64_t ih = 0; ih < p->h; ih++) {
         prefetch_lines(next_dy, ih * dy_share, dy_share, dy_lines);
         prefetch_lines(next_index, ih * index_share, index_share, index_lines);
-        // A row gathered in input order (one phase, or max's two) goes straight into dx while its
-        // stride_w · phase_length floats stay inside the plane (the rest land on the next rows,
-        // which are written after).
         float *dst = dx + ih * p->w;
-        int in_order = p->stride_w == 1 || (is_max && p->stride_w == 2);
         int direct = in_order && ih * p->w + p->stride_w * g->phase_length <= p->h * p->w;
         gather_row(dst, ih, s, direct ? dst : s->phases, p, g, is_max);
     }

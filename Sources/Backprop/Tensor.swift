@@ -77,13 +77,7 @@ public struct Tensor: Equatable, Sendable, CustomStringConvertible {
 extension Tensor {
     /// A tensor of a validated `shape` whose every scalar `fill` writes.
     static func filled(_ shape: [Int], by fill: (UnsafeMutablePointer<Float>) -> Void) -> Tensor {
-        _ = retainFreedMemory
-        let count = shape.reduce(1, *)
-        let scalars = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
-            if let base = buffer.baseAddress { fill(base) }
-            initialized = count
-        }
-        return Tensor(unchecked: shape, scalars: scalars)
+        Tensor(unchecked: shape, scalars: uninitializedArray(shape.reduce(1, *), fill))
     }
 
     /// Calls `body` with a pointer to the scalars (never nil, even for an empty tensor).
@@ -106,15 +100,16 @@ extension Tensor {
     nonisolated(unsafe) private static let emptyStorage = UnsafeMutablePointer<Float>.allocate(capacity: 1)
 }
 
-/// An array of `count` elements that `fill` writes every one of, not initialised before.
+/// An array of `count` elements that `fill` (a kernel) writes every one of, not initialised before.
 func uninitializedArray<Element>(_ count: Int, _ fill: (UnsafeMutablePointer<Element>) -> Void) -> [Element] {
-    [Element](unsafeUninitializedCapacity: count) { buffer, initialized in
+    _ = retainFreedMemory
+    return [Element](unsafeUninitializedCapacity: count) { buffer, initialized in
         if let base = buffer.baseAddress { fill(base) }
         initialized = count
     }
 }
 
-/// Set up once, before the first tensor a kernel fills: large freed blocks are kept for reuse
+/// Set up once, before the first array a kernel fills: large freed blocks are kept for reuse
 /// (see bp_retain_freed_memory).
 private let retainFreedMemory: Void = bp_retain_freed_memory()
 
