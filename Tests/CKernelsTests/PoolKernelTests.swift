@@ -70,6 +70,8 @@ import Testing
              n: 1, c: 3, h: 40, w: 37, kernel: (3, 3), stride: (1, 1), pad: (1, 1)),
         Case(label: "3x3 stride 2 pad 1 on 3 planes of 40x41 (odd rows written straight into dx), ceil mode", n: 3, c: 1,
              h: 40, w: 41, kernel: (3, 3), stride: (2, 2), pad: (1, 1), ceil: true),
+        Case(label: "2x4 stride 1 pad (1, 2), divisor override, on 2 planes of 11x19 (the average's image passes)", n: 2,
+             c: 1, h: 11, w: 19, kernel: (2, 4), stride: (1, 1), pad: (1, 2), divisor: 5),
     ]
 
     /// Inputs with ties (values on a coarse grid) and all-negative planes.
