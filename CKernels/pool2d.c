@@ -2,8 +2,8 @@
 // iteration of its parallel loop (global pooling: a block of planes): a plane's outputs (and, in
 // the backward, its input gradient) belong to one thread, so overlapping windows add up in a
 // fixed order. Sections: fixed windows that overlap or leave gaps (a row pass and a column pass;
-// a gathering backward), windows that tile the input, global and adaptive windows. The
-// plain-loop references are in pool2d_ref.c.
+// a gathering backward), the stride-1 average over a padded image, windows that tile the input,
+// global and adaptive windows. The plain-loop references are in pool2d_ref.c.
 #include "CKernels.h"
 #include "internal.h"
 
@@ -468,22 +468,7 @@ __attribute__((always_inline)) static inline void column_reduce(float *y, int32_
         column_reduce_block(y, tap, rows, row_taps, ti, count, divisor_rows, f, kw, ow, 4, is_max);
 }
 
-// MARK: - Stride-1 average: the plane as one padded image
-//
-// With stride 1 both ways the average needs no ring of row results and no phases: the plane goes
-// into an image of `rows` rows `pitch` floats apart with zero margins, and each pass runs over the
-// whole image as one flat array, every window tap a constant offset into it. The general path's
-// loops run once per row for a few vectors, and their setup cost as much as the sums (56 × 56
-// planes: 20K instructions a plane backward, 15K forward). Each sum here adds the terms of the
-// general path in its order, plus +0 for taps outside the input (which changes no sum that
-// starts from +0): the same bits.
-//
-// Forward: the image is the plane with pad_h rows and pad_w columns of zeros around it; row sums
-// rs[i] = Σ_tj image[i + tj · dw] for every i; then output (oh, ow) = Σ_ti rs[(oh + ti · dh) · pitch + ow]
-// / divisor(oh, ow). Backward: the image is dy / divisor with top = (kh − 1) · dh zero rows above
-// and below and left = (kw − 1) · dw zero columns either side; column sums
-// cs[ih · pitch + c] = Σ_ti image[(ih + ph − ti · dh + top) · pitch + c], ti descending (output rows
-// ascending); then dx(ih, iw) = Σ_tj cs[ih · pitch + iw + pw − tj · dw + left], tj descending.
+// The stride-1 average's image (see "Stride-1 average" below).
 typedef struct {
     int64_t rows, pitch, top, left;  // the image: rows × pitch, the plane's rows from `top`, columns from `left`
     int64_t length;                  // floats the flat pass computes, a multiple of 32
@@ -837,6 +822,23 @@ static void plane_fixed_backward(float *dx, const float *dy, const uint8_t *inde
     if (index8 || index32) fixed_backward(dx, dy, index8, index32, p, win, f, g, s, 1);
     else fixed_backward(dx, dy, NULL, NULL, p, win, f, g, s, 0);
 }
+
+// MARK: - Stride-1 average: the plane as one padded image
+//
+// With stride 1 both ways the average needs no ring of row results and no phases: the plane goes
+// into an image of `rows` rows `pitch` floats apart with zero margins, and each pass runs over the
+// whole image as one flat array, every window tap a constant offset into it. The general path's
+// loops run once per row for a few vectors, and their setup cost as much as the sums (56 × 56
+// planes: 20K instructions a plane backward, 15K forward; here 13.6K and 14.5K, of which the
+// prefetches take 2K). Each sum here adds the terms of the general path in its order, plus +0
+// for taps outside the input (which changes no sum that starts from +0): the same bits.
+//
+// Forward: the image is the plane with pad_h rows and pad_w columns of zeros around it; row sums
+// rs[i] = Σ_tj image[i + tj · dw] for every i; then output (oh, ow) = Σ_ti rs[(oh + ti · dh) · pitch + ow]
+// / divisor(oh, ow). Backward: the image is dy / divisor with top = (kh − 1) · dh zero rows above
+// and below and left = (kw − 1) · dw zero columns either side; column sums
+// cs[ih · pitch + c] = Σ_ti image[(ih + ph − ti · dh + top) · pitch + c], ti descending (output rows
+// ascending); then dx(ih, iw) = Σ_tj cs[ih · pitch + iw + pw − tj · dw + left], tj descending.
 
 // sums[i] = Σ_t from[i + offset(t)] over the image's flat length, 32 floats at a time: the taps are
 // offsets `first` + t · step for t < taps (step may be negative), added in that order from +0.
