@@ -1,7 +1,6 @@
-// Max and average pooling, fixed and adaptive windows. Every kernel runs one (n, c) plane per
-// iteration of its parallel loop (global pooling: a block of planes): a plane's outputs (and, in
-// the backward, its input gradient) belong to one thread, so overlapping windows add up in a
-// fixed order. Sections: fixed windows that overlap or leave gaps (a row pass and a column pass;
+// Max and average pooling, fixed and adaptive windows. Every kernel computes one (n, c) plane at a
+// time on one thread (global pooling: a block of planes): a plane's outputs (and, in the backward,
+// its input gradient) belong to one thread, so overlapping windows add up in a fixed order. Sections: fixed windows that overlap or leave gaps (a row pass and a column pass;
 // a gathering backward), the stride-1 average over a padded image, windows that tile the input,
 // global and adaptive windows. The plain-loop references are in pool2d_ref.c.
 #include "CKernels.h"
