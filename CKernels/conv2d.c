@@ -169,24 +169,6 @@ static void gather_panel(float *b, const float *buffer, const int64_t *offsets, 
         }
 }
 
-// columns[j][i] = x[i][j]: an 8 × 8 block transposed in three rounds of shuffles.
-__attribute__((always_inline)) static inline void transpose_8x8(v8f columns[8], const v8f x[8]) {
-    v8f u[8], v[8];
-    for (int i = 0; i < 8; i += 2) {
-        u[i] = __builtin_shufflevector(x[i], x[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
-        u[i + 1] = __builtin_shufflevector(x[i], x[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
-    }
-    for (int i = 0; i < 8; i += 4)
-        for (int e = 0; e < 2; e++) {
-            v[i + 2 * e] = __builtin_shufflevector(u[i + e], u[i + 2 + e], 0, 1, 8, 9, 4, 5, 12, 13);
-            v[i + 2 * e + 1] = __builtin_shufflevector(u[i + e], u[i + 2 + e], 2, 3, 10, 11, 6, 7, 14, 15);
-        }
-    for (int j = 0; j < 4; j++) {
-        columns[j] = __builtin_shufflevector(v[j], v[j + 4], 0, 1, 2, 3, 8, 9, 10, 11);
-        columns[j + 4] = __builtin_shufflevector(v[j], v[j + 4], 4, 5, 6, 7, 12, 13, 14, 15);
-    }
-}
-
 // The rows of b [pixels, BP_NR] transposed from `taps` column-matrix rows (taps <= BP_NR):
 // b[q][t] = buffer[offsets[t] + v + q − run.q] over the runs, 8 pixels × 8 taps at a time through
 // a register transpose. Each run's last block may read up to 7 floats past its end (the buffer's
@@ -202,7 +184,7 @@ static void gather_transposed(float *b, const float *buffer, const int64_t *offs
             for (int half = 0; half < 2; half++) {
                 v8f x[8], columns[8];
                 for (int t = 0; t < 8; t++) memcpy(&x[t], src[8 * half + t] + runs[r].v + k, 32);
-                transpose_8x8(columns, x);
+                bp_transpose_8x8(columns, x);
                 float *row = b + (runs[r].q + k) * BP_NR + 8 * half;
                 for (int j = 0; j < 8; j++) memcpy(row + j * BP_NR, &columns[j], 32);
             }
@@ -277,7 +259,7 @@ static void pack_rows(float *out, const float *m, int64_t ld, int64_t rows, int6
                 for (int64_t i = 0; i < BP_MR && panel * BP_MR + i < rows; i++)
                     memcpy(&x[i], m + (panel * BP_MR + i) * ld + c, 32);
                 v8f columns[8];
-                transpose_8x8(columns, x);
+                bp_transpose_8x8(columns, x);
                 for (int j = 0; j < 8; j++) memcpy(dst + (c + j) * BP_MR, &columns[j], 32);
             }
         for (; c < cols; c++)

@@ -46,6 +46,25 @@ __attribute__((always_inline)) static inline void bp_copy_short(float *dst, cons
     if (i < n) dst[i] = src[i];
 }
 
+/// columns[j][i] = x[i][j]: an 8 × 8 block transposed in three rounds of shuffles (pairs of rows
+/// interleaved, then pairs of pairs, then the 128-bit halves).
+__attribute__((always_inline)) static inline void bp_transpose_8x8(v8f columns[8], const v8f x[8]) {
+    v8f u[8], v[8];
+    for (int i = 0; i < 8; i += 2) {
+        u[i] = __builtin_shufflevector(x[i], x[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+        u[i + 1] = __builtin_shufflevector(x[i], x[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+    }
+    for (int i = 0; i < 8; i += 4)
+        for (int e = 0; e < 2; e++) {
+            v[i + 2 * e] = __builtin_shufflevector(u[i + e], u[i + 2 + e], 0, 1, 8, 9, 4, 5, 12, 13);
+            v[i + 2 * e + 1] = __builtin_shufflevector(u[i + e], u[i + 2 + e], 2, 3, 10, 11, 6, 7, 14, 15);
+        }
+    for (int j = 0; j < 4; j++) {
+        columns[j] = __builtin_shufflevector(v[j], v[j + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+        columns[j + 4] = __builtin_shufflevector(v[j], v[j + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+    }
+}
+
 /// Σ x[i] for i < n in float, in 8 interleaved lanes (which vectorise; one running sum does not),
 /// then the tail, then the lanes: a fixed order. Inline, for loops over many short runs inside a
 /// multiversioned function; bp_lane_sum is the same as a function.

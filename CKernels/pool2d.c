@@ -1,8 +1,9 @@
 // Max and average pooling, fixed and adaptive windows. Every kernel computes one (n, c) plane at a
 // time on one thread (global pooling: a block of planes): a plane's outputs (and, in the backward,
-// its input gradient) belong to one thread, so overlapping windows add up in a fixed order. Sections: fixed windows that overlap or leave gaps (a row pass and a column pass;
-// a gathering backward), the stride-1 average over a padded image, windows that tile the input,
-// global and adaptive windows. The plain-loop references are in pool2d_ref.c.
+// its input gradient) belong to one thread, so overlapping windows add up in a fixed order.
+// Sections: fixed windows that overlap or leave gaps (a row pass and a column pass; a gathering
+// backward), the stride-1 average over a padded image, windows that tile the input, global and
+// adaptive windows. The plain-loop references are in pool2d_ref.c.
 #include "CKernels.h"
 #include "internal.h"
 
@@ -522,9 +523,10 @@ typedef struct {
 static fixed_scratch fixed_scratch_make(const bp_pool2d_params *p, const fixed_layout *f, const gather_layout *g,
                                         const image_layout *image, float pad_value) {
     fixed_scratch s = {0};
-    if (image) {
+    if (image) {  // the image passes use nothing else
         s.image = calloc((size_t)image->size, sizeof(float));
         s.sums = calloc((size_t)(image->length + 8), sizeof(float));
+        return s;
     }
     s.padded = malloc((size_t)f->size * sizeof(float));
     for (int64_t i = 0; i < f->size; i++) s.padded[i] = pad_value;
@@ -853,22 +855,6 @@ static void plane_fixed_backward(float *dx, const float *dy, const uint8_t *inde
 // cs[ih · pitch + c] = Σ_ti image[(ih + ph − ti · dh + top) · pitch + c], ti descending (output rows
 // ascending); then dx(ih, iw) = Σ_tj cs[ih · pitch + iw + pw − tj · dw + left], tj descending.
 
-// sums[i] = Σ_t from[i + offset(t)] over the image's flat length, 32 floats at a time: the taps are
-// offsets `first` + t · step for t < taps (step may be negative), added in that order from +0.
-__attribute__((always_inline)) static inline void image_pass(float *sums, const float *from, const image_layout *m,
-                                                             int64_t first, int64_t step, int64_t taps) {
-    for (int64_t i = 0; i < m->length; i += 32) {
-        v8f acc[4] = {{0}};
-        for (int64_t t = 0; t < taps; t++)
-            for (int r = 0; r < 4; r++) {
-                v8f v;
-                memcpy(&v, from + first + t * step + i + 8 * r, 32);
-                acc[r] += v;
-            }
-        memcpy(sums + i, acc, sizeof acc);
-    }
-}
-
 // *sum = Σ_t from[t · step .. + 8) for t < taps, from +0.
 __attribute__((always_inline)) static inline void image_sum(v8f *sum, const float *from, int64_t step, int64_t taps) {
     v8f acc = {0};
@@ -878,6 +864,17 @@ __attribute__((always_inline)) static inline void image_sum(v8f *sum, const floa
         acc += v;
     }
     *sum = acc;
+}
+
+// sums[i] = Σ_t from[i + offset(t)] over the image's flat length, 32 floats at a time: the taps are
+// offsets `first` + t · step for t < taps (step may be negative), added in that order from +0.
+__attribute__((always_inline)) static inline void image_pass(float *sums, const float *from, const image_layout *m,
+                                                             int64_t first, int64_t step, int64_t taps) {
+    for (int64_t i = 0; i < m->length; i += 32) {
+        v8f acc[4];
+        for (int r = 0; r < 4; r++) image_sum(&acc[r], from + first + i + 8 * r, step, taps);
+        memcpy(sums + i, acc, sizeof acc);
+    }
 }
 
 // *mean = image_sum / the divisors of output columns [ow, ow + 8) with row factor `rows`.
@@ -893,9 +890,10 @@ __attribute__((always_inline)) static inline void image_mean(v8f *mean, const fl
 // 3 × 3, so that the tap loops unroll.
 __attribute__((always_inline)) static inline void image_forward(float *y, const float *x, const bp_pool2d_params *p,
                                                                 const windows *win, const fixed_layout *f,
-                                                                fixed_scratch *s, int64_t kh, int64_t kw) {
+                                                                const image_layout *layout, fixed_scratch *s,
+                                                                int64_t kh, int64_t kw) {
     LOCAL_COPIES(p, f, s);
-    image_layout m = image_layout_of(p, 0);
+    image_layout m = *layout;
     for (int64_t ih = 0; ih < p->h; ih++) bp_copy_short(s->image + (ih + m.top) * m.pitch + m.left, x + ih * p->w, p->w);
     image_pass(s->sums, s->image, &m, 0, p->dilation_w, kw);
     int64_t out_w = p->out_w, out_hw = p->out_h * out_w, step = p->dilation_h * m.pitch;
@@ -920,9 +918,10 @@ __attribute__((always_inline)) static inline void image_forward(float *y, const 
 
 __attribute__((always_inline)) static inline void image_backward(float *dx, const float *dy, const bp_pool2d_params *p,
                                                                  const windows *win, const fixed_layout *f,
-                                                                 fixed_scratch *s, int64_t kh, int64_t kw) {
+                                                                 const image_layout *layout, fixed_scratch *s,
+                                                                 int64_t kh, int64_t kw) {
     LOCAL_COPIES(p, f, s);
-    image_layout m = image_layout_of(p, 1);
+    image_layout m = *layout;
     for (int64_t oh = 0; oh < p->out_h; oh++)
         divided_row(s->image + (oh + m.top) * m.pitch + m.left, dy + oh * p->out_w, f, p->out_w, rows_part(p, win, oh));
     int64_t step = p->dilation_h * m.pitch;
@@ -949,16 +948,16 @@ __attribute__((always_inline)) static inline void image_backward(float *dx, cons
 
 BP_MULTIVERSION
 static void plane_image(float *y, const float *x, const bp_pool2d_params *p, const windows *win,
-                        const fixed_layout *f, fixed_scratch *s) {
-    if (p->kernel_h == 3 && p->kernel_w == 3) image_forward(y, x, p, win, f, s, 3, 3);
-    else image_forward(y, x, p, win, f, s, p->kernel_h, p->kernel_w);
+                        const fixed_layout *f, const image_layout *m, fixed_scratch *s) {
+    if (p->kernel_h == 3 && p->kernel_w == 3) image_forward(y, x, p, win, f, m, s, 3, 3);
+    else image_forward(y, x, p, win, f, m, s, p->kernel_h, p->kernel_w);
 }
 
 BP_MULTIVERSION
 static void plane_image_backward(float *dx, const float *dy, const bp_pool2d_params *p, const windows *win,
-                                 const fixed_layout *f, fixed_scratch *s) {
-    if (p->kernel_h == 3 && p->kernel_w == 3) image_backward(dx, dy, p, win, f, s, 3, 3);
-    else image_backward(dx, dy, p, win, f, s, p->kernel_h, p->kernel_w);
+                                 const fixed_layout *f, const image_layout *m, fixed_scratch *s) {
+    if (p->kernel_h == 3 && p->kernel_w == 3) image_backward(dx, dy, p, win, f, m, s, 3, 3);
+    else image_backward(dx, dy, p, win, f, m, s, p->kernel_h, p->kernel_w);
 }
 
 // MARK: - Tiled windows: stride = kernel, no padding or dilation
@@ -1169,24 +1168,6 @@ static int is_global(const bp_pool2d_params *p) { return p->adaptive && p->out_h
 
 enum { GLOBAL_PLANES = 256 };  // planes per call: one call per plane would cost more than its sum
 
-// The 8 × 8 transpose: out[l][p] = in[p][l].
-__attribute__((always_inline)) static inline void transpose_8x8(v8f out[8], const v8f in[8]) {
-    v8f a[8], b[8];
-    for (int i = 0; i < 8; i += 2) {  // pairs of rows interleaved
-        a[i] = __builtin_shufflevector(in[i], in[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
-        a[i + 1] = __builtin_shufflevector(in[i], in[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
-    }
-    for (int i = 0; i < 8; i += 4)  // then pairs of pairs: b[i + l] holds columns l and l + 4 of 4 rows
-        for (int j = 0; j < 2; j++) {
-            b[i + 2 * j] = __builtin_shufflevector(a[i + j], a[i + j + 2], 0, 1, 8, 9, 4, 5, 12, 13);
-            b[i + 2 * j + 1] = __builtin_shufflevector(a[i + j], a[i + j + 2], 2, 3, 10, 11, 6, 7, 14, 15);
-        }
-    for (int j = 0; j < 4; j++) {  // then the 128-bit halves
-        out[j] = __builtin_shufflevector(b[j], b[j + 4], 0, 1, 2, 3, 8, 9, 10, 11);
-        out[j + 4] = __builtin_shufflevector(b[j], b[j + 4], 4, 5, 6, 7, 12, 13, 14, 15);
-    }
-}
-
 // y[plane] = the mean of plane `plane` of x, for planes [first, first + count): each plane's sum
 // as bp_lane_sum_inline adds it (8 lanes, then from 0 the tail, then the lanes in order). Eight
 // planes at a time: their lane vectors transposed, so each step of the tail and of the lanes is
@@ -1209,7 +1190,7 @@ static void global_means(float *y, const float *x, int64_t first, int64_t count,
             for (int q = 0; q < 8; q++) tail[q] = base[q * hw + i];
             sum += tail;
         }
-        transpose_8x8(columns, lanes);
+        bp_transpose_8x8(columns, lanes);
         for (int l = 0; l < 8; l++) sum += columns[l];
         v8f mean = sum / (float)hw;
         memcpy(y + plane, &mean, 32);
@@ -1307,8 +1288,8 @@ static int64_t units_per_grab(int64_t units) { return units < 64 ? 1 : units / 6
 // (one plane unless stack_size says otherwise; `stacked` its parameters), in parallel, with `win`
 // (the windows), `f` and `g` (the fixed windows' layouts for the forward and, when `backward`, the
 // backward's gather), `image` (true for fixed windows that take the stride-1 average's image
-// passes, when `image_passes`) and `scratch` (the thread's) in scope; the padded rows' padding is
-// `pad_value`.
+// passes, when `image_passes`) with their `layout`, and `scratch` (the thread's) in scope; the
+// padded rows' padding is `pad_value`.
 #define FOR_EACH_PLANE(pad_value, backward, image_passes, ...)                                  \
     windows win = windows_build(p);                                                             \
     int fixed = !p->adaptive && !is_tiled(p);                                                   \
@@ -1406,7 +1387,7 @@ void bp_avgpool2d_forward(float *y, const float *x, const bp_pool2d_params *p) {
     int64_t hw = p->h * p->w, out_hw = p->out_h * p->out_w;
     FOR_EACH_PLANE(0.0f, 0, unit_stride(p), {
         if (p->adaptive) avg_plane_adaptive(y + plane * out_hw, x + plane * hw, p, &win);
-        else if (image) plane_image(y + plane * out_hw, x + plane * hw, p, &win, &f, &scratch);
+        else if (image) plane_image(y + plane * out_hw, x + plane * hw, p, &win, &f, &layout, &scratch);
         else if (fixed) plane_fixed(y + plane * out_hw, NULL, NULL, x + plane * hw, p, &win, &f, &scratch);
         else plane_tiled(y + plane * out_hw, NULL, x + plane * hw, &stacked);
     })
@@ -1421,7 +1402,7 @@ void bp_avgpool2d_backward(float *dx, const float *dy, const bp_pool2d_params *p
     FOR_EACH_PLANE(0.0f, 1, unit_stride(p), {
         float *out = dx + plane * hw;
         if (p->adaptive) avg_plane_adaptive_backward(out, dy + plane * out_hw, p, &win);
-        else if (image) plane_image_backward(out, dy + plane * out_hw, p, &win, &f, &scratch);
+        else if (image) plane_image_backward(out, dy + plane * out_hw, p, &win, &f, &layout, &scratch);
         else if (fixed) plane_fixed_backward(out, dy + plane * out_hw, NULL, NULL, p, &win, &f, &g, &scratch);
         else plane_tiled_backward(out, dy + plane * out_hw, NULL, &stacked);
     })
