@@ -6,6 +6,7 @@ let package = Package(
     name: "Backprop",
     products: [
         .library(name: "Backprop", targets: ["Backprop"]),
+        .library(name: "BackpropTraining", targets: ["BackpropTraining"]),
         .executable(name: "backprop", targets: ["backprop"]),
         .executable(name: "backprop-bench", targets: ["backprop-bench"]),
     ],
@@ -19,6 +20,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     ],
     targets: [
+        // The kernels: C, OpenMP, OpenBLAS.
         .target(
             name: "CKernels",
             path: "CKernels",
@@ -28,22 +30,33 @@ let package = Package(
             linkerSettings: [
                 .linkedLibrary("omp5", .when(traits: ["OpenMP"])),
                 .linkedLibrary("openblas"),
-                .linkedLibrary("z"),
                 .linkedLibrary("m"),
             ]
         ),
+        // The library: Tensor, modules, losses, optimizers, checkpoint formats, the model spec.
         .target(name: "Backprop", dependencies: ["CKernels"]),
+        // gzip through zlib, for data sets.
+        .target(name: "CGzip", linkerSettings: [.linkedLibrary("z")]),
+        // Training: the loop, data sets, the monitor, the HTML report, resumable checkpoints.
+        .target(name: "BackpropTraining", dependencies: ["Backprop", "CGzip"]),
+        // The golden-case runner that `backprop verify`, the tests and the benchmark share.
+        .target(name: "BackpropFixtures", dependencies: ["Backprop"]),
+        // What tests and the benchmark both need: seeded random tensors, bitwise and error checks.
+        .target(name: "BackpropTestSupport", dependencies: ["Backprop", "CKernels"]),
         .executableTarget(
             name: "backprop",
-            dependencies: ["Backprop", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Backprop", "BackpropTraining", "BackpropFixtures",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(
             name: "backprop-bench",
-            dependencies: ["Backprop", "CKernels", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["Backprop", "BackpropFixtures", "BackpropTestSupport", "CKernels",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Benchmarks",
             exclude: ["BENCHMARKS.md", "update.sh", "torch_train.py", "results"]
         ),
-        .testTarget(name: "CKernelsTests", dependencies: ["CKernels"]),
-        .testTarget(name: "BackpropTests", dependencies: ["Backprop", "CKernels"]),
+        .testTarget(name: "CKernelsTests", dependencies: ["CKernels", "BackpropTestSupport"]),
+        .testTarget(name: "BackpropTests", dependencies: ["Backprop", "BackpropFixtures", "BackpropTestSupport", "CKernels"]),
+        .testTarget(name: "BackpropTrainingTests", dependencies: ["Backprop", "BackpropTraining", "BackpropTestSupport"]),
     ]
 )

@@ -1,4 +1,5 @@
 import Backprop
+import BackpropTestSupport
 import CKernels
 
 /// A workload made ready to time: its two phases as closures over fixed inputs, and the work each
@@ -162,10 +163,5 @@ enum Preparation {
         guard error <= 1e-5 * max(scale, 1) else {
             throw BackpropError(.numerical, "check failed: \(what): max error \(error)")
         }
-    }
-
-    static func randomTensor(_ shape: [Int], seed: UInt64, _ low: Float = -1, _ high: Float = 1) -> Tensor {
-        var generator = SplitMix64(seed: seed)
-        return try! Tensor.uniform(shape: shape, low: low, high: high, using: &generator)
     }
 }

@@ -58,12 +58,6 @@ void bp_sgemm_ref(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
                   float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
                   float beta, float *c, int64_t ldc);
 
-// MARK: - gzip (gzip.c)
-
-/// Decompresses the gzip data in[n] (one or more members) into out[capacity]. Returns the bytes
-/// written, or −1 when the data is not valid gzip, −2 when it ends early, −3 when out is too small.
-int64_t bp_gunzip(uint8_t *out, int64_t capacity, const uint8_t *in, int64_t n);
-
 // MARK: - Memory (memory.c)
 
 /// Makes the C allocator keep freed blocks for reuse instead of returning them to the system

@@ -7,8 +7,8 @@ import Glibc
 /// process is killed or the machine loses power part-way: the bytes go to a temporary file in the
 /// same directory, are flushed to the disk (fsync), and the temporary file is renamed over the
 /// target (rename is atomic within a file system); then the directory entry is flushed too.
-enum AtomicFile {
-    static func write(_ data: Data, to url: URL) throws {
+package enum AtomicFile {
+    package static func write(_ data: Data, to url: URL) throws {
         let path = url.path
         let directory = url.deletingLastPathComponent().path
         let temporary = directory + "/." + url.lastPathComponent + ".tmp-\(getpid())"

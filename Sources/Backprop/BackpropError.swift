@@ -26,6 +26,6 @@ public struct BackpropError: Error, CustomStringConvertible, Equatable, Sendable
 }
 
 /// "[2, 3, 4]": how errors print shapes.
-func describe(_ shape: [Int]) -> String {
+package func describe(_ shape: [Int]) -> String {
     "[" + shape.map(String.init).joined(separator: ", ") + "]"
 }

@@ -128,5 +128,5 @@ public enum GradientCheck {
 
 extension Double {
     /// Three significant digits, for reports.
-    var formatted3: String { String(format: "%.3g", self) }
+    package var formatted3: String { String(format: "%.3g", self) }
 }

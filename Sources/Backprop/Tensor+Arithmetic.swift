@@ -2,7 +2,7 @@ import CKernels
 
 extension Tensor {
     /// self + other, elementwise; the shapes must be equal (checked by the caller).
-    func adding(_ other: Tensor) -> Tensor {
+    package func adding(_ other: Tensor) -> Tensor {
         precondition(shape == other.shape, "adding tensors of shapes \(shape) and \(other.shape)")
         return withPointer { a in
             other.withPointer { b in Tensor.filled(shape) { bp_add($0, a, b, Int64(count)) } }

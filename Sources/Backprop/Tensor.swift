@@ -34,7 +34,7 @@ public struct Tensor: Equatable, Sendable, CustomStringConvertible {
     }
 
     /// For shapes the library has already validated.
-    init(unchecked shape: [Int], scalars: [Float]) {
+    package init(unchecked shape: [Int], scalars: [Float]) {
         self.shape = shape
         self.scalars = scalars
     }
@@ -81,7 +81,7 @@ extension Tensor {
     }
 
     /// Calls `body` with a pointer to the scalars (never nil, even for an empty tensor).
-    func withPointer<R>(_ body: (UnsafePointer<Float>) throws -> R) rethrows -> R {
+    package func withPointer<R>(_ body: (UnsafePointer<Float>) throws -> R) rethrows -> R {
         try scalars.withUnsafeBufferPointer { buffer in
             try withExtendedLifetime(buffer) {
                 try body(buffer.baseAddress ?? UnsafePointer(Tensor.emptyStorage))

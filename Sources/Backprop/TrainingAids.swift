@@ -107,7 +107,7 @@ public struct GradientAids: Sendable {
 
     /// Applies the aids to the parameters' gradients; returns the penalty added to the loss.
     @discardableResult
-    func apply(to parameters: [Parameter]) throws -> Double {
+    package func apply(to parameters: [Parameter]) throws -> Double {
         let added = penalty?.apply(to: parameters) ?? 0
         if let clipNorm { try GradientClipping.clipByNorm(parameters, maxNorm: clipNorm) }
         if let clipValue { try GradientClipping.clipByValue(parameters, clip: clipValue) }

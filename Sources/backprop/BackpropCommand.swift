@@ -1,5 +1,7 @@
 import ArgumentParser
 import Backprop
+import BackpropFixtures
+import BackpropTraining
 
 @main
 struct BackpropCommand: ParsableCommand {

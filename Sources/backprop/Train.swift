@@ -1,5 +1,7 @@
 import ArgumentParser
 import Backprop
+import BackpropFixtures
+import BackpropTraining
 import Foundation
 
 struct Train: ParsableCommand {

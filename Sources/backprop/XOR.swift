@@ -1,5 +1,7 @@
 import ArgumentParser
 import Backprop
+import BackpropFixtures
+import BackpropTraining
 
 struct XOR: ParsableCommand {
     static let configuration = CommandConfiguration(

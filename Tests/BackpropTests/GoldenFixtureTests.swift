@@ -1,5 +1,7 @@
 import Backprop
+import BackpropFixtures
 import Foundation
+import BackpropTestSupport
 import Testing
 
 /// The PyTorch golden cases of shared/fixtures, read from that path.

@@ -1,4 +1,5 @@
 import Backprop
+import BackpropTestSupport
 import Testing
 
 /// A network's forward, backward and optimizer step give the same bits with 1 and 3 threads.

@@ -1,4 +1,5 @@
 import CKernels
+import BackpropTestSupport
 import Testing
 
 @Suite struct ConvKernelTests {
@@ -50,7 +51,7 @@ import Testing
     func matchesReference(_ shape: Shape) {
         var p = shape.params
         let cg = shape.c / shape.groups
-        var random = Random(seed: UInt64(shape.n * 100 + shape.c * 10 + shape.k))
+        var random = TestRandom(seed: UInt64(shape.n * 100 + shape.c * 10 + shape.k))
         let x = random.floats(shape.n * shape.c * shape.h * shape.w)
         let weight = random.floats(shape.k * cg * shape.r * shape.s)
         let outCount = shape.n * shape.k * Int(p.out_h * p.out_w)
@@ -95,7 +96,7 @@ import Testing
 
     @Test("bias gradient")
     func bias() {
-        var random = Random(seed: 1)
+        var random = TestRandom(seed: 1)
         let (n, c, hw) = (3, 4, 50)
         let dy = random.floats(n * c * hw)
         var db: [Float] = [1, 2, 3, 4]
@@ -111,7 +112,7 @@ import Testing
     func threadInvariance() {
         let shape = Shape(label: "", n: 7, c: 8, h: 20, w: 20, k: 16, r: 3, s: 3, pad: (1, 1))
         var p = shape.params
-        var random = Random(seed: 9)
+        var random = TestRandom(seed: 9)
         let x = random.floats(shape.n * shape.c * shape.h * shape.w), weight = random.floats(shape.k * shape.c * 9)
         let dy = random.floats(shape.n * shape.k * Int(p.out_h * p.out_w))
         let bias = random.floats(shape.k), inBias = random.floats(shape.c)

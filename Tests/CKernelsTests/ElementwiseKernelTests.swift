@@ -1,5 +1,6 @@
 import CKernels
 import Foundation
+import BackpropTestSupport
 import Testing
 
 /// Each activation kernel against its formula evaluated in double, element by element.
@@ -36,7 +37,7 @@ import Testing
     /// Sizes below and above the parallel threshold, with values including 0 and large magnitudes.
     @Test("forward and backward match the formula", arguments: activations, [1, 37, 70_001])
     func matchesFormula(_ activation: Activation, count: Int) {
-        var random = Random(seed: UInt64(count))
+        var random = TestRandom(seed: UInt64(count))
         var x = random.floats(count, -8, 8)
         x[0] = 0
         if count > 2 { x[1] = 30; x[2] = -30 }
@@ -73,7 +74,7 @@ import Testing
 
     @Test("add and add-in-place")
     func add() {
-        var random = Random(seed: 3)
+        var random = TestRandom(seed: 3)
         let a = random.floats(50_000), b = random.floats(50_000)
         var sum = [Float](repeating: 0, count: a.count)
         bp_add(&sum, a, b, Int64(a.count))

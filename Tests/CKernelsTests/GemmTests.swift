@@ -1,4 +1,5 @@
 import CKernels
+import BackpropTestSupport
 import Testing
 
 @Suite struct GemmTests {
@@ -17,7 +18,7 @@ import Testing
 
     @Test("sgemm matches the plain-loop reference", arguments: cases)
     func matchesReference(_ c: Case) {
-        var random = Random(seed: UInt64(c.m * 131 + c.n * 17 + c.k))
+        var random = TestRandom(seed: UInt64(c.m * 131 + c.n * 17 + c.k))
         // Leading dimensions one wider than needed, so strided access is exercised too.
         let (rowsA, colsA) = c.transA ? (c.k, c.m) : (c.m, c.k)
         let (rowsB, colsB) = c.transB ? (c.n, c.k) : (c.k, c.n)

@@ -1,4 +1,5 @@
 import CKernels
+import BackpropTestSupport
 import Testing
 
 @Suite struct LinearKernelTests {
@@ -10,7 +11,7 @@ import Testing
           arguments: shapes, [true, false])
     func matchesReference(_ shape: (rows: Int, inFeatures: Int, outFeatures: Int), bias: Bool) {
         let (rows, inF, outF) = (Int64(shape.rows), Int64(shape.inFeatures), Int64(shape.outFeatures))
-        var random = Random(seed: UInt64(shape.rows * 7 + shape.inFeatures))
+        var random = TestRandom(seed: UInt64(shape.rows * 7 + shape.inFeatures))
         let x = random.floats(shape.rows * shape.inFeatures)
         let w = random.floats(shape.outFeatures * shape.inFeatures)
         let b = random.floats(shape.outFeatures)

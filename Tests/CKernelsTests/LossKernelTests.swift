@@ -1,12 +1,13 @@
 import CKernels
 import Foundation
+import BackpropTestSupport
 import Testing
 
 @Suite struct LossKernelTests {
     @Test("softmax cross-entropy matches the double-precision reference",
           arguments: [(1, 1), (1, 5), (6, 5), (33, 10), (1024, 1000)])
     func softmaxCrossEntropy(rows: Int, classes: Int) {
-        var random = Random(seed: UInt64(rows * classes))
+        var random = TestRandom(seed: UInt64(rows * classes))
         let logits = random.floats(rows * classes, -5, 5)
         let labels = (0..<rows).map { Int64($0 * 7 % classes) }
         var dx = [Float](repeating: .nan, count: logits.count), dxRef = dx
@@ -46,7 +47,7 @@ import Testing
     /// Elementwise losses against their mean formulas in double; loss and gradient.
     @Test("mse, bce and bce-with-logits match their formulas", arguments: [1, 12, 50_001])
     func pointwiseLosses(count: Int) {
-        var random = Random(seed: UInt64(count))
+        var random = TestRandom(seed: UInt64(count))
         let logits = random.floats(count, -6, 6)
         let probabilities = random.floats(count, 0.01, 0.99)
         let target = random.floats(count, 0, 1)

@@ -1,4 +1,5 @@
 import CKernels
+import BackpropTestSupport
 import Testing
 
 @Suite struct NormKernelTests {
@@ -21,7 +22,7 @@ import Testing
     ]
 
     static func data(_ count: Int, seed: UInt64, offset: Float, spread: Float) -> [Float] {
-        var random = Random(seed: seed)
+        var random = TestRandom(seed: seed)
         return random.floats(count).map { offset + spread * $0 }
     }
 
@@ -29,7 +30,7 @@ import Testing
     func batchNorm(_ b: BatchCase, affine: Bool) {
         let count = b.n * b.c * b.hw, eps: Float = 1e-5
         let x = Self.data(count, seed: UInt64(count), offset: b.offset, spread: b.spread)
-        var random = Random(seed: 3)
+        var random = TestRandom(seed: 3)
         let gamma = affine ? random.floats(b.c, 0.5, 1.5) : [], beta = affine ? random.floats(b.c) : []
         let dy = random.floats(count)
         func optional(_ a: [Float]) -> [Float]? { affine ? a : nil }
@@ -84,7 +85,7 @@ import Testing
     func layerNorm(_ index: Int, affine: Bool) {
         let c = Self.layerCases[index], count = c.rows * c.d
         let x = Self.data(count, seed: UInt64(count), offset: c.offset, spread: c.spread)
-        var random = Random(seed: 4)
+        var random = TestRandom(seed: 4)
         let gamma = random.floats(c.d, 0.5, 1.5), beta = random.floats(c.d), dy = random.floats(count)
         var y = [Float](repeating: .nan, count: count), yRef = y
         var mean = [Float](repeating: 0, count: 2 * c.rows), rstd = [Float](repeating: 0, count: c.rows), meanRef = mean, rstdRef = rstd
@@ -113,7 +114,7 @@ import Testing
     func fusedReLU(batchStatistics: Int32) {
         let (n, c, hw) = (3, 5, 37)
         let x = Self.data(n * c * hw, seed: 11, offset: 0.5, spread: 2)
-        var random = Random(seed: 12)
+        var random = TestRandom(seed: 12)
         let gamma = random.floats(c, 0.5, 1.5), beta = random.floats(c), dz = random.floats(x.count)
         let runningMean = random.floats(c), runningVar = random.floats(c, 0.5, 2)
         var mean = [Float](repeating: 0, count: 2 * c), rstd = [Float](repeating: 0, count: c)
@@ -148,7 +149,7 @@ import Testing
     func threadInvariance() {
         let (n, c, hw) = (4, 24, 900)
         let x = Self.data(n * c * hw, seed: 1, offset: 3, spread: 2)
-        var random = Random(seed: 2)
+        var random = TestRandom(seed: 2)
         let dy = random.floats(x.count), gamma = random.floats(c), beta = random.floats(c)
         let (rows, d) = (n * c, hw)
         let lnGamma = random.floats(d), lnBeta = random.floats(d)

@@ -1,4 +1,5 @@
 import CKernels
+import BackpropTestSupport
 import Testing
 
 @Suite struct OptimizerKernelTests {
@@ -6,7 +7,7 @@ import Testing
     @Test("sgd step follows torch.optim.SGD", arguments: [(Float(0), false), (0.9, false), (0.9, true)])
     func sgd(momentum: Float, nesterov: Bool) {
         let (lr, decay): (Float, Float) = (0.1, 0.01)
-        var random = Random(seed: 11)
+        var random = TestRandom(seed: 11)
         var param = random.floats(40_000)
         var expected = param.map(Double.init), buffer = [Double](repeating: 0, count: param.count)
         var kernelBuffer = [Float](repeating: 0, count: param.count)

@@ -1,5 +1,6 @@
 import CKernels
 import Foundation
+import BackpropTestSupport
 import Testing
 
 @Suite struct PoolKernelTests {
@@ -76,7 +77,7 @@ import Testing
 
     /// Inputs with ties (values on a coarse grid) and all-negative planes.
     static func input(_ count: Int, seed: UInt64) -> [Float] {
-        var random = Random(seed: seed)
+        var random = TestRandom(seed: seed)
         return random.floats(count).enumerated().map { i, v in (v * 4).rounded() / 4 - (i % 3 == 0 ? 5 : 0) }
     }
 
@@ -100,7 +101,7 @@ import Testing
         #expect(y == yRef, "forward \(c)")
         #expect(indices == indicesRef, "argmax \(c)")
 
-        var random = Random(seed: 5)
+        var random = TestRandom(seed: 5)
         let dy = random.floats(outCount)
         var dx = [Float](repeating: .nan, count: x.count), dxRef = dx
         if wide { bp_maxpool2d_backward(&dx, dy, nil, index32, &p) } else { bp_maxpool2d_backward(&dx, dy, index8, nil, &p) }
@@ -117,7 +118,7 @@ import Testing
         bp_avgpool2d_forward(&y, x, &p)
         bp_avgpool2d_forward_ref(&yRef, x, &p)
         #expect(relativeError(y, yRef) < 1e-6, "forward \(c)")
-        var random = Random(seed: 6)
+        var random = TestRandom(seed: 6)
         let dy = random.floats(outCount)
         var dx = [Float](repeating: .nan, count: x.count), dxRef = dx
         bp_avgpool2d_backward(&dx, dy, &p)
@@ -129,7 +130,7 @@ import Testing
     /// by one: every plane's mean has the same bits either way, whatever its place in the batch.
     @Test("global average pooling: a plane's mean does not depend on the planes beside it", arguments: [49, 64, 5])
     func globalMeanPerPlane(hw: Int) {
-        var random = Random(seed: UInt64(hw))
+        var random = TestRandom(seed: UInt64(hw))
         let planes = 21, x = random.floats(planes * hw)  // full mantissas: the sums round, so order shows
         var p = Case(label: "", n: 1, c: planes, h: hw, w: 1, adaptive: (1, 1)).params
         var y = [Float](repeating: .nan, count: planes)
@@ -171,7 +172,7 @@ import Testing
         bp_maxpool2d_plane_indices(&indices, index8, nil, &p)
         bp_maxpool2d_forward_ref(&yRef, &indicesRef, x, &p)
         #expect(bits(y) == bits(yRef) && indices == indicesRef, "forward \(c)")
-        var random = Random(seed: 3)
+        var random = TestRandom(seed: 3)
         var dy = random.floats(outCount)
         dy[0] = -0.0
         var dx = [Float](repeating: .nan, count: x.count), dxRef = dx
@@ -190,7 +191,7 @@ import Testing
         var p = c.params
         let x = Self.input(c.n * c.c * c.h * c.w, seed: 1)
         let outCount = c.n * c.c * Int(p.out_h * p.out_w)
-        var random = Random(seed: 2)
+        var random = TestRandom(seed: 2)
         let dy = random.floats(outCount)
         func run() -> [[UInt32]] {
             var y = [Float](repeating: 0, count: outCount), a = y, dx = x, adx = x

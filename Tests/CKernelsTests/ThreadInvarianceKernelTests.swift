@@ -1,4 +1,5 @@
 import CKernels
+import BackpropTestSupport
 import Testing
 
 /// Every kernel gives the same bits with 1 and 3 threads, on sizes above the parallel threshold.
@@ -7,7 +8,7 @@ import Testing
 @Suite(.serialized) struct ThreadInvarianceKernelTests {
     @Test("kernels are bit-identical for 1 and 3 threads")
     func bitIdentical() {
-        var random = Random(seed: 5)
+        var random = TestRandom(seed: 5)
         let (rows, inF, outF) = (300, 257, 129)
         let x = random.floats(rows * inF), w = random.floats(outF * inF), b = random.floats(outF)
         let dy = random.floats(rows * outF)

@@ -1,3 +1,4 @@
+import Backprop
 /// Minibatch training and evaluation of a classifier under the mean softmax cross-entropy.
 public enum Training {
     /// Loss and accuracy over a pass.

@@ -1,3 +1,4 @@
+import Backprop
 import Foundation
 
 /// Golden cases computed by PyTorch (`shared/fixtures`): a `manifest.json` of cases, each an op,

@@ -1,5 +1,7 @@
 import Backprop
+import BackpropTraining
 import Foundation
+import BackpropTestSupport
 import Testing
 
 @Suite struct DatasetTests {

@@ -1,3 +1,4 @@
+import Backprop
 /// How each fixture op runs through the public modules: forward in the case's mode, then the
 /// backward function with `grad_y` (or a loss's gradient). Each returns the computed tensors by
 /// the manifest's output roles.

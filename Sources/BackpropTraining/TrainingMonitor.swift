@@ -1,3 +1,4 @@
+import Backprop
 import CKernels
 
 /// What a training run records for its report. Codable, so a checkpoint can carry it to a resumed run.

@@ -1,3 +1,4 @@
+import Backprop
 /// The smallest network that needs a hidden layer: a 2-4-1 multilayer perceptron
 /// (Linear, Tanh, Linear, Sigmoid) trained with full-batch SGD on the four XOR points
 /// under binary cross-entropy. The README's first command runs it.
@@ -22,15 +23,16 @@ public enum XORExample {
         let x = try Tensor(shape: [4, 2], scalars: inputs.flatMap { $0 })
         let t = try Tensor(shape: [4, 1], scalars: targets)
         let loss = BinaryCrossEntropy()
-        var last = LossOutput(value: .nan, gradient: t)
+        var lastLoss = Float.nan
         for step in 1...steps {
             optimizer.zeroGrad()
             let (y, backward) = try model.forward(x)
-            last = try loss(y, target: t)
-            _ = try backward(last.gradient)
+            let output = try loss(y, target: t)
+            _ = try backward(output.gradient)
             optimizer.step()
-            if step % 500 == 0 { progress(step, last.value) }
+            lastLoss = output.value
+            if step % 500 == 0 { progress(step, lastLoss) }
         }
-        return Result(loss: last.value, predictions: try model(x).scalars)
+        return Result(loss: lastLoss, predictions: try model(x).scalars)
     }
 }

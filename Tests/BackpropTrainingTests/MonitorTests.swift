@@ -1,5 +1,7 @@
-@testable import Backprop
+import Backprop
+@testable import BackpropTraining
 import Foundation
+import BackpropTestSupport
 import Testing
 
 @Suite struct MonitorTests {

@@ -1,3 +1,4 @@
+import Backprop
 import Foundation
 
 /// A training run as one self-contained HTML page: inline SVG charts and tables, no scripts and

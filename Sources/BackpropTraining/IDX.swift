@@ -1,4 +1,5 @@
-import CKernels
+import Backprop
+import CGzip
 import Foundation
 
 /// Image-classification data in the IDX format of MNIST and Fashion-MNIST, plain or gzip-compressed:

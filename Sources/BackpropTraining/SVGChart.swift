@@ -1,3 +1,4 @@
+import Backprop
 import Foundation
 
 /// A line chart as inline SVG: no scripts, no external resources, so a report opens anywhere.

@@ -1,5 +1,5 @@
 // gzip decompression through zlib, for data sets shipped as .gz files.
-#include "CKernels.h"
+#include "CGzip.h"
 
 #include <zlib.h>
 
@@ -14,8 +14,8 @@ int64_t bp_gunzip(uint8_t *out, int64_t capacity, const uint8_t *in, int64_t n) 
     for (;;) {
         int status = inflate(&z, Z_NO_FLUSH);
         if (status == Z_STREAM_END) {
-            if (z.avail_in == 0) { result = (int64_t)z.total_out; break; }
-            inflateReset(&z);  // another gzip member follows
+            if (z.avail_in == 0) { result = capacity - (int64_t)z.avail_out; break; }
+            inflateReset(&z);  // another gzip member follows (inflateReset zeroes total_out, not avail_out)
             continue;
         }
         if (status == Z_OK) continue;
