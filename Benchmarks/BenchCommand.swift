@@ -19,7 +19,10 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .customLong("peak-gflops"), help: "FMA peak of one core, for the share-of-peak column.") var peakGFLOPs = 178.0
 
     static func main() {
-        BLASRuntime.relaunchWithFastKernelsIfNeeded()
+        if let better = ProcessSetup.configure() {
+            FileHandle.standardError.write(Data(("backprop-bench: OpenBLAS loaded its \(BLASRuntime.coreName) kernels, but this "
+                + "CPU supports \(better): run with OPENBLAS_CORETYPE=\(better) for the matrix products' real speed.\n").utf8))
+        }
         main(nil)
     }
 
@@ -40,17 +43,22 @@ struct BenchCommand: ParsableCommand {
         let threadCount = Threads.count, peak = peakGFLOPs * Double(threadCount)
         print("Backprop on \(threadCount) thread(s); OpenBLAS core \(BLASRuntime.coreName); peak \(peak) GFLOP/s")
         print(Table.header)
-        var results: [String: [String: Double]] = [:]
+        var results: [String: [String: Double]] = [:], failed: [String] = []
         for workload in all {
-            let prepared: Prepared
-            do { prepared = try Preparation.prepare(workload) } catch let error as BackpropError where error.kind == .unsupported {
-                print(Table.skipped(workload.name, reason: error.message))
-                continue
+            // A workload the library cannot build is skipped; one whose check or run fails is
+            // reported as failed; either way the run goes on to the next.
+            do {
+                let prepared = try Preparation.prepare(workload)
+                let forward = try Timing.medianMilliseconds(minTime: minTime, prepared.forward)
+                let backward = try Timing.medianMilliseconds(minTime: minTime, prepared.backward)
+                results[workload.name] = ["forward_ms": forward, "backward_ms": backward]
+                print(Table.row(workload.name, forward, backward, prepared, peak: peak))
+            } catch let error as BackpropError where error.kind == .unsupported {
+                print(Table.note(workload.name, "skipped: \(error.message)"))
+            } catch {
+                print(Table.note(workload.name, "FAILED: \(error)"))
+                failed.append(workload.name)
             }
-            let forward = try Timing.medianMilliseconds(minTime: minTime, prepared.forward)
-            let backward = try Timing.medianMilliseconds(minTime: minTime, prepared.backward)
-            results[workload.name] = ["forward_ms": forward, "backward_ms": backward]
-            print(Table.row(workload.name, forward, backward, prepared, peak: peak))
         }
         if let json {
             let object: [String: Any] = ["engine": "backprop (OpenBLAS \(BLASRuntime.coreName))", "threads": threadCount,
@@ -58,6 +66,9 @@ struct BenchCommand: ParsableCommand {
             let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
             try data.write(to: URL(fileURLWithPath: json))
             print("wrote \(json)")
+        }
+        if !failed.isEmpty {
+            throw ValidationError("\(failed.count) workload(s) failed: \(failed.joined(separator: ", "))")
         }
     }
 }
@@ -98,7 +109,7 @@ enum Table {
         return line
     }
 
-    static func skipped(_ name: String, reason: String) -> String { pad(name, 18) + "skipped: \(reason)" }
+    static func note(_ name: String, _ text: String) -> String { pad(name, 18) + text }
 
     static func fixed(_ value: Double, _ digits: Int) -> String { String(format: "%.\(digits)f", value) }
 

@@ -11,106 +11,113 @@ struct Prepared {
     var bytes: (forward: Double, backward: Double)? = nil
 }
 
-/// Builds each op's module on the workload's shape (and on a small copy of it for the check),
-/// checks the small copy, and prepares the timed phases. Ops the library cannot run yet throw
-/// an `.unsupported` error, which the harness reports as skipped.
+/// Builds each workload's module on its shape (and on a small copy of it for the check), checks
+/// the small copy, and prepares the timed phases. A layer op is built by `Layers` from the
+/// workload's fields; an op or layer the library cannot build throws an `.unsupported` error, which
+/// the harness reports as skipped.
 enum Preparation {
     static func prepare(_ workload: Workload) throws -> Prepared {
-        let f = workload.fields
         switch workload.op {
-        case "linear":
-            let (n, inF, outF) = (try f.int("n"), try f.int("in"), try f.int("out"))
-            try checkLinear(n: min(n, 4), inFeatures: min(inF, 9), outFeatures: min(outF, 7))
-            let flops = 2 * Double(n) * Double(inF) * Double(outF)
-            var prepared = try moduleWorkload(try Linear(inF, outF, seed: 1), input: randomTensor([n, inF], seed: 2))
-            prepared.flops = (flops, 2 * flops)
-            return prepared
-        case "conv2d", "conv_transpose2d":
-            let (n, c, h, w, k) = (try f.int("n"), try f.int("c"), try f.int("h"), try f.int("w"), try f.int("k"))
-            let (r, s) = (try f.int("r"), try f.int("s"))
-            let (stride, pad, groups) = (try f.int("stride", default: 1), try f.int("pad", default: 0), try f.int("groups", default: 1))
-            let transposed = workload.op == "conv_transpose2d"
-            func make(_ c: Int, _ k: Int, groups: Int) throws -> Module {
-                transposed
-                    ? try ConvTranspose2D(c, k, kernelSize: (r, s), stride: (stride, stride), padding: (pad, pad), groups: groups, seed: 1)
-                    : try Conv2D(c, k, kernelSize: (r, s), stride: (stride, stride), padding: .explicit(pad, pad), groups: groups, seed: 1)
-            }
-            // The check: a copy with 2 images, at most 2 groups of 4 channels, at most 9x9 pixels.
-            let smallGroups = min(groups, 2)
-            let (smallC, smallK) = (smallGroups * min(c / groups, 4), smallGroups * min(k / groups, 4))
-            let report = try GradientCheck.run(make(smallC, smallK, groups: smallGroups),
-                                               input: randomTensor([2, smallC, min(h, 9), min(w, 9)], seed: 10),
-                                               maxChecksPerTensor: 50)
-            guard report.passed else { throw BackpropError(.numerical, "\(workload.name): \(report)") }
-            let module = try make(c, k, groups: groups), input = randomTensor([n, c, h, w], seed: 11)
-            // Multiply-adds of the convolution (for the transpose, the one it is the adjoint of):
-            // each of its output elements sums (its input channels / groups) · r · s products.
-            let output = try module(input)
-            let (convOutput, convInputChannels) = transposed ? (input.count, k) : (output.count, c)
-            let flops = 2 * Double(convOutput) * Double(convInputChannels / groups * r * s)
-            var prepared = try moduleWorkload(module, input: input)
-            prepared.flops = (flops, 2 * flops)
-            return prepared
-        case "maxpool2d", "avgpool2d", "global_avgpool2d":
-            let shape = [try f.int("n"), try f.int("c"), try f.int("h"), try f.int("w")]
-            func make() throws -> Module {
-                switch workload.op {
-                case "maxpool2d":
-                    return try MaxPool2D(kernelSize: (f.int("r"), f.int("s")), stride: (f.int("stride"), f.int("stride")),
-                                         padding: (f.int("pad", default: 0), f.int("pad", default: 0)))
-                case "avgpool2d":
-                    return try AvgPool2D(kernelSize: (f.int("r"), f.int("s")), stride: (f.int("stride"), f.int("stride")),
-                                         padding: (f.int("pad", default: 0), f.int("pad", default: 0)))
-                default: return GlobalAvgPool2D()
-                }
-            }
-            let module = try make()
-            let report = try GradientCheck.run(module, input: randomTensor([2, 2, min(shape[2], 9), min(shape[3], 9)], seed: 12),
-                                               epsilon: 1e-2)
-            guard report.passed else { throw BackpropError(.numerical, "\(workload.name): \(report)") }
-            let input = randomTensor(shape, seed: 13)
-            let output = try module(input)
-            // Bytes read and written once: x and u (and the one-byte argmax) forward; v and ∂J/∂x backward.
-            let indexBytes = workload.op == "maxpool2d" ? Double(output.count) : 0
-            let moved = 4 * Double(input.count + output.count) + indexBytes
-            var prepared = try moduleWorkload(module, input: input)
-            prepared.bytes = (moved, moved)
-            return prepared
-        case "batchnorm2d", "layernorm":
-            let batch = workload.op == "batchnorm2d"
-            let shape = batch ? [try f.int("n"), try f.int("c"), try f.int("h"), try f.int("w")] : [try f.int("rows"), try f.int("d")]
-            let module: Module = batch ? try BatchNorm2D(shape[1]) : try LayerNorm(shape[1])
-            let small: Module = batch ? try BatchNorm2D(min(shape[1], 4)) : try LayerNorm(min(shape[1], 16))
-            let smallShape = batch ? [2, min(shape[1], 4), 5, 5] : [3, min(shape[1], 16)]
-            let report = try GradientCheck.run(small, input: randomTensor(smallShape, seed: 14, -2, 2), epsilon: 1e-2)
-            guard report.passed else { throw BackpropError(.numerical, "\(workload.name): \(report)") }
-            let input = randomTensor(shape, seed: 15)
-            // Bytes once: x read and u written forward; v and x read, ∂J/∂x written backward.
-            var prepared = try moduleWorkload(module, input: input)
-            prepared.bytes = (8 * Double(input.count), 12 * Double(input.count))
-            return prepared
-        case "softmax_cross_entropy":
-            let (n, classes) = (try f.int("n"), try f.int("classes"))
-            try checkSoftmaxCrossEntropy(rows: min(n, 5), classes: min(classes, 11))
-            let logits = randomTensor([n, classes], seed: 3, -4, 4)
-            let labels = (0..<n).map { ($0 * 7919) % classes }
-            let loss = SoftmaxCrossEntropy()
-            let (_, backward) = try loss.forward(logits, labels: labels)
-            let size = 4 * Double(n) * Double(classes)
-            return Prepared(forward: { _ = try loss.forward(logits, labels: labels) },
-                            backward: { _ = backward() },
-                            bytes: (size, 2 * size))
-        case "network":
-            let spec = try f.string("model")
-            let shape = [try f.int("n"), try f.int("c"), try f.int("h"), try f.int("w")]
-            let model = try ModelSpec.build(spec, seed: 1)
-            let small = [min(shape[0], 2)] + shape.dropFirst()
-            let report = try GradientCheck.run(model, input: randomTensor(small, seed: 4), maxChecksPerTensor: 20)
-            guard report.passed else { throw BackpropError(.numerical, "\(workload.name): \(report)") }
-            return try networkWorkload(model, input: randomTensor(shape, seed: 5), classes: 10)
-        default:
-            throw BackpropError(.unsupported, "op '\(workload.op)' is not supported")
+        case "softmax_cross_entropy": return try softmaxCrossEntropy(workload.fields)
+        case "network": return try network(workload.fields)
+        case let op where Layers.names.contains(op): return try layer(op, workload.fields)
+        default: throw BackpropError(.unsupported, "op '\(workload.op)' is not supported")
         }
+    }
+
+    // MARK: - Layers
+
+    /// The layer `op` on its input: [n, c, h, w] for images, [rows, d] for layer norm, [n, in] for
+    /// linear layers. Checked first on a small copy of itself: by finite differences, and for linear
+    /// layers also against the plain-loop reference.
+    static func layer(_ op: String, _ fields: JSONFields) throws -> Prepared {
+        let small = smallCopy(fields)
+        let smallModule = try build(op, small)
+        if op == "linear" { try checkLinear(smallModule as! Linear, rows: try small.int("n")) }
+        let report = try GradientCheck.run(smallModule, input: randomTensor(try inputShape(op, small), seed: 10, -2, 2),
+                                           epsilon: 1e-2, maxChecksPerTensor: 50)
+        guard report.passed else { throw BackpropError(.numerical, "\(report)") }
+
+        let module = try build(op, fields), input = randomTensor(try inputShape(op, fields), seed: 11)
+        let output = try module(input)
+        var prepared = try moduleWorkload(module, input: input)
+        switch op {
+        case "linear", "conv2d", "conv_transpose2d":
+            // Multiply-adds: each output element of the product (for a transposed convolution, of
+            // the convolution it is the adjoint of) sums its inputs · taps products.
+            let (products, terms) = op == "linear"
+                ? (output.count, try fields.int("in"))
+                : (op == "conv2d" ? output.count : input.count,
+                   try (op == "conv2d" ? fields.int("c") : fields.int("k")) / fields.int("groups", default: 1)
+                       * fields.int("r") * fields.int("s", default: fields.int("r")))
+            let flops = 2 * Double(products) * Double(terms)
+            prepared.flops = (flops, 2 * flops)
+        case "batchnorm2d", "layernorm":
+            // Bytes once: x read and u written forward; v and x read, ∂J/∂x written backward.
+            prepared.bytes = (8 * Double(input.count), 12 * Double(input.count))
+        default:
+            // Bytes read and written once: x and u (and max pooling's one-byte argmax) forward; v and ∂J/∂x backward.
+            let indexBytes = op.hasPrefix("max") ? Double(output.count) : 0
+            let moved = 4 * Double(input.count + output.count) + indexBytes
+            prepared.bytes = (moved, moved)
+        }
+        return prepared
+    }
+
+    static func build(_ op: String, _ fields: JSONFields) throws -> Module {
+        var generator = SplitMix64(seed: 1)
+        return try Layers.build(op, fields, generator: &generator)
+    }
+
+    static func inputShape(_ op: String, _ fields: JSONFields) throws -> [Int] {
+        if fields.has("h") { return [try fields.int("n"), try fields.int("c"), try fields.int("h"), try fields.int("w")] }
+        if fields.has("rows") { return [try fields.int("rows"), try fields.int("d")] }
+        if fields.has("in") { return [try fields.int("n"), try fields.int("in")] }
+        throw BackpropError(.unsupported, "op '\(op)': no input shape among the fields (n, c, h, w / rows, d / n, in)")
+    }
+
+    /// The workload's fields with its sizes cut down for the check: 2 images, at most 2 groups of at
+    /// most 4 channels, at most 9x9 pixels, and small feature counts.
+    static func smallCopy(_ fields: JSONFields) -> JSONFields {
+        var small = fields.fields
+        func cap(_ key: String, _ limit: Int) {
+            if let value = fields.fields[key]?.number { small[key] = .number(min(value, Double(limit))) }
+        }
+        cap("n", 2); cap("h", 9); cap("w", 9); cap("in", 9); cap("out", 7); cap("rows", 3); cap("d", 16)
+        let groups = min((try? fields.int("groups", default: 1)) ?? 1, 2)
+        for key in ["c", "k"] {
+            if let value = try? fields.int(key) {
+                let perGroup = value / max((try? fields.int("groups", default: 1)) ?? 1, 1)
+                small[key] = .number(Double(groups * min(perGroup, 4)))
+            }
+        }
+        if fields.has("groups") { small["groups"] = .number(Double(groups)) }
+        return JSONFields(small, context: fields.context + " (small copy)")
+    }
+
+    // MARK: - Losses and networks
+
+    static func softmaxCrossEntropy(_ f: JSONFields) throws -> Prepared {
+        let (n, classes) = (try f.int("n"), try f.int("classes"))
+        try checkSoftmaxCrossEntropy(rows: min(n, 5), classes: min(classes, 11))
+        let logits = randomTensor([n, classes], seed: 3, -4, 4)
+        let labels = (0..<n).map { ($0 * 7919) % classes }
+        let loss = SoftmaxCrossEntropy()
+        let (_, backward) = try loss.forward(logits, labels: labels)
+        let size = 4 * Double(n) * Double(classes)
+        return Prepared(forward: { _ = try loss.forward(logits, labels: labels) },
+                        backward: { _ = backward() },
+                        bytes: (size, 2 * size))
+    }
+
+    static func network(_ f: JSONFields) throws -> Prepared {
+        let spec = try f.string("model")
+        let shape = [try f.int("n"), try f.int("c"), try f.int("h"), try f.int("w")]
+        let model = try ModelSpec.build(spec, seed: 1)
+        let small = [min(shape[0], 2)] + shape.dropFirst()
+        let report = try GradientCheck.run(model, input: randomTensor(small, seed: 4), maxChecksPerTensor: 20)
+        guard report.passed else { throw BackpropError(.numerical, "\(report)") }
+        return try networkWorkload(model, input: randomTensor(shape, seed: 5), classes: 10)
     }
 
     // MARK: - Phases
@@ -134,17 +141,14 @@ enum Preparation {
                         backward: { _ = try backward(lossBackward()) })
     }
 
-    // MARK: - Checks on a small copy of the shape
+    // MARK: - Checks against the plain-loop references
 
-    static func checkLinear(n: Int, inFeatures: Int, outFeatures: Int) throws {
-        let layer = try Linear(inFeatures, outFeatures, seed: 7)
-        let x = randomTensor([n, inFeatures], seed: 8)
-        var reference = [Float](repeating: 0, count: n * outFeatures)
-        bp_linear_forward_ref(&reference, x.scalars, layer.weight.value.scalars, layer.bias!.value.scalars,
-                              Int64(n), Int64(inFeatures), Int64(outFeatures))
+    static func checkLinear(_ layer: Linear, rows n: Int) throws {
+        let x = randomTensor([n, layer.inFeatures], seed: 8)
+        var reference = [Float](repeating: 0, count: n * layer.outFeatures)
+        bp_linear_forward_ref(&reference, x.scalars, layer.weight.value.scalars, layer.bias?.value.scalars,
+                              Int64(n), Int64(layer.inFeatures), Int64(layer.outFeatures))
         try expectClose(try layer(x).scalars, reference, "Linear forward against bp_linear_forward_ref")
-        let report = try GradientCheck.run(layer, input: x)
-        guard report.passed else { throw BackpropError(.numerical, "\(report)") }
     }
 
     static func checkSoftmaxCrossEntropy(rows: Int, classes: Int) throws {

@@ -5,7 +5,6 @@
 // reads that variable only when it loads, so the remedy is the environment of a new process.
 #include "CKernels.h"
 
-#include <stdio.h>
 #include <string.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -50,14 +49,6 @@ const char *bp_blas_better_coretype(const char *core, int vector_level) {
     return NULL;
 }
 
-const char *bp_blas_check(int warn) {
-    const char *core = bp_blas_corename();
-    const char *better = bp_blas_better_coretype(core, bp_cpu_vector_level());
-    if (better && warn)
-        fprintf(stderr,
-                "Backprop: OpenBLAS loaded its %s kernels, but this CPU supports %s: matrix products run "
-                "several times slower. Start the program with OPENBLAS_CORETYPE=%s in its environment "
-                "(backprop and backprop-bench do this themselves unless OPENBLAS_CORETYPE is set).\n",
-                core, better, better);
-    return better;
+const char *bp_blas_check(void) {
+    return bp_blas_better_coretype(bp_blas_corename(), bp_cpu_vector_level());
 }

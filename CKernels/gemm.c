@@ -32,11 +32,10 @@ int omp_get_max_threads(void);
 int omp_in_parallel(void);
 #endif
 
-// Run once before the first product: checks that OpenBLAS picked kernels as fast as the CPU
-// allows (cpu.c), and sets OpenBLAS to one thread. Its openmp flavour also sets OpenMP's thread
-// count in openblas_set_num_threads, so ours is put back after it.
+// Run once before the first product: sets OpenBLAS to one thread, which the bits of every product
+// depend on (see above). Its openmp flavour also sets OpenMP's thread count in
+// openblas_set_num_threads, so ours is put back after it.
 static void configure_blas(void) {
-    bp_blas_check(1);
     int threads = bp_num_threads();
     openblas_set_num_threads(1);
 #ifdef _OPENMP
@@ -48,6 +47,8 @@ static void blas_single_threaded(void) {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, configure_blas);
 }
+
+void bp_blas_single_threaded(void) { blas_single_threaded(); }
 
 void bp_set_num_threads(int n) {
     blas_single_threaded();

@@ -23,6 +23,9 @@ extern "C" {
 /// Sets the thread count of every kernel, the matrix products included (OpenBLAS itself stays
 /// single-threaded: bp_sgemm hands it tiles from our OpenMP threads).
 void bp_set_num_threads(int n);
+/// Sets OpenBLAS to one thread (once; later calls do nothing). The bits of every product depend on
+/// it, so bp_sgemm and bp_set_num_threads call it too; it prints nothing.
+void bp_blas_single_threaded(void);
 /// The thread count the kernels use (1 when built without OpenMP).
 int bp_num_threads(void);
 /// 1 when the kernels were compiled with OpenMP, else 0.
@@ -37,9 +40,8 @@ int bp_cpu_vector_level(void);
 /// The OPENBLAS_CORETYPE that would give OpenBLAS kernels as wide as `vector_level` allows when
 /// `core` (OpenBLAS's choice) falls short of it ("SkylakeX", "Haswell"), else NULL.
 const char *bp_blas_better_coretype(const char *core, int vector_level);
-/// bp_blas_better_coretype for the loaded OpenBLAS and this CPU; with `warn`, also says so on
-/// stderr with the remedy. bp_sgemm calls it once, with warn = 1, before its first product.
-const char *bp_blas_check(int warn);
+/// bp_blas_better_coretype for the loaded OpenBLAS and this CPU.
+const char *bp_blas_check(void);
 
 /// C[m,n] = alpha * op(A)[m,k] * op(B)[k,n] + beta * C, row-major; op transposes when trans_* != 0.
 /// The one place that calls BLAS: C is split into tiles that depend on the shape alone, computed
@@ -62,7 +64,7 @@ void bp_sgemm_ref(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
 
 /// Makes the C allocator keep freed blocks for reuse instead of returning them to the system
 /// (no mmap for large blocks, no heap trimming), so large tensors do not page-fault on every call.
-/// Backprop calls it once, before its first tensor from a kernel.
+/// A process-wide setting: Backprop calls it only when asked (ProcessSetup.configure).
 void bp_retain_freed_memory(void);
 
 // MARK: - Elementwise (elementwise.c); all arrays have n elements

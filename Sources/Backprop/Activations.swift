@@ -1,22 +1,39 @@
 import CKernels
 
+/// What the training monitor measures on an activation's output.
+public enum ActivationHealth: Sendable {
+    /// The fraction of units that output 0 for every example of a batch (ReLU).
+    case deadUnits
+    /// The fraction of outputs u where the derivative, scaled to a maximum of 1, is below 0.1
+    /// (sigmoid: 4u(1 − u); tanh: 1 − u²).
+    case saturation(derivative: @Sendable (Float) -> Float)
+}
+
+/// A module whose output can be inspected for dead or saturated units.
+public protocol Activation: Module {
+    var health: ActivationHealth? { get }
+}
+
 /// A module that applies a scalar function f to each element: u_i = f(z_i), and whose backward is
 /// ∂J/∂z_i = v_i f'(z_i). The C kernels compute f'(z) from the saved input or, where cheaper,
 /// from the saved output (sigmoid: u(1-u), tanh: 1-u²). Any shape.
-public class Pointwise: Module {
+public class Pointwise: Activation {
     typealias ForwardKernel = (_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int64) -> Void
     typealias BackwardKernel = (_ dx: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>,
                                 _ saved: UnsafePointer<Float>, _ n: Int64) -> Void
     enum Saved { case input, output }
 
     public let description: String
+    public let health: ActivationHealth?
     public var isTraining = true
     private let forwardKernel: ForwardKernel
     private let backwardKernel: BackwardKernel
     private let saved: Saved
 
-    init(_ description: String, saved: Saved, forward: @escaping ForwardKernel, backward: @escaping BackwardKernel) {
+    init(_ description: String, saved: Saved, health: ActivationHealth? = nil, forward: @escaping ForwardKernel,
+         backward: @escaping BackwardKernel) {
         self.description = description
+        self.health = health
         self.saved = saved
         self.forwardKernel = forward
         self.backwardKernel = backward
@@ -37,7 +54,7 @@ public class Pointwise: Module {
 
 /// u = max(z, 0); the gradient at 0 is 0, as PyTorch's.
 public final class ReLU: Pointwise {
-    public init() { super.init("ReLU()", saved: .input, forward: bp_relu_forward, backward: bp_relu_backward) }
+    public init() { super.init("ReLU()", saved: .input, health: .deadUnits, forward: bp_relu_forward, backward: bp_relu_backward) }
 }
 
 /// u = z for z > 0, slope · z otherwise (PyTorch's default slope 0.01).
@@ -55,13 +72,13 @@ public final class LeakyReLU: Pointwise {
 /// u = 1 / (1 + e^(-z)); f' = u (1 - u).
 public final class Sigmoid: Pointwise {
     public init() {
-        super.init("Sigmoid()", saved: .output, forward: bp_sigmoid_forward, backward: bp_sigmoid_backward)
+        super.init("Sigmoid()", saved: .output, health: .saturation { 4 * $0 * (1 - $0) }, forward: bp_sigmoid_forward, backward: bp_sigmoid_backward)
     }
 }
 
 /// u = tanh z; f' = 1 - u².
 public final class Tanh: Pointwise {
-    public init() { super.init("Tanh()", saved: .output, forward: bp_tanh_forward, backward: bp_tanh_backward) }
+    public init() { super.init("Tanh()", saved: .output, health: .saturation { 1 - $0 * $0 }, forward: bp_tanh_forward, backward: bp_tanh_backward) }
 }
 
 /// The exact GELU (PyTorch's default): u = z Φ(z), f' = Φ(z) + z φ(z).

@@ -92,7 +92,7 @@ public final class Conv2D: Module {
         Conv2D.describe(inChannels, outChannels, kernelSize, stride, padding, dilation, groups)
     }
 
-    public var namedParameters: [(name: String, parameter: Parameter)] {
+    public var ownParameters: [(name: String, parameter: Parameter)] {
         weightAndBias(weight, bias)
     }
 
@@ -116,12 +116,12 @@ public final class Conv2D: Module {
     }
 
     public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
-        try forward(input, inputGradient: true)
+        try convolution(self, input, weight: weight, bias: bias, geometry: geometry(for: input.shape), transposed: false).full
     }
 
-    public func forward(_ input: Tensor, inputGradient: Bool) throws -> (output: Tensor, backward: Backward) {
-        convolution(self, input, weight: weight, bias: bias, geometry: try geometry(for: input.shape), transposed: false,
-                    inputGradient: inputGradient)
+    public func forwardWithoutInputGradient(_ input: Tensor) throws -> (output: Tensor, backward: ParameterBackward) {
+        try convolution(self, input, weight: weight, bias: bias, geometry: geometry(for: input.shape),
+                        transposed: false).parametersOnly
     }
 }
 
@@ -130,9 +130,9 @@ public final class Conv2D: Module {
 /// convolution, its input gradient the backward-data. ConvTranspose2D (`transposed`) maps y to x:
 /// forward is the backward-data, its input gradient the convolution. Either way the weight gradient
 /// is the correlation of the y-side gradient with the x-side tensor, and the bias belongs to the
-/// output side. Without `inputGradient` the backward skips the input gradient.
+/// output side.
 func convolution(_ module: Module, _ input: Tensor, weight: Parameter, bias: Parameter?,
-                 geometry: bp_conv2d_params, transposed: Bool, inputGradient: Bool) -> (output: Tensor, backward: Backward) {
+                 geometry: bp_conv2d_params, transposed: Bool) -> SplitPass {
     var p = geometry
     let outputShape = transposed ? [Int(p.n), Int(p.c), Int(p.h), Int(p.w)] : [Int(p.n), Int(p.k), Int(p.out_h), Int(p.out_w)]
     let forwardKernel = transposed ? bp_conv2d_backward_data : bp_conv2d_forward
@@ -142,8 +142,9 @@ func convolution(_ module: Module, _ input: Tensor, weight: Parameter, bias: Par
             withOptionalPointer(bias?.value) { b in Tensor.filled(outputShape) { y in forwardKernel(y, x, w, b, &p) } }
         }
     }
-    return (output, { gradOutput in
+    return SplitPass(output: output, parameterBackward: { gradOutput in
         try checkGradient(gradOutput, matches: outputShape, in: module)
+        var p = geometry
         let (ySide, xSide) = transposed ? (input, gradOutput) : (gradOutput, input)
         // Conv2D's bias is on the y side: its gradient is summed with the weight gradient.
         // ConvTranspose2D's is on the x side (its output): summed over the gradient's planes.
@@ -157,7 +158,8 @@ func convolution(_ module: Module, _ input: Tensor, weight: Parameter, bias: Par
         if transposed, let bias {
             gradOutput.withPointer { v in bias.grad.withMutablePointer { bp_channel_bias_backward($0, v, p.n, p.c, p.h * p.w) } }
         }
-        guard inputGradient else { return skippedGradient }
+    }, inputBackward: { gradOutput in
+        var p = geometry
         return gradOutput.withPointer { v in
             weight.value.withPointer { w in Tensor.filled(input.shape) { inputGradientKernel($0, v, w, nil, &p) } }
         }

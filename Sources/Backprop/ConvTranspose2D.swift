@@ -66,7 +66,7 @@ public final class ConvTranspose2D: Module {
         ConvTranspose2D.describe(inChannels, outChannels, kernelSize, stride, padding, outputPadding, dilation, groups)
     }
 
-    public var namedParameters: [(name: String, parameter: Parameter)] {
+    public var ownParameters: [(name: String, parameter: Parameter)] {
         weightAndBias(weight, bias)
     }
 
@@ -87,11 +87,11 @@ public final class ConvTranspose2D: Module {
     }
 
     public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
-        try forward(input, inputGradient: true)
+        try convolution(self, input, weight: weight, bias: bias, geometry: geometry(for: input.shape), transposed: true).full
     }
 
-    public func forward(_ input: Tensor, inputGradient: Bool) throws -> (output: Tensor, backward: Backward) {
-        convolution(self, input, weight: weight, bias: bias, geometry: try geometry(for: input.shape), transposed: true,
-                    inputGradient: inputGradient)
+    public func forwardWithoutInputGradient(_ input: Tensor) throws -> (output: Tensor, backward: ParameterBackward) {
+        try convolution(self, input, weight: weight, bias: bias, geometry: geometry(for: input.shape),
+                        transposed: true).parametersOnly
     }
 }

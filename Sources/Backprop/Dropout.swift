@@ -5,21 +5,24 @@ import CKernels
 /// mask, which the kernel recomputes from the call's seed instead of storing it.
 ///
 /// Each forward call draws a fresh seed from the module's generator, so results are reproducible
-/// from `seed` and independent of the thread count.
+/// from `seed` and independent of the thread count. The generator is its random state "generator",
+/// which training checkpoints save, so a resumed run draws the same masks.
 public final class Dropout: Module {
     public let probability: Float
     public var isTraining = true
-    private var generator: SplitMix64
+    public let randomState: RandomState
 
     public init(probability: Float = 0.5, seed: UInt64 = 0) throws {
         guard probability >= 0, probability < 1 else {
             throw BackpropError(.invalidArgument, "Dropout(p: \(probability)): p must be in [0, 1)")
         }
         self.probability = probability
-        generator = SplitMix64(seed: seed)
+        randomState = RandomState(seed: seed)
     }
 
     public var description: String { "Dropout(p: \(probability))" }
+
+    public var ownRandomStates: [(name: String, state: RandomState)] { [("generator", randomState)] }
 
     public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
         guard isTraining, probability > 0 else {
@@ -28,7 +31,7 @@ public final class Dropout: Module {
                 return gradOutput
             })
         }
-        let seed = generator.next(), p = probability, n = Int64(input.count)
+        let seed = randomState.generator.next(), p = probability, n = Int64(input.count)
         let output = input.withPointer { x in Tensor.filled(input.shape) { bp_dropout_forward($0, x, p, seed, n) } }
         return (output, { gradOutput in
             try checkGradient(gradOutput, matches: output.shape, in: self)

@@ -1,7 +1,7 @@
 import Foundation
 
 /// A parsed JSON value, for manifests and workload files whose fields vary by op.
-public enum JSONValue: Decodable, Sendable, Equatable {
+public enum JSONValue: Decodable, Sendable, Equatable, CustomStringConvertible {
     case null
     case bool(Bool)
     case number(Double)
@@ -17,6 +17,18 @@ public enum JSONValue: Decodable, Sendable, Equatable {
         else if let value = try? container.decode(String.self) { self = .string(value) }
         else if let value = try? container.decode([JSONValue].self) { self = .array(value) }
         else { self = .object(try container.decode([String: JSONValue].self)) }
+    }
+
+    /// As JSON writes it (numbers as Swift prints a Double: 2.0, 2.5).
+    public var description: String {
+        switch self {
+        case .null: "null"
+        case .bool(let value): "\(value)"
+        case .number(let value): "\(value)"
+        case .string(let value): "\"\(value)\""
+        case .array(let values): "[" + values.map(\.description).joined(separator: ", ") + "]"
+        case .object(let fields): "{" + fields.keys.sorted().map { "\"\($0)\": \(fields[$0]!)" }.joined(separator: ", ") + "}"
+        }
     }
 
     public var number: Double? { if case .number(let v) = self { v } else { nil } }
@@ -39,14 +51,19 @@ public struct JSONFields: Sendable {
     public func has(_ key: String) -> Bool { fields[key] != nil && fields[key] != .null }
 
     public func int(_ key: String) throws -> Int {
-        guard let value = fields[key]?.number, value == value.rounded(), abs(value) < 1e12 else {
-            throw BackpropError(.format, "\(context): field '\(key)' must be a whole number")
+        guard let field = fields[key] else { throw BackpropError(.format, "\(context): no field '\(key)'") }
+        guard let value = field.number, value == value.rounded(), abs(value) < 1e12 else {
+            throw BackpropError(.format, "\(context): field '\(key)' must be a whole number, got \(field)")
         }
         return Int(value)
     }
 
     public func int(_ key: String, default value: Int) throws -> Int {
         has(key) ? try int(key) : value
+    }
+
+    public func double(_ key: String, default value: Double) throws -> Double {
+        has(key) ? try double(key) : value
     }
 
     public func double(_ key: String) throws -> Double {
@@ -63,10 +80,19 @@ public struct JSONFields: Sendable {
         return value
     }
 
+    /// true or false, or 1 or 0 (the model spec's flags).
     public func bool(_ key: String, default value: Bool) throws -> Bool {
         guard has(key) else { return value }
-        guard let flag = fields[key]?.bool else { throw BackpropError(.format, "\(context): field '\(key)' must be true or false") }
-        return flag
+        switch fields[key] {
+        case .bool(let flag): return flag
+        case .number(let number) where number == 0 || number == 1: return number == 1
+        default: throw BackpropError(.format, "\(context): field '\(key)' must be true or false (or 1 or 0)")
+        }
+    }
+
+    /// `pair(key)`, or `value` when the field is absent.
+    public func pair(_ key: String, default value: (Int, Int)) throws -> (Int, Int) {
+        has(key) ? try pair(key) : value
     }
 
     /// A per-axis pair (height, width): a whole number for both axes, or a list of two.

@@ -28,30 +28,34 @@ public final class Linear: Module {
 
     public var description: String { "Linear(in: \(inFeatures), out: \(outFeatures))" }
 
-    public var namedParameters: [(name: String, parameter: Parameter)] {
+    public var ownParameters: [(name: String, parameter: Parameter)] {
         weightAndBias(weight, bias)
     }
 
     public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
-        try forward(input, inputGradient: true)
+        try pass(input).full
     }
 
-    public func forward(_ input: Tensor, inputGradient: Bool) throws -> (output: Tensor, backward: Backward) {
+    public func forwardWithoutInputGradient(_ input: Tensor) throws -> (output: Tensor, backward: ParameterBackward) {
+        try pass(input).parametersOnly
+    }
+
+    private func pass(_ input: Tensor) throws -> SplitPass {
         guard input.rank >= 1, input.shape.last == inFeatures else {
             throw BackpropError(.shapeMismatch,
                                 "\(self): input has shape \(describe(input.shape)), expected [*, \(inFeatures)]")
         }
         let rows = Int64(input.count / inFeatures), n = Int64(inFeatures), m = Int64(outFeatures)
-        let outputShape = input.shape.dropLast() + [outFeatures]
+        let outputShape = Array(input.shape.dropLast() + [outFeatures])
         let output = input.withPointer { x in
             weight.value.withPointer { w in
                 withOptionalPointer(bias?.value) { b in
-                    Tensor.filled(Array(outputShape)) { bp_linear_forward($0, x, w, b, rows, n, m) }
+                    Tensor.filled(outputShape) { bp_linear_forward($0, x, w, b, rows, n, m) }
                 }
             }
         }
-        return (output, { [weight, bias] gradOutput in
-            try checkGradient(gradOutput, matches: output.shape, in: self)
+        return SplitPass(output: output, parameterBackward: { [weight, bias] gradOutput in
+            try checkGradient(gradOutput, matches: outputShape, in: self)
             gradOutput.withPointer { dy in
                 input.withPointer { x in
                     weight.grad.withMutablePointer { dw in
@@ -61,8 +65,8 @@ public final class Linear: Module {
                     }
                 }
             }
-            guard inputGradient else { return skippedGradient }
-            return gradOutput.withPointer { dy in
+        }, inputBackward: { [weight] gradOutput in
+            gradOutput.withPointer { dy in
                 weight.value.withPointer { w in
                     Tensor.filled(input.shape) { bp_linear_backward_data($0, dy, w, rows, n, m) }
                 }

@@ -4,7 +4,7 @@ import Foundation
 ///
 /// Grammar: layers separated by spaces; a layer is NAME or NAME(ARGS); ARGS are comma-separated
 /// positional numbers then KEY=NUMBER pairs; `residual(SPEC)` holds a nested spec whose output is
-/// added to its input. For example
+/// added to its input. Layer names and their arguments are those of `Layers`. For example
 /// `conv2d(1,6,5,pad=2) relu maxpool2d(2) flatten linear(1176,10)`.
 /// Parameters are named as `nn.Sequential` names them ("3.weight", nested "0.2.bias").
 public enum ModelSpec {
@@ -35,77 +35,21 @@ public enum ModelSpec {
 
     // MARK: - Layers
 
+    /// `residual(SPEC)` here; every other layer from `Layers`, its positional numbers named as the
+    /// kind's `positional` fields.
     private static func build(_ layer: Layer, generator: inout SplitMix64) throws -> Module {
-        let args = Arguments(layer: layer)
-        switch layer.name {
-        case "residual":
-            return Residual(try build(layer.body, generator: &generator).layers)
-        case "linear":
-            try args.expect(positional: 2, keywords: ["bias"])
-            return try Linear(args.int(0), args.int(1), bias: args.flag("bias", default: true), seed: generator.next())
-        case "conv2d":
-            try args.expect(positional: 3, keywords: ["stride", "pad", "dilation", "groups", "bias"])
-            return try Conv2D(args.int(0), args.int(1), kernelSize: args.int(2), stride: args.int("stride", default: 1),
-                              padding: args.int("pad", default: 0), dilation: args.int("dilation", default: 1),
-                              groups: args.int("groups", default: 1), bias: args.flag("bias", default: true),
-                              seed: generator.next())
-        case "conv_transpose2d":
-            try args.expect(positional: 3, keywords: ["stride", "pad", "output_padding", "dilation", "groups", "bias"])
-            return try ConvTranspose2D(args.int(0), args.int(1), kernelSize: args.int(2),
-                                       stride: args.int("stride", default: 1), padding: args.int("pad", default: 0),
-                                       outputPadding: args.int("output_padding", default: 0),
-                                       dilation: args.int("dilation", default: 1), groups: args.int("groups", default: 1),
-                                       bias: args.flag("bias", default: true), seed: generator.next())
-        case "maxpool2d":
-            try args.expect(positional: 1, keywords: ["stride", "pad"])
-            let kernel = try args.int(0)
-            return try MaxPool2D(kernelSize: kernel, stride: args.int("stride", default: kernel), padding: args.int("pad", default: 0))
-        case "avgpool2d":
-            try args.expect(positional: 1, keywords: ["stride", "pad"])
-            let kernel = try args.int(0)
-            return try AvgPool2D(kernelSize: kernel, stride: args.int("stride", default: kernel), padding: args.int("pad", default: 0))
-        case "global_avgpool2d": try args.expect(positional: 0); return GlobalAvgPool2D()
-        case "relu": try args.expect(positional: 0); return ReLU()
-        case "sigmoid": try args.expect(positional: 0); return Sigmoid()
-        case "tanh": try args.expect(positional: 0); return Tanh()
-        case "flatten": try args.expect(positional: 0); return Flatten()
-        case "batchnorm2d": try args.expect(positional: 1); return try BatchNorm2D(args.int(0))
-        case "batchnorm1d": try args.expect(positional: 1); return try BatchNorm1D(args.int(0))
-        case "layernorm": try args.expect(positional: 1); return try LayerNorm(args.int(0))
-        default:
-            throw BackpropError(.format, "model spec: unknown layer '\(layer.name)'")
+        if layer.name == "residual" { return Residual(try build(layer.body, generator: &generator).layers) }
+        let kind = try Layers.kind(layer.name)
+        guard layer.positional.count == kind.positional.count else {
+            throw BackpropError(.format,
+                                "model spec: \(layer.name) takes \(kind.positional.count) positional arguments, got \(layer.positional.count)")
         }
-    }
-
-    /// Typed access to a layer's arguments, with errors that name the layer.
-    private struct Arguments {
-        let layer: Layer
-
-        func expect(positional count: Int, keywords allowed: Set<String> = []) throws {
-            guard layer.positional.count == count else {
-                throw BackpropError(.format, "model spec: \(layer.name) takes \(count) positional arguments, got \(layer.positional.count)")
-            }
-            if let unknown = layer.keywords.keys.sorted().first(where: { !allowed.contains($0) }) {
-                throw BackpropError(.format, "model spec: \(layer.name) has no argument '\(unknown)'")
-            }
+        if let unknown = layer.keywords.keys.sorted().first(where: { !kind.keywords.contains($0) }) {
+            throw BackpropError(.format, "model spec: \(layer.name) has no argument '\(unknown)'")
         }
-
-        func int(_ index: Int) throws -> Int { try whole(layer.positional[index], "argument \(index + 1)") }
-
-        func int(_ key: String, default value: Int) throws -> Int {
-            try layer.keywords[key].map { try whole($0, key) } ?? value
-        }
-
-        func flag(_ key: String, default value: Bool) throws -> Bool {
-            try int(key, default: value ? 1 : 0) != 0
-        }
-
-        private func whole(_ value: Double, _ what: String) throws -> Int {
-            guard value == value.rounded(), abs(value) < 1e9 else {
-                throw BackpropError(.format, "model spec: \(layer.name) \(what) must be a whole number, got \(value)")
-            }
-            return Int(value)
-        }
+        var fields = layer.keywords.mapValues(JSONValue.number)
+        for (key, value) in zip(kind.positional, layer.positional) { fields[key] = .number(value) }
+        return try Layers.build(layer.name, JSONFields(fields, context: "model spec: \(layer.name)"), generator: &generator)
     }
 
     // MARK: - Parsing

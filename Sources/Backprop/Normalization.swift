@@ -45,20 +45,25 @@ public class BatchNorm: Module {
 
     public var description: String { "\(name)(\(numFeatures))" }
 
-    public var namedParameters: [(name: String, parameter: Parameter)] {
+    public var ownParameters: [(name: String, parameter: Parameter)] {
         weightAndBias(weight, bias)
     }
 
-    public var namedBuffers: [(name: String, buffer: Buffer)] {
+    public var ownBuffers: [(name: String, buffer: Buffer)] {
         [runningMean.map { ("running_mean", $0) }, runningVar.map { ("running_var", $0) }].compactMap { $0 }
     }
 
-    public var namedCounters: [(name: String, counter: Counter)] {
+    public var ownCounters: [(name: String, counter: Counter)] {
         batchesTracked.map { [("num_batches_tracked", $0)] } ?? []
     }
 
     public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
         try forward(input, fusingReLU: false)
+    }
+
+    /// Followed by a ReLU, the two run as one layer (`forward(_:fusingReLU:)`).
+    public func fused(with next: Module) -> Module? {
+        next is ReLU ? BatchNormReLU(self) : nil
     }
 
     /// With `fusingReLU`, the output is ReLU(u) and the backward takes the gradient at it: one pass
@@ -130,6 +135,24 @@ public class BatchNorm: Module {
     }
 }
 
+/// A BatchNorm followed by a ReLU as one layer, for the container that holds both.
+private final class BatchNormReLU: Module {
+    let norm: BatchNorm
+
+    init(_ norm: BatchNorm) { self.norm = norm }
+
+    var isTraining: Bool {
+        get { norm.isTraining }
+        set { norm.isTraining = newValue }
+    }
+
+    var description: String { "\(norm) + ReLU()" }
+
+    func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
+        try norm.forward(input, fusingReLU: true)
+    }
+}
+
 /// Batch normalization of [N, C, H, W], as PyTorch's `nn.BatchNorm2d`.
 public final class BatchNorm2D: BatchNorm {
     public init(_ numFeatures: Int, eps: Float = 1e-5, momentum: Float = 0.1, affine: Bool = true,
@@ -185,7 +208,7 @@ public final class LayerNorm: Module {
 
     public var description: String { "LayerNorm(\(describe(normalizedShape)))" }
 
-    public var namedParameters: [(name: String, parameter: Parameter)] {
+    public var ownParameters: [(name: String, parameter: Parameter)] {
         weightAndBias(weight, bias)
     }
 

@@ -2,6 +2,8 @@
 /// Its backward applies the layers' backward functions in reverse order:
 /// B[g, z](v) = B[g_1, z](B[g_2, g_1(z)](… B[g_n, ·](v))).
 /// Parameters are named as PyTorch's `nn.Sequential` names them: "<index>.<name>".
+/// Neighbours that can run as one layer (`Module.fused(with:)`: a BatchNorm followed by a ReLU) do,
+/// with the same bits, except while a `ForwardObserver` watches.
 public final class Sequential: Module {
     public private(set) var layers: [Module]
 
@@ -21,53 +23,66 @@ public final class Sequential: Module {
         "Sequential(" + layers.map(\.description).joined(separator: ", ") + ")"
     }
 
-    public var namedParameters: [(name: String, parameter: Parameter)] {
-        layers.enumerated().flatMap { index, layer in
-            layer.namedParameters.map { (name: "\(index).\($0.name)", parameter: $0.parameter) }
-        }
-    }
-
-    public var namedBuffers: [(name: String, buffer: Buffer)] {
-        layers.enumerated().flatMap { index, layer in
-            layer.namedBuffers.map { (name: "\(index).\($0.name)", buffer: $0.buffer) }
-        }
-    }
-
-    public var namedCounters: [(name: String, counter: Counter)] {
-        layers.enumerated().flatMap { index, layer in
-            layer.namedCounters.map { (name: "\(index).\($0.name)", counter: $0.counter) }
-        }
+    public var children: [(name: String, module: Module)] {
+        layers.enumerated().map { (name: "\($0.offset)", module: $0.element) }
     }
 
     public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
-        try forward(input, inputGradient: true)
+        let (output, backwards, _) = try run(input, first: 0, parametersOnly: false)
+        return (output, { gradOutput in try backwards.reversed().reduce(gradOutput) { try $1($0) } })
     }
 
-    /// Without an input gradient, the layers before the first one with parameters need no backward
-    /// at all, and that one needs none for its input. A BatchNorm followed by a ReLU runs as one
-    /// layer (BatchNorm.forward(_:fusingReLU:)): the same bits in one pass over the data each way.
-    public func forward(_ input: Tensor, inputGradient: Bool) throws -> (output: Tensor, backward: Backward) {
-        let first = inputGradient ? 0 : layers.firstIndex { !$0.namedParameters.isEmpty } ?? layers.count
-        var output = input
-        var backwards: [Backward] = []
+    /// The layers before the first one with parameters need no backward at all, and that one needs
+    /// no input gradient.
+    public func forwardWithoutInputGradient(_ input: Tensor) throws -> (output: Tensor, backward: ParameterBackward) {
+        let first = layers.firstIndex { !$0.namedParameters.isEmpty } ?? layers.count
+        let (output, backwards, parameterBackward) = try run(input, first: first, parametersOnly: true)
+        return (output, { gradOutput in
+            let grad = try backwards.reversed().reduce(gradOutput) { try $1($0) }
+            try parameterBackward?(grad)
+        })
+    }
+
+    /// Runs the layers on `input`. Layers before `first` keep no backward; with `parametersOnly`,
+    /// layer `first` runs without its input gradient and its backward is returned apart.
+    private func run(_ input: Tensor, first: Int, parametersOnly: Bool)
+        throws -> (output: Tensor, backwards: [Backward], parameterBackward: ParameterBackward?) {
+        let observer = ForwardObserver.current
+        var output = input, backwards: [Backward] = [], parameterBackward: ParameterBackward? = nil
         backwards.reserveCapacity(layers.count)
         var index = 0
         while index < layers.count {
-            let step: (output: Tensor, backward: Backward), width: Int
-            if let norm = layers[index] as? BatchNorm, index + 1 < layers.count, layers[index + 1] is ReLU {
-                (step, width) = (try norm.forward(output, fusingReLU: true), 2)
-            } else {
-                (step, width) = (try layers[index].forward(output, inputGradient: index > first || inputGradient), 1)
+            var layer = layers[index], width = 1
+            if observer == nil, index + 1 < layers.count, index + 1 != first, let fused = layer.fused(with: layers[index + 1]) {
+                (layer, width) = (fused, 2)
             }
-            output = step.output
-            if index >= first { backwards.append(step.backward) }
+            if index < first {
+                output = try layer(output)
+            } else if index == first && parametersOnly {
+                (output, parameterBackward) = try layer.forwardWithoutInputGradient(output)
+            } else {
+                let step = try layer.forward(output)
+                output = step.output
+                backwards.append(step.backward)
+            }
+            observer?.record(layer, output)
             index += width
         }
-        return (output, { gradOutput in
-            var grad = gradOutput
-            for backward in backwards.reversed() { grad = try backward(grad) }
-            return inputGradient ? grad : skippedGradient
-        })
+        return (output, backwards, parameterBackward)
+    }
+}
+
+/// Watches forward passes, as PyTorch's forward hooks do for tools: while a task runs inside
+/// `ForwardObserver.$current.withValue(observer) { ... }`, every container reports each child it
+/// runs with that child's output (and runs no fused layers, so each child is seen).
+public final class ForwardObserver: @unchecked Sendable {
+    /// The observer of the running task, if any.
+    @TaskLocal public static var current: ForwardObserver?
+
+    let record: (Module, Tensor) -> Void
+
+    public init(_ record: @escaping (_ module: Module, _ output: Tensor) -> Void) {
+        self.record = record
     }
 }
 
@@ -94,27 +109,31 @@ public final class Residual: Module {
         "Residual(" + body.layers.map(\.description).joined(separator: ", ") + ")"
     }
 
-    public var namedParameters: [(name: String, parameter: Parameter)] { body.namedParameters }
-
-    public var namedBuffers: [(name: String, buffer: Buffer)] { body.namedBuffers }
-
-    public var namedCounters: [(name: String, counter: Counter)] { body.namedCounters }
+    public var children: [(name: String, module: Module)] { body.children }
 
     public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
-        try forward(input, inputGradient: true)
+        let (bodyOutput, bodyBackward) = try body.forward(input)
+        let output = try sum(bodyOutput, input)
+        return (output, { gradOutput in
+            try checkGradient(gradOutput, matches: output.shape, in: self)
+            return try bodyBackward(gradOutput).adding(gradOutput)
+        })
     }
 
-    public func forward(_ input: Tensor, inputGradient: Bool) throws -> (output: Tensor, backward: Backward) {
-        let (bodyOutput, bodyBackward) = try body.forward(input, inputGradient: inputGradient)
+    public func forwardWithoutInputGradient(_ input: Tensor) throws -> (output: Tensor, backward: ParameterBackward) {
+        let (bodyOutput, bodyBackward) = try body.forwardWithoutInputGradient(input)
+        let output = try sum(bodyOutput, input)
+        return (output, { gradOutput in
+            try checkGradient(gradOutput, matches: output.shape, in: self)
+            try bodyBackward(gradOutput)
+        })
+    }
+
+    private func sum(_ bodyOutput: Tensor, _ input: Tensor) throws -> Tensor {
         guard bodyOutput.shape == input.shape else {
             throw BackpropError(.shapeMismatch,
                                 "\(self): body output has shape \(describe(bodyOutput.shape)), expected the input's \(describe(input.shape))")
         }
-        let output = bodyOutput.adding(input)
-        return (output, { gradOutput in
-            try checkGradient(gradOutput, matches: output.shape, in: self)
-            let bodyGradient = try bodyBackward(gradOutput)
-            return inputGradient ? bodyGradient.adding(gradOutput) : skippedGradient
-        })
+        return bodyOutput.adding(input)
     }
 }

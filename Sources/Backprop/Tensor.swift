@@ -102,16 +102,11 @@ extension Tensor {
 
 /// An array of `count` elements that `fill` (a kernel) writes every one of, not initialised before.
 func uninitializedArray<Element>(_ count: Int, _ fill: (UnsafeMutablePointer<Element>) -> Void) -> [Element] {
-    _ = retainFreedMemory
     return [Element](unsafeUninitializedCapacity: count) { buffer, initialized in
         if let base = buffer.baseAddress { fill(base) }
         initialized = count
     }
 }
-
-/// Set up once, before the first array a kernel fills: large freed blocks are kept for reuse
-/// (see bp_retain_freed_memory).
-private let retainFreedMemory: Void = bp_retain_freed_memory()
 
 // MARK: - Random initialisation
 
@@ -142,7 +137,8 @@ extension Tensor {
 /// SplitMix64: a small, fast, seedable generator, so every random draw in Backprop
 /// (initialisation, shuffling, dropout seeds) is reproducible from one seed.
 public struct SplitMix64: RandomNumberGenerator, Sendable {
-    private var state: UInt64
+    /// Where the generator stands: `SplitMix64(seed: g.state)` continues as g would.
+    public private(set) var state: UInt64
 
     public init(seed: UInt64) { state = seed }
 

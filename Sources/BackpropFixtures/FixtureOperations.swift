@@ -1,15 +1,19 @@
 import Backprop
 /// How each fixture op runs through the public modules: forward in the case's mode, then the
 /// backward function with `grad_y` (or a loss's gradient). Each returns the computed tensors by
-/// the manifest's output roles.
+/// the manifest's output roles. An op that names a layer of `Layers` builds it from the case's params.
 enum FixtureOperations {
     typealias Operation = @Sendable (FixtureContext) throws -> [String: Tensor]
 
-    static let table: [String: Operation] = [
-        "linear": linear,
-        "relu": { try forwardBackward(ReLU(), $0) },
-        "sigmoid": { try forwardBackward(Sigmoid(), $0) },
-        "tanh": { try forwardBackward(Tanh(), $0) },
+    /// The op's implementation, or nil when Backprop has none.
+    static func operation(_ op: String) -> Operation? {
+        if let special = special[op] { return special }
+        guard Layers.names.contains(op) else { return nil }
+        return { context in try layer(op, context.params, context) }
+    }
+
+    /// Ops that are not a layer, or whose params name the layer another way.
+    static let special: [String: Operation] = [
         "softmax_cross_entropy": { context in
             try lossOutputs(SoftmaxCrossEntropy()(context.input("x"), labels: context.labels()))
         },
@@ -19,73 +23,34 @@ enum FixtureOperations {
         "binary_cross_entropy": { context in
             try lossOutputs(BinaryCrossEntropy()(context.input("x"), target: context.input("target")))
         },
-        "conv2d": { context in
-            let p = context.params
-            let pad = try p.pair("pad")
-            let layer = try Conv2D(p.int("c"), p.int("k"), kernelSize: (p.int("r"), p.int("s")),
-                                   stride: p.pair("stride"), padding: .explicit(pad.0, pad.1), dilation: p.pair("dilation"), groups: p.int("groups", default: 1),
-                                   bias: p.bool("bias", default: true))
-            return try loadAndRun(layer, weight: layer.weight, bias: layer.bias, context)
-        },
-        "conv_transpose2d": { context in
-            let p = context.params
-            let layer = try ConvTranspose2D(p.int("c"), p.int("k"), kernelSize: (p.int("r"), p.int("s")),
-                                            stride: p.pair("stride"), padding: p.pair("pad"),
-                                            outputPadding: p.pair("output_padding"), dilation: p.pair("dilation"), groups: p.int("groups", default: 1),
-                                            bias: p.bool("bias", default: true))
-            return try loadAndRun(layer, weight: layer.weight, bias: layer.bias, context)
-        },
-        "maxpool2d": { context in
-            let p = context.params
-            let layer = try MaxPool2D(kernelSize: (p.int("r"), p.int("s")), stride: p.pair("stride"),
-                                      padding: p.pair("pad"), dilation: p.pair("dilation"),
-                                      ceilMode: p.bool("ceil_mode", default: false))
-            return try forwardBackward(layer, context)
-        },
-        "avgpool2d": { context in
-            let p = context.params
-            let layer = try AvgPool2D(kernelSize: (p.int("r"), p.int("s")), stride: p.pair("stride"),
-                                      padding: p.pair("pad"), ceilMode: p.bool("ceil_mode", default: false),
-                                      countIncludePad: p.bool("count_include_pad", default: true),
-                                      divisorOverride: p.has("divisor_override") ? p.int("divisor_override") : nil)
-            return try forwardBackward(layer, context)
-        },
-        "adaptive_avgpool2d": { context in
-            let p = context.params
-            return try forwardBackward(AdaptiveAvgPool2D(outputSize: (p.int("out_h"), p.int("out_w"))), context)
-        },
+        // The input's shape tells batchnorm1d from batchnorm2d, and its axis 1 the channels.
         "batchnorm": { context in
-            let p = context.params
-            let shape = try p.ints("shape"), affine = try p.bool("affine", default: true)
-            let (eps, momentum) = (Float(try p.double("eps")), Float(try p.double("momentum")))
-            let layer: BatchNorm = shape.count == 4
-                ? try BatchNorm2D(shape[1], eps: eps, momentum: momentum, affine: affine)
-                : try BatchNorm1D(shape[1], eps: eps, momentum: momentum, affine: affine)
-            layer.isTraining = try p.bool("training", default: true)
-            try layer.runningMean?.load(context.input("running_mean"), name: "running_mean")
-            try layer.runningVar?.load(context.input("running_var"), name: "running_var")
-            if let weight = layer.weight { try weight.load(context.input("weight"), name: "weight") }
-            if let bias = layer.bias { try bias.load(context.input("bias"), name: "bias") }
-            var outputs = try forwardBackward(layer, context)
-            for (name, buffer) in layer.namedBuffers { outputs[name] = buffer.value }
-            return outputs
-        },
-        "layernorm": { context in
-            let p = context.params
-            let layer = try LayerNorm(p.ints("normalized_shape"), eps: Float(p.double("eps")),
-                                      elementwiseAffine: p.bool("affine", default: true))
-            if let weight = layer.weight { try weight.load(context.input("weight"), name: "weight") }
-            if let bias = layer.bias { try bias.load(context.input("bias"), name: "bias") }
-            return try forwardBackward(layer, context)
+            let shape = try context.params.ints("shape")
+            guard shape.count >= 2 else { throw BackpropError(.format, "fixture \(context.fixture.name): shape needs 2 axes or more") }
+            var fields = context.fixture.params
+            fields["c"] = .number(Double(shape[1]))
+            return try layer(shape.count == 4 ? "batchnorm2d" : "batchnorm1d", JSONFields(fields, context: context.params.context), context)
         },
         "network": network,
     ]
 
-    /// Loads a layer's weight (and bias) from the case, then runs forward and backward.
-    static func loadAndRun(_ layer: Module, weight: Parameter, bias: Parameter?, _ context: FixtureContext) throws -> [String: Tensor] {
-        try weight.load(context.input("weight"), name: "weight")
-        if let bias { try bias.load(context.input("bias"), name: "bias") }
-        return try forwardBackward(layer, context)
+    /// The layer `name` built from `fields`, in the mode of the case's `training` (default true), with
+    /// every parameter and buffer loaded from the input of its name; then forward and backward. Returns
+    /// y, grad_x, grad_<name> for each parameter and each buffer's value after the step.
+    static func layer(_ name: String, _ fields: JSONFields, _ context: FixtureContext) throws -> [String: Tensor] {
+        var generator = SplitMix64(seed: 0)
+        let module = try Layers.build(name, fields, generator: &generator)
+        module.isTraining = try fields.bool("training", default: true)
+        try loadState(module, context)
+        var outputs = try forwardBackward(module, context)
+        for (name, buffer) in module.namedBuffers { outputs[name] = buffer.value }
+        return outputs
+    }
+
+    /// Loads every parameter and buffer of `module` from the case's input of the same name.
+    static func loadState(_ module: Module, _ context: FixtureContext) throws {
+        for (name, parameter) in module.namedParameters { try parameter.load(context.input(name), name: name) }
+        for (name, buffer) in module.namedBuffers { try buffer.load(context.input(name), name: name) }
     }
 
     /// Runs `module` forward on x and backward on grad_y; returns y, grad_x and every parameter's
@@ -96,12 +61,6 @@ enum FixtureOperations {
         var outputs = ["y": y, "grad_x": try backward(try context.input("grad_y"))]
         for (name, parameter) in module.namedParameters { outputs["grad_\(name)"] = parameter.grad }
         return outputs
-    }
-
-    static func linear(_ context: FixtureContext) throws -> [String: Tensor] {
-        let p = context.params
-        let layer = try Linear(p.int("in"), p.int("out"), bias: p.bool("bias", default: true))
-        return try loadAndRun(layer, weight: layer.weight, bias: layer.bias, context)
     }
 
     static func lossOutputs(_ loss: LossOutput) -> [String: Tensor] {
@@ -117,12 +76,7 @@ enum FixtureOperations {
         }
         let model = try ModelSpec.build(p.string("model"))
         model.isTraining = try p.bool("training", default: true)
-        for (name, parameter) in model.namedParameters {
-            try parameter.load(context.input(name), name: name)
-        }
-        for (name, buffer) in model.namedBuffers {
-            try buffer.load(context.input(name), name: name)
-        }
+        try loadState(model, context)
         let (logits, backward) = try model.forward(context.input("x"))
         let loss = try SoftmaxCrossEntropy()(logits, labels: context.labels())
         _ = try backward(loss.gradient)

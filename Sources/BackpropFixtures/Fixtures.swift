@@ -63,7 +63,7 @@ public struct FixtureSuite: Sendable {
 
     /// Runs one case: computes its outputs and compares each with the expected file.
     public func run(_ fixture: Fixture) -> FixtureResult {
-        guard let operation = FixtureOperations.table[fixture.op] else {
+        guard let operation = FixtureOperations.operation(fixture.op) else {
             return FixtureResult(name: fixture.name, verdict: .unsupported(fixture.op), digest: nil)
         }
         let context = FixtureContext(fixture: fixture, directory: directory)

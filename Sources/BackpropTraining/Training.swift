@@ -26,12 +26,12 @@ public enum Training {
             let indices = order[b * batchSize ..< min((b + 1) * batchSize, data.count)]
             let (x, labels) = data.batch(indices)
             optimizer.zeroGrad()
-            let (logits, backward) = try model.forward(x, inputGradient: false)
+            let (logits, backward) = try model.forwardWithoutInputGradient(x)
             let loss = try SoftmaxCrossEntropy()(logits, labels: labels)
             guard loss.value.isFinite else {
                 throw BackpropError(.numerical, "Training: the loss became \(loss.value) at batch \(b + 1) of \(batches); lower the learning rate")
             }
-            _ = try backward(loss.gradient)
+            try backward(loss.gradient)
             // The backward runs from the output: the last layer with a non-finite gradient blew up first.
             if let (name, _) = model.namedParameters.last(where: { !$0.parameter.grad.scalars.allSatisfy(\.isFinite) }) {
                 let layer = TrainingMonitor.layerLabels(model)[TrainingMonitor.layerName(of: name)] ?? "?"
@@ -54,10 +54,13 @@ public enum Training {
         try classify(model: model, data: data, batchSize: batchSize).metrics
     }
 
-    /// Loss, accuracy and each example's predicted class, in evaluation mode.
+    /// Loss, accuracy and each example's predicted class, in evaluation mode (each module's mode is
+    /// restored afterwards).
     public static func classify(model: Module, data: ImageDataset, batchSize: Int = 1000) throws -> (metrics: Metrics, predictions: [Int]) {
-        model.isTraining = false
-        defer { model.isTraining = true }
+        try model.evaluating { try classifyInCurrentMode(model: model, data: data, batchSize: batchSize) }
+    }
+
+    private static func classifyInCurrentMode(model: Module, data: ImageDataset, batchSize: Int) throws -> (metrics: Metrics, predictions: [Int]) {
         var lossSum = 0.0, predicted: [Int] = []
         predicted.reserveCapacity(data.count)
         for start in stride(from: 0, to: data.count, by: batchSize) {

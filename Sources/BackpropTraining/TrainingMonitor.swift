@@ -109,35 +109,24 @@ public final class TrainingMonitor {
         String(parameter[..<(parameter.lastIndex(of: ".") ?? parameter.endIndex)])
     }
 
+    /// Runs the probe batch through the model in evaluation mode and records, for every activation
+    /// that reports its health, that measure of its output under the activation's name.
     private func probe(_ model: Module) throws {
-        let wasTraining = model.isTraining
-        model.isTraining = false
-        defer { model.isTraining = wasTraining }
-        _ = try run(model, probeBatch, name: "")
-    }
-
-    /// Runs `module` forward layer by layer through Sequential and Residual blocks, recording each
-    /// activation's statistics under its nn.Sequential name.
-    private func run(_ module: Module, _ input: Tensor, name: String) throws -> Tensor {
-        if let sequential = module as? Sequential {
-            var x = input
-            for (index, layer) in sequential.layers.enumerated() {
-                x = try run(layer, x, name: name.isEmpty ? "\(index)" : "\(name).\(index)")
+        var names: [ObjectIdentifier: String] = [:]
+        for (name, module) in model.namedModules where names[ObjectIdentifier(module)] == nil {
+            names[ObjectIdentifier(module)] = name
+        }
+        var seen: [(Module, Tensor)] = []
+        let observer = ForwardObserver { module, output in seen.append((module, output)) }
+        _ = try model.evaluating { try ForwardObserver.$current.withValue(observer) { try model(probeBatch) } }
+        for (module, output) in seen {
+            guard let health = (module as? Activation)?.health else { continue }
+            let label = "\(names[ObjectIdentifier(module)] ?? "?") \(module)"
+            switch health {
+            case .deadUnits: append(Self.deadFraction(output), to: &history.deadUnits, name: label)
+            case .saturation(let derivative): append(Self.saturatedFraction(output, derivative: derivative), to: &history.saturation, name: label)
             }
-            return x
         }
-        if let residual = module as? Residual {
-            return try run(residual.body, input, name: name).adding(input)
-        }
-        let output = try module(input)
-        let label = "\(name) \(module)"
-        switch module {
-        case is ReLU: append(Self.deadFraction(output), to: &history.deadUnits, name: label)
-        case is Sigmoid: append(Self.saturatedFraction(output) { 4 * $0 * (1 - $0) }, to: &history.saturation, name: label)
-        case is Tanh: append(Self.saturatedFraction(output) { 1 - $0 * $0 }, to: &history.saturation, name: label)
-        default: break
-        }
-        return output
     }
 
     /// The fraction of units (positions within one example) that are 0 for every example of y [N, ...].
@@ -157,14 +146,9 @@ public final class TrainingMonitor {
         return Double(y.scalars.filter { derivative($0) < 0.1 }.count) / Double(y.count)
     }
 
-    /// Each layer's description by its nn.Sequential name ("0" → "Conv2D(...)").
-    static func layerLabels(_ module: Module, name: String = "") -> [String: String] {
-        if let sequential = module as? Sequential {
-            return sequential.layers.enumerated().reduce(into: [:]) { labels, entry in
-                labels.merge(layerLabels(entry.element, name: name.isEmpty ? "\(entry.offset)" : "\(name).\(entry.offset)")) { a, _ in a }
-            }
-        }
-        if let residual = module as? Residual { return layerLabels(residual.body, name: name) }
-        return [name: module.description]
+    /// Each layer's description by its nn.Sequential name ("0" → "Conv2D(...)"): the modules that
+    /// hold no others.
+    static func layerLabels(_ model: Module) -> [String: String] {
+        Dictionary(model.namedModules.filter { $0.module.children.isEmpty }.map { ($0.name, $0.module.description) }) { a, _ in a }
     }
 }

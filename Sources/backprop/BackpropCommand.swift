@@ -12,7 +12,7 @@ struct BackpropCommand: ParsableCommand {
     )
 
     static func main() {
-        BLASRuntime.relaunchWithFastKernelsIfNeeded()
+        ProcessLaunch.configure()
         main(nil)
     }
 }

@@ -25,7 +25,7 @@ import Testing
     }
 
     @Test func malformedSpecsGiveClearErrors() {
-        expectError(.format, mentioning: ["unknown layer 'softplus'"]) { _ = try ModelSpec.build("linear(2,2) softplus") }
+        expectError(.unsupported, mentioning: ["unknown layer 'softplus'"]) { _ = try ModelSpec.build("linear(2,2) softplus") }
         expectError(.format, mentioning: ["unbalanced '('"]) { _ = try ModelSpec.build("linear(2,2") }
         expectError(.format, mentioning: ["unbalanced ')'"]) { _ = try ModelSpec.build("relu)") }
         expectError(.format, mentioning: ["linear takes 2 positional arguments, got 1"]) { _ = try ModelSpec.build("linear(2)") }

@@ -1,0 +1,103 @@
+/// Every layer Backprop builds by name: the one table that the model spec, the golden-case runner
+/// and the benchmark read. A layer's settings come as named fields (a fixture's params, a
+/// benchmark workload's fields, or the model spec's numbers under the names `positional` gives
+/// them); every field but the layer's sizes has PyTorch's default.
+///
+/// The names of fields follow `shared/bench`'s workloads and fixtures: c and k (input and output
+/// channels), r and s (kernel height and width; s defaults to r), stride, pad and dilation (a number
+/// or a [height, width] pair), in and out (features), d (normalized size).
+public enum Layers {
+    /// How to build one kind of layer.
+    public struct Kind: Sendable {
+        public let name: String
+        /// The fields the model spec's positional numbers fill, in order: `conv2d(1,6,5)` is c, k, r.
+        public let positional: [String]
+        /// The fields it may also be given by name.
+        public let keywords: [String]
+        /// Builds the layer; weights draw their seed from the generator (one draw per layer that has any).
+        let make: @Sendable (JSONFields, inout SplitMix64) throws -> Module
+    }
+
+    /// The kind named `name`; an `.unsupported` error names an unknown one.
+    public static func kind(_ name: String) throws -> Kind {
+        guard let kind = table[name] else {
+            throw BackpropError(.unsupported, "unknown layer '\(name)'")
+        }
+        return kind
+    }
+
+    /// Builds the layer `name` from `fields`.
+    public static func build(_ name: String, _ fields: JSONFields, generator: inout SplitMix64) throws -> Module {
+        try kind(name).make(fields, &generator)
+    }
+
+    public static var names: [String] { table.keys.sorted() }
+
+    private static let table: [String: Kind] = Dictionary(uniqueKeysWithValues: kinds.map { ($0.name, $0) })
+
+    private static let kinds: [Kind] = [
+        Kind(name: "linear", positional: ["in", "out"], keywords: ["bias"]) { f, g in
+            try Linear(f.int("in"), f.int("out"), bias: f.bool("bias", default: true), seed: g.next())
+        },
+        Kind(name: "conv2d", positional: ["c", "k", "r"], keywords: ["s", "stride", "pad", "dilation", "groups", "bias"]) { f, g in
+            let (pad, kernel) = (try f.pair("pad", default: (0, 0)), try kernelSize(f))
+            return try Conv2D(f.int("c"), f.int("k"), kernelSize: kernel, stride: f.pair("stride", default: (1, 1)),
+                              padding: .explicit(pad.0, pad.1), dilation: f.pair("dilation", default: (1, 1)),
+                              groups: f.int("groups", default: 1), bias: f.bool("bias", default: true), seed: g.next())
+        },
+        Kind(name: "conv_transpose2d", positional: ["c", "k", "r"],
+             keywords: ["s", "stride", "pad", "output_padding", "dilation", "groups", "bias"]) { f, g in
+            try ConvTranspose2D(f.int("c"), f.int("k"), kernelSize: kernelSize(f), stride: f.pair("stride", default: (1, 1)),
+                                padding: f.pair("pad", default: (0, 0)), outputPadding: f.pair("output_padding", default: (0, 0)),
+                                dilation: f.pair("dilation", default: (1, 1)), groups: f.int("groups", default: 1),
+                                bias: f.bool("bias", default: true), seed: g.next())
+        },
+        Kind(name: "maxpool2d", positional: ["r"], keywords: ["s", "stride", "pad", "dilation", "ceil_mode"]) { f, _ in
+            let kernel = try kernelSize(f)
+            return try MaxPool2D(kernelSize: kernel, stride: f.pair("stride", default: kernel), padding: f.pair("pad", default: (0, 0)),
+                                 dilation: f.pair("dilation", default: (1, 1)), ceilMode: f.bool("ceil_mode", default: false))
+        },
+        Kind(name: "avgpool2d", positional: ["r"],
+             keywords: ["s", "stride", "pad", "ceil_mode", "count_include_pad", "divisor_override"]) { f, _ in
+            let kernel = try kernelSize(f)
+            return try AvgPool2D(kernelSize: kernel, stride: f.pair("stride", default: kernel), padding: f.pair("pad", default: (0, 0)),
+                                 ceilMode: f.bool("ceil_mode", default: false),
+                                 countIncludePad: f.bool("count_include_pad", default: true),
+                                 divisorOverride: f.has("divisor_override") ? f.int("divisor_override") : nil)
+        },
+        Kind(name: "adaptive_avgpool2d", positional: ["out_h", "out_w"], keywords: []) { f, _ in
+            try AdaptiveAvgPool2D(outputSize: (f.int("out_h"), f.int("out_w")))
+        },
+        Kind(name: "adaptive_maxpool2d", positional: ["out_h", "out_w"], keywords: []) { f, _ in
+            try AdaptiveMaxPool2D(outputSize: (f.int("out_h"), f.int("out_w")))
+        },
+        Kind(name: "global_avgpool2d", positional: [], keywords: []) { _, _ in GlobalAvgPool2D() },
+        Kind(name: "batchnorm2d", positional: ["c"], keywords: ["eps", "momentum", "affine"]) { f, _ in
+            try BatchNorm2D(f.int("c"), eps: Float(f.double("eps", default: 1e-5)), momentum: Float(f.double("momentum", default: 0.1)),
+                            affine: f.bool("affine", default: true))
+        },
+        Kind(name: "batchnorm1d", positional: ["c"], keywords: ["eps", "momentum", "affine"]) { f, _ in
+            try BatchNorm1D(f.int("c"), eps: Float(f.double("eps", default: 1e-5)), momentum: Float(f.double("momentum", default: 0.1)),
+                            affine: f.bool("affine", default: true))
+        },
+        // The normalized shape is d, or the list normalized_shape.
+        Kind(name: "layernorm", positional: ["d"], keywords: ["eps", "affine"]) { f, _ in
+            try LayerNorm(f.has("normalized_shape") ? f.ints("normalized_shape") : [f.int("d")],
+                          eps: Float(f.double("eps", default: 1e-5)), elementwiseAffine: f.bool("affine", default: true))
+        },
+        Kind(name: "dropout", positional: ["p"], keywords: []) { f, g in
+            try Dropout(probability: Float(f.double("p")), seed: g.next())
+        },
+        Kind(name: "relu", positional: [], keywords: []) { _, _ in ReLU() },
+        Kind(name: "sigmoid", positional: [], keywords: []) { _, _ in Sigmoid() },
+        Kind(name: "tanh", positional: [], keywords: []) { _, _ in Tanh() },
+        Kind(name: "gelu", positional: [], keywords: []) { _, _ in GELU() },
+        Kind(name: "flatten", positional: [], keywords: []) { _, _ in Flatten() },
+    ]
+
+    /// (r, s): the kernel's height and width; s defaults to r.
+    private static func kernelSize(_ f: JSONFields) throws -> (Int, Int) {
+        let r = try f.int("r")
+        return (r, try f.int("s", default: r))
+    }
+}
