@@ -2,8 +2,9 @@ import Backprop
 import Foundation
 
 /// A training run's state in one `.safetensors` file, so a resumed run continues exactly where it
-/// stopped: the model's state under its own names, the optimizer's under "optimizer.<name>", and in
-/// the metadata the epochs done, the optimizer's kind and the history as JSON. One file, written
+/// stopped: the model's state under its own names, the optimizer's under "optimizer.<name>", where
+/// each of the model's random generators stands (dropout's) under "random.<name>" as an int64
+/// scalar holding the generator's 64 bits, and in the metadata the epochs done, the optimizer's kind and the history as JSON. One file, written
 /// atomically, so the model and optimizer can never come from different epochs.
 public enum TrainingCheckpoint {
     public struct Saved {
@@ -13,23 +14,33 @@ public enum TrainingCheckpoint {
         public let metadata: [String: String]
     }
 
-    /// Where the optimizer's entries sit among the file's tensors.
-    static let optimizerPrefix = "optimizer."
+    /// Where the optimizer's entries and the random generators' sit among the file's tensors.
+    static let optimizerPrefix = "optimizer.", randomPrefix = "random."
 
-    /// A checkpoint's tensors split into the model's state and the optimizer's (prefix removed).
-    /// A plain model file has no optimizer part.
-    public static func split(_ tensors: [String: StoredArray]) -> (model: [String: StoredArray], optimizer: [String: StoredArray]) {
-        var model: [String: StoredArray] = [:], optimizer: [String: StoredArray] = [:]
+    /// A checkpoint's tensors split into the model's state, the optimizer's and the random
+    /// generators' (prefixes removed). A plain model file has only the model part.
+    public static func split(_ tensors: [String: StoredArray])
+        -> (model: [String: StoredArray], optimizer: [String: StoredArray], random: [String: StoredArray]) {
+        var model: [String: StoredArray] = [:], optimizer: [String: StoredArray] = [:], random: [String: StoredArray] = [:]
         for (name, array) in tensors {
-            if name.hasPrefix(optimizerPrefix) { optimizer[String(name.dropFirst(optimizerPrefix.count))] = array } else { model[name] = array }
+            if name.hasPrefix(optimizerPrefix) {
+                optimizer[String(name.dropFirst(optimizerPrefix.count))] = array
+            } else if name.hasPrefix(randomPrefix) {
+                random[String(name.dropFirst(randomPrefix.count))] = array
+            } else {
+                model[name] = array
+            }
         }
-        return (model, optimizer)
+        return (model, optimizer, random)
     }
 
     public static func save(model: Module, optimizer: Optimizer, history: TrainingHistory, epochsDone: Int,
                             metadata: [String: String], to url: URL) throws {
         var tensors = Checkpoint.stateDict(of: model)
         for (name, array) in optimizer.state { tensors[optimizerPrefix + name] = array }
+        for (name, random) in model.namedRandomStates {
+            tensors[randomPrefix + name] = StoredArray(shape: [], elements: .int64([Int64(bitPattern: random.generator.state)]))
+        }
         var fields = metadata
         fields["epochs_done"] = String(epochsDone)
         fields["optimizer_kind"] = String(describing: type(of: optimizer))
@@ -58,6 +69,7 @@ public enum TrainingCheckpoint {
             throw BackpropError(.format, "\(source): the history in its metadata is not readable: \(error)")
         }
         let state = split(file.tensors)
+        let generators = try randomStates(state.random, of: model, source: source)
         let before = Checkpoint.stateDict(of: model)
         try Checkpoint.load(state.model, into: model, source: source)
         do {
@@ -66,6 +78,23 @@ public enum TrainingCheckpoint {
             try Checkpoint.load(before, into: model, source: "the model's previous state")
             throw error
         }
+        for (random, bits) in generators { random.generator = SplitMix64(seed: UInt64(bitPattern: bits)) }
         return Saved(epochsDone: done, history: history, metadata: file.metadata)
+    }
+
+    /// Each saved generator with the model's random state of its name. Every entry must be an int64
+    /// scalar naming one of the model's; a generator with no entry (a file from before they were
+    /// saved) keeps its state.
+    static func randomStates(_ saved: [String: StoredArray], of model: Module, source: String) throws -> [(RandomState, Int64)] {
+        let states = Dictionary(model.namedRandomStates.map { ($0.name, $0.state) }) { a, _ in a }
+        return try saved.keys.sorted().map { name in
+            guard let random = states[name] else {
+                throw BackpropError(.shapeMismatch, "\(source) does not fit the model: unexpected \(randomPrefix)\(name)")
+            }
+            guard case .int64(let values) = saved[name]!.elements, saved[name]!.shape.isEmpty else {
+                throw BackpropError(.format, "\(source): \(randomPrefix)\(name) must be an int64 scalar")
+            }
+            return (random, values[0])
+        }
     }
 }
