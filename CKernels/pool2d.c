@@ -41,7 +41,7 @@ __attribute__((always_inline)) static inline void store_lanes(float *out, const 
     bp_copy_short(out, lanes, count);
 }
 
-// 8 argmax tap numbers stored as bytes (windows of at most 256 taps), and loaded back.
+// 8 argmax tap numbers stored as bytes (windows of at most BP_ARGMAX8_MAX_TAPS taps), and loaded back.
 __attribute__((always_inline)) static inline void narrow_taps(uint8_t *dst, const v8i *taps) {
     v8u8 bytes = __builtin_convertvector(*taps, v8u8);
     memcpy(dst, &bytes, 8);
@@ -972,7 +972,7 @@ static void plane_image_backward(float *dx, const float *dy, const bp_pool2d_par
 static int is_tiled(const bp_pool2d_params *p) {
     return !p->adaptive && p->stride_h == p->kernel_h && p->stride_w == p->kernel_w && p->pad_h == 0 &&
            p->pad_w == 0 && p->dilation_h == 1 && p->dilation_w == 1 && p->out_h * p->kernel_h <= p->h &&
-           p->out_w * p->kernel_w <= p->w && p->kernel_h * p->kernel_w <= 256;
+           p->out_w * p->kernel_w <= p->w && p->kernel_h * p->kernel_w <= BP_ARGMAX8_MAX_TAPS;
 }
 
 // PyTorch's rule for the next tap v against the best so far: it takes over when larger or NaN.

@@ -165,9 +165,12 @@ typedef struct {
     int64_t divisor_override;
 } bp_pool2d_params;
 
+/// Windows of at most this many taps store their argmax in one byte.
+#define BP_ARGMAX8_MAX_TAPS 256
+
 /// The most taps any window has: the argmax of a window is stored as its tap number (row-major in
-/// the window) in one byte when this is at most 256 (index8), else in an int32 (index32). Exactly
-/// one is non-NULL. A window with no tap inside the input (possible with dilation) stores no tap
+/// the window) in one byte when this is at most BP_ARGMAX8_MAX_TAPS (index8), else in an int32
+/// (index32). Exactly one is non-NULL. A window with no tap inside the input (possible with dilation) stores no tap
 /// (255 or −1): its output is −∞ and its gradient goes nowhere.
 int64_t bp_pool2d_window_size(const bp_pool2d_params *p);
 /// y = max over each window; NaN propagates (as PyTorch: a NaN tap wins). Ties go to the first
@@ -187,6 +190,16 @@ void bp_maxpool2d_forward_ref(float *y, int64_t *indices, const float *x, const 
 void bp_maxpool2d_backward_ref(float *dx, const float *dy, const int64_t *indices, const bp_pool2d_params *p);
 void bp_avgpool2d_forward_ref(float *y, const float *x, const bp_pool2d_params *p);
 void bp_avgpool2d_backward_ref(float *dx, const float *dy, const bp_pool2d_params *p);
+
+// MARK: - Max unpooling (maxunpool2d.c): x [planes, in_plane] → y [planes, out_plane]
+
+/// y = 0, then y[p, indices[p, i]] = x[p, i] for every i of every plane, in order of i (of repeated
+/// indices the last wins). Indices lie in [0, out_plane). Parallel over planes.
+void bp_maxunpool2d_forward(float *y, const float *x, const int64_t *indices, int64_t planes, int64_t in_plane,
+                            int64_t out_plane);
+/// dx[p, i] = dy[p, indices[p, i]].
+void bp_maxunpool2d_backward(float *dx, const float *dy, const int64_t *indices, int64_t planes, int64_t in_plane,
+                             int64_t out_plane);
 
 // MARK: - Normalization (norm.c)
 //

@@ -1,33 +1,5 @@
 import CKernels
 
-/// Padding of a convolution, per axis.
-public enum Padding: Sendable, Equatable, CustomStringConvertible {
-    /// The same number of zeros on both sides of each axis: (height, width).
-    case explicit(Int, Int)
-    /// The output keeps the input's size (stride 1 only, as PyTorch's "same"): dilation · (kernel − 1)
-    /// zeros per axis, the odd one at the bottom or right.
-    case same
-    /// No padding (PyTorch's "valid").
-    case valid
-
-    public var description: String {
-        switch self {
-        case .explicit(let h, let w): return "\(h)x\(w)"
-        case .same: return "same"
-        case .valid: return "valid"
-        }
-    }
-
-    /// (before, after) zeros on an axis with this kernel size and dilation.
-    func amounts(axis: Int, kernel: Int, dilation: Int) -> (before: Int, after: Int) {
-        switch self {
-        case .explicit(let h, let w): let p = axis == 0 ? h : w; return (p, p)
-        case .valid: return (0, 0)
-        case .same: let total = dilation * (kernel - 1); return (total / 2, total - total / 2)
-        }
-    }
-}
-
 /// A 2-D convolution (cross-correlation, as PyTorch's `nn.Conv2d`) over NCHW input:
 /// x [N, C, H, W] → u [N, K, OH, OW], weight [K, C / groups, kh, kw], bias [K], with
 /// OH = ⌊(H + pad_top + pad_bottom − dilation_h (kh − 1) − 1) / stride_h⌋ + 1 (and OW alike).
@@ -40,18 +12,18 @@ public enum Padding: Sendable, Equatable, CustomStringConvertible {
 public final class Conv2D: Module {
     public let inChannels: Int
     public let outChannels: Int
-    public let kernelSize: (height: Int, width: Int)
-    public let stride: (height: Int, width: Int)
+    public let kernelSize: Size2D
+    public let stride: Size2D
     public let padding: Padding
-    public let dilation: (height: Int, width: Int)
+    public let dilation: Size2D
     public let groups: Int
     public let weight: Parameter
     public let bias: Parameter?
     public var isTraining = true
 
-    public init(_ inChannels: Int, _ outChannels: Int, kernelSize: (Int, Int), stride: (Int, Int) = (1, 1),
-                padding: Padding = .valid, dilation: (Int, Int) = (1, 1), groups: Int = 1, bias: Bool = true,
-                initialization: WeightInitialization = .pytorchDefault, seed: UInt64 = 0) throws {
+    public init(_ inChannels: Int, _ outChannels: Int, kernelSize: Size2D, stride: Size2D = 1, padding: Padding = .valid,
+                dilation: Size2D = 1, groups: Int = 1, bias: Bool = true, initialization: WeightInitialization = .pytorchDefault,
+                seed: UInt64 = 0) throws {
         self.inChannels = inChannels
         self.outChannels = outChannels
         self.kernelSize = kernelSize
@@ -62,30 +34,21 @@ public final class Conv2D: Module {
         let name = Conv2D.describe(inChannels, outChannels, kernelSize, stride, padding, dilation, groups)
         try validateConvolution(name, inChannels: inChannels, outChannels: outChannels, kernel: kernelSize,
                                 stride: stride, dilation: dilation, groups: groups)
-        if case .explicit(let h, let w) = padding, h < 0 || w < 0 {
+        if case .explicit(let size) = padding, size.height < 0 || size.width < 0 {
             throw BackpropError(.invalidArgument, "\(name): padding must be >= 0")
         }
-        if padding == .same, stride != (1, 1) {
+        if padding == .same, stride != 1 {
             throw BackpropError(.invalidArgument, "\(name): padding 'same' needs stride 1, as in PyTorch")
         }
         (weight, self.bias) = try convolutionParameters(
-            weightShape: [outChannels, inChannels / groups, kernelSize.0, kernelSize.1], bias: bias,
+            weightShape: [outChannels, inChannels / groups, kernelSize.height, kernelSize.width], bias: bias,
             initialization: initialization, seed: seed)
     }
 
-    /// Square kernel, stride, symmetric padding and dilation.
-    public convenience init(_ inChannels: Int, _ outChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0,
-                            dilation: Int = 1, groups: Int = 1, bias: Bool = true,
-                            initialization: WeightInitialization = .pytorchDefault, seed: UInt64 = 0) throws {
-        try self.init(inChannels, outChannels, kernelSize: (kernelSize, kernelSize), stride: (stride, stride),
-                      padding: .explicit(padding, padding), dilation: (dilation, dilation), groups: groups, bias: bias,
-                      initialization: initialization, seed: seed)
-    }
-
-    static func describe(_ c: Int, _ k: Int, _ kernel: (Int, Int), _ stride: (Int, Int), _ padding: Padding,
-                         _ dilation: (Int, Int), _ groups: Int) -> String {
-        "Conv2D(in: \(c), out: \(k), kernel: \(kernel.0)x\(kernel.1), stride: \(stride.0)x\(stride.1), "
-            + "padding: \(padding), dilation: \(dilation.0)x\(dilation.1)\(groups > 1 ? ", groups: \(groups)" : ""))"
+    static func describe(_ c: Int, _ k: Int, _ kernel: Size2D, _ stride: Size2D, _ padding: Padding,
+                         _ dilation: Size2D, _ groups: Int) -> String {
+        "Conv2D(in: \(c), out: \(k), kernel: \(kernel), stride: \(stride), padding: \(padding), dilation: \(dilation)"
+            + "\(groups > 1 ? ", groups: \(groups)" : ""))"
     }
 
     public var description: String {
@@ -99,20 +62,19 @@ public final class Conv2D: Module {
     /// The kernels' geometry for an input of `shape`, or a thrown error naming what does not fit.
     func geometry(for shape: [Int]) throws -> bp_conv2d_params {
         try checkImageInput(shape, channels: inChannels, self)
-        let (top, bottom) = padding.amounts(axis: 0, kernel: kernelSize.0, dilation: dilation.0)
-        let (left, right) = padding.amounts(axis: 1, kernel: kernelSize.1, dilation: dilation.1)
-        let spanH = dilation.0 * (kernelSize.0 - 1) + 1, spanW = dilation.1 * (kernelSize.1 - 1) + 1
+        let (top, bottom, left, right) = padding.amounts(kernel: kernelSize, dilation: dilation)
+        let spanH = dilation.height * (kernelSize.height - 1) + 1, spanW = dilation.width * (kernelSize.width - 1) + 1
         let (paddedH, paddedW) = (shape[2] + top + bottom, shape[3] + left + right)
         guard spanH <= paddedH, spanW <= paddedW else {
             throw BackpropError(.shapeMismatch,
                                 "\(self): the kernel spans \(spanH)x\(spanW) but the padded input \(Backprop.describe(shape)) is \(paddedH)x\(paddedW)")
         }
         return bp_conv2d_params(n: Int64(shape[0]), c: Int64(inChannels), h: Int64(shape[2]), w: Int64(shape[3]),
-                                k: Int64(outChannels), out_h: Int64((paddedH - spanH) / stride.0 + 1),
-                                out_w: Int64((paddedW - spanW) / stride.1 + 1), r: Int64(kernelSize.0),
-                                s: Int64(kernelSize.1), stride_h: Int64(stride.0), stride_w: Int64(stride.1),
-                                pad_h: Int64(top), pad_w: Int64(left), dilation_h: Int64(dilation.0),
-                                dilation_w: Int64(dilation.1), groups: Int64(groups))
+                                k: Int64(outChannels), out_h: Int64((paddedH - spanH) / stride.height + 1),
+                                out_w: Int64((paddedW - spanW) / stride.width + 1), r: Int64(kernelSize.height),
+                                s: Int64(kernelSize.width), stride_h: Int64(stride.height), stride_w: Int64(stride.width),
+                                pad_h: Int64(top), pad_w: Int64(left), dilation_h: Int64(dilation.height),
+                                dilation_w: Int64(dilation.width), groups: Int64(groups))
     }
 
     public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
@@ -180,14 +142,12 @@ func convolutionParameters(weightShape: [Int], bias: Bool, outChannels: Int? = n
 }
 
 /// The checks Conv2D and ConvTranspose2D share: sizes positive, groups dividing both channel counts.
-func validateConvolution(_ name: String, inChannels: Int, outChannels: Int, kernel: (Int, Int),
-                         stride: (Int, Int), dilation: (Int, Int), groups: Int) throws {
+func validateConvolution(_ name: String, inChannels: Int, outChannels: Int, kernel: Size2D,
+                         stride: Size2D, dilation: Size2D, groups: Int) throws {
     guard inChannels > 0, outChannels > 0 else {
         throw BackpropError(.invalidArgument, "\(name): channel counts must be positive")
     }
-    guard kernel.0 > 0, kernel.1 > 0 else { throw BackpropError(.invalidArgument, "\(name): kernel size must be positive") }
-    guard stride.0 > 0, stride.1 > 0 else { throw BackpropError(.invalidArgument, "\(name): stride must be positive") }
-    guard dilation.0 > 0, dilation.1 > 0 else { throw BackpropError(.invalidArgument, "\(name): dilation must be positive") }
+    try validateWindow(name, kernel: kernel, stride: stride, dilation: dilation)
     guard groups > 0, inChannels % groups == 0, outChannels % groups == 0 else {
         throw BackpropError(.invalidArgument,
                             "\(name): groups (\(groups)) must divide both in (\(inChannels)) and out (\(outChannels)) channels")

@@ -40,36 +40,36 @@ public enum Layers {
             try Linear(f.int("in"), f.int("out"), bias: f.bool("bias", default: true), seed: g.next())
         },
         Kind(name: "conv2d", positional: ["c", "k", "r"], keywords: ["s", "stride", "pad", "dilation", "groups", "bias"]) { f, g in
-            let (pad, kernel) = (try f.pair("pad", default: (0, 0)), try kernelSize(f))
-            return try Conv2D(f.int("c"), f.int("k"), kernelSize: kernel, stride: f.pair("stride", default: (1, 1)),
-                              padding: .explicit(pad.0, pad.1), dilation: f.pair("dilation", default: (1, 1)),
-                              groups: f.int("groups", default: 1), bias: f.bool("bias", default: true), seed: g.next())
+            try Conv2D(f.int("c"), f.int("k"), kernelSize: kernelSize(f), stride: f.size("stride", default: 1),
+                       padding: .explicit(f.size("pad", default: 0)), dilation: f.size("dilation", default: 1),
+                       groups: f.int("groups", default: 1), bias: f.bool("bias", default: true), seed: g.next())
         },
         Kind(name: "conv_transpose2d", positional: ["c", "k", "r"],
              keywords: ["s", "stride", "pad", "output_padding", "dilation", "groups", "bias"]) { f, g in
-            try ConvTranspose2D(f.int("c"), f.int("k"), kernelSize: kernelSize(f), stride: f.pair("stride", default: (1, 1)),
-                                padding: f.pair("pad", default: (0, 0)), outputPadding: f.pair("output_padding", default: (0, 0)),
-                                dilation: f.pair("dilation", default: (1, 1)), groups: f.int("groups", default: 1),
+            try ConvTranspose2D(f.int("c"), f.int("k"), kernelSize: kernelSize(f), stride: f.size("stride", default: 1),
+                                padding: .explicit(f.size("pad", default: 0)), outputPadding: f.size("output_padding", default: 0),
+                                dilation: f.size("dilation", default: 1), groups: f.int("groups", default: 1),
                                 bias: f.bool("bias", default: true), seed: g.next())
         },
         Kind(name: "maxpool2d", positional: ["r"], keywords: ["s", "stride", "pad", "dilation", "ceil_mode"]) { f, _ in
             let kernel = try kernelSize(f)
-            return try MaxPool2D(kernelSize: kernel, stride: f.pair("stride", default: kernel), padding: f.pair("pad", default: (0, 0)),
-                                 dilation: f.pair("dilation", default: (1, 1)), ceilMode: f.bool("ceil_mode", default: false))
+            return try MaxPool2D(kernelSize: kernel, stride: f.size("stride", default: kernel),
+                                 padding: .explicit(f.size("pad", default: 0)), dilation: f.size("dilation", default: 1),
+                                 ceilMode: f.bool("ceil_mode", default: false))
         },
         Kind(name: "avgpool2d", positional: ["r"],
              keywords: ["s", "stride", "pad", "ceil_mode", "count_include_pad", "divisor_override"]) { f, _ in
             let kernel = try kernelSize(f)
-            return try AvgPool2D(kernelSize: kernel, stride: f.pair("stride", default: kernel), padding: f.pair("pad", default: (0, 0)),
-                                 ceilMode: f.bool("ceil_mode", default: false),
+            return try AvgPool2D(kernelSize: kernel, stride: f.size("stride", default: kernel),
+                                 padding: .explicit(f.size("pad", default: 0)), ceilMode: f.bool("ceil_mode", default: false),
                                  countIncludePad: f.bool("count_include_pad", default: true),
                                  divisorOverride: f.has("divisor_override") ? f.int("divisor_override") : nil)
         },
         Kind(name: "adaptive_avgpool2d", positional: ["out_h", "out_w"], keywords: []) { f, _ in
-            try AdaptiveAvgPool2D(outputSize: (f.int("out_h"), f.int("out_w")))
+            try AdaptiveAvgPool2D(outputSize: Size2D(f.int("out_h"), f.int("out_w")))
         },
         Kind(name: "adaptive_maxpool2d", positional: ["out_h", "out_w"], keywords: []) { f, _ in
-            try AdaptiveMaxPool2D(outputSize: (f.int("out_h"), f.int("out_w")))
+            try AdaptiveMaxPool2D(outputSize: Size2D(f.int("out_h"), f.int("out_w")))
         },
         Kind(name: "global_avgpool2d", positional: [], keywords: []) { _, _ in GlobalAvgPool2D() },
         Kind(name: "batchnorm2d", positional: ["c"], keywords: ["eps", "momentum", "affine"]) { f, _ in
@@ -96,8 +96,17 @@ public enum Layers {
     ]
 
     /// (r, s): the kernel's height and width; s defaults to r.
-    private static func kernelSize(_ f: JSONFields) throws -> (Int, Int) {
+    private static func kernelSize(_ f: JSONFields) throws -> Size2D {
         let r = try f.int("r")
-        return (r, try f.int("s", default: r))
+        return Size2D(r, try f.int("s", default: r))
+    }
+}
+
+extension JSONFields {
+    /// A per-axis size: a whole number for both axes, or a list of two; `value` when absent.
+    func size(_ key: String, default value: Size2D) throws -> Size2D {
+        guard has(key) else { return value }
+        let (height, width) = try pair(key)
+        return Size2D(height, width)
     }
 }

@@ -7,25 +7,27 @@ import Testing
         (stride: 1, padding: 1, dilation: 1, groups: 1), (2, 0, 1, 1), (1, 2, 2, 1), (1, 1, 1, 2), (2, 1, 1, 4),
     ])
     func conv2DGradients(stride: Int, padding: Int, dilation: Int, groups: Int) throws {
-        let layer = try Conv2D(4, 4, kernelSize: 3, stride: stride, padding: padding, dilation: dilation, groups: groups, seed: 3)
+        let layer = try Conv2D(4, 4, kernelSize: 3, stride: Size2D(square: stride), padding: .explicit(Size2D(square: padding)),
+                               dilation: Size2D(square: dilation), groups: groups, seed: 3)
         try expectGradientsCorrect(layer, input: randomTensor([2, 4, 7, 6], seed: 1))
     }
 
     @Test func conv2DSamePaddingKeepsTheSize() throws {
         // An even kernel: 'same' pads 1 before and 2 after (dilation 1, kernel 4: 3 zeros in all).
-        let layer = try Conv2D(2, 3, kernelSize: (4, 3), padding: .same, seed: 1)
+        let layer = try Conv2D(2, 3, kernelSize: Size2D(4, 3), padding: .same, seed: 1)
         let x = randomTensor([1, 2, 5, 6], seed: 2)
         #expect(try layer(x).shape == [1, 3, 5, 6])
         try expectGradientsCorrect(layer, input: x)
-        #expect(try Conv2D(2, 3, kernelSize: (3, 3), padding: .valid)(x).shape == [1, 3, 3, 4])
+        #expect(try Conv2D(2, 3, kernelSize: Size2D(3, 3), padding: .valid)(x).shape == [1, 3, 3, 4])
     }
 
     @Test("ConvTranspose2D gradient check", arguments: [
         (stride: 1, padding: 0, outputPadding: 0, groups: 1), (2, 1, 1, 1), (2, 0, 0, 2), (3, 1, 2, 1),
     ])
     func convTransposeGradients(stride: Int, padding: Int, outputPadding: Int, groups: Int) throws {
-        let layer = try ConvTranspose2D(4, 2, kernelSize: 3, stride: stride, padding: padding,
-                                        outputPadding: outputPadding, groups: groups, seed: 5)
+        let layer = try ConvTranspose2D(4, 2, kernelSize: 3, stride: Size2D(square: stride),
+                                        padding: .explicit(Size2D(square: padding)),
+                                        outputPadding: Size2D(square: outputPadding), groups: groups, seed: 5)
         try expectGradientsCorrect(layer, input: randomTensor([2, 4, 3, 4], seed: 6))
     }
 
@@ -63,7 +65,7 @@ import Testing
         expectError(.invalidArgument, mentioning: ["groups (2) must divide", "in (3)"]) { _ = try Conv2D(3, 8, kernelSize: 3, groups: 2) }
         expectError(.invalidArgument, mentioning: ["channel counts"]) { _ = try Conv2D(0, 8, kernelSize: 3) }
         expectError(.invalidArgument, mentioning: ["'same' needs stride 1"]) {
-            _ = try Conv2D(3, 8, kernelSize: (3, 3), stride: (2, 2), padding: .same)
+            _ = try Conv2D(3, 8, kernelSize: Size2D(3, 3), stride: Size2D(2, 2), padding: .same)
         }
         let conv = try Conv2D(3, 8, kernelSize: 3)
         expectError(.shapeMismatch, mentioning: ["Conv2D(in: 3, out: 8, kernel: 3x3", "[2, 4, 5, 5]", "expected [N, 3, H, W]"]) {

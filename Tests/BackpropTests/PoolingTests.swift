@@ -15,9 +15,9 @@ import Testing
         let x = Self.distinctInput([2, 2, 7, 6], seed: 1)
         let modules: [Module] = [
             try MaxPool2D(kernelSize: 2), try MaxPool2D(kernelSize: 3, stride: 2, padding: 1, ceilMode: true),
-            try MaxPool2D(kernelSize: (3, 2), stride: (1, 2), dilation: (2, 1)), try AvgPool2D(kernelSize: 3, stride: 2, padding: 1),
+            try MaxPool2D(kernelSize: Size2D(3, 2), stride: Size2D(1, 2), dilation: Size2D(2, 1)), try AvgPool2D(kernelSize: 3, stride: 2, padding: 1),
             try AvgPool2D(kernelSize: 3, stride: 1, padding: 1, countIncludePad: false), try AvgPool2D(kernelSize: 2, divisorOverride: 3),
-            try AdaptiveAvgPool2D(outputSize: (3, 4)), try AdaptiveMaxPool2D(outputSize: (4, 3)), GlobalAvgPool2D(),
+            try AdaptiveAvgPool2D(outputSize: Size2D(3, 4)), try AdaptiveMaxPool2D(outputSize: Size2D(4, 3)), GlobalAvgPool2D(),
         ]
         for module in modules {
             let report = try GradientCheck.run(module, input: x, epsilon: 1e-2)
@@ -41,13 +41,13 @@ import Testing
         let x = Self.distinctInput([1, 2, 4, 4], seed: 3)
         let (y, indices, _) = try pool.forwardWithIndices(x)
         let unpool = try MaxUnpool2D(kernelSize: 2)
-        let (restored, backward) = try unpool(y, indices: indices)
+        let (restored, backward) = try unpool.forward(y, indices: indices)
         #expect(restored.shape == x.shape)
         // Each window keeps its maximum in place and zeros elsewhere: pooling it again gives y.
         #expect(try pool(restored) == y)
         #expect(try backward(x).shape == y.shape)
         expectError(.invalidArgument, mentioning: ["MaxUnpool2D", "index 99"]) {
-            _ = try unpool(y, indices: [99] + indices.dropFirst())
+            _ = try unpool.forward(y, indices: [99] + indices.dropFirst())
         }
     }
 
@@ -58,7 +58,7 @@ import Testing
             _ = try MaxPool2D(kernelSize: 3, padding: 2)
         }
         expectError(.invalidArgument, mentioning: ["AdaptiveAvgPool2D", "output size must be positive", "0x2"]) {
-            _ = try AdaptiveAvgPool2D(outputSize: (0, 2))
+            _ = try AdaptiveAvgPool2D(outputSize: Size2D(0, 2))
         }
         expectError(.shapeMismatch, mentioning: ["MaxPool2D(kernel: 2x2", "[3, 4, 4]", "expected [N, C, H, W]"]) {
             _ = try MaxPool2D(kernelSize: 2)(Tensor(shape: [3, 4, 4]))
@@ -66,5 +66,37 @@ import Testing
         expectError(.shapeMismatch, mentioning: ["gives an output of size 0x"]) {
             _ = try MaxPool2D(kernelSize: 3)(Tensor(shape: [1, 1, 2, 5]))
         }
+        expectError(.invalidArgument, mentioning: ["AvgPool2D(kernel: 3x3)", "padding 'same' is only for convolutions"]) {
+            _ = try AvgPool2D(kernelSize: 3, padding: .same)
+        }
+        expectError(.invalidArgument, mentioning: ["MaxUnpool2D", "needs the indices"]) {
+            _ = try MaxUnpool2D(kernelSize: 2).forward(Tensor(shape: [1, 1, 2, 2]))
+        }
+    }
+
+    /// Worked by hand: plane 0 of x [1, 2, 1, 2] = [1, 2] to indices [3, 0] of a 2x2 plane, plane 1
+    /// = [5, 7] to [1, 1] (repeated: the last wins); the backward gathers v at the same places.
+    @Test func unpoolByHand() throws {
+        let unpool = try MaxUnpool2D(kernelSize: Size2D(2, 1))
+        let x = try Tensor(shape: [1, 2, 1, 2], scalars: [1, 2, 5, 7])
+        let (y, backward) = try unpool.forward(x, indices: [3, 0, 1, 1])
+        #expect(y.shape == [1, 2, 2, 2])
+        #expect(y.scalars == [2, 0, 0, 1, 0, 7, 0, 0])
+        let v = try Tensor(shape: [1, 2, 2, 2], scalars: [10, 11, 12, 13, 14, 15, 16, 17])
+        #expect(try backward(v).scalars == [13, 10, 15, 15])
+    }
+
+    /// With distinct indices (windows that do not overlap) the backward is the adjoint of the
+    /// forward: <unpool(x), v> = <x, B(v)>; here into an explicit output size, as the pooled 4x5
+    /// planes' last column has no window.
+    @Test func unpoolBackwardIsTheAdjoint() throws {
+        let x = randomTensor([2, 3, 4, 5], seed: 4)
+        let (y, indices, _) = try MaxPool2D(kernelSize: 2).forwardWithIndices(x)
+        #expect(Set(indices.enumerated().map { [$0.offset / 4, $0.element] }).count == indices.count)
+        let (u, backward) = try MaxUnpool2D(kernelSize: 2).forward(y, indices: indices, outputSize: Size2D(4, 5))
+        let v = randomTensor(u.shape, seed: 5), dx = try backward(v)
+        let left = zip(u.scalars, v.scalars).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+        let right = zip(y.scalars, dx.scalars).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+        #expect(abs(left - right) <= 1e-9 * max(abs(left), 1))
     }
 }
