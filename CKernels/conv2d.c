@@ -34,12 +34,7 @@ static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
 // A zeroed panel of `count` floats on a 64-byte boundary, so its 16-float rows are whole cache lines.
-static float *panel_alloc(int64_t count) {
-    size_t bytes = (size_t)round_up(count * (int64_t)sizeof(float), 64);
-    float *panel = aligned_alloc(64, bytes);
-    memset(panel, 0, bytes);
-    return panel;
-}
+static float *panel_alloc(int64_t count, int64_t *missing) { return bp_aligned_alloc(64, count, sizeof(float), 1, missing); }
 
 // The reduction [0, total) in equal blocks of at most KC: block `index` is [*start, *start + *size).
 static int64_t kc_blocks(int64_t total) { return (total + KC - 1) / KC; }
@@ -56,7 +51,8 @@ typedef struct {
     int64_t *offset;                       // [R]
 } layout;
 
-static layout layout_build(const bp_conv2d_params *p) {
+// The layout of `p`; its offsets are NULL when they could not be allocated (recorded in *missing).
+static layout layout_build(const bp_conv2d_params *p, int64_t *missing) {
     layout l;
     int64_t cg = p->c / p->groups;
     // The padded extent: the input after its top/left padding, or as far as the last tap reads.
@@ -67,7 +63,8 @@ static layout layout_build(const bp_conv2d_params *p) {
     l.plane = l.hq * l.wq;
     l.channel = p->stride_h * p->stride_w * l.plane;
     l.size = cg * l.channel;
-    l.offset = malloc((size_t)col_rows(p) * sizeof(int64_t));
+    l.offset = bp_malloc(col_rows(p), sizeof(int64_t), missing);
+    if (!l.offset) return l;
     for (int64_t ci = 0, t = 0; ci < cg; ci++)
         for (int64_t i = 0; i < p->r; i++)
             for (int64_t j = 0; j < p->s; j++, t++) {
@@ -271,12 +268,15 @@ static void pack_rows(float *out, const float *m, int64_t ld, int64_t rows, int6
 }
 
 // The weights of each group packed for the forward, A = W_g [kg, R]: per group round_up(kg, MR) · R
-// floats. Transposed (A = W_gᵀ [R, kg]) for the backward-data: round_up(R, MR) · kg floats.
-static float *pack_weights(const float *weight, const bp_conv2d_params *p, int transposed, int64_t *group_size) {
+// floats. Transposed (A = W_gᵀ [R, kg]) for the backward-data: round_up(R, MR) · kg floats. NULL
+// when they could not be allocated (recorded in *missing).
+static float *pack_weights(const float *weight, const bp_conv2d_params *p, int transposed, int64_t *group_size,
+                           int64_t *missing) {
     int64_t kg = p->k / p->groups, rows = col_rows(p);
     int64_t m = transposed ? rows : kg, reduce = transposed ? kg : rows;
     *group_size = round_up(m, BP_MR) * reduce;
-    float *packed = malloc((size_t)(p->groups * *group_size + 2) * sizeof(float));
+    float *packed = bp_malloc(p->groups * *group_size + 2, sizeof(float), missing);
+    if (!packed) return NULL;
     for (int64_t g = 0; g < p->groups; g++) {
         const float *w = weight + g * kg * rows;
         if (transposed) pack_rows(packed + g * *group_size, w, 1, rows, kg, rows);
@@ -345,16 +345,19 @@ static void depthwise_weights(float *dw, const float *restrict buffer, const flo
     _Pragma("omp parallel if ((p)->n * (p)->groups > 1 && (p)->n * (p)->k * out_hw(p) * col_rows(p) >= BP_PARALLEL_MIN)") \
     { __VA_ARGS__ }
 
-void bp_conv2d_forward(float *y, const float *x, const float *weight, const float *bias, const bp_conv2d_params *p) {
-    int64_t cg = p->c / p->groups, kg = p->k / p->groups, rows = col_rows(p), hw = out_hw(p), a_size = 0;
-    float *a = is_depthwise(p) ? NULL : pack_weights(weight, p, 0, &a_size);  // depthwise reads the weights directly
-    layout l = layout_build(p);
+int64_t bp_conv2d_forward(float *y, const float *x, const float *weight, const float *bias, const bp_conv2d_params *p) {
+    int64_t cg = p->c / p->groups, kg = p->k / p->groups, rows = col_rows(p), hw = out_hw(p), a_size = 0, missing = 0;
+    float *a = is_depthwise(p) ? NULL : pack_weights(weight, p, 0, &a_size, &missing);  // depthwise reads the weights directly
+    layout l = layout_build(p, &missing);
+    if (missing) return free(a), free(l.offset), missing;
     PARALLEL_OVER_IMAGES(p, {
-        float *buffer = calloc((size_t)(l.size + SLACK), sizeof(float));
-        float *b = panel_alloc(KC * BP_NR + SLACK);
+        float *buffer = bp_calloc(l.size + SLACK, sizeof(float), &missing);
+        float *b = panel_alloc(KC * BP_NR + SLACK, &missing);
+        int ready = buffer && b;
         run runs[BP_NR + 2];
         _Pragma("omp for schedule(static)")
         for (int64_t item = 0; item < p->n * p->groups; item++) {
+            if (!ready) continue;
             int64_t image = item / p->groups, g = item % p->groups;
             copy_in(buffer, x + (image * p->c + g * cg) * p->h * p->w, &l, p);
             float *yg = y + (image * p->k + g * kg) * hw;
@@ -382,38 +385,42 @@ void bp_conv2d_forward(float *y, const float *x, const float *weight, const floa
     })
     free(l.offset);
     free(a);
+    return missing;
 }
 
 // Backward-data per image-group: dcol = W_gᵀ · dy_g (the product written into one image's column
 // gradient, 16 pixels × 6 taps per block), then col2im_rows gathers it into the buffer, and the
 // buffer's interior is copied out to dx.
-void bp_conv2d_backward_data(float *dx, const float *dy, const float *weight, const float *bias,
-                             const bp_conv2d_params *p) {
-    int64_t cg = p->c / p->groups, kg = p->k / p->groups, rows = col_rows(p), hw = out_hw(p), a_size = 0;
-    float *a = is_depthwise(p) ? NULL : pack_weights(weight, p, 1, &a_size);
-    layout l = layout_build(p);
-    tap_place *place = malloc((size_t)(p->r * p->s) * sizeof(tap_place));
+int64_t bp_conv2d_backward_data(float *dx, const float *dy, const float *weight, const float *bias,
+                                const bp_conv2d_params *p) {
+    int64_t cg = p->c / p->groups, kg = p->k / p->groups, rows = col_rows(p), hw = out_hw(p), a_size = 0, missing = 0;
+    float *a = is_depthwise(p) ? NULL : pack_weights(weight, p, 1, &a_size, &missing);
+    layout l = layout_build(p, &missing);
+    tap_place *place = bp_malloc(p->r * p->s, sizeof(tap_place), &missing);
+    int64_t vectors = mask_vectors(&l);
+    v8i *mask = bp_aligned_alloc(32, p->r * p->s * vectors, sizeof(v8i), 0, &missing);
+    if (missing) return free(a), free(l.offset), free(place), free(mask), missing;
     for (int64_t t = 0; t < p->r * p->s; t++) {
         int64_t in_channel = l.offset[t] % l.plane;  // channel 0's taps: offset = phase · plane + row · wq + col
         place[t] = (tap_place){l.offset[t] / l.plane, in_channel / l.wq, in_channel % l.wq};
     }
     // mask[t][v]: lane i of buffer columns 8v … is an output column of tap t (0 <= 8v + i − col_t <
     // out_w); the last vector is all 0 when wq needs an odd number
-    int64_t vectors = mask_vectors(&l);
-    v8i *mask = aligned_alloc(32, (size_t)(p->r * p->s * vectors) * sizeof(v8i));
     for (int64_t t = 0; t < p->r * p->s; t++)
         for (int64_t v = 0; v < vectors; v++)
             for (int i = 0; i < 8; i++)
                 mask[t * vectors + v][i] = (uint64_t)(8 * v + i - place[t].col) < (uint64_t)p->out_w ? -1 : 0;
     int64_t slack = l.wq + 16, panels = (hw + BP_NR - 1) / BP_NR;
     PARALLEL_OVER_IMAGES(p, {
-        float *buffer = malloc((size_t)(l.size + SLACK) * sizeof(float));
-        float *b = panel_alloc(panels * kg * BP_NR);
-        float *dcol_space = is_depthwise(p) ? NULL : panel_alloc(rows * hw + 2 * slack);
+        float *buffer = bp_malloc(l.size + SLACK, sizeof(float), &missing);
+        float *b = panel_alloc(panels * kg * BP_NR, &missing);
+        float *dcol_space = is_depthwise(p) ? NULL : panel_alloc(rows * hw + 2 * slack, &missing);
         float *dcol = dcol_space ? dcol_space + slack : NULL;
-        tap_reach *reaching = malloc((size_t)(p->r * p->s) * sizeof(tap_reach));
+        tap_reach *reaching = bp_malloc(p->r * p->s, sizeof(tap_reach), &missing);
+        int ready = buffer && b && (dcol || is_depthwise(p)) && reaching;
         _Pragma("omp for schedule(static)")
         for (int64_t item = 0; item < p->n * p->groups; item++) {
+            if (!ready) continue;
             int64_t image = item / p->groups, g = item % p->groups;
             const float *dyg = dy + (image * p->k + g * kg) * hw;
             if (is_depthwise(p)) {
@@ -448,6 +455,7 @@ void bp_conv2d_backward_data(float *dx, const float *dy, const float *weight, co
     free(place);
     free(l.offset);
     free(a);
+    return missing;
 }
 
 enum { MAX_WEIGHT_BLOCKS = 4 };
@@ -457,23 +465,26 @@ enum { MAX_WEIGHT_BLOCKS = 4 };
 // split into at most 4 fixed blocks, each summed over its images and chunks in order into its own
 // partial, and the partials added in block order. The bias gradient is summed the same way, each
 // chunk's dy rows (in cache: pack_rows just read them) in 8 float lanes into a double per block.
-void bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy, const float *x,
-                                const bp_conv2d_params *p) {
+int64_t bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy, const float *x,
+                                   const bp_conv2d_params *p) {
     int64_t cg = p->c / p->groups, kg = p->k / p->groups, rows = col_rows(p), hw = out_hw(p);
     int64_t size = p->k * rows;  // the weight's element count
     int64_t blocks = p->n < MAX_WEIGHT_BLOCKS ? p->n : MAX_WEIGHT_BLOCKS;
-    layout l = layout_build(p);
-    float *partial = calloc((size_t)(blocks * size), sizeof(float));
-    double *bias_partial = calloc((size_t)(blocks * p->k), sizeof(double));  // [block][k]: Σ dy
+    int64_t missing = 0;
+    layout l = layout_build(p, &missing);
+    float *partial = bp_calloc(blocks * size, sizeof(float), &missing);
+    double *bias_partial = bp_calloc(blocks * p->k, sizeof(double), &missing);  // [block][k]: Σ dy
+    if (missing) return free(l.offset), free(partial), free(bias_partial), missing;
     #pragma omp parallel if (blocks > 1 && p->n * p->k * hw * rows >= BP_PARALLEL_MIN)
     {
-        float *buffer = calloc((size_t)(l.size + SLACK), sizeof(float));
-        float *a = panel_alloc(round_up(kg, BP_MR) * PC + 2);
-        float *b = panel_alloc((PC + 8) * BP_NR);
-        run *runs = malloc((size_t)(PC + 2) * sizeof(run));
+        float *buffer = bp_calloc(l.size + SLACK, sizeof(float), &missing);
+        float *a = panel_alloc(round_up(kg, BP_MR) * PC + 2, &missing);
+        float *b = panel_alloc((PC + 8) * BP_NR, &missing);
+        run *runs = bp_malloc(PC + 2, sizeof(run), &missing);
+        int ready = buffer && a && b && runs;
         #pragma omp for schedule(static)
         for (int64_t block = 0; block < blocks; block++)
-            for (int64_t image = block * p->n / blocks; image < (block + 1) * p->n / blocks; image++)
+            for (int64_t image = block * p->n / blocks; ready && image < (block + 1) * p->n / blocks; image++)
                 for (int64_t g = 0; g < p->groups; g++) {
                     copy_in(buffer, x + (image * p->c + g * cg) * p->h * p->w, &l, p);
                     float *dwg = partial + block * size + g * kg * rows;
@@ -504,6 +515,7 @@ void bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy, c
         free(b);
         free(runs);
     }
+    if (missing) return free(l.offset), free(partial), free(bias_partial), missing;  // dweight and dbias unchanged
     #pragma omp parallel for schedule(static) if (size * blocks >= BP_PARALLEL_MIN)
     for (int64_t e = 0; e < size; e++) {
         float sum = partial[e];
@@ -519,6 +531,7 @@ void bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy, c
     free(partial);
     free(bias_partial);
     free(l.offset);
+    return 0;
 }
 
 void bp_channel_bias_backward(float *dbias, const float *dy, int64_t n, int64_t c, int64_t hw) {
@@ -530,50 +543,4 @@ void bp_channel_bias_backward(float *dbias, const float *dy, int64_t n, int64_t 
         }
         dbias[ch] += (float)sum;
     }
-}
-
-// MARK: - Plain-loop references (double accumulators)
-
-// Calls visit(b, g, ko, ci, oh, ow, i, j, x index, y index, w index) for every product term.
-#define FOR_EACH_TERM(p, body)                                                                      \
-    for (int64_t b = 0; b < (p)->n; b++)                                                            \
-        for (int64_t ko = 0; ko < (p)->k; ko++) {                                                   \
-            int64_t kg = (p)->k / (p)->groups, cg = (p)->c / (p)->groups, g = ko / kg;              \
-            for (int64_t oh = 0; oh < (p)->out_h; oh++)                                             \
-                for (int64_t ow = 0; ow < (p)->out_w; ow++)                                         \
-                    for (int64_t ci = 0; ci < cg; ci++)                                             \
-                        for (int64_t i = 0; i < (p)->r; i++)                                        \
-                            for (int64_t j = 0; j < (p)->s; j++) {                                  \
-                                int64_t ih = oh * (p)->stride_h - (p)->pad_h + i * (p)->dilation_h; \
-                                int64_t iw = ow * (p)->stride_w - (p)->pad_w + j * (p)->dilation_w; \
-                                if (ih < 0 || ih >= (p)->h || iw < 0 || iw >= (p)->w) continue;     \
-                                int64_t xi = ((b * (p)->c + g * cg + ci) * (p)->h + ih) * (p)->w + iw; \
-                                int64_t yi = ((b * (p)->k + ko) * (p)->out_h + oh) * (p)->out_w + ow;  \
-                                int64_t wi = ((ko * cg + ci) * (p)->r + i) * (p)->s + j;            \
-                                body;                                                               \
-                            }                                                                       \
-        }
-
-void bp_conv2d_forward_ref(float *y, const float *x, const float *weight, const bp_conv2d_params *p) {
-    int64_t count = p->n * p->k * out_hw(p);
-    double *acc = calloc((size_t)count, sizeof(double));
-    FOR_EACH_TERM(p, acc[yi] += (double)x[xi] * weight[wi])
-    for (int64_t e = 0; e < count; e++) y[e] = (float)acc[e];
-    free(acc);
-}
-
-void bp_conv2d_backward_data_ref(float *dx, const float *dy, const float *weight, const bp_conv2d_params *p) {
-    int64_t count = p->n * p->c * p->h * p->w;
-    double *acc = calloc((size_t)count, sizeof(double));
-    FOR_EACH_TERM(p, acc[xi] += (double)dy[yi] * weight[wi])
-    for (int64_t e = 0; e < count; e++) dx[e] = (float)acc[e];
-    free(acc);
-}
-
-void bp_conv2d_backward_weights_ref(float *dweight, const float *dy, const float *x, const bp_conv2d_params *p) {
-    int64_t count = p->k * col_rows(p);
-    double *acc = calloc((size_t)count, sizeof(double));
-    FOR_EACH_TERM(p, acc[wi] += (double)dy[yi] * x[xi])
-    for (int64_t e = 0; e < count; e++) dweight[e] += (float)acc[e];
-    free(acc);
 }

@@ -7,6 +7,17 @@
 // Loops this short run on the calling thread: a parallel region costs more than it saves.
 #define BP_PARALLEL_MIN 32768
 
+/// count · size bytes from malloc (bp_calloc: zeroed; bp_aligned_alloc: on an `alignment`-byte
+/// boundary, the size rounded up to it, zeroed when `zero`), or NULL when they cannot be had: then
+/// the bytes asked are recorded in *missing unless a failure is already recorded there (threads
+/// may share it). A kernel that allocates returns *missing: 0, or the bytes of its first failure.
+void *bp_malloc(int64_t count, int64_t size, int64_t *missing);
+void *bp_calloc(int64_t count, int64_t size, int64_t *missing);
+void *bp_aligned_alloc(int64_t alignment, int64_t count, int64_t size, int zero, int64_t *missing);
+
+/// The failure a kernel has recorded so far (read while other threads may record one).
+static inline int64_t bp_missing(const int64_t *missing) { return __atomic_load_n(missing, __ATOMIC_RELAXED); }
+
 /// Sums `block(ctx, begin, end)` over consecutive blocks of `block_size` items covering [0, n):
 /// the blocks are computed in parallel and their sums added in block order, so the result
 /// does not depend on the thread count. `cost` is the work of one item, for the decision
@@ -20,6 +31,13 @@ double bp_blocked_sum(int64_t n, int64_t block_size, int64_t cost,
 /// outlined OpenMP bodies do not inherit BP_MULTIVERSION's target features.
 void bp_parallel_chunks(int64_t n, int64_t cost, void (*chunk)(const void *ctx, int64_t begin, int64_t end),
                         const void *ctx);
+
+/// A mean as a pair of floats, pair[0] + pair[1] ≈ mean to double accuracy, so that centring
+/// (x − pair[0]) − pair[1] in float keeps it.
+static inline void bp_split_mean(double mean, float *pair) {
+    pair[0] = (float)mean;
+    pair[1] = (float)(mean - pair[0]);
+}
 
 /// Functions with this attribute are compiled for AVX-512, AVX2 and baseline x86-64, and the
 /// best the CPU supports is picked at load time (SwiftPM compiles C without -march).

@@ -30,7 +30,7 @@ static double run_mean(const float *x, int64_t count) {
     return shift + total / (double)count;
 }
 
-// Σ (x − mean)² over a run, centring with mean = hi + lo in float (see split_mean).
+// Σ (x − mean)² over a run, centring with mean = hi + lo in float (see bp_split_mean).
 BP_MULTIVERSION
 static double run_squared_deviation(const float *x, int64_t count, double mean) {
     const float hi = (float)mean, lo = (float)(mean - hi);
@@ -114,10 +114,6 @@ static void run_gradient_sums(const float *dy, const float *x, int64_t count, do
 // A mean in float as hi + lo: x − hi is exact for x within a factor 2 of hi (Sterbenz), so
 // (x − hi) − lo centres as accurately as double would, at float speed. With mean 1e4 and spread
 // 0.1, a float mean alone would be off by up to 5e-4, 0.5% of the spread.
-static void split_mean(double mean, float *pair) {
-    pair[0] = (float)mean;
-    pair[1] = (float)(mean - pair[0]);
-}
 
 // y = affine(x) over a run; with `relu`, then y = y > 0 ? y : 0 (a ReLU fused after the
 // normalization: the same bits as bp_relu_forward of y).
@@ -172,10 +168,12 @@ static void channel_block(int64_t c, int64_t block, int64_t *first, int64_t *end
     *end = (block + 1) * c / CHANNEL_BLOCKS;
 }
 
-void bp_batchnorm_forward_train(float *y, float *mean, float *rstd, float *running_mean, float *running_var,
-                                const float *x, const float *gamma, const float *beta,
-                                int64_t n, int64_t c, int64_t hw, float eps, float momentum, int relu) {
-    moments *m = calloc((size_t)c, sizeof(moments));
+int64_t bp_batchnorm_forward_train(float *y, float *mean, float *rstd, float *running_mean, float *running_var,
+                                   const float *x, const float *gamma, const float *beta,
+                                   int64_t n, int64_t c, int64_t hw, float eps, float momentum, int relu) {
+    int64_t missing = 0;
+    moments *m = bp_calloc(c, sizeof(moments), &missing);
+    if (!m) return missing;
     #pragma omp parallel for schedule(static) if (n * c * hw >= BP_PARALLEL_MIN)
     for (int64_t block = 0; block < CHANNEL_BLOCKS; block++) {
         int64_t first, end;
@@ -185,7 +183,7 @@ void bp_batchnorm_forward_train(float *y, float *mean, float *rstd, float *runni
         for (int64_t ch = first; ch < end; ch++) {
             double variance = m[ch].m2 / m[ch].count;
             rstd[ch] = (float)(1.0 / sqrt(variance + eps));
-            split_mean(m[ch].mean, mean + 2 * ch);
+            bp_split_mean(m[ch].mean, mean + 2 * ch);
             if (running_mean) {
                 running_mean[ch] = (1.0f - momentum) * running_mean[ch] + momentum * (float)m[ch].mean;
                 float unbiased = (float)(m[ch].m2 / (m[ch].count - 1));
@@ -199,6 +197,7 @@ void bp_batchnorm_forward_train(float *y, float *mean, float *rstd, float *runni
             }
     }
     free(m);
+    return 0;
 }
 
 void bp_batchnorm_forward_eval(float *y, const float *x, const float *running_mean, const float *running_var,
@@ -213,11 +212,13 @@ void bp_batchnorm_forward_eval(float *y, const float *x, const float *running_me
     }
 }
 
-void bp_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
-                           const float *mean, const float *rstd, const float *gamma, const float *beta,
-                           int64_t n, int64_t c, int64_t hw, int batch_statistics, int relu) {
-    double *sums = calloc((size_t)(2 * c), sizeof(double));  // [ch]: Σ dy, Σ dy · (x − mean)
-    float *coefficients = malloc((size_t)(3 * c) * sizeof(float));  // [ch]: a, b, k of run_backward
+int64_t bp_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                              const float *mean, const float *rstd, const float *gamma, const float *beta,
+                              int64_t n, int64_t c, int64_t hw, int batch_statistics, int relu) {
+    int64_t missing = 0;
+    double *sums = bp_calloc(2 * c, sizeof(double), &missing);  // [ch]: Σ dy, Σ dy · (x − mean)
+    float *coefficients = bp_malloc(3 * c, sizeof(float), &missing);  // [ch]: a, b, k of run_backward
+    if (missing) return free(sums), free(coefficients), missing;
     #pragma omp parallel for schedule(static) if (n * c * hw >= BP_PARALLEL_MIN)
     for (int64_t block = 0; block < CHANNEL_BLOCKS; block++) {
         int64_t first, end;
@@ -248,6 +249,7 @@ void bp_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *
     }
     free(sums);
     free(coefficients);
+    return 0;
 }
 
 // MARK: - Layer normalization: one row per iteration
@@ -269,7 +271,7 @@ void bp_layernorm_forward(float *y, float *mean, float *rstd, const float *x, co
         double mu = run_mean(xr, d);
         double variance = run_squared_deviation(xr, d, mu) / (double)d;
         float r = (float)(1.0 / sqrt(variance + eps));
-        split_mean(mu, mean + 2 * row);
+        bp_split_mean(mu, mean + 2 * row);
         rstd[row] = r;
         row_affine(y + row * d, xr, d, mean + 2 * row, r, gamma, beta);
     }
@@ -329,10 +331,11 @@ static void layernorm_row_backward(float *dx, float *dgamma, float *dbeta, const
 
 enum { LAYERNORM_BLOCKS = 8 };
 
-void bp_layernorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
-                           const float *mean, const float *rstd, const float *gamma, int64_t rows, int64_t d) {
-    int64_t blocks = rows < LAYERNORM_BLOCKS ? rows : LAYERNORM_BLOCKS;
-    float *partial = calloc((size_t)(2 * blocks * d), sizeof(float));  // [block][dgamma | dbeta][d]
+int64_t bp_layernorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                              const float *mean, const float *rstd, const float *gamma, int64_t rows, int64_t d) {
+    int64_t blocks = rows < LAYERNORM_BLOCKS ? rows : LAYERNORM_BLOCKS, missing = 0;
+    float *partial = bp_calloc(2 * blocks * d, sizeof(float), &missing);  // [block][dgamma | dbeta][d]
+    if (!partial) return missing;
     #pragma omp parallel for schedule(static) if (rows * d >= BP_PARALLEL_MIN)
     for (int64_t block = 0; block < blocks; block++) {
         float *pg = dgamma ? partial + 2 * block * d : NULL, *pb = dbeta ? partial + (2 * block + 1) * d : NULL;
@@ -347,98 +350,5 @@ void bp_layernorm_backward(float *dx, float *dgamma, float *dbeta, const float *
         if (dbeta) dbeta[j] += (float)sum_b;
     }
     free(partial);
-}
-
-// MARK: - Plain-loop references in double, statistics by definition
-
-void bp_batchnorm_forward_train_ref(float *y, float *mean, float *rstd, const float *x, const float *gamma,
-                                    const float *beta, int64_t n, int64_t c, int64_t hw, float eps) {
-    for (int64_t ch = 0; ch < c; ch++) {
-        double sum = 0.0, sq = 0.0;
-        for (int64_t b = 0; b < n; b++)
-            for (int64_t i = 0; i < hw; i++) sum += x[(b * c + ch) * hw + i];
-        double mu = sum / (double)(n * hw);
-        for (int64_t b = 0; b < n; b++)
-            for (int64_t i = 0; i < hw; i++) sq += (x[(b * c + ch) * hw + i] - mu) * (x[(b * c + ch) * hw + i] - mu);
-        double r = 1.0 / sqrt(sq / (double)(n * hw) + eps);
-        split_mean(mu, mean + 2 * ch);
-        rstd[ch] = (float)r;
-        for (int64_t b = 0; b < n; b++)
-            for (int64_t i = 0; i < hw; i++) {
-                int64_t e = (b * c + ch) * hw + i;
-                y[e] = (float)((x[e] - mu) * r * (gamma ? gamma[ch] : 1.0) + (beta ? beta[ch] : 0.0));
-            }
-    }
-}
-
-void bp_batchnorm_backward_ref(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
-                               const float *gamma, int64_t n, int64_t c, int64_t hw, float eps, int batch_statistics,
-                               const float *running_mean, const float *running_var) {
-    for (int64_t ch = 0; ch < c; ch++) {
-        double mu, var, count = (double)(n * hw);
-        if (batch_statistics) {
-            double sum = 0.0, sq = 0.0;
-            for (int64_t b = 0; b < n; b++)
-                for (int64_t i = 0; i < hw; i++) sum += x[(b * c + ch) * hw + i];
-            mu = sum / count;
-            for (int64_t b = 0; b < n; b++)
-                for (int64_t i = 0; i < hw; i++) sq += pow(x[(b * c + ch) * hw + i] - mu, 2);
-            var = sq / count;
-        } else {
-            mu = running_mean[ch], var = running_var[ch];
-        }
-        double r = 1.0 / sqrt(var + eps), g = gamma ? gamma[ch] : 1.0, sum_dy = 0.0, sum_dy_xhat = 0.0;
-        for (int64_t b = 0; b < n; b++)
-            for (int64_t i = 0; i < hw; i++) {
-                int64_t e = (b * c + ch) * hw + i;
-                sum_dy += dy[e];
-                sum_dy_xhat += dy[e] * (x[e] - mu) * r;
-            }
-        if (dbeta) dbeta[ch] += (float)sum_dy;
-        if (dgamma) dgamma[ch] += (float)sum_dy_xhat;
-        for (int64_t b = 0; b < n; b++)
-            for (int64_t i = 0; i < hw; i++) {
-                int64_t e = (b * c + ch) * hw + i;
-                double xhat = (x[e] - mu) * r;
-                dx[e] = (float)(batch_statistics ? g * r * (dy[e] - sum_dy / count - xhat * sum_dy_xhat / count)
-                                                 : g * r * dy[e]);
-            }
-    }
-}
-
-void bp_layernorm_forward_ref(float *y, float *mean, float *rstd, const float *x, const float *gamma,
-                              const float *beta, int64_t rows, int64_t d, float eps) {
-    for (int64_t row = 0; row < rows; row++) {
-        double sum = 0.0, sq = 0.0;
-        for (int64_t j = 0; j < d; j++) sum += x[row * d + j];
-        double mu = sum / (double)d;
-        for (int64_t j = 0; j < d; j++) sq += pow(x[row * d + j] - mu, 2);
-        double r = 1.0 / sqrt(sq / (double)d + eps);
-        split_mean(mu, mean + 2 * row);
-        rstd[row] = (float)r;
-        for (int64_t j = 0; j < d; j++)
-            y[row * d + j] = (float)((x[row * d + j] - mu) * r * (gamma ? gamma[j] : 1.0) + (beta ? beta[j] : 0.0));
-    }
-}
-
-void bp_layernorm_backward_ref(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
-                               const float *gamma, int64_t rows, int64_t d, float eps) {
-    for (int64_t row = 0; row < rows; row++) {
-        const float *xr = x + row * d, *dr = dy + row * d;
-        double sum = 0.0, sq = 0.0;
-        for (int64_t j = 0; j < d; j++) sum += xr[j];
-        double mu = sum / (double)d;
-        for (int64_t j = 0; j < d; j++) sq += pow(xr[j] - mu, 2);
-        double r = 1.0 / sqrt(sq / (double)d + eps), sum_g = 0.0, sum_g_xhat = 0.0;
-        for (int64_t j = 0; j < d; j++) {
-            double xhat = (xr[j] - mu) * r, g = dr[j] * (gamma ? gamma[j] : 1.0);
-            sum_g += g, sum_g_xhat += g * xhat;
-            if (dgamma) dgamma[j] += (float)(dr[j] * xhat);
-            if (dbeta) dbeta[j] += dr[j];
-        }
-        for (int64_t j = 0; j < d; j++) {
-            double xhat = (xr[j] - mu) * r;
-            dx[row * d + j] = (float)(r * (dr[j] * (gamma ? gamma[j] : 1.0) - sum_g / (double)d - xhat * sum_g_xhat / (double)d));
-        }
-    }
+    return 0;
 }

@@ -5,6 +5,9 @@
 //   - Argument order: outputs, saved statistics, inputs, weights, then sizes and options.
 //   - Sizes and offsets are int64_t. Swift validates every argument; C assumes valid input.
 //   - Gradients of parameters are ADDED into (+=); the caller zeroes them.
+//   - A kernel that allocates scratch memory returns int64_t: 0, or the bytes it asked for and
+//     could not get (its outputs are then unspecified).
+//   - The plain-loop references are in reference/, one file per op family.
 //   - Parallel loops split the work independently of the thread count and reduce in a fixed
 //     order, so every result is bit-identical for any OMP_NUM_THREADS.
 //   - Each fast kernel that is more than a one-line loop has a plain-loop reference `_ref`
@@ -61,6 +64,11 @@ void bp_sgemm_ref(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
                   float beta, float *c, int64_t ldc);
 
 // MARK: - Memory (memory.c)
+
+/// For tests: the `count`-th allocation the kernels make on the calling thread from now fails
+/// (count >= 1), as if memory had run out; 0 turns this off. Other threads (OpenMP's workers, other
+/// tests) are not touched.
+void bp_fail_allocation(int64_t count);
 
 /// Makes the C allocator keep freed blocks for reuse instead of returning them to the system
 /// (no mmap for large blocks, no heap trimming), so large tensors do not page-fault on every call.
@@ -132,25 +140,26 @@ typedef struct {
 
 /// y = conv(x, weight) + bias[k] (bias [k], or NULL for none), the bias added to each finished sum.
 /// Parallel over images.
-void bp_conv2d_forward(float *y, const float *x, const float *weight, const float *bias, const bp_conv2d_params *p);
+int64_t bp_conv2d_forward(float *y, const float *x, const float *weight, const float *bias, const bp_conv2d_params *p);
 /// dx = the transposed convolution of dy (overwrites dx) + bias[c] (bias [c], or NULL): also the
 /// forward of ConvTranspose2D, whose bias is on this side.
-void bp_conv2d_backward_data(float *dx, const float *dy, const float *weight, const float *bias,
-                             const bp_conv2d_params *p);
+int64_t bp_conv2d_backward_data(float *dx, const float *dy, const float *weight, const float *bias,
+                                const bp_conv2d_params *p);
 /// dweight += the correlation of dy with x, and (dbias not NULL) dbias[k] += Σ dy[:, k] (the bias
 /// gradient of the dy side, summed while dy's rows are in cache for the product). Images are split
 /// into at most 4 fixed blocks summed into block partials, then added in block order:
 /// bit-identical for any thread count.
-void bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy, const float *x,
-                                const bp_conv2d_params *p);
-void bp_conv2d_forward_ref(float *y, const float *x, const float *weight, const bp_conv2d_params *p);
-void bp_conv2d_backward_data_ref(float *dx, const float *dy, const float *weight, const bp_conv2d_params *p);
-void bp_conv2d_backward_weights_ref(float *dweight, const float *dy, const float *x, const bp_conv2d_params *p);
+int64_t bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy, const float *x,
+                                   const bp_conv2d_params *p);
+/// References (reference/conv2d_ref.c): every product term in double.
+int64_t bp_conv2d_forward_ref(float *y, const float *x, const float *weight, const bp_conv2d_params *p);
+int64_t bp_conv2d_backward_data_ref(float *dx, const float *dy, const float *weight, const bp_conv2d_params *p);
+int64_t bp_conv2d_backward_weights_ref(float *dweight, const float *dy, const float *x, const bp_conv2d_params *p);
 
 /// dbias[c] += Σ over n and hw of dy[n, c, :] (in a fixed order).
 void bp_channel_bias_backward(float *dbias, const float *dy, int64_t n, int64_t c, int64_t hw);
 
-// MARK: - Pooling (pool2d.c; references pool2d_ref.c): x [n, c, h, w] → y [n, c, out_h, out_w], one plane per (n, c)
+// MARK: - Pooling (pool2d/; references reference/pool2d_ref.c): x [n, c, h, w] → y [n, c, out_h, out_w], one plane per (n, c)
 
 /// Pooling windows. Fixed windows (adaptive = 0): window (oh, ow) has taps at input rows
 /// oh · stride_h − pad_h + i · dilation_h for i < kernel_h (and columns alike); taps outside the
@@ -175,16 +184,16 @@ typedef struct {
 int64_t bp_pool2d_window_size(const bp_pool2d_params *p);
 /// y = max over each window; NaN propagates (as PyTorch: a NaN tap wins). Ties go to the first
 /// maximum in row-major window order. Saves the argmax of each window.
-void bp_maxpool2d_forward(float *y, uint8_t *index8, int32_t *index32, const float *x, const bp_pool2d_params *p);
+int64_t bp_maxpool2d_forward(float *y, uint8_t *index8, int32_t *index32, const float *x, const bp_pool2d_params *p);
 /// dx = 0, then each dy is added at its window's saved argmax.
-void bp_maxpool2d_backward(float *dx, const float *dy, const uint8_t *index8, const int32_t *index32,
-                           const bp_pool2d_params *p);
+int64_t bp_maxpool2d_backward(float *dx, const float *dy, const uint8_t *index8, const int32_t *index32,
+                              const bp_pool2d_params *p);
 /// The saved argmax as PyTorch's return_indices gives it: ih · w + iw within the plane (−1 for no tap).
-void bp_maxpool2d_plane_indices(int64_t *indices, const uint8_t *index8, const int32_t *index32,
-                                const bp_pool2d_params *p);
-void bp_avgpool2d_forward(float *y, const float *x, const bp_pool2d_params *p);
+int64_t bp_maxpool2d_plane_indices(int64_t *indices, const uint8_t *index8, const int32_t *index32,
+                                   const bp_pool2d_params *p);
+int64_t bp_avgpool2d_forward(float *y, const float *x, const bp_pool2d_params *p);
 /// dx = each dy spread evenly (dy / divisor) over its window's taps inside the input.
-void bp_avgpool2d_backward(float *dx, const float *dy, const bp_pool2d_params *p);
+int64_t bp_avgpool2d_backward(float *dx, const float *dy, const bp_pool2d_params *p);
 /// References: plain loops over every window and tap, in double for the average.
 void bp_maxpool2d_forward_ref(float *y, int64_t *indices, const float *x, const bp_pool2d_params *p);
 void bp_maxpool2d_backward_ref(float *dx, const float *dy, const int64_t *indices, const bp_pool2d_params *p);
@@ -215,9 +224,9 @@ void bp_maxunpool2d_backward(float *dx, const float *dy, const int64_t *indices,
 /// (hi, lo) and rstd = 1 / sqrt(var + eps) [c] (var biased), and when running statistics are given updates them:
 /// running = (1 − momentum) · running + momentum · batch, with the unbiased variance.
 /// With `relu` a ReLU follows: y = max(normalised, 0) (NaN gives 0), bit for bit bp_relu_forward's.
-void bp_batchnorm_forward_train(float *y, float *mean, float *rstd, float *running_mean, float *running_var,
-                                const float *x, const float *gamma, const float *beta,
-                                int64_t n, int64_t c, int64_t hw, float eps, float momentum, int relu);
+int64_t bp_batchnorm_forward_train(float *y, float *mean, float *rstd, float *running_mean, float *running_var,
+                                   const float *x, const float *gamma, const float *beta,
+                                   int64_t n, int64_t c, int64_t hw, float eps, float momentum, int relu);
 /// Evaluation: y = (x − running_mean) / sqrt(running_var + eps) · gamma + beta (then the ReLU with `relu`).
 void bp_batchnorm_forward_eval(float *y, const float *x, const float *running_mean, const float *running_var,
                                const float *gamma, const float *beta, int64_t n, int64_t c, int64_t hw, float eps,
@@ -229,16 +238,16 @@ void bp_batchnorm_forward_eval(float *y, const float *x, const float *running_me
 /// ReLU was fused after the forward and dy is the gradient at its output: dy counts only where the
 /// normalised value (recomputed from x, beta and the statistics as the forward computed it) is > 0,
 /// as bp_relu_backward would pass it on.
-void bp_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
-                           const float *mean, const float *rstd, const float *gamma, const float *beta,
-                           int64_t n, int64_t c, int64_t hw, int batch_statistics, int relu);
+int64_t bp_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                              const float *mean, const float *rstd, const float *gamma, const float *beta,
+                              int64_t n, int64_t c, int64_t hw, int batch_statistics, int relu);
 /// Over each row of d values: saves mean [rows, 2] (hi, lo) and rstd [rows]; y = x̂ · gamma + beta.
 void bp_layernorm_forward(float *y, float *mean, float *rstd, const float *x, const float *gamma, const float *beta,
                           int64_t rows, int64_t d, float eps);
 /// dx = rstd · (g − mean(g) − x̂ · mean(g · x̂)) with g = dy · gamma, per row; dgamma += Σ_rows dy · x̂,
 /// dbeta += Σ_rows dy, summed in at most 8 fixed blocks of rows added in block order.
-void bp_layernorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
-                           const float *mean, const float *rstd, const float *gamma, int64_t rows, int64_t d);
+int64_t bp_layernorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                              const float *mean, const float *rstd, const float *gamma, int64_t rows, int64_t d);
 /// References: plain loops in double, statistics by definition.
 void bp_batchnorm_forward_train_ref(float *y, float *mean, float *rstd, const float *x, const float *gamma,
                                     const float *beta, int64_t n, int64_t c, int64_t hw, float eps);

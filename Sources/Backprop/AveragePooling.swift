@@ -2,14 +2,18 @@ import CKernels
 
 /// Average pooling over the windows `p` describes; the backward spreads each gradient evenly over
 /// its window with the same divisor. Saves nothing but the input's shape.
-func averagePool(_ input: Tensor, _ parameters: bp_pool2d_params, module: Module) -> (output: Tensor, backward: Backward) {
-    var p = parameters
+func averagePool(_ input: Tensor, _ parameters: bp_pool2d_params, module: Module) throws -> (output: Tensor, backward: Backward) {
+    var p = parameters, missing: Int64 = 0
     let outputShape = [input.shape[0], input.shape[1], Int(p.out_h), Int(p.out_w)]
-    let output = input.withPointer { x in Tensor.filled(outputShape) { bp_avgpool2d_forward($0, x, &p) } }
+    let output = input.withPointer { x in Tensor.filled(outputShape) { missing = bp_avgpool2d_forward($0, x, &p) } }
+    try checkAllocation(missing, module)
     let inputShape = input.shape
     return (output, { gradOutput in
         try checkGradient(gradOutput, matches: outputShape, in: module)
-        return gradOutput.withPointer { dy in Tensor.filled(inputShape) { bp_avgpool2d_backward($0, dy, &p) } }
+        var p = parameters, missing: Int64 = 0
+        let dx = gradOutput.withPointer { dy in Tensor.filled(inputShape) { missing = bp_avgpool2d_backward($0, dy, &p) } }
+        try checkAllocation(missing, module)
+        return dx
     })
 }
 
@@ -39,7 +43,7 @@ public final class AvgPool2D: Module {
     }
 
     public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
-        averagePool(input, try window.parameters(for: input.shape, in: self, countIncludePad: countIncludePad,
+        try averagePool(input, window.parameters(for: input.shape, in: self, countIncludePad: countIncludePad,
                                                  divisorOverride: divisorOverride ?? 0), module: self)
     }
 }
@@ -58,7 +62,7 @@ public final class AdaptiveAvgPool2D: Module {
     public var description: String { "AdaptiveAvgPool2D(\(outputSize))" }
 
     public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
-        averagePool(input, try adaptiveParameters(for: input.shape, size: outputSize, in: self), module: self)
+        try averagePool(input, adaptiveParameters(for: input.shape, size: outputSize, in: self), module: self)
     }
 }
 
@@ -71,6 +75,6 @@ public final class GlobalAvgPool2D: Module {
     public var description: String { "GlobalAvgPool2D()" }
 
     public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
-        averagePool(input, try adaptiveParameters(for: input.shape, size: 1, in: self), module: self)
+        try averagePool(input, adaptiveParameters(for: input.shape, size: 1, in: self), module: self)
     }
 }

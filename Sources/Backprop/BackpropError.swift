@@ -12,6 +12,8 @@ public struct BackpropError: Error, CustomStringConvertible, Equatable, Sendable
         case format
         /// A loss or gradient that became NaN or infinite.
         case numerical
+        /// A kernel could not allocate its scratch memory.
+        case outOfMemory
     }
 
     public let kind: Kind

@@ -94,37 +94,43 @@ public final class Conv2D: Module {
 /// is the correlation of the y-side gradient with the x-side tensor, and the bias belongs to the
 /// output side.
 func convolution(_ module: Module, _ input: Tensor, weight: Parameter, bias: Parameter?,
-                 geometry: bp_conv2d_params, transposed: Bool) -> SplitPass {
-    var p = geometry
+                 geometry: bp_conv2d_params, transposed: Bool) throws -> SplitPass {
+    var p = geometry, missing: Int64 = 0
     let outputShape = transposed ? [Int(p.n), Int(p.c), Int(p.h), Int(p.w)] : [Int(p.n), Int(p.k), Int(p.out_h), Int(p.out_w)]
     let forwardKernel = transposed ? bp_conv2d_backward_data : bp_conv2d_forward
     let inputGradientKernel = transposed ? bp_conv2d_forward : bp_conv2d_backward_data
     let output = input.withPointer { x in
         weight.value.withPointer { w in
-            withOptionalPointer(bias?.value) { b in Tensor.filled(outputShape) { y in forwardKernel(y, x, w, b, &p) } }
+            withOptionalPointer(bias?.value) { b in Tensor.filled(outputShape) { y in missing = forwardKernel(y, x, w, b, &p) } }
         }
     }
+    try checkAllocation(missing, module)
     return SplitPass(output: output, parameterBackward: { gradOutput in
         try checkGradient(gradOutput, matches: outputShape, in: module)
-        var p = geometry
+        var p = geometry, missing: Int64 = 0
         let (ySide, xSide) = transposed ? (input, gradOutput) : (gradOutput, input)
         // Conv2D's bias is on the y side: its gradient is summed with the weight gradient.
         // ConvTranspose2D's is on the x side (its output): summed over the gradient's planes.
         ySide.withPointer { dy in
             xSide.withPointer { x in
                 weight.grad.withMutablePointer { dw in
-                    withOptionalMutablePointer(transposed ? nil : bias) { db in bp_conv2d_backward_weights(dw, db, dy, x, &p) }
+                    withOptionalMutablePointer(transposed ? nil : bias) { db in
+                        missing = bp_conv2d_backward_weights(dw, db, dy, x, &p)
+                    }
                 }
             }
         }
+        try checkAllocation(missing, module)
         if transposed, let bias {
             gradOutput.withPointer { v in bias.grad.withMutablePointer { bp_channel_bias_backward($0, v, p.n, p.c, p.h * p.w) } }
         }
     }, inputBackward: { gradOutput in
-        var p = geometry
-        return gradOutput.withPointer { v in
-            weight.value.withPointer { w in Tensor.filled(input.shape) { inputGradientKernel($0, v, w, nil, &p) } }
+        var p = geometry, missing: Int64 = 0
+        let gradInput = gradOutput.withPointer { v in
+            weight.value.withPointer { w in Tensor.filled(input.shape) { missing = inputGradientKernel($0, v, w, nil, &p) } }
         }
+        try checkAllocation(missing, module)
+        return gradInput
     })
 }
 

@@ -9,9 +9,9 @@ enum Argmax {
 /// Max pooling over the windows `p` describes: u = max over each window (NaN wins; ties go to
 /// the first maximum in row-major window order); the backward routes each gradient to its
 /// window's argmax. Saves the argmax: one byte per output (4 for larger windows).
-func maxPool(_ input: Tensor, _ parameters: bp_pool2d_params, module: Module)
+func maxPool(_ input: Tensor, _ parameters: bp_pool2d_params, module: Module) throws
     -> (output: Tensor, argmax: Argmax, backward: Backward) {
-    var p = parameters
+    var p = parameters, missing: Int64 = 0
     let outputShape = [input.shape[0], input.shape[1], Int(p.out_h), Int(p.out_w)]
     let count = outputShape.reduce(1, *)
     // The kernel writes every output and every argmax: both start uninitialised (zeroing the
@@ -20,23 +20,27 @@ func maxPool(_ input: Tensor, _ parameters: bp_pool2d_params, module: Module)
     let output = input.withPointer { x in
         Tensor.filled(outputShape) { y in
             if bp_pool2d_window_size(&p) <= BP_ARGMAX8_MAX_TAPS {
-                argmax = .bytes(uninitializedArray(count) { bp_maxpool2d_forward(y, $0, nil, x, &p) })
+                argmax = .bytes(uninitializedArray(count) { missing = bp_maxpool2d_forward(y, $0, nil, x, &p) })
             } else {
-                argmax = .words(uninitializedArray(count) { bp_maxpool2d_forward(y, nil, $0, x, &p) })
+                argmax = .words(uninitializedArray(count) { missing = bp_maxpool2d_forward(y, nil, $0, x, &p) })
             }
         }
     }
+    try checkAllocation(missing, module)
     let saved = argmax
     return (output, argmax, { gradOutput in
         try checkGradient(gradOutput, matches: outputShape, in: module)
-        return gradOutput.withPointer { dy in
+        var p = parameters, missing: Int64 = 0
+        let dx = gradOutput.withPointer { dy in
             Tensor.filled(input.shape) { dx in
                 switch saved {
-                case .bytes(let indices): bp_maxpool2d_backward(dx, dy, indices, nil, &p)
-                case .words(let indices): bp_maxpool2d_backward(dx, dy, nil, indices, &p)
+                case .bytes(let indices): missing = bp_maxpool2d_backward(dx, dy, indices, nil, &p)
+                case .words(let indices): missing = bp_maxpool2d_backward(dx, dy, nil, indices, &p)
                 }
             }
         }
+        try checkAllocation(missing, module)
+        return dx
     })
 }
 
@@ -56,7 +60,7 @@ public final class MaxPool2D: Module {
     public var description: String { "MaxPool2D(\(window.description))" }
 
     public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
-        let (output, _, backward) = maxPool(input, try window.parameters(for: input.shape, in: self), module: self)
+        let (output, _, backward) = try maxPool(input, window.parameters(for: input.shape, in: self), module: self)
         return (output, backward)
     }
 
@@ -64,12 +68,13 @@ public final class MaxPool2D: Module {
     /// (what MaxUnpool2D takes).
     public func forwardWithIndices(_ input: Tensor) throws -> (output: Tensor, indices: [Int], backward: Backward) {
         var p = try window.parameters(for: input.shape, in: self)
-        let (output, argmax, backward) = maxPool(input, p, module: self)
+        let (output, argmax, backward) = try maxPool(input, p, module: self)
         var indices = [Int64](repeating: 0, count: output.count)
-        switch argmax {
+        let missing = switch argmax {
         case .bytes(let taps): bp_maxpool2d_plane_indices(&indices, taps, nil, &p)
         case .words(let taps): bp_maxpool2d_plane_indices(&indices, nil, taps, &p)
         }
+        try checkAllocation(missing, self)
         return (output, indices.map(Int.init), backward)
     }
 }
@@ -89,7 +94,7 @@ public final class AdaptiveMaxPool2D: Module {
     public var description: String { "AdaptiveMaxPool2D(\(outputSize))" }
 
     public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
-        let (output, _, backward) = maxPool(input, try adaptiveParameters(for: input.shape, size: outputSize, in: self), module: self)
+        let (output, _, backward) = try maxPool(input, adaptiveParameters(for: input.shape, size: outputSize, in: self), module: self)
         return (output, backward)
     }
 }

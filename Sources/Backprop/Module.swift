@@ -180,6 +180,13 @@ func weightAndBias(_ weight: Parameter?, _ bias: Parameter?) -> [(name: String, 
     [weight.map { ("weight", $0) }, bias.map { ("bias", $0) }].compactMap { $0 }
 }
 
+/// Throws when a kernel returned `missing` > 0: the bytes of scratch memory it could not allocate.
+func checkAllocation(_ missing: Int64, _ module: Module) throws {
+    guard missing == 0 else {
+        throw BackpropError(.outOfMemory, "\(module): the kernel could not allocate \(missing) bytes of scratch memory")
+    }
+}
+
 /// Checks that the gradient handed to a backward function has the forward output's shape.
 func checkGradient(_ gradOutput: Tensor, matches shape: [Int], in module: Module) throws {
     guard gradOutput.shape == shape else {

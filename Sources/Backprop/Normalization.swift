@@ -82,8 +82,7 @@ public class BatchNorm: Module {
             throw BackpropError(.invalidArgument,
                                 "\(self): expected more than 1 value per channel when training, got input of shape \(describe(input.shape))")
         }
-        if isTraining { batchesTracked?.value += 1 }
-        var mean = Tensor(unchecked: [numFeatures], scalars: []), rstd = mean
+        var mean = Tensor(unchecked: [numFeatures], scalars: []), rstd = mean, missing: Int64 = 0
         let output: Tensor = input.withPointer { x in
             withOptionalPointer(weight?.value) { gamma in
                 withOptionalPointer(bias?.value) { beta in
@@ -91,8 +90,8 @@ public class BatchNorm: Module {
                         var m = [Float](repeating: 0, count: 2 * numFeatures), r = [Float](repeating: 0, count: numFeatures)
                         let y = Tensor.filled(input.shape) { y in
                             withOptionalBufferPointers(isTraining ? runningMean : nil, isTraining ? runningVar : nil) { rm, rv in
-                                bp_batchnorm_forward_train(y, &m, &r, rm, rv, x, gamma, beta, n, c, hw, eps, momentum,
-                                                           fusingReLU ? 1 : 0)
+                                missing = bp_batchnorm_forward_train(y, &m, &r, rm, rv, x, gamma, beta, n, c, hw, eps,
+                                                                     momentum, fusingReLU ? 1 : 0)
                             }
                         }
                         (mean, rstd) = (Tensor(unchecked: [numFeatures, 2], scalars: m), Tensor(unchecked: [numFeatures], scalars: r))
@@ -109,9 +108,12 @@ public class BatchNorm: Module {
                 }
             }
         }
+        try checkAllocation(missing, self)
+        if isTraining { batchesTracked?.value += 1 }
         return (output, { [weight, bias] gradOutput in
             try checkGradient(gradOutput, matches: input.shape, in: self)
-            return gradOutput.withPointer { dy in
+            var missing: Int64 = 0
+            let gradInput = gradOutput.withPointer { dy in
                 input.withPointer { x in
                     mean.withPointer { m in
                         rstd.withPointer { r in
@@ -120,8 +122,8 @@ public class BatchNorm: Module {
                                     withOptionalMutablePointer(weight) { dgamma in
                                         withOptionalMutablePointer(bias) { dbeta in
                                             Tensor.filled(input.shape) {
-                                                bp_batchnorm_backward($0, dgamma, dbeta, dy, x, m, r, gamma, beta, n, c, hw,
-                                                                      batchStatistics ? 1 : 0, fusingReLU ? 1 : 0)
+                                                missing = bp_batchnorm_backward($0, dgamma, dbeta, dy, x, m, r, gamma, beta, n, c,
+                                                                                hw, batchStatistics ? 1 : 0, fusingReLU ? 1 : 0)
                                             }
                                         }
                                     }
@@ -131,6 +133,8 @@ public class BatchNorm: Module {
                     }
                 }
             }
+            try checkAllocation(missing, self)
+            return gradInput
         })
     }
 }
@@ -229,19 +233,22 @@ public final class LayerNorm: Module {
         }
         return (output, { [weight, bias] gradOutput in
             try checkGradient(gradOutput, matches: input.shape, in: self)
-            return gradOutput.withPointer { dy in
+            var missing: Int64 = 0
+            let gradInput = gradOutput.withPointer { dy in
                 input.withPointer { x in
                     withOptionalPointer(weight?.value) { gamma in
                         withOptionalMutablePointer(weight) { dgamma in
                             withOptionalMutablePointer(bias) { dbeta in
                                 Tensor.filled(input.shape) {
-                                    bp_layernorm_backward($0, dgamma, dbeta, dy, x, mean, rstd, gamma, Int64(rows), Int64(d))
+                                    missing = bp_layernorm_backward($0, dgamma, dbeta, dy, x, mean, rstd, gamma, Int64(rows), Int64(d))
                                 }
                             }
                         }
                     }
                 }
             }
+            try checkAllocation(missing, self)
+            return gradInput
         })
     }
 }

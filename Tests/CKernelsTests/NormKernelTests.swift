@@ -59,10 +59,11 @@ import Testing
             // Evaluation mode normalises with the running statistics.
             let statsMean = batchStatistics == 1 ? mean : runningMean.flatMap { [$0, 0] }
             let statsRstd = batchStatistics == 1 ? rstd : runningVar.map { 1 / ($0 + eps).squareRoot() }
-            withOptionalPair(affine, &dgamma, &dbeta) { dg, db in
+            let missing = withOptionalPair(affine, &dgamma, &dbeta) { dg, db in
                 bp_batchnorm_backward(&dx, dg, db, dy, x, statsMean, statsRstd, optional(gamma), optional(beta),
                                       Int64(b.n), Int64(b.c), Int64(b.hw), batchStatistics, 0)
             }
+            #expect(missing == 0)
             withOptionalPair(affine, &dgammaRef, &dbetaRef) { dg, db in
                 bp_batchnorm_backward_ref(&dxRef, dg, db, dy, x, optional(gamma), Int64(b.n), Int64(b.c), Int64(b.hw), eps,
                                           batchStatistics, runningMean, runningVar)
@@ -94,9 +95,10 @@ import Testing
         #expect(relativeError(y, yRef) < 2e-5, "forward \(c.label)")
         var dx = [Float](repeating: .nan, count: count), dxRef = dx
         var dgamma = [Float](repeating: 0, count: c.d), dbeta = dgamma, dgammaRef = dgamma, dbetaRef = dgamma
-        withOptionalPair(affine, &dgamma, &dbeta) { dg, db in
+        let missing = withOptionalPair(affine, &dgamma, &dbeta) { dg, db in
             bp_layernorm_backward(&dx, dg, db, dy, x, mean, rstd, affine ? gamma : nil, Int64(c.rows), Int64(c.d))
         }
+        #expect(missing == 0)
         withOptionalPair(affine, &dgammaRef, &dbetaRef) { dg, db in
             bp_layernorm_backward_ref(&dxRef, dg, db, dy, x, affine ? gamma : nil, Int64(c.rows), Int64(c.d), 1e-5)
         }

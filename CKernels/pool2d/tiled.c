@@ -1,0 +1,203 @@
+// Tiled windows: stride = kernel, no padding or dilation.
+//
+// The windows tile the top-left out_h·kh × out_w·kw block of the plane without overlapping, so
+// each output's taps are read straight into registers, and in the backward each input gradient
+// element is written exactly once (max: dy at the argmax, 0 elsewhere; average: dy / divisor),
+// with no zeroing pass and no read-modify-write. The common 2×2 case runs 8 windows at a time in
+// portable vectors. Max and average give the same bits as the general path. At most
+// BP_ARGMAX8_MAX_TAPS taps (one-byte indices).
+#include "pool2d.h"
+
+int is_tiled(const bp_pool2d_params *p) {
+    return !p->adaptive && p->stride_h == p->kernel_h && p->stride_w == p->kernel_w && p->pad_h == 0 &&
+           p->pad_w == 0 && p->dilation_h == 1 && p->dilation_w == 1 && p->out_h * p->kernel_h <= p->h &&
+           p->out_w * p->kernel_w <= p->w && p->kernel_h * p->kernel_w <= BP_ARGMAX8_MAX_TAPS;
+}
+
+// PyTorch's rule for the next tap v against the best so far: it takes over when larger or NaN.
+#define MAX_TAKE(v, number)                        \
+    do {                                           \
+        int take_ = (v > best) | (v != v);         \
+        best = take_ ? v : best;                   \
+        tap = take_ ? (number) : tap;              \
+    } while (0)
+
+// A row's last group of windows may be short (count < 8). With `room` (the plane goes on for at
+// least a group past the row: every row but the last few), it is still read and written as a
+// full group: the extra loads read the next row, and the extra stores write where the next row's
+// outputs (or the memset of uncovered columns) go later. Without, it goes through padded copies.
+
+// The four taps of up to 8 consecutive 2×2 windows whose rows start at r0 and r1, in row-major
+// tap order: taps[0] = top left … taps[3] = bottom right.
+__attribute__((always_inline)) static inline void load_2x2(v8f taps[4], const float *r0, const float *r1, int64_t count,
+                                                           int room) {
+    float top[16] = {0}, bottom[16] = {0};
+    if (count < 8 && !room) {
+        bp_copy_short(top, r0, 2 * count);
+        bp_copy_short(bottom, r1, 2 * count);
+        r0 = top, r1 = bottom;
+    }
+    split_pairs(&taps[0], &taps[1], r0);
+    split_pairs(&taps[2], &taps[3], r1);
+}
+
+// Row ti of up to 8 windows' input gradient: row[2i] = left[i], row[2i + 1] = right[i].
+__attribute__((always_inline)) static inline void store_pairs(float *row, const v8f *left, const v8f *right, int64_t count,
+                                                             int room) {
+    if (count == 8 || room) {
+        join_pairs(row, left, right);
+        return;
+    }
+    float out[16];
+    join_pairs(out, left, right);
+    bp_copy_short(row, out, 2 * count);
+}
+
+// Up to 8 gradients (+0.0f turns −0 into +0, as adding them to a zeroed gradient would) and
+// their windows' argmax (−1 past count, matching no tap).
+__attribute__((always_inline)) static inline void load_gradients(v8f *grad, v8i *tap, const float *dy, const uint8_t *index,
+                                                                  int64_t count, int room) {
+    if (count == 8 || room) {
+        memcpy(grad, dy, 32);
+        *tap = (v8i){0} - 1;
+        if (index) widen_taps(tap, index);
+    } else {
+        float g[8] = {0};
+        int32_t t[8] = {-1, -1, -1, -1, -1, -1, -1, -1};
+        bp_copy_short(g, dy, count);
+        if (index)
+            for (int64_t i = 0; i < count; i++) t[i] = index[i];
+        memcpy(grad, g, 32);
+        memcpy(tap, t, 32);
+    }
+    *grad = *grad + (v8f){0};
+}
+
+// One row of 2×2 windows over input rows r0 and r1: maxima and argmax.
+BP_MULTIVERSION
+static void max_row_2x2(float *y, uint8_t *index, const float *r0, const float *r1, int64_t out_w, int room) {
+    for (int64_t ow = 0; ow < out_w; ow += 8) {
+        int64_t count = out_w - ow < 8 ? out_w - ow : 8;
+        v8f taps[4];
+        load_2x2(taps, r0 + 2 * ow, r1 + 2 * ow, count, room);
+        v8f best = taps[0];
+        v8i tap = {0};
+        for (int t = 1; t < 4; t++) {
+            v8i take = (taps[t] > best) | (taps[t] != taps[t]);  // larger, or NaN: PyTorch's rule
+            best = BLEND(take, taps[t], best);
+            tap = (take & t) | (tap & ~take);
+        }
+        store_lanes(y + ow, &best, count, room);
+        if (count == 8 || room) {
+            narrow_taps(index + ow, &tap);
+        } else {
+            for (int64_t i = 0; i < count; i++) index[ow + i] = (uint8_t)tap[i];
+        }
+    }
+}
+
+// One row of 2×2 average windows: the taps summed in window order from 0, then divided, as
+// the general path does.
+BP_MULTIVERSION
+static void avg_row_2x2(float *y, const float *r0, const float *r1, int64_t out_w, float divisor, int room) {
+    for (int64_t ow = 0; ow < out_w; ow += 8) {
+        int64_t count = out_w - ow < 8 ? out_w - ow : 8;
+        v8f taps[4];
+        load_2x2(taps, r0 + 2 * ow, r1 + 2 * ow, count, room);
+        v8f sum = (v8f){0} + taps[0];
+        sum += taps[1];
+        sum += taps[2];
+        sum += taps[3];
+        v8f mean = sum / divisor;
+        store_lanes(y + ow, &mean, count, room);
+    }
+}
+
+// Row ti of a row of 2×2 windows' input gradient. Max: dy at the argmax, 0 at the other tap.
+// Average (index NULL): dy / divisor at both taps.
+__attribute__((always_inline)) static inline void row_2x2_backward(float *row, const float *dy, const uint8_t *index,
+                                                                   int ti, int64_t out_w, float divisor, int room) {
+    for (int64_t ow = 0; ow < out_w; ow += 8) {
+        int64_t count = out_w - ow < 8 ? out_w - ow : 8;
+        v8f grad, zero = {0};
+        v8i tap;
+        load_gradients(&grad, &tap, dy + ow, index ? index + ow : NULL, count, room);
+        if (index) {
+            v8f left = BLEND(tap == 2 * ti, grad, zero), right = BLEND(tap == 2 * ti + 1, grad, zero);
+            store_pairs(row + 2 * ow, &left, &right, count, room);
+        } else {
+            v8f share = grad / divisor + zero;
+            store_pairs(row + 2 * ow, &share, &share, count, room);
+        }
+    }
+}
+
+// The divisor of every tiled average window: the whole window is inside the input.
+static float tiled_divisor(const bp_pool2d_params *p) {
+    return (float)(p->divisor_override > 0 ? p->divisor_override : p->kernel_h * p->kernel_w);
+}
+
+// One plane of tiled windows: maxima and argmax (index non-NULL) or averages.
+void plane_tiled(float *y, uint8_t *index, const float *x, const bp_pool2d_params *p) {
+    int64_t kh = p->kernel_h, kw = p->kernel_w, w = p->w;
+    float divisor = tiled_divisor(p);
+    for (int64_t oh = 0; oh < p->out_h; oh++) {
+        const float *top = x + oh * kh * w;
+        float *out = y + oh * p->out_w;
+        uint8_t *idx = index ? index + oh * p->out_w : NULL;
+        if (kh == 2 && kw == 2) {
+            // Room for a full last group: 8 more outputs, and 16 more floats in the bottom input row.
+            int room = (oh + 1) * p->out_w + 8 <= p->out_h * p->out_w && (2 * oh + 1) * w + 2 * p->out_w + 16 <= p->h * w;
+            if (index) max_row_2x2(out, idx, top, top + w, p->out_w, room);
+            else avg_row_2x2(out, top, top + w, p->out_w, divisor, room);
+            continue;
+        }
+        for (int64_t ow = 0; ow < p->out_w; ow++) {
+            const float *window = top + ow * kw;
+            if (index) {
+                float best = window[0];
+                int tap = 0;
+                for (int64_t ti = 0; ti < kh; ti++)
+                    for (int64_t tj = ti == 0; tj < kw; tj++) MAX_TAKE(window[ti * w + tj], (int)(ti * kw + tj));
+                out[ow] = best;
+                idx[ow] = (uint8_t)tap;
+            } else {
+                float sum = 0.0f;
+                for (int64_t ti = 0; ti < kh; ti++)
+                    for (int64_t tj = 0; tj < kw; tj++) sum += window[ti * w + tj];
+                out[ow] = sum / divisor;
+            }
+        }
+    }
+}
+
+// The input gradient of one plane of tiled windows, each element written once: max (index
+// non-NULL) puts dy at the argmax and 0 elsewhere, average dy / divisor everywhere in the window;
+// rows and columns outside every window get 0. Multiversioned whole, with the 2×2 row function
+// inlined: a call per row of 14 or 28 floats cost as much as the row's work (and made the
+// backward of 14 × 14 planes 1.5x slower).
+BP_MULTIVERSION
+void plane_tiled_backward(float *dx, const float *dy, const uint8_t *index, const bp_pool2d_params *p) {
+    int64_t kh = p->kernel_h, kw = p->kernel_w, w = p->w, covered = p->out_w * kw;
+    float divisor = tiled_divisor(p);
+    for (int64_t oh = 0; oh < p->out_h; oh++) {
+        const float *g = dy + oh * p->out_w;
+        const uint8_t *idx = index ? index + oh * p->out_w : NULL;
+        for (int64_t ti = 0; ti < kh; ti++) {
+            float *row = dx + (oh * kh + ti) * w;
+            if (kh == 2 && kw == 2) {
+                // Room for a full last group: 8 more gradients, and 16 more floats of dx.
+                int room = (oh + 1) * p->out_w + 8 <= p->out_h * p->out_w && (2 * oh + ti) * w + 2 * p->out_w + 16 <= p->h * w;
+                row_2x2_backward(row, g, idx, (int)ti, p->out_w, divisor, room);
+            } else {
+                for (int64_t ow = 0; ow < p->out_w; ow++)
+                    for (int64_t tj = 0; tj < kw; tj++)
+                        row[ow * kw + tj] = idx ? (idx[ow] == ti * kw + tj ? g[ow] + 0.0f : 0.0f) : g[ow] / divisor + 0.0f;
+            }
+            if (covered < w) memset(row + covered, 0, (size_t)(w - covered) * sizeof(float));
+        }
+    }
+    int64_t rows = p->out_h * kh;
+    if (rows < p->h) memset(dx + rows * w, 0, (size_t)((p->h - rows) * w) * sizeof(float));
+}
+
