@@ -221,12 +221,9 @@ __attribute__((always_inline)) static inline void fixed_backward(float *dx, cons
                                                                  const int32_t *index32, const bp_pool2d_params *p,
                                                                  const windows *win, const fixed_layout *f,
                                                                  const gather_layout *g, fixed_scratch *s, int is_max) {
-    // Local copies, as in fixed_forward.
-    bp_pool2d_params pc = *p;
-    fixed_layout fc = *f;
-    fixed_scratch sc = *s;
-    gather_layout gc = *g;
-    p = &pc, f = &fc, s = &sc, g = &gc;
+    plane_locals local = plane_locals_of(p, f, s);
+    gather_layout gathers = *g;
+    p = &local.p, f = &local.f, s = &local.s, g = &gathers;
     gradient_grid(s->grid, is_max ? s->grid_taps : NULL, dy, index8, index32, p, win, f, g);
     // The next plane's dy and argmax prefetched (measured: 0.91-0.97x the time).
     int64_t out_hw = p->out_h * p->out_w;

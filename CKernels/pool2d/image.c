@@ -72,11 +72,8 @@ __attribute__((always_inline)) static inline void image_forward(float *y, const 
                                                                 const windows *win, const fixed_layout *f,
                                                                 const image_layout *layout, fixed_scratch *s,
                                                                 int64_t kh, int64_t kw) {
-    // Local copies, as in fixed_forward.
-    bp_pool2d_params pc = *p;
-    fixed_layout fc = *f;
-    fixed_scratch sc = *s;
-    p = &pc, f = &fc, s = &sc;
+    plane_locals local = plane_locals_of(p, f, s);
+    p = &local.p, f = &local.f, s = &local.s;
     image_layout m = *layout;
     for (int64_t ih = 0; ih < p->h; ih++) bp_copy_short(s->image + (ih + m.top) * m.pitch + m.left, x + ih * p->w, p->w);
     image_pass(s->sums, s->image, &m, 0, p->dilation_w, kw);
@@ -104,11 +101,8 @@ __attribute__((always_inline)) static inline void image_backward(float *dx, cons
                                                                  const windows *win, const fixed_layout *f,
                                                                  const image_layout *layout, fixed_scratch *s,
                                                                  int64_t kh, int64_t kw) {
-    // Local copies, as in fixed_forward.
-    bp_pool2d_params pc = *p;
-    fixed_layout fc = *f;
-    fixed_scratch sc = *s;
-    p = &pc, f = &fc, s = &sc;
+    plane_locals local = plane_locals_of(p, f, s);
+    p = &local.p, f = &local.f, s = &local.s;
     image_layout m = *layout;
     for (int64_t oh = 0; oh < p->out_h; oh++)
         divided_row(s->image + (oh + m.top) * m.pitch + m.left, dy + oh * p->out_w, f, p->out_w, rows_part(p, win, oh));

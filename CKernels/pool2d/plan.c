@@ -132,48 +132,43 @@ typedef struct {
     int32_t *index32;
 } pool_tensors;
 
-// The planes [plane, plane + count) of one unit through the plan's strategy.
+// The planes [plane, plane + count) of one unit through the plan's strategy: from `in` (x, or dy)
+// into `out` (y, or dx).
 static void run_unit(const pool_plan *plan, fixed_scratch *s, pool_tensors t, int64_t plane, int64_t count) {
     const bp_pool2d_params *p = &plan->p;
     const windows *win = &plan->win;
     const fixed_layout *f = &plan->f;
+    int backward = plan->backward, max = t.index8 || t.index32;
     int64_t hw = p->h * p->w, out_hw = p->out_h * p->out_w;
     uint8_t *i8 = t.index8 ? t.index8 + plane * out_hw : NULL;
     int32_t *i32 = t.index32 ? t.index32 + plane * out_hw : NULL;
-    if (!plan->backward) {
-        float *y = t.out + plane * out_hw;
-        const float *x = t.in + plane * hw;
-        bp_pool2d_params stacked = *p;
-        switch (plan->strategy) {
-        case POOL_GLOBAL: global_means(t.out, t.in, plane, count, hw); break;
-        case POOL_ADAPTIVE:
-            if (i8 || i32) max_plane_adaptive(y, i8, i32, x, p, win);
-            else avg_plane_adaptive(y, x, p, win);
-            break;
-        case POOL_TILED:
-            stacked.h *= count, stacked.out_h *= count;
-            plane_tiled(y, i8, x, &stacked);
-            break;
-        case POOL_IMAGE: plane_image(y, x, p, win, f, &plan->image, s); break;
-        case POOL_FIXED: plane_fixed(y, i8, i32, x, p, win, f, s); break;
-        }
-        return;
-    }
-    float *dx = t.out + plane * hw;
-    const float *dy = t.in + plane * out_hw;
-    bp_pool2d_params stacked = *p;
+    float *out = t.out + plane * (backward ? hw : out_hw);
+    const float *in = t.in + plane * (backward ? out_hw : hw);
+    bp_pool2d_params stacked = *p;  // a stack of planes as one tall plane
+    stacked.h *= count, stacked.out_h *= count;
     switch (plan->strategy) {
-    case POOL_GLOBAL: global_spread(t.out, t.in, plane, count, hw); break;
+    case POOL_GLOBAL:
+        if (backward) global_spread(t.out, t.in, plane, count, hw);
+        else global_means(t.out, t.in, plane, count, hw);
+        break;
     case POOL_ADAPTIVE:
-        if (i8 || i32) max_plane_adaptive_backward(dx, dy, i8, i32, p, win);
-        else avg_plane_adaptive_backward(dx, dy, p, win);
+        if (max && backward) max_plane_adaptive_backward(out, in, i8, i32, p, win);
+        else if (max) max_plane_adaptive(out, i8, i32, in, p, win);
+        else if (backward) avg_plane_adaptive_backward(out, in, p, win);
+        else avg_plane_adaptive(out, in, p, win);
         break;
     case POOL_TILED:
-        stacked.h *= count, stacked.out_h *= count;
-        plane_tiled_backward(dx, dy, i8, &stacked);
+        if (backward) plane_tiled_backward(out, in, i8, &stacked);
+        else plane_tiled(out, i8, in, &stacked);
         break;
-    case POOL_IMAGE: plane_image_backward(dx, dy, p, win, f, &plan->image, s); break;
-    case POOL_FIXED: plane_fixed_backward(dx, dy, i8, i32, p, win, f, &plan->g, s); break;
+    case POOL_IMAGE:
+        if (backward) plane_image_backward(out, in, p, win, f, &plan->image, s);
+        else plane_image(out, in, p, win, f, &plan->image, s);
+        break;
+    case POOL_FIXED:
+        if (backward) plane_fixed_backward(out, in, i8, i32, p, win, f, &plan->g, s);
+        else plane_fixed(out, i8, i32, in, p, win, f, s);
+        break;
     }
 }
 

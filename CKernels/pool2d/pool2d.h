@@ -267,6 +267,19 @@ __attribute__((always_inline)) static inline void prefetch_share(next_plane next
 }
 
 
+// A plane function's own copies of its parameters, layout and scratch struct: with the originals
+// behind pointers, every vector store (a memcpy, which may alias any type) would make the compiler
+// reload each field it uses after it.
+typedef struct {
+    bp_pool2d_params p;
+    fixed_layout f;
+    fixed_scratch s;
+} plane_locals;
+
+static inline plane_locals plane_locals_of(const bp_pool2d_params *p, const fixed_layout *f, const fixed_scratch *s) {
+    return (plane_locals){*p, *f, *s};
+}
+
 // MARK: - One plane (or stack or block of planes) of each strategy
 
 // Fixed windows: max (index8 or index32 non-NULL: the argmax) or average.

@@ -35,32 +35,27 @@ static void accumulate_terms(double *acc, ref_target target, const float *x, con
                             }
 }
 
-int64_t bp_conv2d_forward_ref(float *y, const float *x, const float *weight, const bp_conv2d_params *p) {
-    int64_t count = p->n * p->k * p->out_h * p->out_w, missing = 0;
+// The `target` tensor (`count` floats at out) from the sum of its terms in double: written, or
+// added into it (`accumulate`). Returns 0, or the bytes it could not allocate.
+static int64_t conv_ref(float *out, int64_t count, int accumulate, ref_target target, const float *x, const float *y,
+                        const float *weight, const bp_conv2d_params *p) {
+    int64_t missing = 0;
     double *acc = bp_calloc(count, sizeof(double), &missing);
     if (!acc) return missing;
-    accumulate_terms(acc, REF_Y, x, NULL, weight, p);
-    for (int64_t e = 0; e < count; e++) y[e] = (float)acc[e];
+    accumulate_terms(acc, target, x, y, weight, p);
+    for (int64_t e = 0; e < count; e++) out[e] = accumulate ? out[e] + (float)acc[e] : (float)acc[e];
     free(acc);
     return 0;
+}
+
+int64_t bp_conv2d_forward_ref(float *y, const float *x, const float *weight, const bp_conv2d_params *p) {
+    return conv_ref(y, p->n * p->k * p->out_h * p->out_w, 0, REF_Y, x, NULL, weight, p);
 }
 
 int64_t bp_conv2d_backward_data_ref(float *dx, const float *dy, const float *weight, const bp_conv2d_params *p) {
-    int64_t count = p->n * p->c * p->h * p->w, missing = 0;
-    double *acc = bp_calloc(count, sizeof(double), &missing);
-    if (!acc) return missing;
-    accumulate_terms(acc, REF_X, NULL, dy, weight, p);
-    for (int64_t e = 0; e < count; e++) dx[e] = (float)acc[e];
-    free(acc);
-    return 0;
+    return conv_ref(dx, p->n * p->c * p->h * p->w, 0, REF_X, NULL, dy, weight, p);
 }
 
 int64_t bp_conv2d_backward_weights_ref(float *dweight, const float *dy, const float *x, const bp_conv2d_params *p) {
-    int64_t count = p->k * (p->c / p->groups) * p->r * p->s, missing = 0;
-    double *acc = bp_calloc(count, sizeof(double), &missing);
-    if (!acc) return missing;
-    accumulate_terms(acc, REF_WEIGHT, x, dy, NULL, p);
-    for (int64_t e = 0; e < count; e++) dweight[e] += (float)acc[e];
-    free(acc);
-    return 0;
+    return conv_ref(dweight, p->k * (p->c / p->groups) * p->r * p->s, 1, REF_WEIGHT, x, dy, NULL, p);
 }

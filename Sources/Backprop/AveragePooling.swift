@@ -48,24 +48,6 @@ public final class AvgPool2D: Module {
     }
 }
 
-/// Adaptive average pooling to a fixed output size, as PyTorch's `nn.AdaptiveAvgPool2d`
-/// (the windows of AdaptiveMaxPool2D, each averaged over its own size).
-public final class AdaptiveAvgPool2D: Module {
-    public let outputSize: Size2D
-    public var isTraining = true
-
-    public init(outputSize: Size2D) throws {
-        self.outputSize = outputSize
-        try checkOutputSize(outputSize, "AdaptiveAvgPool2D")
-    }
-
-    public var description: String { "AdaptiveAvgPool2D(\(outputSize))" }
-
-    public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
-        try averagePool(input, adaptiveParameters(for: input.shape, size: outputSize, in: self), module: self)
-    }
-}
-
 /// The mean of each plane: x [N, C, H, W] → u [N, C, 1, 1], as `nn.AdaptiveAvgPool2d(1)`.
 public final class GlobalAvgPool2D: Module {
     public var isTraining = true

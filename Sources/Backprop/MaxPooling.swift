@@ -79,26 +79,6 @@ public final class MaxPool2D: Module {
     }
 }
 
-/// Adaptive max pooling to a fixed output size, as PyTorch's `nn.AdaptiveMaxPool2d`: output row oh
-/// covers input rows [⌊oh · H / OH⌋, ⌈(oh + 1) · H / OH⌉) (columns alike); windows may overlap. The
-/// gradient of a window goes to its first maximum.
-public final class AdaptiveMaxPool2D: Module {
-    public let outputSize: Size2D
-    public var isTraining = true
-
-    public init(outputSize: Size2D) throws {
-        self.outputSize = outputSize
-        try checkOutputSize(outputSize, "AdaptiveMaxPool2D")
-    }
-
-    public var description: String { "AdaptiveMaxPool2D(\(outputSize))" }
-
-    public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
-        let (output, _, backward) = try maxPool(input, adaptiveParameters(for: input.shape, size: outputSize, in: self), module: self)
-        return (output, backward)
-    }
-}
-
 /// The inverse of max pooling with indices, as PyTorch's `nn.MaxUnpool2d`: each input value is
 /// written at its index (ih · W + iw, from `MaxPool2D.forwardWithIndices`) in a zero output plane of
 /// size (H − 1) · stride − 2 · pad + kernel (or `outputSize`). Its backward gathers the gradient back
