@@ -17,7 +17,7 @@ let package = Package(
         .default(enabledTraits: ["OpenMP"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
     ],
     targets: [
         // The kernels: C, OpenMP, OpenBLAS.
@@ -25,7 +25,7 @@ let package = Package(
             name: "CKernels",
             path: "CKernels",
             cSettings: [
-                .unsafeFlags(["-fopenmp"], .when(traits: ["OpenMP"])),
+                .unsafeFlags(["-fopenmp"], .when(traits: ["OpenMP"]))
             ],
             linkerSettings: [
                 .linkedLibrary("omp5", .when(traits: ["OpenMP"])),
@@ -45,18 +45,24 @@ let package = Package(
         .target(name: "BackpropTestSupport", dependencies: ["Backprop", "CKernels"]),
         .executableTarget(
             name: "backprop",
-            dependencies: ["Backprop", "BackpropTraining", "BackpropFixtures",
-                           .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: [
+                "Backprop", "BackpropTraining", "BackpropFixtures",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
         ),
         .executableTarget(
             name: "backprop-bench",
-            dependencies: ["Backprop", "BackpropFixtures", "BackpropTestSupport", "CKernels",
-                           .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: [
+                "Backprop", "BackpropFixtures", "BackpropTestSupport", "CKernels",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
             path: "Benchmarks",
             exclude: ["BENCHMARKS.md", "update.sh", "torch_train.py", "results"]
         ),
         .testTarget(name: "CKernelsTests", dependencies: ["CKernels", "BackpropTestSupport"]),
-        .testTarget(name: "BackpropTests", dependencies: ["Backprop", "BackpropFixtures", "BackpropTestSupport", "CKernels"]),
-        .testTarget(name: "BackpropTrainingTests", dependencies: ["Backprop", "BackpropTraining", "BackpropTestSupport"]),
+        .testTarget(
+            name: "BackpropTests", dependencies: ["Backprop", "BackpropFixtures", "BackpropTestSupport", "CKernels"]),
+        .testTarget(
+            name: "BackpropTrainingTests", dependencies: ["Backprop", "BackpropTraining", "BackpropTestSupport"]),
     ]
 )

@@ -14,14 +14,19 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "The workloads file.") var workloads = "../shared/bench/workloads.json"
     @Option(help: "Threads for the kernels and BLAS (default: OMP_NUM_THREADS, or every core).") var threads: Int?
     @Option(help: "Only these workloads, comma-separated.") var only: String?
-    @Option(name: .customLong("min-time"), help: "Seconds of repetitions per phase (at least 5 runs).") var minTime = 0.5
+    @Option(name: .customLong("min-time"), help: "Seconds of repetitions per phase (at least 5 runs).") var minTime =
+        0.5
     @Option(help: "Write results as {engine, threads, results: {name: {forward_ms, backward_ms}}}.") var json: String?
-    @Option(name: .customLong("peak-gflops"), help: "FMA peak of one core, for the share-of-peak column.") var peakGFLOPs = 178.0
+    @Option(name: .customLong("peak-gflops"), help: "FMA peak of one core, for the share-of-peak column.")
+    var peakGFLOPs = 178.0
 
     static func main() {
         if let better = ProcessSetup.configure() {
-            FileHandle.standardError.write(Data(("backprop-bench: OpenBLAS loaded its \(BLASRuntime.coreName) kernels, but this "
-                + "CPU supports \(better): run with OPENBLAS_CORETYPE=\(better) for the matrix products' real speed.\n").utf8))
+            FileHandle.standardError.write(
+                Data(
+                    ("backprop-bench: OpenBLAS loaded its \(BLASRuntime.coreName) kernels, but this "
+                        + "CPU supports \(better): run with OPENBLAS_CORETYPE=\(better) for the matrix products' real speed.\n")
+                        .utf8))
         }
         main(nil)
     }
@@ -37,7 +42,9 @@ struct BenchCommand: ParsableCommand {
         var all = try Workload.load(workloads)
         if !selected.isEmpty {
             let unknown = selected.subtracting(all.map(\.name))
-            guard unknown.isEmpty else { throw ValidationError("unknown workloads: \(unknown.sorted().joined(separator: ", "))") }
+            guard unknown.isEmpty else {
+                throw ValidationError("unknown workloads: \(unknown.sorted().joined(separator: ", "))")
+            }
             all = all.filter { selected.contains($0.name) }
         }
         let threadCount = Threads.count, peak = peakGFLOPs * Double(threadCount)
@@ -61,8 +68,10 @@ struct BenchCommand: ParsableCommand {
             }
         }
         if let json {
-            let object: [String: Any] = ["engine": "backprop (OpenBLAS \(BLASRuntime.coreName))", "threads": threadCount,
-                                         "results": results]
+            let object: [String: Any] = [
+                "engine": "backprop (OpenBLAS \(BLASRuntime.coreName))", "threads": threadCount,
+                "results": results,
+            ]
             let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
             try data.write(to: URL(fileURLWithPath: json))
             print("wrote \(json)")
@@ -92,14 +101,18 @@ enum Timing {
 }
 
 enum Table {
-    static let header = pad("workload", 18) + pad("fwd ms", 10, left: true) + pad("bwd ms", 10, left: true)
+    static let header =
+        pad("workload", 18) + pad("fwd ms", 10, left: true) + pad("bwd ms", 10, left: true)
         + "   fwd GFLOP/s (peak)   bwd GFLOP/s (peak)   GB/s fwd / bwd"
 
-    static func row(_ name: String, _ forward: Double, _ backward: Double, _ prepared: Prepared, peak: Double) -> String {
+    static func row(_ name: String, _ forward: Double, _ backward: Double, _ prepared: Prepared, peak: Double) -> String
+    {
         var line = pad(name, 18) + pad(fixed(forward, 3), 10, left: true) + pad(fixed(backward, 3), 10, left: true)
         if let flops = prepared.flops {
             let (f, b) = (flops.forward / forward / 1e6, flops.backward / backward / 1e6)
-            line += "   " + pad("\(fixed(f, 1)) (\(fixed(100 * f / peak, 0))%)", 21) + pad("\(fixed(b, 1)) (\(fixed(100 * b / peak, 0))%)", 21)
+            line +=
+                "   " + pad("\(fixed(f, 1)) (\(fixed(100 * f / peak, 0))%)", 21)
+                + pad("\(fixed(b, 1)) (\(fixed(100 * b / peak, 0))%)", 21)
         } else {
             line += "   " + pad("-", 21) + pad("-", 21)
         }

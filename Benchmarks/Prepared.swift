@@ -34,8 +34,9 @@ enum Preparation {
         let small = smallCopy(fields)
         let smallModule = try build(op, small)
         if op == "linear" { try checkLinear(smallModule as! Linear, rows: try small.int("n")) }
-        let report = try GradientCheck.run(smallModule, input: randomTensor(try inputShape(op, small), seed: 10, -2, 2),
-                                           epsilon: 1e-2, maxChecksPerTensor: 50)
+        let report = try GradientCheck.run(
+            smallModule, input: randomTensor(try inputShape(op, small), seed: 10, -2, 2),
+            epsilon: 1e-2, maxChecksPerTensor: 50)
         guard report.passed else { throw BackpropError(.numerical, "\(report)") }
 
         let module = try build(op, fields), input = randomTensor(try inputShape(op, fields), seed: 11)
@@ -45,11 +46,14 @@ enum Preparation {
         case "linear", "conv2d", "conv_transpose2d":
             // Multiply-adds: each output element of the product (for a transposed convolution, of
             // the convolution it is the adjoint of) sums its inputs · taps products.
-            let (products, terms) = op == "linear"
+            let (products, terms) =
+                op == "linear"
                 ? (output.count, try fields.int("in"))
-                : (op == "conv2d" ? output.count : input.count,
-                   try (op == "conv2d" ? fields.int("c") : fields.int("k")) / fields.int("groups", default: 1)
-                       * fields.int("r") * fields.int("s", default: fields.int("r")))
+                : (
+                    op == "conv2d" ? output.count : input.count,
+                    try (op == "conv2d" ? fields.int("c") : fields.int("k")) / fields.int("groups", default: 1)
+                        * fields.int("r") * fields.int("s", default: fields.int("r"))
+                )
             let flops = 2 * Double(products) * Double(terms)
             prepared.flops = (flops, 2 * flops)
         case "batchnorm2d", "layernorm":
@@ -70,7 +74,9 @@ enum Preparation {
     }
 
     static func inputShape(_ op: String, _ fields: JSONFields) throws -> [Int] {
-        if fields.has("h") { return [try fields.int("n"), try fields.int("c"), try fields.int("h"), try fields.int("w")] }
+        if fields.has("h") {
+            return [try fields.int("n"), try fields.int("c"), try fields.int("h"), try fields.int("w")]
+        }
         if fields.has("rows") { return [try fields.int("rows"), try fields.int("d")] }
         if fields.has("in") { return [try fields.int("n"), try fields.int("in")] }
         throw BackpropError(.unsupported, "op '\(op)': no input shape among the fields (n, c, h, w / rows, d / n, in)")
@@ -83,7 +89,13 @@ enum Preparation {
         func cap(_ key: String, _ limit: Int) {
             if let value = fields.fields[key]?.number { small[key] = .number(min(value, Double(limit))) }
         }
-        cap("n", 2); cap("h", 9); cap("w", 9); cap("in", 9); cap("out", 7); cap("rows", 3); cap("d", 16)
+        cap("n", 2)
+        cap("h", 9)
+        cap("w", 9)
+        cap("in", 9)
+        cap("out", 7)
+        cap("rows", 3)
+        cap("d", 16)
         let groups = min((try? fields.int("groups", default: 1)) ?? 1, 2)
         for key in ["c", "k"] {
             if let value = try? fields.int(key) {
@@ -105,9 +117,10 @@ enum Preparation {
         let loss = SoftmaxCrossEntropy()
         let (_, backward) = try loss.forward(logits, labels: labels)
         let size = 4 * Double(n) * Double(classes)
-        return Prepared(forward: { _ = try loss.forward(logits, labels: labels) },
-                        backward: { _ = backward() },
-                        bytes: (size, 2 * size))
+        return Prepared(
+            forward: { _ = try loss.forward(logits, labels: labels) },
+            backward: { _ = backward() },
+            bytes: (size, 2 * size))
     }
 
     static func network(_ f: JSONFields) throws -> Prepared {
@@ -137,8 +150,9 @@ enum Preparation {
         let loss = SoftmaxCrossEntropy()
         let (logits, backward) = try model.forward(input)
         let (_, lossBackward) = try loss.forward(logits, labels: labels)
-        return Prepared(forward: { _ = try loss.forward(model.forward(input).output, labels: labels) },
-                        backward: { _ = try backward(lossBackward()) })
+        return Prepared(
+            forward: { _ = try loss.forward(model.forward(input).output, labels: labels) },
+            backward: { _ = try backward(lossBackward()) })
     }
 
     // MARK: - Checks against the plain-loop references
@@ -146,8 +160,9 @@ enum Preparation {
     static func checkLinear(_ layer: Linear, rows n: Int) throws {
         let x = randomTensor([n, layer.inFeatures], seed: 8)
         var reference = [Float](repeating: 0, count: n * layer.outFeatures)
-        bp_linear_forward_ref(&reference, x.scalars, layer.weight.value.scalars, layer.bias?.value.scalars,
-                              Int64(n), Int64(layer.inFeatures), Int64(layer.outFeatures))
+        bp_linear_forward_ref(
+            &reference, x.scalars, layer.weight.value.scalars, layer.bias?.value.scalars,
+            Int64(n), Int64(layer.inFeatures), Int64(layer.outFeatures))
         try expectClose(try layer(x).scalars, reference, "Linear forward against bp_linear_forward_ref")
     }
 

@@ -17,13 +17,15 @@ struct Workload {
         struct File: Decodable { let workloads: [[String: JSONValue]] }
         let file: File
         do { file = try JSONDecoder().decode(File.self, from: data) } catch {
-            throw BackpropError(.format, "\(path): not a workloads file ({\"workloads\": [{\"name\", \"op\", ...}]}): \(error)")
+            throw BackpropError(
+                .format, "\(path): not a workloads file ({\"workloads\": [{\"name\", \"op\", ...}]}): \(error)")
         }
         return try file.workloads.enumerated().map { index, entry in
             let fields = JSONFields(entry, context: "\(path): workload \(index)")
             let name = try fields.string("name")
-            return Workload(name: name, op: try fields.string("op"),
-                            fields: JSONFields(entry, context: "\(path): workload \(name)"))
+            return Workload(
+                name: name, op: try fields.string("op"),
+                fields: JSONFields(entry, context: "\(path): workload \(name)"))
         }
     }
 }

@@ -34,7 +34,9 @@ static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
 // A zeroed panel of `count` floats on a 64-byte boundary, so its 16-float rows are whole cache lines.
-static float *panel_alloc(int64_t count, int64_t *missing) { return bp_aligned_alloc(64, count, sizeof(float), 1, missing); }
+static float *panel_alloc(int64_t count, int64_t *missing) {
+    return bp_aligned_alloc(64, count, sizeof(float), 1, missing);
+}
 
 // The reduction [0, total) in equal blocks of at most KC: block `index` is [*start, *start + *size).
 static int64_t kc_blocks(int64_t total) { return (total + KC - 1) / KC; }
@@ -142,7 +144,8 @@ static int64_t pixel_runs(run *runs, const layout *l, const bp_conv2d_params *p,
 // it is short, keeps the lanes past the run as they are in b (it may read up to 7 floats past the
 // run in the buffer's slack, and b's next row or slack), so no copy overwrites another's.
 BP_MULTIVERSION
-static void gather_panel(float *b, const float *buffer, const int64_t *offsets, int64_t taps, const run *runs, int64_t n) {
+static void gather_panel(float *b, const float *buffer, const int64_t *offsets, int64_t taps, const run *runs,
+                         int64_t n) {
     const v8i lane = {0, 1, 2, 3, 4, 5, 6, 7};
     for (int64_t r = 0; r < n; r++)
         for (int64_t k = 0; k < runs[r].len; k += 8) {
@@ -221,8 +224,8 @@ static void col2im_rows(float *buffer, const float *dcol, const layout *l, const
                 for (int64_t t = 0; t < taps; t++) {
                     int64_t oh = hrow - place[t].row;
                     if (place[t].phase != phase || oh < 0 || oh >= p->out_h) continue;
-                    reaching[found++] = (tap_reach){dcol + (ci * taps + t) * hw + oh * p->out_w - place[t].col,
-                                                    mask + t * vectors};
+                    reaching[found++] =
+                        (tap_reach){dcol + (ci * taps + t) * hw + oh * p->out_w - place[t].col, mask + t * vectors};
                 }
                 // Two vectors at a time: two independent chains of adds.
                 float *out = buffer + ci * l->channel + phase * l->plane + hrow * l->wq;
@@ -336,26 +339,30 @@ static void depthwise_weights(float *dw, const float *restrict buffer, const flo
                 for (int q = 0; q < 8; q++) lanes[q] += g[ow + q] * src[ow + q];
             for (; ow < p->out_w; ow++) tail += g[ow] * src[ow];
         }
-        dw[t] += ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7])) + tail;
+        dw[t] +=
+            ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7])) + tail;
     }
 }
 
 // Work is split by (image, group): each owns its outputs, so no two threads touch one element.
-#define PARALLEL_OVER_IMAGES(p, ...)                                                               \
-    _Pragma("omp parallel if ((p)->n * (p)->groups > 1 && (p)->n * (p)->k * out_hw(p) * col_rows(p) >= BP_PARALLEL_MIN)") \
-    { __VA_ARGS__ }
+// Whether the split pays for a parallel region:
+static int parallel_over_images(const bp_conv2d_params *p) {
+    return p->n * p->groups > 1 && p->n * p->k * out_hw(p) * col_rows(p) >= BP_PARALLEL_MIN;
+}
 
 int64_t bp_conv2d_forward(float *y, const float *x, const float *weight, const float *bias, const bp_conv2d_params *p) {
     int64_t cg = p->c / p->groups, kg = p->k / p->groups, rows = col_rows(p), hw = out_hw(p), a_size = 0, missing = 0;
-    float *a = is_depthwise(p) ? NULL : pack_weights(weight, p, 0, &a_size, &missing);  // depthwise reads the weights directly
+    // Depthwise convolutions read the weights directly.
+    float *a = is_depthwise(p) ? NULL : pack_weights(weight, p, 0, &a_size, &missing);
     layout l = layout_build(p, &missing);
     if (missing) return free(a), free(l.offset), missing;
-    PARALLEL_OVER_IMAGES(p, {
+#pragma omp parallel if (parallel_over_images(p))
+    {
         float *buffer = bp_calloc(l.size + SLACK, sizeof(float), &missing);
         float *b = panel_alloc(KC * BP_NR + SLACK, &missing);
         int ready = buffer && b;
         run runs[BP_NR + 2];
-        _Pragma("omp for schedule(static)")
+#pragma omp for schedule(static)
         for (int64_t item = 0; item < p->n * p->groups; item++) {
             if (!ready) continue;
             int64_t image = item / p->groups, g = item % p->groups;
@@ -370,7 +377,8 @@ int64_t bp_conv2d_forward(float *y, const float *x, const float *weight, const f
                 for (int64_t block = 0; block < kc_blocks(rows); block++) {
                     int64_t t0, kc;
                     kc_block(rows, block, &t0, &kc);
-                    // b [kc, BP_NR] = col[taps t0 …, pixels p0 …] (a short last panel leaves stale columns, never stored)
+                    // b [kc, BP_NR] = col[taps t0 …, pixels p0 …] (a short last panel leaves stale columns,
+                    // never stored)
                     gather_panel(b, buffer, l.offset + t0, kc, runs, n);
                     // y_g[m rows, pixels p0 …] (+)= W_g[m rows, taps t0 …] · b
                     for (int64_t m = 0; m < kg; m += BP_MR)
@@ -382,7 +390,7 @@ int64_t bp_conv2d_forward(float *y, const float *x, const float *weight, const f
         }
         free(buffer);
         free(b);
-    })
+    }
     free(l.offset);
     free(a);
     return missing;
@@ -411,14 +419,15 @@ int64_t bp_conv2d_backward_data(float *dx, const float *dy, const float *weight,
             for (int i = 0; i < 8; i++)
                 mask[t * vectors + v][i] = (uint64_t)(8 * v + i - place[t].col) < (uint64_t)p->out_w ? -1 : 0;
     int64_t slack = l.wq + 16, panels = (hw + BP_NR - 1) / BP_NR;
-    PARALLEL_OVER_IMAGES(p, {
+#pragma omp parallel if (parallel_over_images(p))
+    {
         float *buffer = bp_malloc(l.size + SLACK, sizeof(float), &missing);
         float *b = panel_alloc(panels * kg * BP_NR, &missing);
         float *dcol_space = is_depthwise(p) ? NULL : panel_alloc(rows * hw + 2 * slack, &missing);
         float *dcol = dcol_space ? dcol_space + slack : NULL;
         tap_reach *reaching = bp_malloc(p->r * p->s, sizeof(tap_reach), &missing);
         int ready = buffer && b && (dcol || is_depthwise(p)) && reaching;
-        _Pragma("omp for schedule(static)")
+#pragma omp for schedule(static)
         for (int64_t item = 0; item < p->n * p->groups; item++) {
             if (!ready) continue;
             int64_t image = item / p->groups, g = item % p->groups;
@@ -450,7 +459,7 @@ int64_t bp_conv2d_backward_data(float *dx, const float *dy, const float *weight,
         free(b);
         free(dcol_space);
         free(reaching);
-    })
+    }
     free(mask);
     free(place);
     free(l.offset);
@@ -475,14 +484,14 @@ int64_t bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy
     float *partial = bp_calloc(blocks * size, sizeof(float), &missing);
     double *bias_partial = bp_calloc(blocks * p->k, sizeof(double), &missing);  // [block][k]: Σ dy
     if (missing) return free(l.offset), free(partial), free(bias_partial), missing;
-    #pragma omp parallel if (blocks > 1 && p->n * p->k * hw * rows >= BP_PARALLEL_MIN)
+#pragma omp parallel if (blocks > 1 && p->n * p->k * hw * rows >= BP_PARALLEL_MIN)
     {
         float *buffer = bp_calloc(l.size + SLACK, sizeof(float), &missing);
         float *a = panel_alloc(round_up(kg, BP_MR) * PC + 2, &missing);
         float *b = panel_alloc((PC + 8) * BP_NR, &missing);
         run *runs = bp_malloc(PC + 2, sizeof(run), &missing);
         int ready = buffer && a && b && runs;
-        #pragma omp for schedule(static)
+#pragma omp for schedule(static)
         for (int64_t block = 0; block < blocks; block++)
             for (int64_t image = block * p->n / blocks; ready && image < (block + 1) * p->n / blocks; image++)
                 for (int64_t g = 0; g < p->groups; g++) {
@@ -506,7 +515,8 @@ int64_t bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy
                             gather_transposed(b, buffer, l.offset + t0, nt, runs, n);
                             // dW_g[m rows, taps t0 …] += dy_g[m rows, pixels p0 …] · b
                             for (int64_t m = 0; m < kg; m += BP_MR)
-                                bp_micro_6x16(pc, a + m * pc, b, dwg + m * rows + t0, rows, 1, NULL, min64(BP_MR, kg - m), nt);
+                                bp_micro_6x16(pc, a + m * pc, b, dwg + m * rows + t0, rows, 1, NULL,
+                                              min64(BP_MR, kg - m), nt);
                         }
                     }
                 }
@@ -516,7 +526,7 @@ int64_t bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy
         free(runs);
     }
     if (missing) return free(l.offset), free(partial), free(bias_partial), missing;  // dweight and dbias unchanged
-    #pragma omp parallel for schedule(static) if (size * blocks >= BP_PARALLEL_MIN)
+#pragma omp parallel for schedule(static) if (size * blocks >= BP_PARALLEL_MIN)
     for (int64_t e = 0; e < size; e++) {
         float sum = partial[e];
         for (int64_t b = 1; b < blocks; b++) sum += partial[b * size + e];
@@ -535,7 +545,7 @@ int64_t bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy
 }
 
 void bp_channel_bias_backward(float *dbias, const float *dy, int64_t n, int64_t c, int64_t hw) {
-    #pragma omp parallel for schedule(static) if (n * c * hw >= BP_PARALLEL_MIN)
+#pragma omp parallel for schedule(static) if (n * c * hw >= BP_PARALLEL_MIN)
     for (int64_t ch = 0; ch < c; ch++) {
         double sum = 0.0;
         for (int64_t b = 0; b < n; b++) {

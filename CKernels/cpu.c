@@ -49,6 +49,4 @@ const char *bp_blas_better_coretype(const char *core, int vector_level) {
     return NULL;
 }
 
-const char *bp_blas_check(void) {
-    return bp_blas_better_coretype(bp_blas_corename(), bp_cpu_vector_level());
-}
+const char *bp_blas_check(void) { return bp_blas_better_coretype(bp_blas_corename(), bp_cpu_vector_level()); }

@@ -18,20 +18,22 @@ typedef struct {
 
 // Defines `name_chunk`, whose loop computes the body for each i in [begin, end) with the
 // operands out, a, b, param and seed in scope.
-#define ELEMENTWISE_CHUNK(name, ...)                                                   \
-    BP_MULTIVERSION static void name##_chunk(const void *ctx, int64_t begin, int64_t end) { \
-        const operands *o = ctx;                                                       \
-        float *restrict out = o->out;                                                  \
-        const float *restrict a = o->a, *restrict b = o->b;                            \
-        const float param = o->param;                                                  \
-        const uint64_t seed = o->seed;                                                 \
-        (void)b, (void)param, (void)seed;                                              \
-        for (int64_t i = begin; i < end; i++) { __VA_ARGS__; }                         \
+#define ELEMENTWISE_CHUNK(name, ...)                                                                                   \
+    BP_MULTIVERSION static void name##_chunk(const void *ctx, int64_t begin, int64_t end) {                            \
+        const operands *o = ctx;                                                                                       \
+        float *restrict out = o->out;                                                                                  \
+        const float *restrict a = o->a, *restrict b = o->b;                                                            \
+        const float param = o->param;                                                                                  \
+        const uint64_t seed = o->seed;                                                                                 \
+        (void)b, (void)param, (void)seed;                                                                              \
+        for (int64_t i = begin; i < end; i++) {                                                                        \
+            __VA_ARGS__;                                                                                               \
+        }                                                                                                              \
     }
 
 // Runs a chunk function over n elements; `cost` is the relative work of one element.
-static void run(void (*chunk)(const void *, int64_t, int64_t), int64_t n, int64_t cost, float *out,
-                const float *a, const float *b, float param, uint64_t seed) {
+static void run(void (*chunk)(const void *, int64_t, int64_t), int64_t n, int64_t cost, float *out, const float *a,
+                const float *b, float param, uint64_t seed) {
     operands o = {out, a, b, param, seed};
     bp_parallel_chunks(n, cost, chunk, &o);
 }
@@ -68,10 +70,10 @@ static const float INV_SQRT2 = 0.70710678118654752f;
 static const float INV_SQRT_2PI = 0.39894228040143268f;
 
 ELEMENTWISE_CHUNK(gelu_forward, out[i] = a[i] * 0.5f * (1.0f + erff(a[i] * INV_SQRT2)))
-ELEMENTWISE_CHUNK(gelu_backward,
-                  float cdf = 0.5f * (1.0f + erff(b[i] * INV_SQRT2));
-                  float pdf = INV_SQRT_2PI * bp_expf(-0.5f * b[i] * b[i]);
-                  out[i] = a[i] * (cdf + b[i] * pdf))
+// clang-format off: the statements of one loop body
+ELEMENTWISE_CHUNK(gelu_backward, float cdf = 0.5f * (1.0f + erff(b[i] * INV_SQRT2));
+                  float pdf = INV_SQRT_2PI * bp_expf(-0.5f * b[i] * b[i]); out[i] = a[i] * (cdf + b[i] * pdf))
+// clang-format on
 
 void bp_gelu_forward(float *y, const float *x, int64_t n) { run(gelu_forward_chunk, n, 16, y, x, NULL, 0, 0); }
 void bp_gelu_backward(float *dx, const float *dy, const float *x, int64_t n) {

@@ -19,8 +19,8 @@
 #include <stddef.h>
 
 enum { CblasRowMajor = 101, CblasNoTrans = 111, CblasTrans = 112 };
-void cblas_sgemm(int order, int trans_a, int trans_b, int m, int n, int k, float alpha,
-                 const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
+void cblas_sgemm(int order, int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
+                 const float *b, int ldb, float beta, float *c, int ldc);
 void openblas_set_num_threads(int n);
 char *openblas_get_corename(void);
 char *openblas_get_config(void);
@@ -85,28 +85,26 @@ static int64_t tile_size(int64_t extent) {
     return ((extent + tiles - 1) / tiles + 15) / 16 * 16;
 }
 
-void bp_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
-              float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
-              float beta, float *c, int64_t ldc) {
+void bp_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+              const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
     if (m == 0 || n == 0) return;
     int split_rows = m >= n;
     int64_t extent = split_rows ? m : n, tile = tile_size(extent);
     int64_t tiles = (extent + tile - 1) / tile;
-    #pragma omp parallel for schedule(static) if (tiles > 1 && m * n * k >= BP_PARALLEL_MIN)
+#pragma omp parallel for schedule(static) if (tiles > 1 && m * n * k >= BP_PARALLEL_MIN)
     for (int64_t t = 0; t < tiles; t++) {
         int64_t start = t * tile, size = extent - start < tile ? extent - start : tile;
         // A tile of rows of C uses the same rows of op(A); a tile of columns, the same columns of op(B).
         const float *a_tile = split_rows ? a + (trans_a ? start : start * lda) : a;
         const float *b_tile = split_rows ? b : b + (trans_b ? start * ldb : start);
         float *c_tile = split_rows ? c + start * ldc : c + start;
-        bp_sgemm_serial(trans_a, trans_b, split_rows ? size : m, split_rows ? n : size, k,
-                        alpha, a_tile, lda, b_tile, ldb, beta, c_tile, ldc);
+        bp_sgemm_serial(trans_a, trans_b, split_rows ? size : m, split_rows ? n : size, k, alpha, a_tile, lda, b_tile,
+                        ldb, beta, c_tile, ldc);
     }
 }
 
-void bp_sgemm_serial(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
-                     float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
-                     float beta, float *c, int64_t ldc) {
+void bp_sgemm_serial(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+                     int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
     if (m == 0 || n == 0) return;
     blas_single_threaded();
 #ifdef _OPENMP
@@ -115,8 +113,8 @@ void bp_sgemm_serial(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
     int outside = !omp_in_parallel(), threads = omp_get_max_threads();
     if (outside) omp_set_num_threads(1);
 #endif
-    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
-                (int)m, (int)n, (int)k, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, (int)m, (int)n,
+                (int)k, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
 #ifdef _OPENMP
     if (outside) omp_set_num_threads(threads);
 #endif

@@ -105,8 +105,8 @@ enum { BP_MR = 6, BP_NR = 16 };
 /// `accumulate` adds to C instead of overwriting it (C + A·B); then `bias` (one float per row, or
 /// NULL) is added. Only the first `rows` × `cols` of the block (at most BP_MR × BP_NR) are
 /// stored, for the edges of a matrix.
-void bp_micro_6x16(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int accumulate,
-                   const float *bias, int64_t rows, int64_t cols);
+void bp_micro_6x16(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int accumulate, const float *bias,
+                   int64_t rows, int64_t cols);
 
 /// e^x within 2 ulp for x in [−87.3, 88.7], and vectorisable (no calls, no branches): e^x = 2^n e^r with
 /// n = round(x / ln 2) and r = x − n ln 2 in [−ln 2 / 2, ln 2 / 2], e^r by a degree-6 polynomial
@@ -124,7 +124,10 @@ static inline float bp_expf(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     float er = p * r * r + r + 1.0f;
-    union { int32_t i; float f; } scale = {((int32_t)n + 127) << 23};
+    union {
+        int32_t i;
+        float f;
+    } scale = {((int32_t)n + 127) << 23};
     return er * scale.f;
 }
 

@@ -21,7 +21,7 @@ static double softmax_xent_row_forward(float *stats, const float *x, int64_t lab
     for (; j < classes; j++) max = x[j] > max ? x[j] : max;
     for (int l = 0; l < 16; l++) max = lanes[l] > max ? lanes[l] : max;
     float sum = 0.0f;
-    #pragma omp simd reduction(+ : sum)
+#pragma omp simd reduction(+ : sum)
     for (j = 0; j < classes; j++) sum += bp_expf(x[j] - max);
     stats[0] = max;
     stats[1] = 1.0f / sum;
@@ -30,10 +30,10 @@ static double softmax_xent_row_forward(float *stats, const float *x, int64_t lab
 
 // dx_j = scale · (softmax_j − [j == label]), softmax_j = e^(x_j − max) / Σ.
 BP_MULTIVERSION
-static void softmax_xent_row_backward(float *dx, const float *stats, const float *x, int64_t label,
-                                      int64_t classes, float scale) {
+static void softmax_xent_row_backward(float *dx, const float *stats, const float *x, int64_t label, int64_t classes,
+                                      float scale) {
     float max = stats[0], factor = stats[1] * scale;
-    #pragma omp simd
+#pragma omp simd
     for (int64_t j = 0; j < classes; j++) dx[j] = bp_expf(x[j] - max) * factor;
     dx[label] -= scale;
 }
@@ -56,15 +56,15 @@ static double xent_block(const void *ctx, int64_t begin, int64_t end) {
 // Rows per block: about 16K logits, so blocks are worth a thread.
 static int64_t rows_per_block(int64_t classes) { return classes >= 16384 ? 1 : 16384 / classes; }
 
-double bp_softmax_xent_forward(float *stats, const float *logits, const int64_t *labels,
-                               int64_t rows, int64_t classes) {
+double bp_softmax_xent_forward(float *stats, const float *logits, const int64_t *labels, int64_t rows,
+                               int64_t classes) {
     xent_args a = {stats, logits, labels, classes};
     return bp_blocked_sum(rows, rows_per_block(classes), classes, xent_block, &a) / (double)rows;
 }
 
-void bp_softmax_xent_backward(float *dx, const float *stats, const float *logits, const int64_t *labels,
-                              int64_t rows, int64_t classes, float scale) {
-    #pragma omp parallel for schedule(static) if (rows * classes >= BP_PARALLEL_MIN)
+void bp_softmax_xent_backward(float *dx, const float *stats, const float *logits, const int64_t *labels, int64_t rows,
+                              int64_t classes, float scale) {
+#pragma omp parallel for schedule(static) if (rows * classes >= BP_PARALLEL_MIN)
     for (int64_t r = 0; r < rows; r++)
         softmax_xent_row_backward(dx + r * classes, stats + 2 * r, logits + r * classes, labels[r], classes, scale);
 }
@@ -112,8 +112,8 @@ static double bce_logits_block(const void *ctx, int64_t begin, int64_t end) {
     return sum;
 }
 
-static double mean_loss(double (*block)(const void *, int64_t, int64_t), float *dx,
-                        const float *x, const float *target, int64_t n) {
+static double mean_loss(double (*block)(const void *, int64_t, int64_t), float *dx, const float *x, const float *target,
+                        int64_t n) {
     pointwise_args a = {dx, x, target, 1.0f / (float)n};
     return bp_blocked_sum(n, 4096, 1, block, &a) / (double)n;
 }

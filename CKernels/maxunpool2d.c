@@ -8,7 +8,7 @@
 
 void bp_maxunpool2d_forward(float *y, const float *x, const int64_t *indices, int64_t planes, int64_t in_plane,
                             int64_t out_plane) {
-    #pragma omp parallel for schedule(static) if (planes * (in_plane + out_plane) >= BP_PARALLEL_MIN)
+#pragma omp parallel for schedule(static) if (planes * (in_plane + out_plane) >= BP_PARALLEL_MIN)
     for (int64_t p = 0; p < planes; p++) {
         float *out = y + p * out_plane;
         const float *in = x + p * in_plane;
@@ -20,7 +20,7 @@ void bp_maxunpool2d_forward(float *y, const float *x, const int64_t *indices, in
 
 void bp_maxunpool2d_backward(float *dx, const float *dy, const int64_t *indices, int64_t planes, int64_t in_plane,
                              int64_t out_plane) {
-    #pragma omp parallel for schedule(static) if (planes * in_plane >= BP_PARALLEL_MIN)
+#pragma omp parallel for schedule(static) if (planes * in_plane >= BP_PARALLEL_MIN)
     for (int64_t p = 0; p < planes; p++) {
         float *out = dx + p * in_plane;
         const float *in = dy + p * out_plane;

@@ -16,10 +16,9 @@
 // Inlined with a constant `halves`, so the loop has no test. Four steps per iteration: at kc of
 // a few hundred the loop's own instructions cost 8-12% of a conv phase (measured; the first
 // layer's kc of 9 is a little slower).
-__attribute__((always_inline)) static inline void product(v8f acc[BP_MR][2], int64_t kc, const float *a,
-                                                          const float *b, int halves) {
-    _Pragma("clang loop unroll_count(4)")
-    for (int64_t t = 0; t < kc; t++) {
+__attribute__((always_inline)) static inline void product(v8f acc[BP_MR][2], int64_t kc, const float *a, const float *b,
+                                                          int halves) {
+    _Pragma("clang loop unroll_count(4)") for (int64_t t = 0; t < kc; t++) {
         const float *bt = b + t * BP_NR;
         v8f b0, b1 = {0};
         memcpy(&b0, bt, 32);
@@ -34,8 +33,8 @@ __attribute__((always_inline)) static inline void product(v8f acc[BP_MR][2], int
 }
 
 BP_MULTIVERSION
-void bp_micro_6x16(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int accumulate,
-                   const float *bias, int64_t rows, int64_t cols) {
+void bp_micro_6x16(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int accumulate, const float *bias,
+                   int64_t rows, int64_t cols) {
     v8f acc[BP_MR][2];
     for (int i = 0; i < BP_MR; i++) acc[i][0] = acc[i][1] = (v8f){0};
     if (cols > 8) product(acc, kc, a, b, 2);
@@ -43,8 +42,7 @@ void bp_micro_6x16(int64_t kc, const float *a, const float *b, float *c, int64_t
     // The stores are unrolled, so that every acc[i] is a register: indexed by a loop counter the
     // accumulators would get a stack home, and every call would spill them (costly when kc is 9).
     if (rows == BP_MR && cols == BP_NR) {
-        _Pragma("clang loop unroll(full)")
-        for (int i = 0; i < BP_MR; i++) {
+        _Pragma("clang loop unroll(full)") for (int i = 0; i < BP_MR; i++) {
             float *row = c + i * ldc;
             v8f lo = acc[i][0], hi = acc[i][1];
             if (accumulate) {
@@ -57,8 +55,7 @@ void bp_micro_6x16(int64_t kc, const float *a, const float *b, float *c, int64_t
         }
         return;
     }
-    _Pragma("clang loop unroll(full)")
-    for (int i = 0; i < BP_MR; i++) {
+    _Pragma("clang loop unroll(full)") for (int i = 0; i < BP_MR; i++) {
         if (i >= rows) break;
         float tile[BP_NR];
         v8f lo = acc[i][0], hi = acc[i][1];
@@ -69,4 +66,3 @@ void bp_micro_6x16(int64_t kc, const float *a, const float *b, float *c, int64_t
         }
     }
 }
-

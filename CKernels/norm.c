@@ -131,9 +131,9 @@ static void run_affine(float *y, const float *x, int64_t count, const affine_map
 
 // dx = a · dy + b · (x − mean) + k over a run, mean = hi + lo: every normalization backward
 // (dy gated by the fused ReLU of map `m` when `relu`).
-__attribute__((always_inline)) static inline void backward_run(float *dx, const float *dy, const float *x, int64_t count,
-                                                               float a, float b, float hi, float lo, float k,
-                                                               const affine_map *m, int relu) {
+__attribute__((always_inline)) static inline void backward_run(float *dx, const float *dy, const float *x,
+                                                               int64_t count, float a, float b, float hi, float lo,
+                                                               float k, const affine_map *m, int relu) {
     for (int64_t i = 0; i < count; i++) dx[i] = a * gated_dy(dy, x, i, m, relu) + b * ((x[i] - hi) - lo) + k;
 }
 
@@ -169,12 +169,12 @@ static void channel_block(int64_t c, int64_t block, int64_t *first, int64_t *end
 }
 
 int64_t bp_batchnorm_forward_train(float *y, float *mean, float *rstd, float *running_mean, float *running_var,
-                                   const float *x, const float *gamma, const float *beta,
-                                   int64_t n, int64_t c, int64_t hw, float eps, float momentum, int relu) {
+                                   const float *x, const float *gamma, const float *beta, int64_t n, int64_t c,
+                                   int64_t hw, float eps, float momentum, int relu) {
     int64_t missing = 0;
     moments *m = bp_calloc(c, sizeof(moments), &missing);
     if (!m) return missing;
-    #pragma omp parallel for schedule(static) if (n * c * hw >= BP_PARALLEL_MIN)
+#pragma omp parallel for schedule(static) if (n * c * hw >= BP_PARALLEL_MIN)
     for (int64_t block = 0; block < CHANNEL_BLOCKS; block++) {
         int64_t first, end;
         channel_block(c, block, &first, &end);
@@ -203,23 +203,23 @@ int64_t bp_batchnorm_forward_train(float *y, float *mean, float *rstd, float *ru
 void bp_batchnorm_forward_eval(float *y, const float *x, const float *running_mean, const float *running_var,
                                const float *gamma, const float *beta, int64_t n, int64_t c, int64_t hw, float eps,
                                int relu) {
-    #pragma omp parallel for schedule(static) if (n * c * hw >= BP_PARALLEL_MIN)
+#pragma omp parallel for schedule(static) if (n * c * hw >= BP_PARALLEL_MIN)
     for (int64_t plane = 0; plane < n * c; plane++) {
         int64_t ch = plane % c;
         float scale = (float)(1.0 / sqrt((double)running_var[ch] + eps)) * (gamma ? gamma[ch] : 1.0f);
-        run_affine(y + plane * hw, x + plane * hw, hw, &(affine_map){running_mean[ch], 0.0f, scale, beta ? beta[ch] : 0.0f},
-                   relu);
+        run_affine(y + plane * hw, x + plane * hw, hw,
+                   &(affine_map){running_mean[ch], 0.0f, scale, beta ? beta[ch] : 0.0f}, relu);
     }
 }
 
 int64_t bp_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
-                              const float *mean, const float *rstd, const float *gamma, const float *beta,
-                              int64_t n, int64_t c, int64_t hw, int batch_statistics, int relu) {
+                              const float *mean, const float *rstd, const float *gamma, const float *beta, int64_t n,
+                              int64_t c, int64_t hw, int batch_statistics, int relu) {
     int64_t missing = 0;
-    double *sums = bp_calloc(2 * c, sizeof(double), &missing);  // [ch]: Σ dy, Σ dy · (x − mean)
+    double *sums = bp_calloc(2 * c, sizeof(double), &missing);        // [ch]: Σ dy, Σ dy · (x − mean)
     float *coefficients = bp_malloc(3 * c, sizeof(float), &missing);  // [ch]: a, b, k of run_backward
     if (missing) return free(sums), free(coefficients), missing;
-    #pragma omp parallel for schedule(static) if (n * c * hw >= BP_PARALLEL_MIN)
+#pragma omp parallel for schedule(static) if (n * c * hw >= BP_PARALLEL_MIN)
     for (int64_t block = 0; block < CHANNEL_BLOCKS; block++) {
         int64_t first, end;
         channel_block(c, block, &first, &end);
@@ -227,7 +227,8 @@ int64_t bp_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const floa
             for (int64_t ch = first; ch < end; ch++) {
                 affine_map map = channel_map(mean, rstd, gamma, beta, ch);
                 run_gradient_sums(dy + (b * c + ch) * hw, x + (b * c + ch) * hw, hw,
-                                  (double)mean[2 * ch] + mean[2 * ch + 1], &map, relu, &sums[2 * ch], &sums[2 * ch + 1]);
+                                  (double)mean[2 * ch] + mean[2 * ch + 1], &map, relu, &sums[2 * ch],
+                                  &sums[2 * ch + 1]);
             }
         for (int64_t ch = first; ch < end; ch++) {
             double sum_dy = sums[2 * ch], sum_dy_centred = sums[2 * ch + 1];
@@ -265,7 +266,7 @@ static void row_affine(float *y, const float *x, int64_t d, const float *mean, f
 
 void bp_layernorm_forward(float *y, float *mean, float *rstd, const float *x, const float *gamma, const float *beta,
                           int64_t rows, int64_t d, float eps) {
-    #pragma omp parallel for schedule(static) if (rows * d >= BP_PARALLEL_MIN)
+#pragma omp parallel for schedule(static) if (rows * d >= BP_PARALLEL_MIN)
     for (int64_t row = 0; row < rows; row++) {
         const float *xr = x + row * d;
         double mu = run_mean(xr, d);
@@ -336,11 +337,12 @@ int64_t bp_layernorm_backward(float *dx, float *dgamma, float *dbeta, const floa
     int64_t blocks = rows < LAYERNORM_BLOCKS ? rows : LAYERNORM_BLOCKS, missing = 0;
     float *partial = bp_calloc(2 * blocks * d, sizeof(float), &missing);  // [block][dgamma | dbeta][d]
     if (!partial) return missing;
-    #pragma omp parallel for schedule(static) if (rows * d >= BP_PARALLEL_MIN)
+#pragma omp parallel for schedule(static) if (rows * d >= BP_PARALLEL_MIN)
     for (int64_t block = 0; block < blocks; block++) {
         float *pg = dgamma ? partial + 2 * block * d : NULL, *pb = dbeta ? partial + (2 * block + 1) * d : NULL;
         for (int64_t row = block * rows / blocks; row < (block + 1) * rows / blocks; row++)
-            layernorm_row_backward(dx + row * d, pg, pb, dy + row * d, x + row * d, mean + 2 * row, rstd[row], gamma, d);
+            layernorm_row_backward(dx + row * d, pg, pb, dy + row * d, x + row * d, mean + 2 * row, rstd[row], gamma,
+                                   d);
     }
     for (int64_t j = 0; j < d; j++) {
         double sum_g = 0.0, sum_b = 0.0;

@@ -1,7 +1,6 @@
 // Parallel loops over fixed chunks and deterministic parallel sums (see internal.h).
 #include "internal.h"
 
-
 // Block sums are computed BATCH at a time into a stack array, in parallel, and added to the total
 // in block order: no allocation, and the same order as one pass over all blocks.
 enum { BATCH = 512 };
@@ -13,7 +12,7 @@ double bp_blocked_sum(int64_t n, int64_t block_size, int64_t cost,
     double sum = 0.0, partial[BATCH];
     for (int64_t first = 0; first < blocks; first += BATCH) {
         int64_t count = blocks - first < BATCH ? blocks - first : BATCH;
-        #pragma omp parallel for schedule(static) if (n * cost >= BP_PARALLEL_MIN)
+#pragma omp parallel for schedule(static) if (n * cost >= BP_PARALLEL_MIN)
         for (int64_t b = 0; b < count; b++) {
             int64_t begin = (first + b) * block_size, end = begin + block_size < n ? begin + block_size : n;
             partial[b] = block(ctx, begin, end);
@@ -28,7 +27,7 @@ enum { CHUNK = 16384 };
 void bp_parallel_chunks(int64_t n, int64_t cost, void (*chunk)(const void *ctx, int64_t begin, int64_t end),
                         const void *ctx) {
     int64_t chunks = (n + CHUNK - 1) / CHUNK;
-    #pragma omp parallel for schedule(static) if (chunks > 1 && n * cost >= BP_PARALLEL_MIN)
+#pragma omp parallel for schedule(static) if (chunks > 1 && n * cost >= BP_PARALLEL_MIN)
     for (int64_t c = 0; c < chunks; c++) chunk(ctx, c * CHUNK, (c + 1) * CHUNK < n ? (c + 1) * CHUNK : n);
 }
 

@@ -50,18 +50,15 @@ const char *bp_blas_check(void);
 /// The one place that calls BLAS: C is split into tiles that depend on the shape alone, computed
 /// in parallel, so the result is bit-identical for any thread count. Call it outside OpenMP
 /// parallel regions (inside one, it runs on the calling thread).
-void bp_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
-              float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
-              float beta, float *c, int64_t ldc);
+void bp_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+              const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
 /// The same product as one single-threaded BLAS call on the calling thread, inside or outside
 /// a parallel region: for kernels that parallelise over images and multiply within each.
-void bp_sgemm_serial(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
-                     float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
-                     float beta, float *c, int64_t ldc);
+void bp_sgemm_serial(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+                     int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
 /// The same product as three plain loops with a double accumulator.
-void bp_sgemm_ref(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
-                  float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
-                  float beta, float *c, int64_t ldc);
+void bp_sgemm_ref(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+                  const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
 
 // MARK: - Memory (memory.c)
 
@@ -108,20 +105,19 @@ void bp_add_inplace(float *y, const float *x, int64_t n);
 // MARK: - Linear (linear.c): x [rows, in], weight [out, in], bias [out], y [rows, out]
 
 /// y = x weight^T + bias (bias may be NULL).
-void bp_linear_forward(float *y, const float *x, const float *weight, const float *bias,
-                       int64_t rows, int64_t in, int64_t out);
+void bp_linear_forward(float *y, const float *x, const float *weight, const float *bias, int64_t rows, int64_t in,
+                       int64_t out);
 /// dx = dy weight  (overwrites dx).
-void bp_linear_backward_data(float *dx, const float *dy, const float *weight,
-                             int64_t rows, int64_t in, int64_t out);
+void bp_linear_backward_data(float *dx, const float *dy, const float *weight, int64_t rows, int64_t in, int64_t out);
 /// dweight += dy^T x;  dbias += sum over rows of dy (dbias may be NULL).
-void bp_linear_backward_weights(float *dweight, float *dbias, const float *dy, const float *x,
-                                int64_t rows, int64_t in, int64_t out);
-void bp_linear_forward_ref(float *y, const float *x, const float *weight, const float *bias,
-                           int64_t rows, int64_t in, int64_t out);
-void bp_linear_backward_data_ref(float *dx, const float *dy, const float *weight,
-                                 int64_t rows, int64_t in, int64_t out);
-void bp_linear_backward_weights_ref(float *dweight, float *dbias, const float *dy, const float *x,
-                                    int64_t rows, int64_t in, int64_t out);
+void bp_linear_backward_weights(float *dweight, float *dbias, const float *dy, const float *x, int64_t rows, int64_t in,
+                                int64_t out);
+void bp_linear_forward_ref(float *y, const float *x, const float *weight, const float *bias, int64_t rows, int64_t in,
+                           int64_t out);
+void bp_linear_backward_data_ref(float *dx, const float *dy, const float *weight, int64_t rows, int64_t in,
+                                 int64_t out);
+void bp_linear_backward_weights_ref(float *dweight, float *dbias, const float *dy, const float *x, int64_t rows,
+                                    int64_t in, int64_t out);
 
 // MARK: - Convolution (conv2d.c)
 
@@ -132,9 +128,9 @@ void bp_linear_backward_weights_ref(float *dweight, float *dbias, const float *d
 /// Output pixel (oh, ow) reads input row oh · stride_h − pad_h + i · dilation_h for kernel row i.
 /// A transposed convolution uses the same geometry with the roles of x and y swapped.
 typedef struct {
-    int64_t n, c, h, w;          // input
-    int64_t k, out_h, out_w;     // output
-    int64_t r, s;                // kernel height and width
+    int64_t n, c, h, w;       // input
+    int64_t k, out_h, out_w;  // output
+    int64_t r, s;             // kernel height and width
     int64_t stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups;
 } bp_conv2d_params;
 
@@ -159,7 +155,8 @@ int64_t bp_conv2d_backward_weights_ref(float *dweight, const float *dy, const fl
 /// dbias[c] += Σ over n and hw of dy[n, c, :] (in a fixed order).
 void bp_channel_bias_backward(float *dbias, const float *dy, int64_t n, int64_t c, int64_t hw);
 
-// MARK: - Pooling (pool2d/; references reference/pool2d_ref.c): x [n, c, h, w] → y [n, c, out_h, out_w], one plane per (n, c)
+// MARK: - Pooling (pool2d/; references reference/pool2d_ref.c): x [n, c, h, w] → y [n, c, out_h, out_w], one plane per
+// (n, c)
 
 /// Pooling windows. Fixed windows (adaptive = 0): window (oh, ow) has taps at input rows
 /// oh · stride_h − pad_h + i · dilation_h for i < kernel_h (and columns alike); taps outside the
@@ -225,8 +222,8 @@ void bp_maxunpool2d_backward(float *dx, const float *dy, const int64_t *indices,
 /// running = (1 − momentum) · running + momentum · batch, with the unbiased variance.
 /// With `relu` a ReLU follows: y = max(normalised, 0) (NaN gives 0), bit for bit bp_relu_forward's.
 int64_t bp_batchnorm_forward_train(float *y, float *mean, float *rstd, float *running_mean, float *running_var,
-                                   const float *x, const float *gamma, const float *beta,
-                                   int64_t n, int64_t c, int64_t hw, float eps, float momentum, int relu);
+                                   const float *x, const float *gamma, const float *beta, int64_t n, int64_t c,
+                                   int64_t hw, float eps, float momentum, int relu);
 /// Evaluation: y = (x − running_mean) / sqrt(running_var + eps) · gamma + beta (then the ReLU with `relu`).
 void bp_batchnorm_forward_eval(float *y, const float *x, const float *running_mean, const float *running_var,
                                const float *gamma, const float *beta, int64_t n, int64_t c, int64_t hw, float eps,
@@ -239,8 +236,8 @@ void bp_batchnorm_forward_eval(float *y, const float *x, const float *running_me
 /// normalised value (recomputed from x, beta and the statistics as the forward computed it) is > 0,
 /// as bp_relu_backward would pass it on.
 int64_t bp_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
-                              const float *mean, const float *rstd, const float *gamma, const float *beta,
-                              int64_t n, int64_t c, int64_t hw, int batch_statistics, int relu);
+                              const float *mean, const float *rstd, const float *gamma, const float *beta, int64_t n,
+                              int64_t c, int64_t hw, int batch_statistics, int relu);
 /// Over each row of d values: saves mean [rows, 2] (hi, lo) and rstd [rows]; y = x̂ · gamma + beta.
 void bp_layernorm_forward(float *y, float *mean, float *rstd, const float *x, const float *gamma, const float *beta,
                           int64_t rows, int64_t d, float eps);
@@ -254,8 +251,8 @@ void bp_batchnorm_forward_train_ref(float *y, float *mean, float *rstd, const fl
 void bp_batchnorm_backward_ref(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
                                const float *gamma, int64_t n, int64_t c, int64_t hw, float eps, int batch_statistics,
                                const float *running_mean, const float *running_var);
-void bp_layernorm_forward_ref(float *y, float *mean, float *rstd, const float *x, const float *gamma,
-                              const float *beta, int64_t rows, int64_t d, float eps);
+void bp_layernorm_forward_ref(float *y, float *mean, float *rstd, const float *x, const float *gamma, const float *beta,
+                              int64_t rows, int64_t d, float eps);
 void bp_layernorm_backward_ref(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
                                const float *gamma, int64_t rows, int64_t d, float eps);
 
@@ -264,14 +261,12 @@ void bp_layernorm_backward_ref(float *dx, float *dgamma, float *dbeta, const flo
 /// Softmax cross-entropy on logits [rows, classes] with labels in [0, classes), in two phases.
 /// Forward: returns loss = mean_i (logsumexp(x_i) - x_i[label_i]) and saves per row
 /// stats[i] = {max_j x_ij, 1 / sum_j exp(x_ij - max)} (stats [rows, 2]).
-double bp_softmax_xent_forward(float *stats, const float *logits, const int64_t *labels,
-                               int64_t rows, int64_t classes);
+double bp_softmax_xent_forward(float *stats, const float *logits, const int64_t *labels, int64_t rows, int64_t classes);
 /// Backward: dx_ij = scale * (softmax(x_i)_j - [j == label_i]); scale = dloss / rows for the mean.
-void bp_softmax_xent_backward(float *dx, const float *stats, const float *logits, const int64_t *labels,
-                              int64_t rows, int64_t classes, float scale);
+void bp_softmax_xent_backward(float *dx, const float *stats, const float *logits, const int64_t *labels, int64_t rows,
+                              int64_t classes, float scale);
 /// Both phases as plain loops in double, with scale = 1 / rows.
-double bp_softmax_xent_ref(float *dx, const float *logits, const int64_t *labels,
-                           int64_t rows, int64_t classes);
+double bp_softmax_xent_ref(float *dx, const float *logits, const int64_t *labels, int64_t rows, int64_t classes);
 /// loss = mean (x - t)^2;  dx = 2 (x - t) / n.
 double bp_mse(float *dx, const float *x, const float *target, int64_t n);
 /// On probabilities x in [0, 1], as PyTorch: log clamped at -100, and
@@ -287,20 +282,20 @@ double bp_bce_logits(float *dx, const float *x, const float *target, int64_t n);
 ///   buf = first_step ? d : momentum * buf + d       (only when momentum != 0; buf may be NULL then)
 ///   d = nesterov ? d + momentum * buf : buf          (d itself when momentum == 0)
 ///   param -= lr * d
-void bp_sgd_step(float *param, float *momentum_buf, const float *grad, int64_t n,
-                 float lr, float momentum, float weight_decay, int nesterov, int first_step);
+void bp_sgd_step(float *param, float *momentum_buf, const float *grad, int64_t n, float lr, float momentum,
+                 float weight_decay, int nesterov, int first_step);
 
 /// One Adam step, as torch.optim.Adam (decoupled = 0: weight decay added to the gradient) or
 /// torch.optim.AdamW (decoupled = 1: param *= 1 − lr · weight_decay first), at step t >= 1:
 ///   m = β1 m + (1 − β1) g;  v = β2 v + (1 − β2) g²
 ///   param −= lr / (1 − β1^t) · m / (sqrt(v) / sqrt(1 − β2^t) + eps)
-void bp_adam_step(float *param, float *m, float *v, const float *grad, int64_t n, float lr, float beta1,
-                  float beta2, float eps, float weight_decay, int decoupled, int64_t t);
+void bp_adam_step(float *param, float *m, float *v, const float *grad, int64_t n, float lr, float beta1, float beta2,
+                  float eps, float weight_decay, int decoupled, int64_t t);
 /// One RMSprop step, as torch.optim.RMSprop (not centred):
 ///   g = grad + weight_decay · param;  s = α s + (1 − α) g²
 ///   with momentum μ: b = μ b + g / (sqrt(s) + eps), param −= lr · b; else param −= lr · g / (sqrt(s) + eps)
-void bp_rmsprop_step(float *param, float *square_avg, float *momentum_buf, const float *grad, int64_t n,
-                     float lr, float alpha, float eps, float weight_decay, float momentum);
+void bp_rmsprop_step(float *param, float *square_avg, float *momentum_buf, const float *grad, int64_t n, float lr,
+                     float alpha, float eps, float weight_decay, float momentum);
 /// Σ grad² over n values, in double, in a fixed order (for clipping by global norm).
 double bp_sum_squares(const float *x, int64_t n);
 

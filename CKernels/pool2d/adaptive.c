@@ -1,8 +1,8 @@
 // Adaptive windows, one output at a time, from the window tables.
 #include "pool2d.h"
 
-void max_plane_adaptive(float *y, uint8_t *index8, int32_t *index32, const float *in,
-                               const bp_pool2d_params *p, const windows *win) {
+void max_plane_adaptive(float *y, uint8_t *index8, int32_t *index32, const float *in, const bp_pool2d_params *p,
+                        const windows *win) {
     const axis_windows *r = &win->rows, *c = &win->cols;
     for (int64_t oh = 0; oh < p->out_h; oh++)
         for (int64_t ow = 0; ow < p->out_w; ow++) {
@@ -49,7 +49,7 @@ void avg_plane_adaptive_backward(float *dx, const float *dy, const bp_pool2d_par
 }
 
 void max_plane_adaptive_backward(float *dx, const float *dy, const uint8_t *index8, const int32_t *index32,
-                                        const bp_pool2d_params *p, const windows *win) {
+                                 const bp_pool2d_params *p, const windows *win) {
     memset(dx, 0, (size_t)(p->h * p->w) * sizeof(float));
     for (int64_t oh = 0; oh < p->out_h; oh++)
         for (int64_t ow = 0; ow < p->out_w; ow++) {

@@ -63,7 +63,7 @@ int64_t fixed_layout_build(fixed_layout *f, const bp_pool2d_params *p, const win
     for (int64_t ow = 0; ow < f->lanes; ow++) {
         int inside = ow < p->out_w && c->lo[ow] < c->hi[ow];
         f->first_tap[ow] = inside ? (int32_t)c->lo[ow] : -1;
-        f->columns_part[ow] = ow >= p->out_w ? 1
+        f->columns_part[ow] = ow >= p->out_w            ? 1
                               : p->divisor_override > 0 ? (float)p->divisor_override
                                                         : (float)divisor_part(p, c, ow);
     }
@@ -98,7 +98,6 @@ __attribute__((always_inline)) static inline void pad_row(float *padded, const f
             for (int64_t m = 0; m * s + q < p->w; m++) data[q * f->phase_length + m] = src[m * s + q];
     }
 }
-
 
 // The row pass over the padded row: for each output column, the maximum over the kw tap columns
 // and the tap column it came from (is_max), or the sum, into f->lanes floats, a block of runs
@@ -198,7 +197,6 @@ __attribute__((always_inline)) static inline void column_reduce(float *y, int32_
         column_reduce_block(y, tap, rows, row_taps, ti, count, divisor_rows, f, kw, ow, 4, is_max);
 }
 
-
 // One plane of fixed-window pooling: max with argmax tap numbers (is_max: into index8 or
 // index32) or average. kh × kw is the kernel: constants for the common 3 × 3, so that the row
 // pass and the column pass of a row of whole windows unroll their tap loops.
@@ -254,4 +252,3 @@ void plane_fixed(float *y, uint8_t *index8, int32_t *index32, const float *x, co
     else if (three) fixed_forward(y, NULL, NULL, x, p, win, f, s, 3, 3, 0);
     else fixed_forward(y, NULL, NULL, x, p, win, f, s, p->kernel_h, p->kernel_w, 0);
 }
-

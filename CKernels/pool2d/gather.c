@@ -246,9 +246,8 @@ __attribute__((always_inline)) static inline void fixed_backward(float *dx, cons
 
 BP_MULTIVERSION
 void plane_fixed_backward(float *dx, const float *dy, const uint8_t *index8, const int32_t *index32,
-                          const bp_pool2d_params *p, const windows *win, const fixed_layout *f,
-                          const gather_layout *g, fixed_scratch *s) {
+                          const bp_pool2d_params *p, const windows *win, const fixed_layout *f, const gather_layout *g,
+                          fixed_scratch *s) {
     if (index8 || index32) fixed_backward(dx, dy, index8, index32, p, win, f, g, s, 1);
     else fixed_backward(dx, dy, NULL, NULL, p, win, f, g, s, 0);
 }
-

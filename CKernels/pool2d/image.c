@@ -34,7 +34,6 @@ image_layout image_layout_of(const bp_pool2d_params *p, int backward) {
     return m;
 }
 
-
 // *sum = Σ_t from[t · step .. + 8) for t < taps, from +0.
 __attribute__((always_inline)) static inline void image_sum(v8f *sum, const float *from, int64_t step, int64_t taps) {
     v8f acc = {0};
@@ -75,7 +74,8 @@ __attribute__((always_inline)) static inline void image_forward(float *y, const 
     plane_locals local = plane_locals_of(p, f, s);
     p = &local.p, f = &local.f, s = &local.s;
     image_layout m = *layout;
-    for (int64_t ih = 0; ih < p->h; ih++) bp_copy_short(s->image + (ih + m.top) * m.pitch + m.left, x + ih * p->w, p->w);
+    for (int64_t ih = 0; ih < p->h; ih++)
+        bp_copy_short(s->image + (ih + m.top) * m.pitch + m.left, x + ih * p->w, p->w);
     image_pass(s->sums, s->image, &m, 0, p->dilation_w, kw);
     int64_t out_w = p->out_w, out_hw = p->out_h * out_w, step = p->dilation_h * m.pitch;
     const float *columns = f->columns_part;
@@ -141,4 +141,3 @@ void plane_image_backward(float *dx, const float *dy, const bp_pool2d_params *p,
     if (p->kernel_h == 3 && p->kernel_w == 3) image_backward(dx, dy, p, win, f, m, s, 3, 3);
     else image_backward(dx, dy, p, win, f, m, s, p->kernel_h, p->kernel_w);
 }
-

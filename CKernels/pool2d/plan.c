@@ -26,13 +26,13 @@ typedef struct {
     bp_pool2d_params p;
     pool_strategy strategy;
     int backward;
-    float pad_value;      // of the fixed forward's padded rows: −∞ for max, 0 for the average
-    windows win;          // every strategy but POOL_GLOBAL
-    fixed_layout f;       // POOL_FIXED and POOL_IMAGE
-    gather_layout g;      // POOL_FIXED backward
-    image_layout image;   // POOL_IMAGE
-    int64_t stack;        // planes per unit of work (a stack or a block)
-    int64_t units, chunk; // units in all, and how many a thread takes at a time
+    float pad_value;       // of the fixed forward's padded rows: −∞ for max, 0 for the average
+    windows win;           // every strategy but POOL_GLOBAL
+    fixed_layout f;        // POOL_FIXED and POOL_IMAGE
+    gather_layout g;       // POOL_FIXED backward
+    image_layout image;    // POOL_IMAGE
+    int64_t stack;         // planes per unit of work (a stack or a block)
+    int64_t units, chunk;  // units in all, and how many a thread takes at a time
 } pool_plan;
 
 // The threads take the units a few at a time from a shared counter rather than in equal shares, so
@@ -57,11 +57,12 @@ static int64_t pool_plan_build(pool_plan *plan, const bp_pool2d_params *p, int i
     else if (is_tiled(p)) plan->strategy = POOL_TILED;
     else if (!is_max && p->stride_h == 1 && p->stride_w == 1) plan->strategy = POOL_IMAGE;
     else plan->strategy = POOL_FIXED;
-    plan->stack = plan->strategy == POOL_GLOBAL                            ? GLOBAL_PLANES
+    plan->stack = plan->strategy == POOL_GLOBAL                                    ? GLOBAL_PLANES
                   : plan->strategy == POOL_TILED && p->h == p->out_h * p->kernel_h ? PLANE_STACK
-                                                                                    : 1;
+                                                                                   : 1;
     plan->units = (planes + plan->stack - 1) / plan->stack;
-    plan->chunk = plan->strategy == POOL_GLOBAL ? (plan->units + GLOBAL_GRABS - 1) / GLOBAL_GRABS : units_per_grab(plan->units);
+    plan->chunk =
+        plan->strategy == POOL_GLOBAL ? (plan->units + GLOBAL_GRABS - 1) / GLOBAL_GRABS : units_per_grab(plan->units);
     if (plan->strategy != POOL_GLOBAL) missing = windows_build(&plan->win, p);
     if (!missing && (plan->strategy == POOL_FIXED || plan->strategy == POOL_IMAGE))
         missing = fixed_layout_build(&plan->f, p, &plan->win);
@@ -96,7 +97,8 @@ static int scratch_make(fixed_scratch *s, const pool_plan *plan, int64_t *missin
         int64_t cells = p->out_h * g->grid_width, reaches = g->row_first[p->h];
         s->grid = bp_calloc(cells, sizeof(float), missing);
         s->grid_taps = bp_malloc(cells, sizeof(int32_t), missing);
-        s->sum = bp_calloc(g->grid_width, sizeof(float), missing);  // past sum_width: zeros, for lanes past the row's end
+        s->sum =
+            bp_calloc(g->grid_width, sizeof(float), missing);  // past sum_width: zeros, for lanes past the row's end
         s->phases = bp_malloc(p->stride_w * g->phase_length, sizeof(float), missing);
         s->window_grid = bp_malloc(reaches + 1, sizeof(float *), missing);
         if (!(s->grid && s->grid_taps && s->sum && s->phases && s->window_grid)) return 0;
@@ -177,7 +179,7 @@ static void run_unit(const pool_plan *plan, fixed_scratch *s, pool_tensors t, in
 static int64_t pool_plan_run(const pool_plan *plan, pool_tensors t) {
     const bp_pool2d_params *p = &plan->p;
     int64_t planes = p->n * p->c, handed = 0, missing = 0;
-    #pragma omp parallel if (p->n * p->c * p->h * p->w >= BP_PARALLEL_MIN)
+#pragma omp parallel if (p->n * p->c * p->h * p->w >= BP_PARALLEL_MIN)
     {
         fixed_scratch scratch;
         if (scratch_make(&scratch, plan, &missing)) {

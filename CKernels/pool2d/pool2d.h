@@ -15,8 +15,8 @@
 #ifndef BACKPROP_POOL2D_H
 #define BACKPROP_POOL2D_H
 
-#include "CKernels.h"
 #include "../internal.h"
+#include "CKernels.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -149,12 +149,12 @@ static inline int32_t rows_part(const bp_pool2d_params *p, const windows *win, i
 
 // The divisors of output columns [ow, ow + 8) of a row whose row factor is `rows`, from the
 // layout's column factors (f->columns_part): products of whole numbers below 2^24, so exact in float.
-__attribute__((always_inline)) static inline void divisors(v8f *d, const float *columns_part, int64_t ow, int32_t rows) {
+__attribute__((always_inline)) static inline void divisors(v8f *d, const float *columns_part, int64_t ow,
+                                                           int32_t rows) {
     v8f columns;
     memcpy(&columns, columns_part + ow, 32);
     *d = columns * (float)rows;
 }
-
 
 // Output row oh of the average's dy divided by its divisors (row factor `rows`) into row.
 __attribute__((always_inline)) static inline void divided_row(float *row, const float *grad, const fixed_layout *f,
@@ -192,16 +192,16 @@ enum { MAX_VECTORS = 8 };
 // so that every run is in bounds.
 
 typedef struct {
-    int64_t phase_length;                 // floats per phase of a gathered row: ⌈w / sw⌉ rounded up to 32
-    int64_t *first;                       // [sw + 1]: phase q's tap columns are entries [first[q], first[q + 1])
-    int64_t *tap_column, *column_shift;   // tj and c of each entry, tj descending within a phase
-    int64_t grid_left, grid_width;        // columns of padding left of dy's row in the grid, and the
-                                          // row length (a multiple of 32)
-    int64_t sum_width;                    // the columns of a grid row the average's runs reach from the
-                                          // input's columns, rounded up to 32
-    int64_t *row_first;                   // [h + 1]: input row ih is a tap row of the windows
-    int64_t *window_row, *tap_row;        // [row_first[ih], row_first[ih + 1]) of these: output row
-                                          // oh (ascending) and the tap row ti it is in oh's windows
+    int64_t phase_length;                // floats per phase of a gathered row: ⌈w / sw⌉ rounded up to 32
+    int64_t *first;                      // [sw + 1]: phase q's tap columns are entries [first[q], first[q + 1])
+    int64_t *tap_column, *column_shift;  // tj and c of each entry, tj descending within a phase
+    int64_t grid_left, grid_width;       // columns of padding left of dy's row in the grid, and the
+                                         // row length (a multiple of 32)
+    int64_t sum_width;                   // the columns of a grid row the average's runs reach from the
+                                         // input's columns, rounded up to 32
+    int64_t *row_first;                  // [h + 1]: input row ih is a tap row of the windows
+    int64_t *window_row, *tap_row;       // [row_first[ih], row_first[ih + 1]) of these: output row
+                                         // oh (ascending) and the tap row ti it is in oh's windows
     // Max: the runs phase q of input row ih adds are terms [term_first[ih · sw + q],
     // term_first[ih · sw + q + 1]), in output order (oh ascending, then tj descending): the run
     // starts at term_offset in the grid and its argmax rows, and takes the gradients whose argmax
@@ -229,20 +229,20 @@ image_layout image_layout_of(const bp_pool2d_params *p, int backward);
 
 // Per-thread scratch of the fixed-window passes.
 typedef struct {
-    float *padded;      // the padded row [f.size]
-    float *ring;        // the forward's row results [slots][lanes]
-    int32_t *ring_taps; // their tap columns [slots][lanes]
-    float **window_ring;        // for each entry of the layout's window_slot: its ring row
-    int32_t **window_ring_taps; // and its tap columns
-    float *out;         // one output row [lanes]
-    int32_t *out_taps;  // its taps [lanes]
-    float *grid;        // the backward's dy grid [out_h][grid_width], its padding 0
-    int32_t *grid_taps; // and its argmax [out_h][grid_width], its padding −1
-    float **window_grid;  // for each (oh, ti) of the gather layout's row table: grid row oh
-    float *sum;         // the average's summed grid rows [grid_width] (columns [0, sum_width) summed)
-    float *phases;      // a gathered row's phases [sw][phase_length]
-    float *image;       // the stride-1 average's padded image (image_layout), its margins 0
-    float *sums;        // and its row or column sums [length + 8]
+    float *padded;               // the padded row [f.size]
+    float *ring;                 // the forward's row results [slots][lanes]
+    int32_t *ring_taps;          // their tap columns [slots][lanes]
+    float **window_ring;         // for each entry of the layout's window_slot: its ring row
+    int32_t **window_ring_taps;  // and its tap columns
+    float *out;                  // one output row [lanes]
+    int32_t *out_taps;           // its taps [lanes]
+    float *grid;                 // the backward's dy grid [out_h][grid_width], its padding 0
+    int32_t *grid_taps;          // and its argmax [out_h][grid_width], its padding −1
+    float **window_grid;         // for each (oh, ti) of the gather layout's row table: grid row oh
+    float *sum;                  // the average's summed grid rows [grid_width] (columns [0, sum_width) summed)
+    float *phases;               // a gathered row's phases [sw][phase_length]
+    float *image;                // the stride-1 average's padded image (image_layout), its margins 0
+    float *sums;                 // and its row or column sums [length + 8]
 } fixed_scratch;
 
 // The next plane's data (its input, or dy and the argmax), which without help is read all at once
@@ -263,9 +263,8 @@ static inline next_plane next_plane_of(const void *start, int64_t bytes, int64_t
 __attribute__((always_inline)) static inline void prefetch_share(next_plane next, int64_t step) {
     int64_t first = step * next.share, end = first + next.share < next.lines ? first + next.share : next.lines;
     _Pragma("clang loop unroll(disable)")  // a few lines a call: unrolled, its setup cost more than the loop
-    for (int64_t l = first; l < end; l++) __builtin_prefetch(next.start + 64 * l, 0, 3);
+        for (int64_t l = first; l < end; l++) __builtin_prefetch(next.start + 64 * l, 0, 3);
 }
-
 
 // A plane function's own copies of its parameters, layout and scratch struct: with the originals
 // behind pointers, every vector store (a memcpy, which may alias any type) would make the compiler
@@ -286,8 +285,8 @@ static inline plane_locals plane_locals_of(const bp_pool2d_params *p, const fixe
 void plane_fixed(float *y, uint8_t *index8, int32_t *index32, const float *x, const bp_pool2d_params *p,
                  const windows *win, const fixed_layout *f, fixed_scratch *s);
 void plane_fixed_backward(float *dx, const float *dy, const uint8_t *index8, const int32_t *index32,
-                          const bp_pool2d_params *p, const windows *win, const fixed_layout *f,
-                          const gather_layout *g, fixed_scratch *s);
+                          const bp_pool2d_params *p, const windows *win, const fixed_layout *f, const gather_layout *g,
+                          fixed_scratch *s);
 // The stride-1 average.
 void plane_image(float *y, const float *x, const bp_pool2d_params *p, const windows *win, const fixed_layout *f,
                  const image_layout *m, fixed_scratch *s);

@@ -9,17 +9,17 @@
 #include "pool2d.h"
 
 int is_tiled(const bp_pool2d_params *p) {
-    return !p->adaptive && p->stride_h == p->kernel_h && p->stride_w == p->kernel_w && p->pad_h == 0 &&
-           p->pad_w == 0 && p->dilation_h == 1 && p->dilation_w == 1 && p->out_h * p->kernel_h <= p->h &&
+    return !p->adaptive && p->stride_h == p->kernel_h && p->stride_w == p->kernel_w && p->pad_h == 0 && p->pad_w == 0 &&
+           p->dilation_h == 1 && p->dilation_w == 1 && p->out_h * p->kernel_h <= p->h &&
            p->out_w * p->kernel_w <= p->w && p->kernel_h * p->kernel_w <= BP_ARGMAX8_MAX_TAPS;
 }
 
 // PyTorch's rule for the next tap v against the best so far: it takes over when larger or NaN.
-#define MAX_TAKE(v, number)                        \
-    do {                                           \
-        int take_ = (v > best) | (v != v);         \
-        best = take_ ? v : best;                   \
-        tap = take_ ? (number) : tap;              \
+#define MAX_TAKE(v, number)                                                                                            \
+    do {                                                                                                               \
+        int take_ = (v > best) | (v != v);                                                                             \
+        best = take_ ? v : best;                                                                                       \
+        tap = take_ ? (number) : tap;                                                                                  \
     } while (0)
 
 // A row's last group of windows may be short (count < 8). With `room` (the plane goes on for at
@@ -42,8 +42,8 @@ __attribute__((always_inline)) static inline void load_2x2(v8f taps[4], const fl
 }
 
 // Row ti of up to 8 windows' input gradient: row[2i] = left[i], row[2i + 1] = right[i].
-__attribute__((always_inline)) static inline void store_pairs(float *row, const v8f *left, const v8f *right, int64_t count,
-                                                             int room) {
+__attribute__((always_inline)) static inline void store_pairs(float *row, const v8f *left, const v8f *right,
+                                                              int64_t count, int room) {
     if (count == 8 || room) {
         join_pairs(row, left, right);
         return;
@@ -55,8 +55,8 @@ __attribute__((always_inline)) static inline void store_pairs(float *row, const 
 
 // Up to 8 gradients (+0.0f turns −0 into +0, as adding them to a zeroed gradient would) and
 // their windows' argmax (−1 past count, matching no tap).
-__attribute__((always_inline)) static inline void load_gradients(v8f *grad, v8i *tap, const float *dy, const uint8_t *index,
-                                                                  int64_t count, int room) {
+__attribute__((always_inline)) static inline void load_gradients(v8f *grad, v8i *tap, const float *dy,
+                                                                 const uint8_t *index, int64_t count, int room) {
     if (count == 8 || room) {
         memcpy(grad, dy, 32);
         *tap = (v8i){0} - 1;
@@ -147,7 +147,8 @@ void plane_tiled(float *y, uint8_t *index, const float *x, const bp_pool2d_param
         uint8_t *idx = index ? index + oh * p->out_w : NULL;
         if (kh == 2 && kw == 2) {
             // Room for a full last group: 8 more outputs, and 16 more floats in the bottom input row.
-            int room = (oh + 1) * p->out_w + 8 <= p->out_h * p->out_w && (2 * oh + 1) * w + 2 * p->out_w + 16 <= p->h * w;
+            int room =
+                (oh + 1) * p->out_w + 8 <= p->out_h * p->out_w && (2 * oh + 1) * w + 2 * p->out_w + 16 <= p->h * w;
             if (index) max_row_2x2(out, idx, top, top + w, p->out_w, room);
             else avg_row_2x2(out, top, top + w, p->out_w, divisor, room);
             continue;
@@ -187,12 +188,14 @@ void plane_tiled_backward(float *dx, const float *dy, const uint8_t *index, cons
             float *row = dx + (oh * kh + ti) * w;
             if (kh == 2 && kw == 2) {
                 // Room for a full last group: 8 more gradients, and 16 more floats of dx.
-                int room = (oh + 1) * p->out_w + 8 <= p->out_h * p->out_w && (2 * oh + ti) * w + 2 * p->out_w + 16 <= p->h * w;
+                int room =
+                    (oh + 1) * p->out_w + 8 <= p->out_h * p->out_w && (2 * oh + ti) * w + 2 * p->out_w + 16 <= p->h * w;
                 row_2x2_backward(row, g, idx, (int)ti, p->out_w, divisor, room);
             } else {
                 for (int64_t ow = 0; ow < p->out_w; ow++)
                     for (int64_t tj = 0; tj < kw; tj++)
-                        row[ow * kw + tj] = idx ? (idx[ow] == ti * kw + tj ? g[ow] + 0.0f : 0.0f) : g[ow] / divisor + 0.0f;
+                        row[ow * kw + tj] =
+                            idx ? (idx[ow] == ti * kw + tj ? g[ow] + 0.0f : 0.0f) : g[ow] / divisor + 0.0f;
             }
             if (covered < w) memset(row + covered, 0, (size_t)(w - covered) * sizeof(float));
         }
@@ -200,4 +203,3 @@ void plane_tiled_backward(float *dx, const float *dy, const uint8_t *index, cons
     int64_t rows = p->out_h * kh;
     if (rows < p->h) memset(dx + rows * w, 0, (size_t)((p->h - rows) * w) * sizeof(float));
 }
-

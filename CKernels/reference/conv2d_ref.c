@@ -1,7 +1,7 @@
 // Plain-loop references of the convolution kernels (conv2d.c): every product term of the
 // definition, accumulated in double.
-#include "CKernels.h"
 #include "../internal.h"
+#include "CKernels.h"
 
 #include <stdlib.h>
 
@@ -28,9 +28,15 @@ static void accumulate_terms(double *acc, ref_target target, const float *x, con
                                 int64_t yi = ((b * p->k + ko) * p->out_h + oh) * p->out_w + ow;
                                 int64_t wi = ((ko * cg + ci) * p->r + i) * p->s + j;
                                 switch (target) {
-                                case REF_Y: acc[yi] += (double)x[xi] * weight[wi]; break;
-                                case REF_X: acc[xi] += (double)y[yi] * weight[wi]; break;
-                                case REF_WEIGHT: acc[wi] += (double)y[yi] * x[xi]; break;
+                                case REF_Y:
+                                    acc[yi] += (double)x[xi] * weight[wi];
+                                    break;
+                                case REF_X:
+                                    acc[xi] += (double)y[yi] * weight[wi];
+                                    break;
+                                case REF_WEIGHT:
+                                    acc[wi] += (double)y[yi] * x[xi];
+                                    break;
                                 }
                             }
 }

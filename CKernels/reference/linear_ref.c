@@ -1,8 +1,8 @@
 // Plain-loop references of the linear kernels (linear.c): double accumulators.
 #include "CKernels.h"
 
-void bp_linear_forward_ref(float *y, const float *x, const float *weight, const float *bias,
-                           int64_t rows, int64_t in, int64_t out) {
+void bp_linear_forward_ref(float *y, const float *x, const float *weight, const float *bias, int64_t rows, int64_t in,
+                           int64_t out) {
     for (int64_t r = 0; r < rows; r++)
         for (int64_t o = 0; o < out; o++) {
             double acc = bias ? bias[o] : 0.0;
@@ -11,8 +11,8 @@ void bp_linear_forward_ref(float *y, const float *x, const float *weight, const 
         }
 }
 
-void bp_linear_backward_data_ref(float *dx, const float *dy, const float *weight,
-                                 int64_t rows, int64_t in, int64_t out) {
+void bp_linear_backward_data_ref(float *dx, const float *dy, const float *weight, int64_t rows, int64_t in,
+                                 int64_t out) {
     for (int64_t r = 0; r < rows; r++)
         for (int64_t i = 0; i < in; i++) {
             double acc = 0.0;
@@ -21,8 +21,8 @@ void bp_linear_backward_data_ref(float *dx, const float *dy, const float *weight
         }
 }
 
-void bp_linear_backward_weights_ref(float *dweight, float *dbias, const float *dy, const float *x,
-                                    int64_t rows, int64_t in, int64_t out) {
+void bp_linear_backward_weights_ref(float *dweight, float *dbias, const float *dy, const float *x, int64_t rows,
+                                    int64_t in, int64_t out) {
     for (int64_t o = 0; o < out; o++) {
         for (int64_t i = 0; i < in; i++) {
             double acc = 0.0;

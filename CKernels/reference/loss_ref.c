@@ -3,8 +3,7 @@
 
 #include <math.h>
 
-double bp_softmax_xent_ref(float *dx, const float *logits, const int64_t *labels,
-                           int64_t rows, int64_t classes) {
+double bp_softmax_xent_ref(float *dx, const float *logits, const int64_t *labels, int64_t rows, int64_t classes) {
     double total = 0.0;
     for (int64_t r = 0; r < rows; r++) {
         const float *x = logits + r * classes;

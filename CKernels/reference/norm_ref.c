@@ -1,6 +1,6 @@
 // Plain-loop references of the normalization kernels (norm.c): in double, statistics by definition.
-#include "CKernels.h"
 #include "../internal.h"
+#include "CKernels.h"
 
 #include <math.h>
 
@@ -59,8 +59,8 @@ void bp_batchnorm_backward_ref(float *dx, float *dgamma, float *dbeta, const flo
     }
 }
 
-void bp_layernorm_forward_ref(float *y, float *mean, float *rstd, const float *x, const float *gamma,
-                              const float *beta, int64_t rows, int64_t d, float eps) {
+void bp_layernorm_forward_ref(float *y, float *mean, float *rstd, const float *x, const float *gamma, const float *beta,
+                              int64_t rows, int64_t d, float eps) {
     for (int64_t row = 0; row < rows; row++) {
         double sum = 0.0, sq = 0.0;
         for (int64_t j = 0; j < d; j++) sum += x[row * d + j];
@@ -91,7 +91,8 @@ void bp_layernorm_backward_ref(float *dx, float *dgamma, float *dbeta, const flo
         }
         for (int64_t j = 0; j < d; j++) {
             double xhat = (xr[j] - mu) * r;
-            dx[row * d + j] = (float)(r * (dr[j] * (gamma ? gamma[j] : 1.0) - sum_g / (double)d - xhat * sum_g_xhat / (double)d));
+            dx[row * d + j] =
+                (float)(r * (dr[j] * (gamma ? gamma[j] : 1.0) - sum_g / (double)d - xhat * sum_g_xhat / (double)d));
         }
     }
 }

@@ -19,8 +19,10 @@ public protocol Activation: Module {
 /// from the saved output (sigmoid: u(1-u), tanh: 1-u²). Any shape.
 public class Pointwise: Activation {
     typealias ForwardKernel = (_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int64) -> Void
-    typealias BackwardKernel = (_ dx: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>,
-                                _ saved: UnsafePointer<Float>, _ n: Int64) -> Void
+    typealias BackwardKernel = (
+        _ dx: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>,
+        _ saved: UnsafePointer<Float>, _ n: Int64
+    ) -> Void
     enum Saved { case input, output }
 
     public let description: String
@@ -30,8 +32,10 @@ public class Pointwise: Activation {
     private let backwardKernel: BackwardKernel
     private let saved: Saved
 
-    init(_ description: String, saved: Saved, health: ActivationHealth? = nil, forward: @escaping ForwardKernel,
-         backward: @escaping BackwardKernel) {
+    init(
+        _ description: String, saved: Saved, health: ActivationHealth? = nil, forward: @escaping ForwardKernel,
+        backward: @escaping BackwardKernel
+    ) {
         self.description = description
         self.health = health
         self.saved = saved
@@ -43,18 +47,23 @@ public class Pointwise: Activation {
         let n = Int64(input.count)
         let output = input.withPointer { x in Tensor.filled(input.shape) { forwardKernel($0, x, n) } }
         let savedTensor = saved == .input ? input : output
-        return (output, { [backwardKernel] gradOutput in
-            try checkGradient(gradOutput, matches: output.shape, in: self)
-            return gradOutput.withPointer { dy in
-                savedTensor.withPointer { s in Tensor.filled(output.shape) { backwardKernel($0, dy, s, n) } }
+        return (
+            output,
+            { [backwardKernel] gradOutput in
+                try checkGradient(gradOutput, matches: output.shape, in: self)
+                return gradOutput.withPointer { dy in
+                    savedTensor.withPointer { s in Tensor.filled(output.shape) { backwardKernel($0, dy, s, n) } }
+                }
             }
-        })
+        )
     }
 }
 
 /// u = max(z, 0); the gradient at 0 is 0, as PyTorch's.
 public final class ReLU: Pointwise {
-    public init() { super.init("ReLU()", saved: .input, health: .deadUnits, forward: bp_relu_forward, backward: bp_relu_backward) }
+    public init() {
+        super.init("ReLU()", saved: .input, health: .deadUnits, forward: bp_relu_forward, backward: bp_relu_backward)
+    }
 }
 
 /// u = z for z > 0, slope · z otherwise (PyTorch's default slope 0.01).
@@ -63,22 +72,29 @@ public final class LeakyReLU: Pointwise {
 
     public init(negativeSlope: Float = 0.01) {
         self.negativeSlope = negativeSlope
-        super.init("LeakyReLU(negativeSlope: \(negativeSlope))", saved: .input,
-                   forward: { bp_leaky_relu_forward($0, $1, negativeSlope, $2) },
-                   backward: { bp_leaky_relu_backward($0, $1, $2, negativeSlope, $3) })
+        super.init(
+            "LeakyReLU(negativeSlope: \(negativeSlope))", saved: .input,
+            forward: { bp_leaky_relu_forward($0, $1, negativeSlope, $2) },
+            backward: { bp_leaky_relu_backward($0, $1, $2, negativeSlope, $3) })
     }
 }
 
 /// u = 1 / (1 + e^(-z)); f' = u (1 - u).
 public final class Sigmoid: Pointwise {
     public init() {
-        super.init("Sigmoid()", saved: .output, health: .saturation { 4 * $0 * (1 - $0) }, forward: bp_sigmoid_forward, backward: bp_sigmoid_backward)
+        super.init(
+            "Sigmoid()", saved: .output, health: .saturation { 4 * $0 * (1 - $0) }, forward: bp_sigmoid_forward,
+            backward: bp_sigmoid_backward)
     }
 }
 
 /// u = tanh z; f' = 1 - u².
 public final class Tanh: Pointwise {
-    public init() { super.init("Tanh()", saved: .output, health: .saturation { 1 - $0 * $0 }, forward: bp_tanh_forward, backward: bp_tanh_backward) }
+    public init() {
+        super.init(
+            "Tanh()", saved: .output, health: .saturation { 1 - $0 * $0 }, forward: bp_tanh_forward,
+            backward: bp_tanh_backward)
+    }
 }
 
 /// The exact GELU (PyTorch's default): u = z Φ(z), f' = Φ(z) + z φ(z).

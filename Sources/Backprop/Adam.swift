@@ -14,10 +14,14 @@ public class Adam: Optimizer {
     private var m: [Tensor], v: [Tensor]
     private var steps: Int64 = 0
 
-    public init(parameters: [Parameter], learningRate: Float = 1e-3, betas: (Float, Float) = (0.9, 0.999),
-                eps: Float = 1e-8, weightDecay: Float = 0, decoupledWeightDecay: Bool = false) throws {
-        let name = "\(decoupledWeightDecay ? "AdamW" : "Adam")(lr: \(learningRate), betas: \(betas), eps: \(eps), weightDecay: \(weightDecay))"
-        try validateOptimizer(name, learningRate: learningRate, nonNegative: [("eps", eps), ("weight decay", weightDecay)])
+    public init(
+        parameters: [Parameter], learningRate: Float = 1e-3, betas: (Float, Float) = (0.9, 0.999),
+        eps: Float = 1e-8, weightDecay: Float = 0, decoupledWeightDecay: Bool = false
+    ) throws {
+        let name =
+            "\(decoupledWeightDecay ? "AdamW" : "Adam")(lr: \(learningRate), betas: \(betas), eps: \(eps), weightDecay: \(weightDecay))"
+        try validateOptimizer(
+            name, learningRate: learningRate, nonNegative: [("eps", eps), ("weight decay", weightDecay)])
         guard (0..<1).contains(betas.0), (0..<1).contains(betas.1) else {
             throw BackpropError(.invalidArgument, "\(name): betas must be in [0, 1)")
         }
@@ -39,8 +43,9 @@ public class Adam: Optimizer {
                 parameter.value.withMutablePointer { p in
                     m[index].withMutablePointer { mp in
                         v[index].withMutablePointer { vp in
-                            bp_adam_step(p, mp, vp, g, n, learningRate, betas.0, betas.1, eps, weightDecay,
-                                         decoupledWeightDecay ? 1 : 0, steps)
+                            bp_adam_step(
+                                p, mp, vp, g, n, learningRate, betas.0, betas.1, eps, weightDecay,
+                                decoupledWeightDecay ? 1 : 0, steps)
                         }
                     }
                 }
@@ -60,10 +65,13 @@ public class Adam: Optimizer {
 
 /// AdamW, as `torch.optim.AdamW` (default weight decay 0.01, decoupled from the gradient).
 public final class AdamW: Adam {
-    public init(parameters: [Parameter], learningRate: Float = 1e-3, betas: (Float, Float) = (0.9, 0.999),
-                eps: Float = 1e-8, weightDecay: Float = 0.01) throws {
-        try super.init(parameters: parameters, learningRate: learningRate, betas: betas, eps: eps,
-                       weightDecay: weightDecay, decoupledWeightDecay: true)
+    public init(
+        parameters: [Parameter], learningRate: Float = 1e-3, betas: (Float, Float) = (0.9, 0.999),
+        eps: Float = 1e-8, weightDecay: Float = 0.01
+    ) throws {
+        try super.init(
+            parameters: parameters, learningRate: learningRate, betas: betas, eps: eps,
+            weightDecay: weightDecay, decoupledWeightDecay: true)
     }
 }
 
@@ -79,11 +87,14 @@ public final class RMSprop: Optimizer {
     private var squareAverages: [Tensor], momentumBuffers: [Tensor]
     private var steps: Int64 = 0
 
-    public init(parameters: [Parameter], learningRate: Float = 1e-2, alpha: Float = 0.99, eps: Float = 1e-8,
-                weightDecay: Float = 0, momentum: Float = 0) throws {
+    public init(
+        parameters: [Parameter], learningRate: Float = 1e-2, alpha: Float = 0.99, eps: Float = 1e-8,
+        weightDecay: Float = 0, momentum: Float = 0
+    ) throws {
         let name = "RMSprop(lr: \(learningRate), alpha: \(alpha), momentum: \(momentum))"
-        try validateOptimizer(name, learningRate: learningRate,
-                              nonNegative: [("alpha", alpha), ("eps", eps), ("weight decay", weightDecay), ("momentum", momentum)])
+        try validateOptimizer(
+            name, learningRate: learningRate,
+            nonNegative: [("alpha", alpha), ("eps", eps), ("weight decay", weightDecay), ("momentum", momentum)])
         self.parameters = parameters
         self.learningRate = learningRate
         self.alpha = alpha
@@ -119,8 +130,9 @@ public final class RMSprop: Optimizer {
     }
 
     public func loadState(_ state: [String: StoredArray]) throws {
-        let restored = try restoreOptimizerState(state, [("square_avg", squareAverages), ("momentum_buffer", momentumBuffers)],
-                                                 optimizer: "RMSprop")
+        let restored = try restoreOptimizerState(
+            state, [("square_avg", squareAverages), ("momentum_buffer", momentumBuffers)],
+            optimizer: "RMSprop")
         (steps, squareAverages, momentumBuffers) = (restored.step, restored.lists[0], restored.lists[1])
     }
 }

@@ -9,8 +9,10 @@ public class AdaptivePool2D: Module {
     private let name: String
     private let pool: (Tensor, bp_pool2d_params, Module) throws -> (output: Tensor, backward: Backward)
 
-    init(_ name: String, outputSize: Size2D,
-         pool: @escaping (Tensor, bp_pool2d_params, Module) throws -> (output: Tensor, backward: Backward)) throws {
+    init(
+        _ name: String, outputSize: Size2D,
+        pool: @escaping (Tensor, bp_pool2d_params, Module) throws -> (output: Tensor, backward: Backward)
+    ) throws {
         (self.name, self.outputSize, self.pool) = (name, outputSize, pool)
         try checkOutputSize(outputSize, name)
     }

@@ -2,19 +2,26 @@ import CKernels
 
 /// Average pooling over the windows `p` describes; the backward spreads each gradient evenly over
 /// its window with the same divisor. Saves nothing but the input's shape.
-func averagePool(_ input: Tensor, _ parameters: bp_pool2d_params, module: Module) throws -> (output: Tensor, backward: Backward) {
+func averagePool(
+    _ input: Tensor, _ parameters: bp_pool2d_params, module: Module
+) throws -> (output: Tensor, backward: Backward) {
     var p = parameters, missing: Int64 = 0
     let outputShape = [input.shape[0], input.shape[1], Int(p.out_h), Int(p.out_w)]
     let output = input.withPointer { x in Tensor.filled(outputShape) { missing = bp_avgpool2d_forward($0, x, &p) } }
     try checkAllocation(missing, module)
     let inputShape = input.shape
-    return (output, { gradOutput in
-        try checkGradient(gradOutput, matches: outputShape, in: module)
-        var p = parameters, missing: Int64 = 0
-        let dx = gradOutput.withPointer { dy in Tensor.filled(inputShape) { missing = bp_avgpool2d_backward($0, dy, &p) } }
-        try checkAllocation(missing, module)
-        return dx
-    })
+    return (
+        output,
+        { gradOutput in
+            try checkGradient(gradOutput, matches: outputShape, in: module)
+            var p = parameters, missing: Int64 = 0
+            let dx = gradOutput.withPointer { dy in
+                Tensor.filled(inputShape) { missing = bp_avgpool2d_backward($0, dy, &p) }
+            }
+            try checkAllocation(missing, module)
+            return dx
+        }
+    )
 }
 
 /// Average pooling, as PyTorch's `nn.AvgPool2d`: kernel, stride (default: the kernel), padding
@@ -26,10 +33,13 @@ public final class AvgPool2D: Module {
     public let divisorOverride: Int?
     public var isTraining = true
 
-    public init(kernelSize: Size2D, stride: Size2D? = nil, padding: Padding = 0, ceilMode: Bool = false,
-                countIncludePad: Bool = true, divisorOverride: Int? = nil) throws {
+    public init(
+        kernelSize: Size2D, stride: Size2D? = nil, padding: Padding = 0, ceilMode: Bool = false,
+        countIncludePad: Bool = true, divisorOverride: Int? = nil
+    ) throws {
         let name = "AvgPool2D(kernel: \(kernelSize))"
-        window = try PoolWindow(name, kernel: kernelSize, stride: stride, padding: padding, dilation: 1, ceilMode: ceilMode)
+        window = try PoolWindow(
+            name, kernel: kernelSize, stride: stride, padding: padding, dilation: 1, ceilMode: ceilMode)
         self.countIncludePad = countIncludePad
         self.divisorOverride = divisorOverride
         if let divisorOverride, divisorOverride <= 0 {
@@ -43,8 +53,11 @@ public final class AvgPool2D: Module {
     }
 
     public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
-        try averagePool(input, window.parameters(for: input.shape, in: self, countIncludePad: countIncludePad,
-                                                 divisorOverride: divisorOverride ?? 0), module: self)
+        try averagePool(
+            input,
+            window.parameters(
+                for: input.shape, in: self, countIncludePad: countIncludePad,
+                divisorOverride: divisorOverride ?? 0), module: self)
     }
 }
 

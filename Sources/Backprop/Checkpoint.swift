@@ -10,7 +10,9 @@ public enum Checkpoint {
         var state: [String: StoredArray] = [:]
         for (name, parameter) in model.namedParameters { state[name] = StoredArray(parameter.value) }
         for (name, buffer) in model.namedBuffers { state[name] = StoredArray(buffer.value) }
-        for (name, counter) in model.namedCounters { state[name] = StoredArray(shape: [], elements: .int64([counter.value])) }
+        for (name, counter) in model.namedCounters {
+            state[name] = StoredArray(shape: [], elements: .int64([counter.value]))
+        }
         return state
     }
 
@@ -25,7 +27,10 @@ public enum Checkpoint {
             model.namedParameters.map { entry in (entry.name, entry.parameter.value.shape, entry.parameter.load) }
             + model.namedBuffers.map { entry in (entry.name, entry.buffer.value.shape, entry.buffer.load) }
         for (name, shape, load) in targets {
-            guard let array = state[name] else { problems.append("missing \(name)"); continue }
+            guard let array = state[name] else {
+                problems.append("missing \(name)")
+                continue
+            }
             if case .int64 = array.elements {
                 problems.append("\(name) is int64, expected a float tensor")
             } else if array.shape != shape {

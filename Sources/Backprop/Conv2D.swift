@@ -21,9 +21,12 @@ public final class Conv2D: Module {
     public let bias: Parameter?
     public var isTraining = true
 
-    public init(_ inChannels: Int, _ outChannels: Int, kernelSize: Size2D, stride: Size2D = 1, padding: Padding = .valid,
-                dilation: Size2D = 1, groups: Int = 1, bias: Bool = true, initialization: WeightInitialization = .pytorchDefault,
-                seed: UInt64 = 0) throws {
+    public init(
+        _ inChannels: Int, _ outChannels: Int, kernelSize: Size2D, stride: Size2D = 1, padding: Padding = .valid,
+        dilation: Size2D = 1, groups: Int = 1, bias: Bool = true,
+        initialization: WeightInitialization = .pytorchDefault,
+        seed: UInt64 = 0
+    ) throws {
         self.inChannels = inChannels
         self.outChannels = outChannels
         self.kernelSize = kernelSize
@@ -32,8 +35,9 @@ public final class Conv2D: Module {
         self.dilation = dilation
         self.groups = groups
         let name = Conv2D.describe(inChannels, outChannels, kernelSize, stride, padding, dilation, groups)
-        try validateConvolution(name, inChannels: inChannels, outChannels: outChannels, kernel: kernelSize,
-                                stride: stride, dilation: dilation, groups: groups)
+        try validateConvolution(
+            name, inChannels: inChannels, outChannels: outChannels, kernel: kernelSize,
+            stride: stride, dilation: dilation, groups: groups)
         if case .explicit(let size) = padding, size.height < 0 || size.width < 0 {
             throw BackpropError(.invalidArgument, "\(name): padding must be >= 0")
         }
@@ -45,8 +49,10 @@ public final class Conv2D: Module {
             initialization: initialization, seed: seed)
     }
 
-    static func describe(_ c: Int, _ k: Int, _ kernel: Size2D, _ stride: Size2D, _ padding: Padding,
-                         _ dilation: Size2D, _ groups: Int) -> String {
+    static func describe(
+        _ c: Int, _ k: Int, _ kernel: Size2D, _ stride: Size2D, _ padding: Padding,
+        _ dilation: Size2D, _ groups: Int
+    ) -> String {
         "Conv2D(in: \(c), out: \(k), kernel: \(kernel), stride: \(stride), padding: \(padding), dilation: \(dilation)"
             + "\(groups > 1 ? ", groups: \(groups)" : ""))"
     }
@@ -66,24 +72,31 @@ public final class Conv2D: Module {
         let spanH = dilation.height * (kernelSize.height - 1) + 1, spanW = dilation.width * (kernelSize.width - 1) + 1
         let (paddedH, paddedW) = (shape[2] + top + bottom, shape[3] + left + right)
         guard spanH <= paddedH, spanW <= paddedW else {
-            throw BackpropError(.shapeMismatch,
-                                "\(self): the kernel spans \(spanH)x\(spanW) but the padded input \(Backprop.describe(shape)) is \(paddedH)x\(paddedW)")
+            throw BackpropError(
+                .shapeMismatch,
+                "\(self): the kernel spans \(spanH)x\(spanW) but the padded input \(Backprop.describe(shape)) is \(paddedH)x\(paddedW)"
+            )
         }
-        return bp_conv2d_params(n: Int64(shape[0]), c: Int64(inChannels), h: Int64(shape[2]), w: Int64(shape[3]),
-                                k: Int64(outChannels), out_h: Int64((paddedH - spanH) / stride.height + 1),
-                                out_w: Int64((paddedW - spanW) / stride.width + 1), r: Int64(kernelSize.height),
-                                s: Int64(kernelSize.width), stride_h: Int64(stride.height), stride_w: Int64(stride.width),
-                                pad_h: Int64(top), pad_w: Int64(left), dilation_h: Int64(dilation.height),
-                                dilation_w: Int64(dilation.width), groups: Int64(groups))
+        return bp_conv2d_params(
+            n: Int64(shape[0]), c: Int64(inChannels), h: Int64(shape[2]), w: Int64(shape[3]),
+            k: Int64(outChannels), out_h: Int64((paddedH - spanH) / stride.height + 1),
+            out_w: Int64((paddedW - spanW) / stride.width + 1), r: Int64(kernelSize.height),
+            s: Int64(kernelSize.width), stride_h: Int64(stride.height), stride_w: Int64(stride.width),
+            pad_h: Int64(top), pad_w: Int64(left), dilation_h: Int64(dilation.height),
+            dilation_w: Int64(dilation.width), groups: Int64(groups))
     }
 
     public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
-        try convolution(self, input, weight: weight, bias: bias, geometry: geometry(for: input.shape), transposed: false).full
+        try convolution(
+            self, input, weight: weight, bias: bias, geometry: geometry(for: input.shape), transposed: false
+        ).full
     }
 
     public func forwardWithoutInputGradient(_ input: Tensor) throws -> (output: Tensor, backward: ParameterBackward) {
-        try convolution(self, input, weight: weight, bias: bias, geometry: geometry(for: input.shape),
-                        transposed: false).parametersOnly
+        try convolution(
+            self, input, weight: weight, bias: bias, geometry: geometry(for: input.shape),
+            transposed: false
+        ).parametersOnly
     }
 }
 
@@ -93,69 +106,89 @@ public final class Conv2D: Module {
 /// forward is the backward-data, its input gradient the convolution. Either way the weight gradient
 /// is the correlation of the y-side gradient with the x-side tensor, and the bias belongs to the
 /// output side.
-func convolution(_ module: Module, _ input: Tensor, weight: Parameter, bias: Parameter?,
-                 geometry: bp_conv2d_params, transposed: Bool) throws -> SplitPass {
+func convolution(
+    _ module: Module, _ input: Tensor, weight: Parameter, bias: Parameter?,
+    geometry: bp_conv2d_params, transposed: Bool
+) throws -> SplitPass {
     var p = geometry, missing: Int64 = 0
-    let outputShape = transposed ? [Int(p.n), Int(p.c), Int(p.h), Int(p.w)] : [Int(p.n), Int(p.k), Int(p.out_h), Int(p.out_w)]
+    let outputShape =
+        transposed ? [Int(p.n), Int(p.c), Int(p.h), Int(p.w)] : [Int(p.n), Int(p.k), Int(p.out_h), Int(p.out_w)]
     let forwardKernel = transposed ? bp_conv2d_backward_data : bp_conv2d_forward
     let inputGradientKernel = transposed ? bp_conv2d_forward : bp_conv2d_backward_data
     let output = input.withPointer { x in
         weight.value.withPointer { w in
-            withOptionalPointer(bias?.value) { b in Tensor.filled(outputShape) { y in missing = forwardKernel(y, x, w, b, &p) } }
+            withOptionalPointer(bias?.value) { b in
+                Tensor.filled(outputShape) { y in missing = forwardKernel(y, x, w, b, &p) }
+            }
         }
     }
     try checkAllocation(missing, module)
-    return SplitPass(output: output, parameterBackward: { gradOutput in
-        try checkGradient(gradOutput, matches: outputShape, in: module)
-        var p = geometry, missing: Int64 = 0
-        let (ySide, xSide) = transposed ? (input, gradOutput) : (gradOutput, input)
-        // Conv2D's bias is on the y side: its gradient is summed with the weight gradient.
-        // ConvTranspose2D's is on the x side (its output): summed over the gradient's planes.
-        ySide.withPointer { dy in
-            xSide.withPointer { x in
-                weight.grad.withMutablePointer { dw in
-                    withOptionalMutablePointer(transposed ? nil : bias) { db in
-                        missing = bp_conv2d_backward_weights(dw, db, dy, x, &p)
+    return SplitPass(
+        output: output,
+        parameterBackward: { gradOutput in
+            try checkGradient(gradOutput, matches: outputShape, in: module)
+            var p = geometry, missing: Int64 = 0
+            let (ySide, xSide) = transposed ? (input, gradOutput) : (gradOutput, input)
+            // Conv2D's bias is on the y side: its gradient is summed with the weight gradient.
+            // ConvTranspose2D's is on the x side (its output): summed over the gradient's planes.
+            ySide.withPointer { dy in
+                xSide.withPointer { x in
+                    weight.grad.withMutablePointer { dw in
+                        withOptionalMutablePointer(transposed ? nil : bias) { db in
+                            missing = bp_conv2d_backward_weights(dw, db, dy, x, &p)
+                        }
                     }
                 }
             }
-        }
-        try checkAllocation(missing, module)
-        if transposed, let bias {
-            gradOutput.withPointer { v in bias.grad.withMutablePointer { bp_channel_bias_backward($0, v, p.n, p.c, p.h * p.w) } }
-        }
-    }, inputBackward: { gradOutput in
-        var p = geometry, missing: Int64 = 0
-        let gradInput = gradOutput.withPointer { v in
-            weight.value.withPointer { w in Tensor.filled(input.shape) { missing = inputGradientKernel($0, v, w, nil, &p) } }
-        }
-        try checkAllocation(missing, module)
-        return gradInput
-    })
+            try checkAllocation(missing, module)
+            if transposed, let bias {
+                gradOutput.withPointer { v in
+                    bias.grad.withMutablePointer { bp_channel_bias_backward($0, v, p.n, p.c, p.h * p.w) }
+                }
+            }
+        },
+        inputBackward: { gradOutput in
+            var p = geometry, missing: Int64 = 0
+            let gradInput = gradOutput.withPointer { v in
+                weight.value.withPointer { w in
+                    Tensor.filled(input.shape) { missing = inputGradientKernel($0, v, w, nil, &p) }
+                }
+            }
+            try checkAllocation(missing, module)
+            return gradInput
+        })
 }
 
 /// A convolution's weight and bias drawn from one generator, as PyTorch draws them: fan-in and fan-out
 /// from the weight's axes 1 and 0 times the kernel area (for the transpose, [Cin, Cout / groups, kh, kw],
 /// that makes the fan-in Cout / groups · kh · kw, as in PyTorch); the bias has one value per output channel.
-func convolutionParameters(weightShape: [Int], bias: Bool, outChannels: Int? = nil,
-                           initialization: WeightInitialization, seed: UInt64) throws -> (Parameter, Parameter?) {
+func convolutionParameters(
+    weightShape: [Int], bias: Bool, outChannels: Int? = nil,
+    initialization: WeightInitialization, seed: UInt64
+) throws -> (Parameter, Parameter?) {
     let area = weightShape[2] * weightShape[3]
     let (fanIn, fanOut) = (weightShape[1] * area, weightShape[0] * area)
     var generator = SplitMix64(seed: seed)
-    let weight = Parameter(try initialization.weight(shape: weightShape, fanIn: fanIn, fanOut: fanOut, using: &generator))
+    let weight = Parameter(
+        try initialization.weight(shape: weightShape, fanIn: fanIn, fanOut: fanOut, using: &generator))
     let count = outChannels ?? weightShape[0]
-    return (weight, bias ? Parameter(try WeightInitialization.bias(count: count, fanIn: fanIn, using: &generator)) : nil)
+    return (
+        weight, bias ? Parameter(try WeightInitialization.bias(count: count, fanIn: fanIn, using: &generator)) : nil
+    )
 }
 
 /// The checks Conv2D and ConvTranspose2D share: sizes positive, groups dividing both channel counts.
-func validateConvolution(_ name: String, inChannels: Int, outChannels: Int, kernel: Size2D,
-                         stride: Size2D, dilation: Size2D, groups: Int) throws {
+func validateConvolution(
+    _ name: String, inChannels: Int, outChannels: Int, kernel: Size2D,
+    stride: Size2D, dilation: Size2D, groups: Int
+) throws {
     guard inChannels > 0, outChannels > 0 else {
         throw BackpropError(.invalidArgument, "\(name): channel counts must be positive")
     }
     try validateWindow(name, kernel: kernel, stride: stride, dilation: dilation)
     guard groups > 0, inChannels % groups == 0, outChannels % groups == 0 else {
-        throw BackpropError(.invalidArgument,
-                            "\(name): groups (\(groups)) must divide both in (\(inChannels)) and out (\(outChannels)) channels")
+        throw BackpropError(
+            .invalidArgument,
+            "\(name): groups (\(groups)) must divide both in (\(inChannels)) and out (\(outChannels)) channels")
     }
 }

@@ -26,18 +26,24 @@ public final class Dropout: Module {
 
     public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
         guard isTraining, probability > 0 else {
-            return (input, { gradOutput in
-                try checkGradient(gradOutput, matches: input.shape, in: self)
-                return gradOutput
-            })
+            return (
+                input,
+                { gradOutput in
+                    try checkGradient(gradOutput, matches: input.shape, in: self)
+                    return gradOutput
+                }
+            )
         }
         let seed = randomState.generator.next(), p = probability, n = Int64(input.count)
         let output = input.withPointer { x in Tensor.filled(input.shape) { bp_dropout_forward($0, x, p, seed, n) } }
-        return (output, { gradOutput in
-            try checkGradient(gradOutput, matches: output.shape, in: self)
-            return gradOutput.withPointer { dy in
-                Tensor.filled(output.shape) { bp_dropout_backward($0, dy, p, seed, n) }
+        return (
+            output,
+            { gradOutput in
+                try checkGradient(gradOutput, matches: output.shape, in: self)
+                return gradOutput.withPointer { dy in
+                    Tensor.filled(output.shape) { bp_dropout_backward($0, dy, p, seed, n) }
+                }
             }
-        })
+        )
     }
 }

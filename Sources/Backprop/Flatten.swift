@@ -12,9 +12,12 @@ public final class Flatten: Module {
             throw BackpropError(.shapeMismatch, "\(self): input has shape \(describe(input.shape)), expected [N, ...]")
         }
         let output = Tensor(unchecked: [input.shape[0], input.shape.dropFirst().reduce(1, *)], scalars: input.scalars)
-        return (output, { gradOutput in
-            try checkGradient(gradOutput, matches: output.shape, in: self)
-            return Tensor(unchecked: input.shape, scalars: gradOutput.scalars)
-        })
+        return (
+            output,
+            { gradOutput in
+                try checkGradient(gradOutput, matches: output.shape, in: self)
+                return Tensor(unchecked: input.shape, scalars: gradOutput.scalars)
+            }
+        )
     }
 }

@@ -63,10 +63,13 @@ public enum Padding: Sendable, Equatable, ExpressibleByIntegerLiteral, CustomStr
     func symmetric(_ name: String) throws -> Size2D {
         switch self {
         case .explicit(let size):
-            guard size.height >= 0, size.width >= 0 else { throw BackpropError(.invalidArgument, "\(name): padding must be >= 0") }
+            guard size.height >= 0, size.width >= 0 else {
+                throw BackpropError(.invalidArgument, "\(name): padding must be >= 0")
+            }
             return size
         case .valid: return Size2D(0, 0)
-        case .same: throw BackpropError(.invalidArgument, "\(name): padding 'same' is only for convolutions, as in PyTorch")
+        case .same:
+            throw BackpropError(.invalidArgument, "\(name): padding 'same' is only for convolutions, as in PyTorch")
         }
     }
 }

@@ -28,7 +28,9 @@ public enum GradientCheck {
             let verdict = passed ? "ok  " : "FAIL"
             return "\(verdict) \(name): \(checked) checked, \(skippedAtKinks) skipped at kinks, max error "
                 + "\(maxError.formatted3) (tolerance \(tolerance.formatted3))"
-                + (checked > 0 ? ", worst at [\(worstIndex)]: analytic \(worstAnalytic.formatted3), numeric \(worstNumeric.formatted3)" : "")
+                + (checked > 0
+                    ? ", worst at [\(worstIndex)]: analytic \(worstAnalytic.formatted3), numeric \(worstNumeric.formatted3)"
+                    : "")
         }
     }
 
@@ -53,8 +55,10 @@ public enum GradientCheck {
     ///   - tolerance: the largest accepted error relative to max(|a|, |n|, 1).
     ///   - maxChecksPerTensor: larger tensors are checked at this many evenly spaced elements.
     ///   - seed: draws v.
-    public static func run(_ module: Module, input: Tensor, epsilon: Float = 1e-3, tolerance: Double = 1e-2,
-                           maxChecksPerTensor: Int = 200, seed: UInt64 = 0) throws -> Report {
+    public static func run(
+        _ module: Module, input: Tensor, epsilon: Float = 1e-3, tolerance: Double = 1e-2,
+        maxChecksPerTensor: Int = 200, seed: UInt64 = 0
+    ) throws -> Report {
         module.zeroGrad()
         let (output, backward) = try module.forward(input)
         var generator = SplitMix64(seed: seed)
@@ -73,10 +77,11 @@ public enum GradientCheck {
         for (name, parameter) in module.namedParameters {
             let original = parameter.value
             defer { parameter.value = original }
-            entries.append(try settings.compare(name: name, analytic: parameter.grad, at: original) { value in
-                parameter.value = value
-                return try objective(input)
-            })
+            entries.append(
+                try settings.compare(name: name, analytic: parameter.grad, at: original) { value in
+                    parameter.value = value
+                    return try objective(input)
+                })
         }
         module.zeroGrad()
         return Report(module: module.description, entries: entries)
@@ -89,8 +94,10 @@ public enum GradientCheck {
         let base: Double
 
         /// Compares `analytic` with central differences of `objective` around `point`.
-        func compare(name: String, analytic: Tensor, at point: Tensor,
-                     objective: (Tensor) throws -> Double) throws -> Entry {
+        func compare(
+            name: String, analytic: Tensor, at point: Tensor,
+            objective: (Tensor) throws -> Double
+        ) throws -> Entry {
             let count = point.count
             let indices = count <= maxChecks ? Array(0..<count) : (0..<maxChecks).map { $0 * count / maxChecks }
             var checked = 0, skipped = 0, maxError = 0.0
@@ -119,9 +126,10 @@ public enum GradientCheck {
                     worst = (index, a, numeric)
                 }
             }
-            return Entry(name: name, checked: checked, skippedAtKinks: skipped, maxError: maxError,
-                         worstIndex: worst.index, worstAnalytic: worst.analytic, worstNumeric: worst.numeric,
-                         tolerance: tolerance)
+            return Entry(
+                name: name, checked: checked, skippedAtKinks: skipped, maxError: maxError,
+                worstIndex: worst.index, worstAnalytic: worst.analytic, worstNumeric: worst.numeric,
+                tolerance: tolerance)
         }
     }
 }

@@ -16,8 +16,10 @@ public enum WeightInitialization: Sendable {
     case xavierNormal
 
     /// A weight tensor of `shape` drawn by this rule.
-    public func weight<G: RandomNumberGenerator>(shape: [Int], fanIn: Int, fanOut: Int,
-                                                using generator: inout G) throws -> Tensor {
+    public func weight<G: RandomNumberGenerator>(
+        shape: [Int], fanIn: Int, fanOut: Int,
+        using generator: inout G
+    ) throws -> Tensor {
         let fanIn = Float(max(fanIn, 1)), fanOut = Float(max(fanOut, 1))
         switch self {
         case .pytorchDefault:

@@ -11,12 +11,19 @@ public enum JSONValue: Decodable, Sendable, Equatable, CustomStringConvertible {
 
     public init(from decoder: Decoder) throws {
         let container = try decoder.singleValueContainer()
-        if container.decodeNil() { self = .null }
-        else if let value = try? container.decode(Bool.self) { self = .bool(value) }
-        else if let value = try? container.decode(Double.self) { self = .number(value) }
-        else if let value = try? container.decode(String.self) { self = .string(value) }
-        else if let value = try? container.decode([JSONValue].self) { self = .array(value) }
-        else { self = .object(try container.decode([String: JSONValue].self)) }
+        if container.decodeNil() {
+            self = .null
+        } else if let value = try? container.decode(Bool.self) {
+            self = .bool(value)
+        } else if let value = try? container.decode(Double.self) {
+            self = .number(value)
+        } else if let value = try? container.decode(String.self) {
+            self = .string(value)
+        } else if let value = try? container.decode([JSONValue].self) {
+            self = .array(value)
+        } else {
+            self = .object(try container.decode([String: JSONValue].self))
+        }
     }
 
     /// As JSON writes it (numbers as Swift prints a Double: 2.0, 2.5).
@@ -27,7 +34,8 @@ public enum JSONValue: Decodable, Sendable, Equatable, CustomStringConvertible {
         case .number(let value): "\(value)"
         case .string(let value): "\"\(value)\""
         case .array(let values): "[" + values.map(\.description).joined(separator: ", ") + "]"
-        case .object(let fields): "{" + fields.keys.sorted().map { "\"\($0)\": \(fields[$0]!)" }.joined(separator: ", ") + "}"
+        case .object(let fields):
+            "{" + fields.keys.sorted().map { "\"\($0)\": \(fields[$0]!)" }.joined(separator: ", ") + "}"
         }
     }
 
@@ -101,7 +109,9 @@ public struct JSONFields: Sendable {
         switch values.count {
         case 1: return (values[0], values[0])
         case 2: return (values[0], values[1])
-        default: throw BackpropError(.format, "\(context): field '\(key)' must be a number or a list of two, got \(values.count)")
+        default:
+            throw BackpropError(
+                .format, "\(context): field '\(key)' must be a number or a list of two, got \(values.count)")
         }
     }
 

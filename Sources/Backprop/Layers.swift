@@ -39,31 +39,41 @@ public enum Layers {
         Kind(name: "linear", positional: ["in", "out"], keywords: ["bias"]) { f, g in
             try Linear(f.int("in"), f.int("out"), bias: f.bool("bias", default: true), seed: g.next())
         },
-        Kind(name: "conv2d", positional: ["c", "k", "r"], keywords: ["s", "stride", "pad", "dilation", "groups", "bias"]) { f, g in
-            try Conv2D(f.int("c"), f.int("k"), kernelSize: kernelSize(f), stride: f.size("stride", default: 1),
-                       padding: .explicit(f.size("pad", default: 0)), dilation: f.size("dilation", default: 1),
-                       groups: f.int("groups", default: 1), bias: f.bool("bias", default: true), seed: g.next())
+        Kind(
+            name: "conv2d", positional: ["c", "k", "r"], keywords: ["s", "stride", "pad", "dilation", "groups", "bias"]
+        ) { f, g in
+            try Conv2D(
+                f.int("c"), f.int("k"), kernelSize: kernelSize(f), stride: f.size("stride", default: 1),
+                padding: .explicit(f.size("pad", default: 0)), dilation: f.size("dilation", default: 1),
+                groups: f.int("groups", default: 1), bias: f.bool("bias", default: true), seed: g.next())
         },
-        Kind(name: "conv_transpose2d", positional: ["c", "k", "r"],
-             keywords: ["s", "stride", "pad", "output_padding", "dilation", "groups", "bias"]) { f, g in
-            try ConvTranspose2D(f.int("c"), f.int("k"), kernelSize: kernelSize(f), stride: f.size("stride", default: 1),
-                                padding: .explicit(f.size("pad", default: 0)), outputPadding: f.size("output_padding", default: 0),
-                                dilation: f.size("dilation", default: 1), groups: f.int("groups", default: 1),
-                                bias: f.bool("bias", default: true), seed: g.next())
+        Kind(
+            name: "conv_transpose2d", positional: ["c", "k", "r"],
+            keywords: ["s", "stride", "pad", "output_padding", "dilation", "groups", "bias"]
+        ) { f, g in
+            try ConvTranspose2D(
+                f.int("c"), f.int("k"), kernelSize: kernelSize(f), stride: f.size("stride", default: 1),
+                padding: .explicit(f.size("pad", default: 0)), outputPadding: f.size("output_padding", default: 0),
+                dilation: f.size("dilation", default: 1), groups: f.int("groups", default: 1),
+                bias: f.bool("bias", default: true), seed: g.next())
         },
         Kind(name: "maxpool2d", positional: ["r"], keywords: ["s", "stride", "pad", "dilation", "ceil_mode"]) { f, _ in
             let kernel = try kernelSize(f)
-            return try MaxPool2D(kernelSize: kernel, stride: f.size("stride", default: kernel),
-                                 padding: .explicit(f.size("pad", default: 0)), dilation: f.size("dilation", default: 1),
-                                 ceilMode: f.bool("ceil_mode", default: false))
+            return try MaxPool2D(
+                kernelSize: kernel, stride: f.size("stride", default: kernel),
+                padding: .explicit(f.size("pad", default: 0)), dilation: f.size("dilation", default: 1),
+                ceilMode: f.bool("ceil_mode", default: false))
         },
-        Kind(name: "avgpool2d", positional: ["r"],
-             keywords: ["s", "stride", "pad", "ceil_mode", "count_include_pad", "divisor_override"]) { f, _ in
+        Kind(
+            name: "avgpool2d", positional: ["r"],
+            keywords: ["s", "stride", "pad", "ceil_mode", "count_include_pad", "divisor_override"]
+        ) { f, _ in
             let kernel = try kernelSize(f)
-            return try AvgPool2D(kernelSize: kernel, stride: f.size("stride", default: kernel),
-                                 padding: .explicit(f.size("pad", default: 0)), ceilMode: f.bool("ceil_mode", default: false),
-                                 countIncludePad: f.bool("count_include_pad", default: true),
-                                 divisorOverride: f.has("divisor_override") ? f.int("divisor_override") : nil)
+            return try AvgPool2D(
+                kernelSize: kernel, stride: f.size("stride", default: kernel),
+                padding: .explicit(f.size("pad", default: 0)), ceilMode: f.bool("ceil_mode", default: false),
+                countIncludePad: f.bool("count_include_pad", default: true),
+                divisorOverride: f.has("divisor_override") ? f.int("divisor_override") : nil)
         },
         Kind(name: "adaptive_avgpool2d", positional: ["out_h", "out_w"], keywords: []) { f, _ in
             try AdaptiveAvgPool2D(outputSize: Size2D(f.int("out_h"), f.int("out_w")))
@@ -73,17 +83,22 @@ public enum Layers {
         },
         Kind(name: "global_avgpool2d", positional: [], keywords: []) { _, _ in GlobalAvgPool2D() },
         Kind(name: "batchnorm2d", positional: ["c"], keywords: ["eps", "momentum", "affine"]) { f, _ in
-            try BatchNorm2D(f.int("c"), eps: Float(f.double("eps", default: 1e-5)), momentum: Float(f.double("momentum", default: 0.1)),
-                            affine: f.bool("affine", default: true))
+            try BatchNorm2D(
+                f.int("c"), eps: Float(f.double("eps", default: 1e-5)),
+                momentum: Float(f.double("momentum", default: 0.1)),
+                affine: f.bool("affine", default: true))
         },
         Kind(name: "batchnorm1d", positional: ["c"], keywords: ["eps", "momentum", "affine"]) { f, _ in
-            try BatchNorm1D(f.int("c"), eps: Float(f.double("eps", default: 1e-5)), momentum: Float(f.double("momentum", default: 0.1)),
-                            affine: f.bool("affine", default: true))
+            try BatchNorm1D(
+                f.int("c"), eps: Float(f.double("eps", default: 1e-5)),
+                momentum: Float(f.double("momentum", default: 0.1)),
+                affine: f.bool("affine", default: true))
         },
         // The normalized shape is d, or the list normalized_shape.
         Kind(name: "layernorm", positional: ["d"], keywords: ["eps", "affine"]) { f, _ in
-            try LayerNorm(f.has("normalized_shape") ? f.ints("normalized_shape") : [f.int("d")],
-                          eps: Float(f.double("eps", default: 1e-5)), elementwiseAffine: f.bool("affine", default: true))
+            try LayerNorm(
+                f.has("normalized_shape") ? f.ints("normalized_shape") : [f.int("d")],
+                eps: Float(f.double("eps", default: 1e-5)), elementwiseAffine: f.bool("affine", default: true))
         },
         Kind(name: "dropout", positional: ["p"], keywords: []) { f, g in
             try Dropout(probability: Float(f.double("p")), seed: g.next())

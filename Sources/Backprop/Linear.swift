@@ -11,19 +11,28 @@ public final class Linear: Module {
     public let bias: Parameter?
     public var isTraining = true
 
-    public init(_ inFeatures: Int, _ outFeatures: Int, bias: Bool = true,
-                initialization: WeightInitialization = .pytorchDefault, seed: UInt64 = 0) throws {
+    public init(
+        _ inFeatures: Int, _ outFeatures: Int, bias: Bool = true,
+        initialization: WeightInitialization = .pytorchDefault, seed: UInt64 = 0
+    ) throws {
         guard inFeatures > 0, outFeatures > 0 else {
-            throw BackpropError(.invalidArgument,
-                                "Linear(in: \(inFeatures), out: \(outFeatures)): sizes must be positive")
+            throw BackpropError(
+                .invalidArgument,
+                "Linear(in: \(inFeatures), out: \(outFeatures)): sizes must be positive")
         }
         self.inFeatures = inFeatures
         self.outFeatures = outFeatures
         var generator = SplitMix64(seed: seed)
-        weight = Parameter(try initialization.weight(shape: [outFeatures, inFeatures], fanIn: inFeatures,
-                                                     fanOut: outFeatures, using: &generator))
-        self.bias = bias ? Parameter(try WeightInitialization.bias(count: outFeatures, fanIn: inFeatures,
-                                                                   using: &generator)) : nil
+        weight = Parameter(
+            try initialization.weight(
+                shape: [outFeatures, inFeatures], fanIn: inFeatures,
+                fanOut: outFeatures, using: &generator))
+        self.bias =
+            bias
+            ? Parameter(
+                try WeightInitialization.bias(
+                    count: outFeatures, fanIn: inFeatures,
+                    using: &generator)) : nil
     }
 
     public var description: String { "Linear(in: \(inFeatures), out: \(outFeatures))" }
@@ -42,8 +51,9 @@ public final class Linear: Module {
 
     private func pass(_ input: Tensor) throws -> SplitPass {
         guard input.rank >= 1, input.shape.last == inFeatures else {
-            throw BackpropError(.shapeMismatch,
-                                "\(self): input has shape \(describe(input.shape)), expected [*, \(inFeatures)]")
+            throw BackpropError(
+                .shapeMismatch,
+                "\(self): input has shape \(describe(input.shape)), expected [*, \(inFeatures)]")
         }
         let rows = Int64(input.count / inFeatures), n = Int64(inFeatures), m = Int64(outFeatures)
         let outputShape = Array(input.shape.dropLast() + [outFeatures])
@@ -54,24 +64,27 @@ public final class Linear: Module {
                 }
             }
         }
-        return SplitPass(output: output, parameterBackward: { [weight, bias] gradOutput in
-            try checkGradient(gradOutput, matches: outputShape, in: self)
-            gradOutput.withPointer { dy in
-                input.withPointer { x in
-                    weight.grad.withMutablePointer { dw in
-                        withOptionalMutablePointer(bias) { db in
-                            bp_linear_backward_weights(dw, db, dy, x, rows, n, m)
+        return SplitPass(
+            output: output,
+            parameterBackward: { [weight, bias] gradOutput in
+                try checkGradient(gradOutput, matches: outputShape, in: self)
+                gradOutput.withPointer { dy in
+                    input.withPointer { x in
+                        weight.grad.withMutablePointer { dw in
+                            withOptionalMutablePointer(bias) { db in
+                                bp_linear_backward_weights(dw, db, dy, x, rows, n, m)
+                            }
                         }
                     }
                 }
-            }
-        }, inputBackward: { [weight] gradOutput in
-            gradOutput.withPointer { dy in
-                weight.value.withPointer { w in
-                    Tensor.filled(input.shape) { bp_linear_backward_data($0, dy, w, rows, n, m) }
+            },
+            inputBackward: { [weight] gradOutput in
+                gradOutput.withPointer { dy in
+                    weight.value.withPointer { w in
+                        Tensor.filled(input.shape) { bp_linear_backward_data($0, dy, w, rows, n, m) }
+                    }
                 }
-            }
-        })
+            })
     }
 }
 
@@ -82,8 +95,10 @@ func withOptionalPointer<R>(_ tensor: Tensor?, _ body: (UnsafePointer<Float>?) t
 }
 
 /// Calls `body` with the parameter's gradient, or with nil when there is no parameter.
-func withOptionalMutablePointer<R>(_ parameter: Parameter?,
-                                   _ body: (UnsafeMutablePointer<Float>?) throws -> R) rethrows -> R {
+func withOptionalMutablePointer<R>(
+    _ parameter: Parameter?,
+    _ body: (UnsafeMutablePointer<Float>?) throws -> R
+) rethrows -> R {
     guard let parameter else { return try body(nil) }
     return try parameter.grad.withMutablePointer { try body($0) }
 }

@@ -22,42 +22,52 @@ public struct SoftmaxCrossEntropy: Sendable {
     /// ∂L/∂logits when called, from the per-row max and softmax normaliser the forward saved.
     public func forward(_ logits: Tensor, labels: [Int]) throws -> (value: Float, backward: () -> Tensor) {
         guard logits.rank == 2, logits.shape[0] > 0, logits.shape[1] > 0 else {
-            throw BackpropError(.shapeMismatch,
-                                "SoftmaxCrossEntropy: logits have shape \(describe(logits.shape)), expected [N, C] with N, C > 0")
+            throw BackpropError(
+                .shapeMismatch,
+                "SoftmaxCrossEntropy: logits have shape \(describe(logits.shape)), expected [N, C] with N, C > 0")
         }
         let (rows, classes) = (logits.shape[0], logits.shape[1])
         guard labels.count == rows else {
-            throw BackpropError(.shapeMismatch,
-                                "SoftmaxCrossEntropy: \(labels.count) labels for logits \(describe(logits.shape)), expected \(rows)")
+            throw BackpropError(
+                .shapeMismatch,
+                "SoftmaxCrossEntropy: \(labels.count) labels for logits \(describe(logits.shape)), expected \(rows)")
         }
         if let bad = labels.firstIndex(where: { !(0..<classes).contains($0) }) {
-            throw BackpropError(.invalidArgument,
-                                "SoftmaxCrossEntropy: label \(labels[bad]) at row \(bad) is outside [0, \(classes))")
+            throw BackpropError(
+                .invalidArgument,
+                "SoftmaxCrossEntropy: label \(labels[bad]) at row \(bad) is outside [0, \(classes))")
         }
         let labels64 = labels.map(Int64.init), (n, c) = (Int64(rows), Int64(classes))
         var value = 0.0
         let stats = logits.withPointer { x in
             Tensor.filled([rows, 2]) { value = bp_softmax_xent_forward($0, x, labels64, n, c) }
         }
-        return (Float(value), {
-            logits.withPointer { x in
-                stats.withPointer { s in
-                    Tensor.filled(logits.shape) { bp_softmax_xent_backward($0, s, x, labels64, n, c, 1 / Float(rows)) }
+        return (
+            Float(value),
+            {
+                logits.withPointer { x in
+                    stats.withPointer { s in
+                        Tensor.filled(logits.shape) {
+                            bp_softmax_xent_backward($0, s, x, labels64, n, c, 1 / Float(rows))
+                        }
+                    }
                 }
             }
-        })
+        )
     }
 
     /// Labels given as a float tensor of shape [N] holding whole numbers.
     public func callAsFunction(_ logits: Tensor, labels: Tensor) throws -> LossOutput {
         guard labels.rank == 1 else {
-            throw BackpropError(.shapeMismatch,
-                                "SoftmaxCrossEntropy: labels have shape \(describe(labels.shape)), expected [N]")
+            throw BackpropError(
+                .shapeMismatch,
+                "SoftmaxCrossEntropy: labels have shape \(describe(labels.shape)), expected [N]")
         }
         let integers = try labels.scalars.enumerated().map { index, label in
             guard label.isFinite, label == label.rounded(), abs(label) < 1e9 else {
-                throw BackpropError(.invalidArgument,
-                                    "SoftmaxCrossEntropy: label \(label) at row \(index) is not a class index")
+                throw BackpropError(
+                    .invalidArgument,
+                    "SoftmaxCrossEntropy: label \(label) at row \(index) is not a class index")
             }
             return Int(label)
         }
@@ -87,8 +97,9 @@ public struct BinaryCrossEntropy: Sendable {
     public func callAsFunction(_ prediction: Tensor, target: Tensor) throws -> LossOutput {
         let name = fromLogits ? "BinaryCrossEntropy(fromLogits)" : "BinaryCrossEntropy"
         if !fromLogits, let bad = prediction.scalars.firstIndex(where: { !($0 >= 0 && $0 <= 1) }) {
-            throw BackpropError(.invalidArgument,
-                                "\(name): prediction \(prediction.scalars[bad]) at index \(bad) is not a probability in [0, 1]")
+            throw BackpropError(
+                .invalidArgument,
+                "\(name): prediction \(prediction.scalars[bad]) at index \(bad) is not a probability in [0, 1]")
         }
         return try pointwiseLoss(name, prediction, target, kernel: fromLogits ? bp_bce_logits : bp_bce)
     }
@@ -100,8 +111,10 @@ private func pointwiseLoss(
     kernel: (UnsafeMutablePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>, Int64) -> Double
 ) throws -> LossOutput {
     guard prediction.shape == target.shape else {
-        throw BackpropError(.shapeMismatch,
-                            "\(name): prediction has shape \(describe(prediction.shape)), target \(describe(target.shape)); expected equal shapes")
+        throw BackpropError(
+            .shapeMismatch,
+            "\(name): prediction has shape \(describe(prediction.shape)), target \(describe(target.shape)); expected equal shapes"
+        )
     }
     guard prediction.count > 0 else {
         throw BackpropError(.invalidArgument, "\(name): prediction \(describe(prediction.shape)) is empty")

@@ -9,8 +9,11 @@ enum Argmax {
 /// Max pooling over the windows `p` describes: u = max over each window (NaN wins; ties go to
 /// the first maximum in row-major window order); the backward routes each gradient to its
 /// window's argmax. Saves the argmax: one byte per output (4 for larger windows).
-func maxPool(_ input: Tensor, _ parameters: bp_pool2d_params, module: Module) throws
-    -> (output: Tensor, argmax: Argmax, backward: Backward) {
+func maxPool(
+    _ input: Tensor, _ parameters: bp_pool2d_params, module: Module
+) throws
+    -> (output: Tensor, argmax: Argmax, backward: Backward)
+{
     var p = parameters, missing: Int64 = 0
     let outputShape = [input.shape[0], input.shape[1], Int(p.out_h), Int(p.out_w)]
     let count = outputShape.reduce(1, *)
@@ -28,20 +31,23 @@ func maxPool(_ input: Tensor, _ parameters: bp_pool2d_params, module: Module) th
     }
     try checkAllocation(missing, module)
     let saved = argmax
-    return (output, argmax, { gradOutput in
-        try checkGradient(gradOutput, matches: outputShape, in: module)
-        var p = parameters, missing: Int64 = 0
-        let dx = gradOutput.withPointer { dy in
-            Tensor.filled(input.shape) { dx in
-                switch saved {
-                case .bytes(let indices): missing = bp_maxpool2d_backward(dx, dy, indices, nil, &p)
-                case .words(let indices): missing = bp_maxpool2d_backward(dx, dy, nil, indices, &p)
+    return (
+        output, argmax,
+        { gradOutput in
+            try checkGradient(gradOutput, matches: outputShape, in: module)
+            var p = parameters, missing: Int64 = 0
+            let dx = gradOutput.withPointer { dy in
+                Tensor.filled(input.shape) { dx in
+                    switch saved {
+                    case .bytes(let indices): missing = bp_maxpool2d_backward(dx, dy, indices, nil, &p)
+                    case .words(let indices): missing = bp_maxpool2d_backward(dx, dy, nil, indices, &p)
+                    }
                 }
             }
+            try checkAllocation(missing, module)
+            return dx
         }
-        try checkAllocation(missing, module)
-        return dx
-    })
+    )
 }
 
 /// Max pooling, as PyTorch's `nn.MaxPool2d`: kernel, stride (default: the kernel), padding (implicit
@@ -51,10 +57,13 @@ public final class MaxPool2D: Module {
     let window: PoolWindow
     public var isTraining = true
 
-    public init(kernelSize: Size2D, stride: Size2D? = nil, padding: Padding = 0, dilation: Size2D = 1,
-                ceilMode: Bool = false) throws {
+    public init(
+        kernelSize: Size2D, stride: Size2D? = nil, padding: Padding = 0, dilation: Size2D = 1,
+        ceilMode: Bool = false
+    ) throws {
         let name = "MaxPool2D(kernel: \(kernelSize))"
-        window = try PoolWindow(name, kernel: kernelSize, stride: stride, padding: padding, dilation: dilation, ceilMode: ceilMode)
+        window = try PoolWindow(
+            name, kernel: kernelSize, stride: stride, padding: padding, dilation: dilation, ceilMode: ceilMode)
     }
 
     public var description: String { "MaxPool2D(\(window.description))" }
@@ -70,10 +79,11 @@ public final class MaxPool2D: Module {
         var p = try window.parameters(for: input.shape, in: self)
         let (output, argmax, backward) = try maxPool(input, p, module: self)
         var indices = [Int64](repeating: 0, count: output.count)
-        let missing = switch argmax {
-        case .bytes(let taps): bp_maxpool2d_plane_indices(&indices, taps, nil, &p)
-        case .words(let taps): bp_maxpool2d_plane_indices(&indices, nil, taps, &p)
-        }
+        let missing =
+            switch argmax {
+            case .bytes(let taps): bp_maxpool2d_plane_indices(&indices, taps, nil, &p)
+            case .words(let taps): bp_maxpool2d_plane_indices(&indices, nil, taps, &p)
+            }
         try checkAllocation(missing, self)
         return (output, indices.map(Int.init), backward)
     }
@@ -99,35 +109,56 @@ public final class MaxUnpool2D: Module {
     public var description: String { "MaxUnpool2D(kernel: \(kernelSize), stride: \(stride), padding: \(padding))" }
 
     public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
-        throw BackpropError(.invalidArgument, "\(self): needs the indices of its max pooling; call forward(_:indices:outputSize:)")
+        throw BackpropError(
+            .invalidArgument, "\(self): needs the indices of its max pooling; call forward(_:indices:outputSize:)")
     }
 
     /// u [N, C, OH, OW] with u[n, c, indices[n, c, i] / OW, indices[n, c, i] % OW] = x[n, c, i] and zeros
     /// elsewhere (of repeated indices the last wins); the backward gathers v at the same places.
-    public func forward(_ input: Tensor, indices: [Int], outputSize: Size2D? = nil) throws -> (output: Tensor, backward: Backward) {
+    public func forward(
+        _ input: Tensor, indices: [Int], outputSize: Size2D? = nil
+    ) throws -> (output: Tensor, backward: Backward) {
         guard input.rank == 4, input.shape.allSatisfy({ $0 > 0 }) else {
-            throw BackpropError(.shapeMismatch, "\(self): input has shape \(describe(input.shape)), expected [N, C, H, W]")
+            throw BackpropError(
+                .shapeMismatch, "\(self): input has shape \(describe(input.shape)), expected [N, C, H, W]")
         }
         guard indices.count == input.count else {
-            throw BackpropError(.shapeMismatch, "\(self): \(indices.count) indices for input \(describe(input.shape)), expected \(input.count)")
+            throw BackpropError(
+                .shapeMismatch,
+                "\(self): \(indices.count) indices for input \(describe(input.shape)), expected \(input.count)")
         }
-        let size = outputSize ?? Size2D((input.shape[2] - 1) * stride.height - 2 * padding.height + kernelSize.height,
-                                        (input.shape[3] - 1) * stride.width - 2 * padding.width + kernelSize.width)
-        guard size.isPositive else { throw BackpropError(.invalidArgument, "\(self): output size \(size) is not positive") }
-        let (planes, inPlane, outPlane) = (input.shape[0] * input.shape[1], input.shape[2] * input.shape[3], size.height * size.width)
+        let size =
+            outputSize
+            ?? Size2D(
+                (input.shape[2] - 1) * stride.height - 2 * padding.height + kernelSize.height,
+                (input.shape[3] - 1) * stride.width - 2 * padding.width + kernelSize.width)
+        guard size.isPositive else {
+            throw BackpropError(.invalidArgument, "\(self): output size \(size) is not positive")
+        }
+        let (planes, inPlane, outPlane) = (
+            input.shape[0] * input.shape[1], input.shape[2] * input.shape[3], size.height * size.width
+        )
         if let bad = indices.firstIndex(where: { !(0..<outPlane).contains($0) }) {
-            throw BackpropError(.invalidArgument, "\(self): index \(indices[bad]) at \(bad) is outside the \(size) output plane")
+            throw BackpropError(
+                .invalidArgument, "\(self): index \(indices[bad]) at \(bad) is outside the \(size) output plane")
         }
         let outputShape = [input.shape[0], input.shape[1], size.height, size.width]
         let at = indices.map(Int64.init)
         let output = input.withPointer { x in
-            Tensor.filled(outputShape) { bp_maxunpool2d_forward($0, x, at, Int64(planes), Int64(inPlane), Int64(outPlane)) }
-        }
-        return (output, { gradOutput in
-            try checkGradient(gradOutput, matches: outputShape, in: self)
-            return gradOutput.withPointer { dy in
-                Tensor.filled(input.shape) { bp_maxunpool2d_backward($0, dy, at, Int64(planes), Int64(inPlane), Int64(outPlane)) }
+            Tensor.filled(outputShape) {
+                bp_maxunpool2d_forward($0, x, at, Int64(planes), Int64(inPlane), Int64(outPlane))
             }
-        })
+        }
+        return (
+            output,
+            { gradOutput in
+                try checkGradient(gradOutput, matches: outputShape, in: self)
+                return gradOutput.withPointer { dy in
+                    Tensor.filled(input.shape) {
+                        bp_maxunpool2d_backward($0, dy, at, Int64(planes), Int64(inPlane), Int64(outPlane))
+                    }
+                }
+            }
+        )
     }
 }

@@ -41,15 +41,18 @@ public enum ModelSpec {
         if layer.name == "residual" { return Residual(try build(layer.body, generator: &generator).layers) }
         let kind = try Layers.kind(layer.name)
         guard layer.positional.count == kind.positional.count else {
-            throw BackpropError(.format,
-                                "model spec: \(layer.name) takes \(kind.positional.count) positional arguments, got \(layer.positional.count)")
+            throw BackpropError(
+                .format,
+                "model spec: \(layer.name) takes \(kind.positional.count) positional arguments, got \(layer.positional.count)"
+            )
         }
         if let unknown = layer.keywords.keys.sorted().first(where: { !kind.keywords.contains($0) }) {
             throw BackpropError(.format, "model spec: \(layer.name) has no argument '\(unknown)'")
         }
         var fields = layer.keywords.mapValues(JSONValue.number)
         for (key, value) in zip(kind.positional, layer.positional) { fields[key] = .number(value) }
-        return try Layers.build(layer.name, JSONFields(fields, context: "model spec: \(layer.name)"), generator: &generator)
+        return try Layers.build(
+            layer.name, JSONFields(fields, context: "model spec: \(layer.name)"), generator: &generator)
     }
 
     // MARK: - Parsing
@@ -88,7 +91,8 @@ public enum ModelSpec {
             return Layer(name: name, positional: [], keywords: [:], body: try parse(String(rest)))
         }
         var positional: [Double] = [], keywords: [String: Double] = [:]
-        for argument in rest.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !argument.isEmpty {
+        for argument in rest.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) })
+        where !argument.isEmpty {
             let pieces = argument.split(separator: "=", omittingEmptySubsequences: false)
                 .map { $0.trimmingCharacters(in: .whitespaces) }
             if pieces.count == 2, !pieces[0].isEmpty, let value = Double(pieces[1]) {
@@ -105,4 +109,3 @@ public enum ModelSpec {
         return Layer(name: name, positional: positional, keywords: keywords, body: [])
     }
 }
-

@@ -43,7 +43,8 @@ public final class Buffer {
 /// `tensor`, when it has the shape of `current`, which it is to replace; `what` names it in the error.
 private func replacement(for current: Tensor, with tensor: Tensor, describing what: String) throws -> Tensor {
     guard tensor.shape == current.shape else {
-        throw BackpropError(.shapeMismatch, "\(what): got shape \(describe(tensor.shape)), expected \(describe(current.shape))")
+        throw BackpropError(
+            .shapeMismatch, "\(what): got shape \(describe(tensor.shape)), expected \(describe(current.shape))")
     }
     return tensor
 }
@@ -130,9 +131,12 @@ extension Module {
     /// This module and every module below it, depth first, each with its PyTorch name relative to
     /// this one ("" for this module, "1.0" for the first child of the second child).
     public var namedModules: [(name: String, module: Module)] {
-        [("", self)] + children.flatMap { child in
-            child.module.namedModules.map { (name: $0.name.isEmpty ? child.name : "\(child.name).\($0.name)", module: $0.module) }
-        }
+        [("", self)]
+            + children.flatMap { child in
+                child.module.namedModules.map {
+                    (name: $0.name.isEmpty ? child.name : "\(child.name).\($0.name)", module: $0.module)
+                }
+            }
     }
 
     /// Parameters of the whole network by their PyTorch names ("weight", "0.bias", "1.0.weight").
@@ -190,8 +194,10 @@ func checkAllocation(_ missing: Int64, _ module: Module) throws {
 /// Checks that the gradient handed to a backward function has the forward output's shape.
 func checkGradient(_ gradOutput: Tensor, matches shape: [Int], in module: Module) throws {
     guard gradOutput.shape == shape else {
-        throw BackpropError(.shapeMismatch,
-                            "\(module) backward: gradient has shape \(describe(gradOutput.shape)), expected the output's \(describe(shape))")
+        throw BackpropError(
+            .shapeMismatch,
+            "\(module) backward: gradient has shape \(describe(gradOutput.shape)), expected the output's \(describe(shape))"
+        )
     }
 }
 
@@ -205,10 +211,13 @@ struct SplitPass {
     /// The output and the whole backward: parameter gradients added, then ∂J/∂z returned.
     var full: (output: Tensor, backward: Backward) {
         let (parameterBackward, inputBackward) = (self.parameterBackward, self.inputBackward)
-        return (output, { gradOutput in
-            try parameterBackward(gradOutput)
-            return try inputBackward(gradOutput)
-        })
+        return (
+            output,
+            { gradOutput in
+                try parameterBackward(gradOutput)
+                return try inputBackward(gradOutput)
+            }
+        )
     }
 
     var parametersOnly: (output: Tensor, backward: ParameterBackward) { (output, parameterBackward) }

@@ -29,7 +29,8 @@ public enum NPY {
         default: throw fail("unsupported .npy version \(major)")
         }
         guard bytes.count >= headerStart + headerLength,
-              let header = String(bytes: bytes[headerStart..<headerStart + headerLength], encoding: .utf8) else {
+            let header = String(bytes: bytes[headerStart..<headerStart + headerLength], encoding: .utf8)
+        else {
             throw fail("truncated header")
         }
         let descr = try headerValue("descr", in: header, fail: fail)
@@ -44,14 +45,17 @@ public enum NPY {
         let kinds: [String: StoredArray.Kind] = ["'<f4'": .float32, "'<f8'": .float64, "'<i8'": .int64]
         guard let kind = kinds[descr] else { throw fail("unsupported dtype \(descr); expected '<f4', '<f8' or '<i8'") }
         guard body.count == count * kind.width else {
-            throw fail("\(body.count) data bytes for shape \(describe(shape)) of \(descr), expected \(count * kind.width)")
+            throw fail(
+                "\(body.count) data bytes for shape \(describe(shape)) of \(descr), expected \(count * kind.width)")
         }
         return StoredArray(shape: shape, elements: .decode(body, as: kind, count: count))
     }
 
     /// The bytes of a float32 `.npy` file (version 1.0) holding `tensor`.
     public static func encode(_ tensor: Tensor) -> Data {
-        let shape = tensor.rank == 1 ? "(\(tensor.shape[0]),)" : "(" + tensor.shape.map(String.init).joined(separator: ", ") + ")"
+        let shape =
+            tensor.rank == 1
+            ? "(\(tensor.shape[0]),)" : "(" + tensor.shape.map(String.init).joined(separator: ", ") + ")"
         var header = "{'descr': '<f4', 'fortran_order': False, 'shape': \(shape), }"
         // Magic (6) + version (2) + length (2) + header, padded with spaces to 64 bytes, ending in \n.
         let unpadded = 10 + header.utf8.count + 1
@@ -70,8 +74,10 @@ public enum NPY {
     }
 
     /// The text of a header key's value: a quoted string, a word, or a parenthesised tuple.
-    private static func headerValue(_ key: String, in header: String,
-                                    fail: (String) -> BackpropError) throws -> String {
+    private static func headerValue(
+        _ key: String, in header: String,
+        fail: (String) -> BackpropError
+    ) throws -> String {
         guard let keyRange = header.range(of: "'\(key)':") else { throw fail("header has no '\(key)'") }
         let rest = header[keyRange.upperBound...].drop(while: { $0 == " " })
         let end: String.Index?

@@ -24,17 +24,24 @@ public class BatchNorm: Module {
     private let name: String
     private let ranks: Set<Int>
 
-    init(name: String, ranks: Set<Int>, numFeatures: Int, eps: Float, momentum: Float, affine: Bool,
-         trackRunningStats: Bool) throws {
+    init(
+        name: String, ranks: Set<Int>, numFeatures: Int, eps: Float, momentum: Float, affine: Bool,
+        trackRunningStats: Bool
+    ) throws {
         self.name = name
         self.ranks = ranks
         self.numFeatures = numFeatures
         self.eps = eps
         self.momentum = momentum
-        guard numFeatures > 0 else { throw BackpropError(.invalidArgument, "\(name)(\(numFeatures)): features must be positive") }
-        guard eps > 0, eps.isFinite else { throw BackpropError(.invalidArgument, "\(name)(\(numFeatures)): eps must be > 0, got \(eps)") }
+        guard numFeatures > 0 else {
+            throw BackpropError(.invalidArgument, "\(name)(\(numFeatures)): features must be positive")
+        }
+        guard eps > 0, eps.isFinite else {
+            throw BackpropError(.invalidArgument, "\(name)(\(numFeatures)): eps must be > 0, got \(eps)")
+        }
         guard momentum >= 0, momentum <= 1 else {
-            throw BackpropError(.invalidArgument, "\(name)(\(numFeatures)): momentum must be in [0, 1], got \(momentum)")
+            throw BackpropError(
+                .invalidArgument, "\(name)(\(numFeatures)): momentum must be in [0, 1], got \(momentum)")
         }
         weight = affine ? Parameter(try Tensor(shape: [numFeatures], repeating: 1)) : nil
         bias = affine ? Parameter(try Tensor(shape: [numFeatures], repeating: 0)) : nil
@@ -74,35 +81,48 @@ public class BatchNorm: Module {
         guard ranks.contains(input.rank), input.shape[1] == numFeatures, input.shape.allSatisfy({ $0 > 0 }) else {
             let trailing = [2: "", 3: ", L", 4: ", H, W"]
             let expected = ranks.sorted().map { "[N, \(numFeatures)\(trailing[$0] ?? "")]" }.joined(separator: " or ")
-            throw BackpropError(.shapeMismatch, "\(self): input has shape \(describe(input.shape)), expected \(expected)")
+            throw BackpropError(
+                .shapeMismatch, "\(self): input has shape \(describe(input.shape)), expected \(expected)")
         }
         let (n, c) = (Int64(input.shape[0]), Int64(numFeatures)), hw = Int64(input.count / input.shape[0] / numFeatures)
         let batchStatistics = isTraining || runningMean == nil
         if batchStatistics, n * hw <= 1 {
-            throw BackpropError(.invalidArgument,
-                                "\(self): expected more than 1 value per channel when training, got input of shape \(describe(input.shape))")
+            throw BackpropError(
+                .invalidArgument,
+                "\(self): expected more than 1 value per channel when training, got input of shape \(describe(input.shape))"
+            )
         }
         var mean = Tensor(unchecked: [numFeatures], scalars: []), rstd = mean, missing: Int64 = 0
         let output: Tensor = input.withPointer { x in
             withOptionalPointer(weight?.value) { gamma in
                 withOptionalPointer(bias?.value) { beta in
                     if batchStatistics {
-                        var m = [Float](repeating: 0, count: 2 * numFeatures), r = [Float](repeating: 0, count: numFeatures)
+                        var m = [Float](repeating: 0, count: 2 * numFeatures),
+                            r = [Float](repeating: 0, count: numFeatures)
                         let y = Tensor.filled(input.shape) { y in
-                            withOptionalBufferPointers(isTraining ? runningMean : nil, isTraining ? runningVar : nil) { rm, rv in
-                                missing = bp_batchnorm_forward_train(y, &m, &r, rm, rv, x, gamma, beta, n, c, hw, eps,
-                                                                     momentum, fusingReLU ? 1 : 0)
+                            withOptionalBufferPointers(isTraining ? runningMean : nil, isTraining ? runningVar : nil) {
+                                rm, rv in
+                                missing = bp_batchnorm_forward_train(
+                                    y, &m, &r, rm, rv, x, gamma, beta, n, c, hw, eps,
+                                    momentum, fusingReLU ? 1 : 0)
                             }
                         }
-                        (mean, rstd) = (Tensor(unchecked: [numFeatures, 2], scalars: m), Tensor(unchecked: [numFeatures], scalars: r))
+                        (mean, rstd) = (
+                            Tensor(unchecked: [numFeatures, 2], scalars: m),
+                            Tensor(unchecked: [numFeatures], scalars: r)
+                        )
                         return y
                     }
                     let (rm, rv) = (runningMean!.value, runningVar!.value)
                     mean = Tensor(unchecked: [numFeatures, 2], scalars: rm.scalars.flatMap { [$0, 0] })
-                    rstd = Tensor(unchecked: [numFeatures], scalars: rv.scalars.map { Float(1 / (Double($0) + Double(eps)).squareRoot()) })
+                    rstd = Tensor(
+                        unchecked: [numFeatures],
+                        scalars: rv.scalars.map { Float(1 / (Double($0) + Double(eps)).squareRoot()) })
                     return rm.withPointer { m in
                         rv.withPointer { v in
-                            Tensor.filled(input.shape) { bp_batchnorm_forward_eval($0, x, m, v, gamma, beta, n, c, hw, eps, fusingReLU ? 1 : 0) }
+                            Tensor.filled(input.shape) {
+                                bp_batchnorm_forward_eval($0, x, m, v, gamma, beta, n, c, hw, eps, fusingReLU ? 1 : 0)
+                            }
                         }
                     }
                 }
@@ -110,20 +130,24 @@ public class BatchNorm: Module {
         }
         try checkAllocation(missing, self)
         if isTraining { batchesTracked?.value += 1 }
-        return (output, { [weight, bias] gradOutput in
-            try checkGradient(gradOutput, matches: input.shape, in: self)
-            var missing: Int64 = 0
-            let gradInput = gradOutput.withPointer { dy in
-                input.withPointer { x in
-                    mean.withPointer { m in
-                        rstd.withPointer { r in
-                            withOptionalPointer(weight?.value) { gamma in
-                                withOptionalPointer(bias?.value) { beta in
-                                    withOptionalMutablePointer(weight) { dgamma in
-                                        withOptionalMutablePointer(bias) { dbeta in
-                                            Tensor.filled(input.shape) {
-                                                missing = bp_batchnorm_backward($0, dgamma, dbeta, dy, x, m, r, gamma, beta, n, c,
-                                                                                hw, batchStatistics ? 1 : 0, fusingReLU ? 1 : 0)
+        return (
+            output,
+            { [weight, bias] gradOutput in
+                try checkGradient(gradOutput, matches: input.shape, in: self)
+                var missing: Int64 = 0
+                let gradInput = gradOutput.withPointer { dy in
+                    input.withPointer { x in
+                        mean.withPointer { m in
+                            rstd.withPointer { r in
+                                withOptionalPointer(weight?.value) { gamma in
+                                    withOptionalPointer(bias?.value) { beta in
+                                        withOptionalMutablePointer(weight) { dgamma in
+                                            withOptionalMutablePointer(bias) { dbeta in
+                                                Tensor.filled(input.shape) {
+                                                    missing = bp_batchnorm_backward(
+                                                        $0, dgamma, dbeta, dy, x, m, r, gamma, beta, n, c,
+                                                        hw, batchStatistics ? 1 : 0, fusingReLU ? 1 : 0)
+                                                }
                                             }
                                         }
                                     }
@@ -132,10 +156,10 @@ public class BatchNorm: Module {
                         }
                     }
                 }
+                try checkAllocation(missing, self)
+                return gradInput
             }
-            try checkAllocation(missing, self)
-            return gradInput
-        })
+        )
     }
 }
 
@@ -159,25 +183,33 @@ private final class BatchNormReLU: Module {
 
 /// Batch normalization of [N, C, H, W], as PyTorch's `nn.BatchNorm2d`.
 public final class BatchNorm2D: BatchNorm {
-    public init(_ numFeatures: Int, eps: Float = 1e-5, momentum: Float = 0.1, affine: Bool = true,
-                trackRunningStats: Bool = true) throws {
-        try super.init(name: "BatchNorm2D", ranks: [4], numFeatures: numFeatures, eps: eps, momentum: momentum,
-                       affine: affine, trackRunningStats: trackRunningStats)
+    public init(
+        _ numFeatures: Int, eps: Float = 1e-5, momentum: Float = 0.1, affine: Bool = true,
+        trackRunningStats: Bool = true
+    ) throws {
+        try super.init(
+            name: "BatchNorm2D", ranks: [4], numFeatures: numFeatures, eps: eps, momentum: momentum,
+            affine: affine, trackRunningStats: trackRunningStats)
     }
 }
 
 /// Batch normalization of [N, C] or [N, C, L], as PyTorch's `nn.BatchNorm1d`.
 public final class BatchNorm1D: BatchNorm {
-    public init(_ numFeatures: Int, eps: Float = 1e-5, momentum: Float = 0.1, affine: Bool = true,
-                trackRunningStats: Bool = true) throws {
-        try super.init(name: "BatchNorm1D", ranks: [2, 3], numFeatures: numFeatures, eps: eps, momentum: momentum,
-                       affine: affine, trackRunningStats: trackRunningStats)
+    public init(
+        _ numFeatures: Int, eps: Float = 1e-5, momentum: Float = 0.1, affine: Bool = true,
+        trackRunningStats: Bool = true
+    ) throws {
+        try super.init(
+            name: "BatchNorm1D", ranks: [2, 3], numFeatures: numFeatures, eps: eps, momentum: momentum,
+            affine: affine, trackRunningStats: trackRunningStats)
     }
 }
 
 /// Calls `body` with the two buffers' values as mutable pointers, or nil for absent buffers.
-private func withOptionalBufferPointers<R>(_ a: Buffer?, _ b: Buffer?,
-                                           _ body: (UnsafeMutablePointer<Float>?, UnsafeMutablePointer<Float>?) -> R) -> R {
+private func withOptionalBufferPointers<R>(
+    _ a: Buffer?, _ b: Buffer?,
+    _ body: (UnsafeMutablePointer<Float>?, UnsafeMutablePointer<Float>?) -> R
+) -> R {
     guard let a, let b else { return body(nil, nil) }
     return a.value.withMutablePointer { pa in b.value.withMutablePointer { pb in body(pa, pb) } }
 }
@@ -201,12 +233,16 @@ public final class LayerNorm: Module {
         guard !normalizedShape.isEmpty, normalizedShape.allSatisfy({ $0 > 0 }) else {
             throw BackpropError(.invalidArgument, "\(name): the normalized shape must have positive sizes")
         }
-        guard eps > 0, eps.isFinite else { throw BackpropError(.invalidArgument, "\(name): eps must be > 0, got \(eps)") }
+        guard eps > 0, eps.isFinite else {
+            throw BackpropError(.invalidArgument, "\(name): eps must be > 0, got \(eps)")
+        }
         weight = elementwiseAffine ? Parameter(try Tensor(shape: normalizedShape, repeating: 1)) : nil
         self.bias = elementwiseAffine && bias ? Parameter(try Tensor(shape: normalizedShape, repeating: 0)) : nil
     }
 
-    public convenience init(_ features: Int, eps: Float = 1e-5, elementwiseAffine: Bool = true, bias: Bool = true) throws {
+    public convenience init(
+        _ features: Int, eps: Float = 1e-5, elementwiseAffine: Bool = true, bias: Bool = true
+    ) throws {
         try self.init([features], eps: eps, elementwiseAffine: elementwiseAffine, bias: bias)
     }
 
@@ -218,37 +254,46 @@ public final class LayerNorm: Module {
 
     public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
         guard input.rank >= normalizedShape.count, Array(input.shape.suffix(normalizedShape.count)) == normalizedShape,
-              input.count > 0 else {
-            throw BackpropError(.shapeMismatch,
-                                "\(self): input has shape \(describe(input.shape)), expected [*, \(normalizedShape.map(String.init).joined(separator: ", "))]")
+            input.count > 0
+        else {
+            throw BackpropError(
+                .shapeMismatch,
+                "\(self): input has shape \(describe(input.shape)), expected [*, \(normalizedShape.map(String.init).joined(separator: ", "))]"
+            )
         }
         let d = normalizedShape.reduce(1, *), rows = input.count / d
         var mean = [Float](repeating: 0, count: 2 * rows), rstd = [Float](repeating: 0, count: rows)
         let output = input.withPointer { x in
             withOptionalPointer(weight?.value) { gamma in
                 withOptionalPointer(bias?.value) { beta in
-                    Tensor.filled(input.shape) { bp_layernorm_forward($0, &mean, &rstd, x, gamma, beta, Int64(rows), Int64(d), eps) }
+                    Tensor.filled(input.shape) {
+                        bp_layernorm_forward($0, &mean, &rstd, x, gamma, beta, Int64(rows), Int64(d), eps)
+                    }
                 }
             }
         }
-        return (output, { [weight, bias] gradOutput in
-            try checkGradient(gradOutput, matches: input.shape, in: self)
-            var missing: Int64 = 0
-            let gradInput = gradOutput.withPointer { dy in
-                input.withPointer { x in
-                    withOptionalPointer(weight?.value) { gamma in
-                        withOptionalMutablePointer(weight) { dgamma in
-                            withOptionalMutablePointer(bias) { dbeta in
-                                Tensor.filled(input.shape) {
-                                    missing = bp_layernorm_backward($0, dgamma, dbeta, dy, x, mean, rstd, gamma, Int64(rows), Int64(d))
+        return (
+            output,
+            { [weight, bias] gradOutput in
+                try checkGradient(gradOutput, matches: input.shape, in: self)
+                var missing: Int64 = 0
+                let gradInput = gradOutput.withPointer { dy in
+                    input.withPointer { x in
+                        withOptionalPointer(weight?.value) { gamma in
+                            withOptionalMutablePointer(weight) { dgamma in
+                                withOptionalMutablePointer(bias) { dbeta in
+                                    Tensor.filled(input.shape) {
+                                        missing = bp_layernorm_backward(
+                                            $0, dgamma, dbeta, dy, x, mean, rstd, gamma, Int64(rows), Int64(d))
+                                    }
                                 }
                             }
                         }
                     }
                 }
+                try checkAllocation(missing, self)
+                return gradInput
             }
-            try checkAllocation(missing, self)
-            return gradInput
-        })
+        )
     }
 }

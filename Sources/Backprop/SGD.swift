@@ -42,8 +42,10 @@ func optimizerState(step: Int64, _ lists: [(String, [Tensor])]) -> [String: Stor
 
 /// Reads back what `optimizerState` wrote for tensor lists shaped like `lists`; throws when a name
 /// is missing or left over or a shape differs. `optimizer` names the optimizer in errors.
-func restoreOptimizerState(_ state: [String: StoredArray], _ lists: [(String, [Tensor])],
-                           optimizer: String) throws -> (step: Int64, lists: [[Tensor]]) {
+func restoreOptimizerState(
+    _ state: [String: StoredArray], _ lists: [(String, [Tensor])],
+    optimizer: String
+) throws -> (step: Int64, lists: [[Tensor]]) {
     func fail(_ problem: String) -> BackpropError {
         BackpropError(.shapeMismatch, "\(optimizer): saved state does not fit: \(problem)")
     }
@@ -82,11 +84,14 @@ public final class SGD: Optimizer {
     private var momentumBuffers: [Tensor]
     private var steps: Int64 = 0
 
-    public init(parameters: [Parameter], learningRate: Float, momentum: Float = 0, weightDecay: Float = 0,
-                nesterov: Bool = false) throws {
+    public init(
+        parameters: [Parameter], learningRate: Float, momentum: Float = 0, weightDecay: Float = 0,
+        nesterov: Bool = false
+    ) throws {
         let settings = "SGD(lr: \(learningRate), momentum: \(momentum), weightDecay: \(weightDecay))"
-        try validateOptimizer(settings, learningRate: learningRate,
-                              nonNegative: [("momentum", momentum), ("weight decay", weightDecay)])
+        try validateOptimizer(
+            settings, learningRate: learningRate,
+            nonNegative: [("momentum", momentum), ("weight decay", weightDecay)])
         guard !nesterov || momentum > 0 else {
             throw BackpropError(.invalidArgument, "\(settings): Nesterov momentum needs momentum > 0")
         }
@@ -107,8 +112,9 @@ public final class SGD: Optimizer {
                         bp_sgd_step(p, nil, g, n, learningRate, 0, weightDecay, 0, 0)
                     } else {
                         momentumBuffers[index].withMutablePointer { buffer in
-                            bp_sgd_step(p, buffer, g, n, learningRate, momentum, weightDecay,
-                                        nesterov ? 1 : 0, steps == 0 ? 1 : 0)
+                            bp_sgd_step(
+                                p, buffer, g, n, learningRate, momentum, weightDecay,
+                                nesterov ? 1 : 0, steps == 0 ? 1 : 0)
                         }
                     }
                 }

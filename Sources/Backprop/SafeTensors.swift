@@ -34,11 +34,15 @@ public enum SafeTensors {
         for name in file.tensors.keys.sorted() {
             let array = file.tensors[name]!
             guard StoredArray.count(of: array.shape) == array.elements.count else {
-                throw BackpropError(.shapeMismatch, "safetensors: \(name) has shape \(describe(array.shape)) but \(array.elements.count) elements")
+                throw BackpropError(
+                    .shapeMismatch,
+                    "safetensors: \(name) has shape \(describe(array.shape)) but \(array.elements.count) elements")
             }
             let begin = body.count
             body += array.elements.bytes
-            header[name] = ["dtype": dtype(of: array.elements), "shape": array.shape, "data_offsets": [begin, body.count]]
+            header[name] = [
+                "dtype": dtype(of: array.elements), "shape": array.shape, "data_offsets": [begin, body.count],
+            ]
         }
         if !file.metadata.isEmpty { header["__metadata__"] = file.metadata }
         var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
@@ -55,15 +59,19 @@ public enum SafeTensors {
     public static func decode(_ data: Data, name: String) throws -> File {
         func fail(_ message: String) -> BackpropError { BackpropError(.format, "\(name): \(message)") }
         let bytes = [UInt8](data)
-        guard bytes.count >= 8 else { throw fail("truncated: \(bytes.count) bytes, expected at least the 8-byte header length") }
+        guard bytes.count >= 8 else {
+            throw fail("truncated: \(bytes.count) bytes, expected at least the 8-byte header length")
+        }
         let headerLength = (0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[$1]) << (8 * UInt64($1)) }
         guard headerLength <= UInt64(bytes.count - 8) else {
-            throw fail("truncated: header of \(headerLength) bytes but the file has \(bytes.count - 8) after the length")
+            throw fail(
+                "truncated: header of \(headerLength) bytes but the file has \(bytes.count - 8) after the length")
         }
         let dataStart = 8 + Int(headerLength)
         let header: [String: JSONValue]
         do {
-            guard case .object(let object) = try JSONDecoder().decode(JSONValue.self, from: Data(bytes[8..<dataStart])) else {
+            guard case .object(let object) = try JSONDecoder().decode(JSONValue.self, from: Data(bytes[8..<dataStart]))
+            else {
                 throw fail("the header is not a JSON object")
             }
             header = object
@@ -83,7 +91,8 @@ public enum SafeTensors {
             let fields = JSONFields(value.object ?? [:], context: "\(name): tensor \(key)")
             let dtypeName = try fields.string("dtype")
             guard let kind = dtypes[dtypeName] else {
-                throw BackpropError(.unsupported, "\(name): tensor \(key) has dtype \(dtypeName); Backprop reads F32, F64 and I64")
+                throw BackpropError(
+                    .unsupported, "\(name): tensor \(key) has dtype \(dtypeName); Backprop reads F32, F64 and I64")
             }
             let shape = try fields.ints("shape"), offsets = try fields.ints("data_offsets")
             guard offsets.count == 2, let count = StoredArray.count(of: shape) else {
@@ -91,17 +100,24 @@ public enum SafeTensors {
             }
             let (begin, end) = (offsets[0], offsets[1])
             guard 0 <= begin, begin <= end, end <= dataLength else {
-                throw fail("tensor \(key): data_offsets [\(begin), \(end)] outside the \(dataLength) data bytes (truncated file?)")
+                throw fail(
+                    "tensor \(key): data_offsets [\(begin), \(end)] outside the \(dataLength) data bytes (truncated file?)"
+                )
             }
             guard end - begin == count * kind.width else {
-                throw fail("tensor \(key): \(end - begin) bytes for shape \(describe(shape)) of \(dtypeName), expected \(count * kind.width)")
+                throw fail(
+                    "tensor \(key): \(end - begin) bytes for shape \(describe(shape)) of \(dtypeName), expected \(count * kind.width)"
+                )
             }
             ranges.append((begin, end, key))
-            file.tensors[key] = StoredArray(shape: shape, elements: .decode(bytes[(dataStart + begin)..<(dataStart + end)], as: kind, count: count))
+            file.tensors[key] = StoredArray(
+                shape: shape, elements: .decode(bytes[(dataStart + begin)..<(dataStart + end)], as: kind, count: count))
         }
         var covered = 0
         for (begin, end, key) in ranges.sorted(by: { ($0.0, $0.1) < ($1.0, $1.1) }) {
-            guard begin == covered else { throw fail("tensor \(key) starts at byte \(begin), expected \(covered): tensors overlap or leave a gap") }
+            guard begin == covered else {
+                throw fail("tensor \(key) starts at byte \(begin), expected \(covered): tensors overlap or leave a gap")
+            }
             covered = end
         }
         guard covered == dataLength else { throw fail("\(dataLength - covered) data bytes after the last tensor") }

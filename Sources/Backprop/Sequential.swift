@@ -37,23 +37,31 @@ public final class Sequential: Module {
     public func forwardWithoutInputGradient(_ input: Tensor) throws -> (output: Tensor, backward: ParameterBackward) {
         let first = layers.firstIndex { !$0.namedParameters.isEmpty } ?? layers.count
         let (output, backwards, parameterBackward) = try run(input, first: first, parametersOnly: true)
-        return (output, { gradOutput in
-            let grad = try backwards.reversed().reduce(gradOutput) { try $1($0) }
-            try parameterBackward?(grad)
-        })
+        return (
+            output,
+            { gradOutput in
+                let grad = try backwards.reversed().reduce(gradOutput) { try $1($0) }
+                try parameterBackward?(grad)
+            }
+        )
     }
 
     /// Runs the layers on `input`. Layers before `first` keep no backward; with `parametersOnly`,
     /// layer `first` runs without its input gradient and its backward is returned apart.
-    private func run(_ input: Tensor, first: Int, parametersOnly: Bool)
-        throws -> (output: Tensor, backwards: [Backward], parameterBackward: ParameterBackward?) {
+    private func run(
+        _ input: Tensor, first: Int, parametersOnly: Bool
+    )
+        throws -> (output: Tensor, backwards: [Backward], parameterBackward: ParameterBackward?)
+    {
         let observer = ForwardObserver.current
         var output = input, backwards: [Backward] = [], parameterBackward: ParameterBackward? = nil
         backwards.reserveCapacity(layers.count)
         var index = 0
         while index < layers.count {
             var layer = layers[index], width = 1
-            if observer == nil, index + 1 < layers.count, index + 1 != first, let fused = layer.fused(with: layers[index + 1]) {
+            if observer == nil, index + 1 < layers.count, index + 1 != first,
+                let fused = layer.fused(with: layers[index + 1])
+            {
                 (layer, width) = (fused, 2)
             }
             if index < first {
@@ -114,25 +122,33 @@ public final class Residual: Module {
     public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
         let (bodyOutput, bodyBackward) = try body.forward(input)
         let output = try sum(bodyOutput, input)
-        return (output, { gradOutput in
-            try checkGradient(gradOutput, matches: output.shape, in: self)
-            return try bodyBackward(gradOutput).adding(gradOutput)
-        })
+        return (
+            output,
+            { gradOutput in
+                try checkGradient(gradOutput, matches: output.shape, in: self)
+                return try bodyBackward(gradOutput).adding(gradOutput)
+            }
+        )
     }
 
     public func forwardWithoutInputGradient(_ input: Tensor) throws -> (output: Tensor, backward: ParameterBackward) {
         let (bodyOutput, bodyBackward) = try body.forwardWithoutInputGradient(input)
         let output = try sum(bodyOutput, input)
-        return (output, { gradOutput in
-            try checkGradient(gradOutput, matches: output.shape, in: self)
-            try bodyBackward(gradOutput)
-        })
+        return (
+            output,
+            { gradOutput in
+                try checkGradient(gradOutput, matches: output.shape, in: self)
+                try bodyBackward(gradOutput)
+            }
+        )
     }
 
     private func sum(_ bodyOutput: Tensor, _ input: Tensor) throws -> Tensor {
         guard bodyOutput.shape == input.shape else {
-            throw BackpropError(.shapeMismatch,
-                                "\(self): body output has shape \(describe(bodyOutput.shape)), expected the input's \(describe(input.shape))")
+            throw BackpropError(
+                .shapeMismatch,
+                "\(self): body output has shape \(describe(bodyOutput.shape)), expected the input's \(describe(input.shape))"
+            )
         }
         return bodyOutput.adding(input)
     }

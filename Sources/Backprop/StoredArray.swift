@@ -33,11 +33,24 @@ public struct StoredArray: Sendable, Equatable {
             Array(bytes).withUnsafeBytes { buffer in
                 switch kind {
                 case .float32:
-                    .float32((0..<count).map { Float(bitPattern: UInt32(littleEndian: buffer.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self))) })
+                    .float32(
+                        (0..<count).map {
+                            Float(
+                                bitPattern: UInt32(
+                                    littleEndian: buffer.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)))
+                        })
                 case .float64:
-                    .float64((0..<count).map { Double(bitPattern: UInt64(littleEndian: buffer.loadUnaligned(fromByteOffset: 8 * $0, as: UInt64.self))) })
+                    .float64(
+                        (0..<count).map {
+                            Double(
+                                bitPattern: UInt64(
+                                    littleEndian: buffer.loadUnaligned(fromByteOffset: 8 * $0, as: UInt64.self)))
+                        })
                 case .int64:
-                    .int64((0..<count).map { Int64(littleEndian: buffer.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self)) })
+                    .int64(
+                        (0..<count).map {
+                            Int64(littleEndian: buffer.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self))
+                        })
                 }
             }
         }
@@ -47,9 +60,12 @@ public struct StoredArray: Sendable, Equatable {
             var out: [UInt8] = []
             out.reserveCapacity(count * kind.width)
             switch self {
-            case .float32(let values): for v in values { withUnsafeBytes(of: v.bitPattern.littleEndian) { out.append(contentsOf: $0) } }
-            case .float64(let values): for v in values { withUnsafeBytes(of: v.bitPattern.littleEndian) { out.append(contentsOf: $0) } }
-            case .int64(let values): for v in values { withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) } }
+            case .float32(let values):
+                for v in values { withUnsafeBytes(of: v.bitPattern.littleEndian) { out.append(contentsOf: $0) } }
+            case .float64(let values):
+                for v in values { withUnsafeBytes(of: v.bitPattern.littleEndian) { out.append(contentsOf: $0) } }
+            case .int64(let values):
+                for v in values { withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) } }
             }
             return out
         }

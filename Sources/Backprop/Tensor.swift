@@ -15,8 +15,9 @@ public struct Tensor: Equatable, Sendable, CustomStringConvertible {
         try Tensor.validate(shape)
         let count = shape.reduce(1, *)
         guard scalars.count == count else {
-            throw BackpropError(.shapeMismatch,
-                                "Tensor: \(scalars.count) scalars for shape \(describe(shape)), expected \(count)")
+            throw BackpropError(
+                .shapeMismatch,
+                "Tensor: \(scalars.count) scalars for shape \(describe(shape)), expected \(count)")
         }
         self.shape = shape
         self.scalars = scalars
@@ -47,7 +48,8 @@ public struct Tensor: Equatable, Sendable, CustomStringConvertible {
         for size in shape {
             let (product, overflow) = count.multipliedReportingOverflow(by: size)
             guard !overflow else {
-                throw BackpropError(.invalidArgument, "Tensor: shape \(describe(shape)) has more elements than Int can count")
+                throw BackpropError(
+                    .invalidArgument, "Tensor: shape \(describe(shape)) has more elements than Int can count")
             }
             count = product
         }
@@ -112,25 +114,33 @@ func uninitializedArray<Element>(_ count: Int, _ fill: (UnsafeMutablePointer<Ele
 
 extension Tensor {
     /// Scalars drawn uniformly from [low, high).
-    public static func uniform<G: RandomNumberGenerator>(shape: [Int], low: Float, high: Float,
-                                                        using generator: inout G) throws -> Tensor {
+    public static func uniform<G: RandomNumberGenerator>(
+        shape: [Int], low: Float, high: Float,
+        using generator: inout G
+    ) throws -> Tensor {
         try validate(shape)
         let count = shape.reduce(1, *)
-        return Tensor(unchecked: shape, scalars: (0..<count).map { _ in
-            Float.random(in: low..<high, using: &generator)
-        })
+        return Tensor(
+            unchecked: shape,
+            scalars: (0..<count).map { _ in
+                Float.random(in: low..<high, using: &generator)
+            })
     }
 
     /// Scalars drawn from a normal distribution (Box–Muller).
-    public static func normal<G: RandomNumberGenerator>(shape: [Int], mean: Float = 0, std: Float = 1,
-                                                       using generator: inout G) throws -> Tensor {
+    public static func normal<G: RandomNumberGenerator>(
+        shape: [Int], mean: Float = 0, std: Float = 1,
+        using generator: inout G
+    ) throws -> Tensor {
         try validate(shape)
         let count = shape.reduce(1, *)
-        return Tensor(unchecked: shape, scalars: (0..<count).map { _ in
-            let u1 = Double.random(in: Double.ulpOfOne..<1, using: &generator)
-            let u2 = Double.random(in: 0..<1, using: &generator)
-            return mean + std * Float((-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2))
-        })
+        return Tensor(
+            unchecked: shape,
+            scalars: (0..<count).map { _ in
+                let u1 = Double.random(in: Double.ulpOfOne..<1, using: &generator)
+                let u2 = Double.random(in: 0..<1, using: &generator)
+                return mean + std * Float((-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2))
+            })
     }
 }
 

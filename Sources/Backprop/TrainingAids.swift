@@ -10,7 +10,9 @@ public enum GradientClipping {
         guard maxNorm > 0, maxNorm.isFinite else {
             throw BackpropError(.invalidArgument, "clipByNorm: maxNorm must be positive and finite, got \(maxNorm)")
         }
-        let total = parameters.reduce(0.0) { sum, p in sum + p.grad.withPointer { bp_sum_squares($0, Int64(p.grad.count)) } }
+        let total = parameters.reduce(0.0) { sum, p in
+            sum + p.grad.withPointer { bp_sum_squares($0, Int64(p.grad.count)) }
+        }
         let norm = Float(total.squareRoot())
         let scale = maxNorm / (norm + 1e-6)
         if scale < 1 {
@@ -58,7 +60,8 @@ public struct CosineSchedule: LearningRateSchedule {
 
     public init(base: Float, total: Int, minimum: Float = 0, warmup: Int = 0) throws {
         guard total > warmup, warmup >= 0 else {
-            throw BackpropError(.invalidArgument, "CosineSchedule: total (\(total)) must exceed warmup (\(warmup)) >= 0")
+            throw BackpropError(
+                .invalidArgument, "CosineSchedule: total (\(total)) must exceed warmup (\(warmup)) >= 0")
         }
         (self.base, self.minimum, self.total, self.warmup) = (base, minimum, total, warmup)
     }

@@ -1,4 +1,5 @@
 import Backprop
+
 /// How each fixture op runs through the public modules: forward in the case's mode, then the
 /// backward function with `grad_y` (or a loss's gradient). Each returns the computed tensors by
 /// the manifest's output roles. An op that names a layer of `Layers` builds it from the case's params.
@@ -26,10 +27,14 @@ enum FixtureOperations {
         // The input's shape tells batchnorm1d from batchnorm2d, and its axis 1 the channels.
         "batchnorm": { context in
             let shape = try context.params.ints("shape")
-            guard shape.count >= 2 else { throw BackpropError(.format, "fixture \(context.fixture.name): shape needs 2 axes or more") }
+            guard shape.count >= 2 else {
+                throw BackpropError(.format, "fixture \(context.fixture.name): shape needs 2 axes or more")
+            }
             var fields = context.fixture.params
             fields["c"] = .number(Double(shape[1]))
-            return try layer(shape.count == 4 ? "batchnorm2d" : "batchnorm1d", JSONFields(fields, context: context.params.context), context)
+            return try layer(
+                shape.count == 4 ? "batchnorm2d" : "batchnorm1d", JSONFields(fields, context: context.params.context),
+                context)
         },
         "network": network,
     ]

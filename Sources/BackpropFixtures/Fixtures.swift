@@ -57,7 +57,9 @@ public struct FixtureSuite: Sendable {
         }
         struct Manifest: Decodable { let cases: [Fixture] }
         do { cases = try JSONDecoder().decode(Manifest.self, from: data).cases } catch {
-            throw BackpropError(.format, "\(url.path): not a fixture manifest ({\"cases\": [{name, op, params, inputs, outputs}]}): \(error)")
+            throw BackpropError(
+                .format,
+                "\(url.path): not a fixture manifest ({\"cases\": [{name, op, params, inputs, outputs}]}): \(error)")
         }
     }
 
@@ -71,7 +73,8 @@ public struct FixtureSuite: Sendable {
         do {
             computed = try operation(context)
         } catch let error as BackpropError where error.kind == .unsupported {
-            return FixtureResult(name: fixture.name, verdict: .unsupported("\(fixture.op): \(error.message)"), digest: nil)
+            return FixtureResult(
+                name: fixture.name, verdict: .unsupported("\(fixture.op): \(error.message)"), digest: nil)
         } catch {
             return FixtureResult(name: fixture.name, verdict: .error("\(error)"), digest: nil)
         }
@@ -83,14 +86,17 @@ public struct FixtureSuite: Sendable {
             do {
                 let expected = try context.expected(role)
                 guard expected.shape == actual.shape || (expected.shape.reduce(1, *) == 1 && actual.count == 1) else {
-                    return FixtureResult(name: fixture.name,
-                                         verdict: .error("\(role) has shape \(describe(actual.shape)), expected \(describe(expected.shape))"),
-                                         digest: digest)
+                    return FixtureResult(
+                        name: fixture.name,
+                        verdict: .error(
+                            "\(role) has shape \(describe(actual.shape)), expected \(describe(expected.shape))"),
+                        digest: digest)
                 }
                 let (error, tolerance) = Self.compare(actual.scalars, expected.doubles)
                 if !(error <= tolerance) {
-                    return FixtureResult(name: fixture.name,
-                                         verdict: .failed(tensor: role, error: error, tolerance: tolerance), digest: digest)
+                    return FixtureResult(
+                        name: fixture.name,
+                        verdict: .failed(tensor: role, error: error, tolerance: tolerance), digest: digest)
                 }
             } catch {
                 return FixtureResult(name: fixture.name, verdict: .error("\(error)"), digest: digest)

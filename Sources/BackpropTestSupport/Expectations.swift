@@ -10,33 +10,40 @@ public func withThreads<R>(_ threads: Int, _ body: () throws -> R) rethrows -> R
 }
 
 /// Runs `run` with 1 thread and with each of `others`, and expects the same bits in every output.
-public func expectBitIdentical(threads others: [Int] = [2, 3], sourceLocation: SourceLocation = #_sourceLocation,
-                               _ run: () throws -> [[UInt32]]) rethrows {
+public func expectBitIdentical(
+    threads others: [Int] = [2, 3], sourceLocation: SourceLocation = #_sourceLocation,
+    _ run: () throws -> [[UInt32]]
+) rethrows {
     let one = try withThreads(1, run)
     for threads in others {
         let other = try withThreads(threads, run)
-        #expect(one.count == other.count, "\(one.count) outputs with 1 thread, \(other.count) with \(threads)",
-                sourceLocation: sourceLocation)
+        #expect(
+            one.count == other.count, "\(one.count) outputs with 1 thread, \(other.count) with \(threads)",
+            sourceLocation: sourceLocation)
         for (index, (a, b)) in zip(one, other).enumerated() {
             // The first differing element, not the arrays: a diff of large arrays takes minutes.
             let difference = a.count == b.count ? a.indices.first { a[$0] != b[$0] } : min(a.count, b.count)
-            #expect(difference == nil, "output \(index) differs at \(difference ?? -1) with \(threads) threads",
-                    sourceLocation: sourceLocation)
+            #expect(
+                difference == nil, "output \(index) differs at \(difference ?? -1) with \(threads) threads",
+                sourceLocation: sourceLocation)
         }
     }
 }
 
 /// Asserts that `body` throws a BackpropError of `kind` whose message contains every fragment.
-public func expectError(_ kind: BackpropError.Kind, mentioning fragments: [String],
-                        sourceLocation: SourceLocation = #_sourceLocation, _ body: () throws -> Void) {
+public func expectError(
+    _ kind: BackpropError.Kind, mentioning fragments: [String],
+    sourceLocation: SourceLocation = #_sourceLocation, _ body: () throws -> Void
+) {
     do {
         try body()
         Issue.record("expected a \(kind) error mentioning \(fragments)", sourceLocation: sourceLocation)
     } catch let error as BackpropError {
         #expect(error.kind == kind, "\(error)", sourceLocation: sourceLocation)
         for fragment in fragments {
-            #expect(error.message.contains(fragment), "'\(error.message)' should mention '\(fragment)'",
-                    sourceLocation: sourceLocation)
+            #expect(
+                error.message.contains(fragment), "'\(error.message)' should mention '\(fragment)'",
+                sourceLocation: sourceLocation)
         }
     } catch {
         Issue.record("expected a BackpropError, got \(error)", sourceLocation: sourceLocation)
@@ -44,8 +51,10 @@ public func expectError(_ kind: BackpropError.Kind, mentioning fragments: [Strin
 }
 
 /// Runs the gradient check and records its report when it fails.
-public func expectGradientsCorrect(_ module: Module, input: Tensor, tolerance: Double = 1e-2,
-                                   sourceLocation: SourceLocation = #_sourceLocation) throws {
+public func expectGradientsCorrect(
+    _ module: Module, input: Tensor, tolerance: Double = 1e-2,
+    sourceLocation: SourceLocation = #_sourceLocation
+) throws {
     let report = try GradientCheck.run(module, input: input, tolerance: tolerance)
     #expect(report.passed, "\(report)", sourceLocation: sourceLocation)
 }

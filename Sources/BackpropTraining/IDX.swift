@@ -15,8 +15,10 @@ public struct ImageDataset: Sendable {
 
     public init(images: Tensor, labels: [Int]) throws {
         guard images.rank == 4, images.shape[0] == labels.count else {
-            throw BackpropError(.shapeMismatch,
-                                "ImageDataset: \(images.shape.first ?? 0) images of shape \(describe(images.shape)) for \(labels.count) labels")
+            throw BackpropError(
+                .shapeMismatch,
+                "ImageDataset: \(images.shape.first ?? 0) images of shape \(describe(images.shape)) for \(labels.count) labels"
+            )
         }
         self.images = images
         self.labels = labels
@@ -36,12 +38,15 @@ public struct ImageDataset: Sendable {
             throw BackpropError(.format, "\(labelFile.path): labels need 1 dimension, found \(labelDims.count)")
         }
         guard imageDims[0] == labelDims[0] else {
-            throw BackpropError(.format,
-                                "\(imageFile.lastPathComponent) has \(imageDims[0]) images but \(labelFile.lastPathComponent) has \(labelDims[0]) labels")
+            throw BackpropError(
+                .format,
+                "\(imageFile.lastPathComponent) has \(imageDims[0]) images but \(labelFile.lastPathComponent) has \(labelDims[0]) labels"
+            )
         }
         let shape = [imageDims[0], 1, imageDims[1], imageDims[2]]
-        return try ImageDataset(images: Tensor(shape: shape, scalars: pixels.map { Float($0) / 255 }),
-                                labels: labelBytes.map(Int.init))
+        return try ImageDataset(
+            images: Tensor(shape: shape, scalars: pixels.map { Float($0) / 255 }),
+            labels: labelBytes.map(Int.init))
     }
 
     /// The examples at `indices`, in that order, as a data set of their own.
@@ -60,8 +65,10 @@ public struct ImageDataset: Sendable {
         let size = images.count / max(count, 1)
         var scalars = [Float]()
         scalars.reserveCapacity(indices.count * size)
-        for i in indices { scalars.append(contentsOf: images.scalars[i * size ..< (i + 1) * size]) }
-        return (Tensor(unchecked: [indices.count] + images.shape.dropFirst(), scalars: scalars), indices.map { labels[$0] })
+        for i in indices { scalars.append(contentsOf: images.scalars[i * size..<(i + 1) * size]) }
+        return (
+            Tensor(unchecked: [indices.count] + images.shape.dropFirst(), scalars: scalars), indices.map { labels[$0] }
+        )
     }
 }
 
@@ -83,20 +90,26 @@ public enum IDX {
             throw BackpropError(.format, "\(name): not an IDX file (bad magic)")
         }
         guard bytes[2] == 0x08 else {
-            throw BackpropError(.unsupported, "\(name): IDX type 0x\(String(bytes[2], radix: 16)) is not unsigned bytes (0x08)")
+            throw BackpropError(
+                .unsupported, "\(name): IDX type 0x\(String(bytes[2], radix: 16)) is not unsigned bytes (0x08)")
         }
         let rank = Int(bytes[3])
-        guard rank > 0, bytes.count >= 4 + 4 * rank else { throw BackpropError(.format, "\(name): truncated IDX header") }
+        guard rank > 0, bytes.count >= 4 + 4 * rank else {
+            throw BackpropError(.format, "\(name): truncated IDX header")
+        }
         let dimensions = (0..<rank).map { d in (0..<4).reduce(0) { $0 << 8 | Int(bytes[4 + 4 * d + $1]) } }
         let start = 4 + 4 * rank
         let (count, overflow) = dimensions.reduce((1, false)) { acc, size in
             let product = acc.0.multipliedReportingOverflow(by: size)
             return (product.partialValue, acc.1 || product.overflow)
         }
-        guard !overflow else { throw BackpropError(.format, "\(name): dimensions \(describe(dimensions)) are too large") }
+        guard !overflow else {
+            throw BackpropError(.format, "\(name): dimensions \(describe(dimensions)) are too large")
+        }
         guard bytes.count - start == count else {
-            throw BackpropError(.format,
-                                "\(name): \(bytes.count - start) data bytes for dimensions \(describe(dimensions)), expected \(count)")
+            throw BackpropError(
+                .format,
+                "\(name): \(bytes.count - start) data bytes for dimensions \(describe(dimensions)), expected \(count)")
         }
         return (dimensions, Array(bytes[start...]))
     }

@@ -1,4 +1,5 @@
 import Backprop
+
 /// Minibatch training and evaluation of a classifier under the mean softmax cross-entropy.
 public enum Training {
     /// Loss and accuracy over a pass.
@@ -13,9 +14,11 @@ public enum Training {
     /// the data loss (without the penalty). Calls
     /// `progress(batchesDone, batchCount, meanLossSoFar, accuracySoFar)` after each batch.
     /// Stops with a `.numerical` error naming the layer when the loss or a gradient stops being finite.
-    public static func epoch(model: Module, optimizer: Optimizer, data: ImageDataset, batchSize: Int, seed: UInt64,
-                             aids: GradientAids = GradientAids(), monitor: TrainingMonitor? = nil,
-                             progress: (Int, Int, Double, Double) -> Void = { _, _, _, _ in }) throws -> Metrics {
+    public static func epoch(
+        model: Module, optimizer: Optimizer, data: ImageDataset, batchSize: Int, seed: UInt64,
+        aids: GradientAids = GradientAids(), monitor: TrainingMonitor? = nil,
+        progress: (Int, Int, Double, Double) -> Void = { _, _, _, _ in }
+    ) throws -> Metrics {
         guard batchSize > 0 else { throw BackpropError(.invalidArgument, "Training: batch size must be positive") }
         model.isTraining = true
         var generator = SplitMix64(seed: seed)
@@ -23,20 +26,25 @@ public enum Training {
         let batches = (data.count + batchSize - 1) / batchSize
         var lossSum = 0.0, correct = 0, seen = 0
         for b in 0..<batches {
-            let indices = order[b * batchSize ..< min((b + 1) * batchSize, data.count)]
+            let indices = order[b * batchSize..<min((b + 1) * batchSize, data.count)]
             let (x, labels) = data.batch(indices)
             optimizer.zeroGrad()
             let (logits, backward) = try model.forwardWithoutInputGradient(x)
             let loss = try SoftmaxCrossEntropy()(logits, labels: labels)
             guard loss.value.isFinite else {
-                throw BackpropError(.numerical, "Training: the loss became \(loss.value) at batch \(b + 1) of \(batches); lower the learning rate")
+                throw BackpropError(
+                    .numerical,
+                    "Training: the loss became \(loss.value) at batch \(b + 1) of \(batches); lower the learning rate")
             }
             try backward(loss.gradient)
             // The backward runs from the output: the last layer with a non-finite gradient blew up first.
-            if let (name, _) = model.namedParameters.last(where: { !$0.parameter.grad.scalars.allSatisfy(\.isFinite) }) {
+            if let (name, _) = model.namedParameters.last(where: { !$0.parameter.grad.scalars.allSatisfy(\.isFinite) })
+            {
                 let layer = TrainingMonitor.layerLabels(model)[TrainingMonitor.layerName(of: name)] ?? "?"
-                throw BackpropError(.numerical, "Training: the gradient of \(name) (\(layer)) became non-finite at batch \(b + 1) "
-                                    + "(loss \(loss.value)); lower the learning rate or clip gradients")
+                throw BackpropError(
+                    .numerical,
+                    "Training: the gradient of \(name) (\(layer)) became non-finite at batch \(b + 1) "
+                        + "(loss \(loss.value)); lower the learning rate or clip gradients")
             }
             try monitor?.afterBackward(model: model, loss: Double(loss.value), learningRate: optimizer.learningRate)
             try aids.apply(to: optimizer.parameters)
@@ -56,11 +64,15 @@ public enum Training {
 
     /// Loss, accuracy and each example's predicted class, in evaluation mode (each module's mode is
     /// restored afterwards).
-    public static func classify(model: Module, data: ImageDataset, batchSize: Int = 1000) throws -> (metrics: Metrics, predictions: [Int]) {
+    public static func classify(
+        model: Module, data: ImageDataset, batchSize: Int = 1000
+    ) throws -> (metrics: Metrics, predictions: [Int]) {
         try model.evaluating { try classifyInCurrentMode(model: model, data: data, batchSize: batchSize) }
     }
 
-    private static func classifyInCurrentMode(model: Module, data: ImageDataset, batchSize: Int) throws -> (metrics: Metrics, predictions: [Int]) {
+    private static func classifyInCurrentMode(
+        model: Module, data: ImageDataset, batchSize: Int
+    ) throws -> (metrics: Metrics, predictions: [Int]) {
         var lossSum = 0.0, predicted: [Int] = []
         predicted.reserveCapacity(data.count)
         for start in stride(from: 0, to: data.count, by: batchSize) {

@@ -19,9 +19,13 @@ public enum TrainingCheckpoint {
 
     /// A checkpoint's tensors split into the model's state, the optimizer's and the random
     /// generators' (prefixes removed). A plain model file has only the model part.
-    public static func split(_ tensors: [String: StoredArray])
-        -> (model: [String: StoredArray], optimizer: [String: StoredArray], random: [String: StoredArray]) {
-        var model: [String: StoredArray] = [:], optimizer: [String: StoredArray] = [:], random: [String: StoredArray] = [:]
+    public static func split(
+        _ tensors: [String: StoredArray]
+    )
+        -> (model: [String: StoredArray], optimizer: [String: StoredArray], random: [String: StoredArray])
+    {
+        var model: [String: StoredArray] = [:], optimizer: [String: StoredArray] = [:],
+            random: [String: StoredArray] = [:]
         for (name, array) in tensors {
             if name.hasPrefix(optimizerPrefix) {
                 optimizer[String(name.dropFirst(optimizerPrefix.count))] = array
@@ -34,12 +38,15 @@ public enum TrainingCheckpoint {
         return (model, optimizer, random)
     }
 
-    public static func save(model: Module, optimizer: Optimizer, history: TrainingHistory, epochsDone: Int,
-                            metadata: [String: String], to url: URL) throws {
+    public static func save(
+        model: Module, optimizer: Optimizer, history: TrainingHistory, epochsDone: Int,
+        metadata: [String: String], to url: URL
+    ) throws {
         var tensors = Checkpoint.stateDict(of: model)
         for (name, array) in optimizer.state { tensors[optimizerPrefix + name] = array }
         for (name, random) in model.namedRandomStates {
-            tensors[randomPrefix + name] = StoredArray(shape: [], elements: .int64([Int64(bitPattern: random.generator.state)]))
+            tensors[randomPrefix + name] = StoredArray(
+                shape: [], elements: .int64([Int64(bitPattern: random.generator.state)]))
         }
         var fields = metadata
         fields["epochs_done"] = String(epochsDone)
@@ -55,11 +62,16 @@ public enum TrainingCheckpoint {
 
     /// Loads a checkpoint already read into the model and optimizer (which must be of the kind that
     /// saved it), changing nothing when anything does not fit. `source` names it in errors.
-    public static func load(_ file: SafeTensors.File, source: String, model: Module, optimizer: Optimizer) throws -> Saved {
+    public static func load(
+        _ file: SafeTensors.File, source: String, model: Module, optimizer: Optimizer
+    ) throws -> Saved {
         let kind = String(describing: type(of: optimizer))
         guard let saved = file.metadata["optimizer_kind"], let done = file.metadata["epochs_done"].flatMap(Int.init),
-              let historyText = file.metadata["history"] else {
-            throw BackpropError(.format, "\(source): not a training checkpoint (no epochs_done, optimizer_kind or history in its metadata)")
+            let historyText = file.metadata["history"]
+        else {
+            throw BackpropError(
+                .format,
+                "\(source): not a training checkpoint (no epochs_done, optimizer_kind or history in its metadata)")
         }
         guard saved == kind else {
             throw BackpropError(.invalidArgument, "\(source) was saved with optimizer \(saved), this run uses \(kind)")
@@ -85,11 +97,14 @@ public enum TrainingCheckpoint {
     /// Each saved generator with the model's random state of its name. Every entry must be an int64
     /// scalar naming one of the model's; a generator with no entry (a file from before they were
     /// saved) keeps its state.
-    static func randomStates(_ saved: [String: StoredArray], of model: Module, source: String) throws -> [(RandomState, Int64)] {
+    static func randomStates(
+        _ saved: [String: StoredArray], of model: Module, source: String
+    ) throws -> [(RandomState, Int64)] {
         let states = Dictionary(model.namedRandomStates.map { ($0.name, $0.state) }) { a, _ in a }
         return try saved.keys.sorted().map { name in
             guard let random = states[name] else {
-                throw BackpropError(.shapeMismatch, "\(source) does not fit the model: unexpected \(randomPrefix)\(name)")
+                throw BackpropError(
+                    .shapeMismatch, "\(source) does not fit the model: unexpected \(randomPrefix)\(name)")
             }
             guard case .int64(let values) = saved[name]!.elements, saved[name]!.shape.isEmpty else {
                 throw BackpropError(.format, "\(source): \(randomPrefix)\(name) must be an int64 scalar")

@@ -26,8 +26,10 @@ public struct TrainingHistory: Codable, Sendable, Equatable {
         public let seconds: Double
         public let learningRate: Double
 
-        public init(epoch: Int, step: Int, train: Training.Metrics, test: Training.Metrics, validation: Training.Metrics?,
-                    seconds: Double, learningRate: Double) {
+        public init(
+            epoch: Int, step: Int, train: Training.Metrics, test: Training.Metrics, validation: Training.Metrics?,
+            seconds: Double, learningRate: Double
+        ) {
             (self.epoch, self.step, self.seconds, self.learningRate) = (epoch, step, seconds, learningRate)
             (trainLoss, trainAccuracy, testLoss, testAccuracy) = (train.loss, train.accuracy, test.loss, test.accuracy)
             (validationLoss, validationAccuracy) = (validation?.loss, validation?.accuracy)
@@ -76,7 +78,8 @@ public final class TrainingMonitor {
         history.learningRate.points.append(.init(step: step, value: Double(learningRate)))
         var norms: [(String, Double)] = []
         for (name, parameter) in model.namedParameters {
-            let layer = Self.layerName(of: name), squares = parameter.grad.withPointer { bp_sum_squares($0, Int64(parameter.grad.count)) }
+            let layer = Self.layerName(of: name),
+                squares = parameter.grad.withPointer { bp_sum_squares($0, Int64(parameter.grad.count)) }
             if norms.last?.0 == layer { norms[norms.count - 1].1 += squares } else { norms.append((layer, squares)) }
         }
         let labels = Self.layerLabels(model)
@@ -124,7 +127,8 @@ public final class TrainingMonitor {
             let label = "\(names[ObjectIdentifier(module)] ?? "?") \(module)"
             switch health {
             case .deadUnits: append(Self.deadFraction(output), to: &history.deadUnits, name: label)
-            case .saturation(let derivative): append(Self.saturatedFraction(output, derivative: derivative), to: &history.saturation, name: label)
+            case .saturation(let derivative):
+                append(Self.saturatedFraction(output, derivative: derivative), to: &history.saturation, name: label)
             }
         }
     }
@@ -149,6 +153,8 @@ public final class TrainingMonitor {
     /// Each layer's description by its nn.Sequential name ("0" → "Conv2D(...)"): the modules that
     /// hold no others.
     static func layerLabels(_ model: Module) -> [String: String] {
-        Dictionary(model.namedModules.filter { $0.module.children.isEmpty }.map { ($0.name, $0.module.description) }) { a, _ in a }
+        Dictionary(model.namedModules.filter { $0.module.children.isEmpty }.map { ($0.name, $0.module.description) }) {
+            a, _ in a
+        }
     }
 }

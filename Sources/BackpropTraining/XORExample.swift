@@ -1,4 +1,5 @@
 import Backprop
+
 /// The smallest network that needs a hidden layer: a 2-4-1 multilayer perceptron
 /// (Linear, Tanh, Linear, Sigmoid) trained with full-batch SGD on the four XOR points
 /// under binary cross-entropy. The README's first command runs it.
@@ -16,8 +17,10 @@ public enum XORExample {
     }
 
     /// Trains for `steps` full-batch steps, calling `progress(step, loss)` every 500 steps.
-    public static func train(steps: Int = 2000, learningRate: Float = 0.5, seed: UInt64 = 1,
-                             progress: (Int, Float) -> Void = { _, _ in }) throws -> Result {
+    public static func train(
+        steps: Int = 2000, learningRate: Float = 0.5, seed: UInt64 = 1,
+        progress: (Int, Float) -> Void = { _, _ in }
+    ) throws -> Result {
         let model = Sequential(try Linear(2, 4, seed: seed), Tanh(), try Linear(4, 1, seed: seed &+ 1), Sigmoid())
         let optimizer = try SGD(parameters: model.parameters, learningRate: learningRate, momentum: 0.9)
         let x = try Tensor(shape: [4, 2], scalars: inputs.flatMap { $0 })

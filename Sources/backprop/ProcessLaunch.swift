@@ -17,7 +17,10 @@ enum ProcessLaunch {
     }
 
     static func warnSlowBLAS(_ better: String) {
-        FileHandle.standardError.write(Data(("backprop: OpenBLAS loaded its \(BLASRuntime.coreName) kernels, but this CPU "
-            + "supports \(better): matrix products run several times slower. Start with OPENBLAS_CORETYPE=\(better).\n").utf8))
+        FileHandle.standardError.write(
+            Data(
+                ("backprop: OpenBLAS loaded its \(BLASRuntime.coreName) kernels, but this CPU "
+                    + "supports \(better): matrix products run several times slower. Start with OPENBLAS_CORETYPE=\(better).\n")
+                    .utf8))
     }
 }

@@ -7,7 +7,8 @@ import Foundation
 struct Verify: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the golden cases of a fixture directory and compare with their expected outputs.",
-        discussion: "One line per case (PASS, FAIL or UNSUPPORTED, which counts as failed), then 'N passed, M failed'. Exits 1 if any failed."
+        discussion:
+            "One line per case (PASS, FAIL or UNSUPPORTED, which counts as failed), then 'N passed, M failed'. Exits 1 if any failed."
     )
 
     @Argument(help: "A directory holding manifest.json and its .npy files.")

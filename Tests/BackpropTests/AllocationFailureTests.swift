@@ -13,7 +13,8 @@ import Testing
     }
 
     @Test(arguments: [
-        "conv2d(2,3,3,pad=1)", "conv_transpose2d(2,3,3,stride=2)", "maxpool2d(3,stride=2,pad=1)", "avgpool2d(3,stride=1,pad=1)",
+        "conv2d(2,3,3,pad=1)", "conv_transpose2d(2,3,3,stride=2)", "maxpool2d(3,stride=2,pad=1)",
+        "avgpool2d(3,stride=1,pad=1)",
         "batchnorm2d(2)", "adaptive_maxpool2d(2,3)",
     ])
     func forwardAndBackwardThrow(spec: String) throws {

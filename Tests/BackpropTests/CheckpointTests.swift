@@ -1,10 +1,11 @@
 import Backprop
-import Foundation
 import BackpropTestSupport
+import Foundation
 import Testing
 
 @Suite struct CheckpointTests {
-    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("backprop-checkpoint-\(UUID().uuidString)")
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+        "backprop-checkpoint-\(UUID().uuidString)")
 
     init() throws {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -22,8 +23,10 @@ import Testing
 
     @Test func readsAFileLaidOutByTheSpecification() throws {
         // "a": F32 [2] = [1.5, -2]; "n": I64 [] = 7; "d": F64 [1] = 0.25.
-        let data: [UInt8] = [0, 0, 0xc0, 0x3f, 0, 0, 0, 0xc0] + [7, 0, 0, 0, 0, 0, 0, 0] + [0, 0, 0, 0, 0, 0, 0xd0, 0x3f]
-        let header = #"{"__metadata__":{"format":"pt"},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"#
+        let data: [UInt8] =
+            [0, 0, 0xc0, 0x3f, 0, 0, 0, 0xc0] + [7, 0, 0, 0, 0, 0, 0, 0] + [0, 0, 0, 0, 0, 0, 0xd0, 0x3f]
+        let header =
+            #"{"__metadata__":{"format":"pt"},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"#
             + #""n":{"dtype":"I64","shape":[],"data_offsets":[8,16]},"d":{"dtype":"F64","shape":[1],"data_offsets":[16,24]}}"#
         let file = try SafeTensors.decode(Self.handMade(header: header, data: data), name: "hand")
         #expect(file.metadata == ["format": "pt"])
@@ -33,9 +36,12 @@ import Testing
     }
 
     @Test func writesWhatItReadsWithAlignedData() throws {
-        let file = SafeTensors.File(tensors: ["w": StoredArray(randomTensor([3, 5], seed: 1)),
-                                              "count": StoredArray(shape: [], elements: .int64([-3]))],
-                                    metadata: ["model": "linear(5,3)"])
+        let file = SafeTensors.File(
+            tensors: [
+                "w": StoredArray(randomTensor([3, 5], seed: 1)),
+                "count": StoredArray(shape: [], elements: .int64([-3])),
+            ],
+            metadata: ["model": "linear(5,3)"])
         let bytes = try SafeTensors.encode(file)
         let headerLength = bytes.prefix(8).enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) }
         #expect(headerLength % 8 == 0, "data starts 8-byte aligned")
@@ -47,15 +53,32 @@ import Testing
         let cases: [(Data, BackpropError.Kind, String)] = [
             (Data([1, 2, 3]), .format, "truncated"),
             (Self.handMade(header: good, data: [0, 0, 0, 0]), .format, "outside the 4 data bytes"),
-            (Self.handMade(header: good, data: [UInt8](repeating: 0, count: 12)), .format, "4 data bytes after the last tensor"),
-            (Self.handMade(header: #"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, data: [UInt8](repeating: 0, count: 8)), .format, "expected 12"),
-            (Self.handMade(header: #"{"a":{"dtype":"BF16","shape":[4],"data_offsets":[0,8]}}"#, data: [UInt8](repeating: 0, count: 8)), .unsupported, "BF16"),
+            (
+                Self.handMade(header: good, data: [UInt8](repeating: 0, count: 12)), .format,
+                "4 data bytes after the last tensor"
+            ),
+            (
+                Self.handMade(
+                    header: #"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#,
+                    data: [UInt8](repeating: 0, count: 8)), .format, "expected 12"
+            ),
+            (
+                Self.handMade(
+                    header: #"{"a":{"dtype":"BF16","shape":[4],"data_offsets":[0,8]}}"#,
+                    data: [UInt8](repeating: 0, count: 8)), .unsupported, "BF16"
+            ),
             (Self.handMade(header: "{not json", data: []), .format, "not valid JSON"),
-            (Self.handMade(header: #"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#,
-                           data: [0, 0, 0, 0]), .format, "overlap"),
+            (
+                Self.handMade(
+                    header:
+                        #"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#,
+                    data: [0, 0, 0, 0]), .format, "overlap"
+            ),
         ]
         for (bytes, kind, fragment) in cases {
-            expectError(kind, mentioning: ["bad.safetensors", fragment]) { _ = try SafeTensors.decode(bytes, name: "bad.safetensors") }
+            expectError(kind, mentioning: ["bad.safetensors", fragment]) {
+                _ = try SafeTensors.decode(bytes, name: "bad.safetensors")
+            }
         }
         var huge = Data()
         withUnsafeBytes(of: UInt64.max.littleEndian) { huge.append(contentsOf: $0) }
@@ -70,8 +93,11 @@ import Testing
         let url = directory.appendingPathComponent("model.safetensors")
         try Checkpoint.save(model, to: url, metadata: ["model": spec])
         let file = try SafeTensors.read(contentsOf: url)
-        #expect(Set(file.tensors.keys) == ["0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean", "1.running_var",
-                                           "1.num_batches_tracked", "4.weight", "4.bias"])
+        #expect(
+            Set(file.tensors.keys) == [
+                "0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean", "1.running_var",
+                "1.num_batches_tracked", "4.weight", "4.bias",
+            ])
         #expect(file.tensors["1.num_batches_tracked"] == StoredArray(shape: [], elements: .int64([1])))
 
         let copy = try ModelSpec.build(spec, seed: 99)
@@ -90,8 +116,13 @@ import Testing
         state["2.bias"] = nil
         state["9.weight"] = StoredArray(randomTensor([1], seed: 1))
         state["0.bias"] = StoredArray(shape: [3], elements: .int64([1, 2, 3]))
-        expectError(.shapeMismatch, mentioning: ["file.safetensors", "0.weight has shape [3, 5], the model's is [3, 4]",
-                                                 "missing 2.bias", "unexpected 9.weight", "0.bias is int64"]) {
+        expectError(
+            .shapeMismatch,
+            mentioning: [
+                "file.safetensors", "0.weight has shape [3, 5], the model's is [3, 4]",
+                "missing 2.bias", "unexpected 9.weight", "0.bias is int64",
+            ]
+        ) {
             try Checkpoint.load(state, into: model, source: "file.safetensors")
         }
         #expect(model.parameters.map(\.value) == before, "nothing was loaded")
@@ -128,7 +159,9 @@ import Testing
         let second = try make(resumed)
         try second.loadState(optimizer.state)
         try Self.steps(second, resumed, count: 3, from: 3)
-        #expect(resumed.parameters.flatMap(\.value.scalars).map(\.bitPattern) == straight.parameters.flatMap(\.value.scalars).map(\.bitPattern))
+        #expect(
+            resumed.parameters.flatMap(\.value.scalars).map(\.bitPattern)
+                == straight.parameters.flatMap(\.value.scalars).map(\.bitPattern))
     }
 
     @Test func optimizerStateOfAnotherShapeIsRefused() throws {

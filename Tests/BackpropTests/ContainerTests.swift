@@ -4,15 +4,18 @@ import Testing
 
 @Suite struct ContainerTests {
     @Test func parametersAreNamedAsNNSequential() throws {
-        let model = Sequential(try Linear(4, 4), ReLU(), Residual(try Linear(4, 4), Tanh(), try Linear(4, 4, bias: false)),
-                               try Linear(4, 2))
-        #expect(model.namedParameters.map(\.name)
+        let model = Sequential(
+            try Linear(4, 4), ReLU(), Residual(try Linear(4, 4), Tanh(), try Linear(4, 4, bias: false)),
+            try Linear(4, 2))
+        #expect(
+            model.namedParameters.map(\.name)
                 == ["0.weight", "0.bias", "2.0.weight", "2.0.bias", "2.2.weight", "3.weight", "3.bias"])
     }
 
     @Test func sequentialAndResidualGradientsCheck() throws {
-        let model = Sequential(try Linear(3, 4, seed: 1), Tanh(),
-                               Residual(try Linear(4, 4, seed: 2), Sigmoid()), try Linear(4, 2, seed: 3))
+        let model = Sequential(
+            try Linear(3, 4, seed: 1), Tanh(),
+            Residual(try Linear(4, 4, seed: 2), Sigmoid()), try Linear(4, 2, seed: 3))
         try expectGradientsCorrect(model, input: randomTensor([5, 3], seed: 9))
     }
 
@@ -26,7 +29,10 @@ import Testing
             try norm.weight!.load(randomTensor([3], seed: 4, 0.5, 1.5), name: "weight")
             try norm.bias!.load(randomTensor([3], seed: 5), name: "bias")
             try norm.runningVar!.load(randomTensor([3], seed: 6, 0.5, 2), name: "running_var")
-            return [try Conv2D(2, 3, kernelSize: 3, padding: 1, seed: 1), norm, ReLU(), try Conv2D(3, 2, kernelSize: 1, seed: 2)]
+            return [
+                try Conv2D(2, 3, kernelSize: 3, padding: 1, seed: 1), norm, ReLU(),
+                try Conv2D(3, 2, kernelSize: 1, seed: 2),
+            ]
         }
         let x = randomTensor([4, 2, 5, 5], seed: 7), v = randomTensor([4, 2, 5, 5], seed: 8)
         let fused = Sequential(try layers())
@@ -51,8 +57,12 @@ import Testing
         #expect(same(y, z), "output")
         #expect(same(dx, g), "input gradient")
         let names = fused.namedParameters.map(\.name)
-        for (index, (name, parameter)) in separate.flatMap({ layer in layer.namedParameters.map { ($0.name, $0.parameter) } }).enumerated() {
-            #expect(same(fused.namedParameters[index].parameter.grad, parameter.grad), "gradient of \(names[index]) (\(name))")
+        for (index, (name, parameter)) in separate.flatMap({ layer in
+            layer.namedParameters.map { ($0.name, $0.parameter) }
+        }).enumerated() {
+            #expect(
+                same(fused.namedParameters[index].parameter.grad, parameter.grad),
+                "gradient of \(names[index]) (\(name))")
         }
         let fusedNorm = fused.layers[1] as! BatchNorm, separateNorm = separate[1] as! BatchNorm
         #expect(fusedNorm.runningMean!.value.scalars == separateNorm.runningMean!.value.scalars)
@@ -127,7 +137,8 @@ import Testing
     @Test func namesDeriveFromChildren() throws {
         let model = try ModelSpec.build("linear(2,4) residual(batchnorm1d(4) dropout(0.5)) linear(4,1)", seed: 1)
         #expect(model.namedModules.map(\.name) == ["", "0", "1", "1.0", "1.1", "2"])
-        #expect(model.namedParameters.map(\.name) == ["0.weight", "0.bias", "1.0.weight", "1.0.bias", "2.weight", "2.bias"])
+        #expect(
+            model.namedParameters.map(\.name) == ["0.weight", "0.bias", "1.0.weight", "1.0.bias", "2.weight", "2.bias"])
         #expect(model.namedBuffers.map(\.name) == ["1.0.running_mean", "1.0.running_var"])
         #expect(model.namedCounters.map(\.name) == ["1.0.num_batches_tracked"])
         #expect(model.namedRandomStates.map(\.name) == ["1.1.generator"])
@@ -141,9 +152,13 @@ import Testing
         var description: String { "WrongBackward()" }
         func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
             let output = try Tanh()(input)
-            return (output, { v in
-                try Tensor(shape: input.shape, scalars: (0..<v.count).map { 2 * v[$0] * (1 - output[$0] * output[$0]) })
-            })
+            return (
+                output,
+                { v in
+                    try Tensor(
+                        shape: input.shape, scalars: (0..<v.count).map { 2 * v[$0] * (1 - output[$0] * output[$0]) })
+                }
+            )
         }
     }
 
@@ -170,10 +185,12 @@ import Testing
 @Suite struct InputGradientTests {
     /// Without an input gradient the backward adds exactly the same parameter gradients (the first
     /// layers' input gradients are skipped).
-    @Test(arguments: ["relu conv2d(2,3,3,pad=1) batchnorm2d(3) residual(conv2d(3,3,3,pad=1) relu) flatten linear(48,4)",
-                      "residual(conv2d(2,2,3,pad=1) tanh) conv_transpose2d(2,2,2,stride=2) flatten linear(128,3)",
-                      "batchnorm2d(2) relu flatten linear(32,5) relu linear(5,2)",
-                      "flatten linear(32,5) relu linear(5,2)"])
+    @Test(arguments: [
+        "relu conv2d(2,3,3,pad=1) batchnorm2d(3) residual(conv2d(3,3,3,pad=1) relu) flatten linear(48,4)",
+        "residual(conv2d(2,2,3,pad=1) tanh) conv_transpose2d(2,2,2,stride=2) flatten linear(128,3)",
+        "batchnorm2d(2) relu flatten linear(32,5) relu linear(5,2)",
+        "flatten linear(32,5) relu linear(5,2)",
+    ])
     func sameParameterGradients(spec: String) throws {
         let x = randomTensor([3, 2, 4, 4], seed: 8)
         func gradients(inputGradient: Bool) throws -> [[UInt32]] {

@@ -3,12 +3,15 @@ import BackpropTestSupport
 import Testing
 
 @Suite struct ConvTests {
-    @Test("Conv2D gradient check", arguments: [
-        (stride: 1, padding: 1, dilation: 1, groups: 1), (2, 0, 1, 1), (1, 2, 2, 1), (1, 1, 1, 2), (2, 1, 1, 4),
-    ])
+    @Test(
+        "Conv2D gradient check",
+        arguments: [
+            (stride: 1, padding: 1, dilation: 1, groups: 1), (2, 0, 1, 1), (1, 2, 2, 1), (1, 1, 1, 2), (2, 1, 1, 4),
+        ])
     func conv2DGradients(stride: Int, padding: Int, dilation: Int, groups: Int) throws {
-        let layer = try Conv2D(4, 4, kernelSize: 3, stride: Size2D(square: stride), padding: .explicit(Size2D(square: padding)),
-                               dilation: Size2D(square: dilation), groups: groups, seed: 3)
+        let layer = try Conv2D(
+            4, 4, kernelSize: 3, stride: Size2D(square: stride), padding: .explicit(Size2D(square: padding)),
+            dilation: Size2D(square: dilation), groups: groups, seed: 3)
         try expectGradientsCorrect(layer, input: randomTensor([2, 4, 7, 6], seed: 1))
     }
 
@@ -21,13 +24,16 @@ import Testing
         #expect(try Conv2D(2, 3, kernelSize: Size2D(3, 3), padding: .valid)(x).shape == [1, 3, 3, 4])
     }
 
-    @Test("ConvTranspose2D gradient check", arguments: [
-        (stride: 1, padding: 0, outputPadding: 0, groups: 1), (2, 1, 1, 1), (2, 0, 0, 2), (3, 1, 2, 1),
-    ])
+    @Test(
+        "ConvTranspose2D gradient check",
+        arguments: [
+            (stride: 1, padding: 0, outputPadding: 0, groups: 1), (2, 1, 1, 1), (2, 0, 0, 2), (3, 1, 2, 1),
+        ])
     func convTransposeGradients(stride: Int, padding: Int, outputPadding: Int, groups: Int) throws {
-        let layer = try ConvTranspose2D(4, 2, kernelSize: 3, stride: Size2D(square: stride),
-                                        padding: .explicit(Size2D(square: padding)),
-                                        outputPadding: Size2D(square: outputPadding), groups: groups, seed: 5)
+        let layer = try ConvTranspose2D(
+            4, 2, kernelSize: 3, stride: Size2D(square: stride),
+            padding: .explicit(Size2D(square: padding)),
+            outputPadding: Size2D(square: outputPadding), groups: groups, seed: 5)
         try expectGradientsCorrect(layer, input: randomTensor([2, 4, 3, 4], seed: 6))
     }
 
@@ -61,14 +67,20 @@ import Testing
         expectError(.invalidArgument, mentioning: ["Conv2D(in: 3, out: 8", "stride must be positive"]) {
             _ = try Conv2D(3, 8, kernelSize: 3, stride: 0)
         }
-        expectError(.invalidArgument, mentioning: ["dilation must be positive"]) { _ = try Conv2D(3, 8, kernelSize: 3, dilation: 0) }
-        expectError(.invalidArgument, mentioning: ["groups (2) must divide", "in (3)"]) { _ = try Conv2D(3, 8, kernelSize: 3, groups: 2) }
+        expectError(.invalidArgument, mentioning: ["dilation must be positive"]) {
+            _ = try Conv2D(3, 8, kernelSize: 3, dilation: 0)
+        }
+        expectError(.invalidArgument, mentioning: ["groups (2) must divide", "in (3)"]) {
+            _ = try Conv2D(3, 8, kernelSize: 3, groups: 2)
+        }
         expectError(.invalidArgument, mentioning: ["channel counts"]) { _ = try Conv2D(0, 8, kernelSize: 3) }
         expectError(.invalidArgument, mentioning: ["'same' needs stride 1"]) {
             _ = try Conv2D(3, 8, kernelSize: Size2D(3, 3), stride: Size2D(2, 2), padding: .same)
         }
         let conv = try Conv2D(3, 8, kernelSize: 3)
-        expectError(.shapeMismatch, mentioning: ["Conv2D(in: 3, out: 8, kernel: 3x3", "[2, 4, 5, 5]", "expected [N, 3, H, W]"]) {
+        expectError(
+            .shapeMismatch, mentioning: ["Conv2D(in: 3, out: 8, kernel: 3x3", "[2, 4, 5, 5]", "expected [N, 3, H, W]"]
+        ) {
             _ = try conv(Tensor(shape: [2, 4, 5, 5]))
         }
         expectError(.shapeMismatch, mentioning: ["[3, 5, 5]"]) { _ = try conv(Tensor(shape: [3, 5, 5])) }

@@ -1,7 +1,7 @@
 import Backprop
 import BackpropFixtures
-import Foundation
 import BackpropTestSupport
+import Foundation
 import Testing
 
 /// The PyTorch golden cases of shared/fixtures, read from that path.
@@ -20,10 +20,12 @@ import Testing
         let relu = try #require(suite.cases.first { $0.op == "relu" })
         // Compare relu's computed outputs against sigmoid's expected files: must fail.
         let sigmoid = try #require(suite.cases.first { $0.op == "sigmoid" })
-        let swapped = try JSONDecoder().decode(Fixture.self, from: JSONSerialization.data(withJSONObject: [
-            "name": "swapped", "op": "relu", "params": [:] as [String: String],
-            "inputs": relu.inputs, "outputs": sigmoid.outputs,
-        ]))
+        let swapped = try JSONDecoder().decode(
+            Fixture.self,
+            from: JSONSerialization.data(withJSONObject: [
+                "name": "swapped", "op": "relu", "params": [:] as [String: String],
+                "inputs": relu.inputs, "outputs": sigmoid.outputs,
+            ]))
         #expect(!suite.run(swapped).passed)
     }
 

@@ -19,18 +19,25 @@ import Testing
     }
 
     @Test func sameSeedSameWeights() throws {
-        let a = try ModelSpec.build("linear(3,3) linear(3,3)", seed: 5), b = try ModelSpec.build("linear(3,3) linear(3,3)", seed: 5)
+        let a = try ModelSpec.build("linear(3,3) linear(3,3)", seed: 5),
+            b = try ModelSpec.build("linear(3,3) linear(3,3)", seed: 5)
         #expect(a.parameters.map(\.value) == b.parameters.map(\.value))
         #expect(a.parameters[0].value != a.parameters[2].value, "each layer draws its own weights")
     }
 
     @Test func malformedSpecsGiveClearErrors() {
-        expectError(.unsupported, mentioning: ["unknown layer 'softplus'"]) { _ = try ModelSpec.build("linear(2,2) softplus") }
+        expectError(.unsupported, mentioning: ["unknown layer 'softplus'"]) {
+            _ = try ModelSpec.build("linear(2,2) softplus")
+        }
         expectError(.format, mentioning: ["unbalanced '('"]) { _ = try ModelSpec.build("linear(2,2") }
         expectError(.format, mentioning: ["unbalanced ')'"]) { _ = try ModelSpec.build("relu)") }
-        expectError(.format, mentioning: ["linear takes 2 positional arguments, got 1"]) { _ = try ModelSpec.build("linear(2)") }
+        expectError(.format, mentioning: ["linear takes 2 positional arguments, got 1"]) {
+            _ = try ModelSpec.build("linear(2)")
+        }
         expectError(.format, mentioning: ["bad argument 'x'"]) { _ = try ModelSpec.build("linear(2,x)") }
-        expectError(.format, mentioning: ["linear has no argument 'stride'"]) { _ = try ModelSpec.build("linear(2,2,stride=2)") }
+        expectError(.format, mentioning: ["linear has no argument 'stride'"]) {
+            _ = try ModelSpec.build("linear(2,2,stride=2)")
+        }
         expectError(.format, mentioning: ["whole number", "2.5"]) { _ = try ModelSpec.build("linear(2.5,2)") }
         expectError(.format, mentioning: ["empty"]) { _ = try ModelSpec.build("   ") }
         expectError(.invalidArgument, mentioning: ["Linear(in: 0, out: 2)"]) { _ = try ModelSpec.build("linear(0,2)") }

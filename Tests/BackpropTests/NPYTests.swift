@@ -1,6 +1,6 @@
 import Backprop
-import Foundation
 import BackpropTestSupport
+import Foundation
 import Testing
 
 @Suite struct NPYTests {
@@ -9,15 +9,17 @@ import Testing
         var header = "{'descr': '\(descr)', 'fortran_order': \(fortran ? "True" : "False"), 'shape': \(shape), }"
         header += String(repeating: " ", count: (64 - (10 + header.utf8.count + 1) % 64) % 64) + "\n"
         let length = header.utf8.count
-        return Data([0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(length & 0xff), UInt8(length >> 8)]
-                    + Array(header.utf8) + data)
+        return Data(
+            [0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(length & 0xff), UInt8(length >> 8)]
+                + Array(header.utf8) + data)
     }
 
     static func bytes<T>(_ values: [T]) -> [UInt8] { values.withUnsafeBytes { Array($0) } }
 
     @Test func writeThenReadRoundTrips() throws {
         let tensor = try Tensor(shape: [2, 3, 1], scalars: [1.5, -2, 0, .infinity, .leastNonzeroMagnitude, 7])
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("npy-\(UInt64.random(in: 0...UInt64.max)).npy")
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "npy-\(UInt64.random(in: 0...UInt64.max)).npy")
         defer { try? FileManager.default.removeItem(at: url) }
         try tensor.writeNPY(to: url)
         let read = try Tensor(npy: url)
@@ -28,9 +30,11 @@ import Testing
     }
 
     @Test func readsFloat64AndInt64() throws {
-        let doubles = try NPY.parse(Self.file(descr: "<f8", shape: "(3,)", data: Self.bytes([0.1, -2.0, 1e300])), name: "d")
+        let doubles = try NPY.parse(
+            Self.file(descr: "<f8", shape: "(3,)", data: Self.bytes([0.1, -2.0, 1e300])), name: "d")
         #expect(doubles.shape == [3] && doubles.doubles == [0.1, -2.0, 1e300])
-        let ints = try NPY.parse(Self.file(descr: "<i8", shape: "(2, 2)", data: Self.bytes([Int64(3), 0, -1, 9])), name: "i")
+        let ints = try NPY.parse(
+            Self.file(descr: "<i8", shape: "(2, 2)", data: Self.bytes([Int64(3), 0, -1, 9])), name: "i")
         #expect(ints.shape == [2, 2])
         #expect(try ints.integers(file: "i") == [3, 0, -1, 9])
         let scalar = try NPY.parse(Self.file(descr: "<f8", shape: "()", data: Self.bytes([2.5])), name: "s")
@@ -42,7 +46,8 @@ import Testing
             _ = try NPY.parse(Data("not numpy at all".utf8), name: "x.npy")
         }
         expectError(.format, mentioning: ["Fortran"]) {
-            _ = try NPY.parse(Self.file(descr: "<f4", fortran: true, shape: "(2,)", data: Self.bytes([Float(1), 2])), name: "f")
+            _ = try NPY.parse(
+                Self.file(descr: "<f4", fortran: true, shape: "(2,)", data: Self.bytes([Float(1), 2])), name: "f")
         }
         expectError(.format, mentioning: ["unsupported dtype", "<f2"]) {
             _ = try NPY.parse(Self.file(descr: "<f2", shape: "(2,)", data: [0, 0, 0, 0]), name: "h")

@@ -13,7 +13,8 @@ import Testing
             try norm.runningVar!.load(randomTensor([3], seed: 3, 0.5, 2), name: "running_var")
             let checked = model(norm)
             checked.isTraining = training
-            let report = try GradientCheck.run(checked, input: randomTensor([2, 3, 4, 5], seed: 4, -2, 2), epsilon: 1e-2)
+            let report = try GradientCheck.run(
+                checked, input: randomTensor([2, 3, 4, 5], seed: 4, -2, 2), epsilon: 1e-2)
             #expect(report.passed, "training \(training): \(report)")
         }
     }
@@ -67,7 +68,9 @@ import Testing
             _ = try BatchNorm1D(3)(Tensor(shape: [2, 3, 4, 4]))
         }
         expectError(.invalidArgument, mentioning: ["eps must be > 0"]) { _ = try BatchNorm2D(3, eps: 0) }
-        expectError(.invalidArgument, mentioning: ["LayerNorm([4])", "eps must be > 0"]) { _ = try LayerNorm(4, eps: -1) }
+        expectError(.invalidArgument, mentioning: ["LayerNorm([4])", "eps must be > 0"]) {
+            _ = try LayerNorm(4, eps: -1)
+        }
         expectError(.shapeMismatch, mentioning: ["LayerNorm([4, 5])", "[3, 5, 4]", "expected [*, 4, 5]"]) {
             _ = try LayerNorm([4, 5])(Tensor(shape: [3, 5, 4]))
         }

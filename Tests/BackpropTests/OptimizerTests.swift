@@ -1,6 +1,6 @@
 import Backprop
-import Foundation
 import BackpropTestSupport
+import Foundation
 import Testing
 
 @Suite struct OptimizerTests {
@@ -20,15 +20,18 @@ import Testing
     }
 
     static func expectClose(_ a: [Float], _ b: [Double], sourceLocation: SourceLocation = #_sourceLocation) {
-        for (x, y) in zip(a, b) { #expect(abs(Double(x) - y) <= 1e-5 * max(1, abs(y)), "\(a) vs \(b)", sourceLocation: sourceLocation) }
+        for (x, y) in zip(a, b) {
+            #expect(abs(Double(x) - y) <= 1e-5 * max(1, abs(y)), "\(a) vs \(b)", sourceLocation: sourceLocation)
+        }
     }
 
     @Test("Adam and AdamW follow torch.optim", arguments: [false, true])
     func adam(decoupled: Bool) throws {
         let (lr, b1, b2, eps, wd) = (0.01, 0.9, 0.999, 1e-8, 0.1)
         let result = try Self.run {
-            decoupled ? try AdamW(parameters: $0, learningRate: Float(lr), weightDecay: Float(wd))
-                      : try Adam(parameters: $0, learningRate: Float(lr), weightDecay: Float(wd))
+            decoupled
+                ? try AdamW(parameters: $0, learningRate: Float(lr), weightDecay: Float(wd))
+                : try Adam(parameters: $0, learningRate: Float(lr), weightDecay: Float(wd))
         }
         var p = Self.start.map(Double.init), m = [0.0, 0, 0], v = [0.0, 0, 0]
         for (t, g) in Self.gradients.enumerated() {
@@ -47,14 +50,19 @@ import Testing
     @Test("RMSprop follows torch.optim", arguments: [Float(0), 0.9])
     func rmsprop(momentum: Float) throws {
         let (lr, alpha, eps, wd) = (0.01, 0.99, 1e-8, 0.05)
-        let result = try Self.run { try RMSprop(parameters: $0, learningRate: Float(lr), weightDecay: Float(wd), momentum: momentum) }
+        let result = try Self.run {
+            try RMSprop(parameters: $0, learningRate: Float(lr), weightDecay: Float(wd), momentum: momentum)
+        }
         var p = Self.start.map(Double.init), s = [0.0, 0, 0], b = [0.0, 0, 0]
         for g in Self.gradients {
             for i in 0..<3 {
                 let grad = Double(g[i]) + wd * p[i]
                 s[i] = alpha * s[i] + (1 - alpha) * grad * grad
                 var step = grad / (s[i].squareRoot() + eps)
-                if momentum != 0 { b[i] = Double(momentum) * b[i] + step; step = b[i] }
+                if momentum != 0 {
+                    b[i] = Double(momentum) * b[i] + step
+                    step = b[i]
+                }
                 p[i] -= lr * step
             }
         }

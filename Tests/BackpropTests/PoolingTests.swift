@@ -15,9 +15,12 @@ import Testing
         let x = Self.distinctInput([2, 2, 7, 6], seed: 1)
         let modules: [Module] = [
             try MaxPool2D(kernelSize: 2), try MaxPool2D(kernelSize: 3, stride: 2, padding: 1, ceilMode: true),
-            try MaxPool2D(kernelSize: Size2D(3, 2), stride: Size2D(1, 2), dilation: Size2D(2, 1)), try AvgPool2D(kernelSize: 3, stride: 2, padding: 1),
-            try AvgPool2D(kernelSize: 3, stride: 1, padding: 1, countIncludePad: false), try AvgPool2D(kernelSize: 2, divisorOverride: 3),
-            try AdaptiveAvgPool2D(outputSize: Size2D(3, 4)), try AdaptiveMaxPool2D(outputSize: Size2D(4, 3)), GlobalAvgPool2D(),
+            try MaxPool2D(kernelSize: Size2D(3, 2), stride: Size2D(1, 2), dilation: Size2D(2, 1)),
+            try AvgPool2D(kernelSize: 3, stride: 2, padding: 1),
+            try AvgPool2D(kernelSize: 3, stride: 1, padding: 1, countIncludePad: false),
+            try AvgPool2D(kernelSize: 2, divisorOverride: 3),
+            try AdaptiveAvgPool2D(outputSize: Size2D(3, 4)), try AdaptiveMaxPool2D(outputSize: Size2D(4, 3)),
+            GlobalAvgPool2D(),
         ]
         for module in modules {
             let report = try GradientCheck.run(module, input: x, epsilon: 1e-2)
@@ -31,8 +34,14 @@ import Testing
     @Test func outputSizesAsPyTorch() throws {
         #expect(try MaxPool2D(kernelSize: 2, ceilMode: true)(Tensor(shape: [1, 1, 5, 7])).shape == [1, 1, 3, 4])
         #expect(try MaxPool2D(kernelSize: 2)(Tensor(shape: [1, 1, 5, 7])).shape == [1, 1, 2, 3])
-        #expect(try MaxPool2D(kernelSize: 2, stride: 2, padding: 1, ceilMode: true)(Tensor(shape: [1, 1, 5, 5])).shape == [1, 1, 3, 3])
-        #expect(try MaxPool2D(kernelSize: 3, stride: 2, padding: 1, ceilMode: true)(Tensor(shape: [1, 1, 6, 6])).shape == [1, 1, 4, 4])
+        #expect(
+            try MaxPool2D(kernelSize: 2, stride: 2, padding: 1, ceilMode: true)(Tensor(shape: [1, 1, 5, 5])).shape == [
+                1, 1, 3, 3,
+            ])
+        #expect(
+            try MaxPool2D(kernelSize: 3, stride: 2, padding: 1, ceilMode: true)(Tensor(shape: [1, 1, 6, 6])).shape == [
+                1, 1, 4, 4,
+            ])
         #expect(try GlobalAvgPool2D()(Tensor(shape: [2, 5, 3, 3])).shape == [2, 5, 1, 1])
     }
 
@@ -52,8 +61,12 @@ import Testing
     }
 
     @Test func badInputThrows() throws {
-        expectError(.invalidArgument, mentioning: ["MaxPool2D", "kernel size must be positive"]) { _ = try MaxPool2D(kernelSize: 0) }
-        expectError(.invalidArgument, mentioning: ["stride must be positive"]) { _ = try AvgPool2D(kernelSize: 2, stride: 0) }
+        expectError(.invalidArgument, mentioning: ["MaxPool2D", "kernel size must be positive"]) {
+            _ = try MaxPool2D(kernelSize: 0)
+        }
+        expectError(.invalidArgument, mentioning: ["stride must be positive"]) {
+            _ = try AvgPool2D(kernelSize: 2, stride: 0)
+        }
         expectError(.invalidArgument, mentioning: ["padding must be between 0 and half the kernel"]) {
             _ = try MaxPool2D(kernelSize: 3, padding: 2)
         }
@@ -66,7 +79,9 @@ import Testing
         expectError(.shapeMismatch, mentioning: ["gives an output of size 0x"]) {
             _ = try MaxPool2D(kernelSize: 3)(Tensor(shape: [1, 1, 2, 5]))
         }
-        expectError(.invalidArgument, mentioning: ["AvgPool2D(kernel: 3x3)", "padding 'same' is only for convolutions"]) {
+        expectError(
+            .invalidArgument, mentioning: ["AvgPool2D(kernel: 3x3)", "padding 'same' is only for convolutions"]
+        ) {
             _ = try AvgPool2D(kernelSize: 3, padding: .same)
         }
         expectError(.invalidArgument, mentioning: ["MaxUnpool2D", "needs the indices"]) {

@@ -1,6 +1,6 @@
 import Backprop
-import Foundation
 import BackpropTestSupport
+import Foundation
 import Testing
 
 @Suite struct TrainingTests {

@@ -1,21 +1,25 @@
 import Backprop
+import BackpropTestSupport
 import BackpropTraining
 import Foundation
-import BackpropTestSupport
 import Testing
 
 @Suite struct DatasetTests {
     /// An IDX file of unsigned bytes: magic 0 0 8 rank, big-endian dimensions, then the values.
     static func idx(_ dimensions: [Int], _ values: [UInt8]) -> [UInt8] {
-        [0, 0, 8, UInt8(dimensions.count)] + dimensions.flatMap { d in (0..<4).map { UInt8((d >> (8 * (3 - $0))) & 0xff) } } + values
+        [0, 0, 8, UInt8(dimensions.count)]
+            + dimensions.flatMap { d in (0..<4).map { UInt8((d >> (8 * (3 - $0))) & 0xff) } } + values
     }
 
     /// gzip of the labels file idx([3], [7, 1, 9]), made by Python's gzip.compress(..., mtime=0).
-    static let gzippedLabels: [UInt8] = [31, 139, 8, 0, 0, 0, 0, 0, 2, 3, 99, 96, 224, 96, 100, 96, 96, 96, 102, 103, 228,
-                                         4, 0, 228, 35, 200, 107, 11, 0, 0, 0]
+    static let gzippedLabels: [UInt8] = [
+        31, 139, 8, 0, 0, 0, 0, 0, 2, 3, 99, 96, 224, 96, 100, 96, 96, 96, 102, 103, 228,
+        4, 0, 228, 35, 200, 107, 11, 0, 0, 0,
+    ]
 
     static func directory(_ files: [String: [UInt8]]) throws -> URL {
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("idx-\(UInt64.random(in: 0...UInt64.max))")
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "idx-\(UInt64.random(in: 0...UInt64.max))")
         try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
         for (name, bytes) in files { try Data(bytes).write(to: url.appendingPathComponent(name)) }
         return url
@@ -23,7 +27,9 @@ import Testing
 
     @Test func readsPlainAndGzippedFiles() throws {
         let images = Self.idx([3, 2, 2], [0, 255, 51, 102, 1, 2, 3, 4, 5, 6, 7, 8])
-        let dir = try Self.directory(["train-images-idx3-ubyte": images, "train-labels-idx1-ubyte.gz": Self.gzippedLabels])
+        let dir = try Self.directory([
+            "train-images-idx3-ubyte": images, "train-labels-idx1-ubyte.gz": Self.gzippedLabels,
+        ])
         defer { try? FileManager.default.removeItem(at: dir) }
         let data = try ImageDataset.load(directory: dir, prefix: "train")
         #expect(data.images.shape == [3, 1, 2, 2])
@@ -41,9 +47,13 @@ import Testing
             _ = try ImageDataset.load(directory: dir, prefix: "t10k")
         }
         expectError(.format, mentioning: ["bad magic"]) { try load([1, 2, 3, 4]) }
-        expectError(.format, mentioning: ["5 data bytes", "[3, 1, 2]", "expected 6"]) { try load(Self.idx([3, 1, 2], [1, 2, 3, 4, 5])) }
+        expectError(.format, mentioning: ["5 data bytes", "[3, 1, 2]", "expected 6"]) {
+            try load(Self.idx([3, 1, 2], [1, 2, 3, 4, 5]))
+        }
         expectError(.format, mentioning: ["truncated IDX header"]) { try load([0, 0, 8, 3, 0, 0]) }
-        expectError(.format, mentioning: ["has 2 images but", "has 3 labels"]) { try load(Self.idx([2, 1, 1], [1, 2])) }
+        expectError(.format, mentioning: ["has 2 images but", "has 3 labels"]) {
+            try load(Self.idx([2, 1, 1], [1, 2]))
+        }
         expectError(.format, mentioning: ["images need 3 dimensions"]) { try load(Self.idx([3], [1, 2, 3])) }
         expectError(.unsupported, mentioning: ["IDX type 0xd"]) { try load([0, 0, 0x0d, 1, 0, 0, 0, 0]) }
         var corrupt = Self.gzippedLabels
@@ -62,7 +72,9 @@ import Testing
     static func synthetic(count: Int, seed: UInt64) throws -> ImageDataset {
         var generator = SplitMix64(seed: seed)
         let labels = (0..<count).map { $0 % 2 }
-        let pixels = labels.flatMap { label in (0..<16).map { _ in Float(label) * 0.6 + Float.random(in: 0..<0.4, using: &generator) } }
+        let pixels = labels.flatMap { label in
+            (0..<16).map { _ in Float(label) * 0.6 + Float.random(in: 0..<0.4, using: &generator) }
+        }
         return try ImageDataset(images: Tensor(shape: [count, 1, 4, 4], scalars: pixels), labels: labels)
     }
 
@@ -71,7 +83,10 @@ import Testing
         func train() throws -> (Training.Metrics, [Float]) {
             let model = try ModelSpec.build("flatten linear(16,8) relu linear(8,2)", seed: 3)
             let optimizer = try Adam(parameters: model.parameters, learningRate: 0.05)
-            for epoch in 0..<5 { _ = try Training.epoch(model: model, optimizer: optimizer, data: data, batchSize: 16, seed: UInt64(epoch)) }
+            for epoch in 0..<5 {
+                _ = try Training.epoch(
+                    model: model, optimizer: optimizer, data: data, batchSize: 16, seed: UInt64(epoch))
+            }
             return (try Training.evaluate(model: model, data: data), model.parameters.flatMap(\.value.scalars))
         }
         let (metrics, weights) = try train()
@@ -89,7 +104,10 @@ import Testing
         let model = try ModelSpec.build("flatten linear(16,8) relu linear(8,2)", seed: 3)
         let optimizer = try SGD(parameters: model.parameters, learningRate: 1e30)
         expectError(.numerical, mentioning: ["Training:", "lower the learning rate"]) {
-            for epoch in 0..<3 { _ = try Training.epoch(model: model, optimizer: optimizer, data: data, batchSize: 8, seed: UInt64(epoch)) }
+            for epoch in 0..<3 {
+                _ = try Training.epoch(
+                    model: model, optimizer: optimizer, data: data, batchSize: 8, seed: UInt64(epoch))
+            }
         }
     }
 }

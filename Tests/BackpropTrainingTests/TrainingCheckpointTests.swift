@@ -2,11 +2,11 @@ import Backprop
 import BackpropTestSupport
 import BackpropTraining
 import Foundation
-import BackpropTestSupport
 import Testing
 
 @Suite struct TrainingCheckpointTests {
-    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("backprop-training-checkpoint-\(UUID().uuidString)")
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+        "backprop-training-checkpoint-\(UUID().uuidString)")
 
     init() throws {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -14,12 +14,17 @@ import Testing
 
     /// With dropout the resumed run also draws the same masks: the checkpoint carries where the
     /// dropout's generator stands (the resumed model is built from another seed).
-    @Test(arguments: ["conv2d(1,2,3,pad=1) batchnorm2d(2) relu flatten linear(32,2)",
-                      "conv2d(1,2,3,pad=1) batchnorm2d(2) relu dropout(0.3) flatten linear(32,2)"])
+    @Test(arguments: [
+        "conv2d(1,2,3,pad=1) batchnorm2d(2) relu flatten linear(32,2)",
+        "conv2d(1,2,3,pad=1) batchnorm2d(2) relu dropout(0.3) flatten linear(32,2)",
+    ])
     func aTrainingRunResumedFromItsCheckpointMatchesOneThatWasNot(spec: String) throws {
         let data = try DatasetTests.synthetic(count: 48, seed: 4)
         func epochs(_ model: Sequential, _ optimizer: Optimizer, _ range: Range<Int>) throws {
-            for epoch in range { _ = try Training.epoch(model: model, optimizer: optimizer, data: data, batchSize: 16, seed: UInt64(epoch)) }
+            for epoch in range {
+                _ = try Training.epoch(
+                    model: model, optimizer: optimizer, data: data, batchSize: 16, seed: UInt64(epoch))
+            }
         }
         let straight = try ModelSpec.build(spec, seed: 3)
         try epochs(straight, try Adam(parameters: straight.parameters, learningRate: 0.01), 0..<3)
@@ -30,18 +35,22 @@ import Testing
         var history = TrainingHistory()
         history.settings = [["model", spec]]
         let url = directory.appendingPathComponent("checkpoint.safetensors")
-        try TrainingCheckpoint.save(model: interrupted, optimizer: optimizer, history: history, epochsDone: 2,
-                                    metadata: ["model": spec], to: url)
+        try TrainingCheckpoint.save(
+            model: interrupted, optimizer: optimizer, history: history, epochsDone: 2,
+            metadata: ["model": spec], to: url)
 
         let resumed = try ModelSpec.build(spec, seed: 11)
         let fresh = try Adam(parameters: resumed.parameters, learningRate: 0.01)
         let saved = try TrainingCheckpoint.load(from: url, model: resumed, optimizer: fresh)
         #expect(saved.epochsDone == 2 && saved.history == history && saved.metadata["model"] == spec)
         try epochs(resumed, fresh, 2..<3)
-        #expect(Checkpoint.stateDict(of: resumed) == Checkpoint.stateDict(of: straight), "bit-identical parameters, buffers and counters")
+        #expect(
+            Checkpoint.stateDict(of: resumed) == Checkpoint.stateDict(of: straight),
+            "bit-identical parameters, buffers and counters")
 
         expectError(.invalidArgument, mentioning: ["saved with optimizer Adam", "SGD"]) {
-            _ = try TrainingCheckpoint.load(from: url, model: resumed, optimizer: try SGD(parameters: resumed.parameters, learningRate: 0.1))
+            _ = try TrainingCheckpoint.load(
+                from: url, model: resumed, optimizer: try SGD(parameters: resumed.parameters, learningRate: 0.1))
         }
     }
 }

@@ -1,5 +1,5 @@
-import BackpropTraining
 import BackpropTestSupport
+import BackpropTraining
 import Testing
 
 @Suite struct XORExampleTests {

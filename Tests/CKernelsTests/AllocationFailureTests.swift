@@ -7,8 +7,10 @@ import Testing
 /// could not get, until the count passes the kernel's allocations and it succeeds. The calling
 /// thread also runs its share of each parallel region, so its scratch allocations are reached too.
 @Suite struct AllocationFailureTests {
-    static func expectReportsEveryFailure(_ label: String, sourceLocation: SourceLocation = #_sourceLocation,
-                                          _ kernel: () -> Int64) {
+    static func expectReportsEveryFailure(
+        _ label: String, sourceLocation: SourceLocation = #_sourceLocation,
+        _ kernel: () -> Int64
+    ) {
         var failures = 0
         for count in 1...64 {
             bp_fail_allocation(Int64(count))
@@ -24,11 +26,13 @@ import Testing
 
     @Test(arguments: [1, 3])  // groups 3 with 3 channels: the depthwise path
     func convolutions(groups: Int) {
-        var p = bp_conv2d_params(n: 2, c: 3, h: 9, w: 8, k: 3, out_h: 9, out_w: 8, r: 3, s: 3, stride_h: 1, stride_w: 1,
-                                 pad_h: 1, pad_w: 1, dilation_h: 1, dilation_w: 1, groups: Int64(groups))
+        var p = bp_conv2d_params(
+            n: 2, c: 3, h: 9, w: 8, k: 3, out_h: 9, out_w: 8, r: 3, s: 3, stride_h: 1, stride_w: 1,
+            pad_h: 1, pad_w: 1, dilation_h: 1, dilation_w: 1, groups: Int64(groups))
         var random = TestRandom(seed: 1)
         let x = random.floats(2 * 3 * 9 * 8), w = random.floats(3 * 3 / groups * 9), dy = random.floats(2 * 3 * 9 * 8)
-        var out = [Float](repeating: 0, count: x.count), dw = [Float](repeating: 0, count: w.count), db = [Float](repeating: 0, count: 3)
+        var out = [Float](repeating: 0, count: x.count), dw = [Float](repeating: 0, count: w.count),
+            db = [Float](repeating: 0, count: 3)
         Self.expectReportsEveryFailure("conv2d forward") { bp_conv2d_forward(&out, x, w, nil, &p) }
         Self.expectReportsEveryFailure("conv2d backward-data") { bp_conv2d_backward_data(&out, dy, w, nil, &p) }
         Self.expectReportsEveryFailure("conv2d backward-weights") { bp_conv2d_backward_weights(&dw, &db, dy, x, &p) }
@@ -42,7 +46,8 @@ import Testing
         var y = [Float](repeating: 0, count: x.count), mean = [Float](repeating: 0, count: 2 * n * c)
         var rstd = [Float](repeating: 0, count: n * c), dg = [Float](repeating: 0, count: c * hw), db = dg
         Self.expectReportsEveryFailure("batchnorm forward") {
-            bp_batchnorm_forward_train(&y, &mean, &rstd, nil, nil, x, nil, nil, Int64(n), Int64(c), Int64(hw), 1e-5, 0.1, 0)
+            bp_batchnorm_forward_train(
+                &y, &mean, &rstd, nil, nil, x, nil, nil, Int64(n), Int64(c), Int64(hw), 1e-5, 0.1, 0)
         }
         Self.expectReportsEveryFailure("batchnorm backward") {
             bp_batchnorm_backward(&y, nil, nil, dy, x, mean, rstd, nil, nil, Int64(n), Int64(c), Int64(hw), 1, 0)
@@ -58,11 +63,13 @@ import Testing
     @Test(arguments: [(3, 2, 1, 0), (3, 1, 1, 1), (2, 2, 0, 0)])
     func pooling(kernel: Int, stride: Int, pad: Int, adaptive: Int) {
         let (h, w) = (9, 8)
-        let outH = adaptive == 1 ? 4 : (h + 2 * pad - kernel) / stride + 1, outW = adaptive == 1 ? 3 : (w + 2 * pad - kernel) / stride + 1
-        var p = bp_pool2d_params(n: 2, c: 3, h: Int64(h), w: Int64(w), out_h: Int64(outH), out_w: Int64(outW),
-                                 kernel_h: Int64(kernel), kernel_w: Int64(kernel), stride_h: Int64(stride),
-                                 stride_w: Int64(stride), pad_h: Int64(pad), pad_w: Int64(pad), dilation_h: 1, dilation_w: 1,
-                                 adaptive: Int32(adaptive), count_include_pad: 1, divisor_override: 0)
+        let outH = adaptive == 1 ? 4 : (h + 2 * pad - kernel) / stride + 1,
+            outW = adaptive == 1 ? 3 : (w + 2 * pad - kernel) / stride + 1
+        var p = bp_pool2d_params(
+            n: 2, c: 3, h: Int64(h), w: Int64(w), out_h: Int64(outH), out_w: Int64(outW),
+            kernel_h: Int64(kernel), kernel_w: Int64(kernel), stride_h: Int64(stride),
+            stride_w: Int64(stride), pad_h: Int64(pad), pad_w: Int64(pad), dilation_h: 1, dilation_w: 1,
+            adaptive: Int32(adaptive), count_include_pad: 1, divisor_override: 0)
         var random = TestRandom(seed: 3)
         let x = random.floats(6 * h * w), dy = random.floats(6 * outH * outW)
         var y = [Float](repeating: 0, count: dy.count), dx = x, index = [UInt8](repeating: 0, count: dy.count)

@@ -1,5 +1,5 @@
-import CKernels
 import BackpropTestSupport
+import CKernels
 import Testing
 
 @Suite struct ConvKernelTests {
@@ -12,11 +12,12 @@ import Testing
         var params: bp_conv2d_params {
             let outH = (h + 2 * pad.0 - dilation.0 * (r - 1) - 1) / stride.0 + 1
             let outW = (w + 2 * pad.1 - dilation.1 * (s - 1) - 1) / stride.1 + 1
-            return bp_conv2d_params(n: Int64(n), c: Int64(c), h: Int64(h), w: Int64(w), k: Int64(k),
-                                    out_h: Int64(outH), out_w: Int64(outW), r: Int64(r), s: Int64(s),
-                                    stride_h: Int64(stride.0), stride_w: Int64(stride.1), pad_h: Int64(pad.0),
-                                    pad_w: Int64(pad.1), dilation_h: Int64(dilation.0), dilation_w: Int64(dilation.1),
-                                    groups: Int64(groups))
+            return bp_conv2d_params(
+                n: Int64(n), c: Int64(c), h: Int64(h), w: Int64(w), k: Int64(k),
+                out_h: Int64(outH), out_w: Int64(outW), r: Int64(r), s: Int64(s),
+                stride_h: Int64(stride.0), stride_w: Int64(stride.1), pad_h: Int64(pad.0),
+                pad_w: Int64(pad.1), dilation_h: Int64(dilation.0), dilation_w: Int64(dilation.1),
+                groups: Int64(groups))
         }
 
         var description: String {
@@ -28,23 +29,28 @@ import Testing
         Shape(label: "basic 3x3 pad 1", n: 2, c: 3, h: 7, w: 6, k: 4, r: 3, s: 3, pad: (1, 1)),
         Shape(label: "stride 2, size not dividing", n: 2, c: 2, h: 9, w: 8, k: 3, r: 3, s: 3, stride: (2, 2)),
         Shape(label: "stride 3 with padding", n: 1, c: 2, h: 10, w: 11, k: 2, r: 3, s: 2, stride: (3, 3), pad: (1, 1)),
-        Shape(label: "asymmetric kernel, stride and dilation", n: 1, c: 3, h: 8, w: 7, k: 5, r: 3, s: 2,
-              stride: (2, 1), pad: (1, 0), dilation: (1, 2)),
+        Shape(
+            label: "asymmetric kernel, stride and dilation", n: 1, c: 3, h: 8, w: 7, k: 5, r: 3, s: 2,
+            stride: (2, 1), pad: (1, 0), dilation: (1, 2)),
         Shape(label: "dilation 2", n: 2, c: 2, h: 9, w: 9, k: 3, r: 3, s: 3, pad: (2, 2), dilation: (2, 2)),
         Shape(label: "groups 2", n: 2, c: 4, h: 6, w: 6, k: 6, r: 3, s: 3, pad: (1, 1), groups: 2),
         Shape(label: "depthwise", n: 3, c: 5, h: 6, w: 5, k: 5, r: 3, s: 3, pad: (1, 1), groups: 5),
-        Shape(label: "depthwise, stride 2, dilation 2, wide rows", n: 2, c: 3, h: 11, w: 29, k: 3, r: 3, s: 3,
-              stride: (2, 2), pad: (2, 1), dilation: (2, 2), groups: 3),
+        Shape(
+            label: "depthwise, stride 2, dilation 2, wide rows", n: 2, c: 3, h: 11, w: 29, k: 3, r: 3, s: 3,
+            stride: (2, 2), pad: (2, 1), dilation: (2, 2), groups: 3),
         Shape(label: "depthwise multiplier 2", n: 1, c: 3, h: 5, w: 5, k: 6, r: 3, s: 3, pad: (1, 1), groups: 3),
         Shape(label: "C = 1", n: 2, c: 1, h: 8, w: 8, k: 4, r: 5, s: 5, pad: (2, 2)),
         Shape(label: "K = 1", n: 2, c: 3, h: 5, w: 6, k: 1, r: 3, s: 3),
         Shape(label: "batch 1, 1x1 pointwise", n: 1, c: 5, h: 4, w: 4, k: 2, r: 1, s: 1),
         Shape(label: "1x1 with stride 2", n: 2, c: 3, h: 5, w: 5, k: 2, r: 1, s: 1, stride: (2, 2)),
         Shape(label: "kernel as large as the padded input", n: 2, c: 2, h: 3, w: 4, k: 3, r: 5, s: 6, pad: (1, 1)),
-        Shape(label: "padding larger than the kernel reach", n: 1, c: 2, h: 3, w: 3, k: 2, r: 2, s: 2, stride: (2, 2), pad: (3, 3)),
+        Shape(
+            label: "padding larger than the kernel reach", n: 1, c: 2, h: 3, w: 3, k: 2, r: 2, s: 2, stride: (2, 2),
+            pad: (3, 3)),
         Shape(label: "many images (4 weight blocks)", n: 9, c: 3, h: 5, w: 5, k: 4, r: 3, s: 3, pad: (1, 1)),
-        Shape(label: "over 320 taps and 320 channels (two reduction blocks each way)", n: 2, c: 40, h: 4, w: 5, k: 330,
-              r: 3, s: 3, pad: (1, 1)),
+        Shape(
+            label: "over 320 taps and 320 channels (two reduction blocks each way)", n: 2, c: 40, h: 4, w: 5, k: 330,
+            r: 3, s: 3, pad: (1, 1)),
     ]
 
     @Test("forward, backward-data and backward-weights match the references", arguments: shapes)
@@ -84,9 +90,10 @@ import Testing
         bp_conv2d_backward_weights_ref(&dwRef, dy, x, &p)
         #expect(relativeError(dw, dwRef) < 1e-5, "backward-weights \(shape)")
         let dbRef = (0..<shape.k).map { k in
-            Float((0..<shape.n).reduce(Double(biasStart[k])) { sum, b in
-                (0..<plane).reduce(sum) { $0 + Double(dy[(b * shape.k + k) * plane + $1]) }
-            })
+            Float(
+                (0..<shape.n).reduce(Double(biasStart[k])) { sum, b in
+                    (0..<plane).reduce(sum) { $0 + Double(dy[(b * shape.k + k) * plane + $1]) }
+                })
         }
         #expect(relativeError(db, dbRef) < 1e-5, "bias gradient with the weight gradient \(shape)")
         var dwOnly = start
@@ -117,7 +124,8 @@ import Testing
         let dy = random.floats(shape.n * shape.k * Int(p.out_h * p.out_w))
         let bias = random.floats(shape.k), inBias = random.floats(shape.c)
         func run() -> [[UInt32]] {
-            var y = [Float](repeating: 0, count: dy.count), dx = x, dw = weight, db = [Float](repeating: 0, count: shape.k)
+            var y = [Float](repeating: 0, count: dy.count), dx = x, dw = weight,
+                db = [Float](repeating: 0, count: shape.k)
             bp_conv2d_forward(&y, x, weight, bias, &p)
             bp_conv2d_backward_data(&dx, dy, weight, inBias, &p)
             bp_conv2d_backward_weights(&dw, &db, dy, x, &p)

@@ -1,6 +1,6 @@
+import BackpropTestSupport
 import CKernels
 import Foundation
-import BackpropTestSupport
 import Testing
 
 /// Each activation kernel against its formula evaluated in double, element by element.
@@ -19,19 +19,33 @@ import Testing
     }
 
     static let activations: [Activation] = [
-        Activation(description: "relu", forward: { bp_relu_forward($0, $1, $2) }, backward: { bp_relu_backward($0, $1, $2, $3) },
-                   backwardReadsOutput: false, f: { max($0, 0) }, derivative: { $0 > 0 ? 1 : 0 }),
-        Activation(description: "leaky_relu(0.2)", forward: { bp_leaky_relu_forward($0, $1, 0.2, $2) },
-                   backward: { bp_leaky_relu_backward($0, $1, $2, 0.2, $3) },
-                   backwardReadsOutput: false, f: { $0 > 0 ? $0 : 0.2 * $0 }, derivative: { $0 > 0 ? 1 : 0.2 }),
-        Activation(description: "sigmoid", forward: { bp_sigmoid_forward($0, $1, $2) }, backward: { bp_sigmoid_backward($0, $1, $2, $3) },
-                   backwardReadsOutput: true, f: { 1 / (1 + exp(-$0)) },
-                   derivative: { let s = 1 / (1 + exp(-$0)); return s * (1 - s) }),
-        Activation(description: "tanh", forward: { bp_tanh_forward($0, $1, $2) }, backward: { bp_tanh_backward($0, $1, $2, $3) },
-                   backwardReadsOutput: true, f: { tanh($0) }, derivative: { 1 - tanh($0) * tanh($0) }),
-        Activation(description: "gelu", forward: { bp_gelu_forward($0, $1, $2) }, backward: { bp_gelu_backward($0, $1, $2, $3) },
-                   backwardReadsOutput: false, f: { $0 * 0.5 * (1 + erf($0 / 2.0.squareRoot())) },
-                   derivative: { 0.5 * (1 + erf($0 / 2.0.squareRoot())) + $0 * exp(-$0 * $0 / 2) / (2 * Double.pi).squareRoot() }),
+        Activation(
+            description: "relu", forward: { bp_relu_forward($0, $1, $2) },
+            backward: { bp_relu_backward($0, $1, $2, $3) },
+            backwardReadsOutput: false, f: { max($0, 0) }, derivative: { $0 > 0 ? 1 : 0 }),
+        Activation(
+            description: "leaky_relu(0.2)", forward: { bp_leaky_relu_forward($0, $1, 0.2, $2) },
+            backward: { bp_leaky_relu_backward($0, $1, $2, 0.2, $3) },
+            backwardReadsOutput: false, f: { $0 > 0 ? $0 : 0.2 * $0 }, derivative: { $0 > 0 ? 1 : 0.2 }),
+        Activation(
+            description: "sigmoid", forward: { bp_sigmoid_forward($0, $1, $2) },
+            backward: { bp_sigmoid_backward($0, $1, $2, $3) },
+            backwardReadsOutput: true, f: { 1 / (1 + exp(-$0)) },
+            derivative: {
+                let s = 1 / (1 + exp(-$0))
+                return s * (1 - s)
+            }),
+        Activation(
+            description: "tanh", forward: { bp_tanh_forward($0, $1, $2) },
+            backward: { bp_tanh_backward($0, $1, $2, $3) },
+            backwardReadsOutput: true, f: { tanh($0) }, derivative: { 1 - tanh($0) * tanh($0) }),
+        Activation(
+            description: "gelu", forward: { bp_gelu_forward($0, $1, $2) },
+            backward: { bp_gelu_backward($0, $1, $2, $3) },
+            backwardReadsOutput: false, f: { $0 * 0.5 * (1 + erf($0 / 2.0.squareRoot())) },
+            derivative: {
+                0.5 * (1 + erf($0 / 2.0.squareRoot())) + $0 * exp(-$0 * $0 / 2) / (2 * Double.pi).squareRoot()
+            }),
     ]
 
     /// Sizes below and above the parallel threshold, with values including 0 and large magnitudes.
@@ -40,7 +54,10 @@ import Testing
         var random = TestRandom(seed: UInt64(count))
         var x = random.floats(count, -8, 8)
         x[0] = 0
-        if count > 2 { x[1] = 30; x[2] = -30 }
+        if count > 2 {
+            x[1] = 30
+            x[2] = -30
+        }
         let dy = random.floats(count)
         var y = [Float](repeating: .nan, count: count), dx = y
         activation.forward(&y, x, Int64(count))

@@ -1,5 +1,5 @@
-import CKernels
 import BackpropTestSupport
+import CKernels
 import Testing
 
 @Suite struct GemmTests {
@@ -12,7 +12,9 @@ import Testing
         (1, 1, 1), (1, 7, 3), (5, 1, 9), (3, 4, 1), (17, 33, 65), (64, 31, 128), (130, 70, 9),
     ].flatMap { m, n, k in
         [false, true].flatMap { ta in
-            [false, true].flatMap { tb in [Float(0), 1].map { Case(transA: ta, transB: tb, m: m, n: n, k: k, beta: $0) } }
+            [false, true].flatMap { tb in
+                [Float(0), 1].map { Case(transA: ta, transB: tb, m: m, n: n, k: k, beta: $0) }
+            }
         }
     }
 
@@ -25,10 +27,12 @@ import Testing
         let a = random.floats(rowsA * (colsA + 1)), b = random.floats(rowsB * (colsB + 1))
         let c0 = random.floats(c.m * (c.n + 1))
         var fast = c0, reference = c0
-        bp_sgemm(c.transA ? 1 : 0, c.transB ? 1 : 0, Int64(c.m), Int64(c.n), Int64(c.k), 0.5,
-                 a, Int64(colsA + 1), b, Int64(colsB + 1), c.beta, &fast, Int64(c.n + 1))
-        bp_sgemm_ref(c.transA ? 1 : 0, c.transB ? 1 : 0, Int64(c.m), Int64(c.n), Int64(c.k), 0.5,
-                     a, Int64(colsA + 1), b, Int64(colsB + 1), c.beta, &reference, Int64(c.n + 1))
+        bp_sgemm(
+            c.transA ? 1 : 0, c.transB ? 1 : 0, Int64(c.m), Int64(c.n), Int64(c.k), 0.5,
+            a, Int64(colsA + 1), b, Int64(colsB + 1), c.beta, &fast, Int64(c.n + 1))
+        bp_sgemm_ref(
+            c.transA ? 1 : 0, c.transB ? 1 : 0, Int64(c.m), Int64(c.n), Int64(c.k), 0.5,
+            a, Int64(colsA + 1), b, Int64(colsB + 1), c.beta, &reference, Int64(c.n + 1))
         #expect(relativeError(fast, reference) < 1e-5, "\(c)")
         // The padding column of C is never written.
         for row in 0..<c.m { #expect(fast[row * (c.n + 1) + c.n] == c0[row * (c.n + 1) + c.n], "\(c)") }

@@ -1,5 +1,5 @@
-import CKernels
 import BackpropTestSupport
+import CKernels
 import Testing
 
 @Suite struct LinearKernelTests {
@@ -7,8 +7,9 @@ import Testing
         (1, 1, 1), (1, 5, 3), (7, 1, 4), (5, 7, 3), (33, 65, 17), (128, 100, 10),
     ]
 
-    @Test("forward, backward-data and backward-weights match the references",
-          arguments: shapes, [true, false])
+    @Test(
+        "forward, backward-data and backward-weights match the references",
+        arguments: shapes, [true, false])
     func matchesReference(_ shape: (rows: Int, inFeatures: Int, outFeatures: Int), bias: Bool) {
         let (rows, inF, outF) = (Int64(shape.rows), Int64(shape.inFeatures), Int64(shape.outFeatures))
         var random = TestRandom(seed: UInt64(shape.rows * 7 + shape.inFeatures))

@@ -1,11 +1,12 @@
+import BackpropTestSupport
 import CKernels
 import Foundation
-import BackpropTestSupport
 import Testing
 
 @Suite struct LossKernelTests {
-    @Test("softmax cross-entropy matches the double-precision reference",
-          arguments: [(1, 1), (1, 5), (6, 5), (33, 10), (1024, 1000)])
+    @Test(
+        "softmax cross-entropy matches the double-precision reference",
+        arguments: [(1, 1), (1, 5), (6, 5), (33, 10), (1024, 1000)])
     func softmaxCrossEntropy(rows: Int, classes: Int) {
         var random = TestRandom(seed: UInt64(rows * classes))
         let logits = random.floats(rows * classes, -5, 5)
@@ -57,7 +58,9 @@ import Testing
         let mse = bp_mse(&dx, logits, target, Int64(count))
         let mseRef = zip(logits, target).map { pow(Double($0) - Double($1), 2) }.reduce(0, +) / n
         #expect(abs(mse - mseRef) <= 1e-6 * max(1, mseRef))
-        for i in 0..<count { #expect(abs(Double(dx[i]) - 2 * (Double(logits[i]) - Double(target[i])) / n) <= 1e-6 / n * 10) }
+        for i in 0..<count {
+            #expect(abs(Double(dx[i]) - 2 * (Double(logits[i]) - Double(target[i])) / n) <= 1e-6 / n * 10)
+        }
 
         let bce = bp_bce(&dx, probabilities, target, Int64(count))
         var bceRef = 0.0

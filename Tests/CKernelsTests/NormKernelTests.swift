@@ -1,5 +1,5 @@
-import CKernels
 import BackpropTestSupport
+import CKernels
 import Testing
 
 @Suite struct NormKernelTests {
@@ -35,12 +35,15 @@ import Testing
         let dy = random.floats(count)
         func optional(_ a: [Float]) -> [Float]? { affine ? a : nil }
         var y = [Float](repeating: .nan, count: count), yRef = y
-        var mean = [Float](repeating: 0, count: 2 * b.c), rstd = [Float](repeating: 0, count: b.c), meanRef = mean, rstdRef = rstd
+        var mean = [Float](repeating: 0, count: 2 * b.c), rstd = [Float](repeating: 0, count: b.c), meanRef = mean,
+            rstdRef = rstd
         var runningMean = [Float](repeating: 0.5, count: b.c), runningVar = [Float](repeating: 2, count: b.c)
-        bp_batchnorm_forward_train(&y, &mean, &rstd, &runningMean, &runningVar, x, optional(gamma), optional(beta),
-                                   Int64(b.n), Int64(b.c), Int64(b.hw), eps, 0.1, 0)
-        bp_batchnorm_forward_train_ref(&yRef, &meanRef, &rstdRef, x, optional(gamma), optional(beta),
-                                       Int64(b.n), Int64(b.c), Int64(b.hw), eps)
+        bp_batchnorm_forward_train(
+            &y, &mean, &rstd, &runningMean, &runningVar, x, optional(gamma), optional(beta),
+            Int64(b.n), Int64(b.c), Int64(b.hw), eps, 0.1, 0)
+        bp_batchnorm_forward_train_ref(
+            &yRef, &meanRef, &rstdRef, x, optional(gamma), optional(beta),
+            Int64(b.n), Int64(b.c), Int64(b.hw), eps)
         #expect(relativeError(y, yRef) < 2e-5, "forward \(b)")
         #expect(y.allSatisfy { $0.isFinite }, "finite \(b)")
         #expect(relativeError(rstd, rstdRef) < 1e-6, "rstd \(b)")
@@ -49,7 +52,9 @@ import Testing
         for ch in 0..<b.c {
             let unbiased = (1 / Double(rstdRef[ch]) / Double(rstdRef[ch]) - Double(eps)) * m / (m - 1)
             let batchMean = Double(meanRef[2 * ch]) + Double(meanRef[2 * ch + 1])
-            #expect(abs(Double(runningMean[ch]) - (0.45 + 0.1 * batchMean)) <= 1e-6 * max(1, abs(batchMean)), "running mean \(b)")
+            #expect(
+                abs(Double(runningMean[ch]) - (0.45 + 0.1 * batchMean)) <= 1e-6 * max(1, abs(batchMean)),
+                "running mean \(b)")
             #expect(abs(Double(runningVar[ch]) - (1.8 + 0.1 * unbiased)) < 1e-4, "running var \(b)")
         }
 
@@ -60,13 +65,15 @@ import Testing
             let statsMean = batchStatistics == 1 ? mean : runningMean.flatMap { [$0, 0] }
             let statsRstd = batchStatistics == 1 ? rstd : runningVar.map { 1 / ($0 + eps).squareRoot() }
             let missing = withOptionalPair(affine, &dgamma, &dbeta) { dg, db in
-                bp_batchnorm_backward(&dx, dg, db, dy, x, statsMean, statsRstd, optional(gamma), optional(beta),
-                                      Int64(b.n), Int64(b.c), Int64(b.hw), batchStatistics, 0)
+                bp_batchnorm_backward(
+                    &dx, dg, db, dy, x, statsMean, statsRstd, optional(gamma), optional(beta),
+                    Int64(b.n), Int64(b.c), Int64(b.hw), batchStatistics, 0)
             }
             #expect(missing == 0)
             withOptionalPair(affine, &dgammaRef, &dbetaRef) { dg, db in
-                bp_batchnorm_backward_ref(&dxRef, dg, db, dy, x, optional(gamma), Int64(b.n), Int64(b.c), Int64(b.hw), eps,
-                                          batchStatistics, runningMean, runningVar)
+                bp_batchnorm_backward_ref(
+                    &dxRef, dg, db, dy, x, optional(gamma), Int64(b.n), Int64(b.c), Int64(b.hw), eps,
+                    batchStatistics, runningMean, runningVar)
             }
             #expect(relativeError(dx, dxRef) < 1e-4, "backward dx \(b) batch statistics \(batchStatistics)")
             #expect(dx.allSatisfy { $0.isFinite })
@@ -79,7 +86,8 @@ import Testing
 
     static let layerCases: [(label: String, rows: Int, d: Int, offset: Float, spread: Float)] = [
         ("one row", 1, 10, 0, 1), ("rows of 7", 5, 7, 0, 1), ("wide rows", 3, 3001, 0, 1), ("many rows", 40, 33, 0, 1),
-        ("mean 1e4, std 0.1", 6, 64, 1e4, 0.1), ("mean 1e3, std 0.01", 6, 64, 1e3, 0.01), ("constant rows", 4, 16, -3, 0),
+        ("mean 1e4, std 0.1", 6, 64, 1e4, 0.1), ("mean 1e3, std 0.01", 6, 64, 1e3, 0.01),
+        ("constant rows", 4, 16, -3, 0),
     ]
 
     @Test("layer norm forward and backward match the double-precision reference", arguments: 0..<7, [true, false])
@@ -89,9 +97,12 @@ import Testing
         var random = TestRandom(seed: 4)
         let gamma = random.floats(c.d, 0.5, 1.5), beta = random.floats(c.d), dy = random.floats(count)
         var y = [Float](repeating: .nan, count: count), yRef = y
-        var mean = [Float](repeating: 0, count: 2 * c.rows), rstd = [Float](repeating: 0, count: c.rows), meanRef = mean, rstdRef = rstd
-        bp_layernorm_forward(&y, &mean, &rstd, x, affine ? gamma : nil, affine ? beta : nil, Int64(c.rows), Int64(c.d), 1e-5)
-        bp_layernorm_forward_ref(&yRef, &meanRef, &rstdRef, x, affine ? gamma : nil, affine ? beta : nil, Int64(c.rows), Int64(c.d), 1e-5)
+        var mean = [Float](repeating: 0, count: 2 * c.rows), rstd = [Float](repeating: 0, count: c.rows),
+            meanRef = mean, rstdRef = rstd
+        bp_layernorm_forward(
+            &y, &mean, &rstd, x, affine ? gamma : nil, affine ? beta : nil, Int64(c.rows), Int64(c.d), 1e-5)
+        bp_layernorm_forward_ref(
+            &yRef, &meanRef, &rstdRef, x, affine ? gamma : nil, affine ? beta : nil, Int64(c.rows), Int64(c.d), 1e-5)
         #expect(relativeError(y, yRef) < 2e-5, "forward \(c.label)")
         var dx = [Float](repeating: .nan, count: count), dxRef = dx
         var dgamma = [Float](repeating: 0, count: c.d), dbeta = dgamma, dgammaRef = dgamma, dbetaRef = dgamma
@@ -123,11 +134,14 @@ import Testing
         func forward(relu: Int32) -> [Float] {
             var y = [Float](repeating: .nan, count: x.count)
             if batchStatistics == 1 {
-                bp_batchnorm_forward_train(&y, &mean, &rstd, nil, nil, x, gamma, beta, Int64(n), Int64(c), Int64(hw), 1e-5, 0.1, relu)
+                bp_batchnorm_forward_train(
+                    &y, &mean, &rstd, nil, nil, x, gamma, beta, Int64(n), Int64(c), Int64(hw), 1e-5, 0.1, relu)
             } else {
-                bp_batchnorm_forward_eval(&y, x, runningMean, runningVar, gamma, beta, Int64(n), Int64(c), Int64(hw), 1e-5, relu)
+                bp_batchnorm_forward_eval(
+                    &y, x, runningMean, runningVar, gamma, beta, Int64(n), Int64(c), Int64(hw), 1e-5, relu)
                 mean = runningMean.flatMap { [$0, 0] }
-                rstd = runningVar.map { Float(1 / (Double($0) + Double(Float(1e-5))).squareRoot()) }  // as BatchNorm computes it
+                // As BatchNorm computes it.
+                rstd = runningVar.map { Float(1 / (Double($0) + Double(Float(1e-5))).squareRoot()) }
             }
             return y
         }
@@ -140,10 +154,13 @@ import Testing
         var dy = [Float](repeating: .nan, count: x.count)
         bp_relu_backward(&dy, dz, y, Int64(x.count))
         var dx = [Float](repeating: .nan, count: x.count), dg = [Float](repeating: 0, count: c), db = dg
-        bp_batchnorm_backward(&dx, &dg, &db, dy, x, mean, rstd, gamma, beta, Int64(n), Int64(c), Int64(hw), batchStatistics, 0)
-        var fusedDx = [Float](repeating: .nan, count: x.count), fusedDg = [Float](repeating: 0, count: c), fusedDb = fusedDg
-        bp_batchnorm_backward(&fusedDx, &fusedDg, &fusedDb, dz, x, mean, rstd, gamma, beta, Int64(n), Int64(c), Int64(hw),
-                              batchStatistics, 1)
+        bp_batchnorm_backward(
+            &dx, &dg, &db, dy, x, mean, rstd, gamma, beta, Int64(n), Int64(c), Int64(hw), batchStatistics, 0)
+        var fusedDx = [Float](repeating: .nan, count: x.count), fusedDg = [Float](repeating: 0, count: c),
+            fusedDb = fusedDg
+        bp_batchnorm_backward(
+            &fusedDx, &fusedDg, &fusedDb, dz, x, mean, rstd, gamma, beta, Int64(n), Int64(c), Int64(hw),
+            batchStatistics, 1)
         #expect(bits(fusedDx) == bits(dx) && bits(fusedDg) == bits(dg) && bits(fusedDb) == bits(db), "backward")
     }
 
@@ -156,16 +173,20 @@ import Testing
         let (rows, d) = (n * c, hw)
         let lnGamma = random.floats(d), lnBeta = random.floats(d)
         func run() -> [[UInt32]] {
-            var y = x, mean = [Float](repeating: 0, count: 2 * c), rstd = [Float](repeating: 0, count: c), rm = rstd, rv = rstd
-            bp_batchnorm_forward_train(&y, &mean, &rstd, &rm, &rv, x, gamma, beta, Int64(n), Int64(c), Int64(hw), 1e-5, 0.1, 0)
+            var y = x, mean = [Float](repeating: 0, count: 2 * c), rstd = [Float](repeating: 0, count: c), rm = rstd,
+                rv = rstd
+            bp_batchnorm_forward_train(
+                &y, &mean, &rstd, &rm, &rv, x, gamma, beta, Int64(n), Int64(c), Int64(hw), 1e-5, 0.1, 0)
             var dx = x, dg = [Float](repeating: 0, count: c), db = dg
             bp_batchnorm_backward(&dx, &dg, &db, dy, x, mean, rstd, gamma, beta, Int64(n), Int64(c), Int64(hw), 1, 0)
             var ly = x, lm = [Float](repeating: 0, count: 2 * rows), lr = [Float](repeating: 0, count: rows)
             bp_layernorm_forward(&ly, &lm, &lr, x, lnGamma, lnBeta, Int64(rows), Int64(d), 1e-5)
             var ldx = x, ldg = [Float](repeating: 0, count: d), ldb = ldg
             bp_layernorm_backward(&ldx, &ldg, &ldb, dy, x, lm, lr, lnGamma, Int64(rows), Int64(d))
-            return [bits(y), bits(mean), bits(rstd), bits(rm), bits(rv), bits(dx), bits(dg), bits(db),
-                    bits(ly), bits(ldx), bits(ldg), bits(ldb)]
+            return [
+                bits(y), bits(mean), bits(rstd), bits(rm), bits(rv), bits(dx), bits(dg), bits(db),
+                bits(ly), bits(ldx), bits(ldg), bits(ldb),
+            ]
         }
         expectBitIdentical(run)
     }

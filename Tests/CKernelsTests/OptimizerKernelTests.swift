@@ -1,5 +1,5 @@
-import CKernels
 import BackpropTestSupport
+import CKernels
 import Testing
 
 @Suite struct OptimizerKernelTests {
@@ -13,8 +13,9 @@ import Testing
         var kernelBuffer = [Float](repeating: 0, count: param.count)
         for step in 0..<3 {
             let grad = random.floats(param.count)
-            bp_sgd_step(&param, &kernelBuffer, grad, Int64(param.count), lr, momentum, decay,
-                        nesterov ? 1 : 0, step == 0 ? 1 : 0)
+            bp_sgd_step(
+                &param, &kernelBuffer, grad, Int64(param.count), lr, momentum, decay,
+                nesterov ? 1 : 0, step == 0 ? 1 : 0)
             for i in expected.indices {
                 var d = Double(grad[i]) + Double(decay) * expected[i]
                 if momentum != 0 {

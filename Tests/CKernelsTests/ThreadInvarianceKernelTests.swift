@@ -1,5 +1,5 @@
-import CKernels
 import BackpropTestSupport
+import CKernels
 import Testing
 
 /// Every kernel gives the same bits with 1 and 3 threads, on sizes above the parallel threshold.
@@ -27,8 +27,10 @@ import Testing
             let mse = bp_mse(&dm, y, dy, Int64(y.count))
             var act = [Float](repeating: 0, count: x.count)
             bp_gelu_forward(&act, x, Int64(x.count))
-            return [bits(y), bits(dx), bits(dw), bits(db), bits(dl), bits(dm), bits(act),
-                    [UInt32(truncatingIfNeeded: xent.bitPattern), UInt32(truncatingIfNeeded: mse.bitPattern)]]
+            return [
+                bits(y), bits(dx), bits(dw), bits(db), bits(dl), bits(dm), bits(act),
+                [UInt32(truncatingIfNeeded: xent.bitPattern), UInt32(truncatingIfNeeded: mse.bitPattern)],
+            ]
         }
         expectBitIdentical(threads: [3], run)
     }
