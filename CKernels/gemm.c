@@ -4,7 +4,7 @@
 // on the matrix shape and hands them to our OpenMP threads. Each tile is one single-threaded BLAS
 // call of the same shape whatever the thread count, so results are bit-identical for any
 // OMP_NUM_THREADS (OpenBLAS's own threading picks other kernels and summation orders for other
-// thread counts: measured, 1 vs 3 threads differ in the last bits). Both of Debian's OpenBLAS
+// thread counts: 1 and 3 threads differ in the last bits). Both of Debian's OpenBLAS
 // flavours are kept single-threaded (bp_sgemm_serial): the pthread one by
 // openblas_set_num_threads(1), the openmp one by running inside an active parallel region or with
 // the caller's OpenMP thread count set to 1 (it follows that, not openblas_set_num_threads).
@@ -78,7 +78,7 @@ const char *bp_blas_config(void) { return openblas_get_config(); }
 
 // Tiles split the longer side of C into 1 to 8 pieces of at least 384 rows or columns (rounded
 // up to a multiple of 16), a function of the shape alone. Few and large: each tile packs the other
-// operand again (measured at 1024³ on one core: 2 tiles cost 2.5%, 4 tiles 6%, 8 tiles 27%).
+// operand again, an overhead that grows with the number of tiles.
 static int64_t tile_size(int64_t extent) {
     int64_t tiles = extent / 384;
     tiles = tiles < 1 ? 1 : tiles > 8 ? 8 : tiles;

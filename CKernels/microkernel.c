@@ -13,12 +13,12 @@
 #include <string.h>
 
 // acc += A · B over kc steps, with both 8-column halves of B or (halves = 1) the first only.
-// Inlined with a constant `halves`, so the loop has no test. Four steps per iteration: at kc of
-// a few hundred the loop's own instructions cost 8-12% of a conv phase (measured; the first
-// layer's kc of 9 is a little slower).
+// Inlined with a constant `halves`, so the loop has no test. Four steps per iteration, so that the
+// loop's own instructions are a small part of a few hundred steps' work.
 __attribute__((always_inline)) static inline void product(v8f acc[BP_MR][2], int64_t kc, const float *a, const float *b,
                                                           int halves) {
-    _Pragma("clang loop unroll_count(4)") for (int64_t t = 0; t < kc; t++) {
+#pragma clang loop unroll_count(4)
+    for (int64_t t = 0; t < kc; t++) {
         const float *bt = b + t * BP_NR;
         v8f b0, b1 = {0};
         memcpy(&b0, bt, 32);
@@ -42,7 +42,8 @@ void bp_micro_6x16(int64_t kc, const float *a, const float *b, float *c, int64_t
     // The stores are unrolled, so that every acc[i] is a register: indexed by a loop counter the
     // accumulators would get a stack home, and every call would spill them (costly when kc is 9).
     if (rows == BP_MR && cols == BP_NR) {
-        _Pragma("clang loop unroll(full)") for (int i = 0; i < BP_MR; i++) {
+#pragma clang loop unroll(full)
+        for (int i = 0; i < BP_MR; i++) {
             float *row = c + i * ldc;
             v8f lo = acc[i][0], hi = acc[i][1];
             if (accumulate) {
@@ -55,7 +56,8 @@ void bp_micro_6x16(int64_t kc, const float *a, const float *b, float *c, int64_t
         }
         return;
     }
-    _Pragma("clang loop unroll(full)") for (int i = 0; i < BP_MR; i++) {
+#pragma clang loop unroll(full)
+    for (int i = 0; i < BP_MR; i++) {
         if (i >= rows) break;
         float tile[BP_NR];
         v8f lo = acc[i][0], hi = acc[i][1];

@@ -8,8 +8,8 @@
 
 // MARK: - Statistics of a contiguous run, in double
 
-// Sums over a run vectorise in 8 float lanes (double lanes fed from floats stayed scalar,
-// measured); to keep double accuracy, the lanes sum at most 256 elements (32 per lane) before
+// Sums over a run vectorise in 8 float lanes (double lanes fed from floats stay scalar); to keep
+// double accuracy, the lanes sum at most 256 elements (32 per lane) before
 // they are added into double totals, and the values summed are small: centred, or shifted by the
 // run's first element.
 enum { LANE_BLOCK = 256 };
@@ -280,7 +280,7 @@ void bp_layernorm_forward(float *y, float *mean, float *rstd, const float *x, co
 
 // The row sums Σ g and Σ g · x̂ of the layer-norm backward, g = dy · gamma, in 8 float lanes added
 // up in double. `gamma` may be NULL; the two loop bodies keep the loads unconditional, which
-// the vectoriser needs (conditional loads or double lanes kept such loops scalar, measured).
+// the vectoriser needs (conditional loads or double lanes keep such loops scalar).
 BP_MULTIVERSION
 static void row_gradient_sums(const float *dy, const float *x, const float *gamma, float hi, float lo, float r,
                               int64_t d, double *sum_g, double *sum_g_xhat) {

@@ -2,10 +2,9 @@
 //
 // With stride 1 both ways the average needs no ring of row results and no phases: the plane goes
 // into an image of `rows` rows `pitch` floats apart with zero margins, and each pass runs over the
-// whole image as one flat array, every window tap a constant offset into it. The general path's
-// loops run once per row for a few vectors, and their setup cost as much as the sums (56 × 56
-// planes: 20K instructions a plane backward, 15K forward; here 12.5K and 13.5K, of which the
-// prefetches take 2K). Each sum here adds the terms of the general path in its order, plus +0
+// whole image as one flat array, every window tap a constant offset into it (the general path's
+// loops run once per row for a few vectors, and their setup costs as much as the sums). Each sum
+// here adds the terms of the general path in its order, plus +0
 // for taps outside the input (which changes no sum that starts from +0): the same bits.
 //
 // Forward: the image is the plane with pad_h rows and pad_w columns of zeros around it; row sums
@@ -79,7 +78,7 @@ __attribute__((always_inline)) static inline void image_forward(float *y, const 
     image_pass(s->sums, s->image, &m, 0, p->dilation_w, kw);
     int64_t out_w = p->out_w, out_hw = p->out_h * out_w, step = p->dilation_h * m.pitch;
     const float *columns = f->columns_part;
-    next_plane next = next_plane_of(x + p->h * p->w, 4 * p->h * p->w, p->out_h);  // measured: 0.86-0.88x the time
+    next_plane next = next_plane_of(x + p->h * p->w, 4 * p->h * p->w, p->out_h);
     for (int64_t oh = 0; oh < p->out_h; oh++) {
         prefetch_share(next, oh);
         const float *top = s->sums + oh * m.pitch;
@@ -110,7 +109,7 @@ __attribute__((always_inline)) static inline void image_backward(float *dx, cons
     image_pass(s->sums, s->image, &m, (p->pad_h + m.top) * m.pitch - (kh - 1) * step, step, kh);
     int64_t w = p->w, hw = p->h * w, dw = p->dilation_w;
     const float *sums = s->sums + p->pad_w + m.left - (kw - 1) * dw;
-    next_plane next = next_plane_of(dy + p->out_h * p->out_w, 4 * p->out_h * p->out_w, p->h);  // 0.90x the time
+    next_plane next = next_plane_of(dy + p->out_h * p->out_w, 4 * p->out_h * p->out_w, p->h);
     for (int64_t ih = 0; ih < p->h; ih++) {
         prefetch_share(next, ih);
         // Tap column kw − 1 − t of input column iw at row[t · dw + iw]: t ascending, tj descending.

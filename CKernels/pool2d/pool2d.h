@@ -262,8 +262,9 @@ static inline next_plane next_plane_of(const void *start, int64_t bytes, int64_t
 // Step `step`'s share. (Passed by value: the caller's loop keeps it in registers.)
 __attribute__((always_inline)) static inline void prefetch_share(next_plane next, int64_t step) {
     int64_t first = step * next.share, end = first + next.share < next.lines ? first + next.share : next.lines;
-    _Pragma("clang loop unroll(disable)")  // a few lines a call: unrolled, its setup cost more than the loop
-        for (int64_t l = first; l < end; l++) __builtin_prefetch(next.start + 64 * l, 0, 3);
+    // A few lines a call: unrolled, its setup would cost more than the loop.
+#pragma clang loop unroll(disable)
+    for (int64_t l = first; l < end; l++) __builtin_prefetch(next.start + 64 * l, 0, 3);
 }
 
 // A plane function's own copies of its parameters, layout and scratch struct: with the originals

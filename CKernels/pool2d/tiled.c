@@ -175,8 +175,7 @@ void plane_tiled(float *y, uint8_t *index, const float *x, const bp_pool2d_param
 // The input gradient of one plane of tiled windows, each element written once: max (index
 // non-NULL) puts dy at the argmax and 0 elsewhere, average dy / divisor everywhere in the window;
 // rows and columns outside every window get 0. Multiversioned whole, with the 2×2 row function
-// inlined: a call per row of 14 or 28 floats cost as much as the row's work (and made the
-// backward of 14 × 14 planes 1.5x slower).
+// inlined: a call per row of 14 or 28 floats would cost as much as the row's work.
 BP_MULTIVERSION
 void plane_tiled_backward(float *dx, const float *dy, const uint8_t *index, const bp_pool2d_params *p) {
     int64_t kh = p->kernel_h, kw = p->kernel_w, w = p->w, covered = p->out_w * kw;
