@@ -39,7 +39,7 @@ let package = Package(
         .target(name: "CGzip", linkerSettings: [.linkedLibrary("z")]),
         // Training: the loop, data sets, the monitor, the HTML report, resumable checkpoints.
         .target(name: "BackpropTraining", dependencies: ["Backprop", "CGzip"]),
-        // The golden-case runner that `backprop verify`, the tests and the benchmark share.
+        // The golden-case runner of `backprop verify` and the tests.
         .target(name: "BackpropFixtures", dependencies: ["Backprop"]),
         // What tests and the benchmark both need: seeded random tensors, bitwise and error checks.
         .target(name: "BackpropTestSupport", dependencies: ["Backprop", "CKernels"]),
@@ -53,7 +53,7 @@ let package = Package(
         .executableTarget(
             name: "backprop-bench",
             dependencies: [
-                "Backprop", "BackpropFixtures", "BackpropTestSupport", "CKernels",
+                "Backprop", "BackpropTestSupport", "CKernels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Benchmarks",

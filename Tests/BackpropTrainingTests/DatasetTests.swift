@@ -1,8 +1,9 @@
 import Backprop
 import BackpropTestSupport
-import BackpropTraining
 import Foundation
 import Testing
+
+@testable import BackpropTraining
 
 @Suite struct DatasetTests {
     /// An IDX file of unsigned bytes: magic 0 0 8 rank, big-endian dimensions, then the values.
@@ -37,6 +38,16 @@ import Testing
         #expect(data.images.scalars.prefix(4) == [0, 1, 0.2, 0.4])
         let (batch, labels) = data.batch([2, 0])
         #expect(batch.shape == [2, 1, 2, 2] && labels == [9, 7] && batch[0] == 5 / 255)
+    }
+
+    /// Two gzip members (Python's gzip.compress of "IDX-a" and of "bcdef", mtime 0) decompress to
+    /// both: 10 bytes, not the second member's 5 (inflateReset zeroes zlib's running total).
+    @Test func multiMemberGzipDecompressesWhole() throws {
+        let members: [UInt8] = [
+            31, 139, 8, 0, 0, 0, 0, 0, 2, 3, 243, 116, 137, 208, 77, 4, 0, 102, 118, 135, 255, 5, 0, 0, 0,
+            31, 139, 8, 0, 0, 0, 0, 0, 2, 3, 75, 74, 78, 73, 77, 3, 0, 174, 179, 198, 255, 5, 0, 0, 0,
+        ]
+        #expect(try IDX.gunzip(members, name: "two members") == Array("IDX-abcdef".utf8))
     }
 
     @Test func badFilesGiveClearErrors() throws {
