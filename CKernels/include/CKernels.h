@@ -207,6 +207,56 @@ void bp_maxunpool2d_forward(float *y, const float *x, const int64_t *indices, in
 void bp_maxunpool2d_backward(float *dx, const float *dy, const int64_t *indices, int64_t planes, int64_t in_plane,
                              int64_t out_plane);
 
+// MARK: - Recurrent layers (recurrent.c): one direction of one layer over a batch-first sequence
+
+/// The cell of a recurrent layer, as PyTorch's, with x_t the input and h_{t−1} the state:
+///   BP_RNN_TANH, BP_RNN_RELU: h_t = act(W_ih x_t + b_ih + W_hh h_{t−1} + b_hh)      (1 gate)
+///   BP_LSTM: gates i, f, g, o of W_ih x_t + b_ih + W_hh h_{t−1} + b_hh through σ, σ, tanh, σ;
+///            c_t = f ⊙ c_{t−1} + i ⊙ g, h_t = o ⊙ tanh(c_t)                            (4 gates)
+///   BP_GRU:  r, z = σ of their rows of W_ih x_t + b_ih + W_hh h_{t−1} + b_hh;
+///            n = tanh(W_in x_t + b_in + r ⊙ (W_hn h_{t−1} + b_hn)); h_t = (1 − z) ⊙ n + z ⊙ h_{t−1}  (3 gates)
+typedef enum { BP_RNN_TANH = 0, BP_RNN_RELU = 1, BP_LSTM = 2, BP_GRU = 3 } bp_rnn_kind;
+
+/// x [n, t, input] → the states h_t [n, H], written into y [n, t, y_stride] at columns
+/// [y_offset, y_offset + H) (a bidirectional layer's two directions share y). Weights as PyTorch
+/// lays them out: W_ih [G·H, input], W_hh [G·H, H], b_ih and b_hh [G·H], gates in the order above.
+/// `reverse` runs the steps from t − 1 down to 0.
+typedef struct {
+    int64_t n, t, input, hidden;
+    int64_t y_stride, y_offset;
+    int32_t kind, reverse;
+} bp_rnn_params;
+
+/// The gates G of a cell kind: 1, 4 (LSTM) or 3 (GRU).
+int64_t bp_rnn_gates(int32_t kind);
+/// Floats the forward saves per (batch row, step) for the backward: LSTM its 4 gates and c_t, GRU
+/// its 3 gates and W_hn h_{t−1} + b_hn; the RNN saves nothing (its backward reads h_t from y).
+int64_t bp_rnn_saved_per_row(const bp_rnn_params *p);
+/// The forward of one direction: y's columns (see bp_rnn_params), the final state h_n (and c_n for
+/// LSTM) [n, H] (either may be NULL), `saved` [n · t, bp_rnn_saved_per_row] (NULL: not kept) from
+/// x, the initial state h0 and c0 [n, H] (NULL: zeros), the weights and biases (NULL: none).
+int64_t bp_rnn_forward(float *y, float *h_n, float *c_n, float *saved, const float *x, const float *h0, const float *c0,
+                       const float *w_ih, const float *w_hh, const float *b_ih, const float *b_hh,
+                       const bp_rnn_params *p);
+/// Backpropagation through time of one direction: from dy (the gradient of y, same layout), dh_n
+/// and dc_n (NULL: zeros), and the forward's y, saved, x, h0 and c0: dx [n, t, input] (written, or
+/// added to with `accumulate_dx`; NULL: skipped), dh0 and dc0 (NULL: skipped), and dW_ih, dW_hh,
+/// db_ih, db_hh added into (+=; the biases may be NULL).
+int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *dw_hh, float *db_ih, float *db_hh,
+                        const float *dy, const float *dh_n, const float *dc_n, const float *saved, const float *y,
+                        const float *x, const float *h0, const float *c0, const float *w_ih, const float *w_hh,
+                        int accumulate_dx, const bp_rnn_params *p);
+
+// MARK: - Embedding (embedding.c): weight [count, dim]
+
+/// y[i] = weight[indices[i]] for `rows` indices, each in [0, count): y [rows, dim].
+void bp_embedding_forward(float *y, const int64_t *indices, const float *weight, int64_t rows, int64_t dim);
+/// dweight[k] += Σ dy[i] over the i with indices[i] = k, in order of i, for every k but
+/// `padding` (−1: none). Parallel over the rows of dweight, so no two threads add into one row and
+/// the sums do not depend on the thread count.
+int64_t bp_embedding_backward(float *dweight, const float *dy, const int64_t *indices, int64_t rows, int64_t dim,
+                              int64_t count, int64_t padding);
+
 // MARK: - Normalization (norm.c)
 //
 // Statistics are computed in double, centred: each contiguous run (a plane of batch norm, a row of

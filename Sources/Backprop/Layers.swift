@@ -103,12 +103,66 @@ public enum Layers {
         Kind(name: "dropout", positional: ["p"], keywords: []) { f, g in
             try Dropout(probability: Float(f.double("p")), seed: g.next())
         },
+        Kind(name: "embedding", positional: ["num_embeddings", "dim"], keywords: ["padding_idx"]) { f, g in
+            try Embedding(
+                f.int("num_embeddings"), f.int("dim"),
+                paddingIndex: f.has("padding_idx") ? f.int("padding_idx") : nil, seed: g.next())
+        },
+        recurrent("rnn"), recurrent("lstm"), recurrent("gru"),
+        Kind(name: "rows", positional: [], keywords: []) { _, _ in Rows() },
+        Kind(name: "last", positional: [], keywords: []) { _, _ in LastStep() },
         Kind(name: "relu", positional: [], keywords: []) { _, _ in ReLU() },
         Kind(name: "sigmoid", positional: [], keywords: []) { _, _ in Sigmoid() },
         Kind(name: "tanh", positional: [], keywords: []) { _, _ in Tanh() },
         Kind(name: "gelu", positional: [], keywords: []) { _, _ in GELU() },
         Kind(name: "flatten", positional: [], keywords: []) { _, _ in Flatten() },
     ]
+
+    /// A recurrent layer: input_size and hidden_size, num_layers (the model spec's `layers`),
+    /// bidirectional, bias, dropout, batch_first (default true: sequences here are [N, T, F]) and
+    /// for `rnn` the nonlinearity ("tanh" or "relu", or the model spec's relu=1).
+    private static func recurrent(_ name: String) -> Kind {
+        Kind(
+            name: name, positional: ["input_size", "hidden_size"],
+            keywords: ["layers", "num_layers", "bidirectional", "bias", "dropout", "batch_first"]
+                + (name == "rnn" ? ["relu"] : [])
+        ) { f, g in try buildRecurrent(name, f, generator: &g) }
+    }
+
+    /// The recurrent layer `name` ("rnn", "lstm" or "gru") from `fields`, as `build` makes it, with
+    /// its own type for the state-passing forward.
+    public static func buildRecurrent(
+        _ name: String, _ f: JSONFields, generator g: inout SplitMix64
+    ) throws
+        -> RecurrentLayer
+    {
+        do {
+            let (input, hidden) = (try f.int("input_size"), try f.int("hidden_size"))
+            let layers = try f.int("num_layers", default: f.int("layers", default: 1))
+            let (bias, bidirectional) = (try f.bool("bias", default: true), try f.bool("bidirectional", default: false))
+            let (dropout, batchFirst) = (
+                Float(try f.double("dropout", default: 0)), try f.bool("batch_first", default: true)
+            )
+            switch name {
+            case "lstm":
+                return try LSTM(
+                    inputSize: input, hiddenSize: hidden, layers: layers, bias: bias, batchFirst: batchFirst,
+                    bidirectional: bidirectional, dropout: dropout, seed: g.next())
+            case "gru":
+                return try GRU(
+                    inputSize: input, hiddenSize: hidden, layers: layers, bias: bias, batchFirst: batchFirst,
+                    bidirectional: bidirectional, dropout: dropout, seed: g.next())
+            case "rnn":
+                let relu = try f.bool("relu", default: false) || f.fields["nonlinearity"]?.string == "relu"
+                return try RNN(
+                    inputSize: input, hiddenSize: hidden, layers: layers, nonlinearity: relu ? .relu : .tanh,
+                    bias: bias,
+                    batchFirst: batchFirst, bidirectional: bidirectional, dropout: dropout, seed: g.next())
+            default:
+                throw BackpropError(.unsupported, "unknown recurrent layer '\(name)'")
+            }
+        }
+    }
 
     /// (r, s): the kernel's height and width; s defaults to r.
     private static func kernelSize(_ f: JSONFields) throws -> Size2D {

@@ -9,7 +9,8 @@ public struct LossOutput: Sendable {
 
 /// Softmax cross-entropy on logits [N, C] with integer labels in [0, C), fused and stable for
 /// large logits: L = (1/N) Σ_i (logsumexp(z_i) − z_i[y_i]); ∂L/∂z_i = (softmax(z_i) − onehot(y_i)) / N.
-/// As PyTorch's `F.cross_entropy` with mean reduction.
+/// As PyTorch's `F.cross_entropy` with mean reduction. Logits [*, C] (a sequence's [N, T, C]) are
+/// rows of C over all leading axes, with one label per row in row-major order.
 public struct SoftmaxCrossEntropy: Sendable {
     public init() {}
 
@@ -21,12 +22,12 @@ public struct SoftmaxCrossEntropy: Sendable {
     /// The two phases apart, as PyTorch runs them: the loss now, and a function that computes
     /// ∂L/∂logits when called, from the per-row max and softmax normaliser the forward saved.
     public func forward(_ logits: Tensor, labels: [Int]) throws -> (value: Float, backward: () -> Tensor) {
-        guard logits.rank == 2, logits.shape[0] > 0, logits.shape[1] > 0 else {
+        guard logits.rank >= 2, logits.count > 0 else {
             throw BackpropError(
                 .shapeMismatch,
-                "SoftmaxCrossEntropy: logits have shape \(describe(logits.shape)), expected [N, C] with N, C > 0")
+                "SoftmaxCrossEntropy: logits have shape \(describe(logits.shape)), expected [*, C] with every size > 0")
         }
-        let (rows, classes) = (logits.shape[0], logits.shape[1])
+        let classes = logits.shape[logits.rank - 1], rows = logits.count / classes
         guard labels.count == rows else {
             throw BackpropError(
                 .shapeMismatch,

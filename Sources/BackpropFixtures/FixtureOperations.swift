@@ -36,8 +36,52 @@ enum FixtureOperations {
                 shape.count == 4 ? "batchnorm2d" : "batchnorm1d", JSONFields(fields, context: context.params.context),
                 context)
         },
+        "embedding": { context in
+            var generator = SplitMix64(seed: 0)
+            let module = try Layers.build("embedding", context.params, generator: &generator)
+            try loadState(module, context)
+            module.zeroGrad()
+            let (y, backward) = try module.forwardWithoutInputGradient(context.input("indices"))
+            try backward(context.input("grad_y"))
+            return parameterGradients(module, into: ["y": y])
+        },
+        "rnn": { try recurrent("rnn", $0) },
+        "lstm": { try recurrent("lstm", $0) },
+        "gru": { try recurrent("gru", $0) },
         "network": network,
+        "sequence_network": network,
     ]
+
+    /// A recurrent layer from the case's params and weights, from the initial state h0 (and c0)
+    /// when `initial_state` (else zeros), backward from grad_y and grad_h_n (and grad_c_n). Returns
+    /// y, h_n (c_n), grad_x, grad_h0 (grad_c0) and every parameter's gradient.
+    static func recurrent(_ name: String, _ context: FixtureContext) throws -> [String: Tensor] {
+        var generator = SplitMix64(seed: 0)
+        let layer = try Layers.buildRecurrent(name, context.params, generator: &generator)
+        try loadState(layer, context)
+        layer.zeroGrad()
+        let lstm = name == "lstm"
+        let initial =
+            try context.params.bool("initial_state", default: false)
+            ? RecurrentState(h: try context.input("h0"), c: lstm ? try context.input("c0") : nil) : nil
+        let (y, final, backward) = try layer.forward(context.input("x"), state: initial)
+        let gradFinal = RecurrentState(h: try context.input("grad_h_n"), c: lstm ? try context.input("grad_c_n") : nil)
+        let (dx, dInitial) = try backward(context.input("grad_y"), gradFinal)
+        var outputs = ["y": y, "h_n": final.h, "grad_x": dx]
+        if let c = final.c { outputs["c_n"] = c }
+        if initial != nil {
+            outputs["grad_h0"] = dInitial.h
+            if let c = dInitial.c { outputs["grad_c0"] = c }
+        }
+        return parameterGradients(layer, into: outputs)
+    }
+
+    /// `outputs` with every parameter's gradient added as grad_<name>.
+    static func parameterGradients(_ module: Module, into outputs: [String: Tensor]) -> [String: Tensor] {
+        var outputs = outputs
+        for (name, parameter) in module.namedParameters { outputs["grad_\(name)"] = parameter.grad }
+        return outputs
+    }
 
     /// The layer `name` built from `fields`, in the mode of the case's `training` (default true), with
     /// every parameter and buffer loaded from the input of its name; then forward and backward. Returns
@@ -63,9 +107,7 @@ enum FixtureOperations {
     static func forwardBackward(_ module: Module, _ context: FixtureContext) throws -> [String: Tensor] {
         module.zeroGrad()
         let (y, backward) = try module.forward(try context.input("x"))
-        var outputs = ["y": y, "grad_x": try backward(try context.input("grad_y"))]
-        for (name, parameter) in module.namedParameters { outputs["grad_\(name)"] = parameter.grad }
-        return outputs
+        return parameterGradients(module, into: ["y": y, "grad_x": try backward(try context.input("grad_y"))])
     }
 
     static func lossOutputs(_ loss: LossOutput) -> [String: Tensor] {

@@ -1,0 +1,36 @@
+// Embedding lookup and its gradient. The backward groups the positions by the row they read (a
+// counting sort, in position order), then sums each weight row's gradients in parallel over rows:
+// every row of dweight belongs to one thread and is summed in position order.
+#include "CKernels.h"
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void bp_embedding_forward(float *y, const int64_t *indices, const float *weight, int64_t rows, int64_t dim) {
+#pragma omp parallel for schedule(static) if (rows * dim >= BP_PARALLEL_MIN)
+    for (int64_t i = 0; i < rows; i++) memcpy(y + i * dim, weight + indices[i] * dim, (size_t)dim * sizeof(float));
+}
+
+int64_t bp_embedding_backward(float *dweight, const float *dy, const int64_t *indices, int64_t rows, int64_t dim,
+                              int64_t count, int64_t padding) {
+    int64_t missing = 0;
+    int64_t *first = bp_calloc(count + 1, sizeof(int64_t), &missing);  // positions of row k: [first[k], first[k + 1])
+    int64_t *positions = bp_malloc(rows, sizeof(int64_t), &missing),
+            *filled = bp_calloc(count, sizeof(int64_t), &missing);
+    if (missing) return free(first), free(positions), free(filled), missing;
+    for (int64_t i = 0; i < rows; i++) first[indices[i] + 1]++;
+    for (int64_t k = 0; k < count; k++) first[k + 1] += first[k];
+    for (int64_t i = 0; i < rows; i++) positions[first[indices[i]] + filled[indices[i]]++] = i;
+#pragma omp parallel for schedule(static) if (rows * dim >= BP_PARALLEL_MIN)
+    for (int64_t k = 0; k < count; k++) {
+        if (k == padding) continue;
+        float *out = dweight + k * dim;
+        for (int64_t e = first[k]; e < first[k + 1]; e++) {
+            const float *g = dy + positions[e] * dim;
+            for (int64_t j = 0; j < dim; j++) out[j] += g[j];
+        }
+    }
+    free(first), free(positions), free(filled);
+    return 0;
+}
