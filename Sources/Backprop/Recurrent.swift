@@ -92,6 +92,21 @@ public class RecurrentLayer: Module {
         return (output, { gradOutput in try backward(gradOutput, nil).input })
     }
 
+    /// As a plain module for data that needs no gradient: the backward skips the first layer's ∂J/∂x.
+    public func forwardWithoutInputGradient(_ input: Tensor) throws -> (output: Tensor, backward: ParameterBackward) {
+        let x = try batchFirstInput(input)
+        let run = try RecurrentRun(
+            self, x: x, h0: zeroState(batch: x.shape[0]), c0: kind == BP_LSTM ? zeroState(batch: x.shape[0]) : nil)
+        let output = batchFirst ? run.output : swapFirstAxes(run.output)
+        return (
+            output,
+            { [self] gradOutput in
+                try checkGradient(gradOutput, matches: output.shape, in: self)
+                _ = try run.backward(batchFirst ? gradOutput : swapFirstAxes(gradOutput), nil, inputGradient: false)
+            }
+        )
+    }
+
     /// The output sequence, the final state, and the backward through time. `state` is the initial
     /// state (nil: zeros).
     public func forward(
@@ -121,6 +136,21 @@ public class RecurrentLayer: Module {
                 return (batchFirst ? dx : swapFirstAxes(dx), dState)
             }
         )
+    }
+
+    /// The input as [N, T, F], or a thrown error when it is not a sequence of this layer's features.
+    private func batchFirstInput(_ input: Tensor) throws -> Tensor {
+        guard input.rank == 3, input.shape[2] == inputSize, input.shape[0] > 0, input.shape[1] > 0 else {
+            let axes = batchFirst ? "[N, T, \(inputSize)]" : "[T, N, \(inputSize)]"
+            throw BackpropError(.shapeMismatch, "\(self): input has shape \(describe(input.shape)), expected \(axes)")
+        }
+        return batchFirst ? input : swapFirstAxes(input)
+    }
+
+    /// A zero state [layers · directions, batch, H].
+    private func zeroState(batch: Int) -> Tensor {
+        let shape = [layers * directions, batch, hiddenSize]
+        return Tensor(unchecked: shape, scalars: [Float](repeating: 0, count: shape.reduce(1, *)))
     }
 
     /// Throws unless `state` (when given) has h, and c exactly for an LSTM, of `shape`.

@@ -70,31 +70,39 @@ struct RecurrentRun {
     }
 
     /// Backpropagation through time from dy [N, T, H · D] and the final state's gradient (nil:
-    /// zeros): adds every weight's gradient, returns dx [N, T, F] and the initial state's gradient.
-    func backward(_ dy: Tensor, _ dState: RecurrentState?) throws -> (Tensor, RecurrentState) {
+    /// zeros): adds every weight's gradient, returns dx [N, T, F] (without `inputGradient`, an
+    /// empty tensor: the first layer's input gradient is not computed) and the initial state's gradient.
+    func backward(
+        _ dy: Tensor, _ dState: RecurrentState?, inputGradient: Bool = true
+    ) throws -> (Tensor, RecurrentState) {
         let (hidden, directions) = (layer.hiddenSize, layer.directions)
         var dh0 = [Float](repeating: 0, count: h0.count), dc0 = c0.map { [Float](repeating: 0, count: $0.count) }
         var gradient = dy.scalars
         for index in (0..<layer.layers).reversed() {
-            var dx = [Float](repeating: 0, count: inputs[index].count)
+            let skipped = index == 0 && !inputGradient
+            var dx = [Float](repeating: 0, count: skipped ? 0 : inputs[index].count)
             for direction in 0..<directions {
                 var p = parameters(index, direction)
                 let slot = (index * directions + direction) * n * hidden
                 var dhSlot = [Float](repeating: 0, count: n * hidden), dcSlot = dhSlot
                 let w = layer.weights(index, direction)
                 let cells = saved[index * directions + direction]
-                let missing = slice(h0, slot).withPointer { h in
-                    withOptionalPointer(c0.map { slice($0, slot) }) { c in
-                        withOptionalPointer(dState.map { slice($0.h, slot) }) { dhn in
-                            withOptionalPointer(dState?.c.map { slice($0, slot) }) { dcn in
-                                w.ih.grad.withMutablePointer { dwih in
-                                    w.hh.grad.withMutablePointer { dwhh in
-                                        withOptionalMutablePointer(w.biasIH) { dbih in
-                                            withOptionalMutablePointer(w.biasHH) { dbhh in
-                                                bp_rnn_backward(
-                                                    &dx, &dhSlot, &dcSlot, dwih, dwhh, dbih, dbhh, gradient, dhn, dcn,
-                                                    cells, outputs[index], inputs[index], h, c, w.ih.value.scalars,
-                                                    w.hh.value.scalars, direction > 0 ? 1 : 0, &p)
+                let missing = dx.withUnsafeMutableBufferPointer { dxBuffer in
+                    let dxPointer = skipped ? nil : dxBuffer.baseAddress
+                    return slice(h0, slot).withPointer { h in
+                        withOptionalPointer(c0.map { slice($0, slot) }) { c in
+                            withOptionalPointer(dState.map { slice($0.h, slot) }) { dhn in
+                                withOptionalPointer(dState?.c.map { slice($0, slot) }) { dcn in
+                                    w.ih.grad.withMutablePointer { dwih in
+                                        w.hh.grad.withMutablePointer { dwhh in
+                                            withOptionalMutablePointer(w.biasIH) { dbih in
+                                                withOptionalMutablePointer(w.biasHH) { dbhh in
+                                                    bp_rnn_backward(
+                                                        dxPointer, &dhSlot, &dcSlot, dwih, dwhh, dbih, dbhh,
+                                                        gradient, dhn, dcn,
+                                                        cells, outputs[index], inputs[index], h, c, w.ih.value.scalars,
+                                                        w.hh.value.scalars, direction > 0 ? 1 : 0, &p)
+                                                }
                                             }
                                         }
                                     }
@@ -113,7 +121,7 @@ struct RecurrentRun {
             }
         }
         return (
-            Tensor(unchecked: [n, t, layer.inputSize], scalars: gradient),
+            Tensor(unchecked: inputGradient ? [n, t, layer.inputSize] : [0], scalars: gradient),
             RecurrentState(
                 h: Tensor(unchecked: h0.shape, scalars: dh0), c: dc0.map { Tensor(unchecked: h0.shape, scalars: $0) })
         )

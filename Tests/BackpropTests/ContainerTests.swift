@@ -190,6 +190,7 @@ import Testing
         "residual(conv2d(2,2,3,pad=1) tanh) conv_transpose2d(2,2,2,stride=2) flatten linear(128,3)",
         "batchnorm2d(2) relu flatten linear(32,5) relu linear(5,2)",
         "flatten linear(32,5) relu linear(5,2)",
+        "rows lstm(8,5,layers=2,bidirectional=1) last linear(10,3)",
     ])
     func sameParameterGradients(spec: String) throws {
         let x = randomTensor([3, 2, 4, 4], seed: 8)

@@ -4,11 +4,12 @@ import BackpropTestSupport
 import Foundation
 import Testing
 
-/// The PyTorch golden cases of shared/fixtures, read from that path.
+/// The PyTorch golden cases of shared/fixtures and shared/fixtures/sequence, read from those paths.
 @Suite struct GoldenFixtureTests {
-    @Test func everyCasePasses() throws {
-        let suite = try FixtureSuite(directory: fixturesDirectory)
-        #expect(suite.cases.count >= 31)
+    @Test(arguments: [("", 31), ("sequence", 12)])
+    func everyCasePasses(folder: String, atLeast count: Int) throws {
+        let suite = try FixtureSuite(directory: fixturesDirectory.appendingPathComponent(folder))
+        #expect(suite.cases.count >= count)
         for fixture in suite.cases {
             let result = suite.run(fixture)
             #expect(result.passed, "\(result)")

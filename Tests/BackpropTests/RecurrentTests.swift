@@ -1,0 +1,234 @@
+import Backprop
+import BackpropTestSupport
+import CKernels
+import Testing
+
+@Suite struct RecurrentTests {
+    static func make(
+        _ kind: String, input: Int = 3, hidden: Int = 4, layers: Int = 1, bidirectional: Bool = false,
+        seed: UInt64 = 1
+    ) throws -> RecurrentLayer {
+        switch kind {
+        case "lstm":
+            return try LSTM(
+                inputSize: input, hiddenSize: hidden, layers: layers, batchFirst: true,
+                bidirectional: bidirectional, seed: seed)
+        case "gru":
+            return try GRU(
+                inputSize: input, hiddenSize: hidden, layers: layers, batchFirst: true,
+                bidirectional: bidirectional, seed: seed)
+        default:
+            return try RNN(
+                inputSize: input, hiddenSize: hidden, layers: layers, nonlinearity: kind == "relu" ? .relu : .tanh,
+                batchFirst: true, bidirectional: bidirectional, seed: seed)
+        }
+    }
+
+    /// Finite differences through 24 time steps, two layers, both directions.
+    @Test(arguments: ["tanh", "relu", "lstm", "gru"])
+    func gradientsThroughTime(kind: String) throws {
+        let layer = try Self.make(kind, layers: 2, bidirectional: true)
+        try expectGradientsCorrect(layer, input: randomTensor([2, 24, 3], seed: 2))
+    }
+
+    /// Saturated gates: large inputs and weights drive the sigmoids and tanhs to their flat ends,
+    /// where the gradients are small but must still be right.
+    @Test(arguments: ["lstm", "gru", "tanh"])
+    func gradientsWithSaturatedGates(kind: String) throws {
+        let layer = try Self.make(kind, input: 3, hidden: 3, seed: 5)
+        for parameter in layer.parameters {
+            parameter.value = try Tensor(shape: parameter.value.shape, scalars: parameter.value.scalars.map { 4 * $0 })
+        }
+        let report = try GradientCheck.run(layer, input: randomTensor([2, 20, 3], seed: 6, -3, 3), epsilon: 1e-3)
+        #expect(report.passed, "\(report)")
+    }
+
+    /// ∂J/∂(initial state) against central differences of J = <y, v> + <h_n, w> (+ <c_n, u>).
+    @Test(arguments: ["tanh", "lstm", "gru"])
+    func initialStateGradient(kind: String) throws {
+        let layer = try Self.make(kind, layers: 2)
+        let x = randomTensor([2, 6, 3], seed: 7)
+        let lstm = kind == "lstm"
+        let state = RecurrentState(
+            h: randomTensor([2, 2, 4], seed: 8), c: lstm ? randomTensor([2, 2, 4], seed: 9) : nil)
+        let v = randomTensor([2, 6, 4], seed: 10)
+        let gradFinal = RecurrentState(
+            h: randomTensor([2, 2, 4], seed: 11), c: lstm ? randomTensor([2, 2, 4], seed: 12) : nil)
+        func objective(_ s: RecurrentState) throws -> Double {
+            let (y, final, _) = try layer.forward(x, state: s)
+            var sum = zip(y.scalars, v.scalars).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+            sum += zip(final.h.scalars, gradFinal.h.scalars).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+            if let c = final.c, let w = gradFinal.c {
+                sum += zip(c.scalars, w.scalars).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+            }
+            return sum
+        }
+        let (_, _, backward) = try layer.forward(x, state: state)
+        let (_, gradInitial) = try backward(v, gradFinal)
+        for (label, analytic, which) in [("h", gradInitial.h, 0)] + (lstm ? [("c", gradInitial.c!, 1)] : []) {
+            for index in stride(from: 0, to: analytic.count, by: 3) {
+                var plus = state, minus = state
+                if which == 0 {
+                    plus.h[index] += 1e-2
+                    minus.h[index] -= 1e-2
+                } else {
+                    plus.c![index] += 1e-2
+                    minus.c![index] -= 1e-2
+                }
+                let numeric = (try objective(plus) - objective(minus)) / 2e-2
+                #expect(
+                    abs(numeric - Double(analytic[index])) <= 1e-2 * max(abs(numeric), 1),
+                    "\(kind) d\(label)0[\(index)]")
+            }
+        }
+    }
+
+    /// Truncated BPTT: two calls passing the state on give the bits of one call over both halves.
+    @Test(arguments: ["lstm", "gru"])
+    func passingTheStateOnContinuesTheSequence(kind: String) throws {
+        let layer = try Self.make(kind, layers: 2)
+        let x = randomTensor([2, 10, 3], seed: 13)
+        let (whole, wholeState, _) = try layer.forward(x, state: nil)
+        func steps(_ range: Range<Int>) -> Tensor {
+            var out: [Float] = []
+            for b in 0..<2 { for s in range { for f in 0..<3 { out.append(x[(b * 10 + s) * 3 + f]) } } }
+            return try! Tensor(shape: [2, range.count, 3], scalars: out)
+        }
+        let (first, middle, _) = try layer.forward(steps(0..<4), state: nil)
+        let (second, last, _) = try layer.forward(steps(4..<10), state: middle)
+        #expect(last == wholeState)
+        for b in 0..<2 {
+            for s in 0..<10 {
+                for j in 0..<4 {
+                    let part = s < 4 ? first[(b * 4 + s) * 4 + j] : second[(b * 6 + s - 4) * 4 + j]
+                    #expect(part.bitPattern == whole[(b * 10 + s) * 4 + j].bitPattern)
+                }
+            }
+        }
+    }
+
+    /// Time-first input is the batch-first computation on the transposed tensor.
+    @Test func timeFirstMatchesBatchFirst() throws {
+        let batchFirst = try LSTM(inputSize: 3, hiddenSize: 4, batchFirst: true, seed: 3)
+        let timeFirst = try LSTM(inputSize: 3, hiddenSize: 4, batchFirst: false, seed: 3)
+        let x = randomTensor([2, 5, 3], seed: 14)
+        var transposed = [Float](repeating: 0, count: x.count)
+        for b in 0..<2 {
+            for s in 0..<5 { for f in 0..<3 { transposed[(s * 2 + b) * 3 + f] = x[(b * 5 + s) * 3 + f] } }
+        }
+        let y = try batchFirst(x), u = try timeFirst(Tensor(shape: [5, 2, 3], scalars: transposed))
+        for b in 0..<2 {
+            for s in 0..<5 { for j in 0..<4 { #expect(y[(b * 5 + s) * 4 + j] == u[(s * 2 + b) * 4 + j]) } }
+        }
+    }
+
+    @Test func namesAreTorchs() throws {
+        let lstm = try LSTM(inputSize: 3, hiddenSize: 4, layers: 2, bidirectional: true)
+        #expect(
+            lstm.namedParameters.map(\.name).prefix(8) == [
+                "weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0",
+                "weight_ih_l0_reverse", "weight_hh_l0_reverse", "bias_ih_l0_reverse", "bias_hh_l0_reverse",
+            ])
+        #expect(lstm.namedParameters[8].parameter.value.shape == [16, 8], "layer 1 reads both directions")
+        #expect(
+            try GRU(inputSize: 3, hiddenSize: 4, bias: false).namedParameters.map(\.name) == [
+                "weight_ih_l0", "weight_hh_l0",
+            ])
+    }
+
+    /// Dropout between layers acts in training mode only, and the backward uses the same mask.
+    @Test func dropoutBetweenLayers() throws {
+        let layer = try LSTM(inputSize: 3, hiddenSize: 4, layers: 2, batchFirst: true, dropout: 0.5, seed: 4)
+        let x = randomTensor([2, 5, 3], seed: 15)
+        let eval = try layer.evaluating { try layer(x) }
+        #expect(try layer(x) != eval)
+        #expect(try layer.evaluating { try layer(x) } == eval)
+        #expect(layer.namedRandomStates.map(\.name) == ["generator"])
+    }
+
+    @Test func bitsDoNotDependOnTheThreadCount() throws {
+        let x = randomTensor([32, 6, 64], seed: 16)
+        try expectBitIdentical {
+            let layer = try LSTM(inputSize: 64, hiddenSize: 256, batchFirst: true, bidirectional: true, seed: 5)
+            let (y, _, backward) = try layer.forward(x, state: nil)
+            let (dx, _) = try backward(randomTensor(y.shape, seed: 17), nil)
+            return [bits(y.scalars), bits(dx.scalars)] + layer.parameters.map { bits($0.grad.scalars) }
+        }
+    }
+
+    @Test func badInputThrows() throws {
+        let lstm = try LSTM(inputSize: 3, hiddenSize: 4, batchFirst: true)
+        expectError(.shapeMismatch, mentioning: ["LSTM(input: 3, hidden: 4)", "[2, 5]", "expected [N, T, 3]"]) {
+            _ = try lstm(Tensor(shape: [2, 5]))
+        }
+        expectError(.shapeMismatch, mentioning: ["LSTM", "[2, 5, 2]", "expected [N, T, 3]"]) {
+            _ = try lstm(Tensor(shape: [2, 5, 2]))
+        }
+        expectError(.shapeMismatch, mentioning: ["state has h [1, 3, 4]", "expected h and c of shape [1, 2, 4]"]) {
+            _ = try lstm.forward(Tensor(shape: [2, 5, 3]), state: RecurrentState(h: Tensor(shape: [1, 3, 4])))
+        }
+        expectError(.shapeMismatch, mentioning: ["GRU", "expected h of shape [1, 2, 4]"]) {
+            let gru = try GRU(inputSize: 3, hiddenSize: 4, batchFirst: true)
+            _ = try gru.forward(
+                Tensor(shape: [2, 5, 3]),
+                state: RecurrentState(h: Tensor(shape: [1, 2, 4]), c: Tensor(shape: [1, 2, 4])))
+        }
+        expectError(.invalidArgument, mentioning: ["RNN(input: 3, hidden: 0)", "positive"]) {
+            _ = try RNN(inputSize: 3, hiddenSize: 0)
+        }
+    }
+}
+
+@Suite struct EmbeddingTests {
+    /// By hand: weight rows k = [k, 10k]; indices [[2, 0], [2, 1]] with row 0 the padding row.
+    /// y gathers the rows; the gradient of row 2 sums both of its positions, row 0 gets none.
+    @Test func gatherAndAccumulateByHand() throws {
+        let embedding = try Embedding(3, 2, paddingIndex: 0)
+        try embedding.weight.load(Tensor(shape: [3, 2], scalars: [0, 0, 1, 10, 2, 20]), name: "weight")
+        let indices = try Tensor(shape: [2, 2], scalars: [2, 0, 2, 1])
+        let (y, backward) = try embedding.forward(indices)
+        #expect(y.shape == [2, 2, 2])
+        #expect(y.scalars == [2, 20, 0, 0, 2, 20, 1, 10])
+        let dx = try backward(Tensor(shape: [2, 2, 2], scalars: [1, 2, 3, 4, 5, 6, 7, 8]))
+        #expect(dx.scalars == [0, 0, 0, 0], "indices are not differentiable")
+        #expect(embedding.weight.grad.scalars == [0, 0, 7, 8, 6, 8])
+    }
+
+    @Test func weightGradientMatchesFiniteDifferences() throws {
+        let embedding = try Embedding(7, 3, seed: 2)
+        let report = try GradientCheck.run(
+            embedding, input: Tensor(shape: [2, 4], scalars: [1, 3, 3, 6, 0, 1, 5, 3]), checkInput: false)
+        #expect(report.passed, "\(report)")
+    }
+
+    @Test func paddingRowStartsAtZeroAndCountsFromTheEnd() throws {
+        let embedding = try Embedding(4, 3, paddingIndex: -1)
+        #expect(embedding.paddingIndex == 3)
+        #expect(embedding.weight.value.scalars[9..<12].allSatisfy { $0 == 0 })
+    }
+
+    @Test func bitsDoNotDependOnTheThreadCount() throws {
+        var random = TestRandom(seed: 3)
+        let indices = try Tensor(shape: [64, 128], scalars: (0..<64 * 128).map { _ in Float(random.next() % 500) })
+        try expectBitIdentical {
+            let embedding = try Embedding(500, 64, seed: 4)
+            let (y, backward) = try embedding.forward(indices)
+            _ = try backward(randomTensor(y.shape, seed: 5))
+            return [bits(y.scalars), bits(embedding.weight.grad.scalars)]
+        }
+    }
+
+    @Test func badIndicesThrow() throws {
+        let embedding = try Embedding(4, 2)
+        expectError(.invalidArgument, mentioning: ["Embedding(4, 2)", "index -1.0 at 1", "[0, 4)"]) {
+            _ = try embedding(Tensor(shape: [3], scalars: [0, -1, 2]))
+        }
+        expectError(.invalidArgument, mentioning: ["index 4.0 at 0"]) {
+            _ = try embedding(Tensor(shape: [1], scalars: [4]))
+        }
+        expectError(.invalidArgument, mentioning: ["index 1.5"]) {
+            _ = try embedding(Tensor(shape: [1], scalars: [1.5]))
+        }
+        expectError(.invalidArgument, mentioning: ["padding index 4"]) { _ = try Embedding(4, 2, paddingIndex: 4) }
+    }
+}
