@@ -20,6 +20,7 @@ enum Preparation {
         switch workload.op {
         case "softmax_cross_entropy": return try softmaxCrossEntropy(workload.fields)
         case "network": return try network(workload.fields)
+        case "sequence_network": return try sequenceNetwork(workload.fields)
         case let op where Layers.names.contains(op): return try layer(op, workload.fields)
         default: throw BackpropError(.unsupported, "op '\(workload.op)' is not supported")
         }
@@ -37,14 +38,15 @@ enum Preparation {
             try checkLinear(
                 smallModule, rows: small.int("n"), inFeatures: small.int("in"), outFeatures: small.int("out"))
         }
+        let tokens = op == "embedding"  // integer indices: no input gradient
         let report = try GradientCheck.run(
-            smallModule, input: randomTensor(try inputShape(op, small), seed: 10, -2, 2),
-            epsilon: 1e-2, maxChecksPerTensor: 50)
+            smallModule, input: try input(op, small, seed: 10), epsilon: 1e-2, maxChecksPerTensor: 50,
+            checkInput: !tokens)
         guard report.passed else { throw BackpropError(.numerical, "\(report)") }
 
-        let module = try build(op, fields), input = randomTensor(try inputShape(op, fields), seed: 11)
+        let module = try build(op, fields), input = try input(op, fields, seed: 11)
         let output = try module(input)
-        var prepared = try moduleWorkload(module, input: input)
+        var prepared = try moduleWorkload(module, input: input, inputGradient: !tokens)
         switch op {
         case "linear", "conv2d", "conv_transpose2d":
             // Multiply-adds: each output element of the product (for a transposed convolution, of
@@ -59,6 +61,21 @@ enum Preparation {
                 )
             let flops = 2 * Double(products) * Double(terms)
             prepared.flops = (flops, 2 * flops)
+        case "rnn", "lstm", "gru":
+            // Multiply-adds of the input and hidden products, every layer and direction and step;
+            // the backward does twice as many.
+            let (hidden, layers) = (try fields.int("hidden_size"), try fields.int("num_layers", default: 1))
+            let directions = try fields.bool("bidirectional", default: false) ? 2 : 1
+            let gates = ["rnn": 1, "lstm": 4, "gru": 3][op]!
+            var terms = 0
+            for layer in 0..<layers {
+                terms += (layer == 0 ? try fields.int("input_size") : hidden * directions) + hidden
+            }
+            let flops = 2 * Double(try fields.int("n") * fields.int("t") * directions * gates * hidden * terms)
+            prepared.flops = (flops, 2 * flops)
+        case "embedding":
+            // Bytes once: the rows gathered and written forward; their gradients read and added backward.
+            prepared.bytes = (8 * Double(output.count), 12 * Double(output.count))
         case "batchnorm2d", "layernorm":
             // Bytes once: x read and u written forward; v and x read, ∂J/∂x written backward.
             prepared.bytes = (8 * Double(input.count), 12 * Double(input.count))
@@ -76,7 +93,23 @@ enum Preparation {
         return try Layers.build(op, fields, generator: &generator)
     }
 
+    /// The layer's input: random values in [−2, 2), or for an embedding random indices.
+    static func input(_ op: String, _ fields: JSONFields, seed: UInt64) throws -> Tensor {
+        guard op == "embedding" else { return randomTensor(try inputShape(op, fields), seed: seed, -2, 2) }
+        return try tokens([fields.int("n"), fields.int("t")], below: fields.int("num_embeddings"), seed: seed)
+    }
+
+    /// Whole numbers in [0, count) as a float tensor of `shape`.
+    static func tokens(_ shape: [Int], below count: Int, seed: UInt64) throws -> Tensor {
+        var random = TestRandom(seed: seed)
+        return try Tensor(
+            shape: shape, scalars: (0..<shape.reduce(1, *)).map { _ in Float(random.next() % UInt64(count)) })
+    }
+
     static func inputShape(_ op: String, _ fields: JSONFields) throws -> [Int] {
+        if fields.has("t") && fields.has("input_size") {
+            return [try fields.int("n"), try fields.int("t"), try fields.int("input_size")]
+        }
         if fields.has("h") {
             return [try fields.int("n"), try fields.int("c"), try fields.int("h"), try fields.int("w")]
         }
@@ -99,6 +132,11 @@ enum Preparation {
         cap("out", 7)
         cap("rows", 3)
         cap("d", 16)
+        cap("t", 7)
+        cap("input_size", 5)
+        cap("hidden_size", 6)
+        cap("num_embeddings", 40)
+        cap("dim", 8)
         let groups = min((try? fields.int("groups", default: 1)) ?? 1, 2)
         for key in ["c", "k"] {
             if let value = try? fields.int(key) {
@@ -136,11 +174,35 @@ enum Preparation {
         return try networkWorkload(model, input: randomTensor(shape, seed: 5), classes: 10)
     }
 
+    /// A model spec on tokens [n, t] with the mean cross-entropy of every step's logits over
+    /// `classes` classes; the backward computes the parameter gradients only (tokens have none).
+    static func sequenceNetwork(_ f: JSONFields) throws -> Prepared {
+        let (n, t, classes) = (try f.int("n"), try f.int("t"), try f.int("classes"))
+        let model = try ModelSpec.build(f.string("model"), seed: 1)
+        let report = try GradientCheck.run(
+            model, input: tokens([min(n, 2), min(t, 5)], below: classes, seed: 4), maxChecksPerTensor: 20,
+            checkInput: false)
+        guard report.passed else { throw BackpropError(.numerical, "\(report)") }
+        let input = try tokens([n, t], below: classes, seed: 5), labels = (0..<n * t).map { ($0 * 7919) % classes }
+        let loss = SoftmaxCrossEntropy()
+        let (logits, backward) = try model.forwardWithoutInputGradient(input)
+        let (_, lossBackward) = try loss.forward(logits, labels: labels)
+        return Prepared(
+            forward: { _ = try loss.forward(model.forward(input).output, labels: labels) },
+            backward: { try backward(lossBackward()) })
+    }
+
     // MARK: - Phases
 
-    /// Forward in training mode; backward from a fixed upstream gradient into the input and every
-    /// parameter (gradients accumulate across repetitions, which costs the same as overwriting).
-    static func moduleWorkload(_ module: Module, input: Tensor) throws -> Prepared {
+    /// Forward in training mode; backward from a fixed upstream gradient into every parameter and
+    /// (with `inputGradient`) the input; gradients accumulate across repetitions, which costs the
+    /// same as overwriting.
+    static func moduleWorkload(_ module: Module, input: Tensor, inputGradient: Bool = true) throws -> Prepared {
+        if !inputGradient {
+            let (output, backward) = try module.forwardWithoutInputGradient(input)
+            let upstream = randomTensor(output.shape, seed: 6)
+            return Prepared(forward: { _ = try module.forward(input) }, backward: { try backward(upstream) })
+        }
         let (output, backward) = try module.forward(input)
         let upstream = randomTensor(output.shape, seed: 6)
         return Prepared(forward: { _ = try module.forward(input) }, backward: { _ = try backward(upstream) })
