@@ -108,6 +108,23 @@ enum { BP_MR = 6, BP_NR = 16 };
 void bp_micro_6x16(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int accumulate, const float *bias,
                    int64_t rows, int64_t cols);
 
+/// A matrix A [rows, depth] packed for bp_micro_6x16, for many products with narrow matrices
+/// (panel_product.c).
+typedef struct {
+    float *panels;
+    int64_t rows, depth;
+} bp_packed;
+
+/// Packs A = M (M [rows, depth], row i at m + i · ld) or, `transposed`, A = Mᵀ (M [depth, rows],
+/// row t at m + t · ld). Returns 0 or the bytes it could not allocate.
+int64_t bp_pack(bp_packed *a, const float *m, int64_t ld, int64_t rows, int64_t depth, int transposed);
+void bp_packed_free(bp_packed *a);
+/// C [rows, n] (+)= A · Xᵀ for X [n, depth] (row j at x + j · ldx): each element reduced over depth
+/// in a fixed order, rows in parallel, so the bits do not depend on the thread count. With
+/// `accumulate` C is added to. Call outside parallel regions. Returns 0 or the bytes missing.
+int64_t bp_packed_times_rows(float *c, int64_t ldc, const bp_packed *a, const float *x, int64_t ldx, int64_t n,
+                             int accumulate);
+
 /// e^x within 2 ulp for x in [−87.3, 88.7], and vectorisable (no calls, no branches): e^x = 2^n e^r with
 /// n = round(x / ln 2) and r = x − n ln 2 in [−ln 2 / 2, ln 2 / 2], e^r by a degree-6 polynomial
 /// (Cephes' coefficients). Inputs are clamped to that range: below it the result is about 1e-38

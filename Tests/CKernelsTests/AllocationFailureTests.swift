@@ -80,4 +80,34 @@ import Testing
         Self.expectReportsEveryFailure("average pooling forward") { bp_avgpool2d_forward(&y, x, &p) }
         Self.expectReportsEveryFailure("average pooling backward") { bp_avgpool2d_backward(&dx, dy, &p) }
     }
+
+    @Test(arguments: [BP_RNN_TANH, BP_LSTM, BP_GRU])
+    func recurrent(kind: bp_rnn_kind) {
+        let (n, t, input, hidden) = (3, 4, 5, 6)
+        var p = bp_rnn_params(
+            n: Int64(n), t: Int64(t), input: Int64(input), hidden: Int64(hidden), y_stride: Int64(hidden), y_offset: 0,
+            kind: Int32(kind.rawValue), reverse: 0)
+        let gates = Int(bp_rnn_gates(Int32(kind.rawValue)))
+        var random = TestRandom(seed: 4)
+        let x = random.floats(n * t * input), wih = random.floats(gates * hidden * input)
+        let whh = random.floats(gates * hidden * hidden), dy = random.floats(n * t * hidden)
+        var y = [Float](repeating: 0, count: n * t * hidden),
+            saved = [Float](repeating: 0, count: n * t * Int(bp_rnn_saved_per_row(&p)))
+        var dx = x, dwih = wih, dwhh = whh
+        Self.expectReportsEveryFailure("recurrent forward") {
+            bp_rnn_forward(&y, nil, nil, &saved, x, nil, nil, wih, whh, nil, nil, &p)
+        }
+        Self.expectReportsEveryFailure("recurrent backward") {
+            bp_rnn_backward(&dx, nil, nil, &dwih, &dwhh, nil, nil, dy, nil, nil, saved, y, x, nil, nil, wih, whh, 0, &p)
+        }
+    }
+
+    @Test func embedding() {
+        let indices: [Int64] = [3, 1, 3, 0]
+        var dweight = [Float](repeating: 0, count: 5 * 2)
+        let dy = [Float](repeating: 1, count: 4 * 2)
+        Self.expectReportsEveryFailure("embedding backward") {
+            bp_embedding_backward(&dweight, dy, indices, 4, 2, 5, -1)
+        }
+    }
 }
