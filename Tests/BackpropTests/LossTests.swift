@@ -56,6 +56,15 @@ import Testing
         #expect(abs(try logits(x, target: target).value - (try bce(sigmoid, target: target).value)) < 1e-5)
     }
 
+    /// Logits [N, T, C] are N · T rows: the same loss and gradient as the flattened [N · T, C].
+    @Test func sequenceLogitsAreRows() throws {
+        let logits = randomTensor([2, 3, 4], seed: 21, -3, 3), labels = [0, 3, 1, 2, 2, 0]
+        let sequence = try SoftmaxCrossEntropy()(logits, labels: labels)
+        let flat = try SoftmaxCrossEntropy()(logits.reshaped(to: [6, 4]), labels: labels)
+        #expect(sequence.value == flat.value)
+        #expect(sequence.gradient.shape == [2, 3, 4] && sequence.gradient.scalars == flat.gradient.scalars)
+    }
+
     @Test func badLabelsAndShapesThrow() throws {
         let logits = try Tensor(shape: [2, 3])
         let loss = SoftmaxCrossEntropy()
@@ -70,7 +79,7 @@ import Testing
             _ = try loss(logits, labels: Tensor([0, .nan]))
         }
         expectError(.invalidArgument, mentioning: ["label 0.5"]) { _ = try loss(logits, labels: Tensor([0, 0.5])) }
-        expectError(.shapeMismatch, mentioning: ["[6]", "expected [N, C]"]) {
+        expectError(.shapeMismatch, mentioning: ["[6]", "expected [*, C]"]) {
             _ = try loss(Tensor(shape: [6]), labels: [0])
         }
         expectError(.shapeMismatch, mentioning: ["MeanSquaredError", "[2, 3]", "[3, 2]"]) {
