@@ -100,12 +100,13 @@ int64_t bp_rnn_forward(float *y, float *h_n, float *c_n, float *saved, const flo
         int64_t s = step_at(p, k);
         // hp [n, G·H] = h · W_hhᵀ + b_hh, through its transpose W_hh · hᵀ [G·H, n].
         if ((missing = bp_packed_times_rows(hp_t, n, &whh, h, hidden, n, 0))) break;
-        for (int64_t b = 0; b < n; b++)
-            for (int64_t j = 0; j < gh; j++) hp[b * gh + j] = hp_t[j * n + b] + (b_hh ? b_hh[j] : 0.0f);
 #pragma omp parallel for schedule(static) if (n * gh >= BP_PARALLEL_MIN)
-        for (int64_t b = 0; b < n; b++)
+        for (int64_t b = 0; b < n; b++) {
+            float *row = hp + b * gh;  // row b of hp: column b of its transpose, plus the bias
+            for (int64_t j = 0; j < gh; j++) row[j] = hp_t[j * n + b] + (b_hh ? b_hh[j] : 0.0f);
             cell_forward(h + b * hidden, c + b * hidden, y + (b * t + s) * p->y_stride + p->y_offset,
-                         saved ? saved + (b * t + s) * per_row : NULL, xp + (b * t + s) * gh, hp + b * gh, p);
+                         saved ? saved + (b * t + s) * per_row : NULL, xp + (b * t + s) * gh, row, p);
+        }
     }
     if (h_n) memcpy(h_n, h, (size_t)(n * hidden) * sizeof(float));
     if (c_n && p->kind == BP_LSTM) memcpy(c_n, c, (size_t)(n * hidden) * sizeof(float));
@@ -209,13 +210,18 @@ int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *
                                       : zeros;
             memcpy(h_prev + (b * t + s) * hidden, prev, (size_t)hidden * sizeof(float));
         }
+    // Each step adds the previous step's product (dh_t, transposed) into dh before the output's
+    // gradient, in the same pass over the row as its cell.
     for (int64_t k = t - 1; k >= 0; k--) {
         int64_t s = step_at(p, k);
+        int pending = k < t - 1;
 #pragma omp parallel for schedule(static) if (n * gh >= BP_PARALLEL_MIN)
         for (int64_t b = 0; b < n; b++) {
             int64_t row = b * t + s;
             float *dhb = dh + b * hidden;
             const float *dyb = dy + row * p->y_stride + p->y_offset;
+            if (pending)
+                for (int64_t j = 0; j < hidden; j++) dhb[j] += dh_t[j * n + b];
             for (int64_t j = 0; j < hidden; j++) dhb[j] += dyb[j];
             const float *c_prev = k > 0 ? saved + (b * t + step_at(p, k - 1)) * per_row + 4 * hidden
                                   : c0  ? c0 + b * hidden
@@ -226,9 +232,9 @@ int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *
         // dh_{t−1} (+)= the step's hidden pre-activation gradients · W_hh (their rows are t · G·H
         // apart), through its transpose W_hhᵀ · ghᵀ [H, n].
         if ((missing = bp_packed_times_rows(dh_t, n, &whh_t, gh_rows + s * gh, t * gh, n, 0))) break;
-        for (int64_t b = 0; b < n; b++)
-            for (int64_t j = 0; j < hidden; j++) dh[b * hidden + j] += dh_t[j * n + b];
     }
+    for (int64_t b = 0; b < n && !missing; b++)
+        for (int64_t j = 0; j < hidden; j++) dh[b * hidden + j] += dh_t[j * n + b];
     if (missing) {
         free(gi), free(h_prev), free(dh), free(dc), free(zeros), free(dh_t), bp_packed_free(&whh_t);
         if (gh_rows != gi) free(gh_rows);
