@@ -114,17 +114,11 @@ public class RecurrentLayer: Module {
     ) throws -> (
         output: Tensor, state: RecurrentState, backward: RecurrentBackward
     ) {
-        guard input.rank == 3, input.shape[2] == inputSize, input.shape[0] > 0, input.shape[1] > 0 else {
-            let axes = batchFirst ? "[N, T, \(inputSize)]" : "[T, N, \(inputSize)]"
-            throw BackpropError(.shapeMismatch, "\(self): input has shape \(describe(input.shape)), expected \(axes)")
-        }
-        let x = batchFirst ? input : swapFirstAxes(input)
-        let (n, t) = (x.shape[0], x.shape[1])
-        let stateShape = [layers * directions, n, hiddenSize]
+        let x = try batchFirstInput(input)
+        let stateShape = [layers * directions, x.shape[0], hiddenSize]
         try check(state, shape: stateShape)
-        let h0 =
-            state?.h ?? Tensor(unchecked: stateShape, scalars: [Float](repeating: 0, count: stateShape.reduce(1, *)))
-        let c0 = kind == BP_LSTM ? state?.c ?? Tensor(unchecked: stateShape, scalars: h0.scalars.map { _ in 0 }) : nil
+        let h0 = state?.h ?? zeroState(batch: x.shape[0])
+        let c0 = kind == BP_LSTM ? state?.c ?? zeroState(batch: x.shape[0]) : nil
         let run = try RecurrentRun(self, x: x, h0: h0, c0: c0)
         let output = batchFirst ? run.output : swapFirstAxes(run.output)
         return (
