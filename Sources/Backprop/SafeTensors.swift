@@ -104,10 +104,11 @@ public enum SafeTensors {
                     "tensor \(key): data_offsets [\(begin), \(end)] outside the \(dataLength) data bytes (truncated file?)"
                 )
             }
-            guard end - begin == count * kind.width else {
+            let (bytesNeeded, overflow) = count.multipliedReportingOverflow(by: kind.width)
+            guard !overflow, end - begin == bytesNeeded else {
                 throw fail(
-                    "tensor \(key): \(end - begin) bytes for shape \(describe(shape)) of \(dtypeName), expected \(count * kind.width)"
-                )
+                    "tensor \(key): \(end - begin) bytes for shape \(describe(shape)) of \(dtypeName), expected "
+                        + (overflow ? "more than Int can count" : "\(bytesNeeded)"))
             }
             ranges.append((begin, end, key))
             file.tensors[key] = StoredArray(

@@ -68,6 +68,12 @@ import Testing
                     data: [UInt8](repeating: 0, count: 8)), .unsupported, "BF16"
             ),
             (Self.handMade(header: "{not json", data: []), .format, "not valid JSON"),
+            // A shape whose byte count overflows Int (it used to trap).
+            (
+                Self.handMade(
+                    header: #"{"0.bias": {"dtype": "F32", "shape": [999999999999, 4000000], "data_offsets": [0, 8]}}"#,
+                    data: [UInt8](repeating: 0, count: 8)), .format, "more than Int can count"
+            ),
             (
                 Self.handMade(
                     header:
