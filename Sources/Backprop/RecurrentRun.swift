@@ -20,10 +20,10 @@ struct RecurrentRun {
         var finalH = [Float](repeating: 0, count: h0.count), finalC = c0.map { [Float](repeating: 0, count: $0.count) }
         var input = x.scalars
         for index in 0..<layer.layers {
-            var y = [Float](repeating: 0, count: n * t * hidden * directions)
+            var y = unwritten(n * t * hidden * directions)  // each direction writes its columns
             for direction in 0..<directions {
                 var p = parameters(index, direction)
-                var cells = [Float](repeating: 0, count: n * t * Int(bp_rnn_saved_per_row(&p)))
+                var cells = unwritten(n * t * Int(bp_rnn_saved_per_row(&p)))
                 let slot = (index * directions + direction) * n * hidden
                 var hn = [Float](repeating: 0, count: n * hidden), cn = hn
                 let w = layer.weights(index, direction)
@@ -48,7 +48,7 @@ struct RecurrentRun {
             input = y
             if index + 1 < layer.layers, layer.isTraining, layer.dropout > 0 {
                 let seed = layer.randomState.generator.next()
-                input = [Float](repeating: 0, count: y.count)
+                input = unwritten(y.count)
                 bp_dropout_forward(&input, y, layer.dropout, seed, Int64(y.count))
                 dropoutSeeds.append(seed)
             } else {
@@ -80,7 +80,7 @@ struct RecurrentRun {
         var gradient = dy.scalars
         for index in (0..<layer.layers).reversed() {
             let skipped = index == 0 && !inputGradient
-            var dx = [Float](repeating: 0, count: skipped ? 0 : inputs[index].count)
+            var dx = unwritten(skipped ? 0 : inputs[index].count)  // the first direction overwrites it
             for direction in 0..<directions {
                 var p = parameters(index, direction)
                 let slot = (index * directions + direction) * n * hidden
@@ -126,6 +126,11 @@ struct RecurrentRun {
                 h: Tensor(unchecked: h0.shape, scalars: dh0), c: dc0.map { Tensor(unchecked: h0.shape, scalars: $0) })
         )
     }
+}
+
+/// An array of `count` floats whose every element a kernel writes before anything reads it.
+private func unwritten(_ count: Int) -> [Float] {
+    [Float](unsafeUninitializedCapacity: count) { _, initialized in initialized = count }
 }
 
 /// The [N, H] slice of a state tensor [layers · directions, N, H] starting at element `start`.
