@@ -4,7 +4,8 @@ import Foundation
 ///
 /// Grammar: layers separated by spaces; a layer is NAME or NAME(ARGS); ARGS are comma-separated
 /// positional numbers then KEY=NUMBER pairs; `residual(SPEC)` holds a nested spec whose output is
-/// added to its input. Layer names and their arguments are those of `Layers`. For example
+/// added to its input, `checkpoint(SPEC)` a nested spec run with gradient checkpointing (names as
+/// residual's). Layer names and their arguments are those of `Layers`. For example
 /// `conv2d(1,6,5,pad=2) relu maxpool2d(2) flatten linear(1176,10)`.
 /// Parameters are named as `nn.Sequential` names them ("3.weight", nested "0.2.bias").
 public enum ModelSpec {
@@ -39,6 +40,7 @@ public enum ModelSpec {
     /// kind's `positional` fields.
     private static func build(_ layer: Layer, generator: inout SplitMix64) throws -> Module {
         if layer.name == "residual" { return Residual(try build(layer.body, generator: &generator).layers) }
+        if layer.name == "checkpoint" { return Checkpointed(try build(layer.body, generator: &generator)) }
         let kind = try Layers.kind(layer.name)
         guard layer.positional.count == kind.positional.count else {
             throw BackpropError(
@@ -87,7 +89,7 @@ public enum ModelSpec {
             throw BackpropError(.format, "model spec: bad layer '\(text)'")
         }
         rest = rest.dropFirst().dropLast()
-        if name == "residual" {
+        if name == "residual" || name == "checkpoint" {
             return Layer(name: name, positional: [], keywords: [:], body: try parse(String(rest)))
         }
         var positional: [Double] = [], keywords: [String: Double] = [:]

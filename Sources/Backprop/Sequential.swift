@@ -3,9 +3,13 @@
 /// B[g, z](v) = B[g_1, z](B[g_2, g_1(z)](… B[g_n, ·](v))).
 /// Parameters are named as PyTorch's `nn.Sequential` names them: "<index>.<name>".
 /// Neighbours that can run as one layer (`Module.fused(with:)`: a BatchNorm followed by a ReLU) do,
-/// with the same bits, except while a `ForwardObserver` watches.
+/// with the same bits, except while a `ForwardObserver` watches. With `checkpoint(segments:)` the
+/// layers run as that many `Checkpointed` segments (gradient checkpointing, the same bits).
 public final class Sequential: Module {
     public private(set) var layers: [Module]
+    /// The number of checkpointed segments the layers run as; nil: none (every layer keeps what its
+    /// backward needs).
+    public private(set) var checkpointSegments: Int?
 
     public init(_ layers: [Module]) {
         self.layers = layers
@@ -27,16 +31,42 @@ public final class Sequential: Module {
         layers.enumerated().map { (name: "\($0.offset)", module: $0.element) }
     }
 
+    /// Runs the layers as `segments` consecutive groups of nearly equal size, each a `Checkpointed`
+    /// segment that keeps only its input for the backward and runs its forward again there: memory
+    /// O(segments + layers / segments) instead of O(layers), one more forward's time. √(layer count)
+    /// segments (the default, `Sequential.defaultSegments`) keep the fewest inputs. nil turns it off.
+    /// Throws unless 1 ≤ segments ≤ the layer count.
+    public func checkpoint(segments: Int?) throws {
+        if let segments, !(1...max(layers.count, 1)).contains(segments) {
+            throw BackpropError(
+                .invalidArgument,
+                "Sequential: \(segments) checkpoint segments for \(layers.count) layers, expected 1 to \(layers.count)")
+        }
+        checkpointSegments = segments
+    }
+
+    /// About √(layer count), at least 1.
+    public var defaultSegments: Int { max(1, Int(Double(layers.count).squareRoot().rounded())) }
+
+    /// What the forward runs one after the other: the layers, or their checkpointed segments.
+    private var units: [Module] {
+        guard let segments = checkpointSegments else { return layers }
+        return (0..<segments).map { g in
+            Checkpointed(Sequential(Array(layers[g * layers.count / segments..<(g + 1) * layers.count / segments])))
+        }
+    }
+
     public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
-        let (output, backwards, _) = try run(input, first: 0, parametersOnly: false)
+        let (output, backwards, _) = try run(input, units, first: 0, parametersOnly: false)
         return (output, { gradOutput in try backwards.reversed().reduce(gradOutput) { try $1($0) } })
     }
 
     /// The layers before the first one with parameters need no backward at all, and that one needs
     /// no input gradient.
     public func forwardWithoutInputGradient(_ input: Tensor) throws -> (output: Tensor, backward: ParameterBackward) {
-        let first = layers.firstIndex { !$0.namedParameters.isEmpty } ?? layers.count
-        let (output, backwards, parameterBackward) = try run(input, first: first, parametersOnly: true)
+        let units = self.units
+        let first = units.firstIndex { !$0.namedParameters.isEmpty } ?? units.count
+        let (output, backwards, parameterBackward) = try run(input, units, first: first, parametersOnly: true)
         return (
             output,
             { gradOutput in
@@ -46,10 +76,10 @@ public final class Sequential: Module {
         )
     }
 
-    /// Runs the layers on `input`. Layers before `first` keep no backward; with `parametersOnly`,
-    /// layer `first` runs without its input gradient and its backward is returned apart.
+    /// Runs the units (layers or segments) on `input`. Units before `first` keep no backward; with
+    /// `parametersOnly`, unit `first` runs without its input gradient and its backward is returned apart.
     private func run(
-        _ input: Tensor, first: Int, parametersOnly: Bool
+        _ input: Tensor, _ layers: [Module], first: Int, parametersOnly: Bool
     )
         throws -> (output: Tensor, backwards: [Backward], parameterBackward: ParameterBackward?)
     {

@@ -49,6 +49,11 @@ struct Train: ParsableCommand {
     @Option(help: "Seed of the initialisation and the shuffling.") var seed: UInt64 = 1
     @Option(help: "Directory for model.safetensors, checkpoint.safetensors and report.html.") var output = "runs/train"
     @Option(help: "Continue a run from its checkpoint.safetensors (or the directory holding it).") var resume: String?
+    @Option(
+        name: .customLong("checkpoint-segments"),
+        help:
+            "Gradient checkpointing: run the model's layers as this many segments that keep only their input and recompute the rest in the backward (about √layers uses the least memory); the results are the same bits."
+    ) var checkpointSegments: Int?
     @OptionGroup var threadOptions: ThreadOptions
 
     func validate() throws {
@@ -72,6 +77,7 @@ struct Train: ParsableCommand {
         let resumed = try resumeURL.map { try SafeTensors.read(contentsOf: $0) }
         let spec = model ?? resumed?.metadata["model"] ?? Train.defaultModel
         let network = try ModelSpec.build(spec, seed: seed)
+        try network.checkpoint(segments: checkpointSegments)
         let rate = learningRate ?? (optimizer == .sgd ? 0.05 : 1e-3)
         let parameters = network.parameters
         let step: Optimizer =
