@@ -17,8 +17,10 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .customLong("min-time"), help: "Seconds of repetitions per phase (at least 5 runs).") var minTime =
         0.5
     @Option(help: "Write results as {engine, threads, results: {name: {forward_ms, backward_ms}}}.") var json: String?
-    @Option(name: .customLong("peak-gflops"), help: "FMA peak of one core, for the share-of-peak column.")
-    var peakGFLOPs = 178.0
+    @Option(
+        name: .customLong("peak-gflops"),
+        help: "FMA peak of one core, for the share-of-peak column (default: measured on this machine).")
+    var peakGFLOPs: Double?
 
     static func main() {
         if let better = ProcessSetup.configure() {
@@ -47,8 +49,12 @@ struct BenchCommand: ParsableCommand {
             }
             all = all.filter { selected.contains($0.name) }
         }
-        let threadCount = Threads.count, peak = peakGFLOPs * Double(threadCount)
-        print("Backprop on \(threadCount) thread(s); OpenBLAS core \(BLASRuntime.coreName); peak \(peak) GFLOP/s")
+        let machine = Machine.measure()
+        let threadCount = Threads.count, peak = (peakGFLOPs ?? machine.fmaGFLOPs) * Double(threadCount)
+        print("Machine: \(machine.description)")
+        print(
+            "Backprop on \(threadCount) thread(s); OpenBLAS core \(BLASRuntime.coreName); peak \(String(format: "%.1f", peak)) GFLOP/s"
+        )
         print(Table.header)
         var results: [String: [String: Double]] = [:], failed: [String] = []
         for workload in all {
@@ -70,7 +76,7 @@ struct BenchCommand: ParsableCommand {
         if let json {
             let object: [String: Any] = [
                 "engine": "backprop (OpenBLAS \(BLASRuntime.coreName))", "threads": threadCount,
-                "results": results,
+                "results": results, "machine": machine.description,
             ]
             let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
             try data.write(to: URL(fileURLWithPath: json))

@@ -57,7 +57,7 @@ done
         python3 "$bench/compare.py" "$results/backprop_${threads}thread.json" "$results/torch_${threads}thread.json"
         echo '```'
         echo
-        echo "Backprop's own table (GFLOP/s and share of a 178 GFLOP/s-per-core FMA peak; GB/s for memory-bound ops):"
+        echo "Backprop's own table (GFLOP/s and share of the FMA peak measured on the machine; GB/s for memory-bound ops):"
         echo
         echo '```'
         grep -v '^wrote' "$results/backprop_${threads}thread.txt"

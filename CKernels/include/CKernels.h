@@ -60,6 +60,15 @@ void bp_sgemm_serial(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, 
 void bp_sgemm_ref(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
                   const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
 
+// MARK: - The machine (machine.c)
+
+/// One core's best rate of 16-lane float fused multiply-adds over `seconds`, in GFLOP/s (two per FMA),
+/// in the widest vectors the CPU has (the multiversioned kernels' choice).
+double bp_measure_fma_gflops(double seconds);
+/// One core's best rate of a[i] = b[i] + 3 c[i] over three arrays of `floats` floats (sized past the
+/// caches), in GB/s of data read and written, over `seconds`; 0 when the arrays cannot be allocated.
+double bp_measure_triad_gbs(int64_t floats, double seconds);
+
 // MARK: - Memory (memory.c)
 
 /// For tests: the `count`-th allocation the kernels make on the calling thread from now fails
