@@ -2,12 +2,17 @@ import CKernels
 import Foundation
 
 /// A dense float32 tensor: a shape and its scalars, contiguous in row-major order
-/// (NCHW for images). A value type: copies share storage until one of them is written.
+/// (NCHW for images). A value type: copies share storage until one of them is written. Its storage
+/// is counted while alive (`TensorMemory`).
 public struct Tensor: Equatable, Sendable, CustomStringConvertible {
     /// The size of each axis, outermost first.
     public private(set) var shape: [Int]
+    private var storage: TensorStorage
+
     /// The elements in row-major order; `scalars.count` is the product of `shape`.
-    public private(set) var scalars: [Float]
+    public var scalars: [Float] { storage.scalars }
+
+    public static func == (a: Tensor, b: Tensor) -> Bool { a.shape == b.shape && a.scalars == b.scalars }
 
     /// A tensor with the given shape and scalars.
     /// Throws when a size is negative or the count of scalars does not match the shape.
@@ -20,7 +25,7 @@ public struct Tensor: Equatable, Sendable, CustomStringConvertible {
                 "Tensor: \(scalars.count) scalars for shape \(describe(shape)), expected \(count)")
         }
         self.shape = shape
-        self.scalars = scalars
+        storage = TensorStorage(scalars)
     }
 
     /// A tensor of `shape` filled with `value`.
@@ -37,7 +42,7 @@ public struct Tensor: Equatable, Sendable, CustomStringConvertible {
     /// For shapes the library has already validated.
     package init(unchecked shape: [Int], scalars: [Float]) {
         self.shape = shape
-        self.scalars = scalars
+        storage = TensorStorage(scalars)
     }
 
     static func validate(_ shape: [Int]) throws {
@@ -60,7 +65,10 @@ public struct Tensor: Equatable, Sendable, CustomStringConvertible {
 
     public subscript(index: Int) -> Float {
         get { scalars[index] }
-        set { scalars[index] = newValue }
+        set {
+            makeUnique()
+            storage.scalars[index] = newValue
+        }
     }
 
     /// The same scalars under another shape of the same count.
@@ -93,9 +101,15 @@ extension Tensor {
 
     /// Calls `body` with a mutable pointer to the scalars.
     mutating func withMutablePointer<R>(_ body: (UnsafeMutablePointer<Float>) throws -> R) rethrows -> R {
-        try scalars.withUnsafeMutableBufferPointer { buffer in
+        makeUnique()
+        return try storage.scalars.withUnsafeMutableBufferPointer { buffer in
             try body(buffer.baseAddress ?? Tensor.emptyStorage)
         }
+    }
+
+    /// Gives this tensor storage of its own before a write.
+    private mutating func makeUnique() {
+        if !isKnownUniquelyReferenced(&storage) { storage = TensorStorage(storage.scalars) }
     }
 
     /// A valid address for kernels called with n = 0, which never dereference it.

@@ -6,6 +6,13 @@ public enum Training {
     public struct Metrics: Sendable {
         public let loss: Double
         public let accuracy: Double
+        /// For a training epoch: the most bytes of tensor storage a step's forward and backward had
+        /// alive at once (its activations, saved values and gradients; `TensorMemory`); else 0.
+        public var peakStepBytes = 0
+
+        public init(loss: Double, accuracy: Double, peakStepBytes: Int = 0) {
+            (self.loss, self.accuracy, self.peakStepBytes) = (loss, accuracy, peakStepBytes)
+        }
     }
 
     /// One epoch: the examples in an order shuffled from `seed`, in batches of `batchSize` (the last
@@ -24,19 +31,24 @@ public enum Training {
         var generator = SplitMix64(seed: seed)
         let order = Array(0..<data.count).shuffled(using: &generator)
         let batches = (data.count + batchSize - 1) / batchSize
-        var lossSum = 0.0, correct = 0, seen = 0
+        var lossSum = 0.0, correct = 0, seen = 0, peakStepBytes = 0
         for b in 0..<batches {
             let indices = order[b * batchSize..<min((b + 1) * batchSize, data.count)]
             let (x, labels) = data.batch(indices)
             optimizer.zeroGrad()
-            let (logits, backward) = try model.forwardWithoutInputGradient(x)
-            let loss = try SoftmaxCrossEntropy()(logits, labels: labels)
-            guard loss.value.isFinite else {
-                throw BackpropError(
-                    .numerical,
-                    "Training: the loss became \(loss.value) at batch \(b + 1) of \(batches); lower the learning rate")
+            let ((logits, loss), peak, _) = try TensorMemory.measure { () throws -> (Tensor, LossOutput) in
+                let (logits, backward) = try model.forwardWithoutInputGradient(x)
+                let loss = try SoftmaxCrossEntropy()(logits, labels: labels)
+                guard loss.value.isFinite else {
+                    throw BackpropError(
+                        .numerical,
+                        "Training: the loss became \(loss.value) at batch \(b + 1) of \(batches); lower the learning rate"
+                    )
+                }
+                try backward(loss.gradient)
+                return (logits, loss)
             }
-            try backward(loss.gradient)
+            peakStepBytes = max(peakStepBytes, peak)
             // The backward runs from the output: the last layer with a non-finite gradient blew up first.
             if let (name, _) = model.namedParameters.last(where: { !$0.parameter.grad.scalars.allSatisfy(\.isFinite) })
             {
@@ -54,7 +66,9 @@ public enum Training {
             seen += labels.count
             progress(b + 1, batches, lossSum / Double(seen), Double(correct) / Double(seen))
         }
-        return Metrics(loss: lossSum / Double(max(seen, 1)), accuracy: Double(correct) / Double(max(seen, 1)))
+        return Metrics(
+            loss: lossSum / Double(max(seen, 1)), accuracy: Double(correct) / Double(max(seen, 1)),
+            peakStepBytes: peakStepBytes)
     }
 
     /// Loss and accuracy in evaluation mode, in batches of `batchSize`.

@@ -25,14 +25,19 @@ public struct TrainingHistory: Codable, Sendable, Equatable {
         public let validationLoss: Double?, validationAccuracy: Double?
         public let seconds: Double
         public let learningRate: Double
+        /// The most tensor storage a training step had alive, and the process's peak resident memory
+        /// at the end of the epoch, in bytes (nil in histories from before they were recorded).
+        public let peakStepBytes: Int?
+        public let peakResidentBytes: Int?
 
         public init(
             epoch: Int, step: Int, train: Training.Metrics, test: Training.Metrics, validation: Training.Metrics?,
-            seconds: Double, learningRate: Double
+            seconds: Double, learningRate: Double, peakResidentBytes: Int? = nil
         ) {
             (self.epoch, self.step, self.seconds, self.learningRate) = (epoch, step, seconds, learningRate)
             (trainLoss, trainAccuracy, testLoss, testAccuracy) = (train.loss, train.accuracy, test.loss, test.accuracy)
             (validationLoss, validationAccuracy) = (validation?.loss, validation?.accuracy)
+            (peakStepBytes, self.peakResidentBytes) = (train.peakStepBytes, peakResidentBytes)
         }
     }
 

@@ -102,7 +102,8 @@ public enum TrainingReport {
         var rows =
             "<table>\n<tr><th>epoch</th><th>train loss</th><th>train acc</th>"
             + (validation ? "<th>val loss</th><th>val acc</th>" : "")
-            + "<th>test loss</th><th>test acc</th><th>learning rate</th><th>seconds</th></tr>\n"
+            + "<th>test loss</th><th>test acc</th><th>learning rate</th><th>seconds</th>"
+            + "<th>peak step memory</th><th>peak resident</th></tr>\n"
         for e in history.epochs {
             rows +=
                 "<tr><td>\(e.epoch)</td>"
@@ -113,11 +114,15 @@ public enum TrainingReport {
                     100 * (e.validationAccuracy ?? .nan))
             }
             rows += String(
-                format: "<td>%.4f</td><td>%.2f%%</td><td>%.3g</td><td>%.1f</td></tr>\n",
-                e.testLoss, 100 * e.testAccuracy, e.learningRate, e.seconds)
+                format: "<td>%.4f</td><td>%.2f%%</td><td>%.3g</td><td>%.1f</td>", e.testLoss, 100 * e.testAccuracy,
+                e.learningRate, e.seconds)
+            rows += "<td>\(megabytes(e.peakStepBytes))</td><td>\(megabytes(e.peakResidentBytes))</td></tr>\n"
         }
         return rows + "</table>\n"
     }
+
+    /// "12.3 MB", or "-" when not recorded.
+    static func megabytes(_ bytes: Int?) -> String { bytes.map { String(format: "%.1f MB", Double($0) / 1e6) } ?? "-" }
 
     /// Writes the report atomically.
     public static func write(_ history: TrainingHistory, to url: URL, title: String = "Backprop training report") throws

@@ -165,10 +165,15 @@ struct Train: ParsableCommand {
                     held.map { String(format: " | validation loss %.4f acc %.2f%%", $0.loss, 100 * $0.accuracy) } ?? "",
                     testMetrics.loss, 100 * testMetrics.accuracy, seconds, Double(train.count) / seconds,
                     Double(step.learningRate)))
+            let resident = ProcessSetup.peakResidentBytes
+            print(
+                String(
+                    format: "  memory: a step's tensors at most %.1f MB; the process's peak resident %.1f MB",
+                    Double(metrics.peakStepBytes) / 1e6, Double(resident) / 1e6))
             monitor.endEpoch(
                 .init(
                     epoch: epoch + 1, step: monitor.step, train: metrics, test: testMetrics, validation: held,
-                    seconds: seconds, learningRate: Double(step.learningRate)))
+                    seconds: seconds, learningRate: Double(step.learningRate), peakResidentBytes: resident))
             let metadata = ["model": spec, "format": "pt"]
             try Checkpoint.save(network, to: directory.appendingPathComponent("model.safetensors"), metadata: metadata)
             try TrainingCheckpoint.save(

@@ -1,0 +1,66 @@
+import Synchronization
+
+/// The bytes of tensor storage alive, and the most alive at once: for the whole process, and for
+/// the tensors created inside a `measure` block (a step's activations and gradients). Every
+/// tensor's storage counts from its creation until the last tensor sharing it is gone; a tensor
+/// that shares another's elements through an array copy (a reshape) counts them again.
+public enum TensorMemory {
+    /// Bytes of tensor storage alive in the process now.
+    public static var liveBytes: Int { process.live.load(ordering: .relaxed) }
+
+    /// The most bytes alive at once since the process started or the last `resetPeak()`.
+    public static var peakBytes: Int { process.peak.load(ordering: .relaxed) }
+
+    /// Starts the process's peak again from what is alive now.
+    public static func resetPeak() { process.peak.store(process.live.load(ordering: .relaxed), ordering: .relaxed) }
+
+    /// Runs `body` and measures the storage of the tensors it creates (on this task): the most
+    /// alive at once while it ran, and what is still alive when it returns.
+    public static func measure<R>(_ body: () throws -> R) rethrows -> (result: R, peakBytes: Int, liveBytes: Int) {
+        let scope = MemoryCount()
+        let result = try $scope.withValue(scope) { try body() }
+        return (result, scope.peak.load(ordering: .relaxed), scope.live.load(ordering: .relaxed))
+    }
+
+    static let process = MemoryCount()
+    @TaskLocal static var scope: MemoryCount?
+}
+
+/// A count of live bytes and its peak.
+final class MemoryCount: Sendable {
+    let live = Atomic<Int>(0)
+    let peak = Atomic<Int>(0)
+
+    func add(_ bytes: Int) {
+        let now = live.add(bytes, ordering: .relaxed).newValue
+        var seen = peak.load(ordering: .relaxed)
+        while now > seen {
+            let (exchanged, current) = peak.compareExchange(expected: seen, desired: now, ordering: .relaxed)
+            if exchanged { break }
+            seen = current
+        }
+    }
+
+    func remove(_ bytes: Int) { live.subtract(bytes, ordering: .relaxed) }
+}
+
+/// A tensor's elements, counted while alive in the process and in the `measure` scope it was
+/// created in.
+final class TensorStorage: @unchecked Sendable {
+    var scalars: [Float]
+    private let bytes: Int
+    private let scope: MemoryCount?
+
+    init(_ scalars: [Float]) {
+        self.scalars = scalars
+        bytes = scalars.count * MemoryLayout<Float>.stride
+        scope = TensorMemory.scope
+        TensorMemory.process.add(bytes)
+        scope?.add(bytes)
+    }
+
+    deinit {
+        TensorMemory.process.remove(bytes)
+        scope?.remove(bytes)
+    }
+}
