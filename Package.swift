@@ -57,7 +57,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Benchmarks",
-            exclude: ["BENCHMARKS.md", "update.sh", "torch_train.py", "results"]
+            exclude: ["BENCHMARKS.md", "update.sh", "torch_train.py", "results", "workloads-memory.json"]
         ),
         .testTarget(name: "CKernelsTests", dependencies: ["CKernels", "BackpropTestSupport"]),
         .testTarget(

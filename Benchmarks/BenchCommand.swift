@@ -64,7 +64,9 @@ struct BenchCommand: ParsableCommand {
                 let prepared = try Preparation.prepare(workload)
                 let forward = try Timing.medianMilliseconds(minTime: minTime, prepared.forward)
                 let backward = try Timing.medianMilliseconds(minTime: minTime, prepared.backward)
-                results[workload.name] = ["forward_ms": forward, "backward_ms": backward]
+                results[workload.name] =
+                    ["forward_ms": forward, "backward_ms": backward]
+                    .merging(prepared.peakStepBytes.map { ["peak_step_bytes": Double($0)] } ?? [:]) { a, _ in a }
                 print(Table.row(workload.name, forward, backward, prepared, peak: peak))
             } catch let error as BackpropError where error.kind == .unsupported {
                 print(Table.note(workload.name, "skipped: \(error.message)"))
@@ -125,6 +127,7 @@ enum Table {
         if let bytes = prepared.bytes {
             line += "\(fixed(bytes.forward / forward / 1e6, 1)) / \(fixed(bytes.backward / backward / 1e6, 1))"
         }
+        if let peak = prepared.peakStepBytes { line += "peak step memory \(fixed(Double(peak) / 1e6, 1)) MB" }
         return line
     }
 

@@ -9,6 +9,8 @@ struct Prepared {
     let backward: () throws -> Void
     var flops: (forward: Double, backward: Double)? = nil
     var bytes: (forward: Double, backward: Double)? = nil
+    /// For networks: the most bytes of tensor storage one forward and backward had alive at once.
+    var peakStepBytes: Int? = nil
 }
 
 /// Builds each workload's module on its shape (and on a small copy of it for the check), checks
@@ -168,8 +170,12 @@ enum Preparation {
         let spec = try f.string("model")
         let shape = [try f.int("n"), try f.int("c"), try f.int("h"), try f.int("w")]
         let model = try ModelSpec.build(spec, seed: 1)
+        // checkpoint_segments: gradient checkpointing in that many segments (absent: none).
+        try model.checkpoint(segments: f.has("checkpoint_segments") ? f.int("checkpoint_segments") : nil)
         let small = [min(shape[0], 2)] + shape.dropFirst()
-        let report = try GradientCheck.run(model, input: randomTensor(small, seed: 4), maxChecksPerTensor: 20)
+        // Each checked point costs two forwards of the whole network: 4 a tensor past 16 × 16 pixels.
+        let points = shape[2] * shape[3] > 256 ? 4 : 20
+        let report = try GradientCheck.run(model, input: randomTensor(small, seed: 4), maxChecksPerTensor: points)
         guard report.passed else { throw BackpropError(.numerical, "\(report)") }
         return try networkWorkload(model, input: randomTensor(shape, seed: 5), classes: 10)
     }
@@ -213,11 +219,15 @@ enum Preparation {
     static func networkWorkload(_ model: Module, input: Tensor, classes: Int) throws -> Prepared {
         let labels = (0..<input.shape[0]).map { $0 % classes }
         let loss = SoftmaxCrossEntropy()
+        let peak = try TensorMemory.measure {
+            let (logits, backward) = try model.forward(input)
+            _ = try backward(try loss(logits, labels: labels).gradient)
+        }.peakBytes
         let (logits, backward) = try model.forward(input)
         let (_, lossBackward) = try loss.forward(logits, labels: labels)
         return Prepared(
             forward: { _ = try loss.forward(model.forward(input).output, labels: labels) },
-            backward: { _ = try backward(lossBackward()) })
+            backward: { _ = try backward(lossBackward()) }, peakStepBytes: peak)
     }
 
     // MARK: - Checks against the plain-loop references
