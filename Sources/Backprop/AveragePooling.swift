@@ -4,22 +4,22 @@ import CKernels
 /// its window with the same divisor. Saves nothing but the input's shape.
 func averagePool(
     _ input: Tensor, _ parameters: bp_pool2d_params, module: Module
-) throws -> (output: Tensor, backward: Backward) {
-    var p = parameters, missing: Int64 = 0
-    let outputShape = [input.shape[0], input.shape[1], Int(p.out_h), Int(p.out_w)]
-    let output = input.withPointer { x in Tensor.filled(outputShape) { missing = bp_avgpool2d_forward($0, x, &p) } }
-    try checkAllocation(missing, module)
-    let inputShape = input.shape
+) throws -> (
+    output: Tensor, backward: Backward
+) {
+    var p = parameters
+    let outputShape = [input.shape[0], input.shape[1], Int(p.out_h), Int(p.out_w)], inputShape = input.shape
+    let output = try input.withPointer { x in
+        try Tensor.computed(outputShape, by: module) { bp_avgpool2d_forward($0, x, &p) }
+    }
     return (
         output,
         { gradOutput in
             try checkGradient(gradOutput, matches: outputShape, in: module)
-            var p = parameters, missing: Int64 = 0
-            let dx = gradOutput.withPointer { dy in
-                Tensor.filled(inputShape) { missing = bp_avgpool2d_backward($0, dy, &p) }
+            var p = parameters
+            return try gradOutput.withPointer { dy in
+                try Tensor.computed(inputShape, by: module) { bp_avgpool2d_backward($0, dy, &p) }
             }
-            try checkAllocation(missing, module)
-            return dx
         }
     )
 }

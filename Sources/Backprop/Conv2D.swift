@@ -110,19 +110,18 @@ func convolution(
     _ module: Module, _ input: Tensor, weight: Parameter, bias: Parameter?,
     geometry: bp_conv2d_params, transposed: Bool
 ) throws -> SplitPass {
-    var p = geometry, missing: Int64 = 0
+    var p = geometry
     let outputShape =
         transposed ? [Int(p.n), Int(p.c), Int(p.h), Int(p.w)] : [Int(p.n), Int(p.k), Int(p.out_h), Int(p.out_w)]
     let forwardKernel = transposed ? bp_conv2d_backward_data : bp_conv2d_forward
     let inputGradientKernel = transposed ? bp_conv2d_forward : bp_conv2d_backward_data
-    let output = input.withPointer { x in
-        weight.value.withPointer { w in
-            withOptionalPointer(bias?.value) { b in
-                Tensor.filled(outputShape) { y in missing = forwardKernel(y, x, w, b, &p) }
+    let output = try input.withPointer { x in
+        try weight.value.withPointer { w in
+            try withOptionalPointer(bias?.value) { b in
+                try Tensor.computed(outputShape, by: module) { y in forwardKernel(y, x, w, b, &p) }
             }
         }
     }
-    try checkAllocation(missing, module)
     return SplitPass(
         output: output,
         parameterBackward: { gradOutput in
@@ -148,14 +147,12 @@ func convolution(
             }
         },
         inputBackward: { gradOutput in
-            var p = geometry, missing: Int64 = 0
-            let gradInput = gradOutput.withPointer { v in
-                weight.value.withPointer { w in
-                    Tensor.filled(input.shape) { missing = inputGradientKernel($0, v, w, nil, &p) }
+            var p = geometry
+            return try gradOutput.withPointer { v in
+                try weight.value.withPointer { w in
+                    try Tensor.computed(input.shape, by: module) { inputGradientKernel($0, v, w, nil, &p) }
                 }
             }
-            try checkAllocation(missing, module)
-            return gradInput
         })
 }
 

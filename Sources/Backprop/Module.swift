@@ -184,6 +184,21 @@ func weightAndBias(_ weight: Parameter?, _ bias: Parameter?) -> [(name: String, 
     [weight.map { ("weight", $0) }, bias.map { ("bias", $0) }].compactMap { $0 }
 }
 
+extension Tensor {
+    /// A tensor of a validated `shape` whose every scalar `kernel` writes; the kernel returns the
+    /// bytes of scratch memory it could not allocate (0: none), and then `module` throws.
+    static func computed(
+        _ shape: [Int], by module: Module, _ kernel: (UnsafeMutablePointer<Float>) -> Int64
+    ) throws
+        -> Tensor
+    {
+        var missing: Int64 = 0
+        let tensor = Tensor.filled(shape) { missing = kernel($0) }
+        try checkAllocation(missing, module)
+        return tensor
+    }
+}
+
 /// Throws when a kernel returned `missing` > 0: the bytes of scratch memory it could not allocate.
 func checkAllocation(_ missing: Int64, _ module: Module) throws {
     guard missing == 0 else {

@@ -134,17 +134,16 @@ public class BatchNorm: Module {
             output,
             { [weight, bias] gradOutput in
                 try checkGradient(gradOutput, matches: input.shape, in: self)
-                var missing: Int64 = 0
-                let gradInput = gradOutput.withPointer { dy in
-                    input.withPointer { x in
-                        mean.withPointer { m in
-                            rstd.withPointer { r in
-                                withOptionalPointer(weight?.value) { gamma in
-                                    withOptionalPointer(bias?.value) { beta in
-                                        withOptionalMutablePointer(weight) { dgamma in
-                                            withOptionalMutablePointer(bias) { dbeta in
-                                                Tensor.filled(input.shape) {
-                                                    missing = bp_batchnorm_backward(
+                return try gradOutput.withPointer { dy in
+                    try input.withPointer { x in
+                        try mean.withPointer { m in
+                            try rstd.withPointer { r in
+                                try withOptionalPointer(weight?.value) { gamma in
+                                    try withOptionalPointer(bias?.value) { beta in
+                                        try withOptionalMutablePointer(weight) { dgamma in
+                                            try withOptionalMutablePointer(bias) { dbeta in
+                                                try Tensor.computed(input.shape, by: self) {
+                                                    bp_batchnorm_backward(
                                                         $0, dgamma, dbeta, dy, x, m, r, gamma, beta, n, c,
                                                         hw, batchStatistics ? 1 : 0, fusingReLU ? 1 : 0)
                                                 }
@@ -156,8 +155,6 @@ public class BatchNorm: Module {
                         }
                     }
                 }
-                try checkAllocation(missing, self)
-                return gradInput
             }
         )
     }
@@ -276,14 +273,13 @@ public final class LayerNorm: Module {
             output,
             { [weight, bias] gradOutput in
                 try checkGradient(gradOutput, matches: input.shape, in: self)
-                var missing: Int64 = 0
-                let gradInput = gradOutput.withPointer { dy in
-                    input.withPointer { x in
-                        withOptionalPointer(weight?.value) { gamma in
-                            withOptionalMutablePointer(weight) { dgamma in
-                                withOptionalMutablePointer(bias) { dbeta in
-                                    Tensor.filled(input.shape) {
-                                        missing = bp_layernorm_backward(
+                return try gradOutput.withPointer { dy in
+                    try input.withPointer { x in
+                        try withOptionalPointer(weight?.value) { gamma in
+                            try withOptionalMutablePointer(weight) { dgamma in
+                                try withOptionalMutablePointer(bias) { dbeta in
+                                    try Tensor.computed(input.shape, by: self) {
+                                        bp_layernorm_backward(
                                             $0, dgamma, dbeta, dy, x, mean, rstd, gamma, Int64(rows), Int64(d))
                                     }
                                 }
@@ -291,8 +287,6 @@ public final class LayerNorm: Module {
                         }
                     }
                 }
-                try checkAllocation(missing, self)
-                return gradInput
             }
         )
     }
