@@ -62,6 +62,7 @@ let package = Package(
         .testTarget(name: "CKernelsTests", dependencies: ["CKernels", "BackpropTestSupport"]),
         .testTarget(
             name: "BackpropTests", dependencies: ["Backprop", "BackpropFixtures", "BackpropTestSupport", "CKernels"]),
+        .testTarget(name: "BackpropCLITests", dependencies: ["backprop"]),
         .testTarget(
             name: "BackpropTrainingTests", dependencies: ["Backprop", "BackpropTraining", "BackpropTestSupport"]),
     ]

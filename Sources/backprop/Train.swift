@@ -59,6 +59,13 @@ struct Train: ParsableCommand {
     func validate() throws {
         guard epochs > 0, batchSize > 0 else { throw ValidationError("--epochs and --batch-size must be positive") }
         guard (0..<1).contains(validationSplit) else { throw ValidationError("--validation-split must be in [0, 1)") }
+        for (name, value) in [("--l1", l1), ("--l2", l2)] where !(value >= 0 && value.isFinite) {
+            throw ValidationError("\(name) must be a finite number >= 0, got \(value)")
+        }
+        guard warmup == 0 || schedule == .cosine else {
+            throw ValidationError("--warmup applies to the cosine schedule only (got --schedule \(schedule.rawValue))")
+        }
+        guard warmup >= 0 else { throw ValidationError("--warmup must be >= 0, got \(warmup)") }
     }
 
     func run() throws {
