@@ -119,11 +119,13 @@ typedef struct {
 /// row t at m + t · ld). Returns 0 or the bytes it could not allocate.
 int64_t bp_pack(bp_packed *a, const float *m, int64_t ld, int64_t rows, int64_t depth, int transposed);
 void bp_packed_free(bp_packed *a);
-/// C [rows, n] (+)= A · Xᵀ for X [n, depth] (row j at x + j · ldx): each element reduced over depth
-/// in a fixed order, rows in parallel, so the bits do not depend on the thread count. With
-/// `accumulate` C is added to. Call outside parallel regions. Returns 0 or the bytes missing.
-int64_t bp_packed_times_rows(float *c, int64_t ldc, const bp_packed *a, const float *x, int64_t ldx, int64_t n,
-                             int accumulate);
+/// The floats bp_packed_times_rows needs to pack X [n, depth] (allocate them on a 64-byte boundary).
+int64_t bp_packed_x_floats(int64_t n, int64_t depth);
+/// C [rows, n] = A · Xᵀ for X [n, depth] (row j at x + j · ldx), X packed into `packed_x`: each
+/// element reduced over depth in a fixed order, rows in parallel, so the bits do not depend on the
+/// thread count. Call outside parallel regions.
+void bp_packed_times_rows(float *c, int64_t ldc, const bp_packed *a, const float *x, int64_t ldx, int64_t n,
+                          float *packed_x);
 
 /// e^x within 2 ulp for x in [−87.3, 88.7], and vectorisable (no calls, no branches): e^x = 2^n e^r with
 /// n = round(x / ln 2) and r = x − n ln 2 in [−ln 2 / 2, ln 2 / 2], e^r by a degree-6 polynomial

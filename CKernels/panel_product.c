@@ -38,12 +38,12 @@ void bp_packed_free(bp_packed *a) {
     *a = (bp_packed){0};
 }
 
-int64_t bp_packed_times_rows(float *c, int64_t ldc, const bp_packed *a, const float *x, int64_t ldx, int64_t n,
-                             int accumulate) {
-    int64_t missing = 0, groups = (n + BP_NR - 1) / BP_NR, panels = panels_of(a->rows), depth = a->depth;
-    // X packed as 16-column panels: block d, group q: depth steps of columns [q · NR, …), NR floats a step.
-    float *b = bp_aligned_alloc(64, groups * BP_NR * depth + BP_NR, sizeof(float), 0, &missing);
-    if (!b) return missing;
+int64_t bp_packed_x_floats(int64_t n, int64_t depth) { return (n + BP_NR - 1) / BP_NR * BP_NR * depth + BP_NR; }
+
+void bp_packed_times_rows(float *c, int64_t ldc, const bp_packed *a, const float *x, int64_t ldx, int64_t n, float *b) {
+    int64_t groups = (n + BP_NR - 1) / BP_NR, panels = panels_of(a->rows), depth = a->depth;
+    // X packed into b as 16-column panels: block d, group q: depth steps of columns [q · NR, …), NR
+    // floats a step.
     for (int64_t d = 0; d < blocks_of(depth); d++) {
         int64_t t0 = d * DEPTH_BLOCK, kc = depth - t0 < DEPTH_BLOCK ? depth - t0 : DEPTH_BLOCK;
         for (int64_t q = 0; q < groups; q++) {
@@ -63,11 +63,9 @@ int64_t bp_packed_times_rows(float *c, int64_t ldc, const bp_packed *a, const fl
             for (int64_t d = 0; d < blocks_of(depth); d++) {
                 int64_t t0 = d * DEPTH_BLOCK, kc = depth - t0 < DEPTH_BLOCK ? depth - t0 : DEPTH_BLOCK;
                 bp_micro_6x16(kc, a->panels + t0 * panels * BP_MR + p * kc * BP_MR,
-                              b + t0 * groups * BP_NR + q * kc * BP_NR, c + p * BP_MR * ldc + q * BP_NR, ldc,
-                              accumulate || d > 0, NULL, rows, cols);
+                              b + t0 * groups * BP_NR + q * kc * BP_NR, c + p * BP_MR * ldc + q * BP_NR, ldc, d > 0,
+                              NULL, rows, cols);
             }
         }
     }
-    free(b);
-    return 0;
 }

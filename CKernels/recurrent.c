@@ -88,9 +88,10 @@ int64_t bp_rnn_forward(float *y, float *h_n, float *c_n, float *saved, const flo
     float *hp = bp_malloc(n, gh * (int64_t)sizeof(float), &missing),
           *hp_t = bp_malloc(n, gh * (int64_t)sizeof(float), &missing);
     float *h = bp_calloc(n * hidden, sizeof(float), &missing), *c = bp_calloc(n * hidden, sizeof(float), &missing);
+    float *states = bp_aligned_alloc(64, bp_packed_x_floats(n, hidden), sizeof(float), 0, &missing);
     bp_packed whh = {0};
     if (!missing) missing = bp_pack(&whh, w_hh, hidden, gh, hidden, 0);
-    if (missing) return free(xp), free(hp), free(hp_t), free(h), free(c), bp_packed_free(&whh), missing;
+    if (missing) goto done;
     if (h0) memcpy(h, h0, (size_t)(n * hidden) * sizeof(float));
     if (c0 && p->kind == BP_LSTM) memcpy(c, c0, (size_t)(n * hidden) * sizeof(float));
     // xp [n · t, G·H] = x [n · t, input] · W_ihᵀ + b_ih: row b · t + s is batch row b at step s.
@@ -99,7 +100,7 @@ int64_t bp_rnn_forward(float *y, float *h_n, float *c_n, float *saved, const flo
     for (int64_t k = 0; k < t; k++) {
         int64_t s = step_at(p, k);
         // hp [n, G·H] = h · W_hhᵀ + b_hh, through its transpose W_hh · hᵀ [G·H, n].
-        if ((missing = bp_packed_times_rows(hp_t, n, &whh, h, hidden, n, 0))) break;
+        bp_packed_times_rows(hp_t, n, &whh, h, hidden, n, states);
 #pragma omp parallel for schedule(static) if (n * gh >= BP_PARALLEL_MIN)
         for (int64_t b = 0; b < n; b++) {
             float *row = hp + b * gh;  // row b of hp: column b of its transpose, plus the bias
@@ -110,7 +111,8 @@ int64_t bp_rnn_forward(float *y, float *h_n, float *c_n, float *saved, const flo
     }
     if (h_n) memcpy(h_n, h, (size_t)(n * hidden) * sizeof(float));
     if (c_n && p->kind == BP_LSTM) memcpy(c_n, c, (size_t)(n * hidden) * sizeof(float));
-    free(xp), free(hp), free(hp_t), free(h), free(c), bp_packed_free(&whh);
+done:
+    free(xp), free(hp), free(hp_t), free(h), free(c), free(states), bp_packed_free(&whh);
     return missing;
 }
 
@@ -193,13 +195,10 @@ int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *
     float *h_prev = bp_malloc(n * t, hidden * (int64_t)sizeof(float), &missing);  // [b · t + s]: h_{t−1} of that step
     float *dh = bp_calloc(n * hidden, sizeof(float), &missing), *dc = bp_calloc(n * hidden, sizeof(float), &missing);
     float *zeros = bp_calloc(hidden, sizeof(float), &missing), *dh_t = bp_malloc(n * hidden, sizeof(float), &missing);
+    float *grads = bp_aligned_alloc(64, bp_packed_x_floats(n, gh), sizeof(float), 0, &missing);
     bp_packed whh_t = {0};  // W_hhᵀ [H, G·H]
     if (!missing) missing = bp_pack(&whh_t, w_hh, hidden, hidden, gh, 1);
-    if (missing) {
-        free(gi), free(h_prev), free(dh), free(dc), free(zeros), free(dh_t), bp_packed_free(&whh_t);
-        if (gh_rows != gi) free(gh_rows);
-        return missing;
-    }
+    if (missing) goto done;
     if (dh_n) memcpy(dh, dh_n, (size_t)(n * hidden) * sizeof(float));
     if (dc_n && p->kind == BP_LSTM) memcpy(dc, dc_n, (size_t)(n * hidden) * sizeof(float));
     for (int64_t b = 0; b < n; b++)
@@ -223,23 +222,19 @@ int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *
             if (pending)
                 for (int64_t j = 0; j < hidden; j++) dhb[j] += dh_t[j * n + b];
             for (int64_t j = 0; j < hidden; j++) dhb[j] += dyb[j];
-            const float *c_prev = k > 0 ? saved + (b * t + step_at(p, k - 1)) * per_row + 4 * hidden
-                                  : c0  ? c0 + b * hidden
-                                        : zeros;
+            const float *c_prev = p->kind != BP_LSTM ? NULL
+                                  : k > 0            ? saved + (b * t + step_at(p, k - 1)) * per_row + 4 * hidden
+                                  : c0               ? c0 + b * hidden
+                                                     : zeros;
             cell_backward(dhb, dc + b * hidden, gi + row * gh, gh_rows + row * gh, y + row * p->y_stride + p->y_offset,
                           h_prev + row * hidden, c_prev, saved ? saved + row * per_row : NULL, p);
         }
         // dh_{t−1} (+)= the step's hidden pre-activation gradients · W_hh (their rows are t · G·H
         // apart), through its transpose W_hhᵀ · ghᵀ [H, n].
-        if ((missing = bp_packed_times_rows(dh_t, n, &whh_t, gh_rows + s * gh, t * gh, n, 0))) break;
+        bp_packed_times_rows(dh_t, n, &whh_t, gh_rows + s * gh, t * gh, n, grads);
     }
-    for (int64_t b = 0; b < n && !missing; b++)
+    for (int64_t b = 0; b < n; b++)
         for (int64_t j = 0; j < hidden; j++) dh[b * hidden + j] += dh_t[j * n + b];
-    if (missing) {
-        free(gi), free(h_prev), free(dh), free(dc), free(zeros), free(dh_t), bp_packed_free(&whh_t);
-        if (gh_rows != gi) free(gh_rows);
-        return missing;
-    }
     if (dh0) memcpy(dh0, dh, (size_t)(n * hidden) * sizeof(float));
     if (dc0 && p->kind == BP_LSTM) memcpy(dc0, dc, (size_t)(n * hidden) * sizeof(float));
     // dW_ih += giᵀ · x, dW_hh += ghᵀ · h_prev, over every row of every step at once.
@@ -249,7 +244,8 @@ int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *
     add_row_sums(db_hh, gh_rows, n * t, gh);
     if (dx)
         bp_sgemm(0, 0, n * t, p->input, gh, 1.0f, gi, gh, w_ih, p->input, accumulate_dx ? 1.0f : 0.0f, dx, p->input);
-    free(gi), free(h_prev), free(dh), free(dc), free(zeros), free(dh_t), bp_packed_free(&whh_t);
+done:
+    free(gi), free(h_prev), free(dh), free(dc), free(zeros), free(dh_t), free(grads), bp_packed_free(&whh_t);
     if (gh_rows != gi) free(gh_rows);
-    return 0;
+    return missing;
 }
