@@ -159,6 +159,9 @@ extension Module {
 
     public var parameters: [Parameter] { namedParameters.map(\.parameter) }
 
+    /// Whether this module or one below it has parameters (without building their names).
+    public var hasParameters: Bool { !ownParameters.isEmpty || children.contains { $0.module.hasParameters } }
+
     /// The output alone, for inference.
     public func callAsFunction(_ input: Tensor) throws -> Tensor {
         try forward(input).output

@@ -94,10 +94,7 @@ public class RecurrentLayer: Module {
 
     /// As a plain module for data that needs no gradient: the backward skips the first layer's ∂J/∂x.
     public func forwardWithoutInputGradient(_ input: Tensor) throws -> (output: Tensor, backward: ParameterBackward) {
-        let x = try batchFirstInput(input)
-        let run = try RecurrentRun(
-            self, x: x, h0: zeroState(batch: x.shape[0]), c0: kind == BP_LSTM ? zeroState(batch: x.shape[0]) : nil)
-        let output = batchFirst ? run.output : swapFirstAxes(run.output)
+        let (run, output, _) = try start(input, state: nil)
         return (
             output,
             { [self] gradOutput in
@@ -114,13 +111,7 @@ public class RecurrentLayer: Module {
     ) throws -> (
         output: Tensor, state: RecurrentState, backward: RecurrentBackward
     ) {
-        let x = try batchFirstInput(input)
-        let stateShape = [layers * directions, x.shape[0], hiddenSize]
-        try check(state, shape: stateShape)
-        let h0 = state?.h ?? zeroState(batch: x.shape[0])
-        let c0 = kind == BP_LSTM ? state?.c ?? zeroState(batch: x.shape[0]) : nil
-        let run = try RecurrentRun(self, x: x, h0: h0, c0: c0)
-        let output = batchFirst ? run.output : swapFirstAxes(run.output)
+        let (run, output, stateShape) = try start(input, state: state)
         return (
             output, run.finalState,
             { [self] gradOutput, gradState in
@@ -132,6 +123,22 @@ public class RecurrentLayer: Module {
         )
     }
 
+    /// The forward both kinds of call share: the input and state checked, the run from the state
+    /// (zeros when nil), its output in the layer's axis order, and the state's shape.
+    private func start(
+        _ input: Tensor, state: RecurrentState?
+    ) throws -> (
+        run: RecurrentRun, output: Tensor, stateShape: [Int]
+    ) {
+        let x = try batchFirstInput(input)
+        let stateShape = [layers * directions, x.shape[0], hiddenSize]
+        try check(state, shape: stateShape)
+        let h0 = state?.h ?? zeroState(stateShape)
+        let c0 = kind == BP_LSTM ? state?.c ?? zeroState(stateShape) : nil
+        let run = try RecurrentRun(self, x: x, h0: h0, c0: c0)
+        return (run, batchFirst ? run.output : swapFirstAxes(run.output), stateShape)
+    }
+
     /// The input as [N, T, F], or a thrown error when it is not a sequence of this layer's features.
     private func batchFirstInput(_ input: Tensor) throws -> Tensor {
         guard input.rank == 3, input.shape[2] == inputSize, input.shape[0] > 0, input.shape[1] > 0 else {
@@ -141,10 +148,9 @@ public class RecurrentLayer: Module {
         return batchFirst ? input : swapFirstAxes(input)
     }
 
-    /// A zero state [layers · directions, batch, H].
-    private func zeroState(batch: Int) -> Tensor {
-        let shape = [layers * directions, batch, hiddenSize]
-        return Tensor(unchecked: shape, scalars: [Float](repeating: 0, count: shape.reduce(1, *)))
+    /// A zero state of `shape`.
+    private func zeroState(_ shape: [Int]) -> Tensor {
+        Tensor(unchecked: shape, scalars: [Float](repeating: 0, count: shape.reduce(1, *)))
     }
 
     /// Throws unless `state` (when given) has h, and c exactly for an LSTM, of `shape`.

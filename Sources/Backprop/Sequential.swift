@@ -65,7 +65,7 @@ public final class Sequential: Module {
     /// no input gradient.
     public func forwardWithoutInputGradient(_ input: Tensor) throws -> (output: Tensor, backward: ParameterBackward) {
         let units = self.units
-        let first = units.firstIndex { !$0.namedParameters.isEmpty } ?? units.count
+        let first = units.firstIndex(where: \.hasParameters) ?? units.count
         let (output, backwards, parameterBackward) = try run(input, units, first: first, parametersOnly: true)
         return (
             output,
