@@ -76,12 +76,13 @@ int bp_has_openmp(void) {
 const char *bp_blas_corename(void) { return openblas_get_corename(); }
 const char *bp_blas_config(void) { return openblas_get_config(); }
 
-// Tiles split the longer side of C into 1 to 8 pieces of at least 384 rows or columns (rounded
-// up to a multiple of 16), a function of the shape alone. Few and large: each tile packs the other
-// operand again, an overhead that grows with the number of tiles.
+// Tiles split the longer side of C into 1, 2, 4, 6 or 8 pieces of about 384 rows or columns or
+// more (rounded up to a multiple of 16), a function of the shape alone. Few and large: each tile
+// packs the other operand again, an overhead that grows with the number of tiles; an even number,
+// so that 2 threads (or 4, with 8 tiles) get equal shares.
 static int64_t tile_size(int64_t extent) {
     int64_t tiles = extent / 384;
-    tiles = tiles < 1 ? 1 : tiles > 8 ? 8 : tiles;
+    tiles = tiles < 1 ? 1 : tiles > 8 ? 8 : tiles > 1 && tiles % 2 ? tiles + 1 : tiles;
     return ((extent + tiles - 1) / tiles + 15) / 16 * 16;
 }
 

@@ -107,25 +107,29 @@ enum { BP_MR = 6, BP_NR = 16 };
 /// stored, for the edges of a matrix.
 void bp_micro_6x16(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int accumulate, const float *bias,
                    int64_t rows, int64_t cols);
+/// The same with A not packed: its `rows` rows `lda` apart (row i, step t at a[i · lda + t]).
+void bp_micro_6x16_rows(int64_t kc, const float *a, int64_t lda, const float *b, float *c, int64_t ldc, int accumulate,
+                        int64_t rows, int64_t cols);
 
-/// A matrix A [rows, depth] packed for bp_micro_6x16, for many products with narrow matrices
-/// (panel_product.c).
+/// Weights packed for the recurrent layers' step products (panel_product.c): B [depth, G · H],
+/// whose column g · H + j is gate g of hidden unit j, in 16-column panels grouped by blocks of
+/// BP_NR units, each block's G gates side by side.
 typedef struct {
     float *panels;
-    int64_t rows, depth;
-} bp_packed;
+    int64_t depth, hidden, gates;
+} bp_gate_panels;
 
-/// Packs A = M (M [rows, depth], row i at m + i · ld) or, `transposed`, A = Mᵀ (M [depth, rows],
-/// row t at m + t · ld). Returns 0 or the bytes it could not allocate.
-int64_t bp_pack(bp_packed *a, const float *m, int64_t ld, int64_t rows, int64_t depth, int transposed);
-void bp_packed_free(bp_packed *a);
-/// The floats bp_packed_times_rows needs to pack X [n, depth] (allocate them on a 64-byte boundary).
-int64_t bp_packed_x_floats(int64_t n, int64_t depth);
-/// C [rows, n] = A · Xᵀ for X [n, depth] (row j at x + j · ldx), X packed into `packed_x`: each
-/// element reduced over depth in a fixed order, rows in parallel, so the bits do not depend on the
-/// thread count. Call outside parallel regions.
-void bp_packed_times_rows(float *c, int64_t ldc, const bp_packed *a, const float *x, int64_t ldx, int64_t n,
-                          float *packed_x);
+/// The blocks of BP_NR hidden units (the last may be narrower).
+int64_t bp_unit_blocks(int64_t hidden);
+/// Packs B[k][c] = M[c][k] (`by_rows`: M [G · H, depth], row c at m + c · ld) or B[k][c] = M[k][c]
+/// (M [depth, G · H], row k at m + k · ld). Returns 0 or the bytes it could not allocate.
+int64_t bp_pack_gate_panels(bp_gate_panels *w, const float *m, int64_t ld, int by_rows, int64_t depth, int64_t hidden,
+                            int64_t gates);
+void bp_gate_panels_free(bp_gate_panels *w);
+/// tile[b][g · 16 + jj] = Σ_k X[b][k] · B[k][g · H + block · 16 + jj] for b < n, every gate g and
+/// the block's units jj (rows of tile `ldt` apart), X [n, depth] with rows `ldx` apart.
+void bp_gate_block_product(float *tile, int64_t ldt, const float *x, int64_t ldx, int64_t n, const bp_gate_panels *w,
+                           int64_t block);
 
 /// e^x within 2 ulp for x in [−87.3, 88.7], and vectorisable (no calls, no branches): e^x = 2^n e^r with
 /// n = round(x / ln 2) and r = x − n ln 2 in [−ln 2 / 2, ln 2 / 2], e^r by a degree-6 polynomial

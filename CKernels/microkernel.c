@@ -12,11 +12,12 @@
 
 #include <string.h>
 
-// acc += A · B over kc steps, with both 8-column halves of B or (halves = 1) the first only.
-// Inlined with a constant `halves`, so the loop has no test. Four steps per iteration, so that the
-// loop's own instructions are a small part of a few hundred steps' work.
-__attribute__((always_inline)) static inline void product(v8f acc[BP_MR][2], int64_t kc, const float *a, const float *b,
-                                                          int halves) {
+// acc += A · B over kc steps, with both 8-column halves of B or (halves = 1) the first only; row i
+// of A at step t is rows[i][t · step]. Inlined with constants `halves` and `step`, so the loop has
+// no test. Four steps per iteration, so that the loop's own instructions are a small part of a few
+// hundred steps' work.
+__attribute__((always_inline)) static inline void product(v8f acc[BP_MR][2], int64_t kc, const float *const rows[BP_MR],
+                                                          int64_t step, const float *b, int halves) {
 #pragma clang loop unroll_count(4)
     for (int64_t t = 0; t < kc; t++) {
         const float *bt = b + t * BP_NR;
@@ -24,7 +25,7 @@ __attribute__((always_inline)) static inline void product(v8f acc[BP_MR][2], int
         memcpy(&b0, bt, 32);
         if (halves == 2) memcpy(&b1, bt + 8, 32);
         for (int i = 0; i < BP_MR; i++) {
-            float v = a[t * BP_MR + i];
+            float v = rows[i][t * step];
             v8f ai = {v, v, v, v, v, v, v, v};
             acc[i][0] += ai * b0;
             if (halves == 2) acc[i][1] += ai * b1;
@@ -32,13 +33,9 @@ __attribute__((always_inline)) static inline void product(v8f acc[BP_MR][2], int
     }
 }
 
-BP_MULTIVERSION
-void bp_micro_6x16(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int accumulate, const float *bias,
-                   int64_t rows, int64_t cols) {
-    v8f acc[BP_MR][2];
-    for (int i = 0; i < BP_MR; i++) acc[i][0] = acc[i][1] = (v8f){0};
-    if (cols > 8) product(acc, kc, a, b, 2);
-    else product(acc, kc, a, b, 1);
+// C (+)= acc (+ bias), the first `rows` × `cols` of the block.
+__attribute__((always_inline)) static inline void store(v8f acc[BP_MR][2], float *c, int64_t ldc, int accumulate,
+                                                        const float *bias, int64_t rows, int64_t cols) {
     // The stores are unrolled, so that every acc[i] is a register: indexed by a loop counter the
     // accumulators would get a stack home, and every call would spill them (costly when kc is 9).
     if (rows == BP_MR && cols == BP_NR) {
@@ -67,4 +64,27 @@ void bp_micro_6x16(int64_t kc, const float *a, const float *b, float *c, int64_t
             c[i * ldc + j] = bias ? v + bias[i] : v;
         }
     }
+}
+
+BP_MULTIVERSION
+void bp_micro_6x16(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int accumulate, const float *bias,
+                   int64_t rows, int64_t cols) {
+    v8f acc[BP_MR][2];
+    for (int i = 0; i < BP_MR; i++) acc[i][0] = acc[i][1] = (v8f){0};
+    const float *const lanes[BP_MR] = {a, a + 1, a + 2, a + 3, a + 4, a + 5};  // A packed: row i at a[t · 6 + i]
+    if (cols > 8) product(acc, kc, lanes, BP_MR, b, 2);
+    else product(acc, kc, lanes, BP_MR, b, 1);
+    store(acc, c, ldc, accumulate, bias, rows, cols);
+}
+
+BP_MULTIVERSION
+void bp_micro_6x16_rows(int64_t kc, const float *a, int64_t lda, const float *b, float *c, int64_t ldc, int accumulate,
+                        int64_t rows, int64_t cols) {
+    v8f acc[BP_MR][2];
+    for (int i = 0; i < BP_MR; i++) acc[i][0] = acc[i][1] = (v8f){0};
+    const float *lanes[BP_MR];  // rows past `rows` read the last row again, and are not stored
+    for (int i = 0; i < BP_MR; i++) lanes[i] = a + (i < rows ? i : rows - 1) * lda;
+    if (cols > 8) product(acc, kc, lanes, 1, b, 2);
+    else product(acc, kc, lanes, 1, b, 1);
+    store(acc, c, ldc, accumulate, NULL, rows, cols);
 }

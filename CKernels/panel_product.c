@@ -1,71 +1,60 @@
-// Products of a matrix packed once with narrow matrices, for the recurrent layers' step products:
-// C [rows, n] = A [rows, depth] · Xᵀ with X [n, depth] a few rows (a batch's states). A is packed
-// once per forward or backward into the panels bp_micro_6x16 reads; each product packs only X.
-// OpenBLAS would pack A again at every step, which for a batch of 16 costs more than the product.
+// The recurrent layers' step products, a block of hidden units at a time:
+//
+//   tile [n, G · 16] = X [n, depth] · B[:, columns of block u]
+//
+// X is a batch's inputs or states, read in place (forward: x_t, depth input, and h_{t−1}, depth H;
+// backward: the hidden pre-activations' gradients, depth G · H). The weights B are packed
+// once per forward or backward in 16-column panels ordered unit block by unit block, each block's
+// G gates side by side, so that one block's product holds every gate of its 16 units and the cell
+// update can follow it while it is in cache. Each element sums over depth in a fixed order (blocks
+// of DEPTH_BLOCK, in order): the bits do not depend on who computes which block.
 #include "internal.h"
 
 #include <stdlib.h>
-#include <string.h>
 
-enum { DEPTH_BLOCK = 256 };  // reduction steps per micro-kernel call: a 16-column panel of X stays in L1
+enum { DEPTH_BLOCK = 256 };  // reduction steps per micro-kernel call: a 16-column panel stays in L1
 
-static int64_t blocks_of(int64_t depth) { return (depth + DEPTH_BLOCK - 1) / DEPTH_BLOCK; }
-static int64_t panels_of(int64_t rows) { return (rows + BP_MR - 1) / BP_MR; }
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
-int64_t bp_pack(bp_packed *a, const float *m, int64_t ld, int64_t rows, int64_t depth, int transposed) {
-    int64_t missing = 0, panels = panels_of(rows);
-    *a = (bp_packed){bp_malloc(panels * BP_MR * depth, sizeof(float), &missing), rows, depth};
-    if (!a->panels) return missing;
-    // Block d, panel p: depth steps [d · DEPTH_BLOCK, …) of rows [p · MR, …), MR floats a step.
-    for (int64_t d = 0; d < blocks_of(depth); d++) {
-        int64_t t0 = d * DEPTH_BLOCK, kc = depth - t0 < DEPTH_BLOCK ? depth - t0 : DEPTH_BLOCK;
-        for (int64_t p = 0; p < panels; p++) {
-            float *dst = a->panels + t0 * panels * BP_MR + p * kc * BP_MR;
-            for (int64_t t = 0; t < kc; t++)
-                for (int64_t i = 0; i < BP_MR; i++) {
-                    int64_t row = p * BP_MR + i;
-                    dst[t * BP_MR + i] = row >= rows  ? 0.0f
-                                         : transposed ? m[(t0 + t) * ld + row]
-                                                      : m[row * ld + t0 + t];
-                }
+int64_t bp_unit_blocks(int64_t hidden) { return (hidden + BP_NR - 1) / BP_NR; }
+
+int64_t bp_pack_gate_panels(bp_gate_panels *w, const float *m, int64_t ld, int by_rows, int64_t depth, int64_t hidden,
+                            int64_t gates) {
+    int64_t missing = 0, blocks = bp_unit_blocks(hidden), panels = blocks * gates;
+    *w = (bp_gate_panels){bp_malloc(panels * BP_NR * depth, sizeof(float), &missing), depth, hidden, gates};
+    if (!w->panels) return missing;
+    // Depth block [t0, t0 + kc), panel q = u · G + g: kc rows of 16 floats, column jj of row k
+    // being B[t0 + k][g · H + u · 16 + jj] (0 past the last unit).
+    for (int64_t t0 = 0; t0 < depth; t0 += DEPTH_BLOCK) {
+        int64_t kc = min64(DEPTH_BLOCK, depth - t0);
+        for (int64_t q = 0; q < panels; q++) {
+            float *dst = w->panels + t0 * panels * BP_NR + q * kc * BP_NR;
+            int64_t first = (q % gates) * hidden + (q / gates) * BP_NR, units = hidden - (q / gates) * BP_NR;
+            for (int64_t jj = 0; jj < BP_NR; jj++)
+                for (int64_t k = 0; k < kc; k++)
+                    dst[k * BP_NR + jj] = jj >= units ? 0.0f
+                                          : by_rows   ? m[(first + jj) * ld + t0 + k]
+                                                      : m[(t0 + k) * ld + first + jj];
         }
     }
     return 0;
 }
 
-void bp_packed_free(bp_packed *a) {
-    free(a->panels);
-    *a = (bp_packed){0};
+void bp_gate_panels_free(bp_gate_panels *w) {
+    free(w->panels);
+    *w = (bp_gate_panels){0};
 }
 
-int64_t bp_packed_x_floats(int64_t n, int64_t depth) { return (n + BP_NR - 1) / BP_NR * BP_NR * depth + BP_NR; }
-
-void bp_packed_times_rows(float *c, int64_t ldc, const bp_packed *a, const float *x, int64_t ldx, int64_t n, float *b) {
-    int64_t groups = (n + BP_NR - 1) / BP_NR, panels = panels_of(a->rows), depth = a->depth;
-    // X packed into b as 16-column panels: block d, group q: depth steps of columns [q · NR, …), NR
-    // floats a step.
-    for (int64_t d = 0; d < blocks_of(depth); d++) {
-        int64_t t0 = d * DEPTH_BLOCK, kc = depth - t0 < DEPTH_BLOCK ? depth - t0 : DEPTH_BLOCK;
-        for (int64_t q = 0; q < groups; q++) {
-            float *dst = b + t0 * groups * BP_NR + q * kc * BP_NR;
-            for (int64_t j = 0; j < BP_NR; j++) {
-                int64_t column = q * BP_NR + j;
-                const float *src = x + column * ldx + t0;
-                for (int64_t t = 0; t < kc; t++) dst[t * BP_NR + j] = column < n ? src[t] : 0.0f;
-            }
+void bp_gate_block_product(float *tile, int64_t ldt, const float *x, int64_t ldx, int64_t n, const bp_gate_panels *w,
+                           int64_t block) {
+    int64_t panels = bp_unit_blocks(w->hidden) * w->gates, units = min64(BP_NR, w->hidden - block * BP_NR);
+    for (int64_t g = 0; g < w->gates; g++)
+        for (int64_t t0 = 0; t0 < w->depth; t0 += DEPTH_BLOCK) {
+            int64_t kc = min64(DEPTH_BLOCK, w->depth - t0);
+            const float *b = w->panels + t0 * panels * BP_NR + (block * w->gates + g) * kc * BP_NR;
+            // The panel of B stays in L1 while every 6 rows of X pass it.
+            for (int64_t a = 0; a < n; a += BP_MR)
+                bp_micro_6x16_rows(kc, x + a * ldx + t0, ldx, b, tile + a * ldt + g * BP_NR, ldt, t0 > 0,
+                                   min64(BP_MR, n - a), units);
         }
-    }
-#pragma omp parallel for schedule(static) if (a->rows * n * depth >= BP_PARALLEL_MIN)
-    for (int64_t p = 0; p < panels; p++) {
-        int64_t rows = a->rows - p * BP_MR < BP_MR ? a->rows - p * BP_MR : BP_MR;
-        for (int64_t q = 0; q < groups; q++) {
-            int64_t cols = n - q * BP_NR < BP_NR ? n - q * BP_NR : BP_NR;
-            for (int64_t d = 0; d < blocks_of(depth); d++) {
-                int64_t t0 = d * DEPTH_BLOCK, kc = depth - t0 < DEPTH_BLOCK ? depth - t0 : DEPTH_BLOCK;
-                bp_micro_6x16(kc, a->panels + t0 * panels * BP_MR + p * kc * BP_MR,
-                              b + t0 * groups * BP_NR + q * kc * BP_NR, c + p * BP_MR * ldc + q * BP_NR, ldc, d > 0,
-                              NULL, rows, cols);
-            }
-        }
-    }
 }

@@ -1,12 +1,13 @@
 // Recurrent layers: one direction of one layer of an Elman RNN, LSTM or GRU over a batch-first
 // sequence, forward and backward through time (see bp_rnn_params in CKernels.h for the math).
 //
-// The products that do not depend on the previous step are one product over all steps (bp_sgemm):
-// the input projection xp = x · W_ihᵀ + b_ih forward, and dx, dW_ih, dW_hh and the biases backward.
-// Only the hidden product hp = h · W_hhᵀ + b_hh (backward: dh · W_hh) and the gate math run step by
-// step: W_hh is packed once per call for bp_packed_times_rows, which packs only the batch's states
-// at each step; the gates of a step are computed in one pass over each batch row, in parallel over
-// rows (each row's state belongs to one thread). No result depends on the thread count.
+// The steps run in blocks of 16 hidden units (panel_product.c): at each step the thread that owns
+// a block computes the block's input and hidden products (x_t · W_ihᵀ, h_{t−1} · W_hhᵀ; backward
+// the gates' gradients · W_hh) and then, while they are in cache, the cells of its units for the
+// whole batch, writing the states the next step's products read. One barrier a step. What does not
+// depend on the previous step is one product over all steps (bp_sgemm) backward: dx, dW_ih, dW_hh
+// and the biases' sums. Each unit's numbers are computed the same way whichever thread owns its
+// block: no result depends on the thread count.
 #include "CKernels.h"
 #include "internal.h"
 
@@ -16,9 +17,13 @@
 
 int64_t bp_rnn_gates(int32_t kind) { return kind == BP_LSTM ? 4 : kind == BP_GRU ? 3 : 1; }
 
+// What the forward saves of one block of 16 units of one batch row at one step: LSTM i, f, g, o,
+// c_t; GRU r, z, n, W_hn h_{t−1} + b_hn; 16 floats each. The RNN saves nothing (its backward reads
+// h_t from y).
+static int64_t saved_per_unit(int32_t kind) { return kind == BP_LSTM || kind == BP_GRU ? bp_rnn_gates(kind) + 1 : 0; }
+
 int64_t bp_rnn_saved_per_row(const bp_rnn_params *p) {
-    int64_t gh = bp_rnn_gates(p->kind) * p->hidden;
-    return p->kind == BP_LSTM || p->kind == BP_GRU ? gh + p->hidden : 0;
+    return saved_per_unit(p->kind) * bp_unit_blocks(p->hidden) * BP_NR;
 }
 
 // σ and tanh through bp_expf, so that the cells' loops vectorise (within a few float ulp of libm's).
@@ -30,113 +35,136 @@ __attribute__((always_inline)) static inline float tanh_fast(float v) {
 // The step of the forward that processes k-th: t − 1 − k for the reverse direction.
 static int64_t step_at(const bp_rnn_params *p, int64_t k) { return p->reverse ? p->t - 1 - k : k; }
 
-// One batch row of one step: pre = xp + hp (GRU: the n gate as xp_n + r ⊙ hp_n), the gates,
-// and the new state into h (and c), this step's output into out, what the backward needs into saved.
-BP_MULTIVERSION
-static void cell_forward(float *restrict h, float *restrict c, float *restrict out, float *restrict saved,
-                         const float *restrict xp, const float *restrict hp, const bp_rnn_params *p) {
+// Where in `saved` is block u of batch row b at step s: one run of saved_per_unit · 16 floats, the
+// runs of a step's block side by side for the whole batch.
+static int64_t saved_run(const bp_rnn_params *p, int64_t s, int64_t u, int64_t b) {
+    return ((s * bp_unit_blocks(p->hidden) + u) * p->n + b) * saved_per_unit(p->kind) * BP_NR;
+}
+
+// The cells of one batch row at one step, for `units` hidden units (at most 16) from the block's
+// first: the pre-activations xp + b_ih + hp + b_hh (GRU's n gate: xp_n + b_in + r ⊙ (hp_n + b_hn)),
+// the gates, the new state h_t into h (and c_t into c, which holds c_{t−1}) from h_{t−1} in
+// h_prev, what the backward needs into saved. Gate g of
+// unit j is at g · 16 + j in xp and hp (the block's products) and saved, at g · H + j in the biases
+// bi and bh (NULL: none).
+__attribute__((always_inline)) static inline void cell_forward(float *restrict h, float *restrict c,
+                                                               const float *restrict h_prev, float *restrict saved,
+                                                               const float *restrict xp, const float *restrict hp,
+                                                               const float *restrict bi, const float *restrict bh,
+                                                               int64_t units, const bp_rnn_params *p) {
     int64_t hidden = p->hidden;
+#define X(g, j) (xp[(g)*BP_NR + (j)] + (bi ? bi[(g)*hidden + (j)] : 0.0f))  // x_t · W_ihᵀ + b_ih, gate g
+#define H(g, j) (hp[(g)*BP_NR + (j)] + (bh ? bh[(g)*hidden + (j)] : 0.0f))  // h_{t−1} · W_hhᵀ + b_hh
     switch (p->kind) {
     case BP_RNN_TANH:
     case BP_RNN_RELU:
-        for (int64_t j = 0; j < hidden; j++) {
-            float a = xp[j] + hp[j];
+        for (int64_t j = 0; j < units; j++) {
+            float a = X(0, j) + H(0, j);
             h[j] = p->kind == BP_RNN_TANH ? tanh_fast(a) : (a > 0.0f ? a : 0.0f);
         }
         break;
     case BP_LSTM:
-        // saved: i, f, g, o [4H], then c_t [H].
-        for (int64_t j = 0; j < hidden; j++) {
-            float i = sigmoid(xp[j] + hp[j]), f = sigmoid(xp[hidden + j] + hp[hidden + j]);
-            float g = tanh_fast(xp[2 * hidden + j] + hp[2 * hidden + j]),
-                  o = sigmoid(xp[3 * hidden + j] + hp[3 * hidden + j]);
+        for (int64_t j = 0; j < units; j++) {
+            float i = sigmoid(X(0, j) + H(0, j)), f = sigmoid(X(1, j) + H(1, j));
+            float g = tanh_fast(X(2, j) + H(2, j)), o = sigmoid(X(3, j) + H(3, j));
             c[j] = f * c[j] + i * g;
             h[j] = o * tanh_fast(c[j]);
             if (!saved) continue;
-            saved[j] = i, saved[hidden + j] = f, saved[2 * hidden + j] = g, saved[3 * hidden + j] = o;
-            saved[4 * hidden + j] = c[j];
+            saved[j] = i, saved[BP_NR + j] = f, saved[2 * BP_NR + j] = g, saved[3 * BP_NR + j] = o;
+            saved[4 * BP_NR + j] = c[j];
         }
         break;
     case BP_GRU:
-        // saved: r, z, n [3H], then hp_n = W_hn h_{t−1} + b_hn [H].
-        for (int64_t j = 0; j < hidden; j++) {
-            float r = sigmoid(xp[j] + hp[j]), z = sigmoid(xp[hidden + j] + hp[hidden + j]);
-            float n = tanh_fast(xp[2 * hidden + j] + r * hp[2 * hidden + j]);
-            if (saved)
-                saved[j] = r, saved[hidden + j] = z, saved[2 * hidden + j] = n,
-                saved[3 * hidden + j] = hp[2 * hidden + j];
-            h[j] = (1.0f - z) * n + z * h[j];
+        for (int64_t j = 0; j < units; j++) {
+            float r = sigmoid(X(0, j) + H(0, j)), z = sigmoid(X(1, j) + H(1, j)), hn = H(2, j);
+            float n = tanh_fast(X(2, j) + r * hn);
+            if (saved) saved[j] = r, saved[BP_NR + j] = z, saved[2 * BP_NR + j] = n, saved[3 * BP_NR + j] = hn;
+            h[j] = (1.0f - z) * n + z * h_prev[j];
         }
         break;
     }
-    memcpy(out, h, (size_t)hidden * sizeof(float));
+#undef X
+#undef H
 }
 
-// rows[r][j] += bias[j] for r < count, g columns.
-static void add_bias(float *rows, const float *bias, int64_t count, int64_t g) {
-    if (!bias) return;
-    for (int64_t r = 0; r < count; r++)
-        for (int64_t j = 0; j < g; j++) rows[r * g + j] += bias[j];
+// cell_forward with the block's width a constant when the block is full: its loops then have no remainder.
+BP_MULTIVERSION
+static void row_forward(float *restrict h, float *restrict c, const float *restrict h_prev, float *restrict saved,
+                        const float *restrict xp, const float *restrict hp, const float *restrict bi,
+                        const float *restrict bh, int64_t units, const bp_rnn_params *p) {
+    if (units == BP_NR) cell_forward(h, c, h_prev, saved, xp, hp, bi, bh, BP_NR, p);
+    else cell_forward(h, c, h_prev, saved, xp, hp, bi, bh, units, p);
+}
+
+// Work below which a step runs on one thread: multiply-adds of the hidden product.
+static int step_in_parallel(const bp_rnn_params *p) {
+    return p->n * bp_rnn_gates(p->kind) * p->hidden * (p->hidden + p->input) >= 4 * BP_PARALLEL_MIN;
 }
 
 int64_t bp_rnn_forward(float *y, float *h_n, float *c_n, float *saved, const float *x, const float *h0, const float *c0,
                        const float *w_ih, const float *w_hh, const float *b_ih, const float *b_hh,
                        const bp_rnn_params *p) {
-    int64_t n = p->n, t = p->t, hidden = p->hidden, gh = bp_rnn_gates(p->kind) * hidden, missing = 0;
-    int64_t per_row = bp_rnn_saved_per_row(p);
-    float *xp = bp_malloc(n * t, gh * (int64_t)sizeof(float), &missing);
-    float *hp = bp_malloc(n, gh * (int64_t)sizeof(float), &missing),
-          *hp_t = bp_malloc(n, gh * (int64_t)sizeof(float), &missing);
-    float *h = bp_calloc(n * hidden, sizeof(float), &missing), *c = bp_calloc(n * hidden, sizeof(float), &missing);
-    float *states = bp_aligned_alloc(64, bp_packed_x_floats(n, hidden), sizeof(float), 0, &missing);
-    bp_packed whh = {0};
-    if (!missing) missing = bp_pack(&whh, w_hh, hidden, gh, hidden, 0);
+    int64_t n = p->n, t = p->t, in = p->input, hidden = p->hidden, gates = bp_rnn_gates(p->kind), missing = 0;
+    int64_t blocks = bp_unit_blocks(hidden), width = gates * BP_NR, ly = t * p->y_stride;
+    float *tiles = bp_malloc(2 * blocks * n, width * (int64_t)sizeof(float), &missing);  // each block's products
+    float *start = bp_calloc(n * hidden, sizeof(float), &missing), *c = bp_calloc(n * hidden, sizeof(float), &missing);
+    bp_gate_panels wih = {0}, whh = {0};  // W_ihᵀ [input, G·H], W_hhᵀ [H, G·H]
+    if (!missing) missing = bp_pack_gate_panels(&wih, w_ih, in, 1, in, hidden, gates);
+    if (!missing) missing = bp_pack_gate_panels(&whh, w_hh, hidden, 1, hidden, hidden, gates);
     if (missing) goto done;
-    if (h0) memcpy(h, h0, (size_t)(n * hidden) * sizeof(float));
+    if (h0) memcpy(start, h0, (size_t)(n * hidden) * sizeof(float));
     if (c0 && p->kind == BP_LSTM) memcpy(c, c0, (size_t)(n * hidden) * sizeof(float));
-    // xp [n · t, G·H] = x [n · t, input] · W_ihᵀ + b_ih: row b · t + s is batch row b at step s.
-    bp_sgemm(0, 1, n * t, gh, p->input, 1.0f, x, p->input, w_ih, p->input, 0.0f, xp, gh);
-    add_bias(xp, b_ih, n * t, gh);
+#pragma omp parallel if (step_in_parallel(p))
     for (int64_t k = 0; k < t; k++) {
         int64_t s = step_at(p, k);
-        // hp [n, G·H] = h · W_hhᵀ + b_hh, through its transpose W_hh · hᵀ [G·H, n].
-        bp_packed_times_rows(hp_t, n, &whh, h, hidden, n, states);
-#pragma omp parallel for schedule(static) if (n * gh >= BP_PARALLEL_MIN)
-        for (int64_t b = 0; b < n; b++) {
-            float *row = hp + b * gh;  // row b of hp: column b of its transpose, plus the bias
-            for (int64_t j = 0; j < gh; j++) row[j] = hp_t[j * n + b] + (b_hh ? b_hh[j] : 0.0f);
-            cell_forward(h + b * hidden, c + b * hidden, y + (b * t + s) * p->y_stride + p->y_offset,
-                         saved ? saved + (b * t + s) * per_row : NULL, xp + (b * t + s) * gh, row, p);
+        float *out = y + s * p->y_stride + p->y_offset;  // h_t of batch row b at out + b · ly
+        // h_{t−1} of row b at previous + b · lp: the previous step's output, or the initial state.
+        const float *previous = k > 0 ? y + step_at(p, k - 1) * p->y_stride + p->y_offset : start;
+        int64_t lp = k > 0 ? ly : hidden;
+#pragma omp for schedule(static)
+        for (int64_t u = 0; u < blocks; u++) {
+            int64_t first = u * BP_NR, units = hidden - first < BP_NR ? hidden - first : BP_NR;
+            float *xp = tiles + 2 * u * n * width, *hp = xp + n * width;  // [n, G · 16] each
+            bp_gate_block_product(xp, width, x + s * in, t * in, n, &wih, u);
+            bp_gate_block_product(hp, width, previous, lp, n, &whh, u);
+            for (int64_t b = 0; b < n; b++)
+                row_forward(out + b * ly + first, c + b * hidden + first, previous + b * lp + first,
+                            saved ? saved + saved_run(p, s, u, b) : NULL, xp + b * width, hp + b * width,
+                            b_ih ? b_ih + first : NULL, b_hh ? b_hh + first : NULL, units, p);
         }
     }
-    if (h_n) memcpy(h_n, h, (size_t)(n * hidden) * sizeof(float));
+    for (int64_t b = 0; b < n && h_n; b++)
+        memcpy(h_n + b * hidden,
+               t > 0 ? y + b * ly + step_at(p, t - 1) * p->y_stride + p->y_offset : start + b * hidden,
+               (size_t)hidden * sizeof(float));
     if (c_n && p->kind == BP_LSTM) memcpy(c_n, c, (size_t)(n * hidden) * sizeof(float));
 done:
-    free(xp), free(hp), free(hp_t), free(h), free(c), free(states), bp_packed_free(&whh);
+    free(tiles), free(start), free(c), bp_gate_panels_free(&wih), bp_gate_panels_free(&whh);
     return missing;
 }
 
-// One batch row of one step backward. dh: ∂J/∂h_t in (the output's gradient added), ∂J/∂h_{t−1} out
-// for the part that does not pass through W_hh (GRU's z ⊙ dh; 0 otherwise). dc: ∂J/∂c_t in,
-// ∂J/∂c_{t−1} out (LSTM). gi, gh: the gradients of the input and the hidden pre-activations.
-BP_MULTIVERSION
-static void cell_backward(float *restrict dh, float *restrict dc, float *restrict gi, float *restrict gh,
-                          const float *restrict h, const float *restrict h_prev, const float *restrict c_prev,
-                          const float *restrict saved, const bp_rnn_params *p) {
+// The cells of one batch row at one step backward, for `units` hidden units from the block's first
+// (gate g of unit j at g · H + j in gi and gh, at g · 16 + j in saved). dh: ∂J/∂h_t in (the
+// output's gradient added), ∂J/∂h_{t−1} out for the part that does not pass through W_hh (GRU's
+// z ⊙ dh; 0 otherwise). dc: ∂J/∂c_t in, ∂J/∂c_{t−1} out (LSTM). gi, gh: the gradients of the input
+// and the hidden pre-activations (the same array but for the GRU).
+__attribute__((always_inline)) static inline void
+cell_backward(float *restrict dh, float *restrict dc, float *gi, float *gh, const float *restrict h,
+              const float *restrict h_prev, const float *restrict c_prev, const float *restrict saved, int64_t units,
+              const bp_rnn_params *p) {
     int64_t hidden = p->hidden;
     switch (p->kind) {
     case BP_RNN_TANH:
     case BP_RNN_RELU:
-        for (int64_t j = 0; j < hidden; j++) {
-            float d = p->kind == BP_RNN_TANH ? dh[j] * (1.0f - h[j] * h[j]) : (h[j] > 0.0f ? dh[j] : 0.0f);
-            gi[j] = gh[j] = d;
+        for (int64_t j = 0; j < units; j++) {
+            gi[j] = p->kind == BP_RNN_TANH ? dh[j] * (1.0f - h[j] * h[j]) : (h[j] > 0.0f ? dh[j] : 0.0f);
             dh[j] = 0.0f;
         }
         break;
     case BP_LSTM:
-        for (int64_t j = 0; j < hidden; j++) {
-            float i = saved[j], f = saved[hidden + j], g = saved[2 * hidden + j], o = saved[3 * hidden + j];
-            float tc = tanh_fast(saved[4 * hidden + j]);
+        for (int64_t j = 0; j < units; j++) {
+            float i = saved[j], f = saved[BP_NR + j], g = saved[2 * BP_NR + j], o = saved[3 * BP_NR + j];
+            float tc = tanh_fast(saved[4 * BP_NR + j]);
             float dct = dc[j] + dh[j] * o * (1.0f - tc * tc);
             float di = dct * g, df = dct * c_prev[j], dg = dct * i, dout = dh[j] * tc;
             gi[j] = di * i * (1.0f - i);
@@ -146,11 +174,10 @@ static void cell_backward(float *restrict dh, float *restrict dc, float *restric
             dc[j] = dct * f;
             dh[j] = 0.0f;
         }
-        memcpy(gh, gi, (size_t)(4 * hidden) * sizeof(float));
         break;
     case BP_GRU:
-        for (int64_t j = 0; j < hidden; j++) {
-            float r = saved[j], z = saved[hidden + j], n = saved[2 * hidden + j], hn = saved[3 * hidden + j];
+        for (int64_t j = 0; j < units; j++) {
+            float r = saved[j], z = saved[BP_NR + j], n = saved[2 * BP_NR + j], hn = saved[3 * BP_NR + j];
             float dn = dh[j] * (1.0f - z), dz = dh[j] * (h_prev[j] - n);
             float dan = dn * (1.0f - n * n), dr = dan * hn;
             gi[j] = gh[j] = dr * r * (1.0f - r);
@@ -161,6 +188,15 @@ static void cell_backward(float *restrict dh, float *restrict dc, float *restric
         }
         break;
     }
+}
+
+// cell_backward with the block's width a constant when the block is full.
+BP_MULTIVERSION
+static void row_backward(float *restrict dh, float *restrict dc, float *gi, float *gh, const float *restrict h,
+                         const float *restrict h_prev, const float *restrict c_prev, const float *restrict saved,
+                         int64_t units, const bp_rnn_params *p) {
+    if (units == BP_NR) cell_backward(dh, dc, gi, gh, h, h_prev, c_prev, saved, BP_NR, p);
+    else cell_backward(dh, dc, gi, gh, h, h_prev, c_prev, saved, units, p);
 }
 
 enum { SUM_COLUMNS = 256 };  // columns of the bias sums per parallel iteration
@@ -188,16 +224,16 @@ int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *
                         const float *dy, const float *dh_n, const float *dc_n, const float *saved, const float *y,
                         const float *x, const float *h0, const float *c0, const float *w_ih, const float *w_hh,
                         int accumulate_dx, const bp_rnn_params *p) {
-    int64_t n = p->n, t = p->t, hidden = p->hidden, gh = bp_rnn_gates(p->kind) * hidden, missing = 0;
-    int64_t per_row = bp_rnn_saved_per_row(p);
+    int64_t n = p->n, t = p->t, hidden = p->hidden, gates = bp_rnn_gates(p->kind), gh = gates * hidden, missing = 0;
+    int64_t blocks = bp_unit_blocks(hidden);
     float *gi = bp_malloc(n * t, gh * (int64_t)sizeof(float), &missing);
     float *gh_rows = p->kind == BP_GRU ? bp_malloc(n * t, gh * (int64_t)sizeof(float), &missing) : gi;
     float *h_prev = bp_malloc(n * t, hidden * (int64_t)sizeof(float), &missing);  // [b · t + s]: h_{t−1} of that step
     float *dh = bp_calloc(n * hidden, sizeof(float), &missing), *dc = bp_calloc(n * hidden, sizeof(float), &missing);
-    float *zeros = bp_calloc(hidden, sizeof(float), &missing), *dh_t = bp_malloc(n * hidden, sizeof(float), &missing);
-    float *grads = bp_aligned_alloc(64, bp_packed_x_floats(n, gh), sizeof(float), 0, &missing);
-    bp_packed whh_t = {0};  // W_hhᵀ [H, G·H]
-    if (!missing) missing = bp_pack(&whh_t, w_hh, hidden, hidden, gh, 1);
+    float *zeros = bp_calloc(hidden, sizeof(float), &missing);
+    float *tiles = bp_malloc(blocks * n, BP_NR * (int64_t)sizeof(float), &missing);  // each block's products
+    bp_gate_panels whh = {0};                                                        // W_hh [G·H, H]
+    if (!missing) missing = bp_pack_gate_panels(&whh, w_hh, hidden, 0, gh, hidden, 1);
     if (missing) goto done;
     if (dh_n) memcpy(dh, dh_n, (size_t)(n * hidden) * sizeof(float));
     if (dc_n && p->kind == BP_LSTM) memcpy(dc, dc_n, (size_t)(n * hidden) * sizeof(float));
@@ -209,32 +245,35 @@ int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *
                                       : zeros;
             memcpy(h_prev + (b * t + s) * hidden, prev, (size_t)hidden * sizeof(float));
         }
-    // Each step adds the previous step's product (dh_t, transposed) into dh before the output's
-    // gradient, in the same pass over the row as its cell.
-    for (int64_t k = t - 1; k >= 0; k--) {
-        int64_t s = step_at(p, k);
-        int pending = k < t - 1;
-#pragma omp parallel for schedule(static) if (n * gh >= BP_PARALLEL_MIN)
-        for (int64_t b = 0; b < n; b++) {
-            int64_t row = b * t + s;
-            float *dhb = dh + b * hidden;
-            const float *dyb = dy + row * p->y_stride + p->y_offset;
-            if (pending)
-                for (int64_t j = 0; j < hidden; j++) dhb[j] += dh_t[j * n + b];
-            for (int64_t j = 0; j < hidden; j++) dhb[j] += dyb[j];
-            const float *c_prev = p->kind != BP_LSTM ? NULL
-                                  : k > 0            ? saved + (b * t + step_at(p, k - 1)) * per_row + 4 * hidden
-                                  : c0               ? c0 + b * hidden
-                                                     : zeros;
-            cell_backward(dhb, dc + b * hidden, gi + row * gh, gh_rows + row * gh, y + row * p->y_stride + p->y_offset,
-                          h_prev + row * hidden, c_prev, saved ? saved + row * per_row : NULL, p);
+        // Step k adds to dh the product of step k + 1's hidden gradients (rows t · G·H apart in gh_rows)
+        // with W_hh, then the output's gradient, and runs the cells; the step after step 0 only the product.
+#pragma omp parallel if (step_in_parallel(p))
+    for (int64_t k = t - 1; k >= -1; k--) {
+        int64_t s = k >= 0 ? step_at(p, k) : 0;
+        const float *later = k < t - 1 ? gh_rows + step_at(p, k + 1) * gh : NULL;
+#pragma omp for schedule(static)
+        for (int64_t u = 0; u < blocks; u++) {
+            int64_t first = u * BP_NR, units = hidden - first < BP_NR ? hidden - first : BP_NR;
+            float *tile = tiles + u * n * BP_NR;  // [n, 16]: the block's units of dh_t through W_hh
+            if (later) bp_gate_block_product(tile, BP_NR, later, t * gh, n, &whh, u);
+            for (int64_t b = 0; b < n; b++) {
+                int64_t row = b * t + s;
+                float *dhb = dh + b * hidden + first;
+                if (later)
+                    for (int64_t j = 0; j < units; j++) dhb[j] += tile[b * BP_NR + j];
+                if (k < 0) continue;
+                const float *dyb = dy + row * p->y_stride + p->y_offset + first;
+                for (int64_t j = 0; j < units; j++) dhb[j] += dyb[j];
+                const float *c_prev = p->kind != BP_LSTM ? NULL
+                                      : k > 0            ? saved + saved_run(p, step_at(p, k - 1), u, b) + 4 * BP_NR
+                                      : c0               ? c0 + b * hidden + first
+                                                         : zeros;
+                row_backward(dhb, dc + b * hidden + first, gi + row * gh + first, gh_rows + row * gh + first,
+                             y + row * p->y_stride + p->y_offset + first, h_prev + row * hidden + first, c_prev,
+                             saved ? saved + saved_run(p, s, u, b) : NULL, units, p);
+            }
         }
-        // dh_{t−1} (+)= the step's hidden pre-activation gradients · W_hh (their rows are t · G·H
-        // apart), through its transpose W_hhᵀ · ghᵀ [H, n].
-        bp_packed_times_rows(dh_t, n, &whh_t, gh_rows + s * gh, t * gh, n, grads);
     }
-    for (int64_t b = 0; b < n; b++)
-        for (int64_t j = 0; j < hidden; j++) dh[b * hidden + j] += dh_t[j * n + b];
     if (dh0) memcpy(dh0, dh, (size_t)(n * hidden) * sizeof(float));
     if (dc0 && p->kind == BP_LSTM) memcpy(dc0, dc, (size_t)(n * hidden) * sizeof(float));
     // dW_ih += giᵀ · x, dW_hh += ghᵀ · h_prev, over every row of every step at once.
@@ -245,7 +284,8 @@ int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *
     if (dx)
         bp_sgemm(0, 0, n * t, p->input, gh, 1.0f, gi, gh, w_ih, p->input, accumulate_dx ? 1.0f : 0.0f, dx, p->input);
 done:
-    free(gi), free(h_prev), free(dh), free(dc), free(zeros), free(dh_t), free(grads), bp_packed_free(&whh_t);
+    free(gi), free(h_prev), free(dh), free(dc), free(zeros), free(tiles);
+    bp_gate_panels_free(&whh);
     if (gh_rows != gi) free(gh_rows);
     return missing;
 }

@@ -1,6 +1,7 @@
 import Backprop
 import BackpropTestSupport
 import CKernels
+import Foundation
 import Testing
 
 @Suite struct RecurrentTests {
@@ -29,6 +30,14 @@ import Testing
     func gradientsThroughTime(kind: String) throws {
         let layer = try Self.make(kind, layers: 2, bidirectional: true)
         try expectGradientsCorrect(layer, input: randomTensor([2, 24, 3], seed: 2))
+    }
+
+    /// Finite differences where the hidden units span two blocks of 16 (the second partial) and the
+    /// batch is not a multiple of 6.
+    @Test(arguments: ["tanh", "lstm", "gru"])
+    func gradientsAcrossUnitBlocks(kind: String) throws {
+        let layer = try Self.make(kind, input: 5, hidden: 20, seed: 23)
+        try expectGradientsCorrect(layer, input: randomTensor([7, 8, 5], seed: 24))
     }
 
     /// Saturated gates: large inputs and weights drive the sigmoids and tanhs to their flat ends,
@@ -146,14 +155,66 @@ import Testing
         #expect(layer.namedRandomStates.map(\.name) == ["generator"])
     }
 
-    @Test func bitsDoNotDependOnTheThreadCount() throws {
-        let x = randomTensor([32, 6, 64], seed: 16)
+    /// Sizes that span several blocks of 16 hidden units, the last one partial, and a batch that is
+    /// not a multiple of the product's 6 rows.
+    @Test(arguments: ["tanh", "relu", "lstm", "gru"])
+    func bitsDoNotDependOnTheThreadCount(kind: String) throws {
+        let x = randomTensor([13, 6, 40], seed: 16)
         try expectBitIdentical {
-            let layer = try LSTM(inputSize: 64, hiddenSize: 256, batchFirst: true, bidirectional: true, seed: 5)
+            let layer = try Self.make(kind, input: 40, hidden: 200, bidirectional: true, seed: 5)
             let (y, _, backward) = try layer.forward(x, state: nil)
             let (dx, _) = try backward(randomTensor(y.shape, seed: 17), nil)
             return [bits(y.scalars), bits(dx.scalars)] + layer.parameters.map { bits($0.grad.scalars) }
         }
+    }
+
+    /// The forward against PyTorch's equations in plain loops (in Double), at sizes whose blocks of
+    /// 16 hidden units and rows of 6 do not come out even.
+    @Test(arguments: ["tanh", "relu", "lstm", "gru"])
+    func forwardMatchesPlainLoops(kind: String) throws {
+        let (n, t, input, hidden) = (7, 5, 9, 37)
+        let layer = try Self.make(kind, input: input, hidden: hidden, seed: 21)
+        let x = randomTensor([n, t, input], seed: 22)
+        let (y, final, _) = try layer.forward(x, state: nil)
+        let w = Dictionary(uniqueKeysWithValues: layer.namedParameters.map { ($0.name, $0.parameter.value.scalars) })
+        let gates = kind == "lstm" ? 4 : kind == "gru" ? 3 : 1
+        func sigmoid(_ v: Double) -> Double { 1 / (1 + exp(-v)) }
+        var expected = [Double](repeating: 0, count: n * t * hidden)
+        for b in 0..<n {
+            var h = [Double](repeating: 0, count: hidden), c = h
+            for s in 0..<t {
+                // pre[g · H + j] without (xp) and with (hp) the state's part
+                var xp = [Double](repeating: 0, count: gates * hidden), hp = xp
+                for r in 0..<gates * hidden {
+                    xp[r] = Double(w["bias_ih_l0"]![r]) + (0..<input).reduce(0.0) {
+                        $0 + Double(w["weight_ih_l0"]![r * input + $1]) * Double(x.scalars[(b * t + s) * input + $1])
+                    }
+                    hp[r] = Double(w["bias_hh_l0"]![r]) + (0..<hidden).reduce(0.0) {
+                        $0 + Double(w["weight_hh_l0"]![r * hidden + $1]) * h[$1]
+                    }
+                }
+                for j in 0..<hidden {
+                    let (a, H) = ({ (g: Int) in xp[g * hidden + j] + hp[g * hidden + j] }, hidden)
+                    switch kind {
+                    case "lstm":
+                        c[j] = sigmoid(a(1)) * c[j] + sigmoid(a(0)) * tanh(a(2))
+                        h[j] = sigmoid(a(3)) * tanh(c[j])
+                    case "gru":
+                        let (r, z) = (sigmoid(a(0)), sigmoid(a(1)))
+                        let nGate = tanh(xp[2 * H + j] + r * hp[2 * H + j])
+                        h[j] = (1 - z) * nGate + z * h[j]
+                    case "relu": h[j] = max(a(0), 0)
+                    default: h[j] = tanh(a(0))
+                    }
+                }
+                for j in 0..<hidden { expected[(b * t + s) * hidden + j] = h[j] }
+            }
+            for j in 0..<hidden {
+                #expect(abs(Double(final.h.scalars[b * hidden + j]) - h[j]) < 1e-5)
+            }
+        }
+        let worst = zip(y.scalars, expected).map { abs(Double($0) - $1) }.max() ?? 0
+        #expect(worst < 1e-5, "largest difference \(worst)")
     }
 
     @Test func badInputThrows() throws {
