@@ -127,9 +127,10 @@ int64_t bp_pack_gate_panels(bp_gate_panels *w, const float *m, int64_t ld, int b
                             int64_t gates);
 void bp_gate_panels_free(bp_gate_panels *w);
 /// tile[b][g · 16 + jj] = Σ_k X[b][k] · B[k][g · H + block · 16 + jj] for b < n, every gate g and
-/// the block's units jj (rows of tile `ldt` apart), X [n, depth] with rows `ldx` apart.
-void bp_gate_block_product(float *tile, int64_t ldt, const float *x, int64_t ldx, int64_t n, const bp_gate_panels *w,
-                           int64_t block);
+/// the block's units jj (rows of tile `ldt` apart), X [n, depth] with rows `ldx` apart; for each of
+/// `steps` steps s, X at x + s · x_step and the tile at tile + s · tile_step.
+void bp_gate_block_product(float *tile, int64_t ldt, int64_t tile_step, const float *x, int64_t ldx, int64_t x_step,
+                           int64_t steps, int64_t n, const bp_gate_panels *w, int64_t block);
 
 /// e^x within 2 ulp for x in [−87.3, 88.7], and vectorisable (no calls, no branches): e^x = 2^n e^r with
 /// n = round(x / ln 2) and r = x − n ln 2 in [−ln 2 / 2, ln 2 / 2], e^r by a degree-6 polynomial

@@ -12,19 +12,19 @@
 
 #include <string.h>
 
-// acc += A · B over kc steps, with both 8-column halves of B or (halves = 1) the first only; row i
-// of A at step t is rows[i][t · step]. Inlined with constants `halves` and `step`, so the loop has
-// no test. Four steps per iteration, so that the loop's own instructions are a small part of a few
-// hundred steps' work.
+// acc += A · B over kc steps for the first `mr` rows, with both 8-column halves of B or (halves =
+// 1) the first only; row i of A at step t is rows[i][t · step]. Inlined with constants `mr`,
+// `halves` and `step`, so the loop has no test. Four steps per iteration, so that the loop's own instructions are a
+// small part of a few hundred steps' work.
 __attribute__((always_inline)) static inline void product(v8f acc[BP_MR][2], int64_t kc, const float *const rows[BP_MR],
-                                                          int64_t step, const float *b, int halves) {
+                                                          int mr, int64_t step, const float *b, int halves) {
 #pragma clang loop unroll_count(4)
     for (int64_t t = 0; t < kc; t++) {
         const float *bt = b + t * BP_NR;
         v8f b0, b1 = {0};
         memcpy(&b0, bt, 32);
         if (halves == 2) memcpy(&b1, bt + 8, 32);
-        for (int i = 0; i < BP_MR; i++) {
+        for (int i = 0; i < mr; i++) {
             float v = rows[i][t * step];
             v8f ai = {v, v, v, v, v, v, v, v};
             acc[i][0] += ai * b0;
@@ -72,8 +72,8 @@ void bp_micro_6x16(int64_t kc, const float *a, const float *b, float *c, int64_t
     v8f acc[BP_MR][2];
     for (int i = 0; i < BP_MR; i++) acc[i][0] = acc[i][1] = (v8f){0};
     const float *const lanes[BP_MR] = {a, a + 1, a + 2, a + 3, a + 4, a + 5};  // A packed: row i at a[t · 6 + i]
-    if (cols > 8) product(acc, kc, lanes, BP_MR, b, 2);
-    else product(acc, kc, lanes, BP_MR, b, 1);
+    if (cols > 8) product(acc, kc, lanes, BP_MR, BP_MR, b, 2);
+    else product(acc, kc, lanes, BP_MR, BP_MR, b, 1);
     store(acc, c, ldc, accumulate, bias, rows, cols);
 }
 
@@ -84,7 +84,13 @@ void bp_micro_6x16_rows(int64_t kc, const float *a, int64_t lda, const float *b,
     for (int i = 0; i < BP_MR; i++) acc[i][0] = acc[i][1] = (v8f){0};
     const float *lanes[BP_MR];  // rows past `rows` read the last row again, and are not stored
     for (int i = 0; i < BP_MR; i++) lanes[i] = a + (i < rows ? i : rows - 1) * lda;
-    if (cols > 8) product(acc, kc, lanes, 1, b, 2);
-    else product(acc, kc, lanes, 1, b, 1);
+    // Four rows or fewer (the last rows of a batch) skip the work of the other two.
+    if (rows > 4) {
+        if (cols > 8) product(acc, kc, lanes, BP_MR, 1, b, 2);
+        else product(acc, kc, lanes, BP_MR, 1, b, 1);
+    } else {
+        if (cols > 8) product(acc, kc, lanes, 4, 1, b, 2);
+        else product(acc, kc, lanes, 4, 1, b, 1);
+    }
     store(acc, c, ldc, accumulate, NULL, rows, cols);
 }

@@ -2,12 +2,13 @@
 // sequence, forward and backward through time (see bp_rnn_params in CKernels.h for the math).
 //
 // The steps run in blocks of 16 hidden units (panel_product.c): at each step the thread that owns
-// a block computes the block's input and hidden products (x_t · W_ihᵀ, h_{t−1} · W_hhᵀ; backward
-// the gates' gradients · W_hh) and then, while they are in cache, the cells of its units for the
-// whole batch, writing the states the next step's products read. One barrier a step. What does not
-// depend on the previous step is one product over all steps (bp_sgemm) backward: dx, dW_ih, dW_hh
-// and the biases' sums. Each unit's numbers are computed the same way whichever thread owns its
-// block: no result depends on the thread count.
+// a block computes the block's hidden product (h_{t−1} · W_hhᵀ; backward the gates' gradients ·
+// W_hh) and then, while it is in cache, the cells of its units for the
+// whole batch, writing the states the next step's products read. One barrier a step. The input
+// projection x_t · W_ihᵀ of every step is one product before the steps, block by block; backward,
+// dx, dW_ih and dW_hh are products over all steps (bp_sgemm) after them, and the biases' gradients
+// are summed by each block's owner as its cells produce them. Each unit's numbers are computed the
+// same way whichever thread owns its block: no result depends on the thread count.
 #include "CKernels.h"
 #include "internal.h"
 
@@ -106,7 +107,9 @@ int64_t bp_rnn_forward(float *y, float *h_n, float *c_n, float *saved, const flo
                        const bp_rnn_params *p) {
     int64_t n = p->n, t = p->t, in = p->input, hidden = p->hidden, gates = bp_rnn_gates(p->kind), missing = 0;
     int64_t blocks = bp_unit_blocks(hidden), width = gates * BP_NR, ly = t * p->y_stride;
-    float *tiles = bp_malloc(2 * blocks * n, width * (int64_t)sizeof(float), &missing);  // each block's products
+    // xp: x_t · W_ihᵀ for every step, block by block: [t][blocks][n][G · 16]; hp: each block's h_{t−1} · W_hhᵀ.
+    float *xp = bp_malloc(t * blocks * n, width * (int64_t)sizeof(float), &missing);
+    float *hp = bp_malloc(blocks * n, width * (int64_t)sizeof(float), &missing);
     float *start = bp_calloc(n * hidden, sizeof(float), &missing), *c = bp_calloc(n * hidden, sizeof(float), &missing);
     bp_gate_panels wih = {0}, whh = {0};  // W_ihᵀ [input, G·H], W_hhᵀ [H, G·H]
     if (!missing) missing = bp_pack_gate_panels(&wih, w_ih, in, 1, in, hidden, gates);
@@ -115,22 +118,27 @@ int64_t bp_rnn_forward(float *y, float *h_n, float *c_n, float *saved, const flo
     if (h0) memcpy(start, h0, (size_t)(n * hidden) * sizeof(float));
     if (c0 && p->kind == BP_LSTM) memcpy(c, c0, (size_t)(n * hidden) * sizeof(float));
 #pragma omp parallel if (step_in_parallel(p))
-    for (int64_t k = 0; k < t; k++) {
-        int64_t s = step_at(p, k);
-        float *out = y + s * p->y_stride + p->y_offset;  // h_t of batch row b at out + b · ly
-        // h_{t−1} of row b at previous + b · lp: the previous step's output, or the initial state.
-        const float *previous = k > 0 ? y + step_at(p, k - 1) * p->y_stride + p->y_offset : start;
-        int64_t lp = k > 0 ? ly : hidden;
+    {
 #pragma omp for schedule(static)
-        for (int64_t u = 0; u < blocks; u++) {
-            int64_t first = u * BP_NR, units = hidden - first < BP_NR ? hidden - first : BP_NR;
-            float *xp = tiles + 2 * u * n * width, *hp = xp + n * width;  // [n, G · 16] each
-            bp_gate_block_product(xp, width, x + s * in, t * in, n, &wih, u);
-            bp_gate_block_product(hp, width, previous, lp, n, &whh, u);
-            for (int64_t b = 0; b < n; b++)
-                row_forward(out + b * ly + first, c + b * hidden + first, previous + b * lp + first,
-                            saved ? saved + saved_run(p, s, u, b) : NULL, xp + b * width, hp + b * width,
-                            b_ih ? b_ih + first : NULL, b_hh ? b_hh + first : NULL, units, p);
+        for (int64_t u = 0; u < blocks; u++)
+            bp_gate_block_product(xp + u * n * width, width, blocks * n * width, x, t * in, in, t, n, &wih, u);
+        for (int64_t k = 0; k < t; k++) {
+            int64_t s = step_at(p, k);
+            float *out = y + s * p->y_stride + p->y_offset;  // h_t of batch row b at out + b · ly
+            // h_{t−1} of row b at previous + b · lp: the previous step's output, or the initial state.
+            const float *previous = k > 0 ? y + step_at(p, k - 1) * p->y_stride + p->y_offset : start;
+            int64_t lp = k > 0 ? ly : hidden;
+#pragma omp for schedule(static)
+            for (int64_t u = 0; u < blocks; u++) {
+                int64_t first = u * BP_NR, units = hidden - first < BP_NR ? hidden - first : BP_NR;
+                const float *xs = xp + (s * blocks + u) * n * width;
+                float *hs = hp + u * n * width;
+                bp_gate_block_product(hs, width, 0, previous, lp, 0, 1, n, &whh, u);
+                for (int64_t b = 0; b < n; b++)
+                    row_forward(out + b * ly + first, c + b * hidden + first, previous + b * lp + first,
+                                saved ? saved + saved_run(p, s, u, b) : NULL, xs + b * width, hs + b * width,
+                                b_ih ? b_ih + first : NULL, b_hh ? b_hh + first : NULL, units, p);
+            }
         }
     }
     for (int64_t b = 0; b < n && h_n; b++)
@@ -139,7 +147,7 @@ int64_t bp_rnn_forward(float *y, float *h_n, float *c_n, float *saved, const flo
                (size_t)hidden * sizeof(float));
     if (c_n && p->kind == BP_LSTM) memcpy(c_n, c, (size_t)(n * hidden) * sizeof(float));
 done:
-    free(tiles), free(start), free(c), bp_gate_panels_free(&wih), bp_gate_panels_free(&whh);
+    free(xp), free(hp), free(start), free(c), bp_gate_panels_free(&wih), bp_gate_panels_free(&whh);
     return missing;
 }
 
@@ -199,25 +207,11 @@ static void row_backward(float *restrict dh, float *restrict dc, float *gi, floa
     else cell_backward(dh, dc, gi, gh, h, h_prev, c_prev, saved, units, p);
 }
 
-enum { SUM_COLUMNS = 256 };  // columns of the bias sums per parallel iteration
-
-// Σ over columns [first, first + width) of `count` rows of g columns into sum (+=): row by row in
-// order, in double, read along the rows.
+// sum[g · H + j] += v[g · H + j] for every gate g and the block's units j (pointers at its first unit).
 BP_MULTIVERSION
-static void add_column_sums(float *sum, const float *rows, int64_t count, int64_t g, int64_t first, int64_t width) {
-    double total[SUM_COLUMNS] = {0};
-    for (int64_t r = 0; r < count; r++)
-        for (int64_t j = 0; j < width; j++) total[j] += rows[r * g + first + j];
-    for (int64_t j = 0; j < width; j++) sum[first + j] += (float)total[j];
-}
-
-// Σ over `count` rows of g columns into sum (+=), each column's rows in order: the same sums for
-// any split of the columns between threads.
-static void add_row_sums(float *sum, const float *rows, int64_t count, int64_t g) {
-    if (!sum) return;
-#pragma omp parallel for schedule(static) if (count * g >= BP_PARALLEL_MIN)
-    for (int64_t first = 0; first < g; first += SUM_COLUMNS)
-        add_column_sums(sum, rows, count, g, first, g - first < SUM_COLUMNS ? g - first : SUM_COLUMNS);
+static void add_gates(double *restrict sum, const float *restrict v, int64_t gates, int64_t hidden, int64_t units) {
+    for (int64_t g = 0; g < gates; g++)
+        for (int64_t j = 0; j < units; j++) sum[g * hidden + j] += v[g * hidden + j];
 }
 
 int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *dw_hh, float *db_ih, float *db_hh,
@@ -232,7 +226,10 @@ int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *
     float *dh = bp_calloc(n * hidden, sizeof(float), &missing), *dc = bp_calloc(n * hidden, sizeof(float), &missing);
     float *zeros = bp_calloc(hidden, sizeof(float), &missing);
     float *tiles = bp_malloc(blocks * n, BP_NR * (int64_t)sizeof(float), &missing);  // each block's products
-    bp_gate_panels whh = {0};                                                        // W_hh [G·H, H]
+    // The biases' gradients: Σ of gi (and the GRU's gh) over the batch and the steps, in double.
+    double *sum_i = bp_calloc(gh, sizeof(double), &missing);
+    double *sum_h = p->kind == BP_GRU ? bp_calloc(gh, sizeof(double), &missing) : sum_i;
+    bp_gate_panels whh = {0};  // W_hh [G·H, H]
     if (!missing) missing = bp_pack_gate_panels(&whh, w_hh, hidden, 0, gh, hidden, 1);
     if (missing) goto done;
     if (dh_n) memcpy(dh, dh_n, (size_t)(n * hidden) * sizeof(float));
@@ -245,6 +242,7 @@ int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *
                                       : zeros;
             memcpy(h_prev + (b * t + s) * hidden, prev, (size_t)hidden * sizeof(float));
         }
+
         // Step k adds to dh the product of step k + 1's hidden gradients (rows t · G·H apart in gh_rows)
         // with W_hh, then the output's gradient, and runs the cells; the step after step 0 only the product.
 #pragma omp parallel if (step_in_parallel(p))
@@ -255,7 +253,7 @@ int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *
         for (int64_t u = 0; u < blocks; u++) {
             int64_t first = u * BP_NR, units = hidden - first < BP_NR ? hidden - first : BP_NR;
             float *tile = tiles + u * n * BP_NR;  // [n, 16]: the block's units of dh_t through W_hh
-            if (later) bp_gate_block_product(tile, BP_NR, later, t * gh, n, &whh, u);
+            if (later) bp_gate_block_product(tile, BP_NR, 0, later, t * gh, 0, 1, n, &whh, u);
             for (int64_t b = 0; b < n; b++) {
                 int64_t row = b * t + s;
                 float *dhb = dh + b * hidden + first;
@@ -271,6 +269,8 @@ int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *
                 row_backward(dhb, dc + b * hidden + first, gi + row * gh + first, gh_rows + row * gh + first,
                              y + row * p->y_stride + p->y_offset + first, h_prev + row * hidden + first, c_prev,
                              saved ? saved + saved_run(p, s, u, b) : NULL, units, p);
+                add_gates(sum_i + first, gi + row * gh + first, gates, hidden, units);
+                if (sum_h != sum_i) add_gates(sum_h + first, gh_rows + row * gh + first, gates, hidden, units);
             }
         }
     }
@@ -279,13 +279,13 @@ int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *
     // dW_ih += giᵀ · x, dW_hh += ghᵀ · h_prev, over every row of every step at once.
     bp_sgemm(1, 0, gh, p->input, n * t, 1.0f, gi, gh, x, p->input, 1.0f, dw_ih, p->input);
     bp_sgemm(1, 0, gh, hidden, n * t, 1.0f, gh_rows, gh, h_prev, hidden, 1.0f, dw_hh, hidden);
-    add_row_sums(db_ih, gi, n * t, gh);
-    add_row_sums(db_hh, gh_rows, n * t, gh);
+    for (int64_t j = 0; j < gh && db_ih; j++) db_ih[j] += (float)sum_i[j];
+    for (int64_t j = 0; j < gh && db_hh; j++) db_hh[j] += (float)sum_h[j];
     if (dx)
         bp_sgemm(0, 0, n * t, p->input, gh, 1.0f, gi, gh, w_ih, p->input, accumulate_dx ? 1.0f : 0.0f, dx, p->input);
 done:
-    free(gi), free(h_prev), free(dh), free(dc), free(zeros), free(tiles);
-    bp_gate_panels_free(&whh);
+    free(gi), free(h_prev), free(dh), free(dc), free(zeros), free(tiles), free(sum_i), bp_gate_panels_free(&whh);
     if (gh_rows != gi) free(gh_rows);
+    if (sum_h != sum_i) free(sum_h);
     return missing;
 }

@@ -186,12 +186,17 @@ import Testing
                 // pre[g · H + j] without (xp) and with (hp) the state's part
                 var xp = [Double](repeating: 0, count: gates * hidden), hp = xp
                 for r in 0..<gates * hidden {
-                    xp[r] = Double(w["bias_ih_l0"]![r]) + (0..<input).reduce(0.0) {
-                        $0 + Double(w["weight_ih_l0"]![r * input + $1]) * Double(x.scalars[(b * t + s) * input + $1])
-                    }
-                    hp[r] = Double(w["bias_hh_l0"]![r]) + (0..<hidden).reduce(0.0) {
-                        $0 + Double(w["weight_hh_l0"]![r * hidden + $1]) * h[$1]
-                    }
+                    xp[r] =
+                        Double(w["bias_ih_l0"]![r])
+                        + (0..<input).reduce(0.0) {
+                            $0 + Double(w["weight_ih_l0"]![r * input + $1])
+                                * Double(x.scalars[(b * t + s) * input + $1])
+                        }
+                    hp[r] =
+                        Double(w["bias_hh_l0"]![r])
+                        + (0..<hidden).reduce(0.0) {
+                            $0 + Double(w["weight_hh_l0"]![r * hidden + $1]) * h[$1]
+                        }
                 }
                 for j in 0..<hidden {
                     let (a, H) = ({ (g: Int) in xp[g * hidden + j] + hp[g * hidden + j] }, hidden)
