@@ -4,8 +4,10 @@ import Foundation
 /// A training run's state in one `.safetensors` file, so a resumed run continues exactly where it
 /// stopped: the model's state under its own names, the optimizer's under "optimizer.<name>", where
 /// each of the model's random generators stands (dropout's) under "random.<name>" as an int64
-/// scalar holding the generator's 64 bits, and in the metadata the epochs done, the optimizer's kind and the history as JSON. One file, written
-/// atomically, so the model and optimizer can never come from different epochs.
+/// scalar holding the generator's 64 bits, a language model's carried recurrent states under
+/// "carried.<name>", and in the metadata the optimizer's kind and what the run needs (epochs done
+/// and history, or updates done and vocabulary). One file, written atomically, so the model and
+/// optimizer can never come from different steps.
 public enum TrainingCheckpoint {
     public struct Saved {
         public let epochsDone: Int
@@ -15,32 +17,31 @@ public enum TrainingCheckpoint {
     }
 
     /// Where the optimizer's entries and the random generators' sit among the file's tensors.
-    static let optimizerPrefix = "optimizer.", randomPrefix = "random."
+    static let optimizerPrefix = "optimizer.", randomPrefix = "random.", carriedPrefix = "carried."
 
-    /// A checkpoint's tensors split into the model's state, the optimizer's and the random
-    /// generators' (prefixes removed). A plain model file has only the model part.
+    /// A checkpoint's tensors split into the model's state, the optimizer's, the random generators'
+    /// and the carried states (prefixes removed). A plain model file has only the model part.
     public static func split(
         _ tensors: [String: StoredArray]
-    )
-        -> (model: [String: StoredArray], optimizer: [String: StoredArray], random: [String: StoredArray])
-    {
-        var model: [String: StoredArray] = [:], optimizer: [String: StoredArray] = [:],
-            random: [String: StoredArray] = [:]
+    ) -> (
+        model: [String: StoredArray], optimizer: [String: StoredArray], random: [String: StoredArray],
+        carried: [String: StoredArray]
+    ) {
+        var parts = [String: [String: StoredArray]]()
         for (name, array) in tensors {
-            if name.hasPrefix(optimizerPrefix) {
-                optimizer[String(name.dropFirst(optimizerPrefix.count))] = array
-            } else if name.hasPrefix(randomPrefix) {
-                random[String(name.dropFirst(randomPrefix.count))] = array
-            } else {
-                model[name] = array
-            }
+            let prefix = [optimizerPrefix, randomPrefix, carriedPrefix].first { name.hasPrefix($0) } ?? ""
+            parts[prefix, default: [:]][String(name.dropFirst(prefix.count))] = array
         }
-        return (model, optimizer, random)
+        return (
+            parts[""] ?? [:], parts[optimizerPrefix] ?? [:], parts[randomPrefix] ?? [:], parts[carriedPrefix] ?? [:]
+        )
     }
 
-    public static func save(
-        model: Module, optimizer: Optimizer, history: TrainingHistory, epochsDone: Int,
-        metadata: [String: String], to url: URL
+    /// Writes the model, the optimizer, the generators, `carried` (under "carried.") and `metadata`
+    /// with the optimizer's kind.
+    public static func write(
+        model: Module, optimizer: Optimizer, carried: [String: StoredArray] = [:], metadata: [String: String],
+        to url: URL
     ) throws {
         var tensors = Checkpoint.stateDict(of: model)
         for (name, array) in optimizer.state { tensors[optimizerPrefix + name] = array }
@@ -48,37 +49,24 @@ public enum TrainingCheckpoint {
             tensors[randomPrefix + name] = StoredArray(
                 shape: [], elements: .int64([Int64(bitPattern: random.generator.state)]))
         }
+        for (name, array) in carried { tensors[carriedPrefix + name] = array }
         var fields = metadata
-        fields["epochs_done"] = String(epochsDone)
         fields["optimizer_kind"] = String(describing: type(of: optimizer))
-        fields["history"] = String(decoding: try JSONEncoder().encode(history), as: UTF8.self)
         try SafeTensors.write(SafeTensors.File(tensors: tensors, metadata: fields), to: url)
     }
 
-    /// Loads a checkpoint file into the model and optimizer (see `load(_:source:model:optimizer:)`).
-    public static func load(from url: URL, model: Module, optimizer: Optimizer) throws -> Saved {
-        try load(SafeTensors.read(contentsOf: url), source: url.path, model: model, optimizer: optimizer)
-    }
-
     /// Loads a checkpoint already read into the model and optimizer (which must be of the kind that
-    /// saved it), changing nothing when anything does not fit. `source` names it in errors.
-    public static func load(
+    /// saved it), changing nothing when anything does not fit; returns its carried states. `source`
+    /// names it in errors.
+    public static func restore(
         _ file: SafeTensors.File, source: String, model: Module, optimizer: Optimizer
-    ) throws -> Saved {
+    ) throws -> [String: StoredArray] {
         let kind = String(describing: type(of: optimizer))
-        guard let saved = file.metadata["optimizer_kind"], let done = file.metadata["epochs_done"].flatMap(Int.init),
-            let historyText = file.metadata["history"]
-        else {
-            throw BackpropError(
-                .format,
-                "\(source): not a training checkpoint (no epochs_done, optimizer_kind or history in its metadata)")
+        guard let saved = file.metadata["optimizer_kind"] else {
+            throw BackpropError(.format, "\(source): not a training checkpoint (no optimizer_kind in its metadata)")
         }
         guard saved == kind else {
             throw BackpropError(.invalidArgument, "\(source) was saved with optimizer \(saved), this run uses \(kind)")
-        }
-        let history: TrainingHistory
-        do { history = try JSONDecoder().decode(TrainingHistory.self, from: Data(historyText.utf8)) } catch {
-            throw BackpropError(.format, "\(source): the history in its metadata is not readable: \(error)")
         }
         let state = split(file.tensors)
         let generators = try randomStates(state.random, of: model, source: source)
@@ -91,6 +79,39 @@ public enum TrainingCheckpoint {
             throw error
         }
         for (random, bits) in generators { random.generator = SplitMix64(seed: UInt64(bitPattern: bits)) }
+        return state.carried
+    }
+
+    public static func save(
+        model: Module, optimizer: Optimizer, history: TrainingHistory, epochsDone: Int,
+        metadata: [String: String], to url: URL
+    ) throws {
+        var fields = metadata
+        fields["epochs_done"] = String(epochsDone)
+        fields["history"] = String(decoding: try JSONEncoder().encode(history), as: UTF8.self)
+        try write(model: model, optimizer: optimizer, metadata: fields, to: url)
+    }
+
+    /// Loads a checkpoint file into the model and optimizer (see `load(_:source:model:optimizer:)`).
+    public static func load(from url: URL, model: Module, optimizer: Optimizer) throws -> Saved {
+        try load(SafeTensors.read(contentsOf: url), source: url.path, model: model, optimizer: optimizer)
+    }
+
+    /// Loads an image-training checkpoint already read into the model and optimizer (see
+    /// `restore`), with its epochs done and history.
+    public static func load(
+        _ file: SafeTensors.File, source: String, model: Module, optimizer: Optimizer
+    ) throws -> Saved {
+        guard let done = file.metadata["epochs_done"].flatMap(Int.init), let historyText = file.metadata["history"]
+        else {
+            throw BackpropError(
+                .format, "\(source): not a training checkpoint (no epochs_done or history in its metadata)")
+        }
+        let history: TrainingHistory
+        do { history = try JSONDecoder().decode(TrainingHistory.self, from: Data(historyText.utf8)) } catch {
+            throw BackpropError(.format, "\(source): the history in its metadata is not readable: \(error)")
+        }
+        _ = try restore(file, source: source, model: model, optimizer: optimizer)
         return Saved(epochsDone: done, history: history, metadata: file.metadata)
     }
 

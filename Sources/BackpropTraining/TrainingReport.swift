@@ -66,6 +66,19 @@ public enum TrainingReport {
                     lines: percent(history.saturation), guides: guides))
         }
 
+        return page(
+            title: title, settings: history.settings, tables: epochTable(history, validation: hasValidation),
+            charts: charts,
+            note: """
+                Gradient norms are each layer's parameter gradient (weight and bias together) at every step;
+                a norm falling by decades towards the first layers means vanishing gradients, a rising one exploding gradients.
+                Dead units and saturation are measured on a fixed batch of training images in evaluation mode every few steps.
+                Long curves are shown as means over equal buckets of steps.
+                """)
+    }
+
+    /// A self-contained page: the title, a table of settings, `tables` (HTML), the charts and a note.
+    static func page(title: String, settings: [[String]], tables: String, charts: [SVGChart], note: String) -> String {
         var page = """
             <!DOCTYPE html>
             <html lang="en"><head><meta charset="utf-8"><title>\(escape(title))</title>
@@ -81,20 +94,12 @@ public enum TrainingReport {
             """
         page +=
             "<table class=\"settings\">\n"
-            + history.settings.map {
+            + settings.map {
                 "<tr><td>\(escape($0.first ?? ""))</td><td>\(escape($0.dropFirst().joined(separator: " ")))</td></tr>"
             }.joined(separator: "\n") + "\n</table>\n"
-        page += epochTable(history, validation: hasValidation)
+        page += tables
         for chart in charts { page += "<figure>\n" + chart.svg() + "</figure>\n" }
-        page += """
-            <p class="note">Gradient norms are each layer's parameter gradient (weight and bias together) at every step;
-            a norm falling by decades towards the first layers means vanishing gradients, a rising one exploding gradients.
-            Dead units and saturation are measured on a fixed batch of training images in evaluation mode every few steps.
-            Long curves are shown as means over equal buckets of steps.</p>
-            </body></html>
-
-            """
-        return page
+        return page + "<p class=\"note\">\(escape(note))</p>\n</body></html>\n"
     }
 
     private static func epochTable(_ history: TrainingHistory, validation: Bool) -> String {

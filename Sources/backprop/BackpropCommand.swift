@@ -8,7 +8,7 @@ struct BackpropCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "backprop",
         abstract: "Train and check neural networks on the CPU.",
-        subcommands: [Train.self, Eval.self, Verify.self, XOR.self]
+        subcommands: [Train.self, TrainText.self, Sample.self, Eval.self, Verify.self, XOR.self]
     )
 
     static func main() {
