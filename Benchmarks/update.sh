@@ -36,6 +36,10 @@ for threads in 1 2; do
     fi
 done
 
+# Sections measured by hand (gradient checkpointing, the language model) follow this marker; they are kept.
+marker='<!-- Measured by hand below this line; Benchmarks/update.sh keeps it. -->'
+kept=$(awk -v marker="$marker" 'found || $0 == marker { found = 1; print }' "$here/BENCHMARKS.md" 2>/dev/null || true)
+
 {
     echo "# Benchmarks"
     echo
@@ -83,5 +87,9 @@ done
     echo 'python3 ../shared/bench/torch_reference.py --threads 1 --json torch.json   # with torch installed'
     echo 'python3 ../shared/bench/compare.py ours.json torch.json'
     echo '```'
+    if [ -n "$kept" ]; then
+        echo
+        echo "$kept"
+    fi
 } > "$here/BENCHMARKS.md"
 echo "wrote $here/BENCHMARKS.md"

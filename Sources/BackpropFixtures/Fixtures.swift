@@ -61,6 +61,7 @@ public struct FixtureSuite: Sendable {
                 .format,
                 "\(url.path): not a fixture manifest ({\"cases\": [{name, op, params, inputs, outputs}]}): \(error)")
         }
+        guard !cases.isEmpty else { throw BackpropError(.format, "\(url.path): the manifest has no cases") }
     }
 
     /// Runs one case: computes its outputs and compares each with the expected file.
@@ -79,6 +80,10 @@ public struct FixtureSuite: Sendable {
             return FixtureResult(name: fixture.name, verdict: .error("\(error)"), digest: nil)
         }
         let digest = Self.digest(of: computed)
+        guard !fixture.outputs.isEmpty else {
+            return FixtureResult(
+                name: fixture.name, verdict: .error("the case lists no outputs to compare"), digest: digest)
+        }
         for role in fixture.outputs.keys.sorted() {
             guard let actual = computed[role] else {
                 return FixtureResult(name: fixture.name, verdict: .error("\(role) was not computed"), digest: digest)

@@ -12,6 +12,7 @@ public struct ImageDataset: Sendable {
     public let labels: [Int]
 
     public var count: Int { labels.count }
+    public var isEmpty: Bool { labels.isEmpty }
 
     public init(images: Tensor, labels: [Int]) throws {
         guard images.rank == 4, images.shape[0] == labels.count else {

@@ -74,6 +74,10 @@ struct Train: ParsableCommand {
         let held = Int(Double(full.count) * validationSplit)
         let train = full.subset(held..<full.count)
         let validation = held > 0 ? full.subset(0..<held) : nil
+        guard !train.isEmpty else {
+            throw ValidationError(
+                "\(dataOptions.data) has no training images left to train on (\(full.count) in all, \(held) held out)")
+        }
 
         let resumeURL = resume.map { path -> URL in
             var isDirectory: ObjCBool = false
@@ -205,10 +209,12 @@ struct DataOptions: ParsableArguments {
                 "\(data) does not exist. Fashion-MNIST comes from the Debian package dataset-fashion-mnist "
                     + "(apt-get install dataset-fashion-mnist); or pass --data DIR with MNIST-layout IDX files.")
         }
-        return (
-            try ImageDataset.load(directory: directory, prefix: "train"),
-            try ImageDataset.load(directory: directory, prefix: "t10k")
+        let sets = (
+            train: try ImageDataset.load(directory: directory, prefix: "train"),
+            test: try ImageDataset.load(directory: directory, prefix: "t10k")
         )
+        guard !sets.test.isEmpty else { throw ValidationError("\(data): the test set (t10k-*) has no images") }
+        return sets
     }
 }
 

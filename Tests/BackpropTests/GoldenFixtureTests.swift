@@ -35,4 +35,23 @@ import Testing
             _ = try FixtureSuite(directory: URL(fileURLWithPath: "/nonexistent"))
         }
     }
+
+    /// Nothing to check is not a pass: an empty manifest is refused, a case without outputs fails.
+    @Test func emptyWorkIsNotASuccess() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("fixtures-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        try Data(#"{"cases": []}"#.utf8).write(to: directory.appendingPathComponent("manifest.json"))
+        expectError(.format, mentioning: ["manifest.json", "no cases"]) { _ = try FixtureSuite(directory: directory) }
+
+        let suite = try FixtureSuite(directory: fixturesDirectory)
+        let relu = try #require(suite.cases.first { $0.op == "relu" })
+        let bare = try JSONDecoder().decode(
+            Fixture.self,
+            from: JSONSerialization.data(withJSONObject: [
+                "name": "bare", "op": "relu", "params": [:] as [String: String], "inputs": relu.inputs,
+                "outputs": [:] as [String: String],
+            ]))
+        let result = suite.run(bare)
+        #expect(!result.passed && "\(result)".contains("no outputs"))
+    }
 }

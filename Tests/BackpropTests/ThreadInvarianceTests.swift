@@ -35,3 +35,18 @@ import Testing
         }
     }
 }
+
+/// OMP_NUM_THREADS values OpenMP cannot read are refused before it starts (the `backprop` command
+/// exits with the message; libomp would run with garbage thread counts).
+@Suite struct ThreadEnvironmentTests {
+    @Test(arguments: ["abc", "-4", "0", "", "4,", "2.5", "99999999999"])
+    func unreadableValuesAreNamed(value: String) throws {
+        let problem = try #require(Threads.problem(withEnvironmentValue: value))
+        #expect(problem.contains("OMP_NUM_THREADS=\(value) is not a thread count"))
+    }
+
+    @Test(arguments: ["1", "2", "8", "4,2", "65536"])
+    func threadCountsPass(value: String) {
+        #expect(Threads.problem(withEnvironmentValue: value) == nil)
+    }
+}
