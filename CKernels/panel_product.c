@@ -11,6 +11,7 @@
 #include "internal.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 enum { DEPTH_BLOCK = 256 };  // reduction steps per micro-kernel call
 
@@ -29,20 +30,29 @@ int64_t bp_pack_gate_panels(bp_gate_panels *w, const float *m, int64_t ld, int b
                             int64_t gates) {
     int64_t missing = 0, blocks = bp_unit_blocks(hidden), panels = blocks * gates;
     *w = (bp_gate_panels){bp_malloc(panels * BP_NR * depth, sizeof(float), &missing), depth, hidden, gates};
+    // Panel q = u · G + g: column jj of row k of depth block t0 is B[t0 + k][g · H + u · 16 + jj]
+    // (0 past the last unit).
     if (!w->panels) return missing;
-        // Depth block [t0, t0 + kc), panel q = u · G + g: kc rows of 16 floats, column jj of row k
-        // being B[t0 + k][g · H + u · 16 + jj] (0 past the last unit).
 #pragma omp parallel for schedule(static) if (panels * depth * BP_NR >= BP_PARALLEL_MIN)
     for (int64_t q = 0; q < panels; q++)
         for (int64_t t0 = 0; t0 < depth; t0 += DEPTH_BLOCK) {
             int64_t kc = min64(DEPTH_BLOCK, depth - t0);
             float *dst = panel(w, q / gates, q % gates, t0);
-            int64_t first = (q % gates) * hidden + (q / gates) * BP_NR, units = hidden - (q / gates) * BP_NR;
-            for (int64_t jj = 0; jj < BP_NR; jj++)
-                for (int64_t k = 0; k < kc; k++)
-                    dst[k * BP_NR + jj] = jj >= units ? 0.0f
-                                          : by_rows   ? m[(first + jj) * ld + t0 + k]
-                                                      : m[(t0 + k) * ld + first + jj];
+            int64_t first = (q % gates) * hidden + (q / gates) * BP_NR;
+            int64_t units = min64(BP_NR, hidden - (q / gates) * BP_NR);
+            if (by_rows) {
+                // Row first + jj of M is column jj of the panel, every 16th float.
+                for (int64_t jj = 0; jj < BP_NR; jj++) {
+                    const float *row = jj < units ? m + (first + jj) * ld + t0 : NULL;
+                    for (int64_t k = 0; k < kc; k++) dst[k * BP_NR + jj] = row ? row[k] : 0.0f;
+                }
+            } else {
+                // Row t0 + k of M holds row k of the panel.
+                for (int64_t k = 0; k < kc; k++) {
+                    memcpy(dst + k * BP_NR, m + (t0 + k) * ld + first, (size_t)units * sizeof(float));
+                    memset(dst + k * BP_NR + units, 0, (size_t)(BP_NR - units) * sizeof(float));
+                }
+            }
         }
     return 0;
 }
