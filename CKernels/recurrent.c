@@ -3,12 +3,13 @@
 //
 // The steps run in blocks of 16 hidden units (panel_product.c): at each step the thread that owns
 // a block computes the block's hidden product (h_{t−1} · W_hhᵀ; backward the gates' gradients ·
-// W_hh) and then, while it is in cache, the cells of its units for the
-// whole batch, writing the states the next step's products read. One barrier a step. The input
-// projection x_t · W_ihᵀ of every step is one product before the steps, block by block; backward,
-// dx, dW_ih and dW_hh are products over all steps (bp_sgemm) after them, and the biases' gradients
-// are summed by each block's owner as its cells produce them. Each unit's numbers are computed the
-// same way whichever thread owns its block: no result depends on the thread count.
+// W_hh) and then, while it is in cache, the cells of its units for the whole batch, writing the
+// states the next step's products read. One barrier a step. The input projection x_t · W_ihᵀ of
+// every step is one product before the steps, block by block; backward, dx, dW_ih and dW_hh are
+// products over all steps (bp_sgemm) after them, and the biases' gradients are summed by each
+// block's owner as its cells produce them. Each unit's numbers are computed the same way whichever
+// thread owns its block: no result depends on the thread count. The arrays the cells read and
+// write in runs of 16 floats start on a cache line (64 bytes), so that no run straddles two.
 #include "CKernels.h"
 #include "internal.h"
 
@@ -108,8 +109,8 @@ int64_t bp_rnn_forward(float *y, float *h_n, float *c_n, float *saved, const flo
     int64_t n = p->n, t = p->t, in = p->input, hidden = p->hidden, gates = bp_rnn_gates(p->kind), missing = 0;
     int64_t blocks = bp_unit_blocks(hidden), width = gates * BP_NR, ly = t * p->y_stride;
     // xp: x_t · W_ihᵀ for every step, block by block: [t][blocks][n][G · 16]; hp: each block's h_{t−1} · W_hhᵀ.
-    float *xp = bp_malloc(t * blocks * n, width * (int64_t)sizeof(float), &missing);
-    float *hp = bp_malloc(blocks * n, width * (int64_t)sizeof(float), &missing);
+    float *xp = bp_aligned_alloc(64, t * blocks * n, width * (int64_t)sizeof(float), 0, &missing);
+    float *hp = bp_aligned_alloc(64, blocks * n, width * (int64_t)sizeof(float), 0, &missing);
     float *start = bp_calloc(n * hidden, sizeof(float), &missing), *c = bp_calloc(n * hidden, sizeof(float), &missing);
     bp_gate_panels wih = {0}, whh = {0};  // W_ihᵀ [input, G·H], W_hhᵀ [H, G·H]
     if (!missing) missing = bp_pack_gate_panels(&wih, w_ih, in, 1, in, hidden, gates);
@@ -198,20 +199,36 @@ cell_backward(float *restrict dh, float *restrict dc, float *gi, float *gh, cons
     }
 }
 
-// cell_backward with the block's width a constant when the block is full.
+// sum[g · 16 + j] += v[g · H + j] for every gate g and `units` units.
+__attribute__((always_inline)) static inline void add_runs(float *restrict sum, const float *restrict v, int64_t gates,
+                                                           int64_t hidden, int64_t units) {
+    for (int64_t g = 0; g < gates; g++)
+        for (int64_t j = 0; j < units; j++) sum[g * BP_NR + j] += v[g * hidden + j];
+}
+
+// cell_backward with the block's width a constant when the block is full, then the row's gi (and
+// the GRU's gh) added to the block's sums for the biases' gradients, sum_i and sum_h ([G, 16]).
 BP_MULTIVERSION
 static void row_backward(float *restrict dh, float *restrict dc, float *gi, float *gh, const float *restrict h,
                          const float *restrict h_prev, const float *restrict c_prev, const float *restrict saved,
-                         int64_t units, const bp_rnn_params *p) {
-    if (units == BP_NR) cell_backward(dh, dc, gi, gh, h, h_prev, c_prev, saved, BP_NR, p);
-    else cell_backward(dh, dc, gi, gh, h, h_prev, c_prev, saved, units, p);
+                         float *restrict sum_i, float *restrict sum_h, int64_t units, const bp_rnn_params *p) {
+    int64_t gates = bp_rnn_gates(p->kind);
+    if (units == BP_NR) {
+        cell_backward(dh, dc, gi, gh, h, h_prev, c_prev, saved, BP_NR, p);
+        add_runs(sum_i, gi, gates, p->hidden, BP_NR);
+        if (p->kind == BP_GRU) add_runs(sum_h, gh, gates, p->hidden, BP_NR);
+    } else {
+        cell_backward(dh, dc, gi, gh, h, h_prev, c_prev, saved, units, p);
+        add_runs(sum_i, gi, gates, p->hidden, units);
+        if (p->kind == BP_GRU) add_runs(sum_h, gh, gates, p->hidden, units);
+    }
 }
 
-// sum[g · H + j] += v[g · H + j] for every gate g and the block's units j (pointers at its first unit).
+// sum[g · H + j] += step[g · 16 + j] for every gate g and the block's units j (sum at its first unit).
 BP_MULTIVERSION
-static void add_gates(double *restrict sum, const float *restrict v, int64_t gates, int64_t hidden, int64_t units) {
+static void add_gates(double *restrict sum, const float *restrict step, int64_t gates, int64_t hidden, int64_t units) {
     for (int64_t g = 0; g < gates; g++)
-        for (int64_t j = 0; j < units; j++) sum[g * hidden + j] += v[g * hidden + j];
+        for (int64_t j = 0; j < units; j++) sum[g * hidden + j] += step[g * BP_NR + j];
 }
 
 int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *dw_hh, float *db_ih, float *db_hh,
@@ -220,13 +237,16 @@ int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *
                         int accumulate_dx, const bp_rnn_params *p) {
     int64_t n = p->n, t = p->t, hidden = p->hidden, gates = bp_rnn_gates(p->kind), gh = gates * hidden, missing = 0;
     int64_t blocks = bp_unit_blocks(hidden);
-    float *gi = bp_malloc(n * t, gh * (int64_t)sizeof(float), &missing);
-    float *gh_rows = p->kind == BP_GRU ? bp_malloc(n * t, gh * (int64_t)sizeof(float), &missing) : gi;
-    float *h_prev = bp_malloc(n * t, hidden * (int64_t)sizeof(float), &missing);  // [b · t + s]: h_{t−1} of that step
+    float *gi = bp_aligned_alloc(64, n * t, gh * (int64_t)sizeof(float), 0, &missing);
+    float *gh_rows = p->kind == BP_GRU ? bp_aligned_alloc(64, n * t, gh * (int64_t)sizeof(float), 0, &missing) : gi;
+    float *h_prev =
+        bp_aligned_alloc(64, n * t, hidden * (int64_t)sizeof(float), 0, &missing);  // [b · t + s]: h_{t−1} of that step
     float *dh = bp_calloc(n * hidden, sizeof(float), &missing), *dc = bp_calloc(n * hidden, sizeof(float), &missing);
     float *zeros = bp_calloc(hidden, sizeof(float), &missing);
-    float *tiles = bp_malloc(blocks * n, BP_NR * (int64_t)sizeof(float), &missing);  // each block's products
-    // The biases' gradients: Σ of gi (and the GRU's gh) over the batch and the steps, in double.
+    float *tiles =
+        bp_aligned_alloc(64, blocks * n, BP_NR * (int64_t)sizeof(float), 0, &missing);  // each block's products
+    // The biases' gradients: Σ of gi (and the GRU's gh) over the batch (in float, step by step) and
+    // the steps (in double).
     double *sum_i = bp_calloc(gh, sizeof(double), &missing);
     double *sum_h = p->kind == BP_GRU ? bp_calloc(gh, sizeof(double), &missing) : sum_i;
     bp_gate_panels whh = {0};  // W_hh [G·H, H]
@@ -254,6 +274,7 @@ int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *
             int64_t first = u * BP_NR, units = hidden - first < BP_NR ? hidden - first : BP_NR;
             float *tile = tiles + u * n * BP_NR;  // [n, 16]: the block's units of dh_t through W_hh
             if (later) bp_gate_block_product(tile, BP_NR, 0, later, t * gh, 0, 1, n, &whh, u);
+            float step_i[4 * BP_NR] = {0}, step_h[4 * BP_NR] = {0};  // this step's bias sums over the batch
             for (int64_t b = 0; b < n; b++) {
                 int64_t row = b * t + s;
                 float *dhb = dh + b * hidden + first;
@@ -268,10 +289,11 @@ int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *
                                                          : zeros;
                 row_backward(dhb, dc + b * hidden + first, gi + row * gh + first, gh_rows + row * gh + first,
                              y + row * p->y_stride + p->y_offset + first, h_prev + row * hidden + first, c_prev,
-                             saved ? saved + saved_run(p, s, u, b) : NULL, units, p);
-                add_gates(sum_i + first, gi + row * gh + first, gates, hidden, units);
-                if (sum_h != sum_i) add_gates(sum_h + first, gh_rows + row * gh + first, gates, hidden, units);
+                             saved ? saved + saved_run(p, s, u, b) : NULL, step_i, step_h, units, p);
             }
+            if (k < 0) continue;
+            add_gates(sum_i + first, step_i, gates, hidden, units);
+            if (sum_h != sum_i) add_gates(sum_h + first, step_h, gates, hidden, units);
         }
     }
     if (dh0) memcpy(dh0, dh, (size_t)(n * hidden) * sizeof(float));
