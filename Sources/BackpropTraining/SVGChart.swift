@@ -13,6 +13,8 @@ struct SVGChart {
     let title: String
     let yLabel: String
     var lines: [Line]
+    /// What the x axis counts.
+    var xLabel = "training step"
     /// A logarithmic y axis (for gradient norms spanning decades).
     var logarithmic = false
     /// x positions of dashed vertical guides (epoch ends), with their labels.
@@ -78,7 +80,7 @@ struct SVGChart {
                 "<text x=\"\(fmt(px(guide.x) - 3))\" y=\"\(top + 12)\" font-size=\"10\" text-anchor=\"end\" fill=\"#888\">\(escape(guide.label))</text>\n"
         }
         svg +=
-            "<text x=\"\((left + width - right) / 2)\" y=\"\(height - 8)\" font-size=\"12\" text-anchor=\"middle\">training step</text>\n"
+            "<text x=\"\((left + width - right) / 2)\" y=\"\(height - 8)\" font-size=\"12\" text-anchor=\"middle\">\(escape(xLabel))</text>\n"
         svg +=
             "<text transform=\"translate(16 \((top + height - bottom) / 2)) rotate(-90)\" font-size=\"12\" text-anchor=\"middle\">\(escape(yLabel))</text>\n"
         for (index, line) in plotted.enumerated() where !line.points.isEmpty {

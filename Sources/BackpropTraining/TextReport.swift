@@ -18,12 +18,12 @@ public enum TextReport {
                         name: "training loss (mean over buckets of updates)",
                         points: SVGChart.downsample(points(history.training.loss))),
                     SVGChart.Line(name: "validation loss", points: validation, markers: true),
-                ]),
+                ], xLabel: "update"),
             SVGChart(
                 title: "Gradient norm per layer (before clipping)", yLabel: "‖∂J/∂θ‖ (log scale)",
                 lines: history.training.gradientNorms.map {
                     SVGChart.Line(name: $0.name, points: SVGChart.downsample(points($0)))
-                },
+                }, xLabel: "update",
                 logarithmic: true),
             SVGChart(
                 title: "How far back the gradient reaches within an update", yLabel: "‖∂J_T/∂x_t‖ (log scale)",
@@ -31,7 +31,7 @@ public enum TextReport {
                     SVGChart.Line(
                         name: "after update \(reach.step)",
                         points: reach.norms.enumerated().map { (Double($0.offset), $0.element) }, markers: true)
-                },
+                }, xLabel: "time step t within the update (T is the last)",
                 logarithmic: true),
         ]
         var table = "<table>\n<tr><th>update</th><th>validation loss (nats/char)</th><th>bits/char</th></tr>\n"
