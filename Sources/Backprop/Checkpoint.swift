@@ -43,6 +43,10 @@ public enum Checkpoint {
         for (name, counter) in model.namedCounters {
             guard let array = state[name] else { continue }
             if case .int64(let values) = array.elements, array.shape.isEmpty {
+                guard (0...maxCount).contains(values[0]) else {
+                    problems.append("\(name) is \(values[0]), expected a count from 0 to 2^53")
+                    continue
+                }
                 counts.append((counter, values[0]))
             } else {
                 problems.append("\(name) must be an int64 scalar, got shape \(describe(array.shape))")

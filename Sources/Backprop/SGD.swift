@@ -42,6 +42,10 @@ func optimizerState(step: Int64, _ lists: [(String, [Tensor])]) -> [String: Stor
 
 /// Reads back what `optimizerState` wrote for tensor lists shaped like `lists`; throws when a name
 /// is missing or left over or a shape differs. `optimizer` names the optimizer in errors.
+/// The largest count (of steps, of batches) a file may hold: every count up to it is exact in a
+/// double, and counting on from it cannot overflow.
+let maxCount: Int64 = 1 << 53
+
 func restoreOptimizerState(
     _ state: [String: StoredArray], _ lists: [(String, [Tensor])],
     optimizer: String
@@ -50,6 +54,7 @@ func restoreOptimizerState(
         BackpropError(.shapeMismatch, "\(optimizer): saved state does not fit: \(problem)")
     }
     guard case .int64(let steps)? = state["step"]?.elements, steps.count == 1 else { throw fail("no int64 'step'") }
+    guard (0...maxCount).contains(steps[0]) else { throw fail("step \(steps[0]) is not a count from 0 to 2^53") }
     var expected: Set<String> = ["step"]
     let restored = try lists.map { name, tensors in
         try tensors.enumerated().map { index, tensor in

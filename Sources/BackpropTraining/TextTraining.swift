@@ -168,6 +168,7 @@ public final class TextTrainer {
         else {
             throw BackpropError(.format, "\(source): not a train-text checkpoint (no updates_done or history)")
         }
+        guard done >= 0 else { throw BackpropError(.format, "\(source): updates_done is \(done), expected 0 or more") }
         let carried = try TrainingCheckpoint.restore(file, source: source, model: model.network, optimizer: optimizer)
         let layers = model.network.recurrentLayers
         let states: [RecurrentState] = try (0..<(carried.isEmpty ? 0 : layers.count)).map { index in

@@ -107,6 +107,7 @@ public enum TrainingCheckpoint {
             throw BackpropError(
                 .format, "\(source): not a training checkpoint (no epochs_done or history in its metadata)")
         }
+        guard done >= 0 else { throw BackpropError(.format, "\(source): epochs_done is \(done), expected 0 or more") }
         let history: TrainingHistory
         do { history = try JSONDecoder().decode(TrainingHistory.self, from: Data(historyText.utf8)) } catch {
             throw BackpropError(.format, "\(source): the history in its metadata is not readable: \(error)")

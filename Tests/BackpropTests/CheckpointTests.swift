@@ -181,6 +181,22 @@ import Testing
         expectError(.shapeMismatch, mentioning: ["unexpected exp_avg.7"]) { try adam.loadState(extra) }
     }
 
+    /// Counters from a file are checked before they are trusted: a negative step would give NaN
+    /// losses, one near Int64.max would overflow at the next step.
+    @Test(arguments: [Int64(-1), Int64.max])
+    func countersOutOfRangeAreRefused(value: Int64) throws {
+        let model = try ModelSpec.build("linear(2,2) batchnorm1d(2)", seed: 1)
+        var state = Checkpoint.stateDict(of: model)
+        state["1.num_batches_tracked"] = StoredArray(shape: [], elements: .int64([value]))
+        expectError(.shapeMismatch, mentioning: ["1.num_batches_tracked is \(value)", "from 0 to 2^53"]) {
+            try Checkpoint.load(state, into: model, source: "file.safetensors")
+        }
+        let adam = try Adam(parameters: model.parameters)
+        var saved = adam.state
+        saved["step"] = StoredArray(shape: [], elements: .int64([value]))
+        expectError(.shapeMismatch, mentioning: ["Adam", "step \(value) is not a count"]) { try adam.loadState(saved) }
+    }
+
     @Test func filesAreReplacedWholeAndNoTemporaryFileRemains() throws {
         let url = directory.appendingPathComponent("m.safetensors")
         let model = try ModelSpec.build("linear(3,2)", seed: 1)

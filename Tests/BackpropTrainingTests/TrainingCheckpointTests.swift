@@ -53,4 +53,15 @@ import Testing
                 from: url, model: resumed, optimizer: try SGD(parameters: resumed.parameters, learningRate: 0.1))
         }
     }
+
+    @Test func aNegativeEpochCountIsRefused() throws {
+        let model = try ModelSpec.build("linear(2,2)", seed: 1)
+        let optimizer = try Adam(parameters: model.parameters)
+        let url = directory.appendingPathComponent("negative.safetensors")
+        try TrainingCheckpoint.save(
+            model: model, optimizer: optimizer, history: TrainingHistory(), epochsDone: -1, metadata: [:], to: url)
+        expectError(.format, mentioning: ["negative.safetensors", "epochs_done is -1"]) {
+            _ = try TrainingCheckpoint.load(from: url, model: model, optimizer: optimizer)
+        }
+    }
 }
