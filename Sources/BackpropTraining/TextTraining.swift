@@ -137,14 +137,14 @@ public final class TextTrainer {
 
     /// The run in one file (see `TrainingCheckpoint`): model, optimizer, carried states
     /// ("carried.<i>.h", ".c" for recurrent layer i), and in the metadata the model spec, the
-    /// vocabulary, the updates done and the history.
-    public func save(to url: URL) throws {
+    /// vocabulary, the updates done and the history, with `extra` (the run's settings).
+    public func save(to url: URL, metadata extra: [String: String] = [:]) throws {
         var carried: [String: StoredArray] = [:]
         for (index, state) in states.enumerated() {
             carried["\(index).h"] = StoredArray(state.h)
             if let c = state.c { carried["\(index).c"] = StoredArray(c) }
         }
-        var metadata = model.metadata
+        var metadata = model.metadata.merging(extra) { $1 }
         metadata["updates_done"] = String(updatesDone)
         metadata["history"] = String(decoding: try JSONEncoder().encode(history), as: UTF8.self)
         try TrainingCheckpoint.write(

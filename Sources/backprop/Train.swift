@@ -20,8 +20,11 @@ struct Train: ParsableCommand {
         "conv2d(1,32,3,pad=1) batchnorm2d(32) relu maxpool2d(2) conv2d(32,64,3,pad=1) batchnorm2d(64) relu maxpool2d(2) flatten linear(3136,128) relu linear(128,10)"
     static let defaultData = "/usr/share/datasets/fashion-mnist"
 
-    enum OptimizerName: String, ExpressibleByArgument, CaseIterable { case sgd, adam, adamw, rmsprop }
-    enum ScheduleName: String, ExpressibleByArgument, CaseIterable { case constant, step, cosine }
+    enum ScheduleName: String, ExpressibleByArgument, CaseIterable, LosslessStringConvertible {
+        case constant, step, cosine
+        init?(_ description: String) { self.init(rawValue: description) }
+        var description: String { rawValue }
+    }
 
     @Option(
         help:
@@ -29,26 +32,32 @@ struct Train: ParsableCommand {
     ) var model: String?
     @OptionGroup var dataOptions: DataOptions
     @Option(help: "Passes over the training set (in all, counting those a resumed run already did).") var epochs = 5
-    @Option(name: .customLong("batch-size"), help: "Examples per step.") var batchSize = 128
-    @Option(help: "sgd, adam, adamw or rmsprop.") var optimizer: OptimizerName = .adam
+    @Option(name: .customLong("batch-size"), help: "Examples per step (default 128).") var batchSize: Int?
+    @Option(help: "sgd, adam, adamw or rmsprop (default adam).") var optimizer: OptimizerName?
     @Option(name: .customLong("lr"), help: "Learning rate (default 0.001 for adam/adamw/rmsprop, 0.05 for sgd).")
     var learningRate: Float?
-    @Option(help: "Momentum for sgd and rmsprop.") var momentum: Float = 0.9
-    @Option(name: .customLong("weight-decay"), help: "Weight decay (decoupled for adamw).") var weightDecay: Float = 0
-    @Option(help: "L1 penalty l1 · Σ|w| on the weights of linear and conv layers.") var l1: Float = 0
-    @Option(help: "L2 penalty ½ · l2 · Σw² on the weights of linear and conv layers.") var l2: Float = 0
+    @Option(help: "Momentum for sgd and rmsprop (default 0.9).") var momentum: Float?
+    @Option(name: .customLong("weight-decay"), help: "Weight decay (decoupled for adamw; default 0).")
+    var weightDecay: Float?
+    @Option(help: "L1 penalty l1 · Σ|w| on the weights of linear and conv layers (default 0).") var l1: Float?
+    @Option(help: "L2 penalty ½ · l2 · Σw² on the weights of linear and conv layers (default 0).") var l2: Float?
     @Option(
         help:
-            "Learning-rate schedule over epochs: constant, step (halve every 2 epochs) or cosine (decaying towards 0 over the epochs)."
-    ) var schedule: ScheduleName = .cosine
-    @Option(help: "Epochs of linear warm-up before the cosine schedule.") var warmup = 0
+            "Learning-rate schedule over epochs: constant, step (halve every 2 epochs) or cosine (decaying towards 0 over the epochs; the default)."
+    ) var schedule: ScheduleName?
+    @Option(help: "Epochs of linear warm-up before the cosine schedule (default 0).") var warmup: Int?
     @Option(name: .customLong("clip-norm"), help: "Clip gradients to this global L2 norm.") var clipNorm: Float?
     @Option(name: .customLong("clip-value"), help: "Clamp every gradient element to [-v, v].") var clipValue: Float?
-    @Option(name: .customLong("validation-split"), help: "Fraction of the training set held out for validation.")
-    var validationSplit = 0.0
-    @Option(help: "Seed of the initialisation and the shuffling.") var seed: UInt64 = 1
+    @Option(
+        name: .customLong("validation-split"), help: "Fraction of the training set held out for validation (default 0)."
+    )
+    var validationSplit: Double?
+    @Option(help: "Seed of the initialisation and the shuffling (default 1).") var seed: UInt64?
     @Option(help: "Directory for model.safetensors, checkpoint.safetensors and report.html.") var output = "runs/train"
-    @Option(help: "Continue a run from its checkpoint.safetensors (or the directory holding it).") var resume: String?
+    @Option(
+        help:
+            "Continue a run from its checkpoint.safetensors (or the directory holding it), with the settings it was trained with; an option given with another value is refused."
+    ) var resume: String?
     @Option(
         name: .customLong("checkpoint-segments"),
         help:
@@ -56,22 +65,67 @@ struct Train: ParsableCommand {
     ) var checkpointSegments: Int?
     @OptionGroup var threadOptions: ThreadOptions
 
+    /// What a run uses, each setting given, kept from the checkpoint being resumed, or the default.
+    struct Settings {
+        let batchSize: Int, optimizer: OptimizerName, learningRate: Float, momentum: Float, weightDecay: Float
+        let l1: Float, l2: Float, schedule: ScheduleName, warmup: Int, clipNorm: Float?, clipValue: Float?
+        let validationSplit: Double, seed: UInt64
+    }
+
     func validate() throws {
-        guard epochs > 0, batchSize > 0 else { throw ValidationError("--epochs and --batch-size must be positive") }
-        guard (0..<1).contains(validationSplit) else { throw ValidationError("--validation-split must be in [0, 1)") }
-        for (name, value) in [("--l1", l1), ("--l2", l2)] where !(value >= 0 && value.isFinite) {
-            throw ValidationError("\(name) must be a finite number >= 0, got \(value)")
+        guard epochs > 0, batchSize ?? 1 > 0 else {
+            throw ValidationError("--epochs and --batch-size must be positive")
         }
+        guard (0..<1).contains(validationSplit ?? 0) else {
+            throw ValidationError("--validation-split must be in [0, 1)")
+        }
+        for (name, value) in [("--l1", l1), ("--l2", l2)] where !(value.map { $0 >= 0 && $0.isFinite } ?? true) {
+            throw ValidationError("\(name) must be a finite number >= 0, got \(value!)")
+        }
+        guard warmup ?? 0 >= 0 else { throw ValidationError("--warmup must be >= 0, got \(warmup!)") }
+        if resume == nil { try Self.checkWarmup(warmup ?? 0, schedule ?? .cosine) }
+    }
+
+    static func checkWarmup(_ warmup: Int, _ schedule: ScheduleName) throws {
         guard warmup == 0 || schedule == .cosine else {
             throw ValidationError("--warmup applies to the cosine schedule only (got --schedule \(schedule.rawValue))")
         }
-        guard warmup >= 0 else { throw ValidationError("--warmup must be >= 0, got \(warmup)") }
+    }
+
+    /// The run's settings: those given, else the resumed checkpoint's, else the defaults.
+    func resolve(_ kept: inout RunSettings) throws -> Settings {
+        let optimizer = try kept.resolve("--optimizer", given: self.optimizer, default: .adam)
+        let schedule = try kept.resolve("--schedule", given: self.schedule, default: .cosine)
+        let warmup = try kept.resolve("--warmup", given: self.warmup, default: 0)
+        try Self.checkWarmup(warmup, schedule)
+        return Settings(
+            batchSize: try kept.resolve("--batch-size", given: batchSize, default: 128), optimizer: optimizer,
+            learningRate: try kept.resolve("--lr", given: learningRate, default: optimizer == .sgd ? 0.05 : 1e-3),
+            momentum: try kept.resolve("--momentum", given: momentum, default: 0.9),
+            weightDecay: try kept.resolve("--weight-decay", given: weightDecay, default: 0),
+            l1: try kept.resolve("--l1", given: l1, default: 0), l2: try kept.resolve("--l2", given: l2, default: 0),
+            schedule: schedule, warmup: warmup,
+            clipNorm: try kept.resolveOptional("--clip-norm", given: clipNorm, default: nil),
+            clipValue: try kept.resolveOptional("--clip-value", given: clipValue, default: nil),
+            validationSplit: try kept.resolve("--validation-split", given: validationSplit, default: 0),
+            seed: try kept.resolve("--seed", given: seed, default: 1))
     }
 
     func run() throws {
         try threadOptions.apply()
+        let resumeURL = resume.map(RunSettings.checkpointURL)
+        let resumed = try resumeURL.map { try SafeTensors.read(contentsOf: $0) }
+        var kept = try RunSettings(resuming: resumed?.metadata)
+        let settings = try resolve(&kept)
+        let (batchSize, optimizer, momentum, weightDecay) = (
+            settings.batchSize, settings.optimizer, settings.momentum, settings.weightDecay
+        )
+        let (l1, l2, schedule, warmup, clipNorm, clipValue, seed) = (
+            settings.l1, settings.l2, settings.schedule, settings.warmup, settings.clipNorm, settings.clipValue,
+            settings.seed
+        )
         let (full, test) = try dataOptions.load()
-        let held = Int(Double(full.count) * validationSplit)
+        let held = Int(Double(full.count) * settings.validationSplit)
         let train = full.subset(held..<full.count)
         let validation = held > 0 ? full.subset(0..<held) : nil
         guard !train.isEmpty else {
@@ -79,26 +133,13 @@ struct Train: ParsableCommand {
                 "\(dataOptions.data) has no training images left to train on (\(full.count) in all, \(held) held out)")
         }
 
-        let resumeURL = resume.map { path -> URL in
-            var isDirectory: ObjCBool = false
-            let url = URL(fileURLWithPath: path)
-            return FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue
-                ? url.appendingPathComponent("checkpoint.safetensors") : url
-        }
-        let resumed = try resumeURL.map { try SafeTensors.read(contentsOf: $0) }
         let spec = model ?? resumed?.metadata["model"] ?? Train.defaultModel
         let network = try ModelSpec.build(spec, seed: seed)
         try network.checkpoint(segments: checkpointSegments)
-        let rate = learningRate ?? (optimizer == .sgd ? 0.05 : 1e-3)
+        let rate = settings.learningRate
         let parameters = network.parameters
-        let step: Optimizer =
-            switch optimizer {
-            case .sgd: try SGD(parameters: parameters, learningRate: rate, momentum: momentum, weightDecay: weightDecay)
-            case .adam: try Adam(parameters: parameters, learningRate: rate, weightDecay: weightDecay)
-            case .adamw: try AdamW(parameters: parameters, learningRate: rate, weightDecay: weightDecay)
-            case .rmsprop:
-                try RMSprop(parameters: parameters, learningRate: rate, weightDecay: weightDecay, momentum: momentum)
-            }
+        let step = try optimizer.make(
+            parameters, learningRate: rate, momentum: momentum, weightDecay: weightDecay)
         let rates: LearningRateSchedule? =
             switch schedule {
             case .constant: nil
@@ -189,7 +230,8 @@ struct Train: ParsableCommand {
             try Checkpoint.save(network, to: directory.appendingPathComponent("model.safetensors"), metadata: metadata)
             try TrainingCheckpoint.save(
                 model: network, optimizer: step, history: monitor.history, epochsDone: epoch + 1,
-                metadata: metadata, to: directory.appendingPathComponent("checkpoint.safetensors"))
+                metadata: metadata.merging([kept.metadata]) { $1 },
+                to: directory.appendingPathComponent("checkpoint.safetensors"))
             try TrainingReport.write(monitor.history, to: directory.appendingPathComponent("report.html"))
         }
         print("Wrote \(output)/model.safetensors, \(output)/checkpoint.safetensors and \(output)/report.html")

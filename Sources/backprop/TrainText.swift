@@ -17,65 +17,69 @@ struct TrainText: ParsableCommand {
             """
     )
 
-    enum OptimizerName: String, ExpressibleByArgument, CaseIterable { case sgd, adam, adamw, rmsprop }
-    enum ScheduleName: String, ExpressibleByArgument, CaseIterable { case constant, cosine }
+    enum ScheduleName: String, ExpressibleByArgument, CaseIterable, LosslessStringConvertible {
+        case constant, cosine
+        init?(_ description: String) { self.init(rawValue: description) }
+        var description: String { rawValue }
+    }
 
     @Option(help: "A text file or a folder of them.") var corpus = TextCorpus.defaultPath
     @Option(help: "The model spec; `vocab` stands for the vocabulary size. Default: \(CharacterModel.defaultSpec).")
     var model: String?
     @Option(help: "Updates to train (in all, counting those a resumed run already did).") var steps = 2000
-    @Option(help: "Bytes of every stream per update (the BPTT length).") var seq = 64
-    @Option(help: "Contiguous streams per update.") var batch = 32
-    @Option(help: "sgd, adam, adamw or rmsprop.") var optimizer: OptimizerName = .adam
-    @Option(name: .customLong("lr"), help: "Learning rate.") var learningRate: Float = 2e-3
-    @Option(help: "Momentum for sgd and rmsprop.") var momentum: Float = 0.9
-    @Option(name: .customLong("weight-decay"), help: "Weight decay (decoupled for adamw).") var weightDecay: Float = 0
-    @Option(help: "Learning-rate schedule over the updates: constant or cosine.") var schedule: ScheduleName = .constant
-    @Option(name: .customLong("clip-norm"), help: "Clip gradients to this global L2 norm (0: no clipping).")
-    var clipNorm: Float = 5
+    @Option(help: "Bytes of every stream per update (the BPTT length; default 64).") var seq: Int?
+    @Option(help: "Contiguous streams per update (default 32).") var batch: Int?
+    @Option(help: "sgd, adam, adamw or rmsprop (default adam).") var optimizer: OptimizerName?
+    @Option(name: .customLong("lr"), help: "Learning rate (default 0.002).") var learningRate: Float?
+    @Option(help: "Momentum for sgd and rmsprop (default 0.9).") var momentum: Float?
+    @Option(name: .customLong("weight-decay"), help: "Weight decay (decoupled for adamw; default 0).")
+    var weightDecay: Float?
+    @Option(help: "Learning-rate schedule over the updates: constant (the default) or cosine.")
+    var schedule: ScheduleName?
+    @Option(name: .customLong("clip-norm"), help: "Clip gradients to this global L2 norm (0: no clipping; default 5).")
+    var clipNorm: Float?
     @Option(name: .customLong("eval-every"), help: "Updates between validation losses.") var evalEvery = 500
-    @Option(help: "Seed of the initialisation.") var seed: UInt64 = 1
+    @Option(help: "Seed of the initialisation (default 1).") var seed: UInt64?
     @Option(help: "Directory for model.safetensors, checkpoint.safetensors and report.html.") var output = "runs/text"
-    @Option(help: "Continue a run from its checkpoint.safetensors (or the directory holding it).") var resume: String?
+    @Option(
+        help:
+            "Continue a run from its checkpoint.safetensors (or the directory holding it), with the settings it was trained with; an option given with another value is refused."
+    ) var resume: String?
     @OptionGroup var threadOptions: ThreadOptions
 
     func validate() throws {
-        guard steps > 0, seq > 0, batch > 0, evalEvery > 0 else {
+        guard steps > 0, seq ?? 1 > 0, batch ?? 1 > 0, evalEvery > 0 else {
             throw ValidationError("--steps, --seq, --batch and --eval-every must be positive")
         }
-        guard learningRate > 0, learningRate.isFinite else {
+        if let learningRate, !(learningRate > 0 && learningRate.isFinite) {
             throw ValidationError("--lr must be a positive number, got \(learningRate)")
         }
-        guard clipNorm >= 0, clipNorm.isFinite else {
+        if let clipNorm, !(clipNorm >= 0 && clipNorm.isFinite) {
             throw ValidationError("--clip-norm must be >= 0, got \(clipNorm)")
         }
     }
 
     func run() throws {
         try threadOptions.apply()
+        let resumeURL = resume.map(RunSettings.checkpointURL)
+        let resumed = try resumeURL.map { try SafeTensors.read(contentsOf: $0) }
+        var kept = try RunSettings(resuming: resumed?.metadata)
+        let seq = try kept.resolve("--seq", given: self.seq, default: 64)
+        let batch = try kept.resolve("--batch", given: self.batch, default: 32)
+        let optimizer = try kept.resolve("--optimizer", given: self.optimizer, default: .adam)
+        let learningRate = try kept.resolve("--lr", given: self.learningRate, default: 2e-3)
+        let momentum = try kept.resolve("--momentum", given: self.momentum, default: 0.9)
+        let weightDecay = try kept.resolve("--weight-decay", given: self.weightDecay, default: 0)
+        let schedule = try kept.resolve("--schedule", given: self.schedule, default: .constant)
+        let clipNorm = try kept.resolve("--clip-norm", given: self.clipNorm, default: 5)
+        let seed = try kept.resolve("--seed", given: self.seed, default: 1)
         let text = try TextCorpus(path: corpus)
         let streams = try TokenStreams(text.train, batch: batch, steps: seq, source: corpus)
-        let resumeURL = resume.map { path -> URL in
-            var isDirectory: ObjCBool = false
-            let url = URL(fileURLWithPath: path)
-            return FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue
-                ? url.appendingPathComponent("checkpoint.safetensors") : url
-        }
-        let resumed = try resumeURL.map { try SafeTensors.read(contentsOf: $0) }
         let spec = model ?? resumed?.metadata["model"] ?? CharacterModel.defaultSpec
         let language = try CharacterModel(spec: spec, vocabulary: text.vocabulary, seed: seed)
         let parameters = language.network.parameters
-        let step: Optimizer =
-            switch optimizer {
-            case .sgd:
-                try SGD(
-                    parameters: parameters, learningRate: learningRate, momentum: momentum, weightDecay: weightDecay)
-            case .adam: try Adam(parameters: parameters, learningRate: learningRate, weightDecay: weightDecay)
-            case .adamw: try AdamW(parameters: parameters, learningRate: learningRate, weightDecay: weightDecay)
-            case .rmsprop:
-                try RMSprop(
-                    parameters: parameters, learningRate: learningRate, weightDecay: weightDecay, momentum: momentum)
-            }
+        let step = try optimizer.make(
+            parameters, learningRate: learningRate, momentum: momentum, weightDecay: weightDecay)
         let rates: LearningRateSchedule? =
             schedule == .cosine ? try CosineSchedule(base: learningRate, total: steps, warmup: 0) : nil
         let trainer: TextTrainer
@@ -137,7 +141,9 @@ struct TrainText: ParsableCommand {
                 try Checkpoint.save(
                     language.network, to: directory.appendingPathComponent("model.safetensors"),
                     metadata: language.metadata)
-                try trainer.save(to: directory.appendingPathComponent("checkpoint.safetensors"))
+                try trainer.save(
+                    to: directory.appendingPathComponent("checkpoint.safetensors"),
+                    metadata: [kept.metadata.key: kept.metadata.value])
                 try TextReport.write(trainer.history, to: directory.appendingPathComponent("report.html"))
             }
         }

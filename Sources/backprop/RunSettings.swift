@@ -1,0 +1,95 @@
+import ArgumentParser
+import Backprop
+import Foundation
+
+/// The settings a training run keeps across `--resume`: each option's value as text, saved in the
+/// checkpoint's metadata ("settings", a JSON object keyed by option). A resumed run takes every
+/// option it is not given from the checkpoint, and refuses one given with another value, naming
+/// both: a resumed run continues the same run.
+struct RunSettings {
+    /// The checkpoint's settings (nil: a new run).
+    let saved: [String: String]?
+    /// What the run uses, as it will be saved.
+    private(set) var values: [String: String] = [:]
+
+    static let metadataKey = "settings"
+
+    /// The checkpoint `--resume PATH` names: PATH, or PATH/checkpoint.safetensors for a directory.
+    static func checkpointURL(_ path: String) -> URL {
+        var isDirectory: ObjCBool = false
+        let url = URL(fileURLWithPath: path)
+        return FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue
+            ? url.appendingPathComponent("checkpoint.safetensors") : url
+    }
+
+    init(resuming metadata: [String: String]?) throws {
+        guard let metadata else {
+            saved = nil
+            return
+        }
+        guard let text = metadata[Self.metadataKey] else {
+            saved = [:]  // a checkpoint from before settings were saved: the options decide
+            return
+        }
+        guard let decoded = try? JSONDecoder().decode([String: String].self, from: Data(text.utf8)) else {
+            throw ValidationError("the checkpoint's settings are not readable: \(text)")
+        }
+        saved = decoded
+    }
+
+    /// The value of `option`: the one given, else the checkpoint's, else `fallback`. A given value
+    /// that differs from the checkpoint's is refused.
+    mutating func resolve<T: LosslessStringConvertible>(_ option: String, given: T?, default fallback: T) throws -> T {
+        try resolveOptional(option, given: given, default: fallback)!
+    }
+
+    /// The same for an option whose absence means something (nil: no clipping).
+    mutating func resolveOptional<T: LosslessStringConvertible>(
+        _ option: String, given: T?, default fallback: T?
+    ) throws -> T? {
+        let text = { (value: T?) in value.map(\.description) ?? "none" }
+        if let given, let kept = saved?[option], kept != text(given) {
+            throw ValidationError(
+                "\(option) \(given) contradicts the checkpoint, which was trained with \(option) \(kept); "
+                    + "leave it out to continue the same run")
+        }
+        var value = given ?? fallback
+        if given == nil, let kept = saved?[option] {
+            guard kept == "none" || T(kept) != nil else {
+                throw ValidationError("the checkpoint's \(option) \(kept) is not a value of that option")
+            }
+            value = kept == "none" ? nil : T(kept)
+        }
+        values[option] = text(value)
+        return value
+    }
+
+    /// The settings as the checkpoint's metadata entry.
+    var metadata: (key: String, value: String) {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        let data = (try? encoder.encode(values)) ?? Data("{}".utf8)
+        return (Self.metadataKey, String(decoding: data, as: UTF8.self))
+    }
+}
+
+/// The optimizers the training commands offer.
+enum OptimizerName: String, ExpressibleByArgument, CaseIterable, LosslessStringConvertible {
+    case sgd, adam, adamw, rmsprop
+
+    init?(_ description: String) { self.init(rawValue: description) }
+    var description: String { rawValue }
+
+    /// The optimizer over `parameters` (momentum: SGD's and RMSprop's).
+    func make(_ parameters: [Parameter], learningRate: Float, momentum: Float, weightDecay: Float) throws -> Optimizer {
+        switch self {
+        case .sgd:
+            try SGD(parameters: parameters, learningRate: learningRate, momentum: momentum, weightDecay: weightDecay)
+        case .adam: try Adam(parameters: parameters, learningRate: learningRate, weightDecay: weightDecay)
+        case .adamw: try AdamW(parameters: parameters, learningRate: learningRate, weightDecay: weightDecay)
+        case .rmsprop:
+            try RMSprop(
+                parameters: parameters, learningRate: learningRate, weightDecay: weightDecay, momentum: momentum)
+        }
+    }
+}
