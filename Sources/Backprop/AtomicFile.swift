@@ -8,15 +8,24 @@ import Foundation
 /// process is killed or the machine loses power part-way: the bytes go to a temporary file in the
 /// same directory, are flushed to the disk (fsync), and the temporary file is renamed over the
 /// target (rename is atomic within a file system); then the directory entry is flushed too.
+/// The temporary file, `.NAME.tmp-PID`, is created afresh and never through a symbolic link (a
+/// link planted under that name is removed, not followed); those left by killed runs are swept.
 package enum AtomicFile {
     package static func write(_ data: Data, to url: URL) throws {
         let path = url.path
         let directory = url.deletingLastPathComponent().path
-        let temporary = directory + "/." + url.lastPathComponent + ".tmp-\(getpid())"
+        let prefix = "." + url.lastPathComponent + ".tmp-"
+        let temporary = directory + "/" + prefix + "\(getpid())"
         func fail(_ what: String) -> BackpropError {
             BackpropError(.format, "\(path): cannot write (\(what): \(String(cString: strerror(errno))))")
         }
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        sweep(directory, prefix: prefix)
+        let flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC
+        var fd = open(temporary, flags, 0o644)
+        if fd < 0, errno == EEXIST {  // this process's own leftover, or something planted there
+            unlink(temporary)
+            fd = open(temporary, flags, 0o644)
+        }
         guard fd >= 0 else { throw fail("open \(temporary)") }
         var ok = data.withUnsafeBytes { raw -> Bool in
             var offset = 0
@@ -46,6 +55,15 @@ package enum AtomicFile {
         if directoryFD >= 0 {
             fsync(directoryFD)
             close(directoryFD)
+        }
+    }
+
+    /// Removes the temporaries `<prefix><pid>` in `directory` whose process is gone.
+    static func sweep(_ directory: String, prefix: String) {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return }
+        for name in names where name.hasPrefix(prefix) {
+            guard let pid = pid_t(name.dropFirst(prefix.count)), pid > 0, pid != getpid() else { continue }
+            if kill(pid, 0) != 0 && errno == ESRCH { unlink(directory + "/" + name) }
         }
     }
 }

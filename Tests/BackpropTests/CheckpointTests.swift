@@ -210,4 +210,24 @@ import Testing
             try Checkpoint.save(model, to: directory.appendingPathComponent("no-such-directory/x.safetensors"))
         }
     }
+
+    /// A symbolic link planted under the temporary file's name is not followed (its target stays
+    /// as it was), and the temporaries of runs that were killed are swept.
+    @Test func temporariesAreNeitherFollowedNorLeftBehind() throws {
+        let url = directory.appendingPathComponent("m.safetensors")
+        let victim = directory.appendingPathComponent("victim.txt")
+        try Data("keep me".utf8).write(to: victim)
+        try FileManager.default.createSymbolicLink(
+            atPath: directory.appendingPathComponent(".m.safetensors.tmp-\(getpid())").path,
+            withDestinationPath: victim.path)
+        var dead: Int32 = 4_000_000  // a pid no process has: kill(pid, 0) fails with ESRCH
+        while kill(dead, 0) == 0 || errno != ESRCH { dead -= 1 }
+        try Data("stale".utf8).write(to: directory.appendingPathComponent(".m.safetensors.tmp-\(dead)"))
+        try Checkpoint.save(try ModelSpec.build("linear(3,2)", seed: 1), to: url)
+        #expect(try String(contentsOf: victim, encoding: .utf8) == "keep me")
+        #expect(
+            try FileManager.default.contentsOfDirectory(atPath: directory.path).sorted() == [
+                "m.safetensors", "victim.txt",
+            ])
+    }
 }
