@@ -18,7 +18,8 @@ public enum Checkpoint {
 
     /// Loads `state` into the model, all or nothing: every parameter and buffer must be present
     /// with the model's shape and a float type (float64 rounds to float32), counters must be int64
-    /// scalars, and no name may be left over. A missing counter keeps its value, as PyTorch allows.
+    /// scalars, and no name may be left over; every value must be finite (NaN or infinite weights
+    /// would give NaN results). A missing counter keeps its value, as PyTorch allows.
     /// `source` names the state in errors.
     public static func load(_ state: [String: StoredArray], into model: Module, source: String) throws {
         var problems: [String] = []
@@ -36,7 +37,12 @@ public enum Checkpoint {
             } else if array.shape != shape {
                 problems.append("\(name) has shape \(describe(array.shape)), the model's is \(describe(shape))")
             } else {
-                floats.append((name, load, array.tensor))
+                let tensor = array.tensor
+                if let bad = tensor.scalars.firstIndex(where: { !$0.isFinite }) {
+                    problems.append("\(name) holds \(tensor.scalars[bad]) at element \(bad), expected finite numbers")
+                } else {
+                    floats.append((name, load, tensor))
+                }
             }
         }
         var counts: [(Counter, Int64)] = []

@@ -28,10 +28,9 @@ public enum NPY {
             headerStart = 12
         default: throw fail("unsupported .npy version \(major)")
         }
-        guard bytes.count >= headerStart + headerLength,
-            let header = String(bytes: bytes[headerStart..<headerStart + headerLength], encoding: .utf8)
-        else {
-            throw fail("truncated header")
+        guard bytes.count >= headerStart + headerLength else { throw fail("truncated header") }
+        guard let header = String(bytes: bytes[headerStart..<headerStart + headerLength], encoding: .utf8) else {
+            throw fail("the header is not UTF-8 text")
         }
         let descr = try headerValue("descr", in: header, fail: fail)
         let fortran = try headerValue("fortran_order", in: header, fail: fail)

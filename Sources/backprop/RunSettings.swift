@@ -73,6 +73,22 @@ struct RunSettings {
     }
 }
 
+/// The directory a training command writes into, created if need be and checked writable before
+/// any training, so that a bad --output fails at once with a one-line message.
+func prepareOutput(_ path: String) throws -> URL {
+    let url = URL(fileURLWithPath: path)
+    do {
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    } catch {
+        throw ValidationError(
+            "--output \(path): cannot create the directory (\((error as NSError).localizedDescription))")
+    }
+    guard access(path, W_OK) == 0 else {
+        throw ValidationError("--output \(path): the directory is not writable (\(String(cString: strerror(errno))))")
+    }
+    return url
+}
+
 /// The optimizers the training commands offer.
 enum OptimizerName: String, ExpressibleByArgument, CaseIterable, LosslessStringConvertible {
     case sgd, adam, adamw, rmsprop

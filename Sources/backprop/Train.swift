@@ -92,6 +92,23 @@ struct Train: ParsableCommand {
         }
     }
 
+    /// One image of each set through the model (in evaluation mode: nothing in the model changes)
+    /// and every label against its classes, before any training: a model that cannot take the
+    /// images, or labels it has no class for, stop the run now rather than at an epoch's end.
+    static func checkFit(_ network: Module, _ sets: [(name: String, data: ImageDataset)]) throws {
+        for (name, data) in sets where !data.isEmpty {
+            let logits: Tensor
+            do { logits = try network.evaluating { try network(data.batch(0..<1).images) } } catch {
+                throw ValidationError("the model cannot take the \(name) images: \(Train.message(for: error))")
+            }
+            let classes = logits.shape.last ?? 0
+            if let bad = data.labels.firstIndex(where: { !(0..<classes).contains($0) }) {
+                throw ValidationError(
+                    "\(name) label \(data.labels[bad]) (example \(bad)) is outside the model's \(classes) classes")
+            }
+        }
+    }
+
     /// The run's settings: those given, else the resumed checkpoint's, else the defaults.
     func resolve(_ kept: inout RunSettings) throws -> Settings {
         let optimizer = try kept.resolve("--optimizer", given: self.optimizer, default: .adam)
@@ -183,8 +200,8 @@ struct Train: ParsableCommand {
                     + (clipNorm.map { [("clip norm", "\($0)")] } ?? [])
                     + (clipValue.map { [("clip value", "\($0)")] } ?? []))
         }
-        let directory = URL(fileURLWithPath: output)
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let directory = try prepareOutput(output)
+        try Self.checkFit(network, [("training", full), ("test", test)])
         print(
             "Training \(parameters.reduce(0) { $0 + $1.value.count }) parameters on \(train.count) images "
                 + "(\(validation.map { "\($0.count) held out, " } ?? "")\(test.count) test), \(Threads.count) thread(s), "

@@ -106,8 +106,7 @@ struct TrainText: ParsableCommand {
                 ("seed", "\(seed)"), ("threads", "\(Threads.count)"),
             ])
         }
-        let directory = URL(fileURLWithPath: output)
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let directory = try prepareOutput(output)
         print(
             "Training \(parameters.reduce(0) { $0 + $1.value.count }) parameters on \(text.train.count) bytes "
                 + "(\(text.validation.count) for validation, vocabulary \(text.vocabulary.count)), "

@@ -34,7 +34,7 @@ import Testing
     /// `backprop train` end to end on a few tiny images: the resumed run keeps --lr and
     /// --batch-size, and refuses another --lr.
     @Test func trainResumesWithItsSettings() throws {
-        let data = try EmptyDataTests.data(train: 6, test: 2)
+        let data = try BadRunTests.data(train: 6, test: 2)
         let output = FileManager.default.temporaryDirectory.appendingPathComponent("resume-\(UUID().uuidString)").path
         let common = ["--data", data, "--model", "flatten linear(4,2)", "--output", output]
         try Train.parse(common + ["--epochs", "1", "--lr", "0.01", "--batch-size", "2"]).run()

@@ -122,11 +122,13 @@ import Testing
         state["2.bias"] = nil
         state["9.weight"] = StoredArray(randomTensor([1], seed: 1))
         state["0.bias"] = StoredArray(shape: [3], elements: .int64([1, 2, 3]))
+        state["2.weight"] = StoredArray(shape: [2, 3], elements: .float32([0, 1, .nan, 3, 4, 5]))
         expectError(
             .shapeMismatch,
             mentioning: [
                 "file.safetensors", "0.weight has shape [3, 5], the model's is [3, 4]",
                 "missing 2.bias", "unexpected 9.weight", "0.bias is int64",
+                "2.weight holds nan at element 2, expected finite numbers",
             ]
         ) {
             try Checkpoint.load(state, into: model, source: "file.safetensors")

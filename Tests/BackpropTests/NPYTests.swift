@@ -61,6 +61,11 @@ import Testing
         expectError(.format, mentioning: ["truncated header"]) {
             _ = try NPY.parse(Self.file(descr: "<f4", shape: "(2,)", data: []).prefix(30), name: "t")
         }
+        expectError(.format, mentioning: ["u.npy", "header is not UTF-8"]) {
+            var data = Self.file(descr: "<f4", shape: "(1,)", data: [0, 0, 0, 0])
+            data[12] = 0xFF  // inside the header's text
+            _ = try NPY.parse(data, name: "u.npy")
+        }
         expectError(.format, mentioning: ["larger than the file"]) {
             _ = try NPY.parse(Self.file(descr: "<f4", shape: "(4611686018427387904, 4)", data: []), name: "o")
         }
