@@ -75,6 +75,7 @@ public final class TextTrainer {
         try monitor.afterBackward(model: model.network, loss: Double(loss), learningRate: optimizer.learningRate)
         try aids.apply(to: optimizer.parameters)
         optimizer.step()
+        try Training.checkUpdate(model.network, at: "update \(updatesDone + 1)")
         (states, updatesDone) = (finals, updatesDone + 1)
         return Double(loss)
     }

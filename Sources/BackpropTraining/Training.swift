@@ -61,6 +61,7 @@ public enum Training {
             try monitor?.afterBackward(model: model, loss: Double(loss.value), learningRate: optimizer.learningRate)
             try aids.apply(to: optimizer.parameters)
             optimizer.step()
+            try checkUpdate(model, at: "batch \(b + 1)")
             lossSum += Double(loss.value) * Double(labels.count)
             correct += zip(predictions(logits), labels).filter { $0 == $1 }.count
             seen += labels.count
@@ -69,6 +70,18 @@ public enum Training {
         return Metrics(
             loss: lossSum / Double(max(seen, 1)), accuracy: Double(correct) / Double(max(seen, 1)),
             peakStepBytes: peakStepBytes)
+    }
+
+    /// Throws, naming the first layer whose weights the last update made NaN or infinite (an
+    /// update that overflowed although the loss and the gradients were finite).
+    package static func checkUpdate(_ model: Module, at place: String) throws {
+        guard let (name, _) = model.namedParameters.first(where: { !$0.parameter.value.scalars.allSatisfy(\.isFinite) })
+        else { return }
+        let layer = TrainingMonitor.layerLabels(model)[TrainingMonitor.layerName(of: name)] ?? "?"
+        throw BackpropError(
+            .numerical,
+            "Training: the update at \(place) made \(name) (\(layer)) non-finite; lower the learning rate or clip gradients"
+        )
     }
 
     /// Loss and accuracy in evaluation mode, in batches of `batchSize`.

@@ -121,4 +121,15 @@ import Testing
             }
         }
     }
+
+    /// Finite loss and gradients, but an update so large that the weights overflow: the error names
+    /// the layer at once.
+    @Test func anOverflowingUpdateNamesItsLayer() throws {
+        let data = try Self.synthetic(count: 8, seed: 2)
+        let model = try ModelSpec.build("flatten linear(16,2)", seed: 3)
+        let optimizer = try SGD(parameters: model.parameters, learningRate: 3e38, weightDecay: 100)
+        expectError(.numerical, mentioning: ["the update at batch 1 made 1.weight", "Linear", "non-finite"]) {
+            _ = try Training.epoch(model: model, optimizer: optimizer, data: data, batchSize: 8, seed: 1)
+        }
+    }
 }
