@@ -19,10 +19,22 @@ public enum ModelSpec {
 
     /// Parses a spec into layers without building them.
     public static func parse(_ spec: String) throws -> [Layer] {
+        var depth = 0, deepest = 0
+        for character in spec where character == "(" || character == ")" {
+            depth += character == "(" ? 1 : -1
+            deepest = max(deepest, depth)
+        }
+        guard deepest <= maxNesting else {
+            throw BackpropError(
+                .format, "model spec: parentheses nest \(deepest) levels deep, at most \(maxNesting) are allowed")
+        }
         let layers = try split(spec).map(parseLayer)
         guard !layers.isEmpty else { throw BackpropError(.format, "model spec is empty") }
         return layers
     }
+
+    /// The deepest nesting of parentheses a spec may have (residual blocks within residual blocks).
+    static let maxNesting = 32
 
     /// Builds the network a spec describes, its weights initialised from `seed` as PyTorch's defaults.
     public static func build(_ spec: String, seed: UInt64 = 0) throws -> Sequential {
@@ -53,8 +65,14 @@ public enum ModelSpec {
         }
         var fields = layer.keywords.mapValues(JSONValue.number)
         for (key, value) in zip(kind.positional, layer.positional) { fields[key] = .number(value) }
-        return try Layers.build(
-            layer.name, JSONFields(fields, context: "model spec: \(layer.name)"), generator: &generator)
+        do {
+            return try Layers.build(
+                layer.name, JSONFields(fields, context: "model spec: \(layer.name)"), generator: &generator)
+        } catch let error as BackpropError where error.kind == .outOfMemory {
+            let arguments = layer.positional.map { $0.magnitude < 1e15 && $0 == $0.rounded() ? "\(Int($0))" : "\($0)" }
+                .joined(separator: ",")
+            throw BackpropError(.outOfMemory, "model spec: \(layer.name)(\(arguments)): \(error.message)")
+        }
     }
 
     // MARK: - Parsing

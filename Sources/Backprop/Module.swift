@@ -188,13 +188,17 @@ func weightAndBias(_ weight: Parameter?, _ bias: Parameter?) -> [(name: String, 
 }
 
 extension Tensor {
-    /// A tensor of a validated `shape` whose every scalar `kernel` writes; the kernel returns the
-    /// bytes of scratch memory it could not allocate (0: none), and then `module` throws.
+    /// A tensor of `shape` whose every scalar `kernel` writes; the kernel returns the bytes of
+    /// scratch memory it could not allocate (0: none), and then `module` throws. A shape past
+    /// `Tensor.maxElements` is refused, naming `module`, before anything is allocated.
     static func computed(
         _ shape: [Int], by module: Module, _ kernel: (UnsafeMutablePointer<Float>) -> Int64
     ) throws
         -> Tensor
     {
+        do { try validate(shape) } catch let error as BackpropError {
+            throw BackpropError(error.kind, "\(module): \(error.message)")
+        }
         var missing: Int64 = 0
         let tensor = Tensor.filled(shape) { missing = kernel($0) }
         try checkAllocation(missing, module)

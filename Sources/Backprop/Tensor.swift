@@ -58,7 +58,22 @@ public struct Tensor: Equatable, Sendable, CustomStringConvertible {
             }
             count = product
         }
+        guard count <= maxElements else {
+            throw BackpropError(
+                .outOfMemory,
+                "Tensor: shape \(describe(shape)) has \(count) elements, more than the limit of \(maxElements) "
+                    + "(raise it with Tensor.maxElements or the environment's BACKPROP_MAX_TENSOR_ELEMENTS)")
+        }
     }
+
+    /// The most elements a tensor the library creates may hold: 2^32 (16 GB of floats) unless
+    /// BACKPROP_MAX_TENSOR_ELEMENTS says otherwise. A larger shape is refused with an error rather
+    /// than an allocation that fails and stops the process.
+    nonisolated(unsafe) public static var maxElements: Int = {
+        guard let text = getenv("BACKPROP_MAX_TENSOR_ELEMENTS"), let value = Int(String(cString: text)), value > 0
+        else { return 1 << 32 }
+        return value
+    }()
 
     public var count: Int { scalars.count }
     public var rank: Int { shape.count }

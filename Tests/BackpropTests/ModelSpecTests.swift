@@ -25,6 +25,20 @@ import Testing
         #expect(a.parameters[0].value != a.parameters[2].value, "each layer draws its own weights")
     }
 
+    /// Sizes past Tensor.maxElements are refused with an error that names the layer and how to raise
+    /// the limit, for weights and for activations alike; nesting is bounded too.
+    @Test func sizesAndNestingAreBounded() throws {
+        expectError(.outOfMemory, mentioning: ["linear(100000000,100000000)", "BACKPROP_MAX_TENSOR_ELEMENTS"]) {
+            _ = try ModelSpec.build("flatten linear(100000000,100000000)")
+        }
+        let upsample = try ModelSpec.build("conv_transpose2d(1,1,1,stride=100000)")
+        expectError(.outOfMemory, mentioning: ["ConvTranspose2D", "more than the limit"]) {
+            _ = try upsample(Tensor(shape: [1, 1, 100, 100]))
+        }
+        let nested = String(repeating: "residual(", count: 40) + "relu" + String(repeating: ")", count: 40)
+        expectError(.format, mentioning: ["nest 40 levels deep", "at most 32"]) { _ = try ModelSpec.parse(nested) }
+    }
+
     @Test func malformedSpecsGiveClearErrors() {
         expectError(.unsupported, mentioning: ["unknown layer 'softplus'"]) {
             _ = try ModelSpec.build("linear(2,2) softplus")
