@@ -6,40 +6,50 @@ int64_t gather_layout_build(gather_layout *g, const bp_pool2d_params *p, const f
     *g = (gather_layout){0};
     int64_t s = p->stride_w, kw = p->kernel_w, missing = 0;
     g->phase_length = ((p->w + s - 1) / s + 31) / 32 * 32;
-    g->first = bp_malloc(s + 1, sizeof(int64_t), &missing);
+    g->first = bp_calloc(s + 1, sizeof(int64_t), &missing);
     g->tap_column = bp_malloc(kw + 1, sizeof(int64_t), &missing);
     g->column_shift = bp_malloc(kw + 1, sizeof(int64_t), &missing);
-    g->row_first = bp_malloc(p->h + 1, sizeof(int64_t), &missing);
-    g->window_row = bp_malloc(p->h * p->kernel_h, sizeof(int64_t), &missing);
-    g->tap_row = bp_malloc(p->h * p->kernel_h, sizeof(int64_t), &missing);
-    if (missing) return missing;
-    int64_t count = 0, min_shift = 0, max_shift = 0;
-    for (int64_t q = 0; q < s; q++) {
-        g->first[q] = count;
-        for (int64_t tj = kw - 1; tj >= 0; tj--) {
-            int64_t reach = q + p->pad_w - tj * p->dilation_w, c = floor_div(reach, s);
-            if (c * s != reach) continue;
-            g->tap_column[count] = tj, g->column_shift[count++] = c;
-            min_shift = c < min_shift ? c : min_shift;
-            max_shift = c > max_shift ? c : max_shift;
-        }
+    g->row_first = bp_calloc(p->h + 1, sizeof(int64_t), &missing);
+    int64_t *cursor = bp_malloc(s > p->h ? s : p->h, sizeof(int64_t), &missing);  // where each bucket's next entry goes
+    if (missing) return free(cursor), missing;
+    // Tap tj reaches the input columns of phase q = (tj · dw − pw) mod s, shifted by c columns: a
+    // counting sort groups the taps by phase, descending within each, in time linear in s + kw.
+    int64_t min_shift = 0, max_shift = 0;
+    for (int64_t tj = 0; tj < kw; tj++) g->first[floor_mod(tj * p->dilation_w - p->pad_w, s) + 1]++;
+    for (int64_t q = 0; q < s; q++) g->first[q + 1] += g->first[q];
+    for (int64_t q = 0; q < s; q++) cursor[q] = g->first[q];
+    for (int64_t tj = kw - 1; tj >= 0; tj--) {
+        int64_t q = floor_mod(tj * p->dilation_w - p->pad_w, s), c = (q + p->pad_w - tj * p->dilation_w) / s;
+        int64_t e = cursor[q]++;
+        g->tap_column[e] = tj, g->column_shift[e] = c;
+        min_shift = c < min_shift ? c : min_shift;
+        max_shift = c > max_shift ? c : max_shift;
     }
-    g->first[s] = count;
     g->grid_left = -min_shift;
     int64_t reach = max_shift + g->phase_length > f->lanes ? max_shift + g->phase_length : f->lanes;
     g->grid_width = (g->grid_left + reach + 31) / 32 * 32;
     g->sum_width = (g->grid_left + max_shift + (p->w + s - 1) / s + 31) / 32 * 32;
-    // ih = oh · sh − ph + ti · dh: for each ih, the (oh, ti) that reach it, oh ascending (ti descending).
-    count = 0;
-    for (int64_t ih = 0; ih < p->h; ih++) {
-        g->row_first[ih] = count;
-        for (int64_t ti = p->kernel_h - 1; ti >= 0; ti--) {
-            int64_t reach = ih + p->pad_h - ti * p->dilation_h, oh = reach / p->stride_h;
-            if (reach < 0 || oh * p->stride_h != reach || oh >= p->out_h) continue;
-            g->window_row[count] = oh, g->tap_row[count++] = ti;
+    // ih = oh · sh − ph + ti · dh: for each ih, the (oh, ti) that reach it, oh ascending (ti
+    // descending), by the same counting sort over the pairs of the out_h windows.
+    for (int64_t oh = 0; oh < p->out_h; oh++)
+        for (int64_t ti = 0; ti < p->kernel_h; ti++) {
+            int64_t ih = oh * p->stride_h - p->pad_h + ti * p->dilation_h;
+            if (ih >= 0 && ih < p->h) g->row_first[ih + 1]++;
         }
-    }
-    g->row_first[p->h] = count;
+    for (int64_t ih = 0; ih < p->h; ih++) g->row_first[ih + 1] += g->row_first[ih];
+    int64_t count = g->row_first[p->h];
+    g->window_row = bp_malloc(count + 1, sizeof(int64_t), &missing);
+    g->tap_row = bp_malloc(count + 1, sizeof(int64_t), &missing);
+    if (missing) return free(cursor), missing;
+    for (int64_t ih = 0; ih < p->h; ih++) cursor[ih] = g->row_first[ih];
+    for (int64_t oh = 0; oh < p->out_h; oh++)
+        for (int64_t ti = p->kernel_h - 1; ti >= 0; ti--) {
+            int64_t ih = oh * p->stride_h - p->pad_h + ti * p->dilation_h;
+            if (ih < 0 || ih >= p->h) continue;
+            int64_t k = cursor[ih]++;
+            g->window_row[k] = oh, g->tap_row[k] = ti;
+        }
+    free(cursor);
     g->term_first = bp_malloc(p->h * s + 1, sizeof(int64_t), &missing);
     g->term_offset = bp_malloc(count * kw + 1, sizeof(int64_t), &missing);
     g->term_tap = bp_malloc(count * kw + 1, sizeof(int32_t), &missing);

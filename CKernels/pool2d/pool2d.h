@@ -102,6 +102,7 @@ static inline int64_t divisor(const bp_pool2d_params *p, const windows *win, int
 int64_t tap_offset(const windows *win, int64_t w, int64_t oh, int64_t ow, int64_t tap);
 
 static inline int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+static inline int64_t floor_mod(int64_t a, int64_t b) { return a - floor_div(a, b) * b; }
 
 // MARK: - Fixed windows (fixed.c)
 

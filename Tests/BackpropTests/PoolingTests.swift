@@ -114,4 +114,17 @@ import Testing
         let right = zip(y.scalars, dx.scalars).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
         #expect(abs(left - right) <= 1e-9 * max(abs(left), 1))
     }
+
+    /// One window as wide as a 100,001-column row: the backward's layout groups the taps by phase
+    /// in time linear in the width (it once took the width squared: minutes).
+    @Test func aVeryWideWindow() throws {
+        let width = 100_001
+        let pool = try MaxPool2D(kernelSize: Size2D(1, width), stride: Size2D(1, width))
+        let x = randomTensor([1, 1, 1, width], seed: 31)
+        let (y, backward) = try pool.forward(x)
+        let top = x.scalars.indices.max { x.scalars[$0] < x.scalars[$1] }!
+        #expect(y.shape == [1, 1, 1, 1] && y.scalars == [x.scalars[top]])
+        let dx = try backward(try Tensor(shape: [1, 1, 1, 1], scalars: [2]))
+        #expect(dx.scalars[top] == 2 && dx.scalars.reduce(0, +) == 2)
+    }
 }
