@@ -14,9 +14,9 @@ public final class Flatten: Module {
         let output = Tensor(unchecked: [input.shape[0], input.shape.dropFirst().reduce(1, *)], scalars: input.scalars)
         return (
             output,
-            { gradOutput in
-                try checkGradient(gradOutput, matches: output.shape, in: self)
-                return Tensor(unchecked: input.shape, scalars: gradOutput.scalars)
+            { [inputShape = input.shape, outputShape = output.shape] gradOutput in
+                try checkGradient(gradOutput, matches: outputShape, in: self)
+                return Tensor(unchecked: inputShape, scalars: gradOutput.scalars)
             }
         )
     }

@@ -37,4 +37,20 @@ import Testing
         #expect(plain >= 64 * 65536, "each layer keeps its input")
         #expect(checkpointed * 3 <= plain, "peak \(checkpointed) bytes with 8 segments, \(plain) without")
     }
+
+    /// Linear keeps its input for the weight gradient, Tanh its output for its derivative, Flatten
+    /// nothing: each layer's figure is exactly that.
+    @Test func whatEachBackwardHolds() throws {
+        let model = try ModelSpec.build("flatten linear(16,8) tanh", seed: 1)
+        let held = try model.memoryHeldByBackward(randomTensor([4, 2, 8], seed: 2))
+        #expect(held.map(\.name) == ["0", "1", "2"])
+        #expect(held[0].bytes == 0, "\(held)")  // only shapes
+        #expect(held[1].bytes == 4 * 16 * 4, "\(held)")  // the flattened input [4, 16]
+        #expect(held[2].bytes == 0, "\(held)")  // its output [4, 8] is the model's output
+        // The convolution keeps its input [2, 1, 8, 8], ReLU and max-pooling theirs ([2, 4, 8, 8]
+        // each), Flatten nothing, Linear the flattened [2, 64].
+        let cnn = try ModelSpec.build("conv2d(1,4,3,pad=1) relu maxpool2d(2) flatten linear(64,3)", seed: 3)
+        let figures = try cnn.memoryHeldByBackward(randomTensor([2, 1, 8, 8], seed: 4))
+        #expect(figures.map(\.bytes) == [512, 2048, 2048, 0, 512], "\(figures)")
+    }
 }
