@@ -51,6 +51,9 @@ let package = Package(
             ]
         ),
         .executableTarget(
+            name: "backprop-fuzz", dependencies: ["Backprop", "BackpropTraining"], path: "Tests/Fuzz",
+            exclude: ["corpus", "run.sh"]),
+        .executableTarget(
             name: "backprop-bench",
             dependencies: [
                 "Backprop", "BackpropTestSupport", "CKernels",

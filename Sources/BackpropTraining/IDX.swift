@@ -81,8 +81,12 @@ public enum IDX {
         do { raw = [UInt8](try Data(contentsOf: url)) } catch {
             throw BackpropError(.format, "\(url.path): cannot read: \(error.localizedDescription)")
         }
-        let bytes = raw.starts(with: [0x1f, 0x8b]) ? try gunzip(raw, name: url.path) : raw
-        return try parse(bytes, name: url.path)
+        return try decode(raw, name: url.path)
+    }
+
+    /// The dimensions and values of an IDX file's bytes, gunzipped first when they are gzip.
+    public static func decode(_ raw: [UInt8], name: String) throws -> (dimensions: [Int], values: [UInt8]) {
+        try parse(raw.starts(with: [0x1f, 0x8b]) ? try gunzip(raw, name: name) : raw, name: name)
     }
 
     /// Parses the bytes of an (uncompressed) IDX file of unsigned bytes.
