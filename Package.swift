@@ -51,7 +51,8 @@ let package = Package(
             ]
         ),
         .executableTarget(
-            name: "backprop-fuzz", dependencies: ["Backprop", "BackpropTraining"], path: "Tests/Fuzz",
+            name: "backprop-fuzz", dependencies: ["Backprop", "BackpropTraining", "BackpropFixtures"],
+            path: "Tests/Fuzz",
             exclude: ["corpus", "run.sh"]),
         .executableTarget(
             name: "backprop-bench",

@@ -55,13 +55,20 @@ public struct FixtureSuite: Sendable {
         do { data = try Data(contentsOf: url) } catch {
             throw BackpropError(.format, "\(url.path): cannot read the fixture manifest: \(error.localizedDescription)")
         }
+        cases = try Self.cases(in: data, source: url.path)
+    }
+
+    /// The cases a manifest's bytes list (at least one), or an error naming `source`.
+    public static func cases(in data: Data, source: String) throws -> [Fixture] {
         struct Manifest: Decodable { let cases: [Fixture] }
+        let cases: [Fixture]
         do { cases = try JSONDecoder().decode(Manifest.self, from: data).cases } catch {
             throw BackpropError(
                 .format,
-                "\(url.path): not a fixture manifest ({\"cases\": [{name, op, params, inputs, outputs}]}): \(error)")
+                "\(source): not a fixture manifest ({\"cases\": [{name, op, params, inputs, outputs}]}): \(error)")
         }
-        guard !cases.isEmpty else { throw BackpropError(.format, "\(url.path): the manifest has no cases") }
+        guard !cases.isEmpty else { throw BackpropError(.format, "\(source): the manifest has no cases") }
+        return cases
     }
 
     /// Runs one case: computes its outputs and compares each with the expected file.
