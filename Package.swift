@@ -51,7 +51,8 @@ let package = Package(
             ]
         ),
         .executableTarget(
-            name: "backprop-fuzz", dependencies: ["Backprop", "BackpropTraining", "BackpropFixtures"],
+            name: "backprop-fuzz",
+            dependencies: ["Backprop", "BackpropTraining", "BackpropFixtures", "BackpropTestSupport"],
             path: "Tests/Fuzz",
             exclude: ["corpus", "run.sh"]),
         .executableTarget(

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Backprop
+import BackpropTestSupport
 import Foundation
 
 /// Times every workload of a workloads file, forward and backward, after checking each on a small

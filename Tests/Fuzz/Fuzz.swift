@@ -1,10 +1,11 @@
 import Backprop
 import BackpropFixtures
+import BackpropTestSupport
 import BackpropTraining
 import Foundation
 
 /// Fuzzing the file and spec parsers: every input must end in a value or a thrown error, never a
-/// trap, a hang or a bad memory access. FUZZ_TARGET picks the parser (npy, safetensors, idx, spec, manifest).
+/// trap, a hang or a bad memory access. FUZZ_TARGET picks the parser (npy, safetensors, idx, spec, manifest, workloads).
 /// Built with `-sanitize=fuzzer,address -D FUZZING` (Tests/Fuzz/run.sh), libFuzzer drives it;
 /// built plainly, it runs the files named on its command line through the parser once each.
 enum Fuzz {
@@ -17,7 +18,8 @@ enum Fuzz {
         case "idx": _ = try? IDX.decode(bytes, name: "fuzz")
         case "spec": _ = try? ModelSpec.parse(String(decoding: bytes, as: UTF8.self))
         case "manifest": _ = try? FixtureSuite.cases(in: Data(bytes), source: "fuzz")
-        default: fatalError("FUZZ_TARGET must be npy, safetensors, idx, spec or manifest, not \(target)")
+        case "workloads": _ = try? Workload.decode(Data(bytes), path: "fuzz")
+        default: fatalError("FUZZ_TARGET must be npy, safetensors, idx, spec, manifest or workloads, not \(target)")
         }
     }
 }

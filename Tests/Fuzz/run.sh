@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fuzzes each parser (npy, safetensors, idx, spec, manifest) for SECONDS seconds (default 60) with libFuzzer
+# Fuzzes each parser (npy, safetensors, idx, spec, manifest, workloads) for SECONDS seconds (default 60) with libFuzzer
 # under AddressSanitizer, starting from the seed corpus in Tests/Fuzz/corpus. Any trap, sanitizer
 # report, leak-free out-of-memory (over 2 GB) or time-out (over 10 s on one input) fails the run,
 # and libFuzzer leaves the input that did it in the working directory.
@@ -9,7 +9,7 @@ cd "$(dirname "$0")/../.."
 seconds=${1:-60}
 swift build --product backprop-fuzz --scratch-path .build-fuzz -Xswiftc -sanitize=fuzzer,address \
     -Xswiftc -parse-as-library -Xswiftc -DFUZZING -Xswiftc -use-ld=lld
-for target in npy safetensors idx spec manifest; do
+for target in npy safetensors idx spec manifest workloads; do
     corpus=$(mktemp -d)
     cp Tests/Fuzz/corpus/"$target"/* "$corpus"/
     echo "fuzzing $target for ${seconds}s"
