@@ -19,31 +19,13 @@ struct Prepared {
 /// the harness reports as skipped.
 enum Preparation {
     static func prepare(_ workload: Workload) throws -> Prepared {
-        try checkSizes(workload.fields)
+        try workload.checkSizes()
         switch workload.op {
         case "softmax_cross_entropy": return try softmaxCrossEntropy(workload.fields)
         case "network": return try network(workload.fields)
         case "sequence_network": return try sequenceNetwork(workload.fields)
         case let op where Layers.names.contains(op): return try layer(op, workload.fields)
         default: throw BackpropError(.unsupported, "op '\(workload.op)' is not supported")
-        }
-    }
-
-    /// The fields that count something: each must be a whole number of at least 1 (pads and the
-    /// like may be 0 and are checked by the layers).
-    static let sizes: Set<String> = [
-        "n", "c", "h", "w", "k", "r", "s", "stride", "groups", "in", "out", "rows", "d", "classes", "t", "dim",
-        "num_embeddings", "input_size", "hidden_size", "num_layers", "output_size", "kernel_size",
-    ]
-
-    /// Throws, naming the field, when a size is 0, negative or not whole: the small copy and the
-    /// reference checks divide by some of them.
-    static func checkSizes(_ fields: JSONFields) throws {
-        for key in fields.fields.keys.sorted() where sizes.contains(key) {
-            guard let value = fields.fields[key]?.number, value >= 1, value == value.rounded(), value < 1e12 else {
-                throw BackpropError(
-                    .invalidArgument, "\(fields.context): \(key) must be a whole number of at least 1")
-            }
         }
     }
 

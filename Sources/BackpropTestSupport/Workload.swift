@@ -34,4 +34,21 @@ public struct Workload {
                 fields: JSONFields(entry, context: "\(path): workload \(name)"))
         }
     }
+
+    /// The fields that count something: each must be a whole number of at least 1 (pads and the
+    /// like may be 0 and are checked by the layers).
+    static let sizes: Set<String> = [
+        "n", "c", "h", "w", "k", "r", "s", "stride", "groups", "in", "out", "rows", "d", "classes", "t", "dim",
+        "num_embeddings", "input_size", "hidden_size", "num_layers", "output_size", "kernel_size",
+    ]
+
+    /// Throws, naming the field, when a size is 0, negative or not whole: the benchmark's small
+    /// copies and reference checks divide by some of them.
+    public func checkSizes() throws {
+        for key in fields.fields.keys.sorted() where Self.sizes.contains(key) {
+            guard let value = fields.fields[key]?.number, value >= 1, value == value.rounded(), value < 1e12 else {
+                throw BackpropError(.invalidArgument, "\(fields.context): \(key) must be a whole number of at least 1")
+            }
+        }
+    }
 }

@@ -55,3 +55,26 @@ import Testing
         #expect(!result.passed && "\(result)".contains("no outputs"))
     }
 }
+
+/// The benchmark refuses a workload whose sizes cannot be: it would divide by them or trap.
+@Suite struct WorkloadTests {
+    @Test(arguments: [
+        (#"{"name": "neg", "op": "linear", "n": -4, "in": 8, "out": 4}"#, "n must be a whole number"),
+        (
+            #"{"name": "g0", "op": "conv2d", "n": 1, "c": 4, "h": 8, "w": 8, "k": 4, "r": 3, "s": 3, "groups": 0}"#,
+            "groups must be a whole number"
+        ),
+        (#"{"name": "c0", "op": "softmax_cross_entropy", "n": 4, "classes": 0}"#, "classes must be a whole number"),
+    ])
+    func badSizesAreRefused(entry: String, message: String) throws {
+        let workloads = try Workload.decode(Data(#"{"workloads": [\#(entry)]}"#.utf8), path: "w.json")
+        expectError(.invalidArgument, mentioning: ["w.json", message]) { try workloads[0].checkSizes() }
+    }
+
+    @Test func goodSizesPass() throws {
+        let workloads = try Workload.decode(
+            Data(#"{"workloads": [{"name": "ok", "op": "linear", "n": 4, "in": 8, "out": 4, "pad": 0}]}"#.utf8),
+            path: "w.json")
+        try workloads[0].checkSizes()
+    }
+}
