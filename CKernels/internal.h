@@ -121,6 +121,10 @@ typedef struct {
 
 /// The blocks of BP_NR hidden units (the last may be narrower).
 int64_t bp_unit_blocks(int64_t hidden);
+/// The hidden units in block `block`: BP_NR, or fewer in the last.
+static inline int64_t bp_block_units(int64_t hidden, int64_t block) {
+    return hidden - block * BP_NR < BP_NR ? hidden - block * BP_NR : BP_NR;
+}
 /// Packs B[k][c] = M[c][k] (`by_rows`: M [G · H, depth], row c at m + c · ld) or B[k][c] = M[k][c]
 /// (M [depth, G · H], row k at m + k · ld). Returns 0 or the bytes it could not allocate.
 int64_t bp_pack_gate_panels(bp_gate_panels *w, const float *m, int64_t ld, int by_rows, int64_t depth, int64_t hidden,

@@ -39,7 +39,7 @@ int64_t bp_pack_gate_panels(bp_gate_panels *w, const float *m, int64_t ld, int b
             int64_t kc = min64(DEPTH_BLOCK, depth - t0);
             float *dst = panel(w, q / gates, q % gates, t0);
             int64_t first = (q % gates) * hidden + (q / gates) * BP_NR;
-            int64_t units = min64(BP_NR, hidden - (q / gates) * BP_NR);
+            int64_t units = bp_block_units(hidden, q / gates);
             if (by_rows) {
                 // Row first + jj of M is column jj of the panel, every 16th float.
                 for (int64_t jj = 0; jj < BP_NR; jj++) {
@@ -64,7 +64,7 @@ void bp_gate_panels_free(bp_gate_panels *w) {
 
 void bp_gate_block_product(float *tile, int64_t ldt, int64_t tile_step, const float *x, int64_t ldx, int64_t x_step,
                            int64_t steps, int64_t n, const bp_gate_panels *w, int64_t block) {
-    int64_t units = min64(BP_NR, w->hidden - block * BP_NR);
+    int64_t units = bp_block_units(w->hidden, block);
     // Six rows of X stay in L1 while the block's panels of B (from L2) pass them.
     for (int64_t s = 0; s < steps; s++)
         for (int64_t a = 0; a < n; a += BP_MR)

@@ -46,9 +46,8 @@ static int64_t saved_run(const bp_rnn_params *p, int64_t s, int64_t u, int64_t b
 // The cells of one batch row at one step, for `units` hidden units (at most 16) from the block's
 // first: the pre-activations xp + b_ih + hp + b_hh (GRU's n gate: xp_n + b_in + r ⊙ (hp_n + b_hn)),
 // the gates, the new state h_t into h (and c_t into c, which holds c_{t−1}) from h_{t−1} in
-// h_prev, what the backward needs into saved. Gate g of
-// unit j is at g · 16 + j in xp and hp (the block's products) and saved, at g · H + j in the biases
-// bi and bh (NULL: none).
+// h_prev, what the backward needs into saved. Gate g of unit j is at g · 16 + j in xp and hp (the
+// block's products) and saved, at g · H + j in the biases bi and bh (NULL: none).
 __attribute__((always_inline)) static inline void cell_forward(float *restrict h, float *restrict c,
                                                                const float *restrict h_prev, float *restrict saved,
                                                                const float *restrict xp, const float *restrict hp,
@@ -131,7 +130,7 @@ int64_t bp_rnn_forward(float *y, float *h_n, float *c_n, float *saved, const flo
             int64_t lp = k > 0 ? ly : hidden;
 #pragma omp for schedule(static)
             for (int64_t u = 0; u < blocks; u++) {
-                int64_t first = u * BP_NR, units = hidden - first < BP_NR ? hidden - first : BP_NR;
+                int64_t first = u * BP_NR, units = bp_block_units(hidden, u);
                 const float *xs = xp + (s * blocks + u) * n * width;
                 float *hs = hp + u * n * width;
                 bp_gate_block_product(hs, width, 0, previous, lp, 0, 1, n, &whh, u);
@@ -254,7 +253,7 @@ int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *
     if (missing) goto done;
     if (dh_n) memcpy(dh, dh_n, (size_t)(n * hidden) * sizeof(float));
     if (dc_n && p->kind == BP_LSTM) memcpy(dc, dc_n, (size_t)(n * hidden) * sizeof(float));
-    for (int64_t b = 0; b < n; b++)
+    for (int64_t b = 0; b < n; b++) {
         for (int64_t k = 0; k < t; k++) {
             int64_t s = step_at(p, k);
             const float *prev = k > 0 ? y + (b * t + step_at(p, k - 1)) * p->y_stride + p->y_offset
@@ -262,16 +261,16 @@ int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *
                                       : zeros;
             memcpy(h_prev + (b * t + s) * hidden, prev, (size_t)hidden * sizeof(float));
         }
-
-        // Step k adds to dh the product of step k + 1's hidden gradients (rows t · G·H apart in gh_rows)
-        // with W_hh, then the output's gradient, and runs the cells; the step after step 0 only the product.
+    }
+    // Step k adds to dh the product of step k + 1's hidden gradients (rows t · G·H apart in gh_rows)
+    // with W_hh, then the output's gradient, and runs the cells; the step after step 0 only the product.
 #pragma omp parallel if (step_in_parallel(p))
     for (int64_t k = t - 1; k >= -1; k--) {
         int64_t s = k >= 0 ? step_at(p, k) : 0;
         const float *later = k < t - 1 ? gh_rows + step_at(p, k + 1) * gh : NULL;
 #pragma omp for schedule(static)
         for (int64_t u = 0; u < blocks; u++) {
-            int64_t first = u * BP_NR, units = hidden - first < BP_NR ? hidden - first : BP_NR;
+            int64_t first = u * BP_NR, units = bp_block_units(hidden, u);
             float *tile = tiles + u * n * BP_NR;  // [n, 16]: the block's units of dh_t through W_hh
             if (later) bp_gate_block_product(tile, BP_NR, 0, later, t * gh, 0, 1, n, &whh, u);
             float step_i[4 * BP_NR] = {0}, step_h[4 * BP_NR] = {0};  // this step's bias sums over the batch

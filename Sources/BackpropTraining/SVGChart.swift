@@ -145,3 +145,20 @@ func escape(_ text: String) -> String {
     text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
         .replacingOccurrences(of: ">", with: "&gt;").replacingOccurrences(of: "\"", with: "&quot;")
 }
+
+extension TrainingHistory.Series {
+    /// The series as a chart's points: (step, value).
+    var chartPoints: [(x: Double, y: Double)] { points.map { (Double($0.step), $0.value) } }
+}
+
+extension SVGChart {
+    /// Each layer's parameter-gradient norm at every step, before clipping, on a logarithmic axis.
+    static func gradientNorms(
+        _ series: [TrainingHistory.Series], xLabel: String = "training step", guides: [(x: Double, label: String)] = []
+    ) -> SVGChart {
+        SVGChart(
+            title: "Gradient norm per layer (before clipping)", yLabel: "‖∂J/∂θ‖ (log scale)",
+            lines: series.map { SVGChart.Line(name: $0.name, points: downsample($0.chartPoints)) }, xLabel: xLabel,
+            logarithmic: true, guides: guides)
+    }
+}

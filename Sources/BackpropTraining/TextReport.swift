@@ -6,9 +6,6 @@ import Foundation
 /// update the gradient reaches at a few points of training.
 public enum TextReport {
     public static func html(_ history: TextHistory, title: String = "Backprop language model report") -> String {
-        func points(_ series: TrainingHistory.Series) -> [(x: Double, y: Double)] {
-            series.points.map { (Double($0.step), $0.value) }
-        }
         let validation = history.validation.map { (x: Double($0.step), y: $0.value) }
         let charts = [
             SVGChart(
@@ -16,15 +13,10 @@ public enum TextReport {
                 lines: [
                     SVGChart.Line(
                         name: "training loss (mean over buckets of updates)",
-                        points: SVGChart.downsample(points(history.training.loss))),
+                        points: SVGChart.downsample(history.training.loss.chartPoints)),
                     SVGChart.Line(name: "validation loss", points: validation, markers: true),
                 ], xLabel: "update"),
-            SVGChart(
-                title: "Gradient norm per layer (before clipping)", yLabel: "‖∂J/∂θ‖ (log scale)",
-                lines: history.training.gradientNorms.map {
-                    SVGChart.Line(name: $0.name, points: SVGChart.downsample(points($0)))
-                }, xLabel: "update",
-                logarithmic: true),
+            .gradientNorms(history.training.gradientNorms, xLabel: "update"),
             SVGChart(
                 title: "How far back the gradient reaches within an update", yLabel: "‖∂J_T/∂x_t‖ (log scale)",
                 lines: history.reach.map { reach in

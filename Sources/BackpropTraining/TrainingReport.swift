@@ -6,16 +6,15 @@ import Foundation
 public enum TrainingReport {
     public static func html(_ history: TrainingHistory, title: String = "Backprop training report") -> String {
         let guides = history.epochs.map { (x: Double($0.step), label: "epoch \($0.epoch)") }
-        func points(_ series: TrainingHistory.Series) -> [(x: Double, y: Double)] {
-            series.points.map { (Double($0.step), $0.value) }
-        }
         func epochLine(_ name: String, _ value: (TrainingHistory.Epoch) -> Double?) -> SVGChart.Line {
             SVGChart.Line(
                 name: name, points: history.epochs.compactMap { e in value(e).map { (Double(e.step), $0) } },
                 markers: true)
         }
         func percent(_ series: [TrainingHistory.Series]) -> [SVGChart.Line] {
-            series.map { SVGChart.Line(name: $0.name, points: points($0).map { ($0.x, 100 * $0.y) }, markers: true) }
+            series.map {
+                SVGChart.Line(name: $0.name, points: $0.chartPoints.map { ($0.x, 100 * $0.y) }, markers: true)
+            }
         }
         let hasValidation = history.epochs.contains { $0.validationLoss != nil }
         var charts = [
@@ -24,7 +23,7 @@ public enum TrainingReport {
                 lines: [
                     SVGChart.Line(
                         name: "batch loss (mean over buckets of steps)",
-                        points: SVGChart.downsample(points(history.loss))),
+                        points: SVGChart.downsample(history.loss.chartPoints)),
                     epochLine("train loss (epoch mean)") { $0.trainLoss },
                     epochLine("test loss") { $0.testLoss },
                 ]
@@ -42,15 +41,10 @@ public enum TrainingReport {
             SVGChart(
                 title: "Learning rate", yLabel: "learning rate",
                 lines: [
-                    SVGChart.Line(name: "learning rate", points: SVGChart.downsample(points(history.learningRate)))
+                    SVGChart.Line(name: "learning rate", points: SVGChart.downsample(history.learningRate.chartPoints))
                 ],
                 guides: guides),
-            SVGChart(
-                title: "Gradient norm per layer (before clipping)", yLabel: "‖∂J/∂θ‖ (log scale)",
-                lines: history.gradientNorms.map {
-                    SVGChart.Line(name: $0.name, points: SVGChart.downsample(points($0)))
-                },
-                logarithmic: true, guides: guides),
+            .gradientNorms(history.gradientNorms, guides: guides),
         ]
         if !history.deadUnits.isEmpty {
             charts.append(

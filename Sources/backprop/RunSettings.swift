@@ -89,16 +89,42 @@ func prepareOutput(_ path: String) throws -> URL {
     return url
 }
 
-/// The optimizers the training commands offer.
-enum OptimizerName: String, ExpressibleByArgument, CaseIterable, LosslessStringConvertible {
-    case sgd, adam, adamw, rmsprop
+/// An option whose values are its cases' names, as `RunSettings` keeps them.
+protocol NamedOption: RawRepresentable<String>, LosslessStringConvertible, ExpressibleByArgument, CaseIterable {}
 
+extension NamedOption {
     init?(_ description: String) { self.init(rawValue: description) }
     var description: String { rawValue }
+}
+
+/// The optimizers the training commands offer.
+enum OptimizerName: String, NamedOption {
+    case sgd, adam, adamw, rmsprop
+}
+
+/// The optimizer options both training commands take (each its own --lr, whose default differs).
+struct OptimizerOptions: ParsableArguments {
+    @Option(help: "sgd, adam, adamw or rmsprop (default adam).") var optimizer: OptimizerName?
+    @Option(help: "Momentum for sgd and rmsprop (default 0.9).") var momentum: Float?
+    @Option(name: .customLong("weight-decay"), help: "Weight decay (decoupled for adamw; default 0).")
+    var weightDecay: Float?
+
+    /// The optimizer a run uses: each setting given, kept from the checkpoint, or the default.
+    func resolve(_ kept: inout RunSettings) throws -> OptimizerChoice {
+        OptimizerChoice(
+            name: try kept.resolve("--optimizer", given: optimizer, default: .adam),
+            momentum: try kept.resolve("--momentum", given: momentum, default: 0.9),
+            weightDecay: try kept.resolve("--weight-decay", given: weightDecay, default: 0))
+    }
+}
+
+/// An optimizer's kind and settings, apart from the learning rate.
+struct OptimizerChoice {
+    let name: OptimizerName, momentum: Float, weightDecay: Float
 
     /// The optimizer over `parameters` (momentum: SGD's and RMSprop's).
-    func make(_ parameters: [Parameter], learningRate: Float, momentum: Float, weightDecay: Float) throws -> Optimizer {
-        switch self {
+    func make(_ parameters: [Parameter], learningRate: Float) throws -> Optimizer {
+        switch name {
         case .sgd:
             try SGD(parameters: parameters, learningRate: learningRate, momentum: momentum, weightDecay: weightDecay)
         case .adam: try Adam(parameters: parameters, learningRate: learningRate, weightDecay: weightDecay)

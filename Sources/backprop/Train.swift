@@ -20,11 +20,7 @@ struct Train: ParsableCommand {
         "conv2d(1,32,3,pad=1) batchnorm2d(32) relu maxpool2d(2) conv2d(32,64,3,pad=1) batchnorm2d(64) relu maxpool2d(2) flatten linear(3136,128) relu linear(128,10)"
     static let defaultData = "/usr/share/datasets/fashion-mnist"
 
-    enum ScheduleName: String, ExpressibleByArgument, CaseIterable, LosslessStringConvertible {
-        case constant, step, cosine
-        init?(_ description: String) { self.init(rawValue: description) }
-        var description: String { rawValue }
-    }
+    enum ScheduleName: String, NamedOption { case constant, step, cosine }
 
     @Option(
         help:
@@ -33,12 +29,9 @@ struct Train: ParsableCommand {
     @OptionGroup var dataOptions: DataOptions
     @Option(help: "Passes over the training set (in all, counting those a resumed run already did).") var epochs = 5
     @Option(name: .customLong("batch-size"), help: "Examples per step (default 128).") var batchSize: Int?
-    @Option(help: "sgd, adam, adamw or rmsprop (default adam).") var optimizer: OptimizerName?
+    @OptionGroup var optimizerOptions: OptimizerOptions
     @Option(name: .customLong("lr"), help: "Learning rate (default 0.001 for adam/adamw/rmsprop, 0.05 for sgd).")
     var learningRate: Float?
-    @Option(help: "Momentum for sgd and rmsprop (default 0.9).") var momentum: Float?
-    @Option(name: .customLong("weight-decay"), help: "Weight decay (decoupled for adamw; default 0).")
-    var weightDecay: Float?
     @Option(help: "L1 penalty l1 · Σ|w| on the weights of linear and conv layers (default 0).") var l1: Float?
     @Option(help: "L2 penalty ½ · l2 · Σw² on the weights of linear and conv layers (default 0).") var l2: Float?
     @Option(
@@ -67,7 +60,7 @@ struct Train: ParsableCommand {
 
     /// What a run uses, each setting given, kept from the checkpoint being resumed, or the default.
     struct Settings {
-        let batchSize: Int, optimizer: OptimizerName, learningRate: Float, momentum: Float, weightDecay: Float
+        let batchSize: Int, optimizer: OptimizerChoice, learningRate: Float
         let l1: Float, l2: Float, schedule: ScheduleName, warmup: Int, clipNorm: Float?, clipValue: Float?
         let validationSplit: Double, seed: UInt64
     }
@@ -111,15 +104,13 @@ struct Train: ParsableCommand {
 
     /// The run's settings: those given, else the resumed checkpoint's, else the defaults.
     func resolve(_ kept: inout RunSettings) throws -> Settings {
-        let optimizer = try kept.resolve("--optimizer", given: self.optimizer, default: .adam)
+        let optimizer = try optimizerOptions.resolve(&kept)
         let schedule = try kept.resolve("--schedule", given: self.schedule, default: .cosine)
         let warmup = try kept.resolve("--warmup", given: self.warmup, default: 0)
         try Self.checkWarmup(warmup, schedule)
         return Settings(
             batchSize: try kept.resolve("--batch-size", given: batchSize, default: 128), optimizer: optimizer,
-            learningRate: try kept.resolve("--lr", given: learningRate, default: optimizer == .sgd ? 0.05 : 1e-3),
-            momentum: try kept.resolve("--momentum", given: momentum, default: 0.9),
-            weightDecay: try kept.resolve("--weight-decay", given: weightDecay, default: 0),
+            learningRate: try kept.resolve("--lr", given: learningRate, default: optimizer.name == .sgd ? 0.05 : 1e-3),
             l1: try kept.resolve("--l1", given: l1, default: 0), l2: try kept.resolve("--l2", given: l2, default: 0),
             schedule: schedule, warmup: warmup,
             clipNorm: try kept.resolveOptional("--clip-norm", given: clipNorm, default: nil),
@@ -134,9 +125,7 @@ struct Train: ParsableCommand {
         let resumed = try resumeURL.map { try SafeTensors.read(contentsOf: $0) }
         var kept = try RunSettings(resuming: resumed?.metadata)
         let settings = try resolve(&kept)
-        let (batchSize, optimizer, momentum, weightDecay) = (
-            settings.batchSize, settings.optimizer, settings.momentum, settings.weightDecay
-        )
+        let (batchSize, optimizer) = (settings.batchSize, settings.optimizer)
         let (l1, l2, schedule, warmup, clipNorm, clipValue, seed) = (
             settings.l1, settings.l2, settings.schedule, settings.warmup, settings.clipNorm, settings.clipValue,
             settings.seed
@@ -155,8 +144,7 @@ struct Train: ParsableCommand {
         try network.checkpoint(segments: checkpointSegments)
         let rate = settings.learningRate
         let parameters = network.parameters
-        let step = try optimizer.make(
-            parameters, learningRate: rate, momentum: momentum, weightDecay: weightDecay)
+        let step = try optimizer.make(parameters, learningRate: rate)
         let rates: LearningRateSchedule? =
             switch schedule {
             case .constant: nil
@@ -191,8 +179,8 @@ struct Train: ParsableCommand {
                     ),
                     (
                         "optimizer",
-                        "\(optimizer.rawValue), learning rate \(rate), \(schedule.rawValue) schedule"
-                            + (weightDecay > 0 ? ", weight decay \(weightDecay)" : "")
+                        "\(optimizer.name.rawValue), learning rate \(rate), \(schedule.rawValue) schedule"
+                            + (optimizer.weightDecay > 0 ? ", weight decay \(optimizer.weightDecay)" : "")
                     ),
                     ("batch size", "\(batchSize)"), ("seed", "\(seed)"), ("threads", "\(Threads.count)"),
                 ]
@@ -205,7 +193,7 @@ struct Train: ParsableCommand {
         print(
             "Training \(parameters.reduce(0) { $0 + $1.value.count }) parameters on \(train.count) images "
                 + "(\(validation.map { "\($0.count) held out, " } ?? "")\(test.count) test), \(Threads.count) thread(s), "
-                + "\(optimizer.rawValue) lr \(rate)")
+                + "\(optimizer.name.rawValue) lr \(rate)")
         for epoch in firstEpoch..<epochs {
             if let rates { step.learningRate = rates.learningRate(at: epoch) }
             let clock = ContinuousClock(), start = clock.now

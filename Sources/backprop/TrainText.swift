@@ -17,11 +17,7 @@ struct TrainText: ParsableCommand {
             """
     )
 
-    enum ScheduleName: String, ExpressibleByArgument, CaseIterable, LosslessStringConvertible {
-        case constant, cosine
-        init?(_ description: String) { self.init(rawValue: description) }
-        var description: String { rawValue }
-    }
+    enum ScheduleName: String, NamedOption { case constant, cosine }
 
     @Option(help: "A text file or a folder of them.") var corpus = TextCorpus.defaultPath
     @Option(help: "The model spec; `vocab` stands for the vocabulary size. Default: \(CharacterModel.defaultSpec).")
@@ -29,11 +25,8 @@ struct TrainText: ParsableCommand {
     @Option(help: "Updates to train (in all, counting those a resumed run already did).") var steps = 2000
     @Option(help: "Bytes of every stream per update (the BPTT length; default 64).") var seq: Int?
     @Option(help: "Contiguous streams per update (default 32).") var batch: Int?
-    @Option(help: "sgd, adam, adamw or rmsprop (default adam).") var optimizer: OptimizerName?
+    @OptionGroup var optimizerOptions: OptimizerOptions
     @Option(name: .customLong("lr"), help: "Learning rate (default 0.002).") var learningRate: Float?
-    @Option(help: "Momentum for sgd and rmsprop (default 0.9).") var momentum: Float?
-    @Option(name: .customLong("weight-decay"), help: "Weight decay (decoupled for adamw; default 0).")
-    var weightDecay: Float?
     @Option(help: "Learning-rate schedule over the updates: constant (the default) or cosine.")
     var schedule: ScheduleName?
     @Option(name: .customLong("clip-norm"), help: "Clip gradients to this global L2 norm (0: no clipping; default 5).")
@@ -66,10 +59,8 @@ struct TrainText: ParsableCommand {
         var kept = try RunSettings(resuming: resumed?.metadata)
         let seq = try kept.resolve("--seq", given: self.seq, default: 64)
         let batch = try kept.resolve("--batch", given: self.batch, default: 32)
-        let optimizer = try kept.resolve("--optimizer", given: self.optimizer, default: .adam)
+        let optimizer = try optimizerOptions.resolve(&kept)
         let learningRate = try kept.resolve("--lr", given: self.learningRate, default: 2e-3)
-        let momentum = try kept.resolve("--momentum", given: self.momentum, default: 0.9)
-        let weightDecay = try kept.resolve("--weight-decay", given: self.weightDecay, default: 0)
         let schedule = try kept.resolve("--schedule", given: self.schedule, default: .constant)
         let clipNorm = try kept.resolve("--clip-norm", given: self.clipNorm, default: 5)
         let seed = try kept.resolve("--seed", given: self.seed, default: 1)
@@ -78,8 +69,7 @@ struct TrainText: ParsableCommand {
         let spec = model ?? resumed?.metadata["model"] ?? CharacterModel.defaultSpec
         let language = try CharacterModel(spec: spec, vocabulary: text.vocabulary, seed: seed)
         let parameters = language.network.parameters
-        let step = try optimizer.make(
-            parameters, learningRate: learningRate, momentum: momentum, weightDecay: weightDecay)
+        let step = try optimizer.make(parameters, learningRate: learningRate)
         let rates: LearningRateSchedule? =
             schedule == .cosine ? try CosineSchedule(base: learningRate, total: steps, warmup: 0) : nil
         let trainer: TextTrainer
@@ -101,7 +91,10 @@ struct TrainText: ParsableCommand {
                 ("model", spec),
                 ("corpus", "\(corpus): \(text.train.count) training bytes, \(text.validation.count) validation"),
                 ("vocabulary", "\(text.vocabulary.count) bytes"),
-                ("optimizer", "\(optimizer.rawValue), learning rate \(learningRate), \(schedule.rawValue) schedule"),
+                (
+                    "optimizer",
+                    "\(optimizer.name.rawValue), learning rate \(learningRate), \(schedule.rawValue) schedule"
+                ),
                 ("updates", "\(steps) of \(batch) streams × \(seq) bytes"), ("clip norm", "\(clipNorm)"),
                 ("seed", "\(seed)"), ("threads", "\(Threads.count)"),
             ])
@@ -110,7 +103,7 @@ struct TrainText: ParsableCommand {
         print(
             "Training \(parameters.reduce(0) { $0 + $1.value.count }) parameters on \(text.train.count) bytes "
                 + "(\(text.validation.count) for validation, vocabulary \(text.vocabulary.count)), "
-                + "\(Threads.count) thread(s), \(optimizer.rawValue) lr \(learningRate)")
+                + "\(Threads.count) thread(s), \(optimizer.name.rawValue) lr \(learningRate)")
         let reachPoints = Set([1, steps / 4, steps / 2, steps])
         let clock = ContinuousClock(), start = clock.now, first = trainer.updatesDone
         var running = 0.0
