@@ -11,9 +11,14 @@ let package = Package(
         .executable(name: "backprop-bench", targets: ["backprop-bench"]),
     ],
     // OpenMP is on by default; a dependent that lists `traits: []` on its `.package(...)` line
-    // builds the kernels single-threaded, without the OpenMP runtime.
+    // builds the kernels single-threaded, without the OpenMP runtime. MPI is off by default:
+    // `swift build --traits MPI` (Debian: openmpi-bin, libopenmpi-dev).
     traits: [
         .trait(name: "OpenMP", description: "Parallelise the C kernels with OpenMP (links libomp)."),
+        .trait(
+            name: "MPI",
+            description: "Data-parallel training over Open MPI processes (links libmpi; implies OpenMP).",
+            enabledTraits: ["OpenMP"]),
         .default(enabledTraits: ["OpenMP"]),
     ],
     dependencies: [
@@ -37,8 +42,13 @@ let package = Package(
         .target(name: "Backprop", dependencies: ["CKernels"]),
         // gzip through zlib, for data sets.
         .target(name: "CGzip", linkerSettings: [.linkedLibrary("z")]),
-        // Training: the loop, data sets, the monitor, the HTML report, resumable checkpoints.
-        .target(name: "BackpropTraining", dependencies: ["Backprop", "CGzip"]),
+        // Open MPI's C API, for the MPI trait.
+        .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
+        // Training: the loop, data sets, the monitor, the HTML report, resumable checkpoints,
+        // data-parallel steps (over MPI processes with the MPI trait).
+        .target(
+            name: "BackpropTraining",
+            dependencies: ["Backprop", "CGzip", .target(name: "CMPI", condition: .when(traits: ["MPI"]))]),
         // The golden-case runner of `backprop verify` and the tests.
         .target(name: "BackpropFixtures", dependencies: ["Backprop"]),
         // What tests and the benchmark both need: seeded random tensors, bitwise and error checks.

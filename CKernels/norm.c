@@ -54,14 +54,18 @@ typedef struct {
     double count, mean, m2;
 } moments;
 
-// Adds a run of `count` values to `m` (Chan et al.'s merge of two sets' moments).
+// Merges the moments of another set of values into `m` (Chan et al.'s formula).
+static void moments_merge(moments *m, const moments *other) {
+    double total = m->count + other->count, delta = other->mean - m->mean;
+    m->mean += delta * other->count / total;
+    m->m2 += other->m2 + delta * delta * m->count * other->count / total;
+    m->count = total;
+}
+
+// Adds a run of `count` values to `m`.
 static void moments_add_run(moments *m, const float *x, int64_t count) {
     double mean = run_mean(x, count);
-    double run_m2 = run_squared_deviation(x, count, mean);
-    double total = m->count + (double)count, delta = mean - m->mean;
-    m->mean += delta * (double)count / total;
-    m->m2 += run_m2 + delta * delta * m->count * (double)count / total;
-    m->count = total;
+    moments_merge(m, &(moments){(double)count, mean, run_squared_deviation(x, count, mean)});
 }
 
 // The affine map of a channel, y = ((x − hi) − lo) · scale + shift, as the forward computes it.
@@ -168,6 +172,39 @@ static void channel_block(int64_t c, int64_t block, int64_t *first, int64_t *end
     *end = (block + 1) * c / CHANNEL_BLOCKS;
 }
 
+// Block `block`'s channel moments: each channel's planes merged in image order.
+static void block_moments(moments *m, const float *x, int64_t n, int64_t c, int64_t hw, int64_t block) {
+    int64_t first, end;
+    channel_block(c, block, &first, &end);
+    for (int64_t b = 0; b < n; b++)
+        for (int64_t ch = first; ch < end; ch++) moments_add_run(&m[ch], x + (b * c + ch) * hw, hw);
+}
+
+// Channel ch's saved statistics from its moments, and its running statistics' update.
+static void channel_statistics(float *mean, float *rstd, float *running_mean, float *running_var, const moments *m,
+                               int64_t ch, float eps, float momentum) {
+    double variance = m->m2 / m->count;
+    rstd[ch] = (float)(1.0 / sqrt(variance + eps));
+    bp_split_mean(m->mean, mean + 2 * ch);
+    if (running_mean) {
+        running_mean[ch] = (1.0f - momentum) * running_mean[ch] + momentum * (float)m->mean;
+        float unbiased = (float)(m->m2 / (m->count - 1));
+        running_var[ch] = (1.0f - momentum) * running_var[ch] + momentum * unbiased;
+    }
+}
+
+// Block `block`'s channels of y, normalised with the saved statistics.
+static void block_normalize(float *y, const float *x, const float *mean, const float *rstd, const float *gamma,
+                            const float *beta, int64_t n, int64_t c, int64_t hw, int relu, int64_t block) {
+    int64_t first, end;
+    channel_block(c, block, &first, &end);
+    for (int64_t b = 0; b < n; b++)
+        for (int64_t ch = first; ch < end; ch++) {
+            affine_map map = channel_map(mean, rstd, gamma, beta, ch);
+            run_affine(y + (b * c + ch) * hw, x + (b * c + ch) * hw, hw, &map, relu);
+        }
+}
+
 int64_t bp_batchnorm_forward_train(float *y, float *mean, float *rstd, float *running_mean, float *running_var,
                                    const float *x, const float *gamma, const float *beta, int64_t n, int64_t c,
                                    int64_t hw, float eps, float momentum, int relu) {
@@ -178,26 +215,49 @@ int64_t bp_batchnorm_forward_train(float *y, float *mean, float *rstd, float *ru
     for (int64_t block = 0; block < CHANNEL_BLOCKS; block++) {
         int64_t first, end;
         channel_block(c, block, &first, &end);
-        for (int64_t b = 0; b < n; b++)
-            for (int64_t ch = first; ch < end; ch++) moments_add_run(&m[ch], x + (b * c + ch) * hw, hw);
-        for (int64_t ch = first; ch < end; ch++) {
-            double variance = m[ch].m2 / m[ch].count;
-            rstd[ch] = (float)(1.0 / sqrt(variance + eps));
-            bp_split_mean(m[ch].mean, mean + 2 * ch);
-            if (running_mean) {
-                running_mean[ch] = (1.0f - momentum) * running_mean[ch] + momentum * (float)m[ch].mean;
-                float unbiased = (float)(m[ch].m2 / (m[ch].count - 1));
-                running_var[ch] = (1.0f - momentum) * running_var[ch] + momentum * unbiased;
-            }
-        }
-        for (int64_t b = 0; b < n; b++)
-            for (int64_t ch = first; ch < end; ch++) {
-                affine_map map = channel_map(mean, rstd, gamma, beta, ch);
-                run_affine(y + (b * c + ch) * hw, x + (b * c + ch) * hw, hw, &map, relu);
-            }
+        block_moments(m, x, n, c, hw, block);
+        for (int64_t ch = first; ch < end; ch++)
+            channel_statistics(mean, rstd, running_mean, running_var, &m[ch], ch, eps, momentum);
+        block_normalize(y, x, mean, rstd, gamma, beta, n, c, hw, relu, block);
     }
     free(m);
     return 0;
+}
+
+int64_t bp_batchnorm_moments(double *out, const float *x, int64_t n, int64_t c, int64_t hw) {
+    int64_t missing = 0;
+    moments *m = bp_calloc(c, sizeof(moments), &missing);
+    if (!m) return missing;
+#pragma omp parallel for schedule(static) if (n * c * hw >= BP_PARALLEL_MIN)
+    for (int64_t block = 0; block < CHANNEL_BLOCKS; block++) block_moments(m, x, n, c, hw, block);
+    for (int64_t ch = 0; ch < c; ch++)
+        out[3 * ch] = m[ch].count, out[3 * ch + 1] = m[ch].mean, out[3 * ch + 2] = m[ch].m2;
+    free(m);
+    return 0;
+}
+
+void bp_batchnorm_merge_moments(double *into, const double *other, int64_t c) {
+    for (int64_t ch = 0; ch < c; ch++) {
+        moments m = {into[3 * ch], into[3 * ch + 1], into[3 * ch + 2]};
+        if (other[3 * ch] == 0.0) continue;  // no values: nothing to merge
+        if (m.count == 0.0) m = (moments){other[3 * ch], other[3 * ch + 1], other[3 * ch + 2]};
+        else moments_merge(&m, &(moments){other[3 * ch], other[3 * ch + 1], other[3 * ch + 2]});
+        into[3 * ch] = m.count, into[3 * ch + 1] = m.mean, into[3 * ch + 2] = m.m2;
+    }
+}
+
+void bp_batchnorm_statistics(float *mean, float *rstd, float *running_mean, float *running_var, const double *m,
+                             int64_t c, float eps, float momentum) {
+    for (int64_t ch = 0; ch < c; ch++)
+        channel_statistics(mean, rstd, running_mean, running_var, &(moments){m[3 * ch], m[3 * ch + 1], m[3 * ch + 2]},
+                           ch, eps, momentum);
+}
+
+void bp_batchnorm_normalize(float *y, const float *x, const float *mean, const float *rstd, const float *gamma,
+                            const float *beta, int64_t n, int64_t c, int64_t hw, int relu) {
+#pragma omp parallel for schedule(static) if (n * c * hw >= BP_PARALLEL_MIN)
+    for (int64_t block = 0; block < CHANNEL_BLOCKS; block++)
+        block_normalize(y, x, mean, rstd, gamma, beta, n, c, hw, relu, block);
 }
 
 void bp_batchnorm_forward_eval(float *y, const float *x, const float *running_mean, const float *running_var,
@@ -212,6 +272,54 @@ void bp_batchnorm_forward_eval(float *y, const float *x, const float *running_me
     }
 }
 
+// Block `block`'s channel sums [c, 2]: Σ dy and Σ dy · (x − mean), over its planes in image order.
+static void block_gradient_sums(double *sums, const float *dy, const float *x, const float *mean, const float *rstd,
+                                const float *gamma, const float *beta, int64_t n, int64_t c, int64_t hw, int relu,
+                                int64_t block) {
+    int64_t first, end;
+    channel_block(c, block, &first, &end);
+    for (int64_t b = 0; b < n; b++)
+        for (int64_t ch = first; ch < end; ch++) {
+            affine_map map = channel_map(mean, rstd, gamma, beta, ch);
+            run_gradient_sums(dy + (b * c + ch) * hw, x + (b * c + ch) * hw, hw,
+                              (double)mean[2 * ch] + mean[2 * ch + 1], &map, relu, &sums[2 * ch], &sums[2 * ch + 1]);
+        }
+}
+
+// Channel ch's parameter gradients from its sums (of this call's values): dbeta += Σ dy,
+// dgamma += Σ dy · x̂ = rstd · Σ dy · (x − mean).
+static void channel_parameter_gradients(float *dgamma, float *dbeta, const double *sums, const float *rstd,
+                                        int64_t ch) {
+    if (dbeta) dbeta[ch] += (float)sums[2 * ch];
+    if (dgamma) dgamma[ch] += (float)(sums[2 * ch + 1] * rstd[ch]);
+}
+
+// Channel ch's coefficients a, b, k of run_backward from the sums over `count` values:
+// dx = g·r·dy − g·r³·(x − mean)·(Σ dy·(x − mean))/count − g·r·(Σdy)/count.
+static void channel_coefficients(float *k, const double *sums, const float *rstd, const float *gamma, double count,
+                                 int batch_statistics, int64_t ch) {
+    double sum_dy = sums[2 * ch], sum_dy_centred = sums[2 * ch + 1];
+    double r = rstd[ch], g = gamma ? gamma[ch] : 1.0;
+    k[3 * ch] = (float)(g * r);
+    k[3 * ch + 1] = batch_statistics ? (float)(-g * r * r * r * sum_dy_centred / count) : 0.0f;
+    k[3 * ch + 2] = batch_statistics ? (float)(-g * r * sum_dy / count) : 0.0f;
+}
+
+// Block `block`'s channels of dx from the coefficients.
+static void block_backward(float *dx, const float *dy, const float *x, const float *mean, const float *rstd,
+                           const float *gamma, const float *beta, const float *coefficients, int64_t n, int64_t c,
+                           int64_t hw, int relu, int64_t block) {
+    int64_t first, end;
+    channel_block(c, block, &first, &end);
+    for (int64_t b = 0; b < n; b++)
+        for (int64_t ch = first; ch < end; ch++) {
+            affine_map map = channel_map(mean, rstd, gamma, beta, ch);
+            const float *k = coefficients + 3 * ch;
+            run_backward(dx + (b * c + ch) * hw, dy + (b * c + ch) * hw, x + (b * c + ch) * hw, hw, k[0], k[1],
+                         mean[2 * ch], mean[2 * ch + 1], k[2], &map, relu);
+        }
+}
+
 int64_t bp_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
                               const float *mean, const float *rstd, const float *gamma, const float *beta, int64_t n,
                               int64_t c, int64_t hw, int batch_statistics, int relu) {
@@ -223,32 +331,40 @@ int64_t bp_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const floa
     for (int64_t block = 0; block < CHANNEL_BLOCKS; block++) {
         int64_t first, end;
         channel_block(c, block, &first, &end);
-        for (int64_t b = 0; b < n; b++)
-            for (int64_t ch = first; ch < end; ch++) {
-                affine_map map = channel_map(mean, rstd, gamma, beta, ch);
-                run_gradient_sums(dy + (b * c + ch) * hw, x + (b * c + ch) * hw, hw,
-                                  (double)mean[2 * ch] + mean[2 * ch + 1], &map, relu, &sums[2 * ch],
-                                  &sums[2 * ch + 1]);
-            }
+        block_gradient_sums(sums, dy, x, mean, rstd, gamma, beta, n, c, hw, relu, block);
         for (int64_t ch = first; ch < end; ch++) {
-            double sum_dy = sums[2 * ch], sum_dy_centred = sums[2 * ch + 1];
-            double r = rstd[ch], g = gamma ? gamma[ch] : 1.0, count = (double)(n * hw);
-            if (dbeta) dbeta[ch] += (float)sum_dy;
-            if (dgamma) dgamma[ch] += (float)(sum_dy_centred * r);
-            // dx = g·r·dy − g·r·(Σdy)/count − g·r³·(x − mean)·(Σ dy·(x − mean))/count
-            coefficients[3 * ch] = (float)(g * r);
-            coefficients[3 * ch + 1] = batch_statistics ? (float)(-g * r * r * r * sum_dy_centred / count) : 0.0f;
-            coefficients[3 * ch + 2] = batch_statistics ? (float)(-g * r * sum_dy / count) : 0.0f;
+            channel_parameter_gradients(dgamma, dbeta, sums, rstd, ch);
+            channel_coefficients(coefficients, sums, rstd, gamma, (double)(n * hw), batch_statistics, ch);
         }
-        for (int64_t b = 0; b < n; b++)
-            for (int64_t ch = first; ch < end; ch++) {
-                affine_map map = channel_map(mean, rstd, gamma, beta, ch);
-                const float *k = coefficients + 3 * ch;
-                run_backward(dx + (b * c + ch) * hw, dy + (b * c + ch) * hw, x + (b * c + ch) * hw, hw, k[0], k[1],
-                             mean[2 * ch], mean[2 * ch + 1], k[2], &map, relu);
-            }
+        block_backward(dx, dy, x, mean, rstd, gamma, beta, coefficients, n, c, hw, relu, block);
     }
     free(sums);
+    free(coefficients);
+    return 0;
+}
+
+void bp_batchnorm_gradient_sums(double *sums, const float *dy, const float *x, const float *mean, const float *rstd,
+                                const float *gamma, const float *beta, int64_t n, int64_t c, int64_t hw, int relu) {
+    memset(sums, 0, (size_t)(2 * c) * sizeof(double));
+#pragma omp parallel for schedule(static) if (n * c * hw >= BP_PARALLEL_MIN)
+    for (int64_t block = 0; block < CHANNEL_BLOCKS; block++)
+        block_gradient_sums(sums, dy, x, mean, rstd, gamma, beta, n, c, hw, relu, block);
+}
+
+int64_t bp_batchnorm_backward_from_sums(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                                        const float *mean, const float *rstd, const float *gamma, const float *beta,
+                                        const double *sums, const double *own_sums, double count, int64_t n, int64_t c,
+                                        int64_t hw, int relu) {
+    int64_t missing = 0;
+    float *coefficients = bp_malloc(3 * c, sizeof(float), &missing);
+    if (!coefficients) return missing;
+    for (int64_t ch = 0; ch < c; ch++) {
+        channel_parameter_gradients(dgamma, dbeta, own_sums, rstd, ch);
+        channel_coefficients(coefficients, sums, rstd, gamma, count, 1, ch);
+    }
+#pragma omp parallel for schedule(static) if (n * c * hw >= BP_PARALLEL_MIN)
+    for (int64_t block = 0; block < CHANNEL_BLOCKS; block++)
+        block_backward(dx, dy, x, mean, rstd, gamma, beta, coefficients, n, c, hw, relu, block);
     free(coefficients);
     return 0;
 }

@@ -297,6 +297,27 @@ void bp_batchnorm_forward_eval(float *y, const float *x, const float *running_me
 int64_t bp_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
                               const float *mean, const float *rstd, const float *gamma, const float *beta, int64_t n,
                               int64_t c, int64_t hw, int batch_statistics, int relu);
+/// The training forward in pieces, for statistics over several micro-batches (synchronized batch
+/// norm): each micro-batch's moments [c, 3] = {count, mean, M2 = Σ (x − mean)²} per channel, summed
+/// as the forward sums them; merges of moments (Chan's formula) in the caller's order, where moments
+/// of count 0 (a micro-batch without values, or a total not yet started) merge as nothing; mean [c, 2],
+/// rstd [c] and the running statistics' update (when running_mean is not NULL) from merged moments,
+/// as bp_batchnorm_forward_train derives them; and y from those statistics.
+int64_t bp_batchnorm_moments(double *moments, const float *x, int64_t n, int64_t c, int64_t hw);
+void bp_batchnorm_merge_moments(double *moments, const double *other, int64_t c);
+void bp_batchnorm_statistics(float *mean, float *rstd, float *running_mean, float *running_var, const double *moments,
+                             int64_t c, float eps, float momentum);
+void bp_batchnorm_normalize(float *y, const float *x, const float *mean, const float *rstd, const float *gamma,
+                            const float *beta, int64_t n, int64_t c, int64_t hw, int relu);
+/// The training backward in pieces: each micro-batch's sums [c, 2] = {Σ dy, Σ dy · (x − mean)}
+/// (dy gated by the fused ReLU with `relu`); then dx from the sums over the whole batch (`sums`, over
+/// `count` values per channel), and dgamma, dbeta from this micro-batch's own sums (`own_sums`).
+void bp_batchnorm_gradient_sums(double *sums, const float *dy, const float *x, const float *mean, const float *rstd,
+                                const float *gamma, const float *beta, int64_t n, int64_t c, int64_t hw, int relu);
+int64_t bp_batchnorm_backward_from_sums(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                                        const float *mean, const float *rstd, const float *gamma, const float *beta,
+                                        const double *sums, const double *own_sums, double count, int64_t n, int64_t c,
+                                        int64_t hw, int relu);
 /// Over each row of d values: saves mean [rows, 2] (hi, lo) and rstd [rows]; y = x̂ · gamma + beta.
 void bp_layernorm_forward(float *y, float *mean, float *rstd, const float *x, const float *gamma, const float *beta,
                           int64_t rows, int64_t d, float eps);

@@ -11,8 +11,16 @@ public struct LossOutput: Sendable {
 /// large logits: L = (1/N) Σ_i (logsumexp(z_i) − z_i[y_i]); ∂L/∂z_i = (softmax(z_i) − onehot(y_i)) / N.
 /// As PyTorch's `F.cross_entropy` with mean reduction. Logits [*, C] (a sequence's [N, T, C]) are
 /// rows of C over all leading axes, with one label per row in row-major order.
+///
+/// With `divisor` D the sum is divided by D instead of N: a micro-batch's share of the mean over
+/// the whole batch of D rows, so that the micro-batches' gradients add up to the batch's.
 public struct SoftmaxCrossEntropy: Sendable {
-    public init() {}
+    /// The count the summed loss is divided by; nil: the number of rows.
+    public let divisor: Int?
+
+    public init(divisor: Int? = nil) {
+        self.divisor = divisor
+    }
 
     public func callAsFunction(_ logits: Tensor, labels: [Int]) throws -> LossOutput {
         let (value, backward) = try forward(logits, labels: labels)
@@ -38,18 +46,23 @@ public struct SoftmaxCrossEntropy: Sendable {
                 .invalidArgument,
                 "SoftmaxCrossEntropy: label \(labels[bad]) at row \(bad) is outside [0, \(classes))")
         }
+        if let divisor, divisor < rows {
+            throw BackpropError(
+                .invalidArgument, "SoftmaxCrossEntropy: divisor \(divisor) is less than the \(rows) rows it averages")
+        }
         let labels64 = labels.map(Int64.init), (n, c) = (Int64(rows), Int64(classes))
+        let share = Double(rows) / Double(divisor ?? rows)
         var value = 0.0
         let stats = logits.withPointer { x in
             Tensor.filled([rows, 2]) { value = bp_softmax_xent_forward($0, x, labels64, n, c) }
         }
         return (
-            Float(value),
+            Float(value * share),
             {
                 logits.withPointer { x in
                     stats.withPointer { s in
                         Tensor.filled(logits.shape) {
-                            bp_softmax_xent_backward($0, s, x, labels64, n, c, 1 / Float(rows))
+                            bp_softmax_xent_backward($0, s, x, labels64, n, c, 1 / Float(divisor ?? rows))
                         }
                     }
                 }

@@ -21,6 +21,12 @@ public class BatchNorm: Module {
     /// Training-mode forwards that updated the running statistics (PyTorch's num_batches_tracked).
     public let batchesTracked: Counter?
     public var isTraining = true
+    /// Set by data-parallel training, which applies the running statistics' updates of a batch's
+    /// micro-batches in micro-batch order: a training forward then leaves the running statistics and
+    /// `batchesTracked` alone, normalises with its batch's statistics as always, and keeps their moments
+    /// ([C, 3]: count, mean, M2 per channel) in `deferredMoments` for `updateRunningStatistics(with:)`.
+    package var defersRunningUpdate = false
+    package private(set) var deferredMoments: [Double] = []
     private let name: String
     private let ranks: Set<Int>
 
@@ -77,7 +83,9 @@ public class BatchNorm: Module {
     /// over the data each way instead of two (Sequential fuses a BatchNorm followed by a ReLU), and
     /// the backward recomputes where u > 0 from the input instead of keeping u. The bits are those
     /// of the two layers one after the other.
-    func forward(_ input: Tensor, fusingReLU: Bool) throws -> (output: Tensor, backward: Backward) {
+    /// The sizes n, c and hw (the values per channel and image) of a valid input; throws for
+    /// another shape, or for a single value per channel when the batch's statistics are to be taken.
+    func sizes(of input: Tensor, batchStatistics: Bool) throws -> (n: Int64, c: Int64, hw: Int64) {
         guard ranks.contains(input.rank), input.shape[1] == numFeatures, input.shape.allSatisfy({ $0 > 0 }) else {
             let trailing = [2: "", 3: ", L", 4: ", H, W"]
             let expected = ranks.sorted().map { "[N, \(numFeatures)\(trailing[$0] ?? "")]" }.joined(separator: " or ")
@@ -85,17 +93,38 @@ public class BatchNorm: Module {
                 .shapeMismatch, "\(self): input has shape \(describe(input.shape)), expected \(expected)")
         }
         let (n, c) = (Int64(input.shape[0]), Int64(numFeatures)), hw = Int64(input.count / input.shape[0] / numFeatures)
-        let batchStatistics = isTraining || runningMean == nil
         if batchStatistics, n * hw <= 1 {
             throw BackpropError(
                 .invalidArgument,
                 "\(self): expected more than 1 value per channel when training, got input of shape \(describe(input.shape))"
             )
         }
+        return (n, c, hw)
+    }
+
+    func forward(_ input: Tensor, fusingReLU: Bool) throws -> (output: Tensor, backward: Backward) {
+        let batchStatistics = isTraining || runningMean == nil
+        let (n, c, hw) = try sizes(of: input, batchStatistics: batchStatistics)
+        let deferring = isTraining && defersRunningUpdate && runningMean != nil
         var mean = Tensor(unchecked: [numFeatures], scalars: []), rstd = mean, missing: Int64 = 0
         let output: Tensor = input.withPointer { x in
             withOptionalPointer(weight?.value) { gamma in
                 withOptionalPointer(bias?.value) { beta in
+                    if deferring {
+                        var moments = [Double](repeating: 0, count: 3 * numFeatures),
+                            m = [Float](repeating: 0, count: 2 * numFeatures),
+                            r = [Float](repeating: 0, count: numFeatures)
+                        missing = bp_batchnorm_moments(&moments, x, n, c, hw)
+                        bp_batchnorm_statistics(&m, &r, nil, nil, moments, c, eps, momentum)
+                        (mean, rstd) = (
+                            Tensor(unchecked: [numFeatures, 2], scalars: m),
+                            Tensor(unchecked: [numFeatures], scalars: r)
+                        )
+                        deferredMoments = moments
+                        return Tensor.filled(input.shape) {
+                            bp_batchnorm_normalize($0, x, m, r, gamma, beta, n, c, hw, fusingReLU ? 1 : 0)
+                        }
+                    }
                     if batchStatistics {
                         var m = [Float](repeating: 0, count: 2 * numFeatures),
                             r = [Float](repeating: 0, count: numFeatures)
@@ -129,7 +158,7 @@ public class BatchNorm: Module {
             }
         }
         try checkAllocation(missing, self)
-        if isTraining { batchesTracked?.value += 1 }
+        if isTraining && !deferring { batchesTracked?.value += 1 }
         return (
             output,
             { [weight, bias] gradOutput in
@@ -203,7 +232,7 @@ public final class BatchNorm1D: BatchNorm {
 }
 
 /// Calls `body` with the two buffers' values as mutable pointers, or nil for absent buffers.
-private func withOptionalBufferPointers<R>(
+func withOptionalBufferPointers<R>(
     _ a: Buffer?, _ b: Buffer?,
     _ body: (UnsafeMutablePointer<Float>?, UnsafeMutablePointer<Float>?) -> R
 ) -> R {

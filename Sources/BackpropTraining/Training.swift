@@ -9,9 +9,12 @@ public enum Training {
         /// For a training epoch: the most bytes of tensor storage a step's forward and backward had
         /// alive at once (its activations, saved values and gradients; `TensorMemory`); else 0.
         public var peakStepBytes = 0
+        /// For a data-parallel training epoch: the most bytes a step received from other processes.
+        public var receivedBytesPerStep = 0
 
-        public init(loss: Double, accuracy: Double, peakStepBytes: Int = 0) {
-            (self.loss, self.accuracy, self.peakStepBytes) = (loss, accuracy, peakStepBytes)
+        public init(loss: Double, accuracy: Double, peakStepBytes: Int = 0, receivedBytesPerStep: Int = 0) {
+            (self.loss, self.accuracy) = (loss, accuracy)
+            (self.peakStepBytes, self.receivedBytesPerStep) = (peakStepBytes, receivedBytesPerStep)
         }
     }
 
@@ -21,34 +24,34 @@ public enum Training {
     /// the data loss (without the penalty). Calls
     /// `progress(batchesDone, batchCount, meanLossSoFar, accuracySoFar)` after each batch.
     /// Stops with a `.numerical` error naming the layer when the loss or a gradient stops being finite.
+    ///
+    /// With `parallel`, each batch runs as its micro-batches, on the processes of its group (see
+    /// `DataParallel`); every process must call this with the same arguments, and gets the same
+    /// weights and metrics.
     public static func epoch(
         model: Module, optimizer: Optimizer, data: ImageDataset, batchSize: Int, seed: UInt64,
-        aids: GradientAids = GradientAids(), monitor: TrainingMonitor? = nil,
+        aids: GradientAids = GradientAids(), monitor: TrainingMonitor? = nil, parallel: DataParallel? = nil,
         progress: (Int, Int, Double, Double) -> Void = { _, _, _, _ in }
     ) throws -> Metrics {
         guard batchSize > 0 else { throw BackpropError(.invalidArgument, "Training: batch size must be positive") }
+        try parallel?.check(batchSize: batchSize, model: model)
         model.isTraining = true
         var generator = SplitMix64(seed: seed)
         let order = Array(0..<data.count).shuffled(using: &generator)
         let batches = (data.count + batchSize - 1) / batchSize
-        var lossSum = 0.0, correct = 0, seen = 0, peakStepBytes = 0
+        var lossSum = 0.0, correct = 0, seen = 0, peakStepBytes = 0, receivedBytes = 0
         for b in 0..<batches {
             let indices = order[b * batchSize..<min((b + 1) * batchSize, data.count)]
-            let (x, labels) = data.batch(indices)
             optimizer.zeroGrad()
-            let ((logits, loss), peak, _) = try TensorMemory.measure { () throws -> (Tensor, LossOutput) in
-                let (logits, backward) = try model.forwardWithoutInputGradient(x)
-                let loss = try SoftmaxCrossEntropy()(logits, labels: labels)
-                guard loss.value.isFinite else {
-                    throw BackpropError(
-                        .numerical,
-                        "Training: the loss became \(loss.value) at batch \(b + 1) of \(batches); lower the learning rate"
-                    )
+            let (step, peak, _) = try TensorMemory.measure { () throws -> DataParallel.StepResult in
+                if let parallel, parallel.splits {
+                    return try parallel.step(
+                        model: model, data: data, batch: indices, place: "batch \(b + 1) of \(batches)")
                 }
-                try backward(loss.gradient)
-                return (logits, loss)
+                return try plainStep(model: model, data: data, batch: indices, place: "batch \(b + 1) of \(batches)")
             }
             peakStepBytes = max(peakStepBytes, peak)
+            receivedBytes = max(receivedBytes, step.receivedBytes)
             // The backward runs from the output: the last layer with a non-finite gradient blew up first.
             if let (name, _) = model.namedParameters.last(where: { !$0.parameter.grad.scalars.allSatisfy(\.isFinite) })
             {
@@ -56,20 +59,38 @@ public enum Training {
                 throw BackpropError(
                     .numerical,
                     "Training: the gradient of \(name) (\(layer)) became non-finite at batch \(b + 1) "
-                        + "(loss \(loss.value)); lower the learning rate or clip gradients")
+                        + "(loss \(step.loss)); lower the learning rate or clip gradients")
             }
-            try monitor?.afterBackward(model: model, loss: Double(loss.value), learningRate: optimizer.learningRate)
+            try monitor?.afterBackward(model: model, loss: step.loss, learningRate: optimizer.learningRate)
             try aids.apply(to: optimizer.parameters)
             optimizer.step()
             try checkUpdate(model, at: "batch \(b + 1)")
-            lossSum += Double(loss.value) * Double(labels.count)
-            correct += zip(predictions(logits), labels).filter { $0 == $1 }.count
-            seen += labels.count
+            lossSum += step.loss * Double(step.count)
+            correct += step.correct
+            seen += step.count
             progress(b + 1, batches, lossSum / Double(seen), Double(correct) / Double(seen))
         }
         return Metrics(
             loss: lossSum / Double(max(seen, 1)), accuracy: Double(correct) / Double(max(seen, 1)),
-            peakStepBytes: peakStepBytes)
+            peakStepBytes: peakStepBytes, receivedBytesPerStep: receivedBytes)
+    }
+
+    /// A step's forward and backward of the whole batch at once: its gradients added into the
+    /// parameters' `grad`.
+    private static func plainStep(
+        model: Module, data: ImageDataset, batch: ArraySlice<Int>, place: String
+    ) throws -> DataParallel.StepResult {
+        let (x, labels) = data.batch(batch)
+        let (logits, backward) = try model.forwardWithoutInputGradient(x)
+        let loss = try SoftmaxCrossEntropy()(logits, labels: labels)
+        guard loss.value.isFinite else {
+            throw BackpropError(
+                .numerical, "Training: the loss became \(loss.value) at \(place); lower the learning rate")
+        }
+        try backward(loss.gradient)
+        return .init(
+            loss: Double(loss.value), correct: zip(predictions(logits), labels).filter { $0 == $1 }.count,
+            count: labels.count, receivedBytes: 0)
     }
 
     /// Throws, naming the first layer whose weights the last update made NaN or infinite (an

@@ -13,6 +13,11 @@ struct Train: ParsableCommand {
             safetensors.torch.load_file + load_state_dict), checkpoint.safetensors (model, optimizer and history, for \
             --resume) and report.html (loss and accuracy curves, learning rate, per-layer gradient norms, dead ReLU and \
             saturated sigmoid/tanh units). Every file is replaced atomically.
+
+            Data-parallel: with --micro-batches S each batch runs as S micro-batches whose gradients are summed in a \
+            fixed order. Started by `mpirun -np P` (a build with the MPI trait), the P processes share each batch's \
+            micro-batches (S defaults to P) and train the same weights, bit for bit, as one process with the same S; \
+            rank 0 prints and writes the files.
             """
     )
 
@@ -56,18 +61,28 @@ struct Train: ParsableCommand {
         help:
             "Gradient checkpointing: run the model's layers as this many segments that keep only their input and recompute the rest in the backward (about √layers uses the least memory); the results are the same bits."
     ) var checkpointSegments: Int?
+    @Option(
+        name: .customLong("micro-batches"),
+        help:
+            "Run each batch as this many equal micro-batches (gradient accumulation), their gradients summed in a fixed order; under mpirun the processes share them (default: the process count)."
+    ) var microBatches: Int?
+    @Flag(
+        name: .customLong("sync-batchnorm"),
+        help:
+            "Normalise with the statistics of the whole batch across micro-batches and processes (default: each micro-batch's own)."
+    ) var syncBatchNorm = false
     @OptionGroup var threadOptions: ThreadOptions
 
     /// What a run uses, each setting given, kept from the checkpoint being resumed, or the default.
     struct Settings {
         let batchSize: Int, optimizer: OptimizerChoice, learningRate: Float
         let l1: Float, l2: Float, schedule: ScheduleName, warmup: Int, clipNorm: Float?, clipValue: Float?
-        let validationSplit: Double, seed: UInt64
+        let validationSplit: Double, seed: UInt64, microBatches: Int, syncBatchNorm: Bool
     }
 
     func validate() throws {
-        guard epochs > 0, batchSize ?? 1 > 0 else {
-            throw ValidationError("--epochs and --batch-size must be positive")
+        guard epochs > 0, batchSize ?? 1 > 0, microBatches ?? 1 > 0 else {
+            throw ValidationError("--epochs, --batch-size and --micro-batches must be positive")
         }
         guard (0..<1).contains(validationSplit ?? 0) else {
             throw ValidationError("--validation-split must be in [0, 1)")
@@ -103,7 +118,7 @@ struct Train: ParsableCommand {
     }
 
     /// The run's settings: those given, else the resumed checkpoint's, else the defaults.
-    func resolve(_ kept: inout RunSettings) throws -> Settings {
+    func resolve(_ kept: inout RunSettings, processes: Int) throws -> Settings {
         let optimizer = try optimizerOptions.resolve(&kept)
         let schedule = try kept.resolve("--schedule", given: self.schedule, default: .cosine)
         let warmup = try kept.resolve("--warmup", given: self.warmup, default: 0)
@@ -116,15 +131,65 @@ struct Train: ParsableCommand {
             clipNorm: try kept.resolveOptional("--clip-norm", given: clipNorm, default: nil),
             clipValue: try kept.resolveOptional("--clip-value", given: clipValue, default: nil),
             validationSplit: try kept.resolve("--validation-split", given: validationSplit, default: 0),
-            seed: try kept.resolve("--seed", given: seed, default: 1))
+            seed: try kept.resolve("--seed", given: seed, default: 1),
+            microBatches: try kept.resolve("--micro-batches", given: microBatches, default: processes),
+            syncBatchNorm: try kept.resolve("--sync-batchnorm", given: syncBatchNorm ? true : nil, default: false))
     }
 
+    /// Refuses micro-batches that the processes cannot share equally or the batch cannot hold.
+    static func checkSplit(_ settings: Settings, processes: Int) throws {
+        guard settings.microBatches % processes == 0 else {
+            throw ValidationError(
+                "--micro-batches \(settings.microBatches) cannot be shared equally by the \(processes) processes mpirun "
+                    + "started; pass a multiple of \(processes)")
+        }
+        guard settings.batchSize % settings.microBatches == 0 else {
+            throw ValidationError(
+                "--batch-size \(settings.batchSize) does not split into \(settings.microBatches) equal micro-batches; "
+                    + "pass a batch size that is a multiple of --micro-batches")
+        }
+    }
+
+    /// Runs the training as one process of the job mpirun started (or alone): every process checks
+    /// that the others got the same arguments; only rank 0 prints and writes. A process that fails
+    /// prints its error and ends the whole job.
     func run() throws {
         try threadOptions.apply()
+        let group = try MPIWorld.start()
+        defer { group.finish() }
+        guard group.size > 1 else { return try train(group) }
+        do {
+            try Self.checkSameArguments(group)
+            if group.rank != 0 { dup2(open("/dev/null", O_WRONLY), STDOUT_FILENO) }
+            try train(group)
+        } catch {
+            FileHandle.standardError.write(
+                Data("Error (process \(group.rank) of \(group.size)): \(Self.message(for: error))\n".utf8))
+            group.abort(1)
+        }
+    }
+
+    /// Throws unless every process was started with this one's arguments (compared by a 64-bit hash).
+    static func checkSameArguments(_ group: ProcessGroup) throws {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325  // FNV-1a
+        for byte in CommandLine.arguments.dropFirst().joined(separator: "\0").utf8 {
+            hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3
+        }
+        let all = try group.allGather([Double(hash >> 32), Double(hash & 0xffff_ffff)])
+        if let other = stride(from: 0, to: all.count, by: 2).first(where: { all[$0] != all[0] || all[$0 + 1] != all[1] }
+        ) {
+            throw ValidationError(
+                "process \(other / 2) was started with other arguments than process 0; every process of the job needs the same"
+            )
+        }
+    }
+
+    private func train(_ group: ProcessGroup) throws {
         let resumeURL = resume.map(RunSettings.checkpointURL)
         let resumed = try resumeURL.map { try SafeTensors.read(contentsOf: $0) }
         var kept = try RunSettings(resuming: resumed?.metadata)
-        let settings = try resolve(&kept)
+        let settings = try resolve(&kept, processes: group.size)
+        try Self.checkSplit(settings, processes: group.size)
         let (batchSize, optimizer) = (settings.batchSize, settings.optimizer)
         let (l1, l2, schedule, warmup, clipNorm, clipValue, seed) = (
             settings.l1, settings.l2, settings.schedule, settings.warmup, settings.clipNorm, settings.clipValue,
@@ -142,6 +207,9 @@ struct Train: ParsableCommand {
         let spec = model ?? resumed?.metadata["model"] ?? Train.defaultModel
         let network = try ModelSpec.build(spec, seed: seed)
         try network.checkpoint(segments: checkpointSegments)
+        let parallel = try DataParallel(
+            microBatches: settings.microBatches, syncBatchNorm: settings.syncBatchNorm, group: group)
+        try parallel.check(batchSize: batchSize, model: network)
         let rate = settings.learningRate
         let parameters = network.parameters
         let step = try optimizer.make(parameters, learningRate: rate)
@@ -184,22 +252,31 @@ struct Train: ParsableCommand {
                     ),
                     ("batch size", "\(batchSize)"), ("seed", "\(seed)"), ("threads", "\(Threads.count)"),
                 ]
+                    + (settings.microBatches > 1
+                        ? [
+                            (
+                                "micro-batches",
+                                "\(settings.microBatches) over \(group.size) process(es)"
+                                    + (settings.syncBatchNorm ? ", synchronized batch norm" : "")
+                            )
+                        ] : [])
                     + (aids.penalty.map { [("penalty", "l1 \($0.l1), l2 \($0.l2)")] } ?? [])
                     + (clipNorm.map { [("clip norm", "\($0)")] } ?? [])
                     + (clipValue.map { [("clip value", "\($0)")] } ?? []))
         }
-        let directory = try prepareOutput(output)
+        let directory = group.rank == 0 ? try prepareOutput(output) : URL(fileURLWithPath: output)
         try Self.checkFit(network, [("training", full), ("test", test)])
         print(
             "Training \(parameters.reduce(0) { $0 + $1.value.count }) parameters on \(train.count) images "
-                + "(\(validation.map { "\($0.count) held out, " } ?? "")\(test.count) test), \(Threads.count) thread(s), "
+                + "(\(validation.map { "\($0.count) held out, " } ?? "")\(test.count) test), "
+                + (group.size > 1 ? "\(group.size) processes x " : "") + "\(Threads.count) thread(s), "
                 + "\(optimizer.name.rawValue) lr \(rate)")
         for epoch in firstEpoch..<epochs {
             if let rates { step.learningRate = rates.learningRate(at: epoch) }
             let clock = ContinuousClock(), start = clock.now
             let metrics = try Training.epoch(
                 model: network, optimizer: step, data: train, batchSize: batchSize,
-                seed: seed &+ UInt64(epoch), aids: aids, monitor: monitor
+                seed: seed &+ UInt64(epoch), aids: aids, monitor: monitor, parallel: parallel
             ) { done, total, loss, accuracy in
                 guard done % 10 == 0 || done == total else { return }
                 let seconds = (clock.now - start).seconds
@@ -212,6 +289,7 @@ struct Train: ParsableCommand {
                 fflush(nil)  // all C streams: the progress line has no newline
             }
             let seconds = (clock.now - start).seconds
+            guard group.rank == 0 else { continue }  // the others have the same weights and write nothing
             let testMetrics = try Training.evaluate(model: network, data: test)
             let held = try validation.map { try Training.evaluate(model: network, data: $0) }
             print(
@@ -225,8 +303,13 @@ struct Train: ParsableCommand {
             let resident = ProcessSetup.peakResidentBytes
             print(
                 String(
-                    format: "  memory: a step's tensors at most %.1f MB; the process's peak resident %.1f MB",
-                    Double(metrics.peakStepBytes) / 1e6, Double(resident) / 1e6))
+                    format: "  memory: a step's tensors at most %.1f MB; the process's peak resident %.1f MB%@",
+                    Double(metrics.peakStepBytes) / 1e6, Double(resident) / 1e6,
+                    group.size > 1
+                        ? String(
+                            format: "; received %.2f MB a step from the other processes",
+                            Double(metrics.receivedBytesPerStep) / 1e6)
+                        : ""))
             monitor.endEpoch(
                 .init(
                     epoch: epoch + 1, step: monitor.step, train: metrics, test: testMetrics, validation: held,

@@ -1,0 +1,120 @@
+import Backprop
+import Foundation
+
+#if MPI
+    import CMPI
+#endif
+
+/// The processes a data-parallel training run is spread over, and the one collective it needs.
+public protocol ProcessGroup: AnyObject {
+    /// This process's index, 0 ..< size; rank 0 prints and writes the run's files.
+    var rank: Int { get }
+    var size: Int { get }
+    /// Every process's `local` (of the same count on each), concatenated in rank order, on every process.
+    func allGather(_ local: [Float]) throws -> [Float]
+    func allGather(_ local: [Double]) throws -> [Double]
+    /// Ends every process of the job with exit status `code` (one that failed alone: the others
+    /// would wait for it forever).
+    func abort(_ code: Int32) -> Never
+    /// Ends this process's part in the job (MPI_Finalize), before a normal exit.
+    func finish()
+}
+
+/// A run of one process.
+public final class SingleProcess: ProcessGroup {
+    public init() {}
+    public var rank: Int { 0 }
+    public var size: Int { 1 }
+    public func allGather(_ local: [Float]) -> [Float] { local }
+    public func allGather(_ local: [Double]) -> [Double] { local }
+    public func abort(_ code: Int32) -> Never { exit(code) }
+    public func finish() {}
+}
+
+/// The processes of an `mpirun` job, when this build has the MPI trait.
+public enum MPIWorld {
+    /// The number of processes the launcher started, from the environment Open MPI (or another
+    /// PMI-based launcher) gives each one; 1 when not started by one.
+    public static var launchedSize: Int {
+        let environment = ProcessInfo.processInfo.environment
+        for name in ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"] {
+            if let value = environment[name].flatMap(Int.init), value > 0 { return value }
+        }
+        return 1
+    }
+
+    /// Whether this build can run as one of several MPI processes.
+    public static var isAvailable: Bool {
+        #if MPI
+            true
+        #else
+            false
+        #endif
+    }
+
+    /// The group of this job's processes: after MPI_Init when a launcher started several, else a
+    /// single process. Throws when several were started but this build has no MPI.
+    public static func start() throws -> ProcessGroup {
+        let launched = launchedSize
+        guard launched > 1 else { return SingleProcess() }
+        #if MPI
+            return try MPIProcessGroup()
+        #else
+            throw BackpropError(
+                .invalidArgument,
+                "started as one of \(launched) MPI processes, but this backprop was built without MPI: "
+                    + "build it with `swift build -c release --traits MPI` (Open MPI: apt-get install openmpi-bin libopenmpi-dev)"
+            )
+        #endif
+    }
+}
+
+#if MPI
+    /// MPI_COMM_WORLD. Collectives abort the job on failure (MPI's default error handler); `abort`
+    /// ends every process when one fails on its own, so none waits for it forever.
+    public final class MPIProcessGroup: ProcessGroup {
+        public let rank: Int
+        public let size: Int
+
+        init() throws {
+            var rank: Int32 = 0, size: Int32 = 0
+            let code = bp_mpi_start(&rank, &size)
+            guard code == 0 else { throw BackpropError(.invalidArgument, "MPI_Init failed with error code \(code)") }
+            (self.rank, self.size) = (Int(rank), Int(size))
+        }
+
+        public func allGather(_ local: [Float]) throws -> [Float] {
+            try gather(local) { bp_mpi_allgather_float($0, $1, $2) }
+        }
+
+        public func allGather(_ local: [Double]) throws -> [Double] {
+            try gather(local) { bp_mpi_allgather_double($0, $1, $2) }
+        }
+
+        private func gather<T: Numeric>(
+            _ local: [T], _ call: (UnsafeMutablePointer<T>, UnsafePointer<T>, Int32) -> Int32
+        ) throws -> [T] {
+            guard !local.isEmpty else { return [] }
+            guard local.count * size <= Int(Int32.max) else {
+                throw BackpropError(
+                    .invalidArgument,
+                    "MPI: \(local.count) values from each of \(size) processes exceed one collective's \(Int32.max)")
+            }
+            var all = [T](repeating: 0, count: local.count * size)
+            let code = all.withUnsafeMutableBufferPointer { all in
+                local.withUnsafeBufferPointer { call(all.baseAddress!, $0.baseAddress!, Int32(local.count)) }
+            }
+            guard code == 0 else {
+                throw BackpropError(.invalidArgument, "MPI_Allgather failed with error code \(code)")
+            }
+            return all
+        }
+
+        public func abort(_ code: Int32) -> Never {
+            bp_mpi_abort(code)
+            exit(code)
+        }
+
+        public func finish() { _ = bp_mpi_finish() }
+    }
+#endif
