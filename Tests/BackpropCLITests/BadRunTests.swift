@@ -27,6 +27,21 @@ import Testing
         return url.path
     }
 
+    @Test func aBatchThatDoesNotSplitIntoTheMicroBatchesIsRefused() throws {
+        let data = try Self.data(train: 8, test: 3)
+        let output = FileManager.default.temporaryDirectory.appendingPathComponent("out-\(UUID().uuidString)").path
+        let train = try Train.parse([
+            "--data", data, "--model", "flatten linear(4,2)", "--output", output, "--batch-size", "6",
+            "--micro-batches", "4",
+        ])
+        do {
+            try train.run()
+            Issue.record("a batch of 6 in 4 micro-batches was accepted")
+        } catch {
+            #expect(Train.message(for: error).contains("--batch-size 6 does not split into 4 equal micro-batches"))
+        }
+    }
+
     @Test func trainingOnNoImagesIsRefused() throws {
         let data = try Self.data(train: 0, test: 3)
         let output = FileManager.default.temporaryDirectory.appendingPathComponent("out-\(UUID().uuidString)").path

@@ -21,6 +21,7 @@ import Testing
         (["--l2", "nan"], "--l2 must be a finite number >= 0, got nan"),
         (["--warmup", "2", "--schedule", "constant"], "--warmup applies to the cosine schedule only"),
         (["--warmup", "2", "--schedule", "step"], "--warmup applies to the cosine schedule only"),
+        (["--micro-batches", "0"], "--micro-batches must be positive"),
     ])
     func badSettingsAreRefused(arguments: [String], message: String) {
         let refused = Self.refusal(arguments)
@@ -29,5 +30,6 @@ import Testing
 
     @Test func goodSettingsAreAccepted() {
         #expect(Self.refusal(["--l1", "0.001", "--l2", "0", "--warmup", "1", "--schedule", "cosine"]) == nil)
+        #expect(Self.refusal(["--micro-batches", "4", "--sync-batchnorm"]) == nil)
     }
 }
