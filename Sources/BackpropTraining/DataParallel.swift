@@ -88,28 +88,27 @@ public struct DataParallel {
         var run = MicroBatchRun(
             layout: layout, slots: local.count, randomness: MicroBatchRandomness(model, microBatches: local))
         let examples = local.map { j in
-            batch.index(
-                batch.startIndex, offsetBy: j * batch.count / microBatches)..<batch.index(
-                    batch.startIndex, offsetBy: (j + 1) * batch.count / microBatches)
+            // Micro-batch j: the batch's positions [j·B/S, (j+1)·B/S).
+            batch.dropFirst(j * batch.count / microBatches).prefix(
+                (j + 1) * batch.count / microBatches - j * batch.count / microBatches)
         }
         model.zeroGrad()
         if syncBatchNorm {
-            try run.synchronized(model as! Sequential, data, examples.map { batch[$0] }, batch.count, place, group)
+            try run.synchronized(model as! Sequential, data, examples, batch.count, place, group)
         } else {
-            try run.independent(model, data, examples.map { batch[$0] }, batch.count, place, group)
+            try run.independent(model, data, examples, batch.count, place, group)
         }
         let gradients = try group.allGather(run.gradients)
         let scalars = try group.allGather(run.scalars)
         layout.store(Self.treeSum(gradients, parts: microBatches, width: layout.total), in: parameters)
         run.randomness.finish()
-        var result = StepResult(loss: 0, correct: 0, count: batch.count, receivedBytes: 0)
-        for j in 0..<microBatches {
-            (result.loss, result.correct) = (result.loss + scalars[2 * j], result.correct + Int(scalars[2 * j + 1]))
-        }
-        result.receivedBytes =
-            (gradients.count - run.gradients.count) * 4 + (scalars.count - run.scalars.count) * 8
-            + run.receivedStatisticsBytes
-        return result
+        let micro = 0..<microBatches
+        return StepResult(
+            loss: micro.reduce(0.0) { $0 + scalars[2 * $1] },
+            correct: micro.reduce(0) { $0 + Int(scalars[2 * $1 + 1]) },
+            count: batch.count,
+            receivedBytes: (gradients.count - run.gradients.count) * 4 + (scalars.count - run.scalars.count) * 8
+                + run.receivedStatisticsBytes)
     }
 
     /// Σ_j parts[j] over `parts` rows of `width` in a fixed pairwise tree:

@@ -56,7 +56,8 @@ struct TrainText: ParsableCommand {
         try threadOptions.apply()
         guard MPIWorld.launchedSize == 1 else {
             throw ValidationError(
-                "train-text runs as one process; mpirun started \(MPIWorld.launchedSize) (data-parallel training is `backprop train`'s)")
+                "train-text runs as one process; mpirun started \(MPIWorld.launchedSize) (data-parallel training is `backprop train`'s)"
+            )
         }
         let resumeURL = resume.map(RunSettings.checkpointURL)
         let resumed = try resumeURL.map { try SafeTensors.read(contentsOf: $0) }
