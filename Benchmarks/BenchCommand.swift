@@ -69,6 +69,7 @@ struct BenchCommand: ParsableCommand {
                     ["forward_ms": forward, "backward_ms": backward]
                     .merging(prepared.peakStepBytes.map { ["peak_step_bytes": Double($0)] } ?? [:]) { a, _ in a }
                 print(Table.row(workload.name, forward, backward, prepared, peak: peak))
+                if let warning = prepared.warning { print(Table.note("", "  note: \(warning)")) }
             } catch let error as BackpropError where error.kind == .unsupported {
                 print(Table.note(workload.name, "skipped: \(error.message)"))
             } catch {
