@@ -336,6 +336,38 @@ void bp_layernorm_forward_ref(float *y, float *mean, float *rstd, const float *x
 void bp_layernorm_backward_ref(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
                                const float *gamma, int64_t rows, int64_t d, float eps);
 
+// MARK: - bfloat16 (bfloat16.c)
+
+/// y[i] = x[i] rounded to bfloat16 (the top 16 bits of a float32) to nearest, ties to even, as
+/// PyTorch's tensor conversion `.to(torch.bfloat16)`: infinities stay, denormals round like any
+/// value, every NaN becomes 0xffff (PyTorch's scalar c10::BFloat16 gives 0x7fc0 instead).
+void bp_bf16_from_float(uint16_t *y, const float *x, int64_t n);
+/// y[i] = x[i] as float32 (exact).
+void bp_bf16_to_float(float *y, const uint16_t *x, int64_t n);
+/// Whether this CPU has AVX512_BF16's dot-product instruction (vdpbf16ps).
+int bp_bf16_has_instruction(void);
+/// C [m, n] = A [m, k] · B [k, n] (+ C when `accumulate`) with A and B rounded to bfloat16 and float32
+/// sums: A(i, t) = a[trans_a ? t · lda + i : i · lda + t], B(t, j) = b[trans_b ? j · ldb + t : t · ldb + j].
+/// Each C element runs, from acc = C (or 0), over the pairs t = 2q, 2q + 1:
+///   acc = F(acc + A(i, 2q+1) · B(2q+1, j)), then acc = F(acc + A(i, 2q) · B(2q, j)),
+/// each product exact and each sum rounded once to float32 (to nearest even); F flushes a result
+/// below 2^-126 in magnitude to a zero of its sign, and bfloat16 inputs below 2^-126 (and a
+/// starting C) count as zeros of their sign. That is what vdpbf16ps does (measured on AMD Zen 4
+/// against 32 million random cases, denormals, infinities and overflowing products among them);
+/// with `emulate`, or on a CPU without it, fused multiply-adds compute the same bits. Within
+/// float32's normal range this is the float32 product of the rounded inputs summed in that order.
+/// Returns the bytes of scratch (the packed operands) it could not allocate, else 0.
+int64_t bp_bf16_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                     const float *b, int64_t ldb, float *c, int64_t ldc, int accumulate, int emulate);
+/// References: the rounding one value at a time, and the product in plain loops, each step in double
+/// (exact product, one rounding to float32) then flushed as above.
+void bp_bf16_from_float_ref(uint16_t *y, const float *x, int64_t n);
+void bp_bf16_gemm_ref(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                      const float *b, int64_t ldb, float *c, int64_t ldc, int accumulate);
+/// The first float32 bit pattern in [first, first + n) that bp_bf16_from_float rounds otherwise than
+/// the reference, or -1 (the exhaustive test runs it over all 2^32).
+int64_t bp_bf16_first_rounding_mismatch(uint64_t first, int64_t n);
+
 // MARK: - Losses (loss.c), mean reduction; each returns the loss and writes its gradient
 
 /// Softmax cross-entropy on logits [rows, classes] with labels in [0, classes), in two phases.
