@@ -49,13 +49,30 @@ void bp_bf16_to_float(float *y, const uint16_t *x, int64_t n) {
 
 // MARK: - The product's packing
 
-// A bfloat16 as the product reads it: rounded, and a denormal (exponent bits 0) flushed to a zero
-// of its sign, as the instruction treats its inputs.
-static inline uint32_t packed_bits(float x) {
-    uint32_t u;
-    memcpy(&u, &x, 4);
-    uint32_t h = round_bits(u);
-    return (h & 0x7f80u) == 0 ? (h & 0x8000u) : h;
+// 16 floats rounded to bfloat16 as the product reads them: denormals (exponent bits 0) flushed to
+// a zero of their sign, as the instruction treats its inputs.
+__attribute__((always_inline)) static inline void round_flushed(uint16_t *y, const float *x) {
+    v16u u;
+    memcpy(&u, x, 64);
+    v16u rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    v16u nan = (v16u)((u & 0x7fffffffu) > 0x7f800000u);
+    rounded = (rounded & ~nan) | (nan & 0xffffu);
+    v16u denormal = (v16u)((rounded & 0x7f80u) == 0);
+    rounded &= ~(denormal & 0x7fffu);
+    v16h h = __builtin_convertvector(rounded, v16h);
+    memcpy(y, &h, 32);
+}
+
+// y[l] = x[l · stride] rounded and flushed for l < count (at most 16), zeros after, to 16.
+BP_MULTIVERSION
+static void round_chunk(uint16_t y[16], const float *x, int64_t count, int64_t stride) {
+    if (stride == 1 && count == 16) {
+        round_flushed(y, x);
+        return;
+    }
+    float chunk[16] = {0};
+    for (int64_t l = 0; l < count; l++) chunk[l] = x[l * stride];
+    round_flushed(y, chunk);
 }
 
 enum { PAIR_COLUMNS = 32, TILE_ROWS = 12 };
@@ -70,31 +87,51 @@ typedef struct {
     int accumulate, emulate;
 } bf16_product;
 
-static float element_a(const bf16_product *p, int64_t i, int64_t t) {
-    return t >= p->k ? 0.0f : p->trans_a ? p->a[t * p->lda + i] : p->a[i * p->lda + t];
-}
-
-static float element_b(const bf16_product *p, int64_t t, int64_t j) {
-    return t >= p->k || j >= p->n ? 0.0f : p->trans_b ? p->b[j * p->ldb + t] : p->b[t * p->ldb + j];
-}
-
+// Rows of A: a row's pairs are its bfloat16 values in order (little-endian halves), 8 pairs a chunk.
 static void pack_a_rows(const void *context, int64_t begin, int64_t end) {
     const bf16_product *p = context;
-    for (int64_t i = begin; i < end; i++)
-        for (int64_t q = 0; q < p->pairs; q++)
-            p->packed_a[i * p->pairs + q] =
-                packed_bits(element_a(p, i, 2 * q)) | packed_bits(element_a(p, i, 2 * q + 1)) << 16;
+    int64_t step = p->trans_a ? p->lda : 1;
+    for (int64_t i = begin; i < end; i++) {
+        const float *row = p->trans_a ? p->a + i : p->a + i * p->lda;
+        for (int64_t q = 0; q < p->pairs; q += 8) {
+            uint16_t chunk[16];
+            int64_t t = 2 * q, count = p->k - t < 16 ? p->k - t : 16;
+            round_chunk(chunk, row + t * step, count, step);
+            memcpy(p->packed_a + i * p->pairs + q, chunk, (size_t)(p->pairs - q < 8 ? p->pairs - q : 8) * 4);
+        }
+    }
 }
 
-static void pack_b_pairs(const void *context, int64_t begin, int64_t end) {
+// Panels of B. With B's columns contiguous (trans_b), each column's k values are rounded 16 at a
+// time (8 pairs) and spread over the panel's pairs; with its rows contiguous, each pair of rows is
+// rounded 16 columns at a time and interleaved.
+static void pack_b_panels(const void *context, int64_t begin, int64_t end) {
     const bf16_product *p = context;
-    for (int64_t index = begin; index < end; index++) {  // index = panel · pairs + q
-        int64_t panel = index / p->pairs, q = index % p->pairs;
-        uint32_t *out = p->packed_b + index * PAIR_COLUMNS;
-        for (int64_t j = 0; j < PAIR_COLUMNS; j++) {
-            int64_t column = panel * PAIR_COLUMNS + j;
-            out[j] = packed_bits(element_b(p, 2 * q, column)) | packed_bits(element_b(p, 2 * q + 1, column)) << 16;
+    for (int64_t panel = begin; panel < end; panel++) {
+        uint32_t *out = p->packed_b + panel * p->pairs * PAIR_COLUMNS;
+        int64_t first = panel * PAIR_COLUMNS, width = p->n - first < PAIR_COLUMNS ? p->n - first : PAIR_COLUMNS;
+        if (p->trans_b) {
+            for (int64_t j = 0; j < PAIR_COLUMNS; j++) {
+                const float *column = p->b + (first + j) * p->ldb;
+                for (int64_t q = 0; q < p->pairs; q += 8) {
+                    uint16_t chunk[16] = {0};
+                    int64_t t = 2 * q, count = p->k - t < 16 ? p->k - t : 16;
+                    if (j < width) round_chunk(chunk, column + t, count, 1);
+                    uint32_t pairs[8];
+                    memcpy(pairs, chunk, 32);
+                    for (int64_t r = 0; r < 8 && q + r < p->pairs; r++) out[(q + r) * PAIR_COLUMNS + j] = pairs[r];
+                }
+            }
+            continue;
         }
+        for (int64_t q = 0; q < p->pairs; q++)
+            for (int64_t half = 0; half < PAIR_COLUMNS; half += 16) {
+                uint16_t even[16] = {0}, odd[16] = {0};
+                int64_t count = width - half < 0 ? 0 : width - half < 16 ? width - half : 16;
+                round_chunk(even, p->b + 2 * q * p->ldb + first + half, count, 1);
+                if (2 * q + 1 < p->k) round_chunk(odd, p->b + (2 * q + 1) * p->ldb + first + half, count, 1);
+                for (int64_t j = 0; j < 16; j++) out[q * PAIR_COLUMNS + half + j] = even[j] | (uint32_t)odd[j] << 16;
+            }
     }
 }
 
@@ -109,18 +146,14 @@ __attribute__((always_inline)) static inline void flush(v16f *x) {
     *x = (v16f)(u & ~(tiny & 0x7fffffffu));
 }
 
-// The start of a tile's accumulators: 0, or C (flushed) when accumulating.
-static void load_tile(v16f acc[2], const float *c, int64_t columns, int accumulate) {
-    float row[PAIR_COLUMNS] = {0};
-    if (accumulate) memcpy(row, c, (size_t)columns * sizeof(float));
-    memcpy(&acc[0], row, 64), memcpy(&acc[1], row + 16, 64);
-    flush(&acc[0]), flush(&acc[1]);
-}
-
-static void store_tile(float *c, const v16f acc[2], int64_t columns) {
-    float row[PAIR_COLUMNS];
-    memcpy(row, &acc[0], 64), memcpy(row + 16, &acc[1], 64);
-    memcpy(c, row, (size_t)columns * sizeof(float));
+// A tile row's starting values: C's first `columns` (flushed, as the instruction reads its
+// accumulator), zeros after.
+static void load_start(float start[PAIR_COLUMNS], const float *c, int64_t columns) {
+    memcpy(start, c, (size_t)columns * sizeof(float));
+    v16f half[2];
+    memcpy(&half[0], start, 64), memcpy(&half[1], start + 16, 64);
+    flush(&half[0]), flush(&half[1]);
+    memcpy(start, &half[0], 64), memcpy(start + 16, &half[1], 64);
 }
 
 // The emulation, a row at a time: for each pair, acc = flush(fma(a_odd, b_odd, acc)) then
@@ -133,8 +166,10 @@ static void tile_emulated(const bf16_product *p, int64_t row, int64_t rows, int6
     for (int64_t i = row; i < row + rows; i++) {
         const uint32_t *a = p->packed_a + i * p->pairs;
         float *c = p->c + i * p->ldc + panel * PAIR_COLUMNS;
+        float start[PAIR_COLUMNS] = {0};
+        if (p->accumulate) load_start(start, c, columns);
         v16f acc[2];
-        load_tile(acc, c, columns, p->accumulate);
+        memcpy(&acc[0], start, 64), memcpy(&acc[1], start + 16, 64);
         for (int64_t q = 0; q < p->pairs; q++) {
             uint32_t pair = a[q];
             uint32_t even_bits = pair << 16, odd_bits = pair & 0xffff0000u;
@@ -150,7 +185,9 @@ static void tile_emulated(const bf16_product *p, int64_t row, int64_t rows, int6
                 flush(&acc[h]);
             }
         }
-        store_tile(c, acc, columns);
+        float out[PAIR_COLUMNS];
+        memcpy(out, &acc[0], 64), memcpy(out + 16, &acc[1], 64);
+        memcpy(c, out, (size_t)columns * sizeof(float));
     }
 }
 
@@ -165,11 +202,14 @@ tile_instruction(const bf16_product *p, int64_t row, int64_t rows, int64_t panel
     int64_t columns = p->n - panel * PAIR_COLUMNS < PAIR_COLUMNS ? p->n - panel * PAIR_COLUMNS : PAIR_COLUMNS;
     const uint32_t *a[TILE_ROWS];
     __m512 acc[TILE_ROWS][2];
+    // Unrolled, with the accumulators touched only by intrinsics: indexed by a loop counter or
+    // copied with memcpy they would get a stack home, stored on every step.
+#pragma clang loop unroll(full)
     for (int i = 0; i < TILE_ROWS; i++) {
         a[i] = p->packed_a + (row + (i < rows ? i : rows - 1)) * p->pairs;
-        v16f start[2] = {{0}, {0}};
-        if (i < rows) load_tile(start, p->c + (row + i) * p->ldc + panel * PAIR_COLUMNS, columns, p->accumulate);
-        memcpy(&acc[i][0], &start[0], 64), memcpy(&acc[i][1], &start[1], 64);
+        float start[PAIR_COLUMNS] = {0};
+        if (i < rows && p->accumulate) load_start(start, p->c + (row + i) * p->ldc + panel * PAIR_COLUMNS, columns);
+        acc[i][0] = _mm512_loadu_ps(start), acc[i][1] = _mm512_loadu_ps(start + 16);
     }
     for (int64_t q = 0; q < p->pairs; q++) {
         __m512bh b0 = (__m512bh)_mm512_loadu_si512(b + q * PAIR_COLUMNS);
@@ -183,10 +223,9 @@ tile_instruction(const bf16_product *p, int64_t row, int64_t rows, int64_t panel
     }
 #pragma clang loop unroll(full)
     for (int i = 0; i < TILE_ROWS; i++) {
-        if (i >= rows) break;
-        v16f out[2];
-        memcpy(&out[0], &acc[i][0], 64), memcpy(&out[1], &acc[i][1], 64);
-        store_tile(p->c + (row + i) * p->ldc + panel * PAIR_COLUMNS, out, columns);
+        float out[PAIR_COLUMNS];
+        _mm512_storeu_ps(out, acc[i][0]), _mm512_storeu_ps(out + 16, acc[i][1]);
+        if (i < rows) memcpy(p->c + (row + i) * p->ldc + panel * PAIR_COLUMNS, out, (size_t)columns * sizeof(float));
     }
 }
 
@@ -227,7 +266,7 @@ int64_t bp_bf16_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, 
     p.packed_b = bp_malloc(panels * pairs * PAIR_COLUMNS, sizeof(uint32_t), &missing);
     if (missing) return free(p.packed_a), free(p.packed_b), missing;
     bp_parallel_chunks(m, pairs * 8, pack_a_rows, &p);
-    bp_parallel_chunks(panels * pairs, PAIR_COLUMNS * 8, pack_b_pairs, &p);
+    bp_parallel_chunks(panels, pairs * PAIR_COLUMNS * 8, pack_b_panels, &p);
     int64_t tiles = panels * ((m + TILE_ROWS - 1) / TILE_ROWS);
 #pragma omp parallel for schedule(static) if (m * n * k >= BP_PARALLEL_MIN)
     for (int64_t tile = 0; tile < tiles; tile++) product_tiles(&p, tile, tile + 1);

@@ -113,14 +113,21 @@ void bp_add_inplace(float *y, const float *x, int64_t n);
 
 // MARK: - Linear (linear.c): x [rows, in], weight [out, in], bias [out], y [rows, out]
 
+/// The arithmetic of a layer's matrix products (`precision`): float32 through bp_sgemm, or
+/// bfloat16 inputs with float32 sums through bp_bf16_gemm, by the instruction where the CPU has it
+/// (BP_BF16) or by its emulation (BP_BF16_EMULATED, the same bits). Each returns the bytes of
+/// scratch it could not allocate, else 0.
+enum { BP_FP32 = 0, BP_BF16 = 1, BP_BF16_EMULATED = 2 };
+
 /// y = x weight^T + bias (bias may be NULL).
-void bp_linear_forward(float *y, const float *x, const float *weight, const float *bias, int64_t rows, int64_t in,
-                       int64_t out);
+int64_t bp_linear_forward(float *y, const float *x, const float *weight, const float *bias, int64_t rows, int64_t in,
+                          int64_t out, int precision);
 /// dx = dy weight  (overwrites dx).
-void bp_linear_backward_data(float *dx, const float *dy, const float *weight, int64_t rows, int64_t in, int64_t out);
+int64_t bp_linear_backward_data(float *dx, const float *dy, const float *weight, int64_t rows, int64_t in, int64_t out,
+                                int precision);
 /// dweight += dy^T x;  dbias += sum over rows of dy (dbias may be NULL).
-void bp_linear_backward_weights(float *dweight, float *dbias, const float *dy, const float *x, int64_t rows, int64_t in,
-                                int64_t out);
+int64_t bp_linear_backward_weights(float *dweight, float *dbias, const float *dy, const float *x, int64_t rows,
+                                   int64_t in, int64_t out, int precision);
 void bp_linear_forward_ref(float *y, const float *x, const float *weight, const float *bias, int64_t rows, int64_t in,
                            int64_t out);
 void bp_linear_backward_data_ref(float *dx, const float *dy, const float *weight, int64_t rows, int64_t in,

@@ -4,6 +4,7 @@ import CKernels
 /// (PyTorch's layout) and b of shape [out]; u has shape [*, out].
 ///
 /// Backward: ∂J/∂z = v W; ∂J/∂W += vᵀ z; ∂J/∂b += Σ_rows v (rows = all leading axes).
+/// The three products run in `Precision.current` as the forward found it.
 public final class Linear: Module {
     public let inFeatures: Int
     public let outFeatures: Int
@@ -56,11 +57,11 @@ public final class Linear: Module {
                 "\(self): input has shape \(describe(input.shape)), expected [*, \(inFeatures)]")
         }
         let rows = Int64(input.count / inFeatures), n = Int64(inFeatures), m = Int64(outFeatures)
-        let outputShape = Array(input.shape.dropLast() + [outFeatures])
-        let output = input.withPointer { x in
-            weight.value.withPointer { w in
-                withOptionalPointer(bias?.value) { b in
-                    Tensor.filled(outputShape) { bp_linear_forward($0, x, w, b, rows, n, m) }
+        let outputShape = Array(input.shape.dropLast() + [outFeatures]), precision = Precision.kernelCode
+        let output = try input.withPointer { x in
+            try weight.value.withPointer { w in
+                try withOptionalPointer(bias?.value) { b in
+                    try Tensor.computed(outputShape, by: self) { bp_linear_forward($0, x, w, b, rows, n, m, precision) }
                 }
             }
         }
@@ -68,20 +69,23 @@ public final class Linear: Module {
             output: output,
             parameterBackward: { [weight, bias] gradOutput in
                 try checkGradient(gradOutput, matches: outputShape, in: self)
-                gradOutput.withPointer { dy in
+                let missing = gradOutput.withPointer { dy in
                     input.withPointer { x in
                         weight.grad.withMutablePointer { dw in
                             withOptionalMutablePointer(bias) { db in
-                                bp_linear_backward_weights(dw, db, dy, x, rows, n, m)
+                                bp_linear_backward_weights(dw, db, dy, x, rows, n, m, precision)
                             }
                         }
                     }
                 }
+                try checkAllocation(missing, self)
             },
             inputBackward: { [weight] gradOutput in
-                gradOutput.withPointer { dy in
-                    weight.value.withPointer { w in
-                        Tensor.filled(input.shape) { bp_linear_backward_data($0, dy, w, rows, n, m) }
+                try gradOutput.withPointer { dy in
+                    try weight.value.withPointer { w in
+                        try Tensor.computed(input.shape, by: self) {
+                            bp_linear_backward_data($0, dy, w, rows, n, m, precision)
+                        }
                     }
                 }
             })

@@ -135,3 +135,5 @@ struct OptimizerChoice {
         }
     }
 }
+
+extension Precision: NamedOption {}

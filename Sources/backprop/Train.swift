@@ -66,6 +66,10 @@ struct Train: ParsableCommand {
         help:
             "Run each batch as this many equal micro-batches (gradient accumulation), their gradients summed in a fixed order; under mpirun the processes share them (default: the process count)."
     ) var microBatches: Int?
+    @Option(
+        help:
+            "Precision of the linear layers' matrix products: fp32, or bf16 (bfloat16 inputs, float32 sums; convolutions stay fp32 for now). Default fp32."
+    ) var precision: Precision?
     @Flag(
         name: .customLong("sync-batchnorm"),
         help:
@@ -77,7 +81,7 @@ struct Train: ParsableCommand {
     struct Settings {
         let batchSize: Int, optimizer: OptimizerChoice, learningRate: Float
         let l1: Float, l2: Float, schedule: ScheduleName, warmup: Int, clipNorm: Float?, clipValue: Float?
-        let validationSplit: Double, seed: UInt64, microBatches: Int, syncBatchNorm: Bool
+        let validationSplit: Double, seed: UInt64, microBatches: Int, syncBatchNorm: Bool, precision: Precision
     }
 
     func validate() throws {
@@ -133,7 +137,8 @@ struct Train: ParsableCommand {
             validationSplit: try kept.resolve("--validation-split", given: validationSplit, default: 0),
             seed: try kept.resolve("--seed", given: seed, default: 1),
             microBatches: try kept.resolve("--micro-batches", given: microBatches, default: processes),
-            syncBatchNorm: try kept.resolve("--sync-batchnorm", given: syncBatchNorm ? true : nil, default: false))
+            syncBatchNorm: try kept.resolve("--sync-batchnorm", given: syncBatchNorm ? true : nil, default: false),
+            precision: try kept.resolve("--precision", given: precision, default: .fp32))
     }
 
     /// Refuses micro-batches that the processes cannot share equally or the batch cannot hold.
@@ -251,6 +256,7 @@ struct Train: ParsableCommand {
                             + (optimizer.weightDecay > 0 ? ", weight decay \(optimizer.weightDecay)" : "")
                     ),
                     ("batch size", "\(batchSize)"), ("seed", "\(seed)"), ("threads", "\(Threads.count)"),
+                    ("precision", "\(settings.precision)"),
                 ]
                     + (settings.microBatches > 1
                         ? [
@@ -270,23 +276,26 @@ struct Train: ParsableCommand {
             "Training \(parameters.reduce(0) { $0 + $1.value.count }) parameters on \(train.count) images "
                 + "(\(validation.map { "\($0.count) held out, " } ?? "")\(test.count) test), "
                 + (group.size > 1 ? "\(group.size) processes x " : "") + "\(Threads.count) thread(s), "
+                + (settings.precision == .fp32 ? "" : "\(settings.precision) products, ")
                 + "\(optimizer.name.rawValue) lr \(rate)")
         for epoch in firstEpoch..<epochs {
             if let rates { step.learningRate = rates.learningRate(at: epoch) }
             let clock = ContinuousClock(), start = clock.now
-            let metrics = try Training.epoch(
-                model: network, optimizer: step, data: train, batchSize: batchSize,
-                seed: seed &+ UInt64(epoch), aids: aids, monitor: monitor, parallel: parallel
-            ) { done, total, loss, accuracy in
-                guard done % 10 == 0 || done == total else { return }
-                let seconds = (clock.now - start).seconds
-                let rate = Double(min(done * batchSize, train.count)) / max(seconds, 1e-9)
-                let eta = Double(total - done) * seconds / Double(done)
-                print(
-                    String(
-                        format: "\r  epoch %d/%d  [%d/%d]  loss %.4f  acc %.2f%%  %.0f img/s  ETA %.0fs ",
-                        epoch + 1, epochs, done, total, loss, 100 * accuracy, rate, eta), terminator: "")
-                fflush(nil)  // all C streams: the progress line has no newline
+            let metrics = try Precision.$current.withValue(settings.precision) {
+                try Training.epoch(
+                    model: network, optimizer: step, data: train, batchSize: batchSize,
+                    seed: seed &+ UInt64(epoch), aids: aids, monitor: monitor, parallel: parallel
+                ) { done, total, loss, accuracy in
+                    guard done % 10 == 0 || done == total else { return }
+                    let seconds = (clock.now - start).seconds
+                    let rate = Double(min(done * batchSize, train.count)) / max(seconds, 1e-9)
+                    let eta = Double(total - done) * seconds / Double(done)
+                    print(
+                        String(
+                            format: "\r  epoch %d/%d  [%d/%d]  loss %.4f  acc %.2f%%  %.0f img/s  ETA %.0fs ",
+                            epoch + 1, epochs, done, total, loss, 100 * accuracy, rate, eta), terminator: "")
+                    fflush(nil)  // all C streams: the progress line has no newline
+                }
             }
             let seconds = (clock.now - start).seconds
             guard group.rank == 0 else { continue }  // the others have the same weights and write nothing

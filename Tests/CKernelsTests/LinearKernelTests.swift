@@ -22,13 +22,13 @@ import Testing
         var y = [Float](repeating: 0, count: dy.count), yRef = y
         b.withUnsafeBufferPointer { bp in
             let bias = bias ? bp.baseAddress : nil
-            bp_linear_forward(&y, x, w, bias, rows, inF, outF)
+            _ = bp_linear_forward(&y, x, w, bias, rows, inF, outF, Int32(BP_FP32))
             bp_linear_forward_ref(&yRef, x, w, bias, rows, inF, outF)
         }
         #expect(relativeError(y, yRef) < 1e-5, "forward \(label)")
 
         var dx = [Float](repeating: 0, count: x.count), dxRef = dx
-        bp_linear_backward_data(&dx, dy, w, rows, inF, outF)
+        _ = bp_linear_backward_data(&dx, dy, w, rows, inF, outF, Int32(BP_FP32))
         bp_linear_backward_data_ref(&dxRef, dy, w, rows, inF, outF)
         #expect(relativeError(dx, dxRef) < 1e-5, "backward-data \(label)")
 
@@ -36,11 +36,11 @@ import Testing
         var dw = random.floats(w.count), dwRef = dw
         var db = random.floats(b.count), dbRef = db
         if bias {
-            bp_linear_backward_weights(&dw, &db, dy, x, rows, inF, outF)
+            _ = bp_linear_backward_weights(&dw, &db, dy, x, rows, inF, outF, Int32(BP_FP32))
             bp_linear_backward_weights_ref(&dwRef, &dbRef, dy, x, rows, inF, outF)
             #expect(relativeError(db, dbRef) < 1e-5, "backward-bias \(label)")
         } else {
-            bp_linear_backward_weights(&dw, nil, dy, x, rows, inF, outF)
+            _ = bp_linear_backward_weights(&dw, nil, dy, x, rows, inF, outF, Int32(BP_FP32))
             bp_linear_backward_weights_ref(&dwRef, nil, dy, x, rows, inF, outF)
         }
         #expect(relativeError(dw, dwRef) < 1e-5, "backward-weights \(label)")

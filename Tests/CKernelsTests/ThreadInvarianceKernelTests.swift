@@ -18,9 +18,9 @@ import Testing
         func run() -> [[UInt32]] {
             var y = [Float](repeating: 0, count: rows * outF), dx = [Float](repeating: 0, count: rows * inF)
             var dw = [Float](repeating: 0, count: w.count), db = [Float](repeating: 0, count: b.count)
-            bp_linear_forward(&y, x, w, b, Int64(rows), Int64(inF), Int64(outF))
-            bp_linear_backward_data(&dx, dy, w, Int64(rows), Int64(inF), Int64(outF))
-            bp_linear_backward_weights(&dw, &db, dy, x, Int64(rows), Int64(inF), Int64(outF))
+            _ = bp_linear_forward(&y, x, w, b, Int64(rows), Int64(inF), Int64(outF), Int32(BP_FP32))
+            _ = bp_linear_backward_data(&dx, dy, w, Int64(rows), Int64(inF), Int64(outF), Int32(BP_FP32))
+            _ = bp_linear_backward_weights(&dw, &db, dy, x, Int64(rows), Int64(inF), Int64(outF), Int32(BP_FP32))
             var dl = [Float](repeating: 0, count: y.count), dm = dl, stats = [Float](repeating: 0, count: 2 * rows)
             let xent = bp_softmax_xent_forward(&stats, y, labels, Int64(rows), Int64(outF))
             bp_softmax_xent_backward(&dl, stats, y, labels, Int64(rows), Int64(outF), 1 / Float(rows))

@@ -1,0 +1,35 @@
+import CKernels
+import Foundation
+
+/// The arithmetic of the matrix products of linear layers: float32, or bfloat16 inputs with float32
+/// sums (`bp_bf16_gemm`: AVX512_BF16's dot-product instruction where the CPU has it, an exact
+/// emulation elsewhere, the same bits). Everything else (biases, activations, normalization,
+/// losses, optimizer state, the master weights) stays float32, and so do the tensors a forward
+/// keeps for its backward. bfloat16 has float32's exponent range, so no loss scaling is needed.
+///
+/// A scope, read when a layer runs its forward (its backward keeps that forward's precision):
+///
+///     try Precision.$current.withValue(.bf16) { try Training.epoch(...) }
+public enum Precision: String, Sendable, CaseIterable, LosslessStringConvertible {
+    case fp32, bf16
+
+    public init?(_ description: String) { self.init(rawValue: description) }
+
+    /// The precision of the products the current task runs; float32 unless a scope sets it.
+    @TaskLocal public static var current: Precision = .fp32
+
+    /// Runs bfloat16 products by the emulation even where the CPU has the instruction (to compare the
+    /// two on one machine, or time the emulation); BACKPROP_BF16_EMULATE=1 sets it for a process.
+    @TaskLocal public static var emulatesInstruction =
+        ProcessInfo.processInfo.environment["BACKPROP_BF16_EMULATE"] == "1"
+
+    public var description: String { rawValue }
+
+    /// The kernels' code for the current precision (BP_FP32, BP_BF16 or BP_BF16_EMULATED).
+    static var kernelCode: Int32 {
+        switch current {
+        case .fp32: Int32(BP_FP32)
+        case .bf16: Int32(emulatesInstruction ? BP_BF16_EMULATED : BP_BF16)
+        }
+    }
+}
