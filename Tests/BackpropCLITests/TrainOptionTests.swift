@@ -22,6 +22,7 @@ import Testing
         (["--warmup", "2", "--schedule", "constant"], "--warmup applies to the cosine schedule only"),
         (["--warmup", "2", "--schedule", "step"], "--warmup applies to the cosine schedule only"),
         (["--micro-batches", "0"], "--micro-batches must be positive"),
+        (["--precision", "fp16"], "Please provide one of 'fp32' and 'bf16'"),
     ])
     func badSettingsAreRefused(arguments: [String], message: String) {
         let refused = Self.refusal(arguments)
