@@ -22,6 +22,8 @@ struct BenchCommand: ParsableCommand {
         name: .customLong("peak-gflops"),
         help: "FMA peak of one core, for the share-of-peak column (default: measured on this machine).")
     var peakGFLOPs: Double?
+    @Option(help: "Precision of the linear and convolution layers' products: fp32 or bf16 (checks run in fp32).")
+    var precision: Precision = .fp32
 
     static func main() {
         if let better = ProcessSetup.configure() {
@@ -62,9 +64,13 @@ struct BenchCommand: ParsableCommand {
             // A workload the library cannot build is skipped; one whose check or run fails is
             // reported as failed; either way the run goes on to the next.
             do {
-                let prepared = try Preparation.prepare(workload)
-                let forward = try Timing.medianMilliseconds(minTime: minTime, prepared.forward)
-                let backward = try Timing.medianMilliseconds(minTime: minTime, prepared.backward)
+                let prepared = try Precision.$current.withValue(precision) { try Preparation.prepare(workload) }
+                let (forward, backward) = try Precision.$current.withValue(precision) {
+                    (
+                        try Timing.medianMilliseconds(minTime: minTime, prepared.forward),
+                        try Timing.medianMilliseconds(minTime: minTime, prepared.backward)
+                    )
+                }
                 results[workload.name] =
                     ["forward_ms": forward, "backward_ms": backward]
                     .merging(prepared.peakStepBytes.map { ["peak_step_bytes": Double($0)] } ?? [:]) { a, _ in a }
@@ -142,3 +148,5 @@ enum Table {
         return left ? fill + text : text + fill
     }
 }
+
+extension Precision: ExpressibleByArgument {}

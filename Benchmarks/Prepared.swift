@@ -41,13 +41,17 @@ enum Preparation {
         let small = smallCopy(fields)
         let smallModule = try build(op, small)
         if op == "linear" {
-            try checkLinear(
-                smallModule, rows: small.int("n"), inFeatures: small.int("in"), outFeatures: small.int("out"))
+            try checkedInFloat32 {
+                try checkLinear(
+                    smallModule, rows: small.int("n"), inFeatures: small.int("in"), outFeatures: small.int("out"))
+            }
         }
         let tokens = op == "embedding"  // integer indices: no input gradient
-        let report = try GradientCheck.run(
-            smallModule, input: try input(op, small, seed: 10), epsilon: 1e-2, maxChecksPerTensor: 50,
-            checkInput: !tokens)
+        let checkInput = try input(op, small, seed: 10)
+        let report = try checkedInFloat32 {
+            try GradientCheck.run(
+                smallModule, input: checkInput, epsilon: 1e-2, maxChecksPerTensor: 50, checkInput: !tokens)
+        }
         guard report.passed else { throw BackpropError(.numerical, "\(report)") }
 
         let module = try build(op, fields), input = try input(op, fields, seed: 11)
@@ -179,7 +183,9 @@ enum Preparation {
         let small = [min(shape[0], 2)] + shape.dropFirst()
         // Each checked point costs two forwards of the whole network: 4 a tensor past 16 × 16 pixels.
         let points = shape[2] * shape[3] > 256 ? 4 : 20
-        let report = try GradientCheck.run(model, input: randomTensor(small, seed: 4), maxChecksPerTensor: points)
+        let report = try checkedInFloat32 {
+            try GradientCheck.run(model, input: randomTensor(small, seed: 4), maxChecksPerTensor: points)
+        }
         var prepared = try networkWorkload(model, input: randomTensor(shape, seed: 5), classes: 10)
         // Float32 finite differences lose accuracy through many layers (a deep conv–batchnorm–ReLU
         // stack can miss the tolerance with correct gradients); every layer has passed its own
@@ -197,9 +203,11 @@ enum Preparation {
     static func sequenceNetwork(_ f: JSONFields) throws -> Prepared {
         let (n, t, classes) = (try f.int("n"), try f.int("t"), try f.int("classes"))
         let model = try ModelSpec.build(f.string("model"), seed: 1)
-        let report = try GradientCheck.run(
-            model, input: tokens([min(n, 2), min(t, 5)], below: classes, seed: 4), maxChecksPerTensor: 20,
-            checkInput: false)
+        let report = try checkedInFloat32 {
+            try GradientCheck.run(
+                model, input: tokens([min(n, 2), min(t, 5)], below: classes, seed: 4), maxChecksPerTensor: 20,
+                checkInput: false)
+        }
         guard report.passed else { throw BackpropError(.numerical, "\(report)") }
         let input = try tokens([n, t], below: classes, seed: 5), labels = (0..<n * t).map { ($0 * 7919) % classes }
         let loss = SoftmaxCrossEntropy()
@@ -272,4 +280,10 @@ enum Preparation {
             throw BackpropError(.numerical, "check failed: \(what): max error \(error)")
         }
     }
+}
+
+/// `body` with float32 products: the checks before timing compare against float32 references and
+/// finite differences, whatever precision the timing runs in.
+func checkedInFloat32<R>(_ body: () throws -> R) rethrows -> R {
+    try Precision.$current.withValue(.fp32) { try body() }
 }

@@ -163,6 +163,17 @@ int64_t bp_conv2d_backward_data(float *dx, const float *dy, const float *weight,
 /// bit-identical for any thread count.
 int64_t bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy, const float *x,
                                    const bp_conv2d_params *p);
+/// The same three with bfloat16 products (bp_bf16_gemm, `emulate` as there) over an explicit column
+/// matrix [c / groups · r · s, out_h · out_w] per image and group, taps in the order (channel, row,
+/// column): each output element is bp_bf16_gemm's sum over the taps (the forward, the weight
+/// gradient over the pixels of each image, image after image); the input gradient sums the column
+/// gradient onto each input pixel tap by tap.
+int64_t bp_conv2d_forward_bf16(float *y, const float *x, const float *weight, const float *bias,
+                               const bp_conv2d_params *p, int emulate);
+int64_t bp_conv2d_backward_data_bf16(float *dx, const float *dy, const float *weight, const float *bias,
+                                     const bp_conv2d_params *p, int emulate);
+int64_t bp_conv2d_backward_weights_bf16(float *dweight, float *dbias, const float *dy, const float *x,
+                                        const bp_conv2d_params *p, int emulate);
 /// References (reference/conv2d_ref.c): every product term in double.
 int64_t bp_conv2d_forward_ref(float *y, const float *x, const float *weight, const bp_conv2d_params *p);
 int64_t bp_conv2d_backward_data_ref(float *dx, const float *dy, const float *weight, const bp_conv2d_params *p);

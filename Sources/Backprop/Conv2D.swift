@@ -113,8 +113,9 @@ func convolution(
     var p = geometry
     let outputShape =
         transposed ? [Int(p.n), Int(p.c), Int(p.h), Int(p.w)] : [Int(p.n), Int(p.k), Int(p.out_h), Int(p.out_w)]
-    let forwardKernel = transposed ? bp_conv2d_backward_data : bp_conv2d_forward
-    let inputGradientKernel = transposed ? bp_conv2d_forward : bp_conv2d_backward_data
+    let kernels = ConvolutionKernels(precision: Precision.kernelCode)
+    let forwardKernel = transposed ? kernels.backwardData : kernels.forward
+    let inputGradientKernel = transposed ? kernels.forward : kernels.backwardData
     let output = try input.withPointer { x in
         try weight.value.withPointer { w in
             try withOptionalPointer(bias?.value) { b in
@@ -134,7 +135,7 @@ func convolution(
                 xSide.withPointer { x in
                     weight.grad.withMutablePointer { dw in
                         withOptionalMutablePointer(transposed ? nil : bias) { db in
-                            missing = bp_conv2d_backward_weights(dw, db, dy, x, &p)
+                            missing = kernels.backwardWeights(dw, db, dy, x, &p)
                         }
                     }
                 }
@@ -154,6 +155,33 @@ func convolution(
                 }
             }
         })
+}
+
+/// The three convolution kernels in a precision (`Precision.kernelCode`): float32's, or the
+/// bfloat16 products' (on the instruction or its emulation).
+struct ConvolutionKernels {
+    typealias Forward = (
+        UnsafeMutablePointer<Float>?, UnsafePointer<Float>?, UnsafePointer<Float>?, UnsafePointer<Float>?,
+        UnsafePointer<bp_conv2d_params>?
+    ) -> Int64
+    typealias Weights = (
+        UnsafeMutablePointer<Float>?, UnsafeMutablePointer<Float>?, UnsafePointer<Float>?, UnsafePointer<Float>?,
+        UnsafePointer<bp_conv2d_params>?
+    ) -> Int64
+    let forward: Forward, backwardData: Forward, backwardWeights: Weights
+
+    init(precision: Int32) {
+        guard precision != Int32(BP_FP32) else {
+            (forward, backwardData, backwardWeights) = (
+                bp_conv2d_forward, bp_conv2d_backward_data, bp_conv2d_backward_weights
+            )
+            return
+        }
+        let emulate: Int32 = precision == Int32(BP_BF16_EMULATED) ? 1 : 0
+        forward = { bp_conv2d_forward_bf16($0, $1, $2, $3, $4, emulate) }
+        backwardData = { bp_conv2d_backward_data_bf16($0, $1, $2, $3, $4, emulate) }
+        backwardWeights = { bp_conv2d_backward_weights_bf16($0, $1, $2, $3, $4, emulate) }
+    }
 }
 
 /// A convolution's weight and bias drawn from one generator, as PyTorch draws them: fan-in and fan-out
