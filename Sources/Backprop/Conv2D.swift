@@ -8,7 +8,8 @@ import CKernels
 /// ∂J/∂b += Σ over N, OH, OW of v. Memory: the forward allocates the output, and each thread one
 /// image's column matrix ((C / groups) · kh · kw × OH · OW floats) while it runs (none for 1x1
 /// stride-1 convolutions); the backward the input gradient, a column matrix per thread, and for the
-/// weight gradient up to 4 weight-sized partial sums.
+/// weight gradient up to 4 weight-sized partial sums. The three products run in `Precision.current`
+/// as the forward found it.
 public final class Conv2D: Module {
     public let inChannels: Int
     public let outChannels: Int

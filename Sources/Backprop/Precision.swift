@@ -1,9 +1,9 @@
 import CKernels
 import Foundation
 
-/// The arithmetic of the matrix products of linear layers: float32, or bfloat16 inputs with float32
-/// sums (`bp_bf16_gemm`: AVX512_BF16's dot-product instruction where the CPU has it, an exact
-/// emulation elsewhere, the same bits). Everything else (biases, activations, normalization,
+/// The arithmetic of the matrix products of linear and convolution layers (recurrent layers stay
+/// float32): float32, or bfloat16 inputs with float32 sums (`bp_bf16_gemm`: AVX512_BF16's
+/// dot-product instruction where the CPU has it, an exact emulation elsewhere, the same bits). Everything else (biases, activations, normalization,
 /// losses, optimizer state, the master weights) stays float32, and so do the tensors a forward
 /// keeps for its backward. bfloat16 has float32's exponent range, so no loss scaling is needed.
 ///

@@ -68,7 +68,7 @@ struct Train: ParsableCommand {
     ) var microBatches: Int?
     @Option(
         help:
-            "Precision of the linear layers' matrix products: fp32, or bf16 (bfloat16 inputs, float32 sums; convolutions stay fp32 for now). Default fp32."
+            "Precision of the linear and convolution layers' matrix products: fp32, or bf16 (bfloat16 inputs, float32 sums). Default fp32."
     ) var precision: Precision?
     @Flag(
         name: .customLong("sync-batchnorm"),
