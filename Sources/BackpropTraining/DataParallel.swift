@@ -98,17 +98,40 @@ public struct DataParallel {
         } else {
             try run.independent(model, data, examples, batch.count, place, group)
         }
-        let gradients = try group.allGather(run.gradients)
+        let (sums, gradientBytes) = try reduceInTree(run.gradients, width: layout.total)
         let scalars = try group.allGather(run.scalars)
-        layout.store(Self.treeSum(gradients, parts: microBatches, width: layout.total), in: parameters)
+        layout.store(sums, in: parameters)
         run.randomness.finish()
         let micro = 0..<microBatches
         return StepResult(
             loss: micro.reduce(0.0) { $0 + scalars[2 * $1] },
             correct: micro.reduce(0) { $0 + Int(scalars[2 * $1 + 1]) },
             count: batch.count,
-            receivedBytes: (gradients.count - run.gradients.count) * 4 + (scalars.count - run.scalars.count) * 8
-                + run.receivedStatisticsBytes)
+            receivedBytes: gradientBytes + (scalars.count - run.scalars.count) * 8 + run.receivedStatisticsBytes)
+    }
+
+    /// Σ_j of every micro-batch's gradient row (this process's `rows`, S/P of `width`) in the fixed
+    /// tree, on every process, and the bytes this one received. The width is cut into P chunks;
+    /// each process gets every micro-batch's part of its own chunk (all-to-all), sums that in the
+    /// tree, and the sums are gathered: each element is summed in the same tree as one process
+    /// would, and each process receives 2 (P − 1) / P rows' worth for S = P (an allreduce's bytes).
+    func reduceInTree(_ rows: [Float], width: Int) throws -> (sums: [Float], receivedBytes: Int) {
+        let processes = group.size, local = microBatches / processes
+        guard processes > 1 else { return (Self.treeSum(rows, parts: microBatches, width: width), 0) }
+        let bounds = (0...processes).map { $0 * width / processes }
+        let chunk = (0..<processes).map { bounds[$0 + 1] - bounds[$0] }, mine = chunk[group.rank]
+        var send: [Float] = []
+        send.reserveCapacity(rows.count)
+        for destination in 0..<processes {
+            for row in 0..<local {
+                send += rows[row * width + bounds[destination]..<row * width + bounds[destination + 1]]
+            }
+        }
+        let parts = try group.exchange(
+            send, sendCounts: chunk.map { local * $0 }, receiveCounts: Array(repeating: local * mine, count: processes))
+        let sums = try group.allGather(
+            Self.treeSum(parts, parts: microBatches, width: mine), counts: chunk)
+        return (sums, (parts.count - local * mine + width - mine) * 4)
     }
 
     /// Σ_j parts[j] over `parts` rows of `width` in a fixed pairwise tree:

@@ -13,6 +13,11 @@ public protocol ProcessGroup: AnyObject {
     /// Every process's `local` (of the same count on each), concatenated in rank order, on every process.
     func allGather(_ local: [Float]) throws -> [Float]
     func allGather(_ local: [Double]) throws -> [Double]
+    /// Every process's `local`, of counts[rank] values on process `rank`, concatenated in rank order.
+    func allGather(_ local: [Float], counts: [Int]) throws -> [Float]
+    /// All-to-all: `send` holds a block of sendCounts[d] values for each process d in order; the
+    /// result holds the block each process s sent this one (receiveCounts[s] values), in rank order.
+    func exchange(_ send: [Float], sendCounts: [Int], receiveCounts: [Int]) throws -> [Float]
     /// Ends every process of the job with exit status `code` (one that failed alone: the others
     /// would wait for it forever).
     func abort(_ code: Int32) -> Never
@@ -27,6 +32,8 @@ public final class SingleProcess: ProcessGroup {
     public var size: Int { 1 }
     public func allGather(_ local: [Float]) -> [Float] { local }
     public func allGather(_ local: [Double]) -> [Double] { local }
+    public func allGather(_ local: [Float], counts: [Int]) -> [Float] { local }
+    public func exchange(_ send: [Float], sendCounts: [Int], receiveCounts: [Int]) -> [Float] { send }
     public func abort(_ code: Int32) -> Never { exit(code) }
     public func finish() {}
 }
@@ -89,6 +96,52 @@ public enum MPIWorld {
 
         public func allGather(_ local: [Double]) throws -> [Double] {
             try gather(local) { bp_mpi_allgather_double($0, $1, $2) }
+        }
+
+        public func allGather(_ local: [Float], counts: [Int]) throws -> [Float] {
+            let (counts32, displacements) = try Self.layout(counts)
+            guard counts.reduce(0, +) > 0 else { return [] }
+            var all = [Float](repeating: 0, count: counts.reduce(0, +))
+            let code = all.withUnsafeMutableBufferPointer { all in
+                (local.isEmpty ? [0] : local).withUnsafeBufferPointer {
+                    bp_mpi_allgatherv_float(
+                        all.baseAddress!, $0.baseAddress!, counts32, displacements, Int32(local.count))
+                }
+            }
+            guard code == 0 else {
+                throw BackpropError(.invalidArgument, "MPI_Allgatherv failed with error code \(code)")
+            }
+            return all
+        }
+
+        public func exchange(_ send: [Float], sendCounts: [Int], receiveCounts: [Int]) throws -> [Float] {
+            let (sent, sendDisplacements) = try Self.layout(sendCounts)
+            let (received, receiveDisplacements) = try Self.layout(receiveCounts)
+            var all = [Float](repeating: 0, count: max(receiveCounts.reduce(0, +), 1))
+            let code = all.withUnsafeMutableBufferPointer { all in
+                (send.isEmpty ? [0] : send).withUnsafeBufferPointer {
+                    bp_mpi_alltoallv_float(
+                        all.baseAddress!, received, receiveDisplacements, $0.baseAddress!, sent, sendDisplacements)
+                }
+            }
+            guard code == 0 else {
+                throw BackpropError(.invalidArgument, "MPI_Alltoallv failed with error code \(code)")
+            }
+            return Array(all.prefix(receiveCounts.reduce(0, +)))
+        }
+
+        /// MPI's int counts and displacements (running sums) for blocks of `counts` values.
+        private static func layout(_ counts: [Int]) throws -> (counts: [Int32], displacements: [Int32]) {
+            guard counts.reduce(0, +) <= Int(Int32.max) else {
+                throw BackpropError(
+                    .invalidArgument, "MPI: \(counts.reduce(0, +)) values exceed one collective's \(Int32.max)")
+            }
+            var displacements: [Int32] = [], total: Int32 = 0
+            for count in counts {
+                displacements.append(total)
+                total += Int32(count)
+            }
+            return (counts.map { Int32($0) }, displacements)
         }
 
         private func gather<T: Numeric>(
