@@ -66,46 +66,68 @@ static void add_bias(float *planes, const float *bias, int64_t channels, int64_t
         for (int64_t q = 0; q < size; q++) planes[ch * size + q] += bias[ch];
 }
 
-int64_t bp_conv2d_forward_bf16(float *y, const float *x, const float *weight, const float *bias,
-                               const bp_conv2d_params *p, int emulate) {
-    group_shape g = shape_of(p);
+// One image's group of the forward or the backward-data, with a column matrix of scratch.
+typedef struct {
+    const float *in, *weight, *bias;
+    float *out;
+    const bp_conv2d_params *p;
+    group_shape g;
+    int emulate;
+} image_pass;
+
+typedef int64_t (*image_step)(const image_pass *pass, float *col, int64_t b, int64_t gi);
+
+// Runs `step` on every image and group in parallel (each writes its own output), each with its own
+// column matrix; returns the bytes that could not be allocated.
+static int64_t for_each_image(const image_pass *pass, image_step step) {
+    const bp_conv2d_params *p = pass->p;
     int64_t missing = 0;
 #pragma omp parallel for schedule(static) reduction(+ : missing)
     for (int64_t item = 0; item < p->n * p->groups; item++) {
-        int64_t b = item / p->groups, gi = item % p->groups, lost = 0;
-        float *col = bp_malloc(g.taps * g.pixels, sizeof(float), &lost);
-        if (col) {
-            im2col(col, x + (b * p->c + gi * g.cg) * p->h * p->w, p, g);
-            float *out = y + (b * p->k + gi * g.kg) * g.pixels;
-            lost = bp_bf16_gemm(0, 0, g.kg, g.pixels, g.taps, weight + gi * g.kg * g.taps, g.taps, col, g.pixels, out,
-                                g.pixels, 0, emulate);
-            if (bias) add_bias(out, bias + gi * g.kg, g.kg, g.pixels);
-            free(col);
-        }
+        int64_t lost = 0;
+        float *col = bp_malloc(pass->g.taps * pass->g.pixels, sizeof(float), &lost);
+        if (col) lost = step(pass, col, item / p->groups, item % p->groups);
+        free(col);
         missing += lost;
     }
     return missing;
 }
 
+// y[b, g] = W_g · col(x[b, g]) + bias.
+static int64_t forward_image(const image_pass *pass, float *col, int64_t b, int64_t gi) {
+    const bp_conv2d_params *p = pass->p;
+    group_shape g = pass->g;
+    im2col(col, pass->in + (b * p->c + gi * g.cg) * p->h * p->w, p, g);
+    float *out = pass->out + (b * p->k + gi * g.kg) * g.pixels;
+    int64_t lost = bp_bf16_gemm(0, 0, g.kg, g.pixels, g.taps, pass->weight + gi * g.kg * g.taps, g.taps, col, g.pixels,
+                                out, g.pixels, 0, pass->emulate);
+    if (pass->bias) add_bias(out, pass->bias + gi * g.kg, g.kg, g.pixels);
+    return lost;
+}
+
+// dx[b, g] = col2im(W_gᵀ · dy[b, g]) + bias.
+static int64_t backward_data_image(const image_pass *pass, float *dcol, int64_t b, int64_t gi) {
+    const bp_conv2d_params *p = pass->p;
+    group_shape g = pass->g;
+    int64_t lost =
+        bp_bf16_gemm(1, 0, g.taps, g.pixels, g.kg, pass->weight + gi * g.kg * g.taps, g.taps,
+                     pass->in + (b * p->k + gi * g.kg) * g.pixels, g.pixels, dcol, g.pixels, 0, pass->emulate);
+    float *out = pass->out + (b * p->c + gi * g.cg) * p->h * p->w;
+    col2im(out, dcol, p, g);
+    if (pass->bias) add_bias(out, pass->bias + gi * g.cg, g.cg, p->h * p->w);
+    return lost;
+}
+
+int64_t bp_conv2d_forward_bf16(float *y, const float *x, const float *weight, const float *bias,
+                               const bp_conv2d_params *p, int emulate) {
+    image_pass pass = {x, weight, bias, y, p, shape_of(p), emulate};
+    return for_each_image(&pass, forward_image);
+}
+
 int64_t bp_conv2d_backward_data_bf16(float *dx, const float *dy, const float *weight, const float *bias,
                                      const bp_conv2d_params *p, int emulate) {
-    group_shape g = shape_of(p);
-    int64_t missing = 0;
-#pragma omp parallel for schedule(static) reduction(+ : missing)
-    for (int64_t item = 0; item < p->n * p->groups; item++) {
-        int64_t b = item / p->groups, gi = item % p->groups, lost = 0;
-        float *dcol = bp_malloc(g.taps * g.pixels, sizeof(float), &lost);
-        if (dcol) {
-            lost = bp_bf16_gemm(1, 0, g.taps, g.pixels, g.kg, weight + gi * g.kg * g.taps, g.taps,
-                                dy + (b * p->k + gi * g.kg) * g.pixels, g.pixels, dcol, g.pixels, 0, emulate);
-            float *out = dx + (b * p->c + gi * g.cg) * p->h * p->w;
-            col2im(out, dcol, p, g);
-            if (bias) add_bias(out, bias + gi * g.cg, g.cg, p->h * p->w);
-            free(dcol);
-        }
-        missing += lost;
-    }
-    return missing;
+    image_pass pass = {dy, weight, bias, dx, p, shape_of(p), emulate};
+    return for_each_image(&pass, backward_data_image);
 }
 
 int64_t bp_conv2d_backward_weights_bf16(float *dweight, float *dbias, const float *dy, const float *x,
