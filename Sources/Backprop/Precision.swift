@@ -25,6 +25,10 @@ public enum Precision: String, Sendable, CaseIterable, LosslessStringConvertible
 
     public var description: String { rawValue }
 
+    /// Whether this CPU has the bfloat16 dot-product instruction (AVX512_BF16); without it bfloat16
+    /// products are emulated, several times slower than float32's.
+    public static var hasInstruction: Bool { bp_bf16_has_instruction() != 0 }
+
     /// The kernels' code for the current precision (BP_FP32, BP_BF16 or BP_BF16_EMULATED).
     static var kernelCode: Int32 {
         switch current {

@@ -195,6 +195,12 @@ struct Train: ParsableCommand {
         var kept = try RunSettings(resuming: resumed?.metadata)
         let settings = try resolve(&kept, processes: group.size)
         try Self.checkSplit(settings, processes: group.size)
+        if settings.precision == .bf16 && !Precision.hasInstruction {
+            FileHandle.standardError.write(
+                Data(
+                    "backprop: this CPU has no AVX512_BF16: bfloat16 products are emulated (the same bits, several times slower than fp32)\n"
+                        .utf8))
+        }
         let (batchSize, optimizer) = (settings.batchSize, settings.optimizer)
         let (l1, l2, schedule, warmup, clipNorm, clipValue, seed) = (
             settings.l1, settings.l2, settings.schedule, settings.warmup, settings.clipNorm, settings.clipValue,
