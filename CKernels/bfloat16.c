@@ -8,35 +8,41 @@
 #include <string.h>
 
 typedef uint32_t v16u __attribute__((vector_size(64)));
-typedef int32_t v16i __attribute__((vector_size(64)));
 typedef uint16_t v16h __attribute__((vector_size(32)));
 typedef float v16f __attribute__((vector_size(64)));
 
 // MARK: - Conversion
 
-// Round to nearest, ties to even, on the bits: add 0x7fff plus the lowest kept bit, keep the top
-// half (a carry into the exponent is the correct rounding up, infinity included). NaN: 0xffff.
-__attribute__((always_inline)) static inline uint16_t round_bits(uint32_t u) {
-    if ((u & 0x7fffffffu) > 0x7f800000u) return 0xffff;
-    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+// 16 floats' bits rounded to bfloat16 in place (into the low halves): to nearest, ties to even,
+// by adding 0x7fff plus the lowest kept bit and keeping the top half (a carry into the exponent is
+// the correct rounding up, infinity included); NaN becomes 0xffff. (Vectors go by pointer: by
+// value they would change the baseline build's calling convention.)
+__attribute__((always_inline)) static inline void round_bits(v16u *u) {
+    v16u rounded = (*u + 0x7fffu + ((*u >> 16) & 1u)) >> 16;
+    v16u nan = (v16u)((*u & 0x7fffffffu) > 0x7f800000u);  // all ones where NaN
+    *u = (rounded & ~nan) | (nan & 0xffffu);
+}
+
+// y[l] = the bfloat16 of x[l], for `count` (at most 16) floats; with `flush`, a denormal result
+// (exponent bits 0) becomes a zero of its sign, as the dot-product instruction reads its inputs.
+__attribute__((always_inline)) static inline void round_16(uint16_t *y, const float *x, int64_t count, int flush) {
+    float chunk[16] = {0};
+    v16u u;
+    if (count == 16) memcpy(&u, x, 64);
+    else memcpy(chunk, x, (size_t)count * sizeof(float)), memcpy(&u, chunk, 64);
+    round_bits(&u);
+    if (flush) u &= ~((v16u)((u & 0x7f80u) == 0) & 0x7fffu);
+    v16h h = __builtin_convertvector(u, v16h);
+    if (count == 16) memcpy(y, &h, 32);
+    else {
+        uint16_t out[16];
+        memcpy(out, &h, 32), memcpy(y, out, (size_t)count * sizeof(uint16_t));
+    }
 }
 
 BP_MULTIVERSION
 void bp_bf16_from_float(uint16_t *y, const float *x, int64_t n) {
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        v16u u;
-        memcpy(&u, x + i, 64);
-        v16u rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-        v16u nan = (v16u)((u & 0x7fffffffu) > 0x7f800000u);  // all ones where NaN
-        v16h h = __builtin_convertvector((rounded & ~nan) | (nan & 0xffffu), v16h);
-        memcpy(y + i, &h, 32);
-    }
-    for (; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, x + i, 4);
-        y[i] = round_bits(u);
-    }
+    for (int64_t i = 0; i < n; i += 16) round_16(y + i, x + i, n - i < 16 ? n - i : 16, 0);
 }
 
 BP_MULTIVERSION
@@ -49,30 +55,17 @@ void bp_bf16_to_float(float *y, const uint16_t *x, int64_t n) {
 
 // MARK: - The product's packing
 
-// 16 floats rounded to bfloat16 as the product reads them: denormals (exponent bits 0) flushed to
-// a zero of their sign, as the instruction treats its inputs.
-__attribute__((always_inline)) static inline void round_flushed(uint16_t *y, const float *x) {
-    v16u u;
-    memcpy(&u, x, 64);
-    v16u rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-    v16u nan = (v16u)((u & 0x7fffffffu) > 0x7f800000u);
-    rounded = (rounded & ~nan) | (nan & 0xffffu);
-    v16u denormal = (v16u)((rounded & 0x7f80u) == 0);
-    rounded &= ~(denormal & 0x7fffu);
-    v16h h = __builtin_convertvector(rounded, v16h);
-    memcpy(y, &h, 32);
-}
-
-// y[l] = x[l · stride] rounded and flushed for l < count (at most 16), zeros after, to 16.
+// y[l] = x[l · stride] rounded and flushed as the product reads them, for l < count (at most 16),
+// zeros after, to 16.
 BP_MULTIVERSION
 static void round_chunk(uint16_t y[16], const float *x, int64_t count, int64_t stride) {
     if (stride == 1 && count == 16) {
-        round_flushed(y, x);
+        round_16(y, x, 16, 1);
         return;
     }
     float chunk[16] = {0};
     for (int64_t l = 0; l < count; l++) chunk[l] = x[l * stride];
-    round_flushed(y, chunk);
+    round_16(y, chunk, 16, 1);
 }
 
 enum { PAIR_COLUMNS = 32, TILE_ROWS = 12 };
@@ -86,6 +79,12 @@ typedef struct {
     uint32_t *packed_b;  // [n / 32 panels][pairs][32]: (B[2p][j], B[2p + 1][j]) likewise
     int accumulate, emulate;
 } bf16_product;
+
+// The number of C's columns in panel `panel` (32, or fewer in the last).
+static int64_t panel_columns(const bf16_product *p, int64_t panel) {
+    int64_t left = p->n - panel * PAIR_COLUMNS;
+    return left < PAIR_COLUMNS ? left : PAIR_COLUMNS;
+}
 
 // Rows of A: a row's pairs are its bfloat16 values in order (little-endian halves), 8 pairs a chunk.
 static void pack_a_rows(const void *context, int64_t begin, int64_t end) {
@@ -109,7 +108,7 @@ static void pack_b_panels(const void *context, int64_t begin, int64_t end) {
     const bf16_product *p = context;
     for (int64_t panel = begin; panel < end; panel++) {
         uint32_t *out = p->packed_b + panel * p->pairs * PAIR_COLUMNS;
-        int64_t first = panel * PAIR_COLUMNS, width = p->n - first < PAIR_COLUMNS ? p->n - first : PAIR_COLUMNS;
+        int64_t first = panel * PAIR_COLUMNS, width = panel_columns(p, panel);
         if (p->trans_b) {
             for (int64_t j = 0; j < PAIR_COLUMNS; j++) {
                 const float *column = p->b + (first + j) * p->ldb;
@@ -139,7 +138,6 @@ static void pack_b_panels(const void *context, int64_t begin, int64_t end) {
 
 // A float whose bits are below the smallest normal's becomes a zero of its sign (the instruction's
 // treatment of its accumulator and of each result).
-// (Vectors go by pointer: by value they would change the baseline build's calling convention.)
 __attribute__((always_inline)) static inline void flush(v16f *x) {
     v16u u = (v16u)*x;
     v16u tiny = (v16u)((u & 0x7fffffffu) < 0x00800000u);
@@ -162,7 +160,7 @@ static void load_start(float start[PAIR_COLUMNS], const float *c, int64_t column
 BP_MULTIVERSION
 static void tile_emulated(const bf16_product *p, int64_t row, int64_t rows, int64_t panel) {
     const uint32_t *b = p->packed_b + panel * p->pairs * PAIR_COLUMNS;
-    int64_t columns = p->n - panel * PAIR_COLUMNS < PAIR_COLUMNS ? p->n - panel * PAIR_COLUMNS : PAIR_COLUMNS;
+    int64_t columns = panel_columns(p, panel);
     for (int64_t i = row; i < row + rows; i++) {
         const uint32_t *a = p->packed_a + i * p->pairs;
         float *c = p->c + i * p->ldc + panel * PAIR_COLUMNS;
@@ -199,7 +197,7 @@ static void tile_emulated(const bf16_product *p, int64_t row, int64_t rows, int6
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void
 tile_instruction(const bf16_product *p, int64_t row, int64_t rows, int64_t panel) {
     const uint32_t *b = p->packed_b + panel * p->pairs * PAIR_COLUMNS;
-    int64_t columns = p->n - panel * PAIR_COLUMNS < PAIR_COLUMNS ? p->n - panel * PAIR_COLUMNS : PAIR_COLUMNS;
+    int64_t columns = panel_columns(p, panel);
     const uint32_t *a[TILE_ROWS];
     __m512 acc[TILE_ROWS][2];
     // Unrolled, with the accumulators touched only by intrinsics: indexed by a loop counter or
@@ -229,9 +227,14 @@ tile_instruction(const bf16_product *p, int64_t row, int64_t rows, int64_t panel
     }
 }
 
+// Asked once (cpuid is slow, under a hypervisor especially); the answer never changes.
 int bp_bf16_has_instruction(void) {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512bf16") && bp_cpu_vector_level() >= 2;
+    static _Atomic int known = -1;
+    if (known < 0) {
+        __builtin_cpu_init();
+        known = __builtin_cpu_supports("avx512bf16") && bp_cpu_vector_level() >= 2;
+    }
+    return known;
 }
 #else
 static void tile_instruction(const bf16_product *p, int64_t row, int64_t rows, int64_t panel) {

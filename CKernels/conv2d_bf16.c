@@ -143,13 +143,6 @@ int64_t bp_conv2d_backward_weights_bf16(float *dweight, float *dbias, const floa
                                    g.pixels, dweight + gi * g.kg * g.taps, g.taps, 1, emulate);
         }
     free(col);
-    if (dbias && !missing)
-        for (int64_t b = 0; b < p->n; b++)
-            for (int64_t ch = 0; ch < p->k; ch++) {
-                const float *plane = dy + (b * p->k + ch) * g.pixels;
-                float sum = 0.0f;
-                for (int64_t q = 0; q < g.pixels; q++) sum += plane[q];
-                dbias[ch] += sum;
-            }
+    if (dbias && !missing) bp_channel_bias_backward(dbias, dy, p->n, p->k, g.pixels);
     return missing;
 }
