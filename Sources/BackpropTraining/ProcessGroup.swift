@@ -11,7 +11,6 @@ public protocol ProcessGroup: AnyObject {
     var rank: Int { get }
     var size: Int { get }
     /// Every process's `local` (of the same count on each), concatenated in rank order, on every process.
-    func allGather(_ local: [Float]) throws -> [Float]
     func allGather(_ local: [Double]) throws -> [Double]
     /// Every process's `local`, of counts[rank] values on process `rank`, concatenated in rank order.
     func allGather(_ local: [Float], counts: [Int]) throws -> [Float]
@@ -30,7 +29,6 @@ public final class SingleProcess: ProcessGroup {
     public init() {}
     public var rank: Int { 0 }
     public var size: Int { 1 }
-    public func allGather(_ local: [Float]) -> [Float] { local }
     public func allGather(_ local: [Double]) -> [Double] { local }
     public func allGather(_ local: [Float], counts: [Int]) -> [Float] { local }
     public func exchange(_ send: [Float], sendCounts: [Int], receiveCounts: [Int]) -> [Float] { send }
@@ -90,12 +88,23 @@ public enum MPIWorld {
             (self.rank, self.size) = (Int(rank), Int(size))
         }
 
-        public func allGather(_ local: [Float]) throws -> [Float] {
-            try gather(local) { bp_mpi_allgather_float($0, $1, $2) }
-        }
-
         public func allGather(_ local: [Double]) throws -> [Double] {
-            try gather(local) { bp_mpi_allgather_double($0, $1, $2) }
+            guard !local.isEmpty else { return [] }
+            guard local.count * size <= Int(Int32.max) else {
+                throw BackpropError(
+                    .invalidArgument,
+                    "MPI: \(local.count) values from each of \(size) processes exceed one collective's \(Int32.max)")
+            }
+            var all = [Double](repeating: 0, count: local.count * size)
+            let code = all.withUnsafeMutableBufferPointer { all in
+                local.withUnsafeBufferPointer {
+                    bp_mpi_allgather_double(all.baseAddress!, $0.baseAddress!, Int32(local.count))
+                }
+            }
+            guard code == 0 else {
+                throw BackpropError(.invalidArgument, "MPI_Allgather failed with error code \(code)")
+            }
+            return all
         }
 
         public func allGather(_ local: [Float], counts: [Int]) throws -> [Float] {
@@ -142,25 +151,6 @@ public enum MPIWorld {
                 total += Int32(count)
             }
             return (counts.map { Int32($0) }, displacements)
-        }
-
-        private func gather<T: Numeric>(
-            _ local: [T], _ call: (UnsafeMutablePointer<T>, UnsafePointer<T>, Int32) -> Int32
-        ) throws -> [T] {
-            guard !local.isEmpty else { return [] }
-            guard local.count * size <= Int(Int32.max) else {
-                throw BackpropError(
-                    .invalidArgument,
-                    "MPI: \(local.count) values from each of \(size) processes exceed one collective's \(Int32.max)")
-            }
-            var all = [T](repeating: 0, count: local.count * size)
-            let code = all.withUnsafeMutableBufferPointer { all in
-                local.withUnsafeBufferPointer { call(all.baseAddress!, $0.baseAddress!, Int32(local.count)) }
-            }
-            guard code == 0 else {
-                throw BackpropError(.invalidArgument, "MPI_Allgather failed with error code \(code)")
-            }
-            return all
         }
 
         public func abort(_ code: Int32) -> Never {

@@ -14,10 +14,6 @@ static inline int bp_mpi_start(int *rank, int *size) {
 }
 
 /// all [size · count] = every rank's local [count], in rank order.
-static inline int bp_mpi_allgather_float(float *all, const float *local, int count) {
-    return MPI_Allgather(local, count, MPI_FLOAT, all, count, MPI_FLOAT, MPI_COMM_WORLD);
-}
-
 static inline int bp_mpi_allgather_double(double *all, const double *local, int count) {
     return MPI_Allgather(local, count, MPI_DOUBLE, all, count, MPI_DOUBLE, MPI_COMM_WORLD);
 }

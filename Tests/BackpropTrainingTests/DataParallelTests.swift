@@ -17,7 +17,6 @@ import Testing
         let size: Int
         init(size: Int) { self.size = size }
         var rank: Int { 0 }
-        func allGather(_ local: [Float]) -> [Float] { local }
         func allGather(_ local: [Double]) -> [Double] { local }
         func allGather(_ local: [Float], counts: [Int]) -> [Float] { local }
         func exchange(_ send: [Float], sendCounts: [Int], receiveCounts: [Int]) -> [Float] { send }
