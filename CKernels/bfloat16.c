@@ -57,8 +57,8 @@ void bp_bf16_to_float(float *y, const uint16_t *x, int64_t n) {
 
 // y[l] = x[l · stride] rounded and flushed as the product reads them, for l < count (at most 16),
 // zeros after, to 16.
-BP_MULTIVERSION
-static void round_chunk(uint16_t y[16], const float *x, int64_t count, int64_t stride) {
+__attribute__((always_inline)) static inline void round_chunk(uint16_t y[16], const float *x, int64_t count,
+                                                              int64_t stride) {
     if (stride == 1 && count == 16) {
         round_16(y, x, 16, 1);
         return;
@@ -68,15 +68,62 @@ static void round_chunk(uint16_t y[16], const float *x, int64_t count, int64_t s
     round_16(y, chunk, 16, 1);
 }
 
-enum { PAIR_COLUMNS = 32, TILE_ROWS = 12 };
+enum { PAIR_COLUMNS = BP_BF16_COLUMNS, TILE_ROWS = BP_BF16_ROWS };
+
+BP_MULTIVERSION
+void bp_bf16_round_flushed(uint16_t *y, const float *x, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) round_chunk(y + i, x + i, 16, 1);
+    if (i == n) return;
+    uint16_t tail[16];
+    round_chunk(tail, x + i, n - i, 1);
+    memcpy(y + i, tail, (size_t)(n - i) * sizeof(uint16_t));
+}
+
+BP_MULTIVERSION
+void bp_bf16_pack_pairs(uint32_t *out, const float *x, int64_t k, int64_t step) {
+    int64_t pairs = (k + 1) / 2;
+    for (int64_t q = 0; q < pairs; q += 8) {
+        uint16_t chunk[16];
+        int64_t t = 2 * q, count = k - t < 16 ? k - t : 16;
+        round_chunk(chunk, x + t * step, count, step);
+        memcpy(out + q, chunk, (size_t)(pairs - q < 8 ? pairs - q : 8) * 4);
+    }
+}
+
+BP_MULTIVERSION
+void bp_bf16_pack_panel(uint32_t *out, const float *b, int64_t ldb, int64_t k, int64_t columns) {
+    for (int64_t q = 0; q < (k + 1) / 2; q++)
+        for (int64_t half = 0; half < PAIR_COLUMNS; half += 16) {
+            uint16_t even[16] = {0}, odd[16] = {0};
+            int64_t count = columns - half < 0 ? 0 : columns - half < 16 ? columns - half : 16;
+            round_chunk(even, b + 2 * q * ldb + half, count, 1);
+            if (2 * q + 1 < k) round_chunk(odd, b + (2 * q + 1) * ldb + half, count, 1);
+            for (int64_t j = 0; j < 16; j++) out[q * PAIR_COLUMNS + half + j] = even[j] | (uint32_t)odd[j] << 16;
+        }
+}
+
+BP_MULTIVERSION
+void bp_bf16_pack_panel_columns(uint32_t *out, const float *b, int64_t ldb, int64_t k, int64_t columns) {
+    int64_t pairs = (k + 1) / 2;
+    for (int64_t j = 0; j < PAIR_COLUMNS; j++)
+        for (int64_t q = 0; q < pairs; q += 8) {
+            uint16_t chunk[16] = {0};
+            int64_t t = 2 * q, count = k - t < 16 ? k - t : 16;
+            if (j < columns) round_chunk(chunk, b + j * ldb + t, count, 1);
+            uint32_t eight[8];
+            memcpy(eight, chunk, 32);
+            for (int64_t r = 0; r < 8 && q + r < pairs; r++) out[(q + r) * PAIR_COLUMNS + j] = eight[r];
+        }
+}
 
 typedef struct {
     int trans_a, trans_b;
     int64_t m, n, k, pairs, lda, ldb, ldc;
     const float *a, *b;
     float *c;
-    uint32_t *packed_a;  // [m][pairs]: (A[i][2p], A[i][2p + 1]) in the low and high halves
-    uint32_t *packed_b;  // [n / 32 panels][pairs][32]: (B[2p][j], B[2p + 1][j]) likewise
+    uint32_t *packed_a;  // [m][pairs]
+    uint32_t *packed_b;  // [n / 32 panels][pairs][32]
     int accumulate, emulate;
 } bf16_product;
 
@@ -86,51 +133,20 @@ static int64_t panel_columns(const bf16_product *p, int64_t panel) {
     return left < PAIR_COLUMNS ? left : PAIR_COLUMNS;
 }
 
-// Rows of A: a row's pairs are its bfloat16 values in order (little-endian halves), 8 pairs a chunk.
 static void pack_a_rows(const void *context, int64_t begin, int64_t end) {
     const bf16_product *p = context;
-    int64_t step = p->trans_a ? p->lda : 1;
-    for (int64_t i = begin; i < end; i++) {
-        const float *row = p->trans_a ? p->a + i : p->a + i * p->lda;
-        for (int64_t q = 0; q < p->pairs; q += 8) {
-            uint16_t chunk[16];
-            int64_t t = 2 * q, count = p->k - t < 16 ? p->k - t : 16;
-            round_chunk(chunk, row + t * step, count, step);
-            memcpy(p->packed_a + i * p->pairs + q, chunk, (size_t)(p->pairs - q < 8 ? p->pairs - q : 8) * 4);
-        }
-    }
+    for (int64_t i = begin; i < end; i++)
+        bp_bf16_pack_pairs(p->packed_a + i * p->pairs, p->trans_a ? p->a + i : p->a + i * p->lda, p->k,
+                           p->trans_a ? p->lda : 1);
 }
 
-// Panels of B. With B's columns contiguous (trans_b), each column's k values are rounded 16 at a
-// time (8 pairs) and spread over the panel's pairs; with its rows contiguous, each pair of rows is
-// rounded 16 columns at a time and interleaved.
 static void pack_b_panels(const void *context, int64_t begin, int64_t end) {
     const bf16_product *p = context;
     for (int64_t panel = begin; panel < end; panel++) {
         uint32_t *out = p->packed_b + panel * p->pairs * PAIR_COLUMNS;
         int64_t first = panel * PAIR_COLUMNS, width = panel_columns(p, panel);
-        if (p->trans_b) {
-            for (int64_t j = 0; j < PAIR_COLUMNS; j++) {
-                const float *column = p->b + (first + j) * p->ldb;
-                for (int64_t q = 0; q < p->pairs; q += 8) {
-                    uint16_t chunk[16] = {0};
-                    int64_t t = 2 * q, count = p->k - t < 16 ? p->k - t : 16;
-                    if (j < width) round_chunk(chunk, column + t, count, 1);
-                    uint32_t pairs[8];
-                    memcpy(pairs, chunk, 32);
-                    for (int64_t r = 0; r < 8 && q + r < p->pairs; r++) out[(q + r) * PAIR_COLUMNS + j] = pairs[r];
-                }
-            }
-            continue;
-        }
-        for (int64_t q = 0; q < p->pairs; q++)
-            for (int64_t half = 0; half < PAIR_COLUMNS; half += 16) {
-                uint16_t even[16] = {0}, odd[16] = {0};
-                int64_t count = width - half < 0 ? 0 : width - half < 16 ? width - half : 16;
-                round_chunk(even, p->b + 2 * q * p->ldb + first + half, count, 1);
-                if (2 * q + 1 < p->k) round_chunk(odd, p->b + (2 * q + 1) * p->ldb + first + half, count, 1);
-                for (int64_t j = 0; j < 16; j++) out[q * PAIR_COLUMNS + half + j] = even[j] | (uint32_t)odd[j] << 16;
-            }
+        if (p->trans_b) bp_bf16_pack_panel_columns(out, p->b + first * p->ldb, p->ldb, p->k, width);
+        else bp_bf16_pack_panel(out, p->b + first, p->ldb, p->k, width);
     }
 }
 
@@ -158,18 +174,15 @@ static void load_start(float start[PAIR_COLUMNS], const float *c, int64_t column
 // flush(fma(a_even, b_even, acc)): the product of two bfloat16 values is exact in float, so the
 // fused multiply-add rounds once, as the instruction does.
 BP_MULTIVERSION
-static void tile_emulated(const bf16_product *p, int64_t row, int64_t rows, int64_t panel) {
-    const uint32_t *b = p->packed_b + panel * p->pairs * PAIR_COLUMNS;
-    int64_t columns = panel_columns(p, panel);
-    for (int64_t i = row; i < row + rows; i++) {
-        const uint32_t *a = p->packed_a + i * p->pairs;
-        float *c = p->c + i * p->ldc + panel * PAIR_COLUMNS;
+static void tile_emulated(int64_t pairs, const uint32_t *a, int64_t lda, const uint32_t *b, float *c, int64_t ldc,
+                          int accumulate, int64_t rows, int64_t columns) {
+    for (int64_t i = 0; i < rows; i++) {
         float start[PAIR_COLUMNS] = {0};
-        if (p->accumulate) load_start(start, c, columns);
+        if (accumulate) load_start(start, c + i * ldc, columns);
         v16f acc[2];
         memcpy(&acc[0], start, 64), memcpy(&acc[1], start + 16, 64);
-        for (int64_t q = 0; q < p->pairs; q++) {
-            uint32_t pair = a[q];
+        for (int64_t q = 0; q < pairs; q++) {
+            uint32_t pair = a[i * lda + q];
             uint32_t even_bits = pair << 16, odd_bits = pair & 0xffff0000u;
             float even, odd;
             memcpy(&even, &even_bits, 4), memcpy(&odd, &odd_bits, 4);
@@ -185,45 +198,58 @@ static void tile_emulated(const bf16_product *p, int64_t row, int64_t rows, int6
         }
         float out[PAIR_COLUMNS];
         memcpy(out, &acc[0], 64), memcpy(out + 16, &acc[1], 64);
-        memcpy(c, out, (size_t)columns * sizeof(float));
+        memcpy(c + i * ldc, out, (size_t)columns * sizeof(float));
     }
 }
 
 #if defined(__x86_64__) && defined(__clang__)
 #include <immintrin.h>
 
+// x with the floats below 2^-126 in magnitude as zeros of their sign (flush, in registers).
+__attribute__((target("avx512f"), always_inline)) static inline __m512 flushed_512(__m512 x) {
+    __m512i bits = _mm512_castps_si512(x);
+    __mmask16 tiny =
+        _mm512_cmplt_epu32_mask(_mm512_and_si512(bits, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x00800000));
+    return _mm512_castsi512_ps(_mm512_mask_and_epi32(bits, tiny, bits, _mm512_set1_epi32((int)0x80000000u)));
+}
+
 // The instruction: 12 rows × 32 columns in 24 accumulators; each step broadcasts a row's pair of
 // A and takes two vectors of 16 columns' pairs of B. Rows past `rows` repeat the last and are not stored.
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void
-tile_instruction(const bf16_product *p, int64_t row, int64_t rows, int64_t panel) {
-    const uint32_t *b = p->packed_b + panel * p->pairs * PAIR_COLUMNS;
-    int64_t columns = panel_columns(p, panel);
-    const uint32_t *a[TILE_ROWS];
+tile_instruction(int64_t pairs, const uint32_t *a, int64_t lda, const uint32_t *b, float *c, int64_t ldc,
+                 int accumulate, int64_t rows, int64_t columns) {
+    const uint32_t *row[TILE_ROWS];
     __m512 acc[TILE_ROWS][2];
+    // C's columns in the two halves: masked loads and stores touch no element past `columns`
+    __mmask16 low = (__mmask16)(columns >= 16 ? 0xffff : (1u << columns) - 1);
+    __mmask16 high = (__mmask16)(columns >= 32 ? 0xffff : columns <= 16 ? 0 : (1u << (columns - 16)) - 1);
     // Unrolled, with the accumulators touched only by intrinsics: indexed by a loop counter or
     // copied with memcpy they would get a stack home, stored on every step.
 #pragma clang loop unroll(full)
     for (int i = 0; i < TILE_ROWS; i++) {
-        a[i] = p->packed_a + (row + (i < rows ? i : rows - 1)) * p->pairs;
-        float start[PAIR_COLUMNS] = {0};
-        if (i < rows && p->accumulate) load_start(start, p->c + (row + i) * p->ldc + panel * PAIR_COLUMNS, columns);
-        acc[i][0] = _mm512_loadu_ps(start), acc[i][1] = _mm512_loadu_ps(start + 16);
+        row[i] = a + (i < rows ? i : rows - 1) * lda;
+        acc[i][0] = _mm512_setzero_ps(), acc[i][1] = _mm512_setzero_ps();
+        if (i < rows && accumulate) {
+            acc[i][0] = flushed_512(_mm512_maskz_loadu_ps(low, c + i * ldc));
+            acc[i][1] = flushed_512(_mm512_maskz_loadu_ps(high, c + i * ldc + 16));
+        }
     }
-    for (int64_t q = 0; q < p->pairs; q++) {
+    for (int64_t q = 0; q < pairs; q++) {
         __m512bh b0 = (__m512bh)_mm512_loadu_si512(b + q * PAIR_COLUMNS);
         __m512bh b1 = (__m512bh)_mm512_loadu_si512(b + q * PAIR_COLUMNS + 16);
 #pragma clang loop unroll(full)
         for (int i = 0; i < TILE_ROWS; i++) {
-            __m512bh ai = (__m512bh)_mm512_set1_epi32((int)a[i][q]);
+            __m512bh ai = (__m512bh)_mm512_set1_epi32((int)row[i][q]);
             acc[i][0] = _mm512_dpbf16_ps(acc[i][0], ai, b0);
             acc[i][1] = _mm512_dpbf16_ps(acc[i][1], ai, b1);
         }
     }
 #pragma clang loop unroll(full)
     for (int i = 0; i < TILE_ROWS; i++) {
-        float out[PAIR_COLUMNS];
-        _mm512_storeu_ps(out, acc[i][0]), _mm512_storeu_ps(out + 16, acc[i][1]);
-        if (i < rows) memcpy(p->c + (row + i) * p->ldc + panel * PAIR_COLUMNS, out, (size_t)columns * sizeof(float));
+        if (i < rows) {
+            _mm512_mask_storeu_ps(c + i * ldc, low, acc[i][0]);
+            _mm512_mask_storeu_ps(c + i * ldc + 16, high, acc[i][1]);
+        }
     }
 }
 
@@ -237,12 +263,21 @@ int bp_bf16_has_instruction(void) {
     return known;
 }
 #else
-static void tile_instruction(const bf16_product *p, int64_t row, int64_t rows, int64_t panel) {
-    tile_emulated(p, row, rows, panel);
+static void tile_instruction(int64_t pairs, const uint32_t *a, int64_t lda, const uint32_t *b, float *c, int64_t ldc,
+                             int accumulate, int64_t rows, int64_t columns) {
+    tile_emulated(pairs, a, lda, b, c, ldc, accumulate, rows, columns);
 }
 
 int bp_bf16_has_instruction(void) { return 0; }
 #endif
+
+void bp_bf16_tile(int64_t pairs, const uint32_t *a, int64_t lda, const uint32_t *b, float *c, int64_t ldc,
+                  int accumulate, int64_t rows, int64_t columns, int emulate) {
+    if (emulate) tile_emulated(pairs, a, lda, b, c, ldc, accumulate, rows, columns);
+    else tile_instruction(pairs, a, lda, b, c, ldc, accumulate, rows, columns);
+}
+
+int bp_bf16_emulating(int emulate) { return emulate || !bp_bf16_has_instruction(); }
 
 static void product_tiles(const void *context, int64_t begin, int64_t end) {
     const bf16_product *p = context;
@@ -250,8 +285,9 @@ static void product_tiles(const void *context, int64_t begin, int64_t end) {
     for (int64_t tile = begin; tile < end; tile++) {  // panel-major: a panel of B stays in cache
         int64_t panel = tile / row_tiles, row = (tile % row_tiles) * TILE_ROWS;
         int64_t rows = p->m - row < TILE_ROWS ? p->m - row : TILE_ROWS;
-        if (p->emulate) tile_emulated(p, row, rows, panel);
-        else tile_instruction(p, row, rows, panel);
+        bp_bf16_tile(p->pairs, p->packed_a + row * p->pairs, p->pairs, p->packed_b + panel * p->pairs * PAIR_COLUMNS,
+                     p->c + row * p->ldc + panel * PAIR_COLUMNS, p->ldc, p->accumulate, rows, panel_columns(p, panel),
+                     p->emulate);
     }
 }
 
@@ -260,7 +296,7 @@ int64_t bp_bf16_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, 
     if (m <= 0 || n <= 0) return 0;
     int64_t pairs = (k + 1) / 2, panels = (n + PAIR_COLUMNS - 1) / PAIR_COLUMNS, missing = 0;
     bf16_product p = {trans_a, trans_b, m, n, k,    pairs, lda,        ldb,
-                      ldc,     a,       b, c, NULL, NULL,  accumulate, emulate || !bp_bf16_has_instruction()};
+                      ldc,     a,       b, c, NULL, NULL,  accumulate, bp_bf16_emulating(emulate)};
     if (pairs == 0) {  // k = 0: C = 0 or C
         for (int64_t i = 0; i < m && !accumulate; i++) memset(c + i * ldc, 0, (size_t)n * sizeof(float));
         return 0;

@@ -5,18 +5,14 @@
 //   forward:           y[b, g] = W_g [kg, R] · col
 //   backward-data:     dcol = W_gᵀ · dy[b, g], dx[b, g] = col2im(dcol) (sums the overlaps)
 //   backward-weights:  dW_g [kg, R] += dy[b, g] · colᵀ
-// The forward and the backward-weights never build col (the backward-data builds one image's
-// dcol and gathers it back: col2im_rows). The image is copied once into a zero-padded buffer split
-// into stride phases (phase (a, b) holds padded rows a, a + sh, … and columns b, b + sw, …), each
-// phase plane wq floats wide. Output pixel (oh, ow) gets the "virtual" index v = oh · wq + ow, and
-// then tap t = (ci, i, j) of every pixel is at a fixed offset: col[t][pixel] = buffer[offset[t] + v]. So the
-// pixels of one output row read a contiguous run of the buffer, and a panel of BP_NR pixels is one
-// to three runs: packing it is a few short copies (no index arithmetic per element, no bounds
-// checks: the padding is zeros in the buffer). The register-blocked product (microkernel.c) then
-// writes straight into the NCHW output. Every output element is summed by one thread in an order
-// fixed by the shape, so results do not depend on the thread count.
-#include "CKernels.h"
-#include "internal.h"
+// The forward and the backward-weights never build col: they read it in place from the
+// phase-split padded buffer (conv2d_layout.h), where a panel of BP_NR pixels is one to three runs,
+// so packing it is a few short copies (no index arithmetic per element, no bounds checks: the
+// padding is zeros in the buffer); the backward-data builds one image's dcol and gathers it back
+// (bp_col2im_rows). The register-blocked product (microkernel.c) then writes straight into the NCHW
+// output. Every output element is summed by one thread in an order fixed by the shape, so results
+// do not depend on the thread count.
+#include "conv2d_layout.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -27,11 +23,8 @@ enum {
     SLACK = 16,  // floats after a buffer that gather_panel may read and col2im_rows write
 };
 
-static int64_t col_rows(const bp_conv2d_params *p) { return p->c / p->groups * p->r * p->s; }
-static int64_t out_hw(const bp_conv2d_params *p) { return p->out_h * p->out_w; }
 static int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
 // A zeroed panel of `count` floats on a 64-byte boundary, so its 16-float rows are whole cache lines.
 static float *panel_alloc(int64_t count, int64_t *missing) {
@@ -46,97 +39,6 @@ static void kc_block(int64_t total, int64_t index, int64_t *start, int64_t *size
     *size = (index + 1) * total / blocks - *start;
 }
 
-// The phase-split padded buffer of one image and group: cg channels of sh · sw phase planes of
-// `plane` = hq · wq floats, and the offset of each tap.
-typedef struct {
-    int64_t hq, wq, plane, channel, size;  // channel = sh · sw · plane floats; size = cg · channel
-    int64_t *offset;                       // [R]
-} layout;
-
-// The layout of `p`; its offsets are NULL when they could not be allocated (recorded in *missing).
-static layout layout_build(const bp_conv2d_params *p, int64_t *missing) {
-    layout l;
-    int64_t cg = p->c / p->groups;
-    // The padded extent: the input after its top/left padding, or as far as the last tap reads.
-    int64_t hp = max64(p->h + p->pad_h, (p->out_h - 1) * p->stride_h + (p->r - 1) * p->dilation_h + 1);
-    int64_t wp = max64(p->w + p->pad_w, (p->out_w - 1) * p->stride_w + (p->s - 1) * p->dilation_w + 1);
-    l.hq = (hp + p->stride_h - 1) / p->stride_h;
-    l.wq = (wp + p->stride_w - 1) / p->stride_w;
-    l.plane = l.hq * l.wq;
-    l.channel = p->stride_h * p->stride_w * l.plane;
-    l.size = cg * l.channel;
-    l.offset = bp_malloc(col_rows(p), sizeof(int64_t), missing);
-    if (!l.offset) return l;
-    for (int64_t ci = 0, t = 0; ci < cg; ci++)
-        for (int64_t i = 0; i < p->r; i++)
-            for (int64_t j = 0; j < p->s; j++, t++) {
-                int64_t di = i * p->dilation_h, dj = j * p->dilation_w;
-                int64_t phase = di % p->stride_h * p->stride_w + dj % p->stride_w;
-                l.offset[t] = ci * l.channel + phase * l.plane + di / p->stride_h * l.wq + dj / p->stride_w;
-            }
-    return l;
-}
-
-// Copies cg channels of an image (x at the group's first channel) into the buffer, whose padding
-// is already 0 (it is never written, so a buffer zeroed once serves every image), or back (dx =
-// the buffer's interior, plus bias[ci] when bias is not NULL). Input row ih is padded row
-// hp = ih + pad_h, in row phase hp mod sh at index hp / sh (both stepped along, not divided);
-// each row goes phase by phase, input column iw = m · sw + q − pad_w going to index m of column
-// phase q (q · plane floats further on).
-BP_MULTIVERSION
-static void copy_rows(float *buffer, float *x, const float *bias, const layout *l, const bp_conv2d_params *p,
-                      int into_buffer) {
-    int64_t s = p->stride_w;
-    for (int64_t ci = 0; ci < p->c / p->groups; ci++)
-        for (int64_t ih = 0, row_phase = p->pad_h % p->stride_h, index = p->pad_h / p->stride_h; ih < p->h; ih++) {
-            float *row = buffer + ci * l->channel + row_phase * s * l->plane + index * l->wq;
-            float *image = x + (ci * p->h + ih) * p->w;
-            if (++row_phase == p->stride_h) row_phase = 0, index++;
-            if (s == 1) {
-                if (into_buffer) bp_copy_short(row + p->pad_w, image, p->w);
-                else bp_copy_short(image, row + p->pad_w, p->w);
-            } else {
-                for (int64_t q = 0; q < s; q++) {
-                    float *phase = row + q * l->plane;
-                    float *in = image + q - p->pad_w;  // in[m · s] is column m · s + q − pad_w
-                    int64_t first = q >= p->pad_w ? 0 : (p->pad_w - q + s - 1) / s;
-                    int64_t end = (p->w + p->pad_w - q + s - 1) / s;  // first m past the row
-                    if (into_buffer)
-                        for (int64_t m = first; m < end; m++) phase[m] = in[m * s];
-                    else
-                        for (int64_t m = first; m < end; m++) in[m * s] = phase[m];
-                }
-            }
-            if (!into_buffer && bias)
-                for (int64_t iw = 0; iw < p->w; iw++) image[iw] += bias[ci];
-        }
-}
-
-static void copy_in(float *buffer, const float *x, const layout *l, const bp_conv2d_params *p) {
-    copy_rows(buffer, (float *)x, NULL, l, p, 1);
-}
-
-static void copy_out(float *dx, const float *buffer, const float *bias, const layout *l, const bp_conv2d_params *p) {
-    copy_rows((float *)buffer, dx, bias, l, p, 0);
-}
-
-// The output pixels [p0, p0 + count) as runs along output rows: run r covers positions
-// [q, q + len) of the block and virtual pixels [v, v + len). Returns the number of runs (at most
-// count / out_w + 2).
-typedef struct {
-    int64_t q, v, len;
-} run;
-
-static int64_t pixel_runs(run *runs, const layout *l, const bp_conv2d_params *p, int64_t p0, int64_t count) {
-    int64_t n = 0;
-    for (int64_t q = 0; q < count;) {
-        int64_t oh = (p0 + q) / p->out_w, ow = (p0 + q) % p->out_w, len = min64(p->out_w - ow, count - q);
-        runs[n++] = (run){q, oh * l->wq + ow, len};
-        q += len;
-    }
-    return n;
-}
-
 // A panel's column-matrix rows for taps offsets[0 … taps): row t of b is dst[t · BP_NR + q] =
 // buffer[offsets[t] + v + q − run.q] over the runs, eight floats at a time through a vector
 // register (a loop of fixed-size memcpy calls would become one library call per run), every tap in
@@ -144,7 +46,7 @@ static int64_t pixel_runs(run *runs, const layout *l, const bp_conv2d_params *p,
 // it is short, keeps the lanes past the run as they are in b (it may read up to 7 floats past the
 // run in the buffer's slack, and b's next row or slack), so no copy overwrites another's.
 BP_MULTIVERSION
-static void gather_panel(float *b, const float *buffer, const int64_t *offsets, int64_t taps, const run *runs,
+static void gather_panel(float *b, const float *buffer, const int64_t *offsets, int64_t taps, const pixel_run *runs,
                          int64_t n) {
     const v8i lane = {0, 1, 2, 3, 4, 5, 6, 7};
     for (int64_t r = 0; r < n; r++)
@@ -175,8 +77,8 @@ static void gather_panel(float *b, const float *buffer, const int64_t *offsets, 
 // slack) and write up to 7 rows past it (the next run's rows, written after, or b's slack rows);
 // lanes of taps past `taps` repeat tap 0 and are never stored from C.
 BP_MULTIVERSION
-static void gather_transposed(float *b, const float *buffer, const int64_t *offsets, int64_t taps, const run *runs,
-                              int64_t n) {
+static void gather_transposed(float *b, const float *buffer, const int64_t *offsets, int64_t taps,
+                              const pixel_run *runs, int64_t n) {
     const float *src[BP_NR];
     for (int64_t t = 0; t < BP_NR; t++) src[t] = buffer + offsets[t < taps ? t : 0];
     for (int64_t r = 0; r < n; r++)
@@ -187,58 +89,6 @@ static void gather_transposed(float *b, const float *buffer, const int64_t *offs
                 bp_transpose_8x8(columns, x);
                 float *row = b + (runs[r].q + k) * BP_NR + 8 * half;
                 for (int j = 0; j < 8; j++) memcpy(row + j * BP_NR, &columns[j], 32);
-            }
-}
-
-// Where tap t of a channel reads in the buffer: phase plane `phase`, `row` rows and `col` columns
-// into it (layout.offset[t] = ci · channel + phase · plane + row · wq + col).
-typedef struct {
-    int64_t phase, row, col;
-} tap_place;
-
-// A tap that reaches a buffer row in col2im_rows.
-typedef struct {
-    const float *src;  // the tap's dcol row at buffer column 0
-    const v8i *mask;   // its masks
-} tap_reach;
-
-// The masks per tap of col2im_rows: an even number of 8-lane vectors covering a buffer row of wq.
-static int64_t mask_vectors(const layout *l) { return (l->wq + 15) / 16 * 2; }
-
-// col2im as a gather, one buffer row at a time, so every buffer element is written once (no
-// read-modify-write, no zeroed buffer): element (ci, phase, hrow, col) is the sum, in tap order,
-// of dcol[t][oh = hrow − row_t][ow = col − col_t] over the taps t of channel ci placed in that
-// phase, for the (oh, ow) that are output pixels. dcol is one image-group's column gradient
-// [R][out_h · out_w]; each tap's row of it is read 16 columns at a time, the lanes outside the
-// output row masked to +0 (mask[t][c0 / 8]: the same for every row), so dcol needs wq + 16 floats of
-// slack on each side. A row's last vectors may write up to 15 floats into the next row, which is
-// written after it (or into the buffer's slack). `reaching` is scratch for r · s taps.
-BP_MULTIVERSION
-static void col2im_rows(float *buffer, const float *dcol, const layout *l, const tap_place *place, const v8i *mask,
-                        tap_reach *reaching, const bp_conv2d_params *p) {
-    int64_t taps = p->r * p->s, hw = out_hw(p), vectors = mask_vectors(l);
-    for (int64_t ci = 0; ci < p->c / p->groups; ci++)
-        for (int64_t phase = 0; phase < p->stride_h * p->stride_w; phase++)
-            for (int64_t hrow = 0; hrow < l->hq; hrow++) {
-                int64_t found = 0;  // the taps that reach this row
-                for (int64_t t = 0; t < taps; t++) {
-                    int64_t oh = hrow - place[t].row;
-                    if (place[t].phase != phase || oh < 0 || oh >= p->out_h) continue;
-                    reaching[found++] =
-                        (tap_reach){dcol + (ci * taps + t) * hw + oh * p->out_w - place[t].col, mask + t * vectors};
-                }
-                // Two vectors at a time: two independent chains of adds.
-                float *out = buffer + ci * l->channel + phase * l->plane + hrow * l->wq;
-                for (int64_t v = 0; v < vectors; v += 2) {
-                    v8f sum0 = {0}, sum1 = {0};
-                    for (int64_t e = 0; e < found; e++) {
-                        v8f x0, x1;
-                        memcpy(&x0, reaching[e].src + 8 * v, 32), memcpy(&x1, reaching[e].src + 8 * v + 8, 32);
-                        sum0 += (v8f)((v8i)x0 & reaching[e].mask[v]);
-                        sum1 += (v8f)((v8i)x1 & reaching[e].mask[v + 1]);
-                    }
-                    memcpy(out + 8 * v, &sum0, 32), memcpy(out + 8 * v + 8, &sum1, 32);
-                }
             }
 }
 
@@ -275,7 +125,7 @@ static void pack_rows(float *out, const float *m, int64_t ld, int64_t rows, int6
 // when they could not be allocated (recorded in *missing).
 static float *pack_weights(const float *weight, const bp_conv2d_params *p, int transposed, int64_t *group_size,
                            int64_t *missing) {
-    int64_t kg = p->k / p->groups, rows = col_rows(p);
+    int64_t kg = p->k / p->groups, rows = bp_conv_taps(p);
     int64_t m = transposed ? rows : kg, reduce = transposed ? kg : rows;
     *group_size = round_up(m, BP_MR) * reduce;
     float *packed = bp_malloc(p->groups * *group_size + 2, sizeof(float), missing);
@@ -299,7 +149,7 @@ static int is_depthwise(const bp_conv2d_params *p) { return p->c == p->groups &&
 
 // y[oh][ow] = Σ_t w[t] · buffer[offset[t] + oh · wq + ow].
 BP_MULTIVERSION
-static void depthwise_forward(float *restrict y, const float *restrict buffer, const layout *l, const float *w,
+static void depthwise_forward(float *restrict y, const float *restrict buffer, const conv_layout *l, const float *w,
                               const float *bias, const bp_conv2d_params *p) {
     for (int64_t oh = 0; oh < p->out_h; oh++) {
         float *restrict out = y + oh * p->out_w;
@@ -315,7 +165,7 @@ static void depthwise_forward(float *restrict y, const float *restrict buffer, c
 
 // buffer[offset[t] + oh · wq + ow] += w[t] · dy[oh][ow] (the buffer starts at 0).
 BP_MULTIVERSION
-static void depthwise_backward_data(float *buffer, const float *restrict dy, const layout *l, const float *w,
+static void depthwise_backward_data(float *buffer, const float *restrict dy, const conv_layout *l, const float *w,
                                     const bp_conv2d_params *p) {
     for (int64_t oh = 0; oh < p->out_h; oh++) {
         const float *restrict g = dy + oh * p->out_w;
@@ -328,7 +178,7 @@ static void depthwise_backward_data(float *buffer, const float *restrict dy, con
 
 // dw[t] += Σ_oh Σ_ow dy[oh][ow] · buffer[offset[t] + oh · wq + ow], each row's sum in 8 lanes.
 BP_MULTIVERSION
-static void depthwise_weights(float *dw, const float *restrict buffer, const float *restrict dy, const layout *l,
+static void depthwise_weights(float *dw, const float *restrict buffer, const float *restrict dy, const conv_layout *l,
                               const bp_conv2d_params *p) {
     for (int64_t t = 0; t < p->r * p->s; t++) {
         float lanes[8] = {0}, tail = 0.0f;
@@ -347,33 +197,34 @@ static void depthwise_weights(float *dw, const float *restrict buffer, const flo
 // Work is split by (image, group): each owns its outputs, so no two threads touch one element.
 // Whether the split pays for a parallel region:
 static int parallel_over_images(const bp_conv2d_params *p) {
-    return p->n * p->groups > 1 && p->n * p->k * out_hw(p) * col_rows(p) >= BP_PARALLEL_MIN;
+    return p->n * p->groups > 1 && p->n * p->k * bp_conv_pixels(p) * bp_conv_taps(p) >= BP_PARALLEL_MIN;
 }
 
 int64_t bp_conv2d_forward(float *y, const float *x, const float *weight, const float *bias, const bp_conv2d_params *p) {
-    int64_t cg = p->c / p->groups, kg = p->k / p->groups, rows = col_rows(p), hw = out_hw(p), a_size = 0, missing = 0;
+    int64_t cg = p->c / p->groups, kg = p->k / p->groups, rows = bp_conv_taps(p), hw = bp_conv_pixels(p), a_size = 0,
+            missing = 0;
     // Depthwise convolutions read the weights directly.
     float *a = is_depthwise(p) ? NULL : pack_weights(weight, p, 0, &a_size, &missing);
-    layout l = layout_build(p, &missing);
+    conv_layout l = bp_conv_layout_build(p, &missing);
     if (missing) return free(a), free(l.offset), missing;
 #pragma omp parallel if (parallel_over_images(p))
     {
         float *buffer = bp_calloc(l.size + SLACK, sizeof(float), &missing);
         float *b = panel_alloc(KC * BP_NR + SLACK, &missing);
         int ready = buffer && b;
-        run runs[BP_NR + 2];
+        pixel_run runs[BP_NR + 2];
 #pragma omp for schedule(static)
         for (int64_t item = 0; item < p->n * p->groups; item++) {
             if (!ready) continue;
             int64_t image = item / p->groups, g = item % p->groups;
-            copy_in(buffer, x + (image * p->c + g * cg) * p->h * p->w, &l, p);
+            bp_conv_copy_in(buffer, x + (image * p->c + g * cg) * p->h * p->w, &l, p);
             float *yg = y + (image * p->k + g * kg) * hw;
             if (is_depthwise(p)) {
                 depthwise_forward(yg, buffer, &l, weight + g * rows, bias ? bias + g : NULL, p);
                 continue;
             }
             for (int64_t p0 = 0; p0 < hw; p0 += BP_NR) {
-                int64_t count = min64(BP_NR, hw - p0), n = pixel_runs(runs, &l, p, p0, count);
+                int64_t count = min64(BP_NR, hw - p0), n = bp_conv_pixel_runs(runs, &l, p, p0, count);
                 for (int64_t block = 0; block < kc_blocks(rows); block++) {
                     int64_t t0, kc;
                     kc_block(rows, block, &t0, &kc);
@@ -401,24 +252,14 @@ int64_t bp_conv2d_forward(float *y, const float *x, const float *weight, const f
 // buffer's interior is copied out to dx.
 int64_t bp_conv2d_backward_data(float *dx, const float *dy, const float *weight, const float *bias,
                                 const bp_conv2d_params *p) {
-    int64_t cg = p->c / p->groups, kg = p->k / p->groups, rows = col_rows(p), hw = out_hw(p), a_size = 0, missing = 0;
+    int64_t cg = p->c / p->groups, kg = p->k / p->groups, rows = bp_conv_taps(p), hw = bp_conv_pixels(p), a_size = 0,
+            missing = 0;
     float *a = is_depthwise(p) ? NULL : pack_weights(weight, p, 1, &a_size, &missing);
-    layout l = layout_build(p, &missing);
-    tap_place *place = bp_malloc(p->r * p->s, sizeof(tap_place), &missing);
-    int64_t vectors = mask_vectors(&l);
-    v8i *mask = bp_aligned_alloc(32, p->r * p->s * vectors, sizeof(v8i), 0, &missing);
-    if (missing) return free(a), free(l.offset), free(place), free(mask), missing;
-    for (int64_t t = 0; t < p->r * p->s; t++) {
-        int64_t in_channel = l.offset[t] % l.plane;  // channel 0's taps: offset = phase · plane + row · wq + col
-        place[t] = (tap_place){l.offset[t] / l.plane, in_channel / l.wq, in_channel % l.wq};
-    }
-    // mask[t][v]: lane i of buffer columns 8v … is an output column of tap t (0 <= 8v + i − col_t <
-    // out_w); the last vector is all 0 when wq needs an odd number
-    for (int64_t t = 0; t < p->r * p->s; t++)
-        for (int64_t v = 0; v < vectors; v++)
-            for (int i = 0; i < 8; i++)
-                mask[t * vectors + v][i] = (uint64_t)(8 * v + i - place[t].col) < (uint64_t)p->out_w ? -1 : 0;
-    int64_t slack = l.wq + 16, panels = (hw + BP_NR - 1) / BP_NR;
+    conv_layout l = bp_conv_layout_build(p, &missing);
+    col2im_plan plan = {0};
+    if (!missing) missing = bp_col2im_plan_build(&plan, &l, p);
+    if (missing) return free(a), free(l.offset), missing;
+    int64_t slack = bp_col2im_slack(&l), panels = (hw + BP_NR - 1) / BP_NR;
 #pragma omp parallel if (parallel_over_images(p))
     {
         float *buffer = bp_malloc(l.size + SLACK, sizeof(float), &missing);
@@ -451,17 +292,16 @@ int64_t bp_conv2d_backward_data(float *dx, const float *dy, const float *weight,
                                           min64(BP_NR, hw - i * BP_NR));
                         }
                 }
-                col2im_rows(buffer, dcol, &l, place, mask, reaching, p);
+                bp_col2im_rows(buffer, dcol, &l, &plan, reaching, p);
             }
-            copy_out(dx + (image * p->c + g * cg) * p->h * p->w, buffer, bias ? bias + g * cg : NULL, &l, p);
+            bp_conv_copy_out(dx + (image * p->c + g * cg) * p->h * p->w, buffer, bias ? bias + g * cg : NULL, &l, p);
         }
         free(buffer);
         free(b);
         free(dcol_space);
         free(reaching);
     }
-    free(mask);
-    free(place);
+    bp_col2im_plan_free(&plan);
     free(l.offset);
     free(a);
     return missing;
@@ -476,11 +316,11 @@ enum { MAX_WEIGHT_BLOCKS = 4 };
 // chunk's dy rows (in cache: pack_rows just read them) in 8 float lanes into a double per block.
 int64_t bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy, const float *x,
                                    const bp_conv2d_params *p) {
-    int64_t cg = p->c / p->groups, kg = p->k / p->groups, rows = col_rows(p), hw = out_hw(p);
+    int64_t cg = p->c / p->groups, kg = p->k / p->groups, rows = bp_conv_taps(p), hw = bp_conv_pixels(p);
     int64_t size = p->k * rows;  // the weight's element count
     int64_t blocks = p->n < MAX_WEIGHT_BLOCKS ? p->n : MAX_WEIGHT_BLOCKS;
     int64_t missing = 0;
-    layout l = layout_build(p, &missing);
+    conv_layout l = bp_conv_layout_build(p, &missing);
     float *partial = bp_calloc(blocks * size, sizeof(float), &missing);
     double *bias_partial = bp_calloc(blocks * p->k, sizeof(double), &missing);  // [block][k]: Σ dy
     if (missing) return free(l.offset), free(partial), free(bias_partial), missing;
@@ -489,13 +329,13 @@ int64_t bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy
         float *buffer = bp_calloc(l.size + SLACK, sizeof(float), &missing);
         float *a = panel_alloc(round_up(kg, BP_MR) * PC + 2, &missing);
         float *b = panel_alloc((PC + 8) * BP_NR, &missing);
-        run *runs = bp_malloc(PC + 2, sizeof(run), &missing);
+        pixel_run *runs = bp_malloc(PC + 2, sizeof(pixel_run), &missing);
         int ready = buffer && a && b && runs;
 #pragma omp for schedule(static)
         for (int64_t block = 0; block < blocks; block++)
             for (int64_t image = block * p->n / blocks; ready && image < (block + 1) * p->n / blocks; image++)
                 for (int64_t g = 0; g < p->groups; g++) {
-                    copy_in(buffer, x + (image * p->c + g * cg) * p->h * p->w, &l, p);
+                    bp_conv_copy_in(buffer, x + (image * p->c + g * cg) * p->h * p->w, &l, p);
                     float *dwg = partial + block * size + g * kg * rows;
                     const float *dyg = dy + (image * p->k + g * kg) * hw;
                     double *dbg = bias_partial + block * p->k + g * kg;
@@ -505,7 +345,7 @@ int64_t bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy
                         continue;
                     }
                     for (int64_t p0 = 0; p0 < hw; p0 += PC) {
-                        int64_t pc = min64(PC, hw - p0), n = pixel_runs(runs, &l, p, p0, pc);
+                        int64_t pc = min64(PC, hw - p0), n = bp_conv_pixel_runs(runs, &l, p, p0, pc);
                         pack_rows(a, dyg + p0, hw, kg, pc, 1);
                         if (dbias)
                             for (int64_t k = 0; k < kg; k++) dbg[k] += bp_lane_sum(dyg + k * hw + p0, pc);

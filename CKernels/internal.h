@@ -136,6 +136,28 @@ void bp_gate_panels_free(bp_gate_panels *w);
 void bp_gate_block_product(float *tile, int64_t ldt, int64_t tile_step, const float *x, int64_t ldx, int64_t x_step,
                            int64_t steps, int64_t n, const bp_gate_panels *w, int64_t block);
 
+/// The pieces of bp_bf16_gemm (bfloat16.c), for kernels that pack their own operands. Operands are
+/// pairs: a uint32 holding bfloat16 values t = 2q (low half) and 2q + 1 (high half) of the reduction,
+/// each rounded and flushed as the product reads them (see bp_bf16_gemm).
+enum { BP_BF16_ROWS = 12, BP_BF16_COLUMNS = 32 };
+/// y[i] = x[i] rounded to bfloat16, below 2^-126 in magnitude a zero of its sign, i < n.
+void bp_bf16_round_flushed(uint16_t *y, const float *x, int64_t n);
+/// One row of A: out[q] = the pair (x[2q · step], x[(2q + 1) · step]) for q < (k + 1) / 2, the
+/// high half 0 past k.
+void bp_bf16_pack_pairs(uint32_t *out, const float *x, int64_t k, int64_t step);
+/// One panel of B [(k + 1) / 2][32]: out[q][j] = (B(2q, j), B(2q + 1, j)) for the first `columns`
+/// (at most 32) columns of B [k, ·], zeros after: B(t, j) = b[t · ldb + j] (pack_panel) or
+/// b[j · ldb + t] (pack_panel_columns).
+void bp_bf16_pack_panel(uint32_t *out, const float *b, int64_t ldb, int64_t k, int64_t columns);
+void bp_bf16_pack_panel_columns(uint32_t *out, const float *b, int64_t ldb, int64_t k, int64_t columns);
+/// C [rows, columns] (+ C when `accumulate`) = A · B over `pairs` pairs, in bp_bf16_gemm's order:
+/// A's rows `lda` pairs apart, B one panel [pairs][32], C's rows `ldc` floats apart; rows <= 12,
+/// columns <= 32. `emulate` as bp_bf16_emulating returns it.
+void bp_bf16_tile(int64_t pairs, const uint32_t *a, int64_t lda, const uint32_t *b, float *c, int64_t ldc,
+                  int accumulate, int64_t rows, int64_t columns, int emulate);
+/// Whether the product must be emulated: asked to (emulate), or the CPU lacks the instruction.
+int bp_bf16_emulating(int emulate);
+
 /// e^x within 2 ulp for x in [−87.3, 88.7], and vectorisable (no calls, no branches): e^x = 2^n e^r with
 /// n = round(x / ln 2) and r = x − n ln 2 in [−ln 2 / 2, ln 2 / 2], e^r by a degree-6 polynomial
 /// (Cephes' coefficients). Inputs are clamped to that range: below it the result is about 1e-38

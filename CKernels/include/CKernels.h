@@ -163,11 +163,13 @@ int64_t bp_conv2d_backward_data(float *dx, const float *dy, const float *weight,
 /// bit-identical for any thread count.
 int64_t bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy, const float *x,
                                    const bp_conv2d_params *p);
-/// The same three with bfloat16 products (bp_bf16_gemm, `emulate` as there) over an explicit column
-/// matrix [c / groups · r · s, out_h · out_w] per image and group, taps in the order (channel, row,
-/// column): each output element is bp_bf16_gemm's sum over the taps (the forward, the weight
-/// gradient over the pixels of each image, image after image); the input gradient sums the column
-/// gradient onto each input pixel tap by tap.
+/// The same three with bfloat16 products (conv2d_bf16.c; `emulate` as in bp_bf16_gemm), the column
+/// matrix [c / groups · r · s, out_h · out_w] of each image and group read in place, taps in the
+/// order (channel, row, column): each forward output element is bp_bf16_gemm's sum over the taps
+/// (then + bias); each column-gradient element its sum over the group's output channels, summed onto
+/// the input pixels tap by tap; each weight-gradient element, per block of images (as in
+/// bp_conv2d_backward_weights), its sum over each image's pixels in order, image after image from 0,
+/// the blocks' sums then added in order.
 int64_t bp_conv2d_forward_bf16(float *y, const float *x, const float *weight, const float *bias,
                                const bp_conv2d_params *p, int emulate);
 int64_t bp_conv2d_backward_data_bf16(float *dx, const float *dy, const float *weight, const float *bias,

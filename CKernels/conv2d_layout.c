@@ -1,0 +1,144 @@
+// The phase-split buffer of the convolutions: its layout, the copies in and out, the runs of
+// output pixels and col2im (see conv2d_layout.h).
+#include "conv2d_layout.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+conv_layout bp_conv_layout_build(const bp_conv2d_params *p, int64_t *missing) {
+    conv_layout l;
+    int64_t cg = p->c / p->groups;
+    // The padded extent: the input after its top/left padding, or as far as the last tap reads.
+    int64_t hp = max64(p->h + p->pad_h, (p->out_h - 1) * p->stride_h + (p->r - 1) * p->dilation_h + 1);
+    int64_t wp = max64(p->w + p->pad_w, (p->out_w - 1) * p->stride_w + (p->s - 1) * p->dilation_w + 1);
+    l.hq = (hp + p->stride_h - 1) / p->stride_h;
+    l.wq = (wp + p->stride_w - 1) / p->stride_w;
+    l.plane = l.hq * l.wq;
+    l.channel = p->stride_h * p->stride_w * l.plane;
+    l.size = cg * l.channel;
+    l.offset = bp_malloc(bp_conv_taps(p), sizeof(int64_t), missing);
+    if (!l.offset) return l;
+    for (int64_t ci = 0, t = 0; ci < cg; ci++)
+        for (int64_t i = 0; i < p->r; i++)
+            for (int64_t j = 0; j < p->s; j++, t++) {
+                int64_t di = i * p->dilation_h, dj = j * p->dilation_w;
+                int64_t phase = di % p->stride_h * p->stride_w + dj % p->stride_w;
+                l.offset[t] = ci * l.channel + phase * l.plane + di / p->stride_h * l.wq + dj / p->stride_w;
+            }
+    return l;
+}
+
+// Copies an image into the buffer or back. Input row ih is padded row
+// hp = ih + pad_h, in row phase hp mod sh at index hp / sh (both stepped along, not divided);
+// each row goes phase by phase, input column iw = m · sw + q − pad_w going to index m of column
+// phase q (q · plane floats further on).
+BP_MULTIVERSION
+static void copy_rows(float *buffer, float *x, const float *bias, const conv_layout *l, const bp_conv2d_params *p,
+                      int into_buffer) {
+    int64_t s = p->stride_w;
+    for (int64_t ci = 0; ci < p->c / p->groups; ci++)
+        for (int64_t ih = 0, row_phase = p->pad_h % p->stride_h, index = p->pad_h / p->stride_h; ih < p->h; ih++) {
+            float *row = buffer + ci * l->channel + row_phase * s * l->plane + index * l->wq;
+            float *image = x + (ci * p->h + ih) * p->w;
+            if (++row_phase == p->stride_h) row_phase = 0, index++;
+            if (s == 1) {
+                if (into_buffer) bp_copy_short(row + p->pad_w, image, p->w);
+                else bp_copy_short(image, row + p->pad_w, p->w);
+            } else {
+                for (int64_t q = 0; q < s; q++) {
+                    float *phase = row + q * l->plane;
+                    float *in = image + q - p->pad_w;  // in[m · s] is column m · s + q − pad_w
+                    int64_t first = q >= p->pad_w ? 0 : (p->pad_w - q + s - 1) / s;
+                    int64_t end = (p->w + p->pad_w - q + s - 1) / s;  // first m past the row
+                    if (into_buffer)
+                        for (int64_t m = first; m < end; m++) phase[m] = in[m * s];
+                    else
+                        for (int64_t m = first; m < end; m++) in[m * s] = phase[m];
+                }
+            }
+            if (!into_buffer && bias)
+                for (int64_t iw = 0; iw < p->w; iw++) image[iw] += bias[ci];
+        }
+}
+
+void bp_conv_copy_in(float *buffer, const float *x, const conv_layout *l, const bp_conv2d_params *p) {
+    copy_rows(buffer, (float *)x, NULL, l, p, 1);
+}
+
+void bp_conv_copy_out(float *dx, const float *buffer, const float *bias, const conv_layout *l,
+                      const bp_conv2d_params *p) {
+    copy_rows((float *)buffer, dx, bias, l, p, 0);
+}
+
+int64_t bp_conv_pixel_runs(pixel_run *runs, const conv_layout *l, const bp_conv2d_params *p, int64_t p0,
+                           int64_t count) {
+    int64_t n = 0;
+    for (int64_t q = 0; q < count;) {
+        int64_t oh = (p0 + q) / p->out_w, ow = (p0 + q) % p->out_w, len = min64(p->out_w - ow, count - q);
+        runs[n++] = (pixel_run){q, oh * l->wq + ow, len};
+        q += len;
+    }
+    return n;
+}
+
+BP_MULTIVERSION
+void bp_col2im_rows(float *buffer, const float *dcol, const conv_layout *l, const col2im_plan *plan,
+                    tap_reach *reaching, const bp_conv2d_params *p) {
+    int64_t taps = p->r * p->s, hw = bp_conv_pixels(p), vectors = plan->vectors;
+    const tap_place *place = plan->place;
+    for (int64_t ci = 0; ci < p->c / p->groups; ci++)
+        for (int64_t phase = 0; phase < p->stride_h * p->stride_w; phase++)
+            for (int64_t hrow = 0; hrow < l->hq; hrow++) {
+                int64_t found = 0;  // the taps that reach this row
+                for (int64_t t = 0; t < taps; t++) {
+                    int64_t oh = hrow - place[t].row;
+                    if (place[t].phase != phase || oh < 0 || oh >= p->out_h) continue;
+                    reaching[found++] = (tap_reach){dcol + (ci * taps + t) * hw + oh * p->out_w - place[t].col,
+                                                    plan->mask + t * vectors};
+                }
+                // Two vectors at a time: two independent chains of adds.
+                float *out = buffer + ci * l->channel + phase * l->plane + hrow * l->wq;
+                for (int64_t v = 0; v < vectors; v += 2) {
+                    v8f sum0 = {0}, sum1 = {0};
+                    for (int64_t e = 0; e < found; e++) {
+                        v8f x0, x1;
+                        memcpy(&x0, reaching[e].src + 8 * v, 32), memcpy(&x1, reaching[e].src + 8 * v + 8, 32);
+                        sum0 += (v8f)((v8i)x0 & reaching[e].mask[v]);
+                        sum1 += (v8f)((v8i)x1 & reaching[e].mask[v + 1]);
+                    }
+                    memcpy(out + 8 * v, &sum0, 32), memcpy(out + 8 * v + 8, &sum1, 32);
+                }
+            }
+}
+
+int64_t bp_col2im_plan_build(col2im_plan *plan, const conv_layout *l, const bp_conv2d_params *p) {
+    int64_t taps = p->r * p->s, missing = 0;
+    plan->vectors = (l->wq + 15) / 16 * 2;
+    plan->place = bp_malloc(taps, sizeof(tap_place), &missing);
+    plan->mask = bp_aligned_alloc(32, taps * plan->vectors, sizeof(v8i), 0, &missing);
+    if (missing) {
+        bp_col2im_plan_free(plan);
+        return missing;
+    }
+    for (int64_t t = 0; t < taps; t++) {
+        int64_t in_channel = l->offset[t] % l->plane;  // channel 0's taps: offset = phase · plane + row · wq + col
+        plan->place[t] = (tap_place){l->offset[t] / l->plane, in_channel / l->wq, in_channel % l->wq};
+    }
+    // mask[t][v]: lane i of buffer columns 8v … is an output column of tap t (0 <= 8v + i − col_t <
+    // out_w); the last vector is all 0 when wq needs an odd number
+    for (int64_t t = 0; t < taps; t++)
+        for (int64_t v = 0; v < plan->vectors; v++)
+            for (int i = 0; i < 8; i++)
+                plan->mask[t * plan->vectors + v][i] =
+                    (uint64_t)(8 * v + i - plan->place[t].col) < (uint64_t)p->out_w ? -1 : 0;
+    return 0;
+}
+
+void bp_col2im_plan_free(col2im_plan *plan) {
+    free(plan->place);
+    free(plan->mask);
+    plan->place = NULL, plan->mask = NULL;
+}

@@ -1,0 +1,81 @@
+// The phase-split, zero-padded copy of an image that the convolutions read their column matrix
+// from in place (conv2d_layout.c), shared by the float32 (conv2d.c) and bfloat16 (conv2d_bf16.c)
+// products.
+//
+// For image b and group g (cg = c / groups input channels, R = cg·r·s taps in the order (ci, i, j))
+// the column matrix is col [R, out_h · out_w]. The image is copied once into a zero-padded buffer split
+// into stride phases (phase (a, b) holds padded rows a, a + sh, … and columns b, b + sw, …), each
+// phase plane wq elements wide. Output pixel (oh, ow) gets the "virtual" index v = oh · wq + ow, and
+// then tap t of every pixel is at a fixed offset: col[t][pixel] = buffer[offset[t] + v]. So the pixels
+// of one output row read a contiguous run of the buffer, and the padding is zeros in the buffer.
+#ifndef BP_CONV2D_LAYOUT_H
+#define BP_CONV2D_LAYOUT_H
+
+#include "CKernels.h"
+#include "internal.h"
+
+/// R, the column matrix's rows (taps per output pixel), and its columns (output pixels).
+static inline int64_t bp_conv_taps(const bp_conv2d_params *p) { return p->c / p->groups * p->r * p->s; }
+static inline int64_t bp_conv_pixels(const bp_conv2d_params *p) { return p->out_h * p->out_w; }
+
+/// The buffer of one image and group: cg channels of sh · sw phase planes of `plane` = hq · wq
+/// elements, and the offset of each tap.
+typedef struct {
+    int64_t hq, wq, plane, channel, size;  // channel = sh · sw · plane; size = cg · channel
+    int64_t *offset;                       // [R]
+} conv_layout;
+
+/// The layout of `p`; its offsets are NULL when they could not be allocated (recorded in *missing).
+conv_layout bp_conv_layout_build(const bp_conv2d_params *p, int64_t *missing);
+
+/// Copies cg channels of an image (x at the group's first channel) into the buffer, whose padding
+/// is already 0 (it is never written, so a buffer zeroed once serves every image).
+void bp_conv_copy_in(float *buffer, const float *x, const conv_layout *l, const bp_conv2d_params *p);
+/// dx = the buffer's interior, plus bias[ci] when bias is not NULL.
+void bp_conv_copy_out(float *dx, const float *buffer, const float *bias, const conv_layout *l,
+                      const bp_conv2d_params *p);
+
+/// The output pixels [p0, p0 + count) as runs along output rows: run r covers positions
+/// [q, q + len) of the block and virtual pixels [v, v + len). bp_conv_pixel_runs returns the number
+/// of runs (at most count / out_w + 2).
+typedef struct {
+    int64_t q, v, len;
+} pixel_run;
+
+int64_t bp_conv_pixel_runs(pixel_run *runs, const conv_layout *l, const bp_conv2d_params *p, int64_t p0, int64_t count);
+
+/// What col2im needs of each tap: where it reads (phase plane, rows and columns into it) and, per
+/// 8-lane vector of a buffer row, which lanes are its output columns.
+typedef struct {
+    int64_t phase, row, col;
+} tap_place;
+
+typedef struct {
+    const float *src;  // the tap's dcol row at buffer column 0
+    const v8i *mask;   // its masks
+} tap_reach;
+
+typedef struct {
+    tap_place *place;  // [r · s]
+    v8i *mask;         // [r · s][vectors]
+    int64_t vectors;   // an even number of vectors covering a buffer row of wq
+} col2im_plan;
+
+/// The plan of `p`'s layout; returns the bytes it could not allocate (then nothing is held).
+int64_t bp_col2im_plan_build(col2im_plan *plan, const conv_layout *l, const bp_conv2d_params *p);
+void bp_col2im_plan_free(col2im_plan *plan);
+
+/// Floats a column gradient needs before and after it for bp_col2im_rows.
+static inline int64_t bp_col2im_slack(const conv_layout *l) { return l->wq + 16; }
+
+/// col2im as a gather, one buffer row at a time, so every buffer element is written once (no
+/// read-modify-write, no zeroed buffer): element (ci, phase, hrow, col) is the sum, in tap order,
+/// of dcol[t][oh = hrow − row_t][ow = col − col_t] over the taps t of channel ci placed in that
+/// phase, for the (oh, ow) that are output pixels. dcol is one image-group's column gradient
+/// [R][out_h · out_w] with bp_col2im_slack floats before and after it. A row's last vectors may write
+/// up to 15 floats into the next row, which is written after it (or into the buffer's slack).
+/// `reaching` is scratch for r · s taps.
+void bp_col2im_rows(float *buffer, const float *dcol, const conv_layout *l, const col2im_plan *plan,
+                    tap_reach *reaching, const bp_conv2d_params *p);
+
+#endif
