@@ -48,43 +48,72 @@ import Testing
         }
     }
 
-    /// The forward is bp_bf16_gemm's product of each group's weights with the column matrix whose
-    /// rows are the taps (channel, row, column) in order.
-    @Test func theForwardIsTheReferenceProductOverTheColumnMatrix() {
+    /// Each pass is bp_bf16_gemm's reference product over the column matrix, whose rows are the taps
+    /// (channel, row, column) in order: the forward W_g · col (+ bias); the input gradient
+    /// W_gᵀ · dy_g summed onto the pixels tap by tap; the weight gradient dy_g · colᵀ over each image's
+    /// pixels, image after image within each of the 4 blocks of images, the blocks then added in order.
+    @Test func thePassesAreTheReferenceProductsOverTheColumnMatrix() {
         let shape = Shape(
-            label: "groups, stride, dilation", n: 2, c: 4, h: 9, w: 8, k: 6, r: 3, s: 2, stride: (2, 1), pad: (1, 1),
+            label: "groups, stride, dilation", n: 5, c: 4, h: 9, w: 8, k: 6, r: 3, s: 2, stride: (2, 1), pad: (1, 1),
             dilation: (1, 2), groups: 2)
         let ours = Self.pass(shape, emulate: 0)
-        let (x, weight, bias) = (ours[4], ours[5], ours[7])
+        let (x, weight, dy, bias) = (ours[4], ours[5], ours[6], ours[7])
         let p = shape.params
-        let (cg, kg, oh, ow) = (shape.c / 2, shape.k / 2, Int(p.out_h), Int(p.out_w))
+        let (cg, kg, pixels) = (shape.c / 2, shape.k / 2, Int(p.out_h * p.out_w))
         let taps = cg * shape.r * shape.s
-        var expected = [Float](repeating: 0, count: ours[0].count)
+        /// The input pixel (b, group's channel ci, ih, iw) that tap t of pixel q reads, if any.
+        func source(_ t: Int, _ q: Int) -> (channel: Int, at: Int)? {
+            let (ci, i, j) = (t / (shape.r * shape.s), t / shape.s % shape.r, t % shape.s)
+            let ih = q / Int(p.out_w) * 2 - 1 + i, iw = q % Int(p.out_w) - 1 + j * 2
+            guard (0..<shape.h).contains(ih), (0..<shape.w).contains(iw) else { return nil }
+            return (ci, ih * shape.w + iw)
+        }
+        var y = [Float](repeating: 0, count: ours[0].count), dx = [Float](repeating: 0, count: x.count)
+        var partials = [[Float]](repeating: [Float](repeating: 0, count: weight.count), count: 4)
         for b in 0..<shape.n {
             for g in 0..<2 {
-                var col = [Float](repeating: 0, count: taps * oh * ow)
+                var col = [Float](repeating: 0, count: taps * pixels)
                 for t in 0..<taps {
-                    let (ci, i, j) = (t / (shape.r * shape.s), t / shape.s % shape.r, t % shape.s)
-                    for u in 0..<oh {
-                        for v in 0..<ow {
-                            let ih = u * 2 - 1 + i, iw = v - 1 + j * 2
-                            guard (0..<shape.h).contains(ih), (0..<shape.w).contains(iw) else { continue }
-                            col[t * oh * ow + u * ow + v] =
-                                x[((b * shape.c + g * cg + ci) * shape.h + ih) * shape.w + iw]
+                    for q in 0..<pixels {
+                        if let (ci, at) = source(t, q) {
+                            col[t * pixels + q] = x[(b * shape.c + g * cg + ci) * shape.h * shape.w + at]
                         }
                     }
                 }
-                var out = [Float](repeating: 0, count: kg * oh * ow)
+                let wg = Array(weight[g * kg * taps..<(g + 1) * kg * taps])
+                let dyg = Array(dy[(b * shape.k + g * kg) * pixels..<(b * shape.k + (g + 1) * kg) * pixels])
+                var out = [Float](repeating: 0, count: kg * pixels), dcol = [Float](repeating: 0, count: taps * pixels)
                 bp_bf16_gemm_ref(
-                    0, 0, Int64(kg), Int64(oh * ow), Int64(taps), Array(weight[g * kg * taps..<(g + 1) * kg * taps]),
-                    Int64(taps), col, Int64(oh * ow), &out, Int64(oh * ow), 0)
+                    0, 0, Int64(kg), Int64(pixels), Int64(taps), wg, Int64(taps), col, Int64(pixels), &out,
+                    Int64(pixels), 0)
                 for o in 0..<kg {
-                    for q in 0..<oh * ow {
-                        expected[(b * shape.k + g * kg + o) * oh * ow + q] = out[o * oh * ow + q] + bias[g * kg + o]
+                    for q in 0..<pixels {
+                        y[(b * shape.k + g * kg + o) * pixels + q] = out[o * pixels + q] + bias[g * kg + o]
                     }
+                }
+                bp_bf16_gemm_ref(
+                    1, 0, Int64(taps), Int64(pixels), Int64(kg), wg, Int64(taps), dyg, Int64(pixels), &dcol,
+                    Int64(pixels), 0)
+                for t in 0..<taps {
+                    for q in 0..<pixels {
+                        if let (ci, at) = source(t, q) {
+                            dx[(b * shape.c + g * cg + ci) * shape.h * shape.w + at] += dcol[t * pixels + q]
+                        }
+                    }
+                }
+                let block = [0, 1, 2, 3, 3][b]
+                partials[block].withUnsafeMutableBufferPointer {
+                    bp_bf16_gemm_ref(
+                        0, 1, Int64(kg), Int64(taps), Int64(pixels), dyg, Int64(pixels), col, Int64(pixels),
+                        $0.baseAddress! + g * kg * taps, Int64(taps), 1)
                 }
             }
         }
-        #expect(bits(ours[0]) == bits(expected))
+        let dw = weight.indices.map {
+            0.5 + (((partials[0][$0] + partials[1][$0]) + partials[2][$0]) + partials[3][$0])
+        }
+        #expect(bits(ours[0]) == bits(y), "forward")
+        #expect(bits(ours[1]) == bits(dx), "backward-data")
+        #expect(bits(ours[2]) == bits(dw), "backward-weights")
     }
 }
