@@ -103,17 +103,22 @@ void bp_bf16_pack_panel(uint32_t *out, const float *b, int64_t ldb, int64_t k, i
         }
 }
 
+// Eight columns at a time: each column's next 16 values rounded to 8 pairs, the 8 × 8 pairs
+// transposed in registers (as floats' bits) into 8 rows of the panel.
 BP_MULTIVERSION
 void bp_bf16_pack_panel_columns(uint32_t *out, const float *b, int64_t ldb, int64_t k, int64_t columns) {
     int64_t pairs = (k + 1) / 2;
-    for (int64_t j = 0; j < PAIR_COLUMNS; j++)
+    for (int64_t j0 = 0; j0 < PAIR_COLUMNS; j0 += 8)
         for (int64_t q = 0; q < pairs; q += 8) {
-            uint16_t chunk[16] = {0};
-            int64_t t = 2 * q, count = k - t < 16 ? k - t : 16;
-            if (j < columns) round_chunk(chunk, b + j * ldb + t, count, 1);
-            uint32_t eight[8];
-            memcpy(eight, chunk, 32);
-            for (int64_t r = 0; r < 8 && q + r < pairs; r++) out[(q + r) * PAIR_COLUMNS + j] = eight[r];
+            v8f x[8], rows[8];
+            for (int64_t j = 0; j < 8; j++) {
+                uint16_t chunk[16] = {0};
+                int64_t t = 2 * q, count = k - t < 16 ? k - t : 16;
+                if (j0 + j < columns) round_chunk(chunk, b + (j0 + j) * ldb + t, count, 1);
+                memcpy(&x[j], chunk, 32);
+            }
+            bp_transpose_8x8(rows, x);
+            for (int64_t r = 0; r < 8 && q + r < pairs; r++) memcpy(out + (q + r) * PAIR_COLUMNS + j0, &rows[r], 32);
         }
 }
 
@@ -213,11 +218,12 @@ __attribute__((target("avx512f"), always_inline)) static inline __m512 flushed_5
     return _mm512_castsi512_ps(_mm512_mask_and_epi32(bits, tiny, bits, _mm512_set1_epi32((int)0x80000000u)));
 }
 
-// The instruction: 12 rows × 32 columns in 24 accumulators; each step broadcasts a row's pair of
-// A and takes two vectors of 16 columns' pairs of B. Rows past `rows` repeat the last and are not stored.
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void
-tile_instruction(int64_t pairs, const uint32_t *a, int64_t lda, const uint32_t *b, float *c, int64_t ldc,
-                 int accumulate, int64_t rows, int64_t columns) {
+// The instruction: `height` (a constant once inlined: 4, 8 or 12) rows × 32 columns in 2 · height
+// accumulators; each step broadcasts a row's pair of A and takes two vectors of 16 columns' pairs of
+// B. Rows past `rows` repeat the last and are not stored.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"), always_inline)) static inline void
+tile_height(const int height, int64_t pairs, const uint32_t *a, int64_t lda, const uint32_t *b, float *c, int64_t ldc,
+            int accumulate, int64_t rows, int64_t columns) {
     const uint32_t *row[TILE_ROWS];
     __m512 acc[TILE_ROWS][2];
     // C's columns in the two halves: masked loads and stores touch no element past `columns`
@@ -226,7 +232,7 @@ tile_instruction(int64_t pairs, const uint32_t *a, int64_t lda, const uint32_t *
     // Unrolled, with the accumulators touched only by intrinsics: indexed by a loop counter or
     // copied with memcpy they would get a stack home, stored on every step.
 #pragma clang loop unroll(full)
-    for (int i = 0; i < TILE_ROWS; i++) {
+    for (int i = 0; i < height; i++) {
         row[i] = a + (i < rows ? i : rows - 1) * lda;
         acc[i][0] = _mm512_setzero_ps(), acc[i][1] = _mm512_setzero_ps();
         if (i < rows && accumulate) {
@@ -238,19 +244,27 @@ tile_instruction(int64_t pairs, const uint32_t *a, int64_t lda, const uint32_t *
         __m512bh b0 = (__m512bh)_mm512_loadu_si512(b + q * PAIR_COLUMNS);
         __m512bh b1 = (__m512bh)_mm512_loadu_si512(b + q * PAIR_COLUMNS + 16);
 #pragma clang loop unroll(full)
-        for (int i = 0; i < TILE_ROWS; i++) {
+        for (int i = 0; i < height; i++) {
             __m512bh ai = (__m512bh)_mm512_set1_epi32((int)row[i][q]);
             acc[i][0] = _mm512_dpbf16_ps(acc[i][0], ai, b0);
             acc[i][1] = _mm512_dpbf16_ps(acc[i][1], ai, b1);
         }
     }
 #pragma clang loop unroll(full)
-    for (int i = 0; i < TILE_ROWS; i++) {
+    for (int i = 0; i < height; i++)
         if (i < rows) {
             _mm512_mask_storeu_ps(c + i * ldc, low, acc[i][0]);
             _mm512_mask_storeu_ps(c + i * ldc + 16, high, acc[i][1]);
         }
-    }
+}
+
+// The shortest of the 4-, 8- and 12-row tiles that covers `rows`.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void
+tile_instruction(int64_t pairs, const uint32_t *a, int64_t lda, const uint32_t *b, float *c, int64_t ldc,
+                 int accumulate, int64_t rows, int64_t columns) {
+    if (rows > 8) tile_height(12, pairs, a, lda, b, c, ldc, accumulate, rows, columns);
+    else if (rows > 4) tile_height(8, pairs, a, lda, b, c, ldc, accumulate, rows, columns);
+    else tile_height(4, pairs, a, lda, b, c, ldc, accumulate, rows, columns);
 }
 
 // Asked once (cpuid is slow, under a hypervisor especially); the answer never changes.
