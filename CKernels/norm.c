@@ -145,7 +145,10 @@ BP_MULTIVERSION
 static void run_backward(float *dx, const float *dy, const float *x, int64_t count, float a, float b, float hi,
                          float lo, float k, const affine_map *map, int relu) {
     affine_map m = *map;
-    if (relu) backward_run(dx, dy, x, count, a, b, hi, lo, k, &m, 1);
+    if (dx == x) {  // in place: one pointer, so the compiler sees that dx[i] only replaces x[i] and vectorises
+        if (relu) backward_run(dx, dy, dx, count, a, b, hi, lo, k, &m, 1);
+        else backward_run(dx, dy, dx, count, a, b, hi, lo, k, &m, 0);
+    } else if (relu) backward_run(dx, dy, x, count, a, b, hi, lo, k, &m, 1);
     else backward_run(dx, dy, x, count, a, b, hi, lo, k, &m, 0);
 }
 

@@ -313,7 +313,7 @@ void bp_batchnorm_forward_eval(float *y, const float *x, const float *running_me
 /// dx = gamma · rstd · dy in evaluation (fixed statistics, batch_statistics = 0). With `relu`, a
 /// ReLU was fused after the forward and dy is the gradient at its output: dy counts only where the
 /// normalised value (recomputed from x, beta and the statistics as the forward computed it) is > 0,
-/// as bp_relu_backward would pass it on.
+/// as bp_relu_backward would pass it on. dx may be x (each x is read before that dx is written).
 int64_t bp_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
                               const float *mean, const float *rstd, const float *gamma, const float *beta, int64_t n,
                               int64_t c, int64_t hw, int batch_statistics, int relu);

@@ -23,7 +23,9 @@ public class Pointwise: Activation {
         _ dx: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>,
         _ saved: UnsafePointer<Float>, _ n: Int64
     ) -> Void
-    enum Saved { case input, output }
+    /// What the backward reads: the input, only the input's sign (kept in bfloat16 in a bfloat16
+    /// scope, see `SavedTensor`), or the output.
+    enum Saved { case input, inputSign, output }
 
     public let description: String
     public let health: ActivationHealth?
@@ -44,15 +46,20 @@ public class Pointwise: Activation {
     }
 
     public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
-        let n = Int64(input.count)
-        let output = input.withPointer { x in Tensor.filled(input.shape) { forwardKernel($0, x, n) } }
-        let savedTensor = saved == .input ? input : output
+        let n = Int64(input.count), shape = input.shape
+        let output = input.withPointer { x in Tensor.filled(shape) { forwardKernel($0, x, n) } }
+        let savedTensor: SavedTensor
+        switch saved {
+        case .input: savedTensor = SavedTensor(input, rounding: false)
+        case .inputSign: savedTensor = SavedTensor(input)
+        case .output: savedTensor = SavedTensor(output, rounding: false)
+        }
         return (
             output,
             { [backwardKernel] gradOutput in
-                try checkGradient(gradOutput, matches: output.shape, in: self)
+                try checkGradient(gradOutput, matches: shape, in: self)
                 return gradOutput.withPointer { dy in
-                    savedTensor.withPointer { s in Tensor.filled(output.shape) { backwardKernel($0, dy, s, n) } }
+                    savedTensor.tensor.withPointer { s in Tensor.filled(shape) { backwardKernel($0, dy, s, n) } }
                 }
             }
         )
@@ -62,7 +69,8 @@ public class Pointwise: Activation {
 /// u = max(z, 0); the gradient at 0 is 0, as PyTorch's.
 public final class ReLU: Pointwise {
     public init() {
-        super.init("ReLU()", saved: .input, health: .deadUnits, forward: bp_relu_forward, backward: bp_relu_backward)
+        super.init(
+            "ReLU()", saved: .inputSign, health: .deadUnits, forward: bp_relu_forward, backward: bp_relu_backward)
     }
 }
 
@@ -73,7 +81,7 @@ public final class LeakyReLU: Pointwise {
     public init(negativeSlope: Float = 0.01) {
         self.negativeSlope = negativeSlope
         super.init(
-            "LeakyReLU(negativeSlope: \(negativeSlope))", saved: .input,
+            "LeakyReLU(negativeSlope: \(negativeSlope))", saved: .inputSign,
             forward: { bp_leaky_relu_forward($0, $1, negativeSlope, $2) },
             backward: { bp_leaky_relu_backward($0, $1, $2, negativeSlope, $3) })
     }

@@ -124,12 +124,15 @@ func convolution(
             }
         }
     }
+    // The input is read again only by the weight gradient's products (as x, or as the transpose's y).
+    let saved = SavedTensor(input), inputShape = input.shape
     return SplitPass(
         output: output,
         parameterBackward: { gradOutput in
             try checkGradient(gradOutput, matches: outputShape, in: module)
             var p = geometry, missing: Int64 = 0
-            let (ySide, xSide) = transposed ? (input, gradOutput) : (gradOutput, input)
+            let kept = saved.tensor
+            let (ySide, xSide) = transposed ? (kept, gradOutput) : (gradOutput, kept)
             // Conv2D's bias is on the y side: its gradient is summed with the weight gradient.
             // ConvTranspose2D's is on the x side (its output): summed over the gradient's planes.
             ySide.withPointer { dy in
@@ -152,7 +155,7 @@ func convolution(
             var p = geometry
             return try gradOutput.withPointer { v in
                 try weight.value.withPointer { w in
-                    try Tensor.computed(input.shape, by: module) { inputGradientKernel($0, v, w, nil, &p) }
+                    try Tensor.computed(inputShape, by: module) { inputGradientKernel($0, v, w, nil, &p) }
                 }
             }
         })

@@ -34,14 +34,14 @@ public final class Dropout: Module {
                 }
             )
         }
-        let seed = randomState.generator.next(), p = probability, n = Int64(input.count)
-        let output = input.withPointer { x in Tensor.filled(input.shape) { bp_dropout_forward($0, x, p, seed, n) } }
+        let seed = randomState.generator.next(), p = probability, n = Int64(input.count), shape = input.shape
+        let output = input.withPointer { x in Tensor.filled(shape) { bp_dropout_forward($0, x, p, seed, n) } }
         return (
             output,
-            { gradOutput in
-                try checkGradient(gradOutput, matches: output.shape, in: self)
+            { gradOutput in  // the mask is drawn again from the seed: nothing of the pass is kept
+                try checkGradient(gradOutput, matches: shape, in: self)
                 return gradOutput.withPointer { dy in
-                    Tensor.filled(output.shape) { bp_dropout_backward($0, dy, p, seed, n) }
+                    Tensor.filled(shape) { bp_dropout_backward($0, dy, p, seed, n) }
                 }
             }
         )

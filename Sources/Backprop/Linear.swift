@@ -65,12 +65,13 @@ public final class Linear: Module {
                 }
             }
         }
+        let saved = SavedTensor(input), inputShape = input.shape  // read again only by the weight gradient's product
         return SplitPass(
             output: output,
             parameterBackward: { [weight, bias] gradOutput in
                 try checkGradient(gradOutput, matches: outputShape, in: self)
                 let missing = gradOutput.withPointer { dy in
-                    input.withPointer { x in
+                    saved.tensor.withPointer { x in
                         weight.grad.withMutablePointer { dw in
                             withOptionalMutablePointer(bias) { db in
                                 bp_linear_backward_weights(dw, db, dy, x, rows, n, m, precision)
@@ -83,7 +84,7 @@ public final class Linear: Module {
             inputBackward: { [weight] gradOutput in
                 try gradOutput.withPointer { dy in
                     try weight.value.withPointer { w in
-                        try Tensor.computed(input.shape, by: self) {
+                        try Tensor.computed(inputShape, by: self) {
                             bp_linear_backward_data($0, dy, w, rows, n, m, precision)
                         }
                     }

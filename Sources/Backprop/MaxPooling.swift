@@ -6,6 +6,19 @@ enum Argmax {
     case words([Int32])
 }
 
+/// An argmax kept for a backward, counted as tensor storage is.
+final class KeptArgmax: CountedStorage, @unchecked Sendable {
+    let argmax: Argmax
+
+    init(_ argmax: Argmax) {
+        self.argmax = argmax
+        switch argmax {
+        case .bytes(let indices): super.init(bytes: indices.count)
+        case .words(let indices): super.init(bytes: indices.count * MemoryLayout<Int32>.stride)
+        }
+    }
+}
+
 /// Max pooling over the windows `p` describes: u = max over each window (NaN wins; ties go to
 /// the first maximum in row-major window order); the backward routes each gradient to its
 /// window's argmax. Saves the argmax: one byte per output (4 for larger windows).
@@ -30,15 +43,15 @@ func maxPool(
         }
     }
     try checkAllocation(missing, module)
-    let saved = argmax
+    let saved = KeptArgmax(argmax), inputShape = input.shape  // the backward keeps the argmax, not the input
     return (
         output, argmax,
         { gradOutput in
             try checkGradient(gradOutput, matches: outputShape, in: module)
             var p = parameters, missing: Int64 = 0
             let dx = gradOutput.withPointer { dy in
-                Tensor.filled(input.shape) { dx in
-                    switch saved {
+                Tensor.filled(inputShape) { dx in
+                    switch saved.argmax {
                     case .bytes(let indices): missing = bp_maxpool2d_backward(dx, dy, indices, nil, &p)
                     case .words(let indices): missing = bp_maxpool2d_backward(dx, dy, nil, indices, &p)
                     }

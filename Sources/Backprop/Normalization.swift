@@ -159,23 +159,22 @@ public class BatchNorm: Module {
         }
         try checkAllocation(missing, self)
         if isTraining && !deferring { batchesTracked?.value += 1 }
+        let saved = SavedTensor(input), shape = input.shape  // rounded in a bfloat16 scope
         return (
             output,
             { [weight, bias] gradOutput in
-                try checkGradient(gradOutput, matches: input.shape, in: self)
-                return try gradOutput.withPointer { dy in
-                    try input.withPointer { x in
-                        try mean.withPointer { m in
-                            try rstd.withPointer { r in
-                                try withOptionalPointer(weight?.value) { gamma in
-                                    try withOptionalPointer(bias?.value) { beta in
-                                        try withOptionalMutablePointer(weight) { dgamma in
-                                            try withOptionalMutablePointer(bias) { dbeta in
-                                                try Tensor.computed(input.shape, by: self) {
-                                                    bp_batchnorm_backward(
-                                                        $0, dgamma, dbeta, dy, x, m, r, gamma, beta, n, c,
-                                                        hw, batchStatistics ? 1 : 0, fusingReLU ? 1 : 0)
-                                                }
+                try checkGradient(gradOutput, matches: shape, in: self)
+                let (dx, missing) = saved.overwritingExpansion { dx, x in
+                    gradOutput.withPointer { dy in
+                        mean.withPointer { m in
+                            rstd.withPointer { r in
+                                withOptionalPointer(weight?.value) { gamma in
+                                    withOptionalPointer(bias?.value) { beta in
+                                        withOptionalMutablePointer(weight) { dgamma in
+                                            withOptionalMutablePointer(bias) { dbeta in
+                                                bp_batchnorm_backward(
+                                                    dx, dgamma, dbeta, dy, x, m, r, gamma, beta, n, c, hw,
+                                                    batchStatistics ? 1 : 0, fusingReLU ? 1 : 0)
                                             }
                                         }
                                     }
@@ -184,6 +183,8 @@ public class BatchNorm: Module {
                         }
                     }
                 }
+                try checkAllocation(missing, self)
+                return dx
             }
         )
     }

@@ -44,16 +44,14 @@ final class MemoryCount: Sendable {
     func remove(_ bytes: Int) { live.subtract(bytes, ordering: .relaxed) }
 }
 
-/// A tensor's elements, counted while alive in the process and in the `measure` scope it was
+/// Storage of `bytes`, counted while alive in the process and in the `measure` scope it was
 /// created in.
-final class TensorStorage: @unchecked Sendable {
-    var scalars: [Float]
+class CountedStorage: @unchecked Sendable {
     private let bytes: Int
     private let scope: MemoryCount?
 
-    init(_ scalars: [Float]) {
-        self.scalars = scalars
-        bytes = scalars.count * MemoryLayout<Float>.stride
+    init(bytes: Int) {
+        self.bytes = bytes
         scope = TensorMemory.scope
         TensorMemory.process.add(bytes)
         scope?.add(bytes)
@@ -62,6 +60,16 @@ final class TensorStorage: @unchecked Sendable {
     deinit {
         TensorMemory.process.remove(bytes)
         scope?.remove(bytes)
+    }
+}
+
+/// A tensor's elements.
+final class TensorStorage: CountedStorage, @unchecked Sendable {
+    var scalars: [Float]
+
+    init(_ scalars: [Float]) {
+        self.scalars = scalars
+        super.init(bytes: scalars.count * MemoryLayout<Float>.stride)
     }
 }
 

@@ -59,4 +59,34 @@ import Testing
             randomTensor([Self.rows, Self.inFeatures], seed: 1))
         #expect(bits(unscoped.scalars) == bits(single[0]), "float32 outside a scope")
     }
+
+    /// A convolution keeps its input in bfloat16 in a bfloat16 scope, and its weight gradient is still
+    /// the kernel's on the whole input: the product rounds it the same way.
+    @Test func aConvolutionKeepsItsInputInBFloat16WithoutChangingABit() throws {
+        let conv = try Conv2D(3, 8, kernelSize: 3, padding: 1, seed: 5)
+        let x = randomTensor([2, 3, 9, 7], seed: 6), dy = randomTensor([2, 8, 9, 7], seed: 7)
+        let (_, backward) = try Precision.$current.withValue(.bf16) { try conv.forward(x) }
+        _ = try backward(dy)
+        var p = bp_conv2d_params(
+            n: 2, c: 3, h: 9, w: 7, k: 8, out_h: 9, out_w: 7, r: 3, s: 3, stride_h: 1, stride_w: 1, pad_h: 1, pad_w: 1,
+            dilation_h: 1, dilation_w: 1, groups: 1)
+        var dw = [Float](repeating: 0, count: conv.weight.value.count), db = [Float](repeating: 0, count: 8)
+        #expect(bp_conv2d_backward_weights_bf16(&dw, &db, dy.scalars, x.scalars, &p, 0) == 0)
+        #expect(bits(conv.weight.grad.scalars) == bits(dw))
+    }
+
+    /// What the default CNN's backwards keep: at most 0.6 of float32's bytes in a bfloat16 scope
+    /// (the inputs of convolutions, batch norms, ReLUs and linear layers in bfloat16).
+    @Test func theSavedActivationsTakeAtMostSixTenthsInBFloat16() throws {
+        let spec =
+            "conv2d(1,32,3,pad=1) batchnorm2d(32) relu maxpool2d(2) conv2d(32,64,3,pad=1) batchnorm2d(64) relu maxpool2d(2) flatten linear(3136,128) relu linear(128,10)"
+        let x = randomTensor([8, 1, 28, 28], seed: 8)
+        let held = try [Precision.fp32, .bf16].map { precision in
+            try Precision.$current.withValue(precision) {
+                try ModelSpec.build(spec, seed: 1).memoryHeldByBackward(x).map(\.bytes).reduce(0, +)
+            }
+        }
+        #expect(held[0] > 8 * 80_000 * 4, "float32 keeps the inputs whole: \(held[0]) bytes")
+        #expect(Double(held[1]) <= 0.6 * Double(held[0]), "bfloat16: \(held[1]) of \(held[0]) bytes")
+    }
 }
