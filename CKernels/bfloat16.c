@@ -138,11 +138,27 @@ static int64_t panel_columns(const bf16_product *p, int64_t panel) {
     return left < PAIR_COLUMNS ? left : PAIR_COLUMNS;
 }
 
+// `rows` (at most 16) rows of A from a's columns (row i of A is column i of a [k, lda]): a's rows
+// read 16 values at a time and rounded, each 16 × 16 block turned into 16 rows of 8 pairs.
+BP_MULTIVERSION
+static void pack_a_columns(uint32_t *out, const float *a, int64_t lda, int64_t rows, int64_t k, int64_t pairs) {
+    for (int64_t t = 0; t < k; t += 16) {
+        uint16_t h[16][16] = {{0}};  // h[kk][i]: A(i, t + kk)
+        for (int64_t kk = 0; kk < 16 && t + kk < k; kk++) round_chunk(h[kk], a + (t + kk) * lda, rows, 1);
+        for (int64_t i = 0; i < rows; i++)
+            for (int64_t r = 0; r < 8 && t / 2 + r < pairs; r++)
+                out[i * pairs + t / 2 + r] = h[2 * r][i] | (uint32_t)h[2 * r + 1][i] << 16;
+    }
+}
+
 static void pack_a_rows(const void *context, int64_t begin, int64_t end) {
     const bf16_product *p = context;
-    for (int64_t i = begin; i < end; i++)
-        bp_bf16_pack_pairs(p->packed_a + i * p->pairs, p->trans_a ? p->a + i : p->a + i * p->lda, p->k,
-                           p->trans_a ? p->lda : 1);
+    if (p->trans_a)
+        for (int64_t i = begin; i < end; i += 16)
+            pack_a_columns(p->packed_a + i * p->pairs, p->a + i, p->lda, end - i < 16 ? end - i : 16, p->k, p->pairs);
+    else
+        for (int64_t i = begin; i < end; i++)
+            bp_bf16_pack_pairs(p->packed_a + i * p->pairs, p->a + i * p->lda, p->k, 1);
 }
 
 static void pack_b_panels(const void *context, int64_t begin, int64_t end) {
@@ -218,12 +234,12 @@ __attribute__((target("avx512f"), always_inline)) static inline __m512 flushed_5
     return _mm512_castsi512_ps(_mm512_mask_and_epi32(bits, tiny, bits, _mm512_set1_epi32((int)0x80000000u)));
 }
 
-// The instruction: `height` (a constant once inlined: 4, 8 or 12) rows × 32 columns in 2 · height
-// accumulators; each step broadcasts a row's pair of A and takes two vectors of 16 columns' pairs of
-// B. Rows past `rows` repeat the last and are not stored.
+// The instruction: `height` (a constant once inlined: 4, 8 or 12) rows × 16 · `vectors` (1 or 2)
+// columns in height · vectors accumulators; each step broadcasts a row's pair of A and takes the
+// vectors of 16 columns' pairs of B. Rows past `rows` repeat the last and are not stored.
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"), always_inline)) static inline void
-tile_height(const int height, int64_t pairs, const uint32_t *a, int64_t lda, const uint32_t *b, float *c, int64_t ldc,
-            int accumulate, int64_t rows, int64_t columns) {
+tile_height(const int height, const int vectors, int64_t pairs, const uint32_t *a, int64_t lda, const uint32_t *b,
+            float *c, int64_t ldc, int accumulate, int64_t rows, int64_t columns) {
     const uint32_t *row[TILE_ROWS];
     __m512 acc[TILE_ROWS][2];
     // C's columns in the two halves: masked loads and stores touch no element past `columns`
@@ -237,34 +253,38 @@ tile_height(const int height, int64_t pairs, const uint32_t *a, int64_t lda, con
         acc[i][0] = _mm512_setzero_ps(), acc[i][1] = _mm512_setzero_ps();
         if (i < rows && accumulate) {
             acc[i][0] = flushed_512(_mm512_maskz_loadu_ps(low, c + i * ldc));
-            acc[i][1] = flushed_512(_mm512_maskz_loadu_ps(high, c + i * ldc + 16));
+            if (vectors == 2) acc[i][1] = flushed_512(_mm512_maskz_loadu_ps(high, c + i * ldc + 16));
         }
     }
     for (int64_t q = 0; q < pairs; q++) {
         __m512bh b0 = (__m512bh)_mm512_loadu_si512(b + q * PAIR_COLUMNS);
-        __m512bh b1 = (__m512bh)_mm512_loadu_si512(b + q * PAIR_COLUMNS + 16);
+        __m512bh b1 = vectors == 2 ? (__m512bh)_mm512_loadu_si512(b + q * PAIR_COLUMNS + 16) : b0;
 #pragma clang loop unroll(full)
         for (int i = 0; i < height; i++) {
             __m512bh ai = (__m512bh)_mm512_set1_epi32((int)row[i][q]);
             acc[i][0] = _mm512_dpbf16_ps(acc[i][0], ai, b0);
-            acc[i][1] = _mm512_dpbf16_ps(acc[i][1], ai, b1);
+            if (vectors == 2) acc[i][1] = _mm512_dpbf16_ps(acc[i][1], ai, b1);
         }
     }
 #pragma clang loop unroll(full)
     for (int i = 0; i < height; i++)
         if (i < rows) {
             _mm512_mask_storeu_ps(c + i * ldc, low, acc[i][0]);
-            _mm512_mask_storeu_ps(c + i * ldc + 16, high, acc[i][1]);
+            if (vectors == 2) _mm512_mask_storeu_ps(c + i * ldc + 16, high, acc[i][1]);
         }
 }
 
-// The shortest of the 4-, 8- and 12-row tiles that covers `rows`.
+// The smallest of the tiles of 4, 8 or 12 rows and 16 or 32 columns that covers rows × columns.
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void
 tile_instruction(int64_t pairs, const uint32_t *a, int64_t lda, const uint32_t *b, float *c, int64_t ldc,
                  int accumulate, int64_t rows, int64_t columns) {
-    if (rows > 8) tile_height(12, pairs, a, lda, b, c, ldc, accumulate, rows, columns);
-    else if (rows > 4) tile_height(8, pairs, a, lda, b, c, ldc, accumulate, rows, columns);
-    else tile_height(4, pairs, a, lda, b, c, ldc, accumulate, rows, columns);
+    if (columns <= 16) {
+        if (rows > 8) tile_height(12, 1, pairs, a, lda, b, c, ldc, accumulate, rows, columns);
+        else if (rows > 4) tile_height(8, 1, pairs, a, lda, b, c, ldc, accumulate, rows, columns);
+        else tile_height(4, 1, pairs, a, lda, b, c, ldc, accumulate, rows, columns);
+    } else if (rows > 8) tile_height(12, 2, pairs, a, lda, b, c, ldc, accumulate, rows, columns);
+    else if (rows > 4) tile_height(8, 2, pairs, a, lda, b, c, ldc, accumulate, rows, columns);
+    else tile_height(4, 2, pairs, a, lda, b, c, ldc, accumulate, rows, columns);
 }
 
 // Asked once (cpuid is slow, under a hypervisor especially); the answer never changes.

@@ -113,10 +113,13 @@ void bp_micro_6x16_rows(int64_t kc, const float *a, int64_t lda, const float *b,
 
 /// Weights packed for the recurrent layers' step products (panel_product.c): B [depth, G · H],
 /// whose column g · H + j is gate g of hidden unit j, in 16-column panels grouped by blocks of
-/// BP_NR units, each block's G gates side by side.
+/// BP_NR units, each block's G gates side by side. For bfloat16 products (`pairs` instead of
+/// `panels`) a block's G · 16 columns go in 32-column panels of pairs over the depth.
 typedef struct {
     float *panels;
+    uint32_t *pairs;
     int64_t depth, hidden, gates;
+    int emulate;  // bfloat16 products by the emulation (see bp_bf16_emulating)
 } bp_gate_panels;
 
 /// The blocks of BP_NR hidden units (the last may be narrower).
@@ -126,9 +129,10 @@ static inline int64_t bp_block_units(int64_t hidden, int64_t block) {
     return hidden - block * BP_NR < BP_NR ? hidden - block * BP_NR : BP_NR;
 }
 /// Packs B[k][c] = M[c][k] (`by_rows`: M [G · H, depth], row c at m + c · ld) or B[k][c] = M[k][c]
-/// (M [depth, G · H], row k at m + k · ld). Returns 0 or the bytes it could not allocate.
+/// (M [depth, G · H], row k at m + k · ld), for products in `precision` (BP_FP32, BP_BF16 or
+/// BP_BF16_EMULATED). Returns 0 or the bytes it could not allocate.
 int64_t bp_pack_gate_panels(bp_gate_panels *w, const float *m, int64_t ld, int by_rows, int64_t depth, int64_t hidden,
-                            int64_t gates);
+                            int64_t gates, int32_t precision);
 void bp_gate_panels_free(bp_gate_panels *w);
 /// tile[b][g · 16 + jj] = Σ_k X[b][k] · B[k][g · H + block · 16 + jj] for b < n, every gate g and
 /// the block's units jj (rows of tile `ldt` apart), X [n, depth] with rows `ldx` apart; for each of

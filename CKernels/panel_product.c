@@ -7,7 +7,10 @@
 // once per forward or backward in 16-column panels ordered unit block by unit block, each block's
 // G gates side by side, so that one block's product holds every gate of its 16 units and the cell
 // update can follow it while it is in cache. Each element sums over depth in a fixed order (blocks
-// of DEPTH_BLOCK, in order): the bits do not depend on who computes which block.
+// of DEPTH_BLOCK, in order): the bits do not depend on who computes which block. In bfloat16 the
+// block's G · 16 columns go in 32-column panels of pairs for bp_bf16_tile, X's rows are rounded to
+// pairs a depth block at a time, and each element is bp_bf16_gemm's sum over the depth.
+#include "CKernels.h"
 #include "internal.h"
 
 #include <stdlib.h>
@@ -26,10 +29,59 @@ static float *panel(const bp_gate_panels *w, int64_t u, int64_t g, int64_t t0) {
     return w->panels + (u * w->depth + t0) * w->gates * BP_NR + g * kc * BP_NR;
 }
 
+// The 32-column panels of pairs of a block's G · 16 columns: panel pp holds gates 2pp and 2pp + 1.
+static int64_t pair_panels(const bp_gate_panels *w) {
+    return (w->gates * BP_NR + BP_BF16_COLUMNS - 1) / BP_BF16_COLUMNS;
+}
+
+// Panel pp of unit block u, depth block [t0, t0 + kc): (kc + 1) / 2 rows of 32 pairs, laid out as
+// the float panels are.
+static uint32_t *pair_panel(const bp_gate_panels *w, int64_t u, int64_t pp, int64_t t0) {
+    int64_t kc = min64(DEPTH_BLOCK, w->depth - t0), panels = pair_panels(w);
+    return w->pairs + (u * ((w->depth + 1) / 2) + t0 / 2) * panels * BP_BF16_COLUMNS +
+           pp * ((kc + 1) / 2) * BP_BF16_COLUMNS;
+}
+
+// B[k][c] of the packing's matrix.
+static float element(const float *m, int64_t ld, int by_rows, int64_t k, int64_t c) {
+    return by_rows ? m[c * ld + k] : m[k * ld + c];
+}
+
+// Panel pp of block u's pairs, every depth block: column jj is gate 2pp + jj / 16 of unit u · 16 + jj % 16
+// (0 past the last gate or unit), the rows of a pair rounded 32 at a time and interleaved.
+static void pack_pair_panel(const bp_gate_panels *w, const float *m, int64_t ld, int by_rows, int64_t u, int64_t pp) {
+    for (int64_t t0 = 0; t0 < w->depth; t0 += DEPTH_BLOCK) {
+        uint32_t *dst = pair_panel(w, u, pp, t0);
+        for (int64_t k = t0; k < min64(t0 + DEPTH_BLOCK, w->depth); k += 2) {
+            float rows[2][BP_BF16_COLUMNS] = {{0}};
+            uint16_t half[2][BP_BF16_COLUMNS];
+            for (int64_t jj = 0; jj < BP_BF16_COLUMNS; jj++) {
+                int64_t g = 2 * pp + jj / BP_NR, unit = u * BP_NR + jj % BP_NR;
+                if (g >= w->gates || unit >= w->hidden) continue;
+                rows[0][jj] = element(m, ld, by_rows, k, g * w->hidden + unit);
+                if (k + 1 < w->depth) rows[1][jj] = element(m, ld, by_rows, k + 1, g * w->hidden + unit);
+            }
+            bp_bf16_round_flushed(half[0], rows[0], BP_BF16_COLUMNS);
+            bp_bf16_round_flushed(half[1], rows[1], BP_BF16_COLUMNS);
+            for (int64_t jj = 0; jj < BP_BF16_COLUMNS; jj++)
+                dst[(k - t0) / 2 * BP_BF16_COLUMNS + jj] = half[0][jj] | (uint32_t)half[1][jj] << 16;
+        }
+    }
+}
+
 int64_t bp_pack_gate_panels(bp_gate_panels *w, const float *m, int64_t ld, int by_rows, int64_t depth, int64_t hidden,
-                            int64_t gates) {
+                            int64_t gates, int32_t precision) {
     int64_t missing = 0, blocks = bp_unit_blocks(hidden), panels = blocks * gates;
-    *w = (bp_gate_panels){bp_malloc(panels * BP_NR * depth, sizeof(float), &missing), depth, hidden, gates};
+    *w = (bp_gate_panels){NULL, NULL, depth, hidden, gates, bp_bf16_emulating(precision == BP_BF16_EMULATED)};
+    if (precision != BP_FP32) {
+        int64_t count = blocks * pair_panels(w);
+        w->pairs = bp_malloc(count * (depth + 1) / 2 * BP_BF16_COLUMNS, sizeof(uint32_t), &missing);
+        if (!w->pairs) return missing;
+#pragma omp parallel for schedule(static) if (count * depth * BP_BF16_COLUMNS >= BP_PARALLEL_MIN)
+        for (int64_t q = 0; q < count; q++) pack_pair_panel(w, m, ld, by_rows, q / pair_panels(w), q % pair_panels(w));
+        return 0;
+    }
+    w->panels = bp_malloc(panels * BP_NR * depth, sizeof(float), &missing);
     // Panel q = u · G + g: column jj of row k of depth block t0 is B[t0 + k][g · H + u · 16 + jj]
     // (0 past the last unit).
     if (!w->panels) return missing;
@@ -59,11 +111,36 @@ int64_t bp_pack_gate_panels(bp_gate_panels *w, const float *m, int64_t ld, int b
 
 void bp_gate_panels_free(bp_gate_panels *w) {
     free(w->panels);
+    free(w->pairs);
     *w = (bp_gate_panels){0};
+}
+
+// The product in bfloat16: 12 rows of X rounded to pairs for a depth block, then each panel's tile.
+static void block_product_pairs(float *tile, int64_t ldt, int64_t tile_step, const float *x, int64_t ldx,
+                                int64_t x_step, int64_t steps, int64_t n, const bp_gate_panels *w, int64_t block) {
+    uint32_t a[BP_BF16_ROWS * DEPTH_BLOCK / 2];
+    int64_t width = w->gates * BP_NR;
+    for (int64_t s = 0; s < steps; s++)
+        for (int64_t r = 0; r < n; r += BP_BF16_ROWS) {
+            int64_t rows = min64(BP_BF16_ROWS, n - r);
+            for (int64_t t0 = 0; t0 < w->depth; t0 += DEPTH_BLOCK) {
+                int64_t kc = min64(DEPTH_BLOCK, w->depth - t0), pairs = (kc + 1) / 2;
+                for (int64_t i = 0; i < rows; i++)
+                    bp_bf16_pack_pairs(a + i * pairs, x + s * x_step + (r + i) * ldx + t0, kc, 1);
+                for (int64_t pp = 0; pp < pair_panels(w); pp++)
+                    bp_bf16_tile(pairs, a, pairs, pair_panel(w, block, pp, t0),
+                                 tile + s * tile_step + r * ldt + pp * BP_BF16_COLUMNS, ldt, t0 > 0, rows,
+                                 min64(BP_BF16_COLUMNS, width - pp * BP_BF16_COLUMNS), w->emulate);
+            }
+        }
 }
 
 void bp_gate_block_product(float *tile, int64_t ldt, int64_t tile_step, const float *x, int64_t ldx, int64_t x_step,
                            int64_t steps, int64_t n, const bp_gate_panels *w, int64_t block) {
+    if (w->pairs) {
+        block_product_pairs(tile, ldt, tile_step, x, ldx, x_step, steps, n, w, block);
+        return;
+    }
     int64_t units = bp_block_units(w->hidden, block);
     // Six rows of X stay in L1 while the block's panels of B (from L2) pass them.
     for (int64_t s = 0; s < steps; s++)

@@ -112,8 +112,8 @@ int64_t bp_rnn_forward(float *y, float *h_n, float *c_n, float *saved, const flo
     float *hp = bp_aligned_alloc(64, blocks * n, width * (int64_t)sizeof(float), 0, &missing);
     float *start = bp_calloc(n * hidden, sizeof(float), &missing), *c = bp_calloc(n * hidden, sizeof(float), &missing);
     bp_gate_panels wih = {0}, whh = {0};  // W_ihᵀ [input, G·H], W_hhᵀ [H, G·H]
-    if (!missing) missing = bp_pack_gate_panels(&wih, w_ih, in, 1, in, hidden, gates);
-    if (!missing) missing = bp_pack_gate_panels(&whh, w_hh, hidden, 1, hidden, hidden, gates);
+    if (!missing) missing = bp_pack_gate_panels(&wih, w_ih, in, 1, in, hidden, gates, p->precision);
+    if (!missing) missing = bp_pack_gate_panels(&whh, w_hh, hidden, 1, hidden, hidden, gates, p->precision);
     if (missing) goto done;
     if (h0) memcpy(start, h0, (size_t)(n * hidden) * sizeof(float));
     if (c0 && p->kind == BP_LSTM) memcpy(c, c0, (size_t)(n * hidden) * sizeof(float));
@@ -230,6 +230,16 @@ static void add_gates(double *restrict sum, const float *restrict step, int64_t 
         for (int64_t j = 0; j < units; j++) sum[g * hidden + j] += step[g * BP_NR + j];
 }
 
+// C [m, n] (+ C when `accumulate`) = A · B in the layer's precision, A(i, k) = a[trans_a ? k · lda + i :
+// i · lda + k], B [k, n] row-major: returns the bytes of scratch it could not allocate.
+static int64_t product(const bp_rnn_params *p, int trans_a, int64_t m, int64_t n, int64_t k, const float *a,
+                       int64_t lda, const float *b, int64_t ldb, int accumulate, float *c, int64_t ldc) {
+    if (p->precision != BP_FP32)
+        return bp_bf16_gemm(trans_a, 0, m, n, k, a, lda, b, ldb, c, ldc, accumulate, p->precision == BP_BF16_EMULATED);
+    bp_sgemm(trans_a, 0, m, n, k, 1.0f, a, lda, b, ldb, accumulate ? 1.0f : 0.0f, c, ldc);
+    return 0;
+}
+
 int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *dw_hh, float *db_ih, float *db_hh,
                         const float *dy, const float *dh_n, const float *dc_n, const float *saved, const float *y,
                         const float *x, const float *h0, const float *c0, const float *w_ih, const float *w_hh,
@@ -249,7 +259,7 @@ int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *
     double *sum_i = bp_calloc(gh, sizeof(double), &missing);
     double *sum_h = p->kind == BP_GRU ? bp_calloc(gh, sizeof(double), &missing) : sum_i;
     bp_gate_panels whh = {0};  // W_hh [G·H, H]
-    if (!missing) missing = bp_pack_gate_panels(&whh, w_hh, hidden, 0, gh, hidden, 1);
+    if (!missing) missing = bp_pack_gate_panels(&whh, w_hh, hidden, 0, gh, hidden, 1, p->precision);
     if (missing) goto done;
     if (dh_n) memcpy(dh, dh_n, (size_t)(n * hidden) * sizeof(float));
     if (dc_n && p->kind == BP_LSTM) memcpy(dc, dc_n, (size_t)(n * hidden) * sizeof(float));
@@ -298,12 +308,12 @@ int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *
     if (dh0) memcpy(dh0, dh, (size_t)(n * hidden) * sizeof(float));
     if (dc0 && p->kind == BP_LSTM) memcpy(dc0, dc, (size_t)(n * hidden) * sizeof(float));
     // dW_ih += giᵀ · x, dW_hh += ghᵀ · h_prev, over every row of every step at once.
-    bp_sgemm(1, 0, gh, p->input, n * t, 1.0f, gi, gh, x, p->input, 1.0f, dw_ih, p->input);
-    bp_sgemm(1, 0, gh, hidden, n * t, 1.0f, gh_rows, gh, h_prev, hidden, 1.0f, dw_hh, hidden);
-    for (int64_t j = 0; j < gh && db_ih; j++) db_ih[j] += (float)sum_i[j];
-    for (int64_t j = 0; j < gh && db_hh; j++) db_hh[j] += (float)sum_h[j];
-    if (dx)
-        bp_sgemm(0, 0, n * t, p->input, gh, 1.0f, gi, gh, w_ih, p->input, accumulate_dx ? 1.0f : 0.0f, dx, p->input);
+    missing = product(p, 1, gh, p->input, n * t, gi, gh, x, p->input, 1, dw_ih, p->input);
+    if (!missing) missing = product(p, 1, gh, hidden, n * t, gh_rows, gh, h_prev, hidden, 1, dw_hh, hidden);
+    if (!missing && dx)
+        missing = product(p, 0, n * t, p->input, gh, gi, gh, w_ih, p->input, accumulate_dx, dx, p->input);
+    for (int64_t j = 0; j < gh && db_ih && !missing; j++) db_ih[j] += (float)sum_i[j];
+    for (int64_t j = 0; j < gh && db_hh && !missing; j++) db_hh[j] += (float)sum_h[j];
 done:
     free(gi), free(h_prev), free(dh), free(dc), free(zeros), free(tiles), free(sum_i), bp_gate_panels_free(&whh);
     if (gh_rows != gi) free(gh_rows);

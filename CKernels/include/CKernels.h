@@ -249,11 +249,13 @@ typedef enum { BP_RNN_TANH = 0, BP_RNN_RELU = 1, BP_LSTM = 2, BP_GRU = 3 } bp_rn
 /// x [n, t, input] → the states h_t [n, H], written into y [n, t, y_stride] at columns
 /// [y_offset, y_offset + H) (a bidirectional layer's two directions share y). Weights as PyTorch
 /// lays them out: W_ih [G·H, input], W_hh [G·H, H], b_ih and b_hh [G·H], gates in the order above.
-/// `reverse` runs the steps from t − 1 down to 0.
+/// `reverse` runs the steps from t − 1 down to 0. `precision` (BP_FP32, BP_BF16 or BP_BF16_EMULATED)
+/// is that of every matrix product (the input projection, the step products, the weight and input
+/// gradients; in bfloat16 each element is bp_bf16_gemm's sum); the cells are float32 either way.
 typedef struct {
     int64_t n, t, input, hidden;
     int64_t y_stride, y_offset;
-    int32_t kind, reverse;
+    int32_t kind, reverse, precision;
 } bp_rnn_params;
 
 /// The gates G of a cell kind: 1, 4 (LSTM) or 3 (GRU).

@@ -1,11 +1,13 @@
 import CKernels
 import Foundation
 
-/// The arithmetic of the matrix products of linear and convolution layers (recurrent layers stay
-/// float32): float32, or bfloat16 inputs with float32 sums (`bp_bf16_gemm`: AVX512_BF16's
-/// dot-product instruction where the CPU has it, an exact emulation elsewhere, the same bits). Everything else (biases, activations, normalization,
-/// losses, optimizer state, the master weights) stays float32, and so do the tensors a forward
-/// keeps for its backward. bfloat16 has float32's exponent range, so no loss scaling is needed.
+/// The arithmetic of the matrix products of linear, convolution and recurrent layers: float32, or
+/// bfloat16 inputs with float32 sums (`bp_bf16_gemm`: AVX512_BF16's dot-product instruction where
+/// the CPU has it, an exact emulation elsewhere, the same bits). Everything else (biases, the
+/// recurrent cells, activations, normalization statistics, losses, optimizer state, the master
+/// weights) stays float32. In a bfloat16 scope the layers also keep some of what their backward
+/// reads in bfloat16 (see `SavedTensor`). bfloat16 has float32's exponent range, so no loss scaling
+/// is needed.
 ///
 /// A scope, read when a layer runs its forward (its backward keeps that forward's precision):
 ///

@@ -7,6 +7,8 @@ struct RecurrentRun {
     let layer: RecurrentLayer
     let n: Int, t: Int
     let h0: Tensor, c0: Tensor?
+    /// The products' precision (`Precision.kernelCode`) of the forward, which its backward keeps.
+    let precision = Precision.kernelCode
     private(set) var inputs: [[Float]] = []
     private(set) var outputs: [[Float]] = []
     private(set) var saved: [[Float]] = []
@@ -66,7 +68,7 @@ struct RecurrentRun {
         return bp_rnn_params(
             n: Int64(n), t: Int64(t), input: Int64(index == 0 ? layer.inputSize : hidden * directions),
             hidden: Int64(hidden), y_stride: Int64(hidden * directions), y_offset: Int64(direction * hidden),
-            kind: Int32(layer.kind.rawValue), reverse: Int32(direction))
+            kind: Int32(layer.kind.rawValue), reverse: Int32(direction), precision: precision)
     }
 
     /// Backpropagation through time from dy [N, T, H · D] and the final state's gradient (nil:

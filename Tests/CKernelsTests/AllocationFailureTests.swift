@@ -81,12 +81,12 @@ import Testing
         Self.expectReportsEveryFailure("average pooling backward") { bp_avgpool2d_backward(&dx, dy, &p) }
     }
 
-    @Test(arguments: [BP_RNN_TANH, BP_LSTM, BP_GRU])
-    func recurrent(kind: bp_rnn_kind) {
+    @Test(arguments: [BP_RNN_TANH, BP_LSTM, BP_GRU], [BP_FP32, BP_BF16])
+    func recurrent(kind: bp_rnn_kind, precision: Int) {
         let (n, t, input, hidden) = (3, 4, 5, 6)
         var p = bp_rnn_params(
             n: Int64(n), t: Int64(t), input: Int64(input), hidden: Int64(hidden), y_stride: Int64(hidden), y_offset: 0,
-            kind: Int32(kind.rawValue), reverse: 0)
+            kind: Int32(kind.rawValue), reverse: 0, precision: Int32(precision))
         let gates = Int(bp_rnn_gates(Int32(kind.rawValue)))
         var random = TestRandom(seed: 4)
         let x = random.floats(n * t * input), wih = random.floats(gates * hidden * input)
