@@ -139,6 +139,10 @@ void bp_gate_panels_free(bp_gate_panels *w);
 /// `steps` steps s, X at x + s · x_step and the tile at tile + s · tile_step.
 void bp_gate_block_product(float *tile, int64_t ldt, int64_t tile_step, const float *x, int64_t ldx, int64_t x_step,
                            int64_t steps, int64_t n, const bp_gate_panels *w, int64_t block);
+/// The same for weights packed in bfloat16, X given as rows of pairs (bp_bf16_pack_pairs of each
+/// row): row b of step s at x + s · x_step + b · ldx (in pairs).
+void bp_gate_block_product_pairs(float *tile, int64_t ldt, int64_t tile_step, const uint32_t *x, int64_t ldx,
+                                 int64_t x_step, int64_t steps, int64_t n, const bp_gate_panels *w, int64_t block);
 
 /// The pieces of bp_bf16_gemm (bfloat16.c), for kernels that pack their own operands. Operands are
 /// pairs: a uint32 holding bfloat16 values t = 2q (low half) and 2q + 1 (high half) of the reduction,

@@ -8,8 +8,8 @@
 // G gates side by side, so that one block's product holds every gate of its 16 units and the cell
 // update can follow it while it is in cache. Each element sums over depth in a fixed order (blocks
 // of DEPTH_BLOCK, in order): the bits do not depend on who computes which block. In bfloat16 the
-// block's G · 16 columns go in 32-column panels of pairs for bp_bf16_tile, X's rows are rounded to
-// pairs a depth block at a time, and each element is bp_bf16_gemm's sum over the depth.
+// block's G · 16 columns go in 32-column panels of pairs for bp_bf16_tile, X comes as rows of pairs
+// (rounded once by the caller, for every block), and each element is bp_bf16_gemm's sum over the depth.
 #include "CKernels.h"
 #include "internal.h"
 
@@ -42,29 +42,31 @@ static uint32_t *pair_panel(const bp_gate_panels *w, int64_t u, int64_t pp, int6
            pp * ((kc + 1) / 2) * BP_BF16_COLUMNS;
 }
 
-// B[k][c] of the packing's matrix.
-static float element(const float *m, int64_t ld, int by_rows, int64_t k, int64_t c) {
-    return by_rows ? m[c * ld + k] : m[k * ld + c];
-}
-
 // Panel pp of block u's pairs, every depth block: column jj is gate 2pp + jj / 16 of unit u · 16 + jj % 16
-// (0 past the last gate or unit), the rows of a pair rounded 32 at a time and interleaved.
+// (0 past the last gate or unit). With `by_rows` each column is a row of M, rounded to pairs along
+// it; otherwise each pair of M's rows gives 16 contiguous columns per gate, rounded and interleaved.
 static void pack_pair_panel(const bp_gate_panels *w, const float *m, int64_t ld, int by_rows, int64_t u, int64_t pp) {
+    int64_t units = bp_block_units(w->hidden, u);
     for (int64_t t0 = 0; t0 < w->depth; t0 += DEPTH_BLOCK) {
+        int64_t kc = min64(DEPTH_BLOCK, w->depth - t0), pairs = (kc + 1) / 2;
         uint32_t *dst = pair_panel(w, u, pp, t0);
-        for (int64_t k = t0; k < min64(t0 + DEPTH_BLOCK, w->depth); k += 2) {
-            float rows[2][BP_BF16_COLUMNS] = {{0}};
-            uint16_t half[2][BP_BF16_COLUMNS];
-            for (int64_t jj = 0; jj < BP_BF16_COLUMNS; jj++) {
-                int64_t g = 2 * pp + jj / BP_NR, unit = u * BP_NR + jj % BP_NR;
-                if (g >= w->gates || unit >= w->hidden) continue;
-                rows[0][jj] = element(m, ld, by_rows, k, g * w->hidden + unit);
-                if (k + 1 < w->depth) rows[1][jj] = element(m, ld, by_rows, k + 1, g * w->hidden + unit);
-            }
-            bp_bf16_round_flushed(half[0], rows[0], BP_BF16_COLUMNS);
-            bp_bf16_round_flushed(half[1], rows[1], BP_BF16_COLUMNS);
-            for (int64_t jj = 0; jj < BP_BF16_COLUMNS; jj++)
-                dst[(k - t0) / 2 * BP_BF16_COLUMNS + jj] = half[0][jj] | (uint32_t)half[1][jj] << 16;
+        memset(dst, 0, (size_t)(pairs * BP_BF16_COLUMNS) * sizeof(uint32_t));
+        for (int64_t half = 0; half < 2 && 2 * pp + half < w->gates; half++) {
+            int64_t first = (2 * pp + half) * w->hidden + u * BP_NR;  // the gate's column of unit u · 16
+            if (by_rows)
+                for (int64_t jj = 0; jj < units; jj++) {
+                    uint32_t column[DEPTH_BLOCK / 2];
+                    bp_bf16_pack_pairs(column, m + (first + jj) * ld + t0, kc, 1);
+                    for (int64_t q = 0; q < pairs; q++) dst[q * BP_BF16_COLUMNS + half * BP_NR + jj] = column[q];
+                }
+            else
+                for (int64_t q = 0; q < pairs; q++) {
+                    uint16_t even[BP_NR] = {0}, odd[BP_NR] = {0};
+                    bp_bf16_round_flushed(even, m + (t0 + 2 * q) * ld + first, units);
+                    if (t0 + 2 * q + 1 < w->depth) bp_bf16_round_flushed(odd, m + (t0 + 2 * q + 1) * ld + first, units);
+                    for (int64_t jj = 0; jj < BP_NR; jj++)
+                        dst[q * BP_BF16_COLUMNS + half * BP_NR + jj] = even[jj] | (uint32_t)odd[jj] << 16;
+                }
         }
     }
 }
@@ -115,32 +117,8 @@ void bp_gate_panels_free(bp_gate_panels *w) {
     *w = (bp_gate_panels){0};
 }
 
-// The product in bfloat16: 12 rows of X rounded to pairs for a depth block, then each panel's tile.
-static void block_product_pairs(float *tile, int64_t ldt, int64_t tile_step, const float *x, int64_t ldx,
-                                int64_t x_step, int64_t steps, int64_t n, const bp_gate_panels *w, int64_t block) {
-    uint32_t a[BP_BF16_ROWS * DEPTH_BLOCK / 2];
-    int64_t width = w->gates * BP_NR;
-    for (int64_t s = 0; s < steps; s++)
-        for (int64_t r = 0; r < n; r += BP_BF16_ROWS) {
-            int64_t rows = min64(BP_BF16_ROWS, n - r);
-            for (int64_t t0 = 0; t0 < w->depth; t0 += DEPTH_BLOCK) {
-                int64_t kc = min64(DEPTH_BLOCK, w->depth - t0), pairs = (kc + 1) / 2;
-                for (int64_t i = 0; i < rows; i++)
-                    bp_bf16_pack_pairs(a + i * pairs, x + s * x_step + (r + i) * ldx + t0, kc, 1);
-                for (int64_t pp = 0; pp < pair_panels(w); pp++)
-                    bp_bf16_tile(pairs, a, pairs, pair_panel(w, block, pp, t0),
-                                 tile + s * tile_step + r * ldt + pp * BP_BF16_COLUMNS, ldt, t0 > 0, rows,
-                                 min64(BP_BF16_COLUMNS, width - pp * BP_BF16_COLUMNS), w->emulate);
-            }
-        }
-}
-
 void bp_gate_block_product(float *tile, int64_t ldt, int64_t tile_step, const float *x, int64_t ldx, int64_t x_step,
                            int64_t steps, int64_t n, const bp_gate_panels *w, int64_t block) {
-    if (w->pairs) {
-        block_product_pairs(tile, ldt, tile_step, x, ldx, x_step, steps, n, w, block);
-        return;
-    }
     int64_t units = bp_block_units(w->hidden, block);
     // Six rows of X stay in L1 while the block's panels of B (from L2) pass them.
     for (int64_t s = 0; s < steps; s++)
@@ -151,5 +129,20 @@ void bp_gate_block_product(float *tile, int64_t ldt, int64_t tile_step, const fl
                     bp_micro_6x16_rows(kc, x + s * x_step + a * ldx + t0, ldx, panel(w, block, g, t0),
                                        tile + s * tile_step + a * ldt + g * BP_NR, ldt, t0 > 0, min64(BP_MR, n - a),
                                        units);
+            }
+}
+
+void bp_gate_block_product_pairs(float *tile, int64_t ldt, int64_t tile_step, const uint32_t *x, int64_t ldx,
+                                 int64_t x_step, int64_t steps, int64_t n, const bp_gate_panels *w, int64_t block) {
+    int64_t width = w->gates * BP_NR;
+    for (int64_t s = 0; s < steps; s++)
+        for (int64_t r = 0; r < n; r += BP_BF16_ROWS)
+            for (int64_t t0 = 0; t0 < w->depth; t0 += DEPTH_BLOCK) {
+                int64_t pairs = (min64(DEPTH_BLOCK, w->depth - t0) + 1) / 2;
+                for (int64_t pp = 0; pp < pair_panels(w); pp++)
+                    bp_bf16_tile(pairs, x + s * x_step + r * ldx + t0 / 2, ldx, pair_panel(w, block, pp, t0),
+                                 tile + s * tile_step + r * ldt + pp * BP_BF16_COLUMNS, ldt, t0 > 0,
+                                 min64(BP_BF16_ROWS, n - r), min64(BP_BF16_COLUMNS, width - pp * BP_BF16_COLUMNS),
+                                 w->emulate);
             }
 }

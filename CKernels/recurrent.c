@@ -97,6 +97,15 @@ static void row_forward(float *restrict h, float *restrict c, const float *restr
     else cell_forward(h, c, h_prev, saved, xp, hp, bi, bh, units, p);
 }
 
+// Rows of X for the step products: in bfloat16, `rows` rows of `depth` (row r at x + r · ldx) rounded
+// to pairs into `pairs` (row r at pairs + r · (depth + 1) / 2), this thread's share of them (called
+// by every thread of a parallel region; the loop's end waits for all). In float32 nothing to do.
+static void round_rows(uint32_t *pairs, const float *x, int64_t ldx, int64_t rows, int64_t depth) {
+    if (!pairs) return;
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; r++) bp_bf16_pack_pairs(pairs + r * ((depth + 1) / 2), x + r * ldx, depth, 1);
+}
+
 // Work below which a step runs on one thread: multiply-adds of the hidden product.
 static int step_in_parallel(const bp_rnn_params *p) {
     return p->n * bp_rnn_gates(p->kind) * p->hidden * (p->hidden + p->input) >= 4 * BP_PARALLEL_MIN;
@@ -111,6 +120,11 @@ int64_t bp_rnn_forward(float *y, float *h_n, float *c_n, float *saved, const flo
     float *xp = bp_aligned_alloc(64, t * blocks * n, width * (int64_t)sizeof(float), 0, &missing);
     float *hp = bp_aligned_alloc(64, blocks * n, width * (int64_t)sizeof(float), 0, &missing);
     float *start = bp_calloc(n * hidden, sizeof(float), &missing), *c = bp_calloc(n * hidden, sizeof(float), &missing);
+    // In bfloat16: x's rows and each step's h_{t−1} rows as pairs.
+    int half = p->precision != BP_FP32;
+    int64_t in_pairs = (in + 1) / 2, hidden_pairs = (hidden + 1) / 2;
+    uint32_t *x_pairs = half ? bp_malloc(n * t * in_pairs, sizeof(uint32_t), &missing) : NULL;
+    uint32_t *h_pairs = half ? bp_malloc(n * hidden_pairs, sizeof(uint32_t), &missing) : NULL;
     bp_gate_panels wih = {0}, whh = {0};  // W_ihᵀ [input, G·H], W_hhᵀ [H, G·H]
     if (!missing) missing = bp_pack_gate_panels(&wih, w_ih, in, 1, in, hidden, gates, p->precision);
     if (!missing) missing = bp_pack_gate_panels(&whh, w_hh, hidden, 1, hidden, hidden, gates, p->precision);
@@ -119,21 +133,27 @@ int64_t bp_rnn_forward(float *y, float *h_n, float *c_n, float *saved, const flo
     if (c0 && p->kind == BP_LSTM) memcpy(c, c0, (size_t)(n * hidden) * sizeof(float));
 #pragma omp parallel if (step_in_parallel(p))
     {
+        round_rows(x_pairs, x, in, n * t, in);
 #pragma omp for schedule(static)
         for (int64_t u = 0; u < blocks; u++)
-            bp_gate_block_product(xp + u * n * width, width, blocks * n * width, x, t * in, in, t, n, &wih, u);
+            if (half)
+                bp_gate_block_product_pairs(xp + u * n * width, width, blocks * n * width, x_pairs, t * in_pairs,
+                                            in_pairs, t, n, &wih, u);
+            else bp_gate_block_product(xp + u * n * width, width, blocks * n * width, x, t * in, in, t, n, &wih, u);
         for (int64_t k = 0; k < t; k++) {
             int64_t s = step_at(p, k);
             float *out = y + s * p->y_stride + p->y_offset;  // h_t of batch row b at out + b · ly
             // h_{t−1} of row b at previous + b · lp: the previous step's output, or the initial state.
             const float *previous = k > 0 ? y + step_at(p, k - 1) * p->y_stride + p->y_offset : start;
             int64_t lp = k > 0 ? ly : hidden;
+            round_rows(h_pairs, previous, lp, n, hidden);
 #pragma omp for schedule(static)
             for (int64_t u = 0; u < blocks; u++) {
                 int64_t first = u * BP_NR, units = bp_block_units(hidden, u);
                 const float *xs = xp + (s * blocks + u) * n * width;
                 float *hs = hp + u * n * width;
-                bp_gate_block_product(hs, width, 0, previous, lp, 0, 1, n, &whh, u);
+                if (half) bp_gate_block_product_pairs(hs, width, 0, h_pairs, hidden_pairs, 0, 1, n, &whh, u);
+                else bp_gate_block_product(hs, width, 0, previous, lp, 0, 1, n, &whh, u);
                 for (int64_t b = 0; b < n; b++)
                     row_forward(out + b * ly + first, c + b * hidden + first, previous + b * lp + first,
                                 saved ? saved + saved_run(p, s, u, b) : NULL, xs + b * width, hs + b * width,
@@ -147,7 +167,8 @@ int64_t bp_rnn_forward(float *y, float *h_n, float *c_n, float *saved, const flo
                (size_t)hidden * sizeof(float));
     if (c_n && p->kind == BP_LSTM) memcpy(c_n, c, (size_t)(n * hidden) * sizeof(float));
 done:
-    free(xp), free(hp), free(start), free(c), bp_gate_panels_free(&wih), bp_gate_panels_free(&whh);
+    free(xp), free(hp), free(start), free(c), free(x_pairs), free(h_pairs);
+    bp_gate_panels_free(&wih), bp_gate_panels_free(&whh);
     return missing;
 }
 
@@ -258,6 +279,9 @@ int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *
     // the steps (in double).
     double *sum_i = bp_calloc(gh, sizeof(double), &missing);
     double *sum_h = p->kind == BP_GRU ? bp_calloc(gh, sizeof(double), &missing) : sum_i;
+    // In bfloat16: each step's rows of hidden gradients as pairs, for the product with W_hh.
+    int half = p->precision != BP_FP32;
+    uint32_t *later_pairs = half ? bp_malloc(n * ((gh + 1) / 2), sizeof(uint32_t), &missing) : NULL;
     bp_gate_panels whh = {0};  // W_hh [G·H, H]
     if (!missing) missing = bp_pack_gate_panels(&whh, w_hh, hidden, 0, gh, hidden, 1, p->precision);
     if (missing) goto done;
@@ -278,11 +302,13 @@ int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *
     for (int64_t k = t - 1; k >= -1; k--) {
         int64_t s = k >= 0 ? step_at(p, k) : 0;
         const float *later = k < t - 1 ? gh_rows + step_at(p, k + 1) * gh : NULL;
+        if (later) round_rows(later_pairs, later, t * gh, n, gh);
 #pragma omp for schedule(static)
         for (int64_t u = 0; u < blocks; u++) {
             int64_t first = u * BP_NR, units = bp_block_units(hidden, u);
             float *tile = tiles + u * n * BP_NR;  // [n, 16]: the block's units of dh_t through W_hh
-            if (later) bp_gate_block_product(tile, BP_NR, 0, later, t * gh, 0, 1, n, &whh, u);
+            if (later && half) bp_gate_block_product_pairs(tile, BP_NR, 0, later_pairs, (gh + 1) / 2, 0, 1, n, &whh, u);
+            else if (later) bp_gate_block_product(tile, BP_NR, 0, later, t * gh, 0, 1, n, &whh, u);
             float step_i[4 * BP_NR] = {0}, step_h[4 * BP_NR] = {0};  // this step's bias sums over the batch
             for (int64_t b = 0; b < n; b++) {
                 int64_t row = b * t + s;
@@ -315,7 +341,8 @@ int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *
     for (int64_t j = 0; j < gh && db_ih && !missing; j++) db_ih[j] += (float)sum_i[j];
     for (int64_t j = 0; j < gh && db_hh && !missing; j++) db_hh[j] += (float)sum_h[j];
 done:
-    free(gi), free(h_prev), free(dh), free(dc), free(zeros), free(tiles), free(sum_i), bp_gate_panels_free(&whh);
+    free(gi), free(h_prev), free(dh), free(dc), free(zeros), free(tiles), free(sum_i), free(later_pairs);
+    bp_gate_panels_free(&whh);
     if (gh_rows != gi) free(gh_rows);
     if (sum_h != sum_i) free(sum_h);
     return missing;
