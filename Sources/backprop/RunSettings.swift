@@ -136,4 +136,16 @@ struct OptimizerChoice {
     }
 }
 
-extension Precision: NamedOption {}
+extension Precision: NamedOption {
+    static let help =
+        "Precision of the matrix products of linear, convolution and recurrent layers: fp32, or bf16 (bfloat16 inputs, float32 sums; some saved activations in bfloat16). Default fp32."
+
+    /// Says on standard error when bfloat16 products will be emulated (no AVX512_BF16 here).
+    func warnIfEmulated() {
+        guard self == .bf16, !Precision.hasInstruction else { return }
+        FileHandle.standardError.write(
+            Data(
+                "backprop: this CPU has no AVX512_BF16: bfloat16 products are emulated (the same bits, several times slower than fp32)\n"
+                    .utf8))
+    }
+}

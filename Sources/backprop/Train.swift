@@ -66,10 +66,7 @@ struct Train: ParsableCommand {
         help:
             "Run each batch as this many equal micro-batches (gradient accumulation), their gradients summed in a fixed order; under mpirun the processes share them (default: the process count)."
     ) var microBatches: Int?
-    @Option(
-        help:
-            "Precision of the linear and convolution layers' matrix products: fp32, or bf16 (bfloat16 inputs, float32 sums). Default fp32."
-    ) var precision: Precision?
+    @Option(help: ArgumentHelp(stringLiteral: Precision.help)) var precision: Precision?
     @Flag(
         name: .customLong("sync-batchnorm"),
         help:
@@ -195,12 +192,7 @@ struct Train: ParsableCommand {
         var kept = try RunSettings(resuming: resumed?.metadata)
         let settings = try resolve(&kept, processes: group.size)
         try Self.checkSplit(settings, processes: group.size)
-        if settings.precision == .bf16 && !Precision.hasInstruction {
-            FileHandle.standardError.write(
-                Data(
-                    "backprop: this CPU has no AVX512_BF16: bfloat16 products are emulated (the same bits, several times slower than fp32)\n"
-                        .utf8))
-        }
+        settings.precision.warnIfEmulated()
         let (batchSize, optimizer) = (settings.batchSize, settings.optimizer)
         let (l1, l2, schedule, warmup, clipNorm, clipValue, seed) = (
             settings.l1, settings.l2, settings.schedule, settings.warmup, settings.clipNorm, settings.clipValue,

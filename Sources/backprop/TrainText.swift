@@ -33,6 +33,7 @@ struct TrainText: ParsableCommand {
     var clipNorm: Float?
     @Option(name: .customLong("eval-every"), help: "Updates between validation losses.") var evalEvery = 500
     @Option(help: "Seed of the initialisation (default 1).") var seed: UInt64?
+    @Option(help: ArgumentHelp(stringLiteral: Precision.help)) var precision: Precision?
     @Option(help: "Directory for model.safetensors, checkpoint.safetensors and report.html.") var output = "runs/text"
     @Option(
         help:
@@ -69,6 +70,8 @@ struct TrainText: ParsableCommand {
         let schedule = try kept.resolve("--schedule", given: self.schedule, default: .constant)
         let clipNorm = try kept.resolve("--clip-norm", given: self.clipNorm, default: 5)
         let seed = try kept.resolve("--seed", given: self.seed, default: 1)
+        let precision = try kept.resolve("--precision", given: self.precision, default: .fp32)
+        precision.warnIfEmulated()
         let text = try TextCorpus(path: corpus)
         let streams = try TokenStreams(text.train, batch: batch, steps: seq, source: corpus)
         let spec = model ?? resumed?.metadata["model"] ?? CharacterModel.defaultSpec
@@ -101,47 +104,51 @@ struct TrainText: ParsableCommand {
                     "\(optimizer.name.rawValue), learning rate \(learningRate), \(schedule.rawValue) schedule"
                 ),
                 ("updates", "\(steps) of \(batch) streams × \(seq) bytes"), ("clip norm", "\(clipNorm)"),
-                ("seed", "\(seed)"), ("threads", "\(Threads.count)"),
+                ("seed", "\(seed)"), ("threads", "\(Threads.count)"), ("precision", "\(precision)"),
             ])
         }
         let directory = try prepareOutput(output)
         print(
             "Training \(parameters.reduce(0) { $0 + $1.value.count }) parameters on \(text.train.count) bytes "
                 + "(\(text.validation.count) for validation, vocabulary \(text.vocabulary.count)), "
-                + "\(Threads.count) thread(s), \(optimizer.name.rawValue) lr \(learningRate)")
+                + "\(Threads.count) thread(s), " + (precision == .fp32 ? "" : "\(precision) products, ")
+                + "\(optimizer.name.rawValue) lr \(learningRate)")
         let reachPoints = Set([1, steps / 4, steps / 2, steps])
         let clock = ContinuousClock(), start = clock.now, first = trainer.updatesDone
         var running = 0.0
-        while trainer.updatesDone < steps {
-            if let rates { step.learningRate = rates.learningRate(at: trainer.updatesDone) }
-            let loss = try trainer.update()
-            let done = trainer.updatesDone
-            running = done == first + 1 ? loss : 0.98 * running + 0.02 * loss
-            if reachPoints.contains(done) { try trainer.measureReach() }
-            if done % 10 == 0 || done == steps {
-                let seconds = (clock.now - start).seconds, rate = Double((done - first) * batch * seq) / seconds
-                print(
-                    String(
-                        format: "\r  update %d/%d  loss %.3f  %.0f chars/s  ETA %.0fs ", done, steps, running, rate,
-                        Double(steps - done) * seconds / Double(done - first)), terminator: "")
-                fflush(nil)
-            }
-            if done % evalEvery == 0 || done == steps {
-                let seconds = (clock.now - start).seconds
-                let validation = try trainer.validate(text.validation)
-                print(
-                    String(
-                        format:
-                            "\rupdate %d: train loss %.4f | validation %.4f nats/char, %.4f bits/char | %.0f chars/s",
-                        done, running, validation, validation / log(2.0), Double((done - first) * batch * seq) / seconds
-                    ))
-                try Checkpoint.save(
-                    language.network, to: directory.appendingPathComponent("model.safetensors"),
-                    metadata: language.metadata)
-                try trainer.save(
-                    to: directory.appendingPathComponent("checkpoint.safetensors"),
-                    metadata: [kept.metadata.key: kept.metadata.value])
-                try TextReport.write(trainer.history, to: directory.appendingPathComponent("report.html"))
+        try Precision.$current.withValue(precision) {  // the products of the updates, the reach and validation
+            while trainer.updatesDone < steps {
+                if let rates { step.learningRate = rates.learningRate(at: trainer.updatesDone) }
+                let loss = try trainer.update()
+                let done = trainer.updatesDone
+                running = done == first + 1 ? loss : 0.98 * running + 0.02 * loss
+                if reachPoints.contains(done) { try trainer.measureReach() }
+                if done % 10 == 0 || done == steps {
+                    let seconds = (clock.now - start).seconds, rate = Double((done - first) * batch * seq) / seconds
+                    print(
+                        String(
+                            format: "\r  update %d/%d  loss %.3f  %.0f chars/s  ETA %.0fs ", done, steps, running, rate,
+                            Double(steps - done) * seconds / Double(done - first)), terminator: "")
+                    fflush(nil)
+                }
+                if done % evalEvery == 0 || done == steps {
+                    let seconds = (clock.now - start).seconds
+                    let validation = try trainer.validate(text.validation)
+                    print(
+                        String(
+                            format:
+                                "\rupdate %d: train loss %.4f | validation %.4f nats/char, %.4f bits/char | %.0f chars/s",
+                            done, running, validation, validation / log(2.0),
+                            Double((done - first) * batch * seq) / seconds
+                        ))
+                    try Checkpoint.save(
+                        language.network, to: directory.appendingPathComponent("model.safetensors"),
+                        metadata: language.metadata)
+                    try trainer.save(
+                        to: directory.appendingPathComponent("checkpoint.safetensors"),
+                        metadata: [kept.metadata.key: kept.metadata.value])
+                    try TextReport.write(trainer.history, to: directory.appendingPathComponent("report.html"))
+                }
             }
         }
         print("Wrote \(output)/model.safetensors, \(output)/checkpoint.safetensors and \(output)/report.html")

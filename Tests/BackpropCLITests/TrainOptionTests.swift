@@ -33,4 +33,18 @@ import Testing
         #expect(Self.refusal(["--l1", "0.001", "--l2", "0", "--warmup", "1", "--schedule", "cosine"]) == nil)
         #expect(Self.refusal(["--micro-batches", "4", "--sync-batchnorm"]) == nil)
     }
+
+    @Test func trainTextTakesThePrecisionsTrainTakes() {
+        func refusal(_ arguments: [String]) -> String? {
+            do {
+                _ = try TrainText.parse(arguments)
+                return nil
+            } catch {
+                return TrainText.message(for: error)
+            }
+        }
+        #expect(refusal(["--precision", "bf16"]) == nil)
+        let refused = refusal(["--precision", "fp16"])
+        #expect(refused?.contains("Please provide one of 'fp32' and 'bf16'") == true, "\(refused ?? "accepted")")
+    }
 }
