@@ -1,4 +1,3 @@
-import CKernels
 
 /// A tensor a forward keeps for its backward: as it is, or rounded to bfloat16 (half the bytes).
 ///
@@ -20,17 +19,13 @@ struct SavedTensor: Sendable {
             return
         }
         whole = nil
-        rounded = tensor.withPointer { x in
-            RoundedStorage(count: tensor.count) { bp_bf16_from_float($0, x, Int64(tensor.count)) }
-        }
+        rounded = RoundedStorage(BFloat16.array(tensor.scalars))
     }
 
     /// The tensor kept; when rounded, a new float32 tensor of the bfloat16 values.
     var tensor: Tensor {
         guard let rounded else { return whole! }
-        return rounded.values.withUnsafeBufferPointer { half in
-            Tensor.filled(shape) { bp_bf16_to_float($0, half.baseAddress, Int64(half.count)) }
-        }
+        return Tensor(unchecked: shape, scalars: BFloat16.floats(rounded.values))
     }
 }
 
@@ -53,12 +48,12 @@ extension SavedTensor {
     }
 }
 
-/// bfloat16 values (the top halves of float32s), counted as tensor storage is.
+/// bfloat16 values, counted as tensor storage is.
 final class RoundedStorage: CountedStorage, @unchecked Sendable {
-    let values: [UInt16]
+    let values: [BFloat16]
 
-    init(count: Int, fill: (UnsafeMutablePointer<UInt16>) -> Void) {
-        values = uninitializedArray(count, fill)
-        super.init(bytes: count * MemoryLayout<UInt16>.stride)
+    init(_ values: [BFloat16]) {
+        self.values = values
+        super.init(bytes: values.count * MemoryLayout<BFloat16>.stride)
     }
 }
