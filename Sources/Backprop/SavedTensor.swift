@@ -1,4 +1,3 @@
-
 /// A tensor a forward keeps for its backward: as it is, or rounded to bfloat16 (half the bytes).
 ///
 /// In a bfloat16 scope (`Precision.current == .bf16`) layers keep in bfloat16 what their backward
