@@ -40,17 +40,36 @@ __attribute__((always_inline)) static inline void round_16(uint16_t *y, const fl
     }
 }
 
+typedef struct {
+    void *y;
+    const void *x;
+} conversion;
+
 BP_MULTIVERSION
-void bp_bf16_from_float(uint16_t *y, const float *x, int64_t n) {
-    for (int64_t i = 0; i < n; i += 16) round_16(y + i, x + i, n - i < 16 ? n - i : 16, 0);
+static void from_float_chunk(const void *context, int64_t begin, int64_t end) {
+    const conversion *c = context;
+    uint16_t *y = c->y;
+    const float *x = c->x;
+    for (int64_t i = begin; i < end; i += 16) round_16(y + i, x + i, end - i < 16 ? end - i : 16, 0);
 }
 
 BP_MULTIVERSION
-void bp_bf16_to_float(float *y, const uint16_t *x, int64_t n) {
-    for (int64_t i = 0; i < n; i++) {
+static void to_float_chunk(const void *context, int64_t begin, int64_t end) {
+    const conversion *c = context;
+    float *y = c->y;
+    const uint16_t *x = c->x;
+    for (int64_t i = begin; i < end; i++) {
         uint32_t u = (uint32_t)x[i] << 16;
         memcpy(y + i, &u, 4);
     }
+}
+
+void bp_bf16_from_float(uint16_t *y, const float *x, int64_t n) {
+    bp_parallel_chunks(n, 1, from_float_chunk, &(conversion){y, x});
+}
+
+void bp_bf16_to_float(float *y, const uint16_t *x, int64_t n) {
+    bp_parallel_chunks(n, 1, to_float_chunk, &(conversion){y, x});
 }
 
 // MARK: - The product's packing
