@@ -357,11 +357,18 @@ int64_t bp_bf16_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, 
     p.packed_a = bp_malloc(m * pairs, sizeof(uint32_t), &missing);
     p.packed_b = bp_malloc(panels * pairs * PAIR_COLUMNS, sizeof(uint32_t), &missing);
     if (missing) return free(p.packed_a), free(p.packed_b), missing;
-    bp_parallel_chunks(m, pairs * 8, pack_a_rows, &p);
-    bp_parallel_chunks(panels, pairs * PAIR_COLUMNS * 8, pack_b_panels, &p);
     int64_t tiles = panels * ((m + TILE_ROWS - 1) / TILE_ROWS);
-#pragma omp parallel for schedule(static) if (m * n * k >= BP_PARALLEL_MIN)
-    for (int64_t tile = 0; tile < tiles; tile++) product_tiles(&p, tile, tile + 1);
+    // Packing and tiles shared out among the threads (each writes its own rows, panels, tiles).
+#pragma omp parallel if (m * n * k >= BP_PARALLEL_MIN)
+    {
+#pragma omp for schedule(static)
+        for (int64_t group = 0; group < (m + 15) / 16; group++)
+            pack_a_rows(&p, 16 * group, 16 * group + 16 < m ? 16 * group + 16 : m);
+#pragma omp for schedule(static)
+        for (int64_t panel = 0; panel < panels; panel++) pack_b_panels(&p, panel, panel + 1);
+#pragma omp for schedule(static)
+        for (int64_t tile = 0; tile < tiles; tile++) product_tiles(&p, tile, tile + 1);
+    }
     free(p.packed_a);
     free(p.packed_b);
     return 0;
