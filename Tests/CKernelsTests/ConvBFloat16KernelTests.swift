@@ -52,14 +52,15 @@ import Testing
     /// (channel, row, column) in order: the forward W_g · col (+ bias); the input gradient
     /// W_gᵀ · dy_g summed onto the pixels tap by tap; the weight gradient dy_g · colᵀ over each image's
     /// pixels, image after image within each of the 4 blocks of images, the blocks then added in order.
-    @Test func thePassesAreTheReferenceProductsOverTheColumnMatrix() {
+    @Test(arguments: [(4, 6, 2), (3, 3, 3)])
+    func thePassesAreTheReferenceProductsOverTheColumnMatrix(c: Int, k: Int, groups: Int) {
         let shape = Shape(
-            label: "groups, stride, dilation", n: 5, c: 4, h: 9, w: 8, k: 6, r: 3, s: 2, stride: (2, 1), pad: (1, 1),
-            dilation: (1, 2), groups: 2)
+            label: "groups, stride, dilation", n: 5, c: c, h: 9, w: 8, k: k, r: 3, s: 2, stride: (2, 1), pad: (1, 1),
+            dilation: (1, 2), groups: groups)
         let ours = Self.pass(shape, emulate: 0)
         let (x, weight, dy, bias) = (ours[4], ours[5], ours[6], ours[7])
         let p = shape.params
-        let (cg, kg, pixels) = (shape.c / 2, shape.k / 2, Int(p.out_h * p.out_w))
+        let (cg, kg, pixels) = (shape.c / groups, shape.k / groups, Int(p.out_h * p.out_w))
         let taps = cg * shape.r * shape.s
         /// The input pixel (b, group's channel ci, ih, iw) that tap t of pixel q reads, if any.
         func source(_ t: Int, _ q: Int) -> (channel: Int, at: Int)? {
@@ -71,7 +72,7 @@ import Testing
         var y = [Float](repeating: 0, count: ours[0].count), dx = [Float](repeating: 0, count: x.count)
         var partials = [[Float]](repeating: [Float](repeating: 0, count: weight.count), count: 4)
         for b in 0..<shape.n {
-            for g in 0..<2 {
+            for g in 0..<groups {
                 var col = [Float](repeating: 0, count: taps * pixels)
                 for t in 0..<taps {
                     for q in 0..<pixels {
