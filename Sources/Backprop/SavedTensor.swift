@@ -3,7 +3,7 @@
 /// In a bfloat16 scope (`Precision.current == .bf16`) layers keep in bfloat16 what their backward
 /// reads only through bfloat16 products (the inputs of linear layers and convolutions: the same
 /// bits as keeping them whole), only by its sign (the inputs of ReLU and LeakyReLU: the same unless
-/// 0 < |z| < 2^-133, which rounds to 0), or may read rounded (batch normalization's input: its
+/// 0 < |z| <= 2^-134, which rounds to 0), or may read rounded (batch normalization's input: its
 /// backward normalises the rounded values). Everything else a forward keeps stays float32.
 struct SavedTensor: Sendable {
     let shape: [Int]
