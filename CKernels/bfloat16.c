@@ -170,8 +170,8 @@ static void pack_a_columns(uint32_t *out, const float *a, int64_t lda, int64_t r
     }
 }
 
-static void pack_a_rows(const void *context, int64_t begin, int64_t end) {
-    const bf16_product *p = context;
+// A's rows [begin, end).
+static void pack_a_rows(const bf16_product *p, int64_t begin, int64_t end) {
     if (p->trans_a)
         for (int64_t i = begin; i < end; i += 16)
             pack_a_columns(p->packed_a + i * p->pairs, p->a + i, p->lda, end - i < 16 ? end - i : 16, p->k, p->pairs);
@@ -180,14 +180,12 @@ static void pack_a_rows(const void *context, int64_t begin, int64_t end) {
             bp_bf16_pack_pairs(p->packed_a + i * p->pairs, p->a + i * p->lda, p->k, 1);
 }
 
-static void pack_b_panels(const void *context, int64_t begin, int64_t end) {
-    const bf16_product *p = context;
-    for (int64_t panel = begin; panel < end; panel++) {
-        uint32_t *out = p->packed_b + panel * p->pairs * PAIR_COLUMNS;
-        int64_t first = panel * PAIR_COLUMNS, width = panel_columns(p, panel);
-        if (p->trans_b) bp_bf16_pack_panel_columns(out, p->b + first * p->ldb, p->ldb, p->k, width);
-        else bp_bf16_pack_panel(out, p->b + first, p->ldb, p->k, width);
-    }
+// B's panel `panel`.
+static void pack_b_panel(const bf16_product *p, int64_t panel) {
+    uint32_t *out = p->packed_b + panel * p->pairs * PAIR_COLUMNS;
+    int64_t first = panel * PAIR_COLUMNS, width = panel_columns(p, panel);
+    if (p->trans_b) bp_bf16_pack_panel_columns(out, p->b + first * p->ldb, p->ldb, p->k, width);
+    else bp_bf16_pack_panel(out, p->b + first, p->ldb, p->k, width);
 }
 
 // MARK: - The tiles: C rows [row, row + rows) × columns of one panel
@@ -332,16 +330,14 @@ void bp_bf16_tile(int64_t pairs, const uint32_t *a, int64_t lda, const uint32_t 
 
 int bp_bf16_emulating(int emulate) { return emulate || !bp_bf16_has_instruction(); }
 
-static void product_tiles(const void *context, int64_t begin, int64_t end) {
-    const bf16_product *p = context;
+// C's tile `tile`, panel-major (consecutive tiles share a panel of B, which stays in cache).
+static void product_tile(const bf16_product *p, int64_t tile) {
     int64_t row_tiles = (p->m + TILE_ROWS - 1) / TILE_ROWS;
-    for (int64_t tile = begin; tile < end; tile++) {  // panel-major: a panel of B stays in cache
-        int64_t panel = tile / row_tiles, row = (tile % row_tiles) * TILE_ROWS;
-        int64_t rows = p->m - row < TILE_ROWS ? p->m - row : TILE_ROWS;
-        bp_bf16_tile(p->pairs, p->packed_a + row * p->pairs, p->pairs, p->packed_b + panel * p->pairs * PAIR_COLUMNS,
-                     p->c + row * p->ldc + panel * PAIR_COLUMNS, p->ldc, p->accumulate, rows, panel_columns(p, panel),
-                     p->emulate);
-    }
+    int64_t panel = tile / row_tiles, row = (tile % row_tiles) * TILE_ROWS;
+    int64_t rows = p->m - row < TILE_ROWS ? p->m - row : TILE_ROWS;
+    bp_bf16_tile(p->pairs, p->packed_a + row * p->pairs, p->pairs, p->packed_b + panel * p->pairs * PAIR_COLUMNS,
+                 p->c + row * p->ldc + panel * PAIR_COLUMNS, p->ldc, p->accumulate, rows, panel_columns(p, panel),
+                 p->emulate);
 }
 
 int64_t bp_bf16_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
@@ -365,9 +361,9 @@ int64_t bp_bf16_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, 
         for (int64_t group = 0; group < (m + 15) / 16; group++)
             pack_a_rows(&p, 16 * group, 16 * group + 16 < m ? 16 * group + 16 : m);
 #pragma omp for schedule(static)
-        for (int64_t panel = 0; panel < panels; panel++) pack_b_panels(&p, panel, panel + 1);
+        for (int64_t panel = 0; panel < panels; panel++) pack_b_panel(&p, panel);
 #pragma omp for schedule(static)
-        for (int64_t tile = 0; tile < tiles; tile++) product_tiles(&p, tile, tile + 1);
+        for (int64_t tile = 0; tile < tiles; tile++) product_tile(&p, tile);
     }
     free(p.packed_a);
     free(p.packed_b);
