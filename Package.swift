@@ -72,7 +72,9 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Benchmarks",
-            exclude: ["BENCHMARKS.md", "update.sh", "torch_train.py", "results", "workloads-memory.json"]
+            exclude: [
+                "BENCHMARKS.md", "update.sh", "torch_train.py", "median_runs.py", "results", "workloads-memory.json",
+            ]
         ),
         .testTarget(name: "CKernelsTests", dependencies: ["CKernels", "BackpropTestSupport"]),
         .testTarget(
