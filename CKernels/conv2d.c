@@ -194,12 +194,6 @@ static void depthwise_weights(float *dw, const float *restrict buffer, const flo
     }
 }
 
-// Work is split by (image, group): each owns its outputs, so no two threads touch one element.
-// Whether the split pays for a parallel region:
-static int parallel_over_images(const bp_conv2d_params *p) {
-    return p->n * p->groups > 1 && p->n * p->k * bp_conv_pixels(p) * bp_conv_taps(p) >= BP_PARALLEL_MIN;
-}
-
 int64_t bp_conv2d_forward(float *y, const float *x, const float *weight, const float *bias, const bp_conv2d_params *p) {
     int64_t cg = p->c / p->groups, kg = p->k / p->groups, rows = bp_conv_taps(p), hw = bp_conv_pixels(p), a_size = 0,
             missing = 0;
@@ -207,7 +201,7 @@ int64_t bp_conv2d_forward(float *y, const float *x, const float *weight, const f
     float *a = is_depthwise(p) ? NULL : pack_weights(weight, p, 0, &a_size, &missing);
     conv_layout l = bp_conv_layout_build(p, &missing);
     if (missing) return free(a), free(l.offset), missing;
-#pragma omp parallel if (parallel_over_images(p))
+#pragma omp parallel if (bp_conv_parallel_over_images(p))
     {
         float *buffer = bp_calloc(l.size + SLACK, sizeof(float), &missing);
         float *b = panel_alloc(KC * BP_NR + SLACK, &missing);
@@ -260,7 +254,7 @@ int64_t bp_conv2d_backward_data(float *dx, const float *dy, const float *weight,
     if (!missing) missing = bp_col2im_plan_build(&plan, &l, p);
     if (missing) return free(a), free(l.offset), missing;
     int64_t slack = bp_col2im_slack(&l), panels = (hw + BP_NR - 1) / BP_NR;
-#pragma omp parallel if (parallel_over_images(p))
+#pragma omp parallel if (bp_conv_parallel_over_images(p))
     {
         float *buffer = bp_malloc(l.size + SLACK, sizeof(float), &missing);
         float *b = panel_alloc(panels * kg * BP_NR, &missing);
@@ -307,18 +301,15 @@ int64_t bp_conv2d_backward_data(float *dx, const float *dy, const float *weight,
     return missing;
 }
 
-enum { MAX_WEIGHT_BLOCKS = 4 };
-
 // Weight gradients: dW_g [kg, R] += dy_g [kg, pixels] · colᵀ, the pixels in chunks of PC, with A
-// packed from dy and B = colᵀ [pixels, BP_NR taps] gathered from the buffer's runs. The images are
-// split into at most 4 fixed blocks, each summed over its images and chunks in order into its own
-// partial, and the partials added in block order. The bias gradient is summed the same way, each
+// packed from dy and B = colᵀ [pixels, BP_NR taps] gathered from the buffer's runs, summed over
+// each block of images (bp_conv_weight_blocks) and its chunks in order. The bias gradient is summed the same way, each
 // chunk's dy rows (in cache: pack_rows just read them) in 8 float lanes into a double per block.
 int64_t bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy, const float *x,
                                    const bp_conv2d_params *p) {
     int64_t cg = p->c / p->groups, kg = p->k / p->groups, rows = bp_conv_taps(p), hw = bp_conv_pixels(p);
     int64_t size = p->k * rows;  // the weight's element count
-    int64_t blocks = p->n < MAX_WEIGHT_BLOCKS ? p->n : MAX_WEIGHT_BLOCKS;
+    int64_t blocks = bp_conv_weight_blocks(p);
     int64_t missing = 0;
     conv_layout l = bp_conv_layout_build(p, &missing);
     float *partial = bp_calloc(blocks * size, sizeof(float), &missing);

@@ -11,9 +11,9 @@
 //                      A = col's rows, copied from the buffer's runs; B = panels of dyᵀ.
 // Every output element is one tile's sum over its pairs in order (blocks of pairs carry the sum
 // through C), so it is bp_bf16_gemm's sum over the same operands. The forward and backward-data run
-// images in parallel (each writes its own output); the weight gradient splits the images into at
-// most 4 fixed blocks, each summed image after image into its own partial (from 0), and adds the
-// partials in block order: the same bits for any thread count.
+// images in parallel (each writes its own output); the weight gradient sums the blocks of images of
+// bp_conv_weight_blocks, each image after image into its own partial (from 0), and adds the partials
+// in block order: the same bits for any thread count.
 #include "conv2d_layout.h"
 
 #include <stdlib.h>
@@ -25,7 +25,6 @@ enum {
     QC = 160,         // most pairs per product block: a panel of B (QC · 32 pairs) stays in L1
     PC = 256,         // pixels per chunk of the weight gradient (even: chunks keep the image's pairs)
     HALF_SLACK = 16,  // bfloat16 values after a buffer that the gathers may read, or a row they may write
-    MAX_WEIGHT_BLOCKS = 4,
 };
 
 typedef uint16_t v16h __attribute__((vector_size(32)));
@@ -130,11 +129,6 @@ static void add_bias(float *planes, const float *bias, int64_t channels, int64_t
         for (int64_t q = 0; q < size; q++) planes[ch * size + q] += bias[ch];
 }
 
-// Work is split by (image, group), as in conv2d.c.
-static int parallel_over_images(const bp_conv2d_params *p) {
-    return p->n * p->groups > 1 && p->n * p->k * bp_conv_pixels(p) * bp_conv_taps(p) >= BP_PARALLEL_MIN;
-}
-
 int64_t bp_conv2d_forward_bf16(float *y, const float *x, const float *weight, const float *bias,
                                const bp_conv2d_params *p, int emulate) {
     int64_t cg = p->c / p->groups, kg = p->k / p->groups, taps = bp_conv_taps(p), hw = bp_conv_pixels(p);
@@ -143,7 +137,7 @@ int64_t bp_conv2d_forward_bf16(float *y, const float *x, const float *weight, co
     conv_layout l = bp_conv_layout_build(p, &missing);
     if (missing) return free(a), free(l.offset), missing;
     emulate = bp_bf16_emulating(emulate);
-#pragma omp parallel if (parallel_over_images(p))
+#pragma omp parallel if (bp_conv_parallel_over_images(p))
     {
         image_copy copy;
         int ready = image_copy_alloc(&copy, &l, &missing);
@@ -190,7 +184,7 @@ int64_t bp_conv2d_backward_data_bf16(float *dx, const float *dy, const float *we
     if (missing) return free(a), free(l.offset), missing;
     emulate = bp_bf16_emulating(emulate);
     int64_t slack = bp_col2im_slack(&l);
-#pragma omp parallel if (parallel_over_images(p))
+#pragma omp parallel if (bp_conv_parallel_over_images(p))
     {
         float *buffer = bp_malloc(l.size + HALF_SLACK, sizeof(float), &missing);
         uint32_t *b = bp_aligned_alloc(64, panels * pairs * COLUMNS, sizeof(uint32_t), 0, &missing);
@@ -234,7 +228,7 @@ int64_t bp_conv2d_backward_data_bf16(float *dx, const float *dy, const float *we
 int64_t bp_conv2d_backward_weights_bf16(float *dweight, float *dbias, const float *dy, const float *x,
                                         const bp_conv2d_params *p, int emulate) {
     int64_t cg = p->c / p->groups, kg = p->k / p->groups, taps = bp_conv_taps(p), hw = bp_conv_pixels(p);
-    int64_t size = p->k * taps, blocks = min64(p->n, MAX_WEIGHT_BLOCKS), missing = 0;
+    int64_t size = p->k * taps, blocks = bp_conv_weight_blocks(p), missing = 0;
     int64_t row_pairs = PC / 2, channel_panels = (kg + COLUMNS - 1) / COLUMNS;
     conv_layout l = bp_conv_layout_build(p, &missing);
     float *partial = bp_calloc(blocks * size, sizeof(float), &missing);  // [block][group][R][kg]: dW_gᵀ
@@ -277,9 +271,8 @@ int64_t bp_conv2d_backward_weights_bf16(float *dweight, float *dbias, const floa
         free(runs);
     }
     if (missing) return free(l.offset), free(partial), missing;  // dweight and dbias unchanged
-        // dweight[g][o][t] += Σ over blocks in order of partial[block][g][t][o]
 #pragma omp parallel for schedule(static) if (size * blocks >= BP_PARALLEL_MIN)
-    for (int64_t e = 0; e < size; e++) {
+    for (int64_t e = 0; e < size; e++) {  // dweight[g][o][t] += Σ over blocks in order of partial[block][g][t][o]
         int64_t g = e / (kg * taps), o = e / taps % kg, t = e % taps, at = g * kg * taps + t * kg + o;
         float sum = partial[at];
         for (int64_t block = 1; block < blocks; block++) sum += partial[block * size + at];

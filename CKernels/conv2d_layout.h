@@ -18,6 +18,17 @@
 static inline int64_t bp_conv_taps(const bp_conv2d_params *p) { return p->c / p->groups * p->r * p->s; }
 static inline int64_t bp_conv_pixels(const bp_conv2d_params *p) { return p->out_h * p->out_w; }
 
+/// Work is split by (image, group): each owns its outputs, so no two threads touch one element.
+/// Whether the split pays for a parallel region:
+static inline int bp_conv_parallel_over_images(const bp_conv2d_params *p) {
+    return p->n * p->groups > 1 && p->n * p->k * bp_conv_pixels(p) * bp_conv_taps(p) >= BP_PARALLEL_MIN;
+}
+
+/// The weight gradient splits the images into this many fixed blocks (at most 4; block b holds
+/// images [b · n / blocks, (b + 1) · n / blocks)), each summed in order into its own partial, and
+/// adds the partials in block order: the same bits for any thread count.
+static inline int64_t bp_conv_weight_blocks(const bp_conv2d_params *p) { return p->n < 4 ? p->n : 4; }
+
 /// The buffer of one image and group: cg channels of sh · sw phase planes of `plane` = hq · wq
 /// elements, and the offset of each tap.
 typedef struct {
