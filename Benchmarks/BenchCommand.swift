@@ -1,6 +1,7 @@
 import ArgumentParser
 import Backprop
 import BackpropTestSupport
+import CKernels
 import Foundation
 
 /// Times every workload of a workloads file, forward and backward, after checking each on a small
@@ -56,7 +57,8 @@ struct BenchCommand: ParsableCommand {
         let threadCount = Threads.count, peak = (peakGFLOPs ?? machine.fmaGFLOPs) * Double(threadCount)
         print("Machine: \(machine.description)")
         print(
-            "Backprop on \(threadCount) thread(s); OpenBLAS core \(BLASRuntime.coreName); peak \(String(format: "%.1f", peak)) GFLOP/s"
+            "Backprop on \(threadCount) thread(s); product kernel \(bp_product_vector_width())-float vectors; "
+                + "OpenBLAS core \(BLASRuntime.coreName); peak \(String(format: "%.1f", peak)) GFLOP/s"
         )
         print(Table.header)
         var results: [String: [String: Double]] = [:], failed: [String] = []

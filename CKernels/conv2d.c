@@ -93,47 +93,48 @@ static void gather_transposed(float *b, const float *buffer, const int64_t *offs
 }
 
 // Packs `rows` rows of a row-major matrix (element (i, c) at m[i · ld + c · col_stride], c < cols)
-// into BP_MR-row panels: out[panel][c][i], zero past the last row. With col_stride 1, 8 columns
-// at a time: the panel's rows are read as vectors and transposed in registers (the 8 × 8
-// transpose of gather_transposed with rows 6 and 7 zero), each column's 6 floats stored as 8 in
-// increasing order, so the 2 extra floats are overwritten by the next column (`out` needs 2 floats
-// of slack after the last panel).
+// into panels of mr <= 8 rows: out[panel][c][i], zero past the last row. With col_stride 1, 8
+// columns at a time: the panel's rows are read as vectors and transposed in registers (the 8 × 8
+// transpose of gather_transposed, rows past mr zero), each column's mr floats stored as 8 in
+// increasing order, so the extra floats are overwritten by the next column (`out` needs 8 − mr
+// floats of slack after the last panel).
 BP_MULTIVERSION
-static void pack_rows(float *out, const float *m, int64_t ld, int64_t rows, int64_t cols, int64_t col_stride) {
-    for (int64_t panel = 0; panel < round_up(rows, BP_MR) / BP_MR; panel++) {
-        float *dst = out + panel * cols * BP_MR;
+static void pack_rows(float *out, const float *m, int64_t ld, int64_t rows, int64_t cols, int64_t col_stride,
+                      int64_t mr) {
+    for (int64_t panel = 0; panel < round_up(rows, mr) / mr; panel++) {
+        float *dst = out + panel * cols * mr;
         int64_t c = 0;
         if (col_stride == 1)
             for (; c + 8 <= cols; c += 8) {
                 v8f x[8] = {{0}};
-                for (int64_t i = 0; i < BP_MR && panel * BP_MR + i < rows; i++)
-                    memcpy(&x[i], m + (panel * BP_MR + i) * ld + c, 32);
+                for (int64_t i = 0; i < mr && panel * mr + i < rows; i++)
+                    memcpy(&x[i], m + (panel * mr + i) * ld + c, 32);
                 v8f columns[8];
                 bp_transpose_8x8(columns, x);
-                for (int j = 0; j < 8; j++) memcpy(dst + (c + j) * BP_MR, &columns[j], 32);
+                for (int j = 0; j < 8; j++) memcpy(dst + (c + j) * mr, &columns[j], 32);
             }
         for (; c < cols; c++)
-            for (int64_t i = 0; i < BP_MR; i++) {
-                int64_t row = panel * BP_MR + i;
-                dst[c * BP_MR + i] = row < rows ? m[row * ld + c * col_stride] : 0.0f;
+            for (int64_t i = 0; i < mr; i++) {
+                int64_t row = panel * mr + i;
+                dst[c * mr + i] = row < rows ? m[row * ld + c * col_stride] : 0.0f;
             }
     }
 }
 
-// The weights of each group packed for the forward, A = W_g [kg, R]: per group round_up(kg, MR) · R
-// floats. Transposed (A = W_gᵀ [R, kg]) for the backward-data: round_up(R, MR) · kg floats. NULL
+// The weights of each group packed for the forward, A = W_g [kg, R]: per group round_up(kg, mr) · R
+// floats. Transposed (A = W_gᵀ [R, kg]) for the backward-data: round_up(R, mr) · kg floats. NULL
 // when they could not be allocated (recorded in *missing).
-static float *pack_weights(const float *weight, const bp_conv2d_params *p, int transposed, int64_t *group_size,
-                           int64_t *missing) {
+static float *pack_weights(const float *weight, const bp_conv2d_params *p, int transposed, int64_t mr,
+                           int64_t *group_size, int64_t *missing) {
     int64_t kg = p->k / p->groups, rows = bp_conv_taps(p);
     int64_t m = transposed ? rows : kg, reduce = transposed ? kg : rows;
-    *group_size = round_up(m, BP_MR) * reduce;
-    float *packed = bp_malloc(p->groups * *group_size + 2, sizeof(float), missing);
+    *group_size = round_up(m, mr) * reduce;
+    float *packed = bp_malloc(p->groups * *group_size + 8 - mr, sizeof(float), missing);
     if (!packed) return NULL;
     for (int64_t g = 0; g < p->groups; g++) {
         const float *w = weight + g * kg * rows;
-        if (transposed) pack_rows(packed + g * *group_size, w, 1, rows, kg, rows);
-        else pack_rows(packed + g * *group_size, w, rows, kg, rows, 1);
+        if (transposed) pack_rows(packed + g * *group_size, w, 1, rows, kg, rows, mr);
+        else pack_rows(packed + g * *group_size, w, rows, kg, rows, 1, mr);
     }
     return packed;
 }
@@ -197,8 +198,9 @@ static void depthwise_weights(float *dw, const float *restrict buffer, const flo
 int64_t bp_conv2d_forward(float *y, const float *x, const float *weight, const float *bias, const bp_conv2d_params *p) {
     int64_t cg = p->c / p->groups, kg = p->k / p->groups, rows = bp_conv_taps(p), hw = bp_conv_pixels(p), a_size = 0,
             missing = 0;
+    bp_micro micro = bp_micro_kernel();
     // Depthwise convolutions read the weights directly.
-    float *a = is_depthwise(p) ? NULL : pack_weights(weight, p, 0, &a_size, &missing);
+    float *a = is_depthwise(p) ? NULL : pack_weights(weight, p, 0, micro.mr, &a_size, &missing);
     conv_layout l = bp_conv_layout_build(p, &missing);
     if (missing) return free(a), free(l.offset), missing;
 #pragma omp parallel if (bp_conv_parallel_over_images(p))
@@ -226,10 +228,10 @@ int64_t bp_conv2d_forward(float *y, const float *x, const float *weight, const f
                     // never stored)
                     gather_panel(b, buffer, l.offset + t0, kc, runs, n);
                     // y_g[m rows, pixels p0 …] (+)= W_g[m rows, taps t0 …] · b
-                    for (int64_t m = 0; m < kg; m += BP_MR)
-                        bp_micro_6x16(kc, a + g * a_size + m * rows + t0 * BP_MR, b, yg + m * hw + p0, hw, block > 0,
-                                      block == kc_blocks(rows) - 1 && bias ? bias + g * kg + m : NULL,
-                                      min64(BP_MR, kg - m), count);
+                    for (int64_t m = 0; m < kg; m += micro.mr)
+                        micro.block(kc, a + g * a_size + m * rows + t0 * micro.mr, b, yg + m * hw + p0, hw, block > 0,
+                                    block == kc_blocks(rows) - 1 && bias ? bias + g * kg + m : NULL,
+                                    min64(micro.mr, kg - m), count);
                 }
             }
         }
@@ -248,7 +250,8 @@ int64_t bp_conv2d_backward_data(float *dx, const float *dy, const float *weight,
                                 const bp_conv2d_params *p) {
     int64_t cg = p->c / p->groups, kg = p->k / p->groups, rows = bp_conv_taps(p), hw = bp_conv_pixels(p), a_size = 0,
             missing = 0;
-    float *a = is_depthwise(p) ? NULL : pack_weights(weight, p, 1, &a_size, &missing);
+    bp_micro micro = bp_micro_kernel();
+    float *a = is_depthwise(p) ? NULL : pack_weights(weight, p, 1, micro.mr, &a_size, &missing);
     conv_layout l = bp_conv_layout_build(p, &missing);
     col2im_plan plan = {0};
     if (!missing) missing = bp_col2im_plan_build(&plan, &l, p);
@@ -277,13 +280,13 @@ int64_t bp_conv2d_backward_data(float *dx, const float *dy, const float *weight,
                         bp_copy_short(b + (i * kg + k) * BP_NR, dyg + k * hw + i * BP_NR, min64(BP_NR, hw - i * BP_NR));
                 for (int64_t i = 0; i < panels; i++) {
                     // dcol[taps m …, pixels 16i …] = W_gᵀ[taps m …, :] · panel i, over the KC channel blocks
-                    for (int64_t m = 0; m < rows; m += BP_MR)
+                    for (int64_t m = 0; m < rows; m += micro.mr)
                         for (int64_t block = 0; block < kc_blocks(kg); block++) {
                             int64_t k0, kc;
                             kc_block(kg, block, &k0, &kc);
-                            bp_micro_6x16(kc, a + g * a_size + m * kg + k0 * BP_MR, b + (i * kg + k0) * BP_NR,
-                                          dcol + m * hw + i * BP_NR, hw, block > 0, NULL, min64(BP_MR, rows - m),
-                                          min64(BP_NR, hw - i * BP_NR));
+                            micro.block(kc, a + g * a_size + m * kg + k0 * micro.mr, b + (i * kg + k0) * BP_NR,
+                                        dcol + m * hw + i * BP_NR, hw, block > 0, NULL, min64(micro.mr, rows - m),
+                                        min64(BP_NR, hw - i * BP_NR));
                         }
                 }
                 bp_col2im_rows(buffer, dcol, &l, &plan, reaching, p);
@@ -311,6 +314,7 @@ int64_t bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy
     int64_t size = p->k * rows;  // the weight's element count
     int64_t blocks = bp_conv_weight_blocks(p);
     int64_t missing = 0;
+    bp_micro micro = bp_micro_kernel();
     conv_layout l = bp_conv_layout_build(p, &missing);
     float *partial = bp_calloc(blocks * size, sizeof(float), &missing);
     double *bias_partial = bp_calloc(blocks * p->k, sizeof(double), &missing);  // [block][k]: Σ dy
@@ -318,7 +322,7 @@ int64_t bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy
 #pragma omp parallel if (blocks > 1 && p->n * p->k * hw * rows >= BP_PARALLEL_MIN)
     {
         float *buffer = bp_calloc(l.size + SLACK, sizeof(float), &missing);
-        float *a = panel_alloc(round_up(kg, BP_MR) * PC + 2, &missing);
+        float *a = panel_alloc(round_up(kg, micro.mr) * PC + 8 - micro.mr, &missing);
         float *b = panel_alloc((PC + 8) * BP_NR, &missing);
         pixel_run *runs = bp_malloc(PC + 2, sizeof(pixel_run), &missing);
         int ready = buffer && a && b && runs;
@@ -337,7 +341,7 @@ int64_t bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy
                     }
                     for (int64_t p0 = 0; p0 < hw; p0 += PC) {
                         int64_t pc = min64(PC, hw - p0), n = bp_conv_pixel_runs(runs, &l, p, p0, pc);
-                        pack_rows(a, dyg + p0, hw, kg, pc, 1);
+                        pack_rows(a, dyg + p0, hw, kg, pc, 1, micro.mr);
                         if (dbias)
                             for (int64_t k = 0; k < kg; k++) dbg[k] += bp_lane_sum(dyg + k * hw + p0, pc);
                         for (int64_t t0 = 0; t0 < rows; t0 += BP_NR) {
@@ -345,9 +349,9 @@ int64_t bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy
                             int64_t nt = min64(BP_NR, rows - t0);
                             gather_transposed(b, buffer, l.offset + t0, nt, runs, n);
                             // dW_g[m rows, taps t0 …] += dy_g[m rows, pixels p0 …] · b
-                            for (int64_t m = 0; m < kg; m += BP_MR)
-                                bp_micro_6x16(pc, a + m * pc, b, dwg + m * rows + t0, rows, 1, NULL,
-                                              min64(BP_MR, kg - m), nt);
+                            for (int64_t m = 0; m < kg; m += micro.mr)
+                                micro.block(pc, a + m * pc, b, dwg + m * rows + t0, rows, 1, NULL,
+                                            min64(micro.mr, kg - m), nt);
                         }
                     }
                 }

@@ -47,6 +47,13 @@ static inline void bp_split_mean(double mean, float *pair) {
 #define BP_MULTIVERSION
 #endif
 
+/// Whether microkernel_avx512.c's kernels are compiled (x86-64 with clang's target attributes).
+#if defined(__x86_64__) && defined(__clang__)
+#define BP_AVX512_KERNEL 1
+#else
+#define BP_AVX512_KERNEL 0
+#endif
+
 /// Eight lanes of floats or int32 as clang's portable vector types: they compile to AVX-512, AVX2
 /// or SSE registers, whichever the multiversioned function around them targets. Pass them by
 /// pointer between functions: by value they would change the baseline build's calling convention.
@@ -98,18 +105,34 @@ __attribute__((always_inline)) static inline float bp_lane_sum_inline(const floa
 }
 BP_MULTIVERSION float bp_lane_sum(const float *x, int64_t n);
 
-/// The convolutions' register block (microkernel.c): rows of A and columns of B per call.
-enum { BP_MR = 6, BP_NR = 16 };
+/// The register-blocked float32 product (microkernel.c): a block of `mr` rows of A by BP_NR
+/// columns of B per call. BP_MR_MAX bounds `mr` for buffers.
+enum { BP_MR_MAX = 8, BP_NR = 16 };
 
-/// C (+)= A · B for one block: A packed [kc][BP_MR], B packed [kc][BP_NR], C rows `ldc` apart.
+/// C (+)= A · B for one block: A packed [kc][mr], B packed [kc][BP_NR], C rows `ldc` apart.
 /// `accumulate` adds to C instead of overwriting it (C + A·B); then `bias` (one float per row, or
-/// NULL) is added. Only the first `rows` × `cols` of the block (at most BP_MR × BP_NR) are
-/// stored, for the edges of a matrix.
-void bp_micro_6x16(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int accumulate, const float *bias,
-                   int64_t rows, int64_t cols);
+/// NULL) is added. Only the first `rows` × `cols` of the block (at most mr × BP_NR) are stored,
+/// for the edges of a matrix.
+typedef void bp_micro_block(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int accumulate,
+                            const float *bias, int64_t rows, int64_t cols);
 /// The same with A not packed: its `rows` rows `lda` apart (row i, step t at a[i · lda + t]).
-void bp_micro_6x16_rows(int64_t kc, const float *a, int64_t lda, const float *b, float *c, int64_t ldc, int accumulate,
-                        int64_t rows, int64_t cols);
+typedef void bp_micro_rows(int64_t kc, const float *a, int64_t lda, const float *b, float *c, int64_t ldc,
+                           int accumulate, int64_t rows, int64_t cols);
+
+/// The kernel a product uses: 8 × 16 in 16-float registers where the CPU has AVX-512 (unless
+/// bp_product_force_avx2 says otherwise), else 6 × 16 in 8-float registers. Every element is the
+/// same sum in the same order in both (Σ_t in order, one fused multiply-add per term, then + C,
+/// then + bias), so the choice never changes a bit. A kernel fetches it once and packs A for its
+/// `mr`.
+typedef struct {
+    int64_t mr;
+    bp_micro_block *block;
+    bp_micro_rows *rows;
+} bp_micro;
+
+bp_micro bp_micro_kernel(void);
+bp_micro_block bp_micro_6x16, bp_micro_8x16;
+bp_micro_rows bp_micro_6x16_rows, bp_micro_8x16_rows;
 
 /// Weights packed for the recurrent layers' step products (panel_product.c): B [depth, G · H],
 /// whose column g · H + j is gate g of hidden unit j, in 16-column panels grouped by blocks of

@@ -1,4 +1,6 @@
-// The register-blocked product behind the convolutions: a 6 × 16 block of C from packed panels.
+// The register-blocked product behind the convolutions and the recurrent layers, for CPUs without
+// AVX-512 (or with it, when asked): a 6 × 16 block of C from packed panels. microkernel_avx512.c
+// has the 8 × 16 one; bp_micro_kernel picks.
 //
 //   C[i][j] (+)= Σ_t A[t][i] · B[t][j]    for i < 6, j < 16, t < kc
 //
@@ -8,15 +10,19 @@
 // columns (a row's or an image's last pixels) skips the second vector. Written with clang's
 // portable vector types and multiversioned, so the same source is AVX-512, AVX2 + FMA or SSE
 // code. The order of the sum over t is fixed: results do not depend on who calls it.
+#include "CKernels.h"
 #include "internal.h"
 
+#include <stdlib.h>
 #include <string.h>
+
+enum { MR = 6 };
 
 // acc += A · B over kc steps for the first `mr` rows, with both 8-column halves of B or (halves =
 // 1) the first only; row i of A at step t is rows[i][t · step]. Inlined with constants `mr`,
 // `halves` and `step`, so the loop has no test. Four steps per iteration, so that the loop's own instructions are a
 // small part of a few hundred steps' work.
-__attribute__((always_inline)) static inline void product(v8f acc[BP_MR][2], int64_t kc, const float *const rows[BP_MR],
+__attribute__((always_inline)) static inline void product(v8f acc[MR][2], int64_t kc, const float *const rows[MR],
                                                           int mr, int64_t step, const float *b, int halves) {
 #pragma clang loop unroll_count(4)
     for (int64_t t = 0; t < kc; t++) {
@@ -34,13 +40,13 @@ __attribute__((always_inline)) static inline void product(v8f acc[BP_MR][2], int
 }
 
 // C (+)= acc (+ bias), the first `rows` × `cols` of the block.
-__attribute__((always_inline)) static inline void store(v8f acc[BP_MR][2], float *c, int64_t ldc, int accumulate,
+__attribute__((always_inline)) static inline void store(v8f acc[MR][2], float *c, int64_t ldc, int accumulate,
                                                         const float *bias, int64_t rows, int64_t cols) {
     // The stores are unrolled, so that every acc[i] is a register: indexed by a loop counter the
     // accumulators would get a stack home, and every call would spill them (costly when kc is 9).
-    if (rows == BP_MR && cols == BP_NR) {
+    if (rows == MR && cols == BP_NR) {
 #pragma clang loop unroll(full)
-        for (int i = 0; i < BP_MR; i++) {
+        for (int i = 0; i < MR; i++) {
             float *row = c + i * ldc;
             v8f lo = acc[i][0], hi = acc[i][1];
             if (accumulate) {
@@ -54,7 +60,7 @@ __attribute__((always_inline)) static inline void store(v8f acc[BP_MR][2], float
         return;
     }
 #pragma clang loop unroll(full)
-    for (int i = 0; i < BP_MR; i++) {
+    for (int i = 0; i < MR; i++) {
         if (i >= rows) break;
         float tile[BP_NR];
         v8f lo = acc[i][0], hi = acc[i][1];
@@ -69,28 +75,52 @@ __attribute__((always_inline)) static inline void store(v8f acc[BP_MR][2], float
 BP_MULTIVERSION
 void bp_micro_6x16(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int accumulate, const float *bias,
                    int64_t rows, int64_t cols) {
-    v8f acc[BP_MR][2];
-    for (int i = 0; i < BP_MR; i++) acc[i][0] = acc[i][1] = (v8f){0};
-    const float *const lanes[BP_MR] = {a, a + 1, a + 2, a + 3, a + 4, a + 5};  // A packed: row i at a[t · 6 + i]
-    if (cols > 8) product(acc, kc, lanes, BP_MR, BP_MR, b, 2);
-    else product(acc, kc, lanes, BP_MR, BP_MR, b, 1);
+    v8f acc[MR][2];
+    for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = (v8f){0};
+    const float *const lanes[MR] = {a, a + 1, a + 2, a + 3, a + 4, a + 5};  // A packed: row i at a[t · 6 + i]
+    if (cols > 8) product(acc, kc, lanes, MR, MR, b, 2);
+    else product(acc, kc, lanes, MR, MR, b, 1);
     store(acc, c, ldc, accumulate, bias, rows, cols);
 }
 
 BP_MULTIVERSION
 void bp_micro_6x16_rows(int64_t kc, const float *a, int64_t lda, const float *b, float *c, int64_t ldc, int accumulate,
                         int64_t rows, int64_t cols) {
-    v8f acc[BP_MR][2];
-    for (int i = 0; i < BP_MR; i++) acc[i][0] = acc[i][1] = (v8f){0};
-    const float *lanes[BP_MR];  // rows past `rows` read the last row again, and are not stored
-    for (int i = 0; i < BP_MR; i++) lanes[i] = a + (i < rows ? i : rows - 1) * lda;
+    v8f acc[MR][2];
+    for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = (v8f){0};
+    const float *lanes[MR];  // rows past `rows` read the last row again, and are not stored
+    for (int i = 0; i < MR; i++) lanes[i] = a + (i < rows ? i : rows - 1) * lda;
     // Four rows or fewer (the last rows of a batch) skip the work of the other two.
     if (rows > 4) {
-        if (cols > 8) product(acc, kc, lanes, BP_MR, 1, b, 2);
-        else product(acc, kc, lanes, BP_MR, 1, b, 1);
+        if (cols > 8) product(acc, kc, lanes, MR, 1, b, 2);
+        else product(acc, kc, lanes, MR, 1, b, 1);
     } else {
         if (cols > 8) product(acc, kc, lanes, 4, 1, b, 2);
         else product(acc, kc, lanes, 4, 1, b, 1);
     }
     store(acc, c, ldc, accumulate, NULL, rows, cols);
 }
+
+// The product kernels asked for: -1 until BACKPROP_AVX2 is read, then 1 when the AVX2 one is forced.
+static int avx2_forced = -1;
+
+void bp_product_force_avx2(int force) { __atomic_store_n(&avx2_forced, force != 0, __ATOMIC_RELAXED); }
+
+bp_micro bp_micro_kernel(void) {
+#if BP_AVX512_KERNEL
+    static _Atomic int has_avx512 = -1;  // cpuid is slow (under a hypervisor especially): asked once
+    if (has_avx512 < 0) has_avx512 = bp_cpu_vector_level() >= 2;
+    int forced = __atomic_load_n(&avx2_forced, __ATOMIC_RELAXED);
+    if (forced < 0) {
+        const char *value = getenv("BACKPROP_AVX2");
+        int expected = -1;
+        forced = value && strcmp(value, "1") == 0;
+        if (!__atomic_compare_exchange_n(&avx2_forced, &expected, forced, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+            forced = expected;  // set meanwhile by bp_product_force_avx2
+    }
+    if (has_avx512 && !forced) return (bp_micro){8, bp_micro_8x16, bp_micro_8x16_rows};
+#endif
+    return (bp_micro){MR, bp_micro_6x16, bp_micro_6x16_rows};
+}
+
+int bp_product_vector_width(void) { return bp_micro_kernel().mr == 8 ? 16 : 8; }

@@ -120,15 +120,15 @@ void bp_gate_panels_free(bp_gate_panels *w) {
 void bp_gate_block_product(float *tile, int64_t ldt, int64_t tile_step, const float *x, int64_t ldx, int64_t x_step,
                            int64_t steps, int64_t n, const bp_gate_panels *w, int64_t block) {
     int64_t units = bp_block_units(w->hidden, block);
-    // Six rows of X stay in L1 while the block's panels of B (from L2) pass them.
+    bp_micro micro = bp_micro_kernel();
+    // A kernel's rows of X stay in L1 while the block's panels of B (from L2) pass them.
     for (int64_t s = 0; s < steps; s++)
-        for (int64_t a = 0; a < n; a += BP_MR)
+        for (int64_t a = 0; a < n; a += micro.mr)
             for (int64_t t0 = 0; t0 < w->depth; t0 += DEPTH_BLOCK) {
                 int64_t kc = min64(DEPTH_BLOCK, w->depth - t0);
                 for (int64_t g = 0; g < w->gates; g++)
-                    bp_micro_6x16_rows(kc, x + s * x_step + a * ldx + t0, ldx, panel(w, block, g, t0),
-                                       tile + s * tile_step + a * ldt + g * BP_NR, ldt, t0 > 0, min64(BP_MR, n - a),
-                                       units);
+                    micro.rows(kc, x + s * x_step + a * ldx + t0, ldx, panel(w, block, g, t0),
+                               tile + s * tile_step + a * ldt + g * BP_NR, ldt, t0 > 0, min64(micro.mr, n - a), units);
             }
 }
 

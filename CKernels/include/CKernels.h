@@ -40,6 +40,13 @@ const char *bp_blas_config(void);
 
 /// 2 when the CPU and OS support AVX-512 (F, DQ, BW, VL), 1 for AVX2 with FMA, else 0 (cpu.c).
 int bp_cpu_vector_level(void);
+/// The width of the float32 product behind the convolutions and recurrent layers (microkernel.c):
+/// 16 (AVX-512 registers, 8 rows per block) or 8 (AVX2, 6 rows). Both give the same bits.
+int bp_product_vector_width(void);
+/// With force != 0, kernels started afterwards use the 8-float (AVX2) product even where the CPU has
+/// AVX-512 (to compare the two on one machine); BACKPROP_AVX2=1 in the environment sets it for a
+/// process. Kernels already running keep the product they started with.
+void bp_product_force_avx2(int force);
 /// The OPENBLAS_CORETYPE that would give OpenBLAS kernels as wide as `vector_level` allows when
 /// `core` (OpenBLAS's choice) falls short of it ("SkylakeX", "Haswell"), else NULL.
 const char *bp_blas_better_coretype(const char *core, int vector_level);

@@ -1,4 +1,6 @@
 import Backprop
+import CKernels
+import Foundation
 import Testing
 
 /// Runs `body` with the kernels' thread count set to `threads`, then restores it.
@@ -8,6 +10,20 @@ public func withThreads<R>(_ threads: Int, _ body: () throws -> R) rethrows -> R
     defer { Threads.count = saved }
     return try body()
 }
+
+/// The float32 product kernel's vector width (16: AVX-512, 8: AVX2) while `body` runs: the widest
+/// this CPU has, or 8 with `forcingAVX2`. Calls are serialised with each other (the switch is
+/// process-wide; both kernels give the same bits, so other code running meanwhile is unaffected).
+public func withProductKernel<R>(forcingAVX2 force: Bool, _ body: (_ width: Int) throws -> R) rethrows -> R {
+    productKernelLock.lock()
+    defer { productKernelLock.unlock() }
+    let wasForced = bp_product_vector_width() == 8 && bp_cpu_vector_level() >= 2
+    bp_product_force_avx2(force ? 1 : 0)
+    defer { bp_product_force_avx2(wasForced ? 1 : 0) }
+    return try body(Int(bp_product_vector_width()))
+}
+
+private let productKernelLock = NSLock()
 
 /// Runs `run` with 1 thread and with each of `others`, and expects the same bits in every output.
 public func expectBitIdentical(
