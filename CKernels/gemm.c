@@ -79,9 +79,13 @@ const char *bp_blas_config(void) { return openblas_get_config(); }
 // Tiles split the longer side of C into 1, 2, 4, 6 or 8 pieces of about 384 rows or columns or
 // more (rounded up to a multiple of 16), a function of the shape alone. Few and large: each tile
 // packs the other operand again, an overhead that grows with the number of tiles; an even number,
-// so that 2 threads (or 4, with 8 tiles) get equal shares.
-static int64_t tile_size(int64_t extent) {
+// so that 2 threads (or 4, with 8 tiles) get equal shares. A product with a long reduction but a
+// short side (a weight gradient summed over a whole batch of sequences: 256 × 256 over 3200 rows)
+// still gets two halves, when each is work enough (at least 2^21 multiply-adds) to pay for its
+// packing.
+static int64_t tile_size(int64_t extent, int64_t work) {
     int64_t tiles = extent / 384;
+    if (tiles < 2 && extent >= 64 && work >= (int64_t)1 << 22) tiles = 2;
     tiles = tiles < 1 ? 1 : tiles > 8 ? 8 : tiles > 1 && tiles % 2 ? tiles + 1 : tiles;
     return ((extent + tiles - 1) / tiles + 15) / 16 * 16;
 }
@@ -90,7 +94,7 @@ void bp_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float a
               const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
     if (m == 0 || n == 0) return;
     int split_rows = m >= n;
-    int64_t extent = split_rows ? m : n, tile = tile_size(extent);
+    int64_t extent = split_rows ? m : n, tile = tile_size(extent, m * n * k);
     int64_t tiles = (extent + tile - 1) / tile;
 #pragma omp parallel for schedule(static) if (tiles > 1 && m * n * k >= BP_PARALLEL_MIN)
     for (int64_t t = 0; t < tiles; t++) {

@@ -119,7 +119,8 @@ int64_t bp_rnn_forward(float *y, float *h_n, float *c_n, float *saved, const flo
     // xp: x_t · W_ihᵀ for every step, block by block: [t][blocks][n][G · 16]; hp: each block's h_{t−1} · W_hhᵀ.
     float *xp = bp_aligned_alloc(64, t * blocks * n, width * (int64_t)sizeof(float), 0, &missing);
     float *hp = bp_aligned_alloc(64, blocks * n, width * (int64_t)sizeof(float), 0, &missing);
-    float *start = bp_calloc(n * hidden, sizeof(float), &missing), *c = bp_calloc(n * hidden, sizeof(float), &missing);
+    float *start = bp_calloc(n * hidden, sizeof(float), &missing);
+    float *c = bp_aligned_alloc(64, n * hidden, sizeof(float), 1, &missing);  // blocks' runs apart in cache lines
     // In bfloat16: x's rows and each step's h_{t−1} rows as pairs.
     int half = p->precision != BP_FP32;
     int64_t in_pairs = (in + 1) / 2, hidden_pairs = (hidden + 1) / 2;
@@ -271,14 +272,15 @@ int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *
     float *gh_rows = p->kind == BP_GRU ? bp_aligned_alloc(64, n * t, gh * (int64_t)sizeof(float), 0, &missing) : gi;
     float *h_prev =
         bp_aligned_alloc(64, n * t, hidden * (int64_t)sizeof(float), 0, &missing);  // [b · t + s]: h_{t−1} of that step
-    float *dh = bp_calloc(n * hidden, sizeof(float), &missing), *dc = bp_calloc(n * hidden, sizeof(float), &missing);
+    float *dh = bp_aligned_alloc(64, n * hidden, sizeof(float), 1, &missing);
+    float *dc = bp_aligned_alloc(64, n * hidden, sizeof(float), 1, &missing);
     float *zeros = bp_calloc(hidden, sizeof(float), &missing);
     float *tiles =
         bp_aligned_alloc(64, blocks * n, BP_NR * (int64_t)sizeof(float), 0, &missing);  // each block's products
     // The biases' gradients: Σ of gi (and the GRU's gh) over the batch (in float, step by step) and
     // the steps (in double).
-    double *sum_i = bp_calloc(gh, sizeof(double), &missing);
-    double *sum_h = p->kind == BP_GRU ? bp_calloc(gh, sizeof(double), &missing) : sum_i;
+    double *sum_i = bp_aligned_alloc(64, gh, sizeof(double), 1, &missing);
+    double *sum_h = p->kind == BP_GRU ? bp_aligned_alloc(64, gh, sizeof(double), 1, &missing) : sum_i;
     // In bfloat16: each step's rows of hidden gradients as pairs, for the product with W_hh.
     int half = p->precision != BP_FP32;
     uint32_t *later_pairs = half ? bp_malloc(n * ((gh + 1) / 2), sizeof(uint32_t), &missing) : NULL;
@@ -287,48 +289,50 @@ int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *
     if (missing) goto done;
     if (dh_n) memcpy(dh, dh_n, (size_t)(n * hidden) * sizeof(float));
     if (dc_n && p->kind == BP_LSTM) memcpy(dc, dc_n, (size_t)(n * hidden) * sizeof(float));
-    for (int64_t b = 0; b < n; b++) {
-        for (int64_t k = 0; k < t; k++) {
-            int64_t s = step_at(p, k);
-            const float *prev = k > 0 ? y + (b * t + step_at(p, k - 1)) * p->y_stride + p->y_offset
-                                : h0  ? h0 + b * hidden
-                                      : zeros;
-            memcpy(h_prev + (b * t + s) * hidden, prev, (size_t)hidden * sizeof(float));
-        }
-    }
-    // Step k adds to dh the product of step k + 1's hidden gradients (rows t · G·H apart in gh_rows)
-    // with W_hh, then the output's gradient, and runs the cells; the step after step 0 only the product.
+        // Step k adds to dh the product of step k + 1's hidden gradients (rows t · G·H apart in gh_rows)
+        // with W_hh, then the output's gradient, and runs the cells; the step after step 0 only the product.
 #pragma omp parallel if (step_in_parallel(p))
-    for (int64_t k = t - 1; k >= -1; k--) {
-        int64_t s = k >= 0 ? step_at(p, k) : 0;
-        const float *later = k < t - 1 ? gh_rows + step_at(p, k + 1) * gh : NULL;
-        if (later) round_rows(later_pairs, later, t * gh, n, gh);
+    {
 #pragma omp for schedule(static)
-        for (int64_t u = 0; u < blocks; u++) {
-            int64_t first = u * BP_NR, units = bp_block_units(hidden, u);
-            float *tile = tiles + u * n * BP_NR;  // [n, 16]: the block's units of dh_t through W_hh
-            if (later && half) bp_gate_block_product_pairs(tile, BP_NR, 0, later_pairs, (gh + 1) / 2, 0, 1, n, &whh, u);
-            else if (later) bp_gate_block_product(tile, BP_NR, 0, later, t * gh, 0, 1, n, &whh, u);
-            float step_i[4 * BP_NR] = {0}, step_h[4 * BP_NR] = {0};  // this step's bias sums over the batch
-            for (int64_t b = 0; b < n; b++) {
-                int64_t row = b * t + s;
-                float *dhb = dh + b * hidden + first;
-                if (later)
-                    for (int64_t j = 0; j < units; j++) dhb[j] += tile[b * BP_NR + j];
-                if (k < 0) continue;
-                const float *dyb = dy + row * p->y_stride + p->y_offset + first;
-                for (int64_t j = 0; j < units; j++) dhb[j] += dyb[j];
-                const float *c_prev = p->kind != BP_LSTM ? NULL
-                                      : k > 0            ? saved + saved_run(p, step_at(p, k - 1), u, b) + 4 * BP_NR
-                                      : c0               ? c0 + b * hidden + first
-                                                         : zeros;
-                row_backward(dhb, dc + b * hidden + first, gi + row * gh + first, gh_rows + row * gh + first,
-                             y + row * p->y_stride + p->y_offset + first, h_prev + row * hidden + first, c_prev,
-                             saved ? saved + saved_run(p, s, u, b) : NULL, step_i, step_h, units, p);
+        for (int64_t b = 0; b < n; b++)
+            for (int64_t k = 0; k < t; k++) {
+                const float *prev = k > 0 ? y + (b * t + step_at(p, k - 1)) * p->y_stride + p->y_offset
+                                    : h0  ? h0 + b * hidden
+                                          : zeros;
+                memcpy(h_prev + (b * t + step_at(p, k)) * hidden, prev, (size_t)hidden * sizeof(float));
             }
-            if (k < 0) continue;
-            add_gates(sum_i + first, step_i, gates, hidden, units);
-            if (sum_h != sum_i) add_gates(sum_h + first, step_h, gates, hidden, units);
+        for (int64_t k = t - 1; k >= -1; k--) {
+            int64_t s = k >= 0 ? step_at(p, k) : 0;
+            const float *later = k < t - 1 ? gh_rows + step_at(p, k + 1) * gh : NULL;
+            if (later) round_rows(later_pairs, later, t * gh, n, gh);
+#pragma omp for schedule(static)
+            for (int64_t u = 0; u < blocks; u++) {
+                int64_t first = u * BP_NR, units = bp_block_units(hidden, u);
+                float *tile = tiles + u * n * BP_NR;  // [n, 16]: the block's units of dh_t through W_hh
+                if (later && half)
+                    bp_gate_block_product_pairs(tile, BP_NR, 0, later_pairs, (gh + 1) / 2, 0, 1, n, &whh, u);
+                else if (later) bp_gate_block_product(tile, BP_NR, 0, later, t * gh, 0, 1, n, &whh, u);
+                float step_i[4 * BP_NR] = {0}, step_h[4 * BP_NR] = {0};  // this step's bias sums over the batch
+                for (int64_t b = 0; b < n; b++) {
+                    int64_t row = b * t + s;
+                    float *dhb = dh + b * hidden + first;
+                    if (later)
+                        for (int64_t j = 0; j < units; j++) dhb[j] += tile[b * BP_NR + j];
+                    if (k < 0) continue;
+                    const float *dyb = dy + row * p->y_stride + p->y_offset + first;
+                    for (int64_t j = 0; j < units; j++) dhb[j] += dyb[j];
+                    const float *c_prev = p->kind != BP_LSTM ? NULL
+                                          : k > 0            ? saved + saved_run(p, step_at(p, k - 1), u, b) + 4 * BP_NR
+                                          : c0               ? c0 + b * hidden + first
+                                                             : zeros;
+                    row_backward(dhb, dc + b * hidden + first, gi + row * gh + first, gh_rows + row * gh + first,
+                                 y + row * p->y_stride + p->y_offset + first, h_prev + row * hidden + first, c_prev,
+                                 saved ? saved + saved_run(p, s, u, b) : NULL, step_i, step_h, units, p);
+                }
+                if (k < 0) continue;
+                add_gates(sum_i + first, step_i, gates, hidden, units);
+                if (sum_h != sum_i) add_gates(sum_h + first, step_h, gates, hidden, units);
+            }
         }
     }
     if (dh0) memcpy(dh0, dh, (size_t)(n * hidden) * sizeof(float));

@@ -10,6 +10,7 @@ import Testing
 
     static let cases: [Case] = [
         (1, 1, 1), (1, 7, 3), (5, 1, 9), (3, 4, 1), (17, 33, 65), (64, 31, 128), (130, 70, 9),
+        (100, 90, 500),  // a short side with a long reduction: two tiles of 64 and 36 rows
     ].flatMap { m, n, k in
         [false, true].flatMap { ta in
             [false, true].flatMap { tb in
