@@ -18,7 +18,6 @@
 #include <string.h>
 
 enum {
-    KC = 320,    // most taps (or channels) per product block: the B rows of a panel stay in L1
     PC = 256,    // pixels per reduction chunk of the weight gradient
     SLACK = 16,  // floats after a buffer that gather_panel may read and col2im_rows write
 };
@@ -29,14 +28,6 @@ static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 // A zeroed panel of `count` floats on a 64-byte boundary, so its 16-float rows are whole cache lines.
 static float *panel_alloc(int64_t count, int64_t *missing) {
     return bp_aligned_alloc(64, count, sizeof(float), 1, missing);
-}
-
-// The reduction [0, total) in equal blocks of at most KC: block `index` is [*start, *start + *size).
-static int64_t kc_blocks(int64_t total) { return (total + KC - 1) / KC; }
-static void kc_block(int64_t total, int64_t index, int64_t *start, int64_t *size) {
-    int64_t blocks = kc_blocks(total);
-    *start = index * total / blocks;
-    *size = (index + 1) * total / blocks - *start;
 }
 
 // A panel's column-matrix rows for taps offsets[0 … taps): row t of b is dst[t · BP_NR + q] =
@@ -199,6 +190,10 @@ int64_t bp_conv2d_forward(float *y, const float *x, const float *weight, const f
     int64_t cg = p->c / p->groups, kg = p->k / p->groups, rows = bp_conv_taps(p), hw = bp_conv_pixels(p), a_size = 0,
             missing = 0;
     bp_micro micro = bp_micro_kernel();
+#if BP_AVX512_KERNEL
+    if (micro.avx512 && !is_depthwise(p) && bp_conv2d_direct_pays(p))
+        return bp_conv2d_forward_direct(y, x, weight, bias, p);
+#endif
     // Depthwise convolutions read the weights directly.
     float *a = is_depthwise(p) ? NULL : pack_weights(weight, p, 0, micro.mr, &a_size, &missing);
     conv_layout l = bp_conv_layout_build(p, &missing);
@@ -206,7 +201,7 @@ int64_t bp_conv2d_forward(float *y, const float *x, const float *weight, const f
 #pragma omp parallel if (bp_conv_parallel_over_images(p))
     {
         float *buffer = bp_calloc(l.size + SLACK, sizeof(float), &missing);
-        float *b = panel_alloc(KC * BP_NR + SLACK, &missing);
+        float *b = panel_alloc(BP_CONV_KC * BP_NR + SLACK, &missing);
         int ready = buffer && b;
         pixel_run runs[BP_NR + 2];
 #pragma omp for schedule(static)
@@ -221,16 +216,16 @@ int64_t bp_conv2d_forward(float *y, const float *x, const float *weight, const f
             }
             for (int64_t p0 = 0; p0 < hw; p0 += BP_NR) {
                 int64_t count = min64(BP_NR, hw - p0), n = bp_conv_pixel_runs(runs, &l, p, p0, count);
-                for (int64_t block = 0; block < kc_blocks(rows); block++) {
+                for (int64_t block = 0; block < bp_conv_kc_blocks(rows); block++) {
                     int64_t t0, kc;
-                    kc_block(rows, block, &t0, &kc);
+                    bp_conv_kc_block(rows, block, &t0, &kc);
                     // b [kc, BP_NR] = col[taps t0 …, pixels p0 …] (a short last panel leaves stale columns,
                     // never stored)
                     gather_panel(b, buffer, l.offset + t0, kc, runs, n);
                     // y_g[m rows, pixels p0 …] (+)= W_g[m rows, taps t0 …] · b
                     for (int64_t m = 0; m < kg; m += micro.mr)
                         micro.block(kc, a + g * a_size + m * rows + t0 * micro.mr, b, yg + m * hw + p0, hw, block > 0,
-                                    block == kc_blocks(rows) - 1 && bias ? bias + g * kg + m : NULL,
+                                    block == bp_conv_kc_blocks(rows) - 1 && bias ? bias + g * kg + m : NULL,
                                     min64(micro.mr, kg - m), count);
                 }
             }
@@ -279,11 +274,11 @@ int64_t bp_conv2d_backward_data(float *dx, const float *dy, const float *weight,
                     for (int64_t i = 0; i < panels; i++)
                         bp_copy_short(b + (i * kg + k) * BP_NR, dyg + k * hw + i * BP_NR, min64(BP_NR, hw - i * BP_NR));
                 for (int64_t i = 0; i < panels; i++) {
-                    // dcol[taps m …, pixels 16i …] = W_gᵀ[taps m …, :] · panel i, over the KC channel blocks
+                    // dcol[taps m …, pixels 16i …] = W_gᵀ[taps m …, :] · panel i, over the channel blocks
                     for (int64_t m = 0; m < rows; m += micro.mr)
-                        for (int64_t block = 0; block < kc_blocks(kg); block++) {
+                        for (int64_t block = 0; block < bp_conv_kc_blocks(kg); block++) {
                             int64_t k0, kc;
-                            kc_block(kg, block, &k0, &kc);
+                            bp_conv_kc_block(kg, block, &k0, &kc);
                             micro.block(kc, a + g * a_size + m * kg + k0 * micro.mr, b + (i * kg + k0) * BP_NR,
                                         dcol + m * hw + i * BP_NR, hw, block > 0, NULL, min64(micro.mr, rows - m),
                                         min64(BP_NR, hw - i * BP_NR));

@@ -29,6 +29,17 @@ static inline int bp_conv_parallel_over_images(const bp_conv2d_params *p) {
 /// adds the partials in block order: the same bits for any thread count.
 static inline int64_t bp_conv_weight_blocks(const bp_conv2d_params *p) { return p->n < 4 ? p->n : 4; }
 
+/// A product's reduction (a convolution's taps, or channels) runs in equal blocks of at most
+/// BP_CONV_KC, each summed from 0 and then added to the sum of the blocks before it; block `index`
+/// of [0, total) is [*start, *start + *size). (At most 320 rows of a 16-float panel: they stay in L1.)
+enum { BP_CONV_KC = 320 };
+static inline int64_t bp_conv_kc_blocks(int64_t total) { return (total + BP_CONV_KC - 1) / BP_CONV_KC; }
+static inline void bp_conv_kc_block(int64_t total, int64_t index, int64_t *start, int64_t *size) {
+    int64_t blocks = bp_conv_kc_blocks(total);
+    *start = index * total / blocks;
+    *size = (index + 1) * total / blocks - *start;
+}
+
 /// The buffer of one image and group: cg channels of sh · sw phase planes of `plane` = hq · wq
 /// elements, and the offset of each tap.
 typedef struct {
@@ -88,5 +99,12 @@ static inline int64_t bp_col2im_slack(const conv_layout *l) { return l->wq + 16;
 /// `reaching` is scratch for r · s taps.
 void bp_col2im_rows(float *buffer, const float *dcol, const conv_layout *l, const col2im_plan *plan,
                     tap_reach *reaching, const bp_conv2d_params *p);
+
+/// bp_conv2d_forward computed directly from the buffer with output channels in the lanes, skipping
+/// the taps that read padding (conv2d_direct.c): the same bits, on CPUs with AVX-512 only, and
+/// faster where bp_conv2d_direct_pays (at least 64 taps and 5% of them reading padding).
+int bp_conv2d_direct_pays(const bp_conv2d_params *p);
+int64_t bp_conv2d_forward_direct(float *y, const float *x, const float *weight, const float *bias,
+                                 const bp_conv2d_params *p);
 
 #endif

@@ -128,6 +128,7 @@ typedef struct {
     int64_t mr;
     bp_micro_block *block;
     bp_micro_rows *rows;
+    int avx512;  // the AVX-512 kernel: the convolutions' direct forward (conv2d_direct.c) runs too
 } bp_micro;
 
 bp_micro bp_micro_kernel(void);

@@ -118,9 +118,9 @@ bp_micro bp_micro_kernel(void) {
         if (!__atomic_compare_exchange_n(&avx2_forced, &expected, forced, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
             forced = expected;  // set meanwhile by bp_product_force_avx2
     }
-    if (has_avx512 && !forced) return (bp_micro){8, bp_micro_8x16, bp_micro_8x16_rows};
+    if (has_avx512 && !forced) return (bp_micro){8, bp_micro_8x16, bp_micro_8x16_rows, 1};
 #endif
-    return (bp_micro){MR, bp_micro_6x16, bp_micro_6x16_rows};
+    return (bp_micro){MR, bp_micro_6x16, bp_micro_6x16_rows, 0};
 }
 
-int bp_product_vector_width(void) { return bp_micro_kernel().mr == 8 ? 16 : 8; }
+int bp_product_vector_width(void) { return bp_micro_kernel().avx512 ? 16 : 8; }

@@ -2,9 +2,10 @@ import BackpropTestSupport
 import CKernels
 import Testing
 
-/// The AVX-512 product (8 × 16 blocks in 16-float registers) and the AVX2 one (6 × 16 in 8-float
-/// registers) sum every element in the same order: the convolutions give the same bits with either.
-/// On a CPU without AVX-512 both runs use the AVX2 kernel (the first test says which ran).
+/// The AVX-512 product (8 × 16 blocks in 16-float registers, and the direct forward that skips
+/// padding) and the AVX2 one (6 × 16 in 8-float registers) sum every element in the same order: the
+/// convolutions give the same bits with either. On a CPU without AVX-512 both runs use the AVX2
+/// kernel (the first test says which ran).
 @Suite struct ProductKernelTests {
     @Test("the widest kernel the CPU has runs, unless AVX2 is forced")
     func theKernelFollowsTheCPU() {
