@@ -69,7 +69,7 @@ AVX512 __attribute__((always_inline)) static inline void segment(int W, float *y
                                                                  const float *w, const row_taps *row,
                                                                  const int64_t *first, const int64_t *end,
                                                                  const float *bias, int64_t outputs) {
-    v16f total[SEGMENT];
+    float total[SEGMENT * LANES] __attribute__((aligned(64)));  // [q][o]: the blocks' sums so far
     for (int64_t block = 0; block < bp_conv_kc_blocks(row->taps); block++) {
         int64_t t0, kc;
         bp_conv_kc_block(row->taps, block, &t0, &kc);
@@ -85,21 +85,27 @@ AVX512 __attribute__((always_inline)) static inline void segment(int W, float *y
 #pragma clang loop unroll(full)
             for (int q = 0; q < W; q++) {
                 if ((q < EDGE && q < lo) || (q >= W - EDGE && q >= hi)) continue;
-                float v = x[q];
-                acc[q] += (v16f){v, v, v, v, v, v, v, v, v, v, v, v, v, v, v, v} * wt;
+                acc[q] += x[q] * wt;
             }
         }
 #pragma clang loop unroll(full)
-        for (int q = 0; q < W; q++) total[q] = block > 0 ? total[q] + acc[q] : acc[q];
+        for (int q = 0; q < W; q++) {
+            v16f sum = acc[q];
+            if (block > 0) {
+                v16f before;
+                memcpy(&before, total + q * LANES, 64);
+                sum = before + sum;
+            }
+            memcpy(total + q * LANES, &sum, 64);  // in memory: registers hold the accumulators
+        }
     }
-    // Rows q of total become rows o (lanes q < W are the channel's pixels).
-    for (int q = W; q < SEGMENT; q++) total[q] = (v16f){0};
-    transpose(total);
+    // Rows q become rows o (lanes q < W are the channel's pixels).
+    v16f sums[SEGMENT] = {{0}};
+    memcpy(sums, total, (size_t)W * sizeof(v16f));
+    transpose(sums);
     __mmask16 pixels = (__mmask16)((1u << W) - 1);
-    for (int64_t o = 0; o < outputs; o++) {
-        v16f v = bias ? total[o] + bias[o] : total[o];
-        _mm512_mask_storeu_ps(y + o * hw, pixels, (__m512)v);
-    }
+    for (int64_t o = 0; o < outputs; o++)
+        _mm512_mask_storeu_ps(y + o * hw, pixels, (__m512)(bias ? sums[o] + bias[o] : sums[o]));
 }
 
 // segment() with its width a constant, so that the accumulators are registers.
