@@ -191,7 +191,7 @@ int64_t bp_conv2d_forward(float *y, const float *x, const float *weight, const f
             missing = 0;
     bp_micro micro = bp_micro_kernel();
 #if BP_AVX512_KERNEL
-    if (micro.avx512 && !is_depthwise(p) && bp_conv2d_direct_pays(p))
+    if (micro.avx512 && !is_depthwise(p) && bp_conv_padding_pays(p))
         return bp_conv2d_forward_direct(y, x, weight, bias, p);
 #endif
     // Depthwise convolutions read the weights directly.
@@ -238,11 +238,54 @@ int64_t bp_conv2d_forward(float *y, const float *x, const float *weight, const f
     return missing;
 }
 
-// Backward-data per image-group: dcol = W_gᵀ · dy_g (the product written into one image's column
-// gradient, 16 pixels × 6 taps per block), then col2im_rows gathers it into the buffer, and the
-// buffer's interior is copied out to dx.
+// The backward-data as a forward convolution: of dy with the kernel flipped and its channel roles
+// swapped. With stride 1,
+//   dx[ci][ih][iw] = Σ_{k, i, j} dy[k][ih + pad_h − i·dh][iw + pad_w − j·dw] · W[k][ci][i][j]
+// is the forward of dy [n, k, out_h, out_w] → [n, c, h, w] with W'[ci][k][r−1−i][s−1−j], the same
+// dilation and groups, and padding (r−1)·dh − pad_h (columns alike), in *q.
+static int transposed_forward(const bp_conv2d_params *p, bp_conv2d_params *q) {
+    *q = *p;
+    q->c = p->k, q->h = p->out_h, q->w = p->out_w;
+    q->k = p->c, q->out_h = p->h, q->out_w = p->w;
+    q->pad_h = (p->r - 1) * p->dilation_h - p->pad_h, q->pad_w = (p->s - 1) * p->dilation_w - p->pad_w;
+    return p->stride_h == 1 && p->stride_w == 1 && q->pad_h >= 0 && q->pad_w >= 0;
+}
+
+// Whether the backward-data runs as that forward: where the forward skips enough padding to gain
+// (bp_conv_padding_pays) and has rows enough (64 input channels per group) for both products'
+// blocks; elsewhere the column gradient below is faster. A function of the shape alone, so the
+// bits do not depend on the CPU; each dx element is then summed over (k, i', j') in the forward's
+// order and blocks.
+static int data_as_forward(const bp_conv2d_params *p, bp_conv2d_params *q) {
+    return transposed_forward(p, q) && p->c / p->groups >= 64 && !is_depthwise(p) && bp_conv_padding_pays(q);
+}
+
+static int64_t backward_data_as_forward(float *dx, const float *dy, const float *weight, const float *bias,
+                                        const bp_conv2d_params *p, const bp_conv2d_params *q) {
+    int64_t cg = p->c / p->groups, kg = p->k / p->groups, taps = p->r * p->s, missing = 0;
+    float *flipped = bp_malloc(p->k * cg * taps, sizeof(float), &missing);
+    if (!flipped) return missing;
+    // W'[g · cg + ci][kk][t'] = W[g · kg + kk][ci][taps − 1 − t'] (t' = i' · s + j': flipping both
+    // axes reverses the taps' order)
+    for (int64_t g = 0; g < p->groups; g++)
+        for (int64_t ci = 0; ci < cg; ci++)
+            for (int64_t kk = 0; kk < kg; kk++) {
+                const float *src = weight + ((g * kg + kk) * cg + ci) * taps;
+                float *dst = flipped + ((g * cg + ci) * kg + kk) * taps;
+                for (int64_t t = 0; t < taps; t++) dst[t] = src[taps - 1 - t];
+            }
+    missing = bp_conv2d_forward(dx, dy, flipped, bias, q);
+    free(flipped);
+    return missing;
+}
+
+// Backward-data per image-group (unless it runs as a forward): dcol = W_gᵀ · dy_g (the product
+// written into one image's column gradient, 16 pixels × mr taps per block), then col2im_rows
+// gathers it into the buffer, and the buffer's interior is copied out to dx.
 int64_t bp_conv2d_backward_data(float *dx, const float *dy, const float *weight, const float *bias,
                                 const bp_conv2d_params *p) {
+    bp_conv2d_params q;
+    if (data_as_forward(p, &q)) return backward_data_as_forward(dx, dy, weight, bias, p, &q);
     int64_t cg = p->c / p->groups, kg = p->k / p->groups, rows = bp_conv_taps(p), hw = bp_conv_pixels(p), a_size = 0,
             missing = 0;
     bp_micro micro = bp_micro_kernel();

@@ -121,29 +121,6 @@ AVX512 static void segment_of(int64_t W, float *y, int64_t hw, const float *src,
     // clang-format on
 }
 
-// The share of the (output pixel, tap) pairs whose tap reads padding: 1 − (the share of kernel
-// rows inside the image over the output rows) · (the same for columns).
-static double padding_share(const bp_conv2d_params *p) {
-    int64_t rows = 0, columns = 0;
-    for (int64_t oh = 0; oh < p->out_h; oh++)
-        for (int64_t i = 0; i < p->r; i++) {
-            int64_t ih = oh * p->stride_h - p->pad_h + i * p->dilation_h;
-            rows += ih >= 0 && ih < p->h;
-        }
-    for (int64_t ow = 0; ow < p->out_w; ow++)
-        for (int64_t j = 0; j < p->s; j++) {
-            int64_t iw = ow * p->stride_w - p->pad_w + j * p->dilation_w;
-            columns += iw >= 0 && iw < p->w;
-        }
-    return 1.0 - (double)rows / (double)(p->out_h * p->r) * (double)columns / (double)(p->out_w * p->s);
-}
-
-// Where skipping the padding pays for this kernel's costs (a transposed store per segment and a
-// row's setup, which the column-matrix product does not have): measured on Zen 4, a 3 × 3 kernel
-// with padding 1 on 14 × 14 images (9% padding) runs 10–13% faster, on 56 × 56 (3.5%) 3%, and a
-// 1 × 1 (none) 5% slower; a 5 × 5 on one channel (25 taps) 20% slower despite 8% padding.
-int bp_conv2d_direct_pays(const bp_conv2d_params *p) { return bp_conv_taps(p) >= 64 && padding_share(p) >= 0.05; }
-
 int64_t bp_conv2d_forward_direct(float *y, const float *x, const float *weight, const float *bias,
                                  const bp_conv2d_params *p) {
     int64_t cg = p->c / p->groups, kg = p->k / p->groups, taps = bp_conv_taps(p), hw = bp_conv_pixels(p), missing = 0;

@@ -100,10 +100,11 @@ static inline int64_t bp_col2im_slack(const conv_layout *l) { return l->wq + 16;
 void bp_col2im_rows(float *buffer, const float *dcol, const conv_layout *l, const col2im_plan *plan,
                     tap_reach *reaching, const bp_conv2d_params *p);
 
+/// Whether skipping the taps that read padding pays (at least 64 taps, 5% of them on padding).
+int bp_conv_padding_pays(const bp_conv2d_params *p);
 /// bp_conv2d_forward computed directly from the buffer with output channels in the lanes, skipping
-/// the taps that read padding (conv2d_direct.c): the same bits, on CPUs with AVX-512 only, and
-/// faster where bp_conv2d_direct_pays (at least 64 taps and 5% of them reading padding).
-int bp_conv2d_direct_pays(const bp_conv2d_params *p);
+/// the taps that read padding (conv2d_direct.c): the same bits, on CPUs with AVX-512 only; used where
+/// bp_conv_padding_pays.
 int64_t bp_conv2d_forward_direct(float *y, const float *x, const float *weight, const float *bias,
                                  const bp_conv2d_params *p);
 

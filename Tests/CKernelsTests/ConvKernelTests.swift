@@ -62,6 +62,12 @@ import Testing
             label: "direct, padding 4, groups 2", n: 2, c: 16, h: 9, w: 12, k: 24, r: 5, s: 5, pad: (4, 4),
             groups: 2),
         Shape(label: "direct, 3x7 kernel", n: 1, c: 12, h: 8, w: 19, k: 33, r: 3, s: 7, pad: (1, 3)),
+        // The backward-data as a forward of dy with the flipped kernel (stride 1, 64 input channels per
+        // group, padding skipped): also with groups and dilation.
+        Shape(label: "backward-data as a forward", n: 2, c: 64, h: 6, w: 7, k: 24, r: 3, s: 3, pad: (1, 1)),
+        Shape(
+            label: "backward-data as a forward, groups 2, dilation 2", n: 1, c: 128, h: 7, w: 9, k: 32, r: 3,
+            s: 2, pad: (2, 1), dilation: (2, 2), groups: 2),
     ]
 
     @Test("forward, backward-data and backward-weights match the references", arguments: shapes)
