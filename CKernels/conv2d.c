@@ -252,12 +252,12 @@ static int transposed_forward(const bp_conv2d_params *p, bp_conv2d_params *q) {
 }
 
 // Whether the backward-data runs as that forward: where the forward skips enough padding to gain
-// (bp_conv_padding_pays) and has rows enough (64 input channels per group) for both products'
-// blocks; elsewhere the column gradient below is faster. A function of the shape alone, so the
-// bits do not depend on the CPU; each dx element is then summed over (k, i', j') in the forward's
-// order and blocks.
+// (bp_conv_padding_pays) and its outputs, the input channels, are 32 or more per group (fewer
+// leave the products' row blocks short); elsewhere the column gradient below is faster. A function
+// of the shape alone, so the bits do not depend on the CPU; each dx element is then summed over
+// (k, i', j') in the forward's order and blocks.
 static int data_as_forward(const bp_conv2d_params *p, bp_conv2d_params *q) {
-    return transposed_forward(p, q) && p->c / p->groups >= 64 && !is_depthwise(p) && bp_conv_padding_pays(q);
+    return transposed_forward(p, q) && p->c / p->groups >= 32 && !is_depthwise(p) && bp_conv_padding_pays(q);
 }
 
 static int64_t backward_data_as_forward(float *dx, const float *dy, const float *weight, const float *bias,

@@ -78,8 +78,14 @@ void bp_micro_6x16(int64_t kc, const float *a, const float *b, float *c, int64_t
     v8f acc[MR][2];
     for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = (v8f){0};
     const float *const lanes[MR] = {a, a + 1, a + 2, a + 3, a + 4, a + 5};  // A packed: row i at a[t · 6 + i]
-    if (cols > 8) product(acc, kc, lanes, MR, MR, b, 2);
-    else product(acc, kc, lanes, MR, MR, b, 1);
+    // A matrix's last block of two rows or fewer (32 rows: five blocks and two) skips the other four.
+    if (rows > 2) {
+        if (cols > 8) product(acc, kc, lanes, MR, MR, b, 2);
+        else product(acc, kc, lanes, MR, MR, b, 1);
+    } else {
+        if (cols > 8) product(acc, kc, lanes, 2, MR, b, 2);
+        else product(acc, kc, lanes, 2, MR, b, 1);
+    }
     store(acc, c, ldc, accumulate, bias, rows, cols);
 }
 
