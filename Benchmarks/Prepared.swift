@@ -58,18 +58,11 @@ enum Preparation {
         let output = try module(input)
         var prepared = try moduleWorkload(module, input: input, inputGradient: !tokens)
         switch op {
-        case "linear", "conv2d", "conv_transpose2d":
-            // Multiply-adds: each output element of the product (for a transposed convolution, of
-            // the convolution it is the adjoint of) sums its inputs · taps products.
-            let (products, terms) =
-                op == "linear"
-                ? (output.count, try fields.int("in"))
-                : (
-                    op == "conv2d" ? output.count : input.count,
-                    try (op == "conv2d" ? fields.int("c") : fields.int("k")) / fields.int("groups", default: 1)
-                        * fields.int("r") * fields.int("s", default: fields.int("r"))
-                )
-            let flops = 2 * Double(products) * Double(terms)
+        case "linear":
+            let flops = 2 * Double(output.count) * Double(try fields.int("in"))
+            prepared.flops = (flops, 2 * flops)
+        case "conv2d", "conv_transpose2d":
+            let flops = 2 * Double(try convolutionMultiplyAdds(op, fields, input: input.shape, output: output.shape))
             prepared.flops = (flops, 2 * flops)
         case "rnn", "lstm", "gru":
             // Multiply-adds of the input and hidden products, every layer and direction and step;
@@ -286,4 +279,34 @@ enum Preparation {
 /// finite differences, whatever precision the timing runs in.
 func checkedInFloat32<R>(_ body: () throws -> R) rethrows -> R {
     try Precision.$current.withValue(.fp32) { try body() }
+}
+
+extension Preparation {
+    /// The multiply-adds of a convolution that touch its input: those of taps in the padding are
+    /// not counted (the kernels that skip them do not do them). For a transposed convolution, those
+    /// of the convolution it is the adjoint of (its output as that one's input).
+    static func convolutionMultiplyAdds(_ op: String, _ fields: JSONFields, input: [Int], output: [Int]) throws -> Int {
+        let (stride, pad, dilation) = (
+            try fields.int("stride", default: 1), try fields.int("pad", default: 0),
+            try fields.int("dilation", default: 1)
+        )
+        let (r, groups) = (try fields.int("r"), try fields.int("groups", default: 1))
+        let s = try fields.int("s", default: r)
+        // The convolution's image [c, h, w] in and [k, outH, outW] out.
+        let (image, result) = op == "conv2d" ? (input, output) : (output, input)
+        let (c, k) = (image[1], result[1])
+        let rows = insideTaps(
+            outputs: result[2], inputs: image[2], kernel: r, stride: stride, pad: pad, dilation: dilation)
+        let columns = insideTaps(
+            outputs: result[3], inputs: image[3], kernel: s, stride: stride, pad: pad, dilation: dilation)
+        return image[0] * k * (c / groups) * rows * columns
+    }
+
+    /// Σ over output positions o of the kernel positions i whose input o · stride − pad + i · dilation
+    /// is inside [0, inputs).
+    static func insideTaps(outputs: Int, inputs: Int, kernel: Int, stride: Int, pad: Int, dilation: Int) -> Int {
+        (0..<outputs).reduce(0) { sum, o in
+            sum + (0..<kernel).filter { (0..<inputs).contains(o * stride - pad + $0 * dilation) }.count
+        }
+    }
 }
