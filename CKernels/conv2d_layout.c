@@ -161,7 +161,11 @@ static double padding_share(const bp_conv2d_params *p) {
 }
 
 // Where skipping the padding pays for the direct forward's costs (a transposed store per segment
-// and a row's setup, which the column-matrix product does not have): measured on Zen 4, a 3 × 3 kernel
-// with padding 1 on 14 × 14 images (9% padding) runs 10–13% faster, on 56 × 56 (3.5%) 3%, and a
-// 1 × 1 (none) 5% slower; a 5 × 5 on one channel (25 taps) 20% slower despite 8% padding.
-int bp_conv_padding_pays(const bp_conv2d_params *p) { return bp_conv_taps(p) >= 64 && padding_share(p) >= 0.05; }
+// and a row's setup, which the column-matrix product does not have). Measured on Zen 4, 1 thread,
+// stride 1: 3 × 3 kernels with padding 1 run 13% faster on 14 × 14 images (9% of the taps on
+// padding), 8% on 28 × 28 (4.7%), 3–5% on 56 × 56 (3.5%), 5 × 5 with padding 2 on 14 × 14 (16%)
+// 22%; 1 × 1 (none) 5% slower, a 5 × 5 on one input channel (25 taps) 20% slower despite 8%. With
+// stride 2 it lost on the shapes measured (3 × 3 on 56 × 56, 2.4%: 7%; 7 × 7 on 224 × 224: 1%).
+int bp_conv_padding_pays(const bp_conv2d_params *p) {
+    return p->stride_h == 1 && p->stride_w == 1 && bp_conv_taps(p) >= 64 && padding_share(p) >= 0.02;
+}

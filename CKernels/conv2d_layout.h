@@ -100,7 +100,8 @@ static inline int64_t bp_col2im_slack(const conv_layout *l) { return l->wq + 16;
 void bp_col2im_rows(float *buffer, const float *dcol, const conv_layout *l, const col2im_plan *plan,
                     tap_reach *reaching, const bp_conv2d_params *p);
 
-/// Whether skipping the taps that read padding pays (at least 64 taps, 5% of them on padding).
+/// Whether skipping the taps that read padding pays (stride 1, at least 64 taps, 2% of them on
+/// padding).
 int bp_conv_padding_pays(const bp_conv2d_params *p);
 /// bp_conv2d_forward computed directly from the buffer with output channels in the lanes, skipping
 /// the taps that read padding (conv2d_direct.c): the same bits, on CPUs with AVX-512 only; used where
