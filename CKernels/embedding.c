@@ -7,9 +7,23 @@
 #include <stdlib.h>
 #include <string.h>
 
+enum { AHEAD = 8 };  // rows whose weights are prefetched while one is copied
+
+// The rows of a large table are scattered cache misses: each is prefetched AHEAD rows before its copy.
+static void gather_rows(float *y, const int64_t *indices, const float *weight, int64_t begin, int64_t end,
+                        int64_t dim) {
+    for (int64_t i = begin; i < end; i++) {
+        if (i + AHEAD < end)
+            for (int64_t e = 0; e < dim; e += 16) __builtin_prefetch(weight + indices[i + AHEAD] * dim + e);
+        memcpy(y + i * dim, weight + indices[i] * dim, (size_t)dim * sizeof(float));
+    }
+}
+
 void bp_embedding_forward(float *y, const int64_t *indices, const float *weight, int64_t rows, int64_t dim) {
+    int64_t chunks = (rows + 255) / 256;  // fixed chunks of rows, whatever the thread count
 #pragma omp parallel for schedule(static) if (rows * dim >= BP_PARALLEL_MIN)
-    for (int64_t i = 0; i < rows; i++) memcpy(y + i * dim, weight + indices[i] * dim, (size_t)dim * sizeof(float));
+    for (int64_t c = 0; c < chunks; c++)
+        gather_rows(y, indices, weight, c * 256, c * 256 + 256 < rows ? c * 256 + 256 : rows, dim);
 }
 
 int64_t bp_embedding_backward(float *dweight, const float *dy, const int64_t *indices, int64_t rows, int64_t dim,

@@ -260,6 +260,16 @@ import Testing
         #expect(embedding.weight.grad.scalars == [0, 0, 7, 8, 6, 8])
     }
 
+    /// 1000 positions: four chunks of 256 rows and a short one, each row prefetched ahead.
+    @Test func everyRowIsGathered() throws {
+        var random = TestRandom(seed: 6)
+        let scalars = (0..<1000).map { _ in Float(random.next() % 300) }
+        let embedding = try Embedding(300, 5, seed: 7)
+        let y = try embedding.forward(Tensor(shape: [1000], scalars: scalars)).output
+        let weight = embedding.weight.value.scalars
+        #expect(y.scalars == scalars.flatMap { weight[Int($0) * 5..<Int($0) * 5 + 5] })
+    }
+
     @Test func weightGradientMatchesFiniteDifferences() throws {
         let embedding = try Embedding(7, 3, seed: 2)
         let report = try GradientCheck.run(
