@@ -121,6 +121,19 @@ AVX512 static void segment_of(int64_t W, float *y, int64_t hw, const float *src,
     // clang-format on
 }
 
+// Whether kernel row i of output row oh reads a row of the image (not padding).
+static int row_inside(const bp_conv2d_params *p, int64_t oh, int64_t i) {
+    int64_t ih = oh * p->stride_h - p->pad_h + i * p->dilation_h;
+    return ih >= 0 && ih < p->h;
+}
+
+// Whether output rows a and b read the image with the same kernel rows (the interior rows all do).
+static int same_rows_inside(const bp_conv2d_params *p, int64_t a, int64_t b) {
+    for (int64_t i = 0; i < p->r; i++)
+        if (row_inside(p, a, i) != row_inside(p, b, i)) return 0;
+    return 1;
+}
+
 int64_t bp_conv2d_forward_direct(float *y, const float *x, const float *weight, const float *bias,
                                  const bp_conv2d_params *p) {
     int64_t cg = p->c / p->groups, kg = p->k / p->groups, taps = bp_conv_taps(p), hw = bp_conv_pixels(p), missing = 0;
@@ -149,13 +162,14 @@ int64_t bp_conv2d_forward_direct(float *y, const float *x, const float *weight, 
             int64_t image = item / p->groups, g = item % p->groups;
             bp_conv_copy_in(buffer, x + (image * p->c + g * cg) * p->h * p->w, &l, p);
             float *yg = y + (image * p->k + g * kg) * hw;
+            int64_t filled = -1;  // the output row `inside` was filled for
             for (int64_t oh = 0; oh < p->out_h; oh++) {
-                for (int64_t ci = 0, t = 0; ci < cg; ci++)
-                    for (int64_t i = 0; i < p->r; i++) {
-                        int64_t ih = oh * p->stride_h - p->pad_h + i * p->dilation_h;
-                        memset(inside + t, ih >= 0 && ih < p->h, (size_t)p->s);
-                        t += p->s;
-                    }
+                if (filled < 0 || !same_rows_inside(p, filled, oh)) {
+                    for (int64_t ci = 0, t = 0; ci < cg; ci++)
+                        for (int64_t i = 0; i < p->r; i++, t += p->s)
+                            memset(inside + t, row_inside(p, oh, i), (size_t)p->s);
+                    filled = oh;
+                }
                 for (int64_t sgm = 0; sgm < segments; sgm++) {
                     int64_t ow0 = sgm * p->out_w / segments, width = (sgm + 1) * p->out_w / segments - ow0;
                     // Pixel ow0 + q reads input column (ow0 + q) · stride − pad + j · dilation.
