@@ -112,6 +112,23 @@ static void pack_rows(float *out, const float *m, int64_t ld, int64_t rows, int6
     }
 }
 
+// dyt [kg / 16][hw][16] = dy [kg][hw] pixel-major, 16 channels a row (0 past the last), 8 × 8
+// blocks at a time through a register transpose.
+BP_MULTIVERSION
+static void pack_pixel_major(float *dyt, const float *dy, int64_t kg, int64_t hw) {
+    for (int64_t o = 0; o < kg; o += 8)
+        for (int64_t q = 0; q < hw; q += 8) {
+            v8f x[8] = {{0}}, columns[8];
+            for (int64_t i = 0; i < 8 && o + i < kg; i++)
+                if (q + 8 <= hw) memcpy(&x[i], dy + (o + i) * hw + q, 32);
+                else
+                    for (int64_t j = 0; q + j < hw; j++) x[i][j] = dy[(o + i) * hw + q + j];
+            bp_transpose_8x8(columns, x);
+            for (int64_t j = 0; j < 8 && q + j < hw; j++)
+                memcpy(dyt + ((o / 16 * hw) + q + j) * 16 + o % 16, &columns[j], 32);
+        }
+}
+
 // The weights of each group packed for the forward, A = W_g [kg, R]: per group round_up(kg, mr) · R
 // floats. Transposed (A = W_gᵀ [R, kg]) for the backward-data: round_up(R, mr) · kg floats. NULL
 // when they could not be allocated (recorded in *missing).
@@ -353,25 +370,44 @@ int64_t bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy
     int64_t blocks = bp_conv_weight_blocks(p);
     int64_t missing = 0;
     bp_micro micro = bp_micro_kernel();
+    // On AVX-512, where skipping padding pays, the direct kernel (conv2d_direct.c): its partials are
+    // [block][g][R][ld] (ld = kg rounded up to 16), the product's [block][g][kg][R].
+    int direct = 0;
+    int64_t ld = round_up(kg, 16);
+#if BP_AVX512_KERNEL
+    direct = micro.avx512 && !is_depthwise(p) && bp_conv_padding_pays(p) && bp_conv_weights_direct_fits(p);
+#endif
+    int64_t group_size = direct ? rows * ld : kg * rows;
     conv_layout l = bp_conv_layout_build(p, &missing);
-    float *partial = bp_calloc(blocks * size, sizeof(float), &missing);
+    float *partial = bp_calloc(blocks * p->groups * group_size, sizeof(float), &missing);
     double *bias_partial = bp_calloc(blocks * p->k, sizeof(double), &missing);  // [block][k]: Σ dy
     if (missing) return free(l.offset), free(partial), free(bias_partial), missing;
 #pragma omp parallel if (blocks > 1 && p->n * p->k * hw * rows >= BP_PARALLEL_MIN)
     {
         float *buffer = bp_calloc(l.size + SLACK, sizeof(float), &missing);
-        float *a = panel_alloc(round_up(kg, micro.mr) * PC + 8 - micro.mr, &missing);
-        float *b = panel_alloc((PC + 8) * BP_NR, &missing);
-        pixel_run *runs = bp_malloc(PC + 2, sizeof(pixel_run), &missing);
-        int ready = buffer && a && b && runs;
+        float *a = direct ? NULL : panel_alloc(round_up(kg, micro.mr) * PC + 8 - micro.mr, &missing);
+        float *b = direct ? NULL : panel_alloc((PC + 8) * BP_NR, &missing);
+        pixel_run *runs = direct ? NULL : bp_malloc(PC + 2, sizeof(pixel_run), &missing);
+        float *dyt = direct ? panel_alloc(ld * hw, &missing) : NULL;  // [ld / 16][hw][16]: dy pixel-major
+        int ready = buffer && (direct ? dyt != NULL : a && b && runs);
 #pragma omp for schedule(static)
         for (int64_t block = 0; block < blocks; block++)
             for (int64_t image = block * p->n / blocks; ready && image < (block + 1) * p->n / blocks; image++)
                 for (int64_t g = 0; g < p->groups; g++) {
                     bp_conv_copy_in(buffer, x + (image * p->c + g * cg) * p->h * p->w, &l, p);
-                    float *dwg = partial + block * size + g * kg * rows;
+                    float *dwg = partial + (block * p->groups + g) * group_size;
                     const float *dyg = dy + (image * p->k + g * kg) * hw;
                     double *dbg = bias_partial + block * p->k + g * kg;
+#if BP_AVX512_KERNEL
+                    if (direct) {
+                        pack_pixel_major(dyt, dyg, kg, hw);
+                        for (int64_t p0 = 0; p0 < hw && dbias; p0 += PC)
+                            for (int64_t k = 0; k < kg; k++)
+                                dbg[k] += bp_lane_sum(dyg + k * hw + p0, min64(PC, hw - p0));
+                        bp_conv_weights_direct(dwg, ld, buffer, dyt, &l, PC, p);
+                        continue;
+                    }
+#endif
                     if (is_depthwise(p)) {
                         depthwise_weights(dwg, buffer, dyg, &l, p);
                         if (dbias) *dbg += bp_lane_sum(dyg, hw);
@@ -397,12 +433,15 @@ int64_t bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy
         free(a);
         free(b);
         free(runs);
+        free(dyt);
     }
-    if (missing) return free(l.offset), free(partial), free(bias_partial), missing;  // dweight and dbias unchanged
+    if (missing) return free(l.offset), free(partial), free(bias_partial), missing;  // nothing changed
 #pragma omp parallel for schedule(static) if (size * blocks >= BP_PARALLEL_MIN)
     for (int64_t e = 0; e < size; e++) {
-        float sum = partial[e];
-        for (int64_t b = 1; b < blocks; b++) sum += partial[b * size + e];
+        int64_t g = e / (kg * rows), o = e / rows % kg, t = e % rows;  // dweight[g · kg + o][t]
+        int64_t at = g * group_size + (direct ? t * ld + o : o * rows + t);
+        float sum = partial[at];
+        for (int64_t b = 1; b < blocks; b++) sum += partial[b * p->groups * group_size + at];
         dweight[e] += sum;
     }
     if (dbias)

@@ -23,10 +23,11 @@
 #include <string.h>
 
 enum {
-    LANES = 16,    // output channels per accumulator
-    SEGMENT = 16,  // most pixels per segment: 16 accumulators, of the 32 registers
-    EDGE = 3,      // pixels at each end of a segment whose padding taps are skipped
-    SLACK = 16,    // floats after the buffer, as conv2d.c allocates it
+    WEIGHT_TAPS = 24,  // most taps per block of the weight gradient: 24 accumulators
+    LANES = 16,        // output channels per accumulator
+    SEGMENT = 16,      // most pixels per segment: 16 accumulators, of the 32 registers
+    EDGE = 3,          // pixels at each end of a segment whose padding taps are skipped
+    SLACK = 16,        // floats after the buffer, as conv2d.c allocates it
 };
 
 typedef float v16f __attribute__((vector_size(64)));
@@ -195,5 +196,93 @@ int64_t bp_conv2d_forward_direct(float *y, const float *x, const float *weight, 
     free(column);
     free(l.offset);
     return missing;
+}
+
+// MARK: - The weight gradient
+//
+//   partial[t][o] += Σ_{p in chunk} dy[o][p] · buffer[offset[t] + v(p)]     for each chunk of pixels
+//
+// with 16 output channels o in the lanes (dy packed pixel-major, [p][16]) and a block of taps t
+// as accumulators: C input channels × the S taps of one kernel row (stride 1, dilation 1: tap
+// (c, j) of pixel v at base_c[v + j], so C pointers serve C · S accumulators). The pixels run in
+// the product's chunks and order (conv2d.c's weight gradient: chunks of pixels in row-major order,
+// each summed from 0 and added to the partial), so every element is the product's sum to the bit.
+// An output row whose input row for the block's kernel row is padding is skipped whole (its terms
+// are 0 · dy).
+
+// The block's sums over the chunk's pixels [p0, p1), added to partial at the taps
+// first + c · taps_per_channel + j.
+AVX512 __attribute__((always_inline)) static inline void
+weight_chunk(int C, int S, float *partial, int64_t ld, const float *const base[], const float *dyt, int64_t first,
+             int64_t taps_per_channel, int64_t row, int64_t wq, int64_t p0, int64_t p1, const bp_conv2d_params *p) {
+    v16f acc[WEIGHT_TAPS];
+#pragma clang loop unroll(full)
+    for (int t = 0; t < C * S; t++) acc[t] = (v16f){0};
+    for (int64_t oh = p0 / p->out_w; oh * p->out_w < p1; oh++) {
+        int64_t ih = oh - p->pad_h + row;
+        if (ih < 0 || ih >= p->h) continue;
+        int64_t from = oh * p->out_w < p0 ? p0 - oh * p->out_w : 0;
+        int64_t to = (oh + 1) * p->out_w > p1 ? p1 - oh * p->out_w : p->out_w;
+        const float *d = dyt + (oh * p->out_w - oh * wq) * LANES;  // pixel v = oh · wq + ow at d[v · 16]
+        for (int64_t v = oh * wq + from; v < oh * wq + to; v++) {
+            v16f g;
+            memcpy(&g, d + v * LANES, 64);
+#pragma clang loop unroll(full)
+            for (int c = 0; c < C; c++)
+#pragma clang loop unroll(full)
+                for (int j = 0; j < S; j++) acc[c * S + j] += base[c][v + j] * g;
+        }
+    }
+#pragma clang loop unroll(full)
+    for (int c = 0; c < C; c++)
+#pragma clang loop unroll(full)
+        for (int j = 0; j < S; j++) {
+            float *at = partial + (first + c * taps_per_channel + j) * ld;
+            v16f before;
+            memcpy(&before, at, 64);
+            before = before + acc[c * S + j];
+            memcpy(at, &before, 64);
+        }
+}
+
+// clang-format off
+#define BLOCK(S, C) case S * 16 + C: for (int64_t p0 = 0; p0 < hw; p0 += chunk) weight_chunk(C, S, partial, ld, base, dyt, first, taps_per_channel, row, wq, p0, p0 + chunk < hw ? p0 + chunk : hw, p); break;
+AVX512 static void weight_block(int64_t S, int64_t C, float *partial, int64_t ld, const float *const base[],
+                                const float *dyt, int64_t first, int64_t taps_per_channel, int64_t row, int64_t wq,
+                                int64_t chunk, const bp_conv2d_params *p) {
+    int64_t hw = bp_conv_pixels(p);
+    switch (S * 16 + C) {
+    BLOCK(3, 1) BLOCK(3, 2) BLOCK(3, 3) BLOCK(3, 4) BLOCK(3, 5) BLOCK(3, 6) BLOCK(3, 7) BLOCK(3, 8)
+    BLOCK(5, 1) BLOCK(5, 2) BLOCK(5, 3) BLOCK(5, 4) BLOCK(7, 1) BLOCK(7, 2) BLOCK(7, 3)
+    }
+}
+#undef BLOCK
+// clang-format on
+
+// Where the direct weight gradient serves and pays: dilation 1, kernels 3, 5 or 7 wide, and a
+// gradient (taps × channels rounded up to 16) of at most 1 MB, which every image adds to in
+// scattered 64-byte pieces: measured on Zen 4 (1 thread), 3 × 3 kernels on 14 × 14 images with 64
+// output channels (74 KB) run 12% faster than the product, 5 × 5 (205–410 KB) 10–13%, 3 × 3 on
+// 28 × 28 with 128 channels (590 KB) 4%; with 256 channels (2.4 MB) 6% slower, 512 (9.4 MB) 15%.
+int bp_conv_weights_direct_fits(const bp_conv2d_params *p) {
+    int64_t ld = (p->k / p->groups + LANES - 1) / LANES * LANES;
+    return p->dilation_h == 1 && p->dilation_w == 1 && (p->s == 3 || p->s == 5 || p->s == 7) &&
+           bp_conv_taps(p) * ld <= (1 << 18);
+}
+
+void bp_conv_weights_direct(float *partial, int64_t ld, const float *buffer, const float *dyt, const conv_layout *l,
+                            int64_t chunk, const bp_conv2d_params *p) {
+    int64_t cg = p->c / p->groups, most = WEIGHT_TAPS / p->s, blocks = (cg + most - 1) / most;
+    int64_t hw = bp_conv_pixels(p), taps_per_channel = p->r * p->s;
+    for (int64_t o = 0; o < ld; o += LANES)
+        for (int64_t i = 0; i < p->r; i++)
+            for (int64_t b = 0; b < blocks; b++) {
+                int64_t c0 = b * cg / blocks, count = (b + 1) * cg / blocks - c0;
+                const float *base[WEIGHT_TAPS];  // channel c0 + c's kernel row i: tap (c, j) of pixel v at [v + j]
+                for (int64_t c = 0; c < count; c++)
+                    base[c] = buffer + l->offset[(c0 + c) * taps_per_channel + i * p->s];
+                weight_block(p->s, count, partial + o, ld, base, dyt + o * hw, (c0 * p->r + i) * p->s, taps_per_channel,
+                             i, l->wq, chunk, p);
+            }
 }
 #endif

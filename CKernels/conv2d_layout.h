@@ -109,4 +109,13 @@ int bp_conv_padding_pays(const bp_conv2d_params *p);
 int64_t bp_conv2d_forward_direct(float *y, const float *x, const float *weight, const float *bias,
                                  const bp_conv2d_params *p);
 
+/// Whether the direct weight gradient serves `p` and pays (dilation 1, kernels 3, 5 or 7 wide, a
+/// gradient of at most 1 MB).
+int bp_conv_weights_direct_fits(const bp_conv2d_params *p);
+/// One image-group's weight gradient by the direct kernel (AVX-512, stride 1), the padding rows
+/// skipped: partial [R][ld] (ld = the group's channels rounded up to 16) += its sums over the
+/// pixels in chunks of `chunk`, from dyt [ld / 16][pixels][16] (dy pixel-major) and the buffer.
+void bp_conv_weights_direct(float *partial, int64_t ld, const float *buffer, const float *dyt, const conv_layout *l,
+                            int64_t chunk, const bp_conv2d_params *p);
+
 #endif

@@ -51,9 +51,9 @@ import Testing
         Shape(
             label: "over 320 taps and 320 channels (two reduction blocks each way)", n: 2, c: 40, h: 4, w: 5, k: 330,
             r: 3, s: 3, pad: (1, 1)),
-        // The direct forward's cases (stride 1, at least 64 taps, 2% of them on padding): channel
+        // The direct kernels' cases (stride 1, at least 64 taps, 2% of them on padding): channel
         // blocks of 16 with a short last one, rows of several segments, dilation, padding wider than
-        // the skipped edges, groups.
+        // the skipped edges, groups, kernels 3, 5 and 7 wide (the direct weight gradient's).
         Shape(label: "direct, 5x5 pad 2", n: 3, c: 20, h: 14, w: 14, k: 40, r: 5, s: 5, pad: (2, 2)),
         Shape(
             label: "direct, wide rows, dilation 2", n: 2, c: 8, h: 11, w: 37, k: 17, r: 3, s: 3, pad: (3, 2),
@@ -62,6 +62,8 @@ import Testing
             label: "direct, padding 4, groups 2", n: 2, c: 16, h: 9, w: 12, k: 24, r: 5, s: 5, pad: (4, 4),
             groups: 2),
         Shape(label: "direct, 3x7 kernel", n: 1, c: 12, h: 8, w: 19, k: 33, r: 3, s: 7, pad: (1, 3)),
+        // 400 pixels: the weight gradient's two chunks, the first ending inside a row.
+        Shape(label: "direct, two pixel chunks", n: 2, c: 8, h: 20, w: 20, k: 20, r: 3, s: 3, pad: (1, 1)),
         // The backward-data as a forward of dy with the flipped kernel (stride 1, 64 input channels per
         // group, padding skipped): also with groups and dilation.
         Shape(label: "backward-data as a forward", n: 2, c: 64, h: 6, w: 7, k: 24, r: 3, s: 3, pad: (1, 1)),
