@@ -207,8 +207,8 @@ int64_t bp_conv2d_forward_direct(float *y, const float *x, const float *weight, 
 // (c, j) of pixel v at base_c[v + j], so C pointers serve C · S accumulators). The pixels run in
 // the product's chunks and order (conv2d.c's weight gradient: chunks of pixels in row-major order,
 // each summed from 0 and added to the partial), so every element is the product's sum to the bit.
-// An output row whose input row for the block's kernel row is padding is skipped whole (its terms
-// are 0 · dy).
+// An output row whose input row for the block's kernel row is padding is skipped whole, and at a
+// row's first and last pixels the taps whose input column is padding (their terms are 0 · dy).
 
 // The block's sums over the chunk's pixels [p0, p1), added to partial at the taps
 // first + c · taps_per_channel + j.
@@ -224,13 +224,26 @@ weight_chunk(int C, int S, float *partial, int64_t ld, const float *const base[]
         int64_t from = oh * p->out_w < p0 ? p0 - oh * p->out_w : 0;
         int64_t to = (oh + 1) * p->out_w > p1 ? p1 - oh * p->out_w : p->out_w;
         const float *d = dyt + (oh * p->out_w - oh * wq) * LANES;  // pixel v = oh · wq + ow at d[v · 16]
-        for (int64_t v = oh * wq + from; v < oh * wq + to; v++) {
+        // Pixel ow reads input column ow − pad_w + j: inside for every j from `inner` to `outer`,
+        // for fewer before and after (those terms are skipped).
+        int64_t inner = p->pad_w, outer = p->w + p->pad_w - S + 1;
+        for (int64_t ow = from; ow < to; ow++) {
+            int64_t v = oh * wq + ow;
             v16f g;
             memcpy(&g, d + v * LANES, 64);
+            if (ow >= inner && ow < outer) {
 #pragma clang loop unroll(full)
-            for (int c = 0; c < C; c++)
+                for (int c = 0; c < C; c++)
 #pragma clang loop unroll(full)
-                for (int j = 0; j < S; j++) acc[c * S + j] += base[c][v + j] * g;
+                    for (int j = 0; j < S; j++) acc[c * S + j] += base[c][v + j] * g;
+            } else {
+#pragma clang loop unroll(full)
+                for (int j = 0; j < S; j++) {
+                    if (ow + j < p->pad_w || ow + j >= p->w + p->pad_w) continue;
+#pragma clang loop unroll(full)
+                    for (int c = 0; c < C; c++) acc[c * S + j] += base[c][v + j] * g;
+                }
+            }
         }
     }
 #pragma clang loop unroll(full)
