@@ -112,23 +112,6 @@ static void pack_rows(float *out, const float *m, int64_t ld, int64_t rows, int6
     }
 }
 
-// dyt [kg / 16][hw][16] = dy [kg][hw] pixel-major, 16 channels a row (0 past the last), 8 × 8
-// blocks at a time through a register transpose.
-BP_MULTIVERSION
-static void pack_pixel_major(float *dyt, const float *dy, int64_t kg, int64_t hw) {
-    for (int64_t o = 0; o < kg; o += 8)
-        for (int64_t q = 0; q < hw; q += 8) {
-            v8f x[8] = {{0}}, columns[8];
-            for (int64_t i = 0; i < 8 && o + i < kg; i++)
-                if (q + 8 <= hw) memcpy(&x[i], dy + (o + i) * hw + q, 32);
-                else
-                    for (int64_t j = 0; q + j < hw; j++) x[i][j] = dy[(o + i) * hw + q + j];
-            bp_transpose_8x8(columns, x);
-            for (int64_t j = 0; j < 8 && q + j < hw; j++)
-                memcpy(dyt + ((o / 16 * hw) + q + j) * 16 + o % 16, &columns[j], 32);
-        }
-}
-
 // The weights of each group packed for the forward, A = W_g [kg, R]: per group round_up(kg, mr) · R
 // floats. Transposed (A = W_gᵀ [R, kg]) for the backward-data: round_up(R, mr) · kg floats. NULL
 // when they could not be allocated (recorded in *missing).
@@ -359,6 +342,11 @@ int64_t bp_conv2d_backward_data(float *dx, const float *dy, const float *weight,
     return missing;
 }
 
+// dbias[k] += Σ of dy's row k over the chunk of pixels [p0, p0 + pc) (clipped to hw), for k < kg.
+static void add_bias_chunk(double *dbias, const float *dy, int64_t kg, int64_t hw, int64_t p0, int64_t pc) {
+    for (int64_t k = 0; k < kg; k++) dbias[k] += bp_lane_sum(dy + k * hw + p0, min64(pc, hw - p0));
+}
+
 // Weight gradients: dW_g [kg, R] += dy_g [kg, pixels] · colᵀ, the pixels in chunks of PC, with A
 // packed from dy and B = colᵀ [pixels, BP_NR taps] gathered from the buffer's runs, summed over
 // each block of images (bp_conv_weight_blocks) and its chunks in order. The bias gradient is summed the same way, each
@@ -388,7 +376,7 @@ int64_t bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy
         float *a = direct ? NULL : panel_alloc(round_up(kg, micro.mr) * PC + 8 - micro.mr, &missing);
         float *b = direct ? NULL : panel_alloc((PC + 8) * BP_NR, &missing);
         pixel_run *runs = direct ? NULL : bp_malloc(PC + 2, sizeof(pixel_run), &missing);
-        float *dyt = direct ? panel_alloc(ld * hw, &missing) : NULL;  // [ld / 16][hw][16]: dy pixel-major
+        float *dyt = direct ? panel_alloc(ld * hw, &missing) : NULL;  // the direct kernel's dy, pixel-major
         int ready = buffer && (direct ? dyt != NULL : a && b && runs);
 #pragma omp for schedule(static)
         for (int64_t block = 0; block < blocks; block++)
@@ -400,11 +388,8 @@ int64_t bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy
                     double *dbg = bias_partial + block * p->k + g * kg;
 #if BP_AVX512_KERNEL
                     if (direct) {
-                        pack_pixel_major(dyt, dyg, kg, hw);
-                        for (int64_t p0 = 0; p0 < hw && dbias; p0 += PC)
-                            for (int64_t k = 0; k < kg; k++)
-                                dbg[k] += bp_lane_sum(dyg + k * hw + p0, min64(PC, hw - p0));
-                        bp_conv_weights_direct(dwg, ld, buffer, dyt, &l, PC, p);
+                        for (int64_t p0 = 0; p0 < hw && dbias; p0 += PC) add_bias_chunk(dbg, dyg, kg, hw, p0, PC);
+                        bp_conv_weights_direct(dwg, ld, buffer, dyg, dyt, &l, PC, p);
                         continue;
                     }
 #endif
@@ -416,8 +401,7 @@ int64_t bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy
                     for (int64_t p0 = 0; p0 < hw; p0 += PC) {
                         int64_t pc = min64(PC, hw - p0), n = bp_conv_pixel_runs(runs, &l, p, p0, pc);
                         pack_rows(a, dyg + p0, hw, kg, pc, 1, micro.mr);
-                        if (dbias)
-                            for (int64_t k = 0; k < kg; k++) dbg[k] += bp_lane_sum(dyg + k * hw + p0, pc);
+                        if (dbias) add_bias_chunk(dbg, dyg, kg, hw, p0, pc);
                         for (int64_t t0 = 0; t0 < rows; t0 += BP_NR) {
                             // b [pc, BP_NR] = colᵀ[pixels p0 …, taps t0 …] (columns past the last tap are never stored)
                             int64_t nt = min64(BP_NR, rows - t0);

@@ -124,8 +124,7 @@ AVX512 static void segment_of(int64_t W, float *y, int64_t hw, const float *src,
 
 // Whether kernel row i of output row oh reads a row of the image (not padding).
 static int row_inside(const bp_conv2d_params *p, int64_t oh, int64_t i) {
-    int64_t ih = oh * p->stride_h - p->pad_h + i * p->dilation_h;
-    return ih >= 0 && ih < p->h;
+    return bp_conv_reads_inside(oh, p->stride_h, p->pad_h, i, p->dilation_h, p->h);
 }
 
 // Whether output rows a and b read the image with the same kernel rows (the interior rows all do).
@@ -272,6 +271,22 @@ AVX512 static void weight_block(int64_t S, int64_t C, float *partial, int64_t ld
 #undef BLOCK
 // clang-format on
 
+// dyt [kg / 16][hw][16] = dy [kg][hw] pixel-major, 16 channels a row (0 past the last), 8 × 8
+// blocks at a time through a register transpose.
+AVX512 static void pack_pixel_major(float *dyt, const float *dy, int64_t kg, int64_t hw) {
+    for (int64_t o = 0; o < kg; o += 8)
+        for (int64_t q = 0; q < hw; q += 8) {
+            v8f x[8] = {{0}}, columns[8];
+            for (int64_t i = 0; i < 8 && o + i < kg; i++)
+                if (q + 8 <= hw) memcpy(&x[i], dy + (o + i) * hw + q, 32);
+                else
+                    for (int64_t j = 0; q + j < hw; j++) x[i][j] = dy[(o + i) * hw + q + j];
+            bp_transpose_8x8(columns, x);
+            for (int64_t j = 0; j < 8 && q + j < hw; j++)
+                memcpy(dyt + ((o / 16 * hw) + q + j) * 16 + o % 16, &columns[j], 32);
+        }
+}
+
 // Where the direct weight gradient serves and pays: dilation 1, kernels 3, 5 or 7 wide, and a
 // gradient (taps × channels rounded up to 16) of at most 1 MB, which every image adds to in
 // scattered 64-byte pieces: measured on Zen 4 (1 thread), 3 × 3 kernels on 14 × 14 images with 64
@@ -283,10 +298,11 @@ int bp_conv_weights_direct_fits(const bp_conv2d_params *p) {
            bp_conv_taps(p) * ld <= (1 << 18);
 }
 
-void bp_conv_weights_direct(float *partial, int64_t ld, const float *buffer, const float *dyt, const conv_layout *l,
-                            int64_t chunk, const bp_conv2d_params *p) {
+void bp_conv_weights_direct(float *partial, int64_t ld, const float *buffer, const float *dy, float *dyt,
+                            const conv_layout *l, int64_t chunk, const bp_conv2d_params *p) {
     int64_t cg = p->c / p->groups, most = WEIGHT_TAPS / p->s, blocks = (cg + most - 1) / most;
     int64_t hw = bp_conv_pixels(p), taps_per_channel = p->r * p->s;
+    pack_pixel_major(dyt, dy, p->k / p->groups, hw);
     for (int64_t o = 0; o < ld; o += LANES)
         for (int64_t i = 0; i < p->r; i++)
             for (int64_t b = 0; b < blocks; b++) {

@@ -148,15 +148,11 @@ void bp_col2im_plan_free(col2im_plan *plan) {
 static double padding_share(const bp_conv2d_params *p) {
     int64_t rows = 0, columns = 0;
     for (int64_t oh = 0; oh < p->out_h; oh++)
-        for (int64_t i = 0; i < p->r; i++) {
-            int64_t ih = oh * p->stride_h - p->pad_h + i * p->dilation_h;
-            rows += ih >= 0 && ih < p->h;
-        }
+        for (int64_t i = 0; i < p->r; i++)
+            rows += bp_conv_reads_inside(oh, p->stride_h, p->pad_h, i, p->dilation_h, p->h);
     for (int64_t ow = 0; ow < p->out_w; ow++)
-        for (int64_t j = 0; j < p->s; j++) {
-            int64_t iw = ow * p->stride_w - p->pad_w + j * p->dilation_w;
-            columns += iw >= 0 && iw < p->w;
-        }
+        for (int64_t j = 0; j < p->s; j++)
+            columns += bp_conv_reads_inside(ow, p->stride_w, p->pad_w, j, p->dilation_w, p->w);
     return 1.0 - (double)rows / (double)(p->out_h * p->r) * (double)columns / (double)(p->out_w * p->s);
 }
 

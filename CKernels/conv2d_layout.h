@@ -40,6 +40,14 @@ static inline void bp_conv_kc_block(int64_t total, int64_t index, int64_t *start
     *size = (index + 1) * total / blocks - *start;
 }
 
+/// Whether output position o reads inside the input's [0, extent) with kernel position i (rows
+/// and columns alike): o · stride − pad + i · dilation.
+static inline int bp_conv_reads_inside(int64_t o, int64_t stride, int64_t pad, int64_t i, int64_t dilation,
+                                       int64_t extent) {
+    int64_t at = o * stride - pad + i * dilation;
+    return at >= 0 && at < extent;
+}
+
 /// The buffer of one image and group: cg channels of sh · sw phase planes of `plane` = hq · wq
 /// elements, and the offset of each tap.
 typedef struct {
@@ -112,10 +120,11 @@ int64_t bp_conv2d_forward_direct(float *y, const float *x, const float *weight, 
 /// Whether the direct weight gradient serves `p` and pays (dilation 1, kernels 3, 5 or 7 wide, a
 /// gradient of at most 1 MB).
 int bp_conv_weights_direct_fits(const bp_conv2d_params *p);
-/// One image-group's weight gradient by the direct kernel (AVX-512, stride 1), the padding rows
+/// One image-group's weight gradient by the direct kernel (AVX-512, stride 1), the padding
 /// skipped: partial [R][ld] (ld = the group's channels rounded up to 16) += its sums over the
-/// pixels in chunks of `chunk`, from dyt [ld / 16][pixels][16] (dy pixel-major) and the buffer.
-void bp_conv_weights_direct(float *partial, int64_t ld, const float *buffer, const float *dyt, const conv_layout *l,
-                            int64_t chunk, const bp_conv2d_params *p);
+/// pixels in chunks of `chunk`, from dy [kg][pixels] and the image's buffer; dyt is scratch of ld ·
+/// pixels floats, zero past the group's last channel (dy packed pixel-major there).
+void bp_conv_weights_direct(float *partial, int64_t ld, const float *buffer, const float *dy, float *dyt,
+                            const conv_layout *l, int64_t chunk, const bp_conv2d_params *p);
 
 #endif

@@ -7,7 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { AHEAD = 8 };  // rows whose weights are prefetched while one is copied
+enum {
+    AHEAD = 8,    // rows whose weights are prefetched while one is copied
+    CHUNK = 256,  // rows per parallel chunk, whatever the thread count
+};
 
 // The rows of a large table are scattered cache misses: each is prefetched AHEAD rows before its copy.
 static void gather_rows(float *y, const int64_t *indices, const float *weight, int64_t begin, int64_t end,
@@ -20,10 +23,9 @@ static void gather_rows(float *y, const int64_t *indices, const float *weight, i
 }
 
 void bp_embedding_forward(float *y, const int64_t *indices, const float *weight, int64_t rows, int64_t dim) {
-    int64_t chunks = (rows + 255) / 256;  // fixed chunks of rows, whatever the thread count
 #pragma omp parallel for schedule(static) if (rows * dim >= BP_PARALLEL_MIN)
-    for (int64_t c = 0; c < chunks; c++)
-        gather_rows(y, indices, weight, c * 256, c * 256 + 256 < rows ? c * 256 + 256 : rows, dim);
+    for (int64_t c = 0; c < (rows + CHUNK - 1) / CHUNK; c++)
+        gather_rows(y, indices, weight, c * CHUNK, (c + 1) * CHUNK < rows ? (c + 1) * CHUNK : rows, dim);
 }
 
 int64_t bp_embedding_backward(float *dweight, const float *dy, const int64_t *indices, int64_t rows, int64_t dim,

@@ -106,8 +106,8 @@ __attribute__((always_inline)) static inline float bp_lane_sum_inline(const floa
 BP_MULTIVERSION float bp_lane_sum(const float *x, int64_t n);
 
 /// The register-blocked float32 product (microkernel.c): a block of `mr` rows of A by BP_NR
-/// columns of B per call. BP_MR_MAX bounds `mr` for buffers.
-enum { BP_MR_MAX = 8, BP_NR = 16 };
+/// columns of B per call.
+enum { BP_NR = 16 };
 
 /// C (+)= A · B for one block: A packed [kc][mr], B packed [kc][BP_NR], C rows `ldc` apart.
 /// `accumulate` adds to C instead of overwriting it (C + A·B); then `bias` (one float per row, or

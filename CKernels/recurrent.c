@@ -289,10 +289,9 @@ int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *
     if (missing) goto done;
     if (dh_n) memcpy(dh, dh_n, (size_t)(n * hidden) * sizeof(float));
     if (dc_n && p->kind == BP_LSTM) memcpy(dc, dc_n, (size_t)(n * hidden) * sizeof(float));
-        // Step k adds to dh the product of step k + 1's hidden gradients (rows t · G·H apart in gh_rows)
-        // with W_hh, then the output's gradient, and runs the cells; the step after step 0 only the product.
 #pragma omp parallel if (step_in_parallel(p))
     {
+        // h_{t−1} of every row and step, in x's row order, for dW_hh.
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < n; b++)
             for (int64_t k = 0; k < t; k++) {
@@ -301,6 +300,8 @@ int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *
                                           : zeros;
                 memcpy(h_prev + (b * t + step_at(p, k)) * hidden, prev, (size_t)hidden * sizeof(float));
             }
+        // Step k adds to dh the product of step k + 1's hidden gradients (rows t · G·H apart in gh_rows)
+        // with W_hh, then the output's gradient, and runs the cells; the step after step 0 only the product.
         for (int64_t k = t - 1; k >= -1; k--) {
             int64_t s = k >= 0 ? step_at(p, k) : 0;
             const float *later = k < t - 1 ? gh_rows + step_at(p, k + 1) * gh : NULL;
