@@ -15,6 +15,14 @@ import Testing
         try expectGradientsCorrect(layer, input: randomTensor([2, 4, 7, 6], seed: 1))
     }
 
+    /// 32 input channels, 3 × 3 with padding 1 on small images: where the CPU has AVX-512, the forward,
+    /// the input gradient (as a forward of the flipped kernel) and the weight gradient run the
+    /// kernels that skip the padding (conv2d_direct.c); elsewhere the product, with the same bits.
+    @Test func conv2DGradientsThroughThePaddingSkippingKernels() throws {
+        let layer = try Conv2D(32, 8, kernelSize: 3, padding: 1, seed: 4)
+        try expectGradientsCorrect(layer, input: randomTensor([2, 32, 6, 7], seed: 5))
+    }
+
     @Test func conv2DSamePaddingKeepsTheSize() throws {
         // An even kernel: 'same' pads 1 before and 2 after (dilation 1, kernel 4: 3 zeros in all).
         let layer = try Conv2D(2, 3, kernelSize: Size2D(4, 3), padding: .same, seed: 1)
