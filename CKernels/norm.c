@@ -397,51 +397,54 @@ void bp_layernorm_forward(float *y, float *mean, float *rstd, const float *x, co
     }
 }
 
-// The row sums Σ g and Σ g · x̂ of the layer-norm backward, g = dy · gamma, in 8 float lanes added
-// up in double. `gamma` may be NULL; the two loop bodies keep the loads unconditional, which
-// the vectoriser needs (conditional loads or double lanes keep such loops scalar).
-BP_MULTIVERSION
-static void row_gradient_sums(const float *dy, const float *x, const float *gamma, float hi, float lo, float r,
-                              int64_t d, double *sum_g, double *sum_g_xhat) {
-    float lanes_g[8] = {0}, lanes_gx[8] = {0};
-    int64_t j = 0;
-    if (gamma)
-        for (; j + 8 <= d; j += 8)
-            for (int l = 0; l < 8; l++) {
-                float g = dy[j + l] * gamma[j + l];
-                lanes_g[l] += g;
-                lanes_gx[l] += g * (((x[j + l] - hi) - lo) * r);
-            }
-    else
-        for (; j + 8 <= d; j += 8)
-            for (int l = 0; l < 8; l++) {
-                lanes_g[l] += dy[j + l];
-                lanes_gx[l] += dy[j + l] * (((x[j + l] - hi) - lo) * r);
-            }
-    double sg = 0.0, sgx = 0.0;
-    for (; j < d; j++) {
-        float g = dy[j] * (gamma ? gamma[j] : 1.0f);
-        sg += g, sgx += g * (((x[j] - hi) - lo) * r);
-    }
-    for (int l = 0; l < 8; l++) sg += lanes_g[l], sgx += lanes_gx[l];
-    *sum_g = sg, *sum_g_xhat = sgx;
+// The first pass of a row of the layer-norm backward over its first d8 elements (a multiple of 8):
+// the block's partials dgamma += dy · x̂ and dbeta += dy (`partials`: 0 none, 1 dgamma, 2 both) and
+// the row sums Σ g, Σ g · x̂ in 8 float lanes, lane l taking the elements j ≡ l mod 8 in order.
+// Inlined with constant `partials` and `scaled` (g = dy · gamma, or dy), so that the loop has no
+// test and no conditional load, which the vectoriser needs.
+__attribute__((always_inline)) static inline void row_first_pass(float *restrict dgamma, float *restrict dbeta,
+                                                                 float lanes_g[8], float lanes_gx[8],
+                                                                 const float *restrict dy, const float *restrict x,
+                                                                 const float *restrict gamma, float hi, float lo,
+                                                                 float r, int64_t d8, int partials, int scaled) {
+    for (int64_t j = 0; j < d8; j += 8)
+        for (int l = 0; l < 8; l++) {
+            float dyj = dy[j + l], xhat = ((x[j + l] - hi) - lo) * r, g = scaled ? dyj * gamma[j + l] : dyj;
+            if (partials >= 1) dgamma[j + l] += dyj * xhat;
+            if (partials == 2) dbeta[j + l] += dyj;
+            lanes_g[l] += g;
+            lanes_gx[l] += g * xhat;
+        }
 }
 
-// One row of the backward in three vectorised passes: the block's partials (dy · x̂ and dy),
-// the row sums, then dx = r · (g − mean(g) − x̂ · mean(g · x̂)).
+// One row of the layer-norm backward, g = dy · gamma (gamma NULL: 1), x̂ = (x − mean) · r:
+//
+//   dgamma += dy · x̂,  dbeta += dy    (the block's partials; NULL: not wanted)
+//   dx = r · (g − mean(g) − x̂ · mean(g · x̂))
+//
+// in two passes: row_first_pass, whose lanes are added up in double with the last d mod 8
+// elements, then dx.
 BP_MULTIVERSION
-static void layernorm_row_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
-                                   const float *mean, float r, const float *gamma, int64_t d) {
+static void layernorm_row_backward(float *restrict dx, float *restrict dgamma, float *restrict dbeta,
+                                   const float *restrict dy, const float *restrict x, const float *mean, float r,
+                                   const float *restrict gamma, int64_t d) {
     const float hi = mean[0], lo = mean[1];
-    if (dgamma && dbeta)
-        for (int64_t j = 0; j < d; j++) {
-            dgamma[j] += dy[j] * (((x[j] - hi) - lo) * r);
-            dbeta[j] += dy[j];
-        }
-    else if (dgamma)
-        for (int64_t j = 0; j < d; j++) dgamma[j] += dy[j] * (((x[j] - hi) - lo) * r);
-    double sum_g, sum_g_xhat;
-    row_gradient_sums(dy, x, gamma, hi, lo, r, d, &sum_g, &sum_g_xhat);
+    float lanes_g[8] = {0}, lanes_gx[8] = {0};
+    int64_t d8 = d / 8 * 8;
+#define FIRST_PASS(partials, scaled)                                                                                   \
+    row_first_pass(dgamma, dbeta, lanes_g, lanes_gx, dy, x, gamma, hi, lo, r, d8, partials, scaled)
+    if (dgamma && dbeta) gamma ? FIRST_PASS(2, 1) : FIRST_PASS(2, 0);
+    else if (dgamma) gamma ? FIRST_PASS(1, 1) : FIRST_PASS(1, 0);
+    else gamma ? FIRST_PASS(0, 1) : FIRST_PASS(0, 0);
+#undef FIRST_PASS
+    double sum_g = 0.0, sum_g_xhat = 0.0;
+    for (int64_t j = d8; j < d; j++) {
+        float xhat = ((x[j] - hi) - lo) * r, g = dy[j] * (gamma ? gamma[j] : 1.0f);
+        if (dgamma) dgamma[j] += dy[j] * xhat;
+        if (dbeta) dbeta[j] += dy[j];
+        sum_g += g, sum_g_xhat += g * xhat;
+    }
+    for (int l = 0; l < 8; l++) sum_g += lanes_g[l], sum_g_xhat += lanes_gx[l];
     float mean_g = (float)(sum_g / (double)d), mean_g_xhat = (float)(sum_g_xhat / (double)d);
     if (gamma)
         for (int64_t j = 0; j < d; j++) dx[j] = r * (dy[j] * gamma[j] - mean_g - ((x[j] - hi) - lo) * r * mean_g_xhat);
