@@ -1,19 +1,21 @@
 // Fully connected layer: x [rows, in], weight [out, in] (PyTorch's layout), bias [out],
-// y [rows, out]. The matrix products go through bp_sgemm, or in bfloat16 through bp_bf16_gemm;
-// bias sums run in row order.
+// y [rows, out]. In float32 the forward and the input gradient (x's or dy's rows read in place) run
+// on our kernels (bp_matrix_product), the weight gradient (dy transposed) through bp_sgemm; in
+// bfloat16 all three through bp_bf16_gemm. Bias sums run in row order.
 #include "CKernels.h"
 #include "internal.h"
 
 #include <stddef.h>
 
-// C (+)= A · B in the layer's precision; returns the bytes of scratch it could not allocate.
+// C (+)= A · op(B) in the layer's precision; returns the bytes of scratch it could not allocate.
 static int64_t product(int precision, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, const float *a,
                        int64_t lda, const float *b, int64_t ldb, int accumulate, float *c, int64_t ldc) {
-    if (precision == BP_FP32) {
-        bp_sgemm(trans_a, trans_b, m, n, k, 1.0f, a, lda, b, ldb, accumulate ? 1.0f : 0.0f, c, ldc);
-        return 0;
-    }
-    return bp_bf16_gemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc, accumulate, precision == BP_BF16_EMULATED);
+    if (precision != BP_FP32)
+        return bp_bf16_gemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc, accumulate,
+                            precision == BP_BF16_EMULATED);
+    if (!trans_a) return bp_matrix_product(trans_b, m, n, k, a, lda, b, ldb, accumulate, c, ldc);
+    bp_sgemm(trans_a, trans_b, m, n, k, 1.0f, a, lda, b, ldb, accumulate ? 1.0f : 0.0f, c, ldc);
+    return 0;
 }
 
 int64_t bp_linear_forward(float *y, const float *x, const float *weight, const float *bias, int64_t rows, int64_t in,

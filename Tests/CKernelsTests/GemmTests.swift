@@ -61,25 +61,36 @@ import Testing
     }
 }
 
-/// bp_matrix_product: our kernels' product with A read in place. Against the plain-loop reference,
-/// and the same bits for 1, 2 and 3 threads and on the AVX2 and AVX-512 kernels.
+/// bp_matrix_product: our kernels' product with A read in place and B as it is or transposed.
+/// Against the plain-loop reference, and the same bits for 1, 2 and 3 threads and on the AVX2 and
+/// AVX-512 kernels.
 @Suite struct MatrixProductTests {
     struct Case: CustomStringConvertible {
-        let m: Int, n: Int, k: Int, accumulate: Bool
-        var description: String { "m=\(m) n=\(n) k=\(k) accumulate=\(accumulate)" }
+        let m: Int, n: Int, k: Int, transB: Bool, accumulate: Bool
+        var description: String { "m=\(m) n=\(n) k=\(k) transB=\(transB) accumulate=\(accumulate)" }
+        /// B's rows and their length (its leading dimension is one more).
+        var bShape: (rows: Int, cols: Int) { transB ? (n, k) : (k, n) }
     }
 
     // Edges of the 6-, 8- and 16-wide blocks and strips, reductions over several blocks of 256
-    // steps (and a last short one), more than one block of 256 columns, k = 0.
+    // steps (and a last short one), more than one block of 256 columns, fewer strips than threads,
+    // k = 0.
     static let cases: [Case] = [
         (1, 1, 1), (5, 7, 3), (17, 33, 65), (49, 28, 512), (100, 90, 600), (13, 300, 270), (40, 20, 0),
-    ].flatMap { m, n, k in [false, true].map { Case(m: m, n: n, k: k, accumulate: $0) } }
+    ].flatMap { m, n, k in
+        [false, true].flatMap { transB in
+            [false, true].map { Case(m: m, n: n, k: k, transB: transB, accumulate: $0) }
+        }
+    }
 
-    /// A [m, k] and B [k, n] with leading dimensions wider than needed (the columns past them are
-    /// never read), and C's start [m, n] with one column more (never written).
+    /// A [m, k] and B with leading dimensions wider than needed (the columns past them are never
+    /// read), and C's start [m, n] with one column more (never written).
     static func operands(_ c: Case) -> (a: [Float], b: [Float], start: [Float]) {
         var random = TestRandom(seed: UInt64(c.m * 131 + c.n * 17 + c.k))
-        return (random.floats(c.m * (c.k + 3)), random.floats(c.k * (c.n + 2)), random.floats(c.m * (c.n + 1)))
+        return (
+            random.floats(c.m * (c.k + 3)), random.floats(c.bShape.rows * (c.bShape.cols + 2)),
+            random.floats(c.m * (c.n + 1))
+        )
     }
 
     func product(_ c: Case, threads: Int = 2, forcingAVX2: Bool = false) -> [Float] {
@@ -88,8 +99,8 @@ import Testing
         let missing = withThreads(threads) {
             withProductKernel(forcingAVX2: forcingAVX2) { _ in
                 bp_matrix_product(
-                    Int64(c.m), Int64(c.n), Int64(c.k), a, Int64(c.k + 3), b, Int64(c.n + 2), c.accumulate ? 1 : 0,
-                    &out, Int64(c.n + 1))
+                    c.transB ? 1 : 0, Int64(c.m), Int64(c.n), Int64(c.k), a, Int64(c.k + 3), b,
+                    Int64(c.bShape.cols + 2), c.accumulate ? 1 : 0, &out, Int64(c.n + 1))
             }
         }
         #expect(missing == 0)
@@ -102,8 +113,8 @@ import Testing
         let out = product(c)
         var reference = start
         bp_sgemm_ref(
-            0, 0, Int64(c.m), Int64(c.n), Int64(c.k), 1, a, Int64(c.k + 3), b, Int64(c.n + 2),
-            c.accumulate ? 1 : 0, &reference, Int64(c.n + 1))
+            0, c.transB ? 1 : 0, Int64(c.m), Int64(c.n), Int64(c.k), 1, a, Int64(c.k + 3), b,
+            Int64(c.bShape.cols + 2), c.accumulate ? 1 : 0, &reference, Int64(c.n + 1))
         #expect(relativeError(out, reference) < 1e-5, "\(c)")
         for row in 0..<c.m { #expect(out[row * (c.n + 1) + c.n] == start[row * (c.n + 1) + c.n], "\(c)") }
     }
