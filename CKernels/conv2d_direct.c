@@ -5,7 +5,7 @@
 //
 // for a segment of at most 16 pixels of one output row (q < W, an accumulator each) and a block
 // of 16 output channels (o, the lanes; the weights packed as [taps][16]). The taps run in the order
-// and the blocks (bp_conv_kc_block) of conv2d.c's product, each block summed from 0 and added to
+// and the blocks (bp_kc_block) of conv2d.c's product, each block summed from 0 and added to
 // the blocks before it, then the bias: every element is the sum conv2d.c computes, to the bit.
 //
 // What the product over the column matrix cannot skip, this does: a tap whose kernel row falls
@@ -71,9 +71,9 @@ AVX512 __attribute__((always_inline)) static inline void segment(int W, float *y
                                                                  const int64_t *first, const int64_t *end,
                                                                  const float *bias, int64_t outputs) {
     float total[SEGMENT * LANES] __attribute__((aligned(64)));  // [q][o]: the blocks' sums so far
-    for (int64_t block = 0; block < bp_conv_kc_blocks(row->taps); block++) {
+    for (int64_t block = 0; block < bp_kc_blocks(row->taps); block++) {
         int64_t t0, kc;
-        bp_conv_kc_block(row->taps, block, &t0, &kc);
+        bp_kc_block(row->taps, block, &t0, &kc);
         v16f acc[SEGMENT];
 #pragma clang loop unroll(full)
         for (int q = 0; q < W; q++) acc[q] = (v16f){0};

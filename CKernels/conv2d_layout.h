@@ -29,17 +29,6 @@ static inline int bp_conv_parallel_over_images(const bp_conv2d_params *p) {
 /// adds the partials in block order: the same bits for any thread count.
 static inline int64_t bp_conv_weight_blocks(const bp_conv2d_params *p) { return p->n < 4 ? p->n : 4; }
 
-/// A product's reduction (a convolution's taps, or channels) runs in equal blocks of at most
-/// BP_CONV_KC, each summed from 0 and then added to the sum of the blocks before it; block `index`
-/// of [0, total) is [*start, *start + *size). (At most 320 rows of a 16-float panel: they stay in L1.)
-enum { BP_CONV_KC = 320 };
-static inline int64_t bp_conv_kc_blocks(int64_t total) { return (total + BP_CONV_KC - 1) / BP_CONV_KC; }
-static inline void bp_conv_kc_block(int64_t total, int64_t index, int64_t *start, int64_t *size) {
-    int64_t blocks = bp_conv_kc_blocks(total);
-    *start = index * total / blocks;
-    *size = (index + 1) * total / blocks - *start;
-}
-
 /// Whether output position o reads inside the input's [0, extent) with kernel position i (rows
 /// and columns alike): o · stride − pad + i · dilation.
 static inline int bp_conv_reads_inside(int64_t o, int64_t stride, int64_t pad, int64_t i, int64_t dilation,

@@ -119,6 +119,18 @@ typedef void bp_micro_block(int64_t kc, const float *a, const float *b, float *c
 typedef void bp_micro_rows(int64_t kc, const float *a, int64_t lda, const float *b, float *c, int64_t ldc,
                            int accumulate, int64_t rows, int64_t cols);
 
+/// The register-blocked products' reductions (a convolution's taps or channels, a matrix product's
+/// k) run in equal blocks of at most BP_KC steps, each summed from 0 and then added to the sum of
+/// the blocks before it; block `index` of [0, total) is [*start, *start + *size). (320 rows of a
+/// 16-float panel stay in the first-level cache.)
+enum { BP_KC = 320 };
+static inline int64_t bp_kc_blocks(int64_t total) { return (total + BP_KC - 1) / BP_KC; }
+static inline void bp_kc_block(int64_t total, int64_t index, int64_t *start, int64_t *size) {
+    int64_t blocks = bp_kc_blocks(total);
+    *start = index * total / blocks;
+    *size = (index + 1) * total / blocks - *start;
+}
+
 /// The kernel a product uses: 8 × 16 in 16-float registers where the CPU has AVX-512 (unless
 /// bp_product_force_avx2 says otherwise), else 6 × 16 in 8-float registers. Every element is the
 /// same sum in the same order in both (Σ_t in order, one fused multiply-add per term, then + C,

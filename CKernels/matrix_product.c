@@ -3,14 +3,15 @@
 //   C [m, n] (+)= A [m, k] · B [k, n],   A(i, t) = a[i · lda + t],
 //                                        B(t, j) = trans_b ? b[j · ldb + t] : b[t · ldb + j]
 //
-// The reduction runs in blocks of KC steps, in order: C(i, j) = (… ((C or 0) + s_0) + s_1 …) + s_last,
-// where each s_q is the kernel's sum over its block (terms in order of t, one fused multiply-add
-// each, from 0). No element's sum depends on who computes it, so the bits do not depend on the
-// thread count, nor on the kernel (8 × 16 or 6 × 16: the same sums).
+// The reduction runs in the products' blocks (bp_kc_block: equal blocks of at most 320 steps), in
+// order: C(i, j) = (… ((C or 0) + s_0) + s_1 …) + s_last, where each s_q is the kernel's sum over its
+// block (terms in order of t, one fused multiply-add each, from 0): the sums of the convolutions'
+// column-matrix products. No element's sum depends on who computes it, so the bits do not depend
+// on the thread count, nor on the kernel (8 × 16 or 6 × 16: the same sums).
 //
 // C's rows are shared out among the threads in strips of 2 · mr. Each thread, for each block of NC
-// columns and KC steps, packs B's rows into 16-column panels of its own (256 KB: they stay in its
-// core's second-level cache; packing costs little beside the product of its strips with them, and
+// columns and block of steps, packs B's rows into 16-column panels of its own (at most 320 KB: they
+// stay in its core's second-level cache; packing costs little beside the product of its strips, and
 // no thread waits for another), then multiplies its strips with them, the kernel reading a strip's
 // rows of A where they are (its `rows` form), from the first-level cache after the first panel.
 // On a Zen 4 core this runs at 107–114 GF/s where OpenBLAS runs at 95–102 (a recurrent layer's
@@ -22,7 +23,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { KC = 256, NC = 256 };
+enum { NC = 256 };
+
+#ifdef _OPENMP
+int omp_in_parallel(void);  // libomp's (Swift's clang ships no omp.h)
+#else
+static int omp_in_parallel(void) { return 0; }
+#endif
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
@@ -57,8 +64,9 @@ int64_t bp_matrix_product(int trans_b, int64_t m, int64_t n, int64_t k, const fl
     }
     bp_micro micro = bp_micro_kernel();
     int64_t mr = micro.mr, strip = 2 * mr, strips = (m + strip - 1) / strip, missing = 0;
-    int64_t chunks = m * n * k >= BP_PARALLEL_MIN ? min64(bp_num_threads(), strips) : 1;
-    int64_t panel_floats = min64(KC, k) * ((min64(NC, n) + BP_NR - 1) / BP_NR) * BP_NR;
+    // Inside a parallel region (a convolution's, over images) this thread does it all.
+    int64_t chunks = m * n * k >= BP_PARALLEL_MIN && !omp_in_parallel() ? min64(bp_num_threads(), strips) : 1;
+    int64_t panel_floats = min64(BP_KC, k) * ((min64(NC, n) + BP_NR - 1) / BP_NR) * BP_NR;
     float *packed_b = bp_aligned_alloc(64, chunks, panel_floats * (int64_t)sizeof(float), 0, &missing);
     if (missing) return missing;
 #pragma omp parallel for schedule(static) if (chunks > 1)
@@ -67,9 +75,10 @@ int64_t bp_matrix_product(int trans_b, int64_t m, int64_t n, int64_t k, const fl
         int64_t first = chunk * strips / chunks * strip, last = min64(m, (chunk + 1) * strips / chunks * strip);
         for (int64_t n0 = 0; n0 < n; n0 += NC) {
             int64_t nc = min64(NC, n - n0), panels = (nc + BP_NR - 1) / BP_NR;
-            for (int64_t k0 = 0; k0 < k; k0 += KC) {
-                int64_t kc = min64(KC, k - k0);
-                int add = accumulate || k0 > 0;
+            for (int64_t block = 0; block < bp_kc_blocks(k); block++) {
+                int64_t k0, kc;
+                bp_kc_block(k, block, &k0, &kc);
+                int add = accumulate || block > 0;
                 for (int64_t q = 0; q < panels; q++)
                     pack_b_panel(panels_b + q * kc * BP_NR, b, ldb, trans_b, k0, kc, n0 + q * BP_NR,
                                  min64(BP_NR, nc - q * BP_NR));

@@ -152,4 +152,47 @@ import Testing
         }
         expectBitIdentical(run)
     }
+    /// A 1 × 1 convolution without padding or stride runs as plain products of the tensors
+    /// (conv2d.c's pointwise section); the same convolution with padding 1 runs on the column
+    /// matrix. Its interior outputs read the same inputs, and its weight gradient with dy zero on
+    /// the border adds only zero terms besides, so both give the same
+    /// bits: the products sum in the column matrix's blocks and order. 700 channels: three blocks.
+    /// (The weight gradient's pixels are one chunk in either, 36 and 64.)
+    @Test("1x1 convolutions as plain products give the column-matrix products' bits")
+    func pointwiseProductsMatchTheColumnMatrix() {
+        let (n, c, k, side) = (2, 700, 20, 6)
+        let plain = Shape(label: "1x1", n: n, c: c, h: side, w: side, k: k, r: 1, s: 1)
+        let padded = Shape(label: "1x1 pad 1", n: n, c: c, h: side, w: side, k: k, r: 1, s: 1, pad: (1, 1))
+        var p = plain.params, q = padded.params
+        var random = TestRandom(seed: 17)
+        let x = random.floats(n * c * side * side), weight = random.floats(k * c), bias = random.floats(k)
+        let dy = random.floats(n * k * side * side)
+        let outer = side + 2
+        // dy of the padded output: dy inside, zero on the border ring.
+        var dyPadded = [Float](repeating: 0, count: n * k * outer * outer)
+        for plane in 0..<(n * k) {
+            for row in 0..<side {
+                for col in 0..<side {
+                    dyPadded[(plane * outer + row + 1) * outer + col + 1] = dy[(plane * side + row) * side + col]
+                }
+            }
+        }
+        var y = [Float](repeating: .nan, count: n * k * side * side), yPadded = dyPadded
+        bp_conv2d_forward(&y, x, weight, bias, &p)
+        bp_conv2d_forward(&yPadded, x, weight, bias, &q)
+        var interior = [Float]()
+        for plane in 0..<(n * k) {
+            for row in 0..<side {
+                for col in 0..<side { interior.append(yPadded[(plane * outer + row + 1) * outer + col + 1]) }
+            }
+        }
+        #expect(bits(y) == bits(interior))
+        var dw = [Float](repeating: 0, count: k * c), dwPadded = dw
+        var db = [Float](repeating: 0, count: k), dbPadded = db
+        bp_conv2d_backward_weights(&dw, &db, dy, x, &p)
+        bp_conv2d_backward_weights(&dwPadded, &dbPadded, dyPadded, x, &q)
+        #expect(bits(dw) == bits(dwPadded))
+        // The bias gradient sums 8 lanes by pixel position, which the border shifts: close, not the same.
+        #expect(relativeError(db, dbPadded) < 1e-5)
+    }
 }

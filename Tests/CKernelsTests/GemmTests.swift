@@ -72,11 +72,11 @@ import Testing
         var bShape: (rows: Int, cols: Int) { transB ? (n, k) : (k, n) }
     }
 
-    // Edges of the 6-, 8- and 16-wide blocks and strips, reductions over several blocks of 256
-    // steps (and a last short one), more than one block of 256 columns, fewer strips than threads,
+    // Edges of the 6-, 8- and 16-wide blocks and strips, reductions over several blocks of steps
+    // (up to 320, of unequal sizes), more than one block of 256 columns, fewer strips than threads,
     // k = 0.
     static let cases: [Case] = [
-        (1, 1, 1), (5, 7, 3), (17, 33, 65), (49, 28, 512), (100, 90, 600), (13, 300, 270), (40, 20, 0),
+        (1, 1, 1), (5, 7, 3), (17, 33, 65), (49, 28, 512), (100, 90, 701), (13, 300, 270), (40, 20, 0),
     ].flatMap { m, n, k in
         [false, true].flatMap { transB in
             [false, true].map { Case(m: m, n: n, k: k, transB: transB, accumulate: $0) }
