@@ -154,8 +154,9 @@ import Testing
     }
     /// A 1 × 1 convolution without padding or stride runs as plain products of the tensors
     /// (conv2d.c's pointwise section); the same convolution with padding 1 runs on the column
-    /// matrix. Its interior outputs read the same inputs, and its weight gradient with dy zero on
-    /// the border adds only zero terms besides, so both give the same
+    /// matrix. Its interior outputs read the same inputs, its input gradient with dy zero on the
+    /// border is the same sums, and its weight gradient adds only zero terms besides, so both give
+    /// the same
     /// bits: the products sum in the column matrix's blocks and order. 700 channels: three blocks.
     /// (The weight gradient's pixels are one chunk in either, 36 and 64.)
     @Test("1x1 convolutions as plain products give the column-matrix products' bits")
@@ -192,6 +193,11 @@ import Testing
         bp_conv2d_backward_weights(&dw, &db, dy, x, &p)
         bp_conv2d_backward_weights(&dwPadded, &dbPadded, dyPadded, x, &q)
         #expect(bits(dw) == bits(dwPadded))
+        var dx = [Float](repeating: .nan, count: x.count), dxPadded = dx
+        let inBias = random.floats(c)
+        bp_conv2d_backward_data(&dx, dy, weight, inBias, &p)
+        bp_conv2d_backward_data(&dxPadded, dyPadded, weight, inBias, &q)
+        #expect(bits(dx) == bits(dxPadded))
         // The bias gradient sums 8 lanes by pixel position, which the border shifts: close, not the same.
         #expect(relativeError(db, dbPadded) < 1e-5)
     }
