@@ -119,6 +119,16 @@ typedef void bp_micro_block(int64_t kc, const float *a, const float *b, float *c
 typedef void bp_micro_rows(int64_t kc, const float *a, int64_t lda, const float *b, float *c, int64_t ldc,
                            int accumulate, int64_t rows, int64_t cols);
 
+/// Whether the caller runs inside an active OpenMP parallel region (gemm.c).
+int bp_in_parallel(void);
+
+/// C [m, n] (+ C when `accumulate`) = op(A) · op(B), a layer's product in its `precision`
+/// (BP_FP32, BP_BF16, BP_BF16_EMULATED): bfloat16 through bp_bf16_gemm; float32 through
+/// bp_matrix_product when A is not transposed, else bp_sgemm (gemm.c). Returns the bytes of scratch
+/// it could not allocate.
+int64_t bp_layer_product(int32_t precision, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, const float *a,
+                         int64_t lda, const float *b, int64_t ldb, int accumulate, float *c, int64_t ldc);
+
 /// The register-blocked products' reductions (a convolution's taps or channels, a matrix product's
 /// k) run in equal blocks of at most BP_KC steps, each summed from 0 and then added to the sum of
 /// the blocks before it; block `index` of [0, total) is [*start, *start + *size). (320 rows of a

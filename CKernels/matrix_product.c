@@ -25,12 +25,6 @@
 
 enum { NC = 256 };
 
-#ifdef _OPENMP
-int omp_in_parallel(void);  // libomp's (Swift's clang ships no omp.h)
-#else
-static int omp_in_parallel(void) { return 0; }
-#endif
-
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 // B's rows [k0, k0 + kc), columns [j0, j0 + width) (width ≤ 16) as kc rows of 16, zeros after.
@@ -65,7 +59,7 @@ int64_t bp_matrix_product(int trans_b, int64_t m, int64_t n, int64_t k, const fl
     bp_micro micro = bp_micro_kernel();
     int64_t mr = micro.mr, strip = 2 * mr, strips = (m + strip - 1) / strip, missing = 0;
     // Inside a parallel region (a convolution's, over images) this thread does it all.
-    int64_t chunks = m * n * k >= BP_PARALLEL_MIN && !omp_in_parallel() ? min64(bp_num_threads(), strips) : 1;
+    int64_t chunks = m * n * k >= BP_PARALLEL_MIN && !bp_in_parallel() ? min64(bp_num_threads(), strips) : 1;
     int64_t panel_floats = min64(BP_KC, k) * ((min64(NC, n) + BP_NR - 1) / BP_NR) * BP_NR;
     float *packed_b = bp_aligned_alloc(64, chunks, panel_floats * (int64_t)sizeof(float), 0, &missing);
     if (missing) return missing;

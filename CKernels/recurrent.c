@@ -6,7 +6,7 @@
 // W_hh) and then, while it is in cache, the cells of its units for the whole batch, writing the
 // states the next step's products read. One barrier a step. The input projection x_t · W_ihᵀ of
 // every step is one product before the steps, block by block; backward, dx, dW_ih and dW_hh are
-// products over all steps after them (see `product`), and the biases' gradients are summed by each
+// products over all steps after them (bp_layer_product), and the biases' gradients are summed by each
 // block's owner as its cells produce them. Each unit's numbers are computed the same way whichever
 // thread owns its block: no result depends on the thread count. The arrays the cells read and
 // write in runs of 16 floats start on a cache line (64 bytes), so that no run straddles two.
@@ -271,20 +271,6 @@ static void prefetch_row_backward(const float *saved, const float *dy, const flo
     }
 }
 
-// C [m, n] (+ C when `accumulate`) = A · B in the layer's precision, A(i, k) = a[trans_a ? k · lda + i :
-// i · lda + k], B [k, n] row-major: returns the bytes of scratch it could not allocate. In float32
-// the input gradient (A the gates' gradients, every step's rows) runs on our kernels, which read A
-// in place (bp_matrix_product: 10% faster than OpenBLAS there, 30% with few input columns), the
-// weight gradients (A transposed) through bp_sgemm.
-static int64_t product(const bp_rnn_params *p, int trans_a, int64_t m, int64_t n, int64_t k, const float *a,
-                       int64_t lda, const float *b, int64_t ldb, int accumulate, float *c, int64_t ldc) {
-    if (p->precision != BP_FP32)
-        return bp_bf16_gemm(trans_a, 0, m, n, k, a, lda, b, ldb, c, ldc, accumulate, p->precision == BP_BF16_EMULATED);
-    if (!trans_a) return bp_matrix_product(0, m, n, k, a, lda, b, ldb, accumulate, c, ldc);
-    bp_sgemm(trans_a, 0, m, n, k, 1.0f, a, lda, b, ldb, accumulate ? 1.0f : 0.0f, c, ldc);
-    return 0;
-}
-
 int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *dw_hh, float *db_ih, float *db_hh,
                         const float *dy, const float *dh_n, const float *dc_n, const float *saved, const float *y,
                         const float *x, const float *h0, const float *c0, const float *w_ih, const float *w_hh,
@@ -363,10 +349,13 @@ int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *
     if (dh0) memcpy(dh0, dh, (size_t)(n * hidden) * sizeof(float));
     if (dc0 && p->kind == BP_LSTM) memcpy(dc0, dc, (size_t)(n * hidden) * sizeof(float));
     // dW_ih += giᵀ · x, dW_hh += ghᵀ · h_prev, over every row of every step at once.
-    missing = product(p, 1, gh, p->input, n * t, gi, gh, x, p->input, 1, dw_ih, p->input);
-    if (!missing) missing = product(p, 1, gh, hidden, n * t, gh_rows, gh, h_prev, hidden, 1, dw_hh, hidden);
+    missing = bp_layer_product(p->precision, 1, 0, gh, p->input, n * t, gi, gh, x, p->input, 1, dw_ih, p->input);
+    if (!missing)
+        missing =
+            bp_layer_product(p->precision, 1, 0, gh, hidden, n * t, gh_rows, gh, h_prev, hidden, 1, dw_hh, hidden);
     if (!missing && dx)
-        missing = product(p, 0, n * t, p->input, gh, gi, gh, w_ih, p->input, accumulate_dx, dx, p->input);
+        missing = bp_layer_product(p->precision, 0, 0, n * t, p->input, gh, gi, gh, w_ih, p->input, accumulate_dx, dx,
+                                   p->input);
     for (int64_t j = 0; j < gh && db_ih && !missing; j++) db_ih[j] += (float)sum_i[j];
     for (int64_t j = 0; j < gh && db_hh && !missing; j++) db_hh[j] += (float)sum_h[j];
 done:
