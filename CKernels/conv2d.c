@@ -226,13 +226,6 @@ static int64_t pointwise_forward(float *y, const float *x, const float *weight, 
     return missing;
 }
 
-// dx[image, g] = W_gᵀ · dy[image, g] (+ bias), for every image at once as the transposed
-// product dx_gᵀ [n · hw, cg] = dy_gᵀ [n · hw, kg] · W_g [kg, cg], dy transposed in and dx out in
-// 16 × 16 tiles (each element the same sum over kg as the column gradient's). Small images leave
-// the column gradient's per-image products short of columns (7 × 7: four panels of 16 for 49
-// pixels). Measured (1 thread, 16 images, ms): 7 × 7, 1024 → 2048 channels 41.3 → 33.6, 512 → 512
-// 5.44 → 4.28; 4 × 4, 128 → 128 0.15 → 0.12; 10 × 10, 512 → 512 9.58 → 9.20; but 14 × 14,
-// 256 → 256 4.56 → 5.46 and 56 × 56 19.6 → 39.4: used below 128 pixels.
 // out[j · ldo + i] = in[i · ldi + j] (+ bias[j]) for i < rows, j < cols, 16 × 16 at a time.
 static void transpose_tiles(float *out, int64_t ldo, const float *in, int64_t ldi, int64_t rows, int64_t cols,
                             const float *bias) {
@@ -243,6 +236,13 @@ static void transpose_tiles(float *out, int64_t ldo, const float *in, int64_t ld
                     out[j * ldo + i] = bias ? in[i * ldi + j] + bias[j] : in[i * ldi + j];
 }
 
+// dx[image, g] = W_gᵀ · dy[image, g] (+ bias), for every image at once as the transposed
+// product dx_gᵀ [n · hw, cg] = dy_gᵀ [n · hw, kg] · W_g [kg, cg], dy transposed in and dx out in
+// 16 × 16 tiles (each element the same sum over kg as the column gradient's). Small images leave
+// the column gradient's per-image products short of columns (7 × 7: four panels of 16 for 49
+// pixels). Measured (1 thread, 16 images, ms): 7 × 7, 1024 → 2048 channels 41.3 → 33.6, 512 → 512
+// 5.44 → 4.28; 4 × 4, 128 → 128 0.15 → 0.12; 10 × 10, 512 → 512 9.58 → 9.20; but 14 × 14,
+// 256 → 256 4.56 → 5.46 and 56 × 56 19.6 → 39.4: used below 128 pixels.
 static int64_t pointwise_backward_data(float *dx, const float *dy, const float *weight, const float *bias,
                                        const bp_conv2d_params *p) {
     int64_t cg = p->c / p->groups, kg = p->k / p->groups, hw = p->h * p->w, pixels = p->n * hw, missing = 0;
@@ -451,12 +451,15 @@ int64_t bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy
     if (missing) return free(l.offset), free(partial), free(bias_partial), missing;
 #pragma omp parallel if (blocks > 1 && p->n * p->k * hw * rows >= BP_PARALLEL_MIN)
     {
-        float *buffer = bp_calloc(l.size + SLACK, sizeof(float), &missing);
-        float *a = direct ? NULL : panel_alloc(round_up(kg, micro.mr) * PC + 8 - micro.mr, &missing);
-        float *b = direct ? NULL : panel_alloc((PC + 8) * BP_NR, &missing);
-        pixel_run *runs = direct ? NULL : bp_malloc(PC + 2, sizeof(pixel_run), &missing);
-        float *dyt = direct ? panel_alloc(ld * hw, &missing) : NULL;  // the direct kernel's dy, pixel-major
-        int ready = buffer && (direct ? dyt != NULL : a && b && runs);
+        // What this path needs: the padded image (not for 1 × 1 products), the product's panels, or
+        // the direct kernel's dy pixel-major.
+        int columns = !pointwise && !direct;
+        float *buffer = pointwise ? NULL : bp_calloc(l.size + SLACK, sizeof(float), &missing);
+        float *a = columns ? panel_alloc(round_up(kg, micro.mr) * PC + 8 - micro.mr, &missing) : NULL;
+        float *b = columns ? panel_alloc((PC + 8) * BP_NR, &missing) : NULL;
+        pixel_run *runs = columns ? bp_malloc(PC + 2, sizeof(pixel_run), &missing) : NULL;
+        float *dyt = direct ? panel_alloc(ld * hw, &missing) : NULL;
+        int ready = pointwise || (buffer && (direct ? dyt != NULL : a && b && runs));
 #pragma omp for schedule(static)
         for (int64_t block = 0; block < blocks; block++)
             for (int64_t image = block * p->n / blocks; ready && image < (block + 1) * p->n / blocks; image++)
