@@ -23,6 +23,16 @@ import Testing
         try expectGradientsCorrect(layer, input: randomTensor([2, 32, 6, 7], seed: 5))
     }
 
+    /// 1 × 1 without stride or padding: the forward and the weight gradient run as plain products
+    /// of the tensors, and on images of fewer than 128 pixels the input gradient as one transposed
+    /// product over all images (conv2d.c's pointwise section); with two groups too.
+    @Test func conv2DGradientsThroughThePointwiseProducts() throws {
+        try expectGradientsCorrect(
+            try Conv2D(6, 5, kernelSize: 1, seed: 6), input: randomTensor([3, 6, 4, 5], seed: 7))
+        try expectGradientsCorrect(
+            try Conv2D(6, 4, kernelSize: 1, groups: 2, seed: 8), input: randomTensor([2, 6, 3, 3], seed: 9))
+    }
+
     @Test func conv2DSamePaddingKeepsTheSize() throws {
         // An even kernel: 'same' pads 1 before and 2 after (dilation 1, kernel 4: 3 zeros in all).
         let layer = try Conv2D(2, 3, kernelSize: Size2D(4, 3), padding: .same, seed: 1)
