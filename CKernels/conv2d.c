@@ -214,7 +214,7 @@ static int64_t pointwise_forward(float *y, const float *x, const float *weight, 
     for (int64_t item = 0; item < p->n * p->groups; item++) {
         int64_t image = item / p->groups, g = item % p->groups;
         float *o = y + (image * p->groups + g) * rows * hw;
-        int64_t failed = bp_matrix_product(0, rows, hw, depth, weight + g * rows * depth, depth,
+        int64_t failed = bp_matrix_product(0, 0, rows, hw, depth, weight + g * rows * depth, depth,
                                            x + (image * p->groups + g) * depth * hw, hw, 0, o, hw);
         if (failed) {
 #pragma omp atomic write
@@ -252,7 +252,7 @@ static int64_t pointwise_backward_data(float *dx, const float *dy, const float *
 #pragma omp parallel for schedule(static) if (pixels * kg >= BP_PARALLEL_MIN)
         for (int64_t image = 0; image < p->n; image++)
             transpose_tiles(dyt + image * hw * kg, kg, dy + (image * p->k + g * kg) * hw, hw, kg, hw, NULL);
-        missing = bp_matrix_product(0, pixels, cg, kg, dyt, kg, weight + g * kg * cg, cg, 0, dxt, cg);
+        missing = bp_matrix_product(0, 0, pixels, cg, kg, dyt, kg, weight + g * kg * cg, cg, 0, dxt, cg);
 #pragma omp parallel for schedule(static) if (pixels * cg >= BP_PARALLEL_MIN)
         for (int64_t image = 0; image < p->n; image++)
             transpose_tiles(dx + (image * p->c + g * cg) * hw, hw, dxt + image * hw * cg, cg, hw, cg,
@@ -471,7 +471,7 @@ int64_t bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy
                     if (pointwise) {  // dW_g += dy_g · x_gᵀ, chunk by chunk (on this thread)
                         for (int64_t p0 = 0; p0 < hw; p0 += PC) {
                             int64_t pc = min64(PC, hw - p0),
-                                    failed = bp_matrix_product(1, kg, cg, pc, dyg + p0, hw, xg + p0, hw, 1, dwg, cg);
+                                    failed = bp_matrix_product(0, 1, kg, cg, pc, dyg + p0, hw, xg + p0, hw, 1, dwg, cg);
                             if (failed) {
 #pragma omp atomic write
                                 missing = failed;

@@ -133,15 +133,12 @@ void bp_sgemm_serial(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, 
 #endif
 }
 
-// Where each float32 product runs: ours where A is read along its rows (bp_matrix_product: 107–114
-// GF/s on a Zen 4 core where OpenBLAS runs at 95–102, 97 against 74 with 28 columns), OpenBLAS
-// where A is transposed (weight gradients; an own packed product only matched it).
+// A layer's float32 products run on our kernels (bp_matrix_product, faster than OpenBLAS on the
+// layers' shapes: see matrix_product.c), its bfloat16 products on bp_bf16_gemm.
 int64_t bp_layer_product(int32_t precision, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, const float *a,
                          int64_t lda, const float *b, int64_t ldb, int accumulate, float *c, int64_t ldc) {
     if (precision != BP_FP32)
         return bp_bf16_gemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc, accumulate,
                             precision == BP_BF16_EMULATED);
-    if (!trans_a) return bp_matrix_product(trans_b, m, n, k, a, lda, b, ldb, accumulate, c, ldc);
-    bp_sgemm(trans_a, trans_b, m, n, k, 1.0f, a, lda, b, ldb, accumulate ? 1.0f : 0.0f, c, ldc);
-    return 0;
+    return bp_matrix_product(trans_a, trans_b, m, n, k, a, lda, b, ldb, accumulate, c, ldc);
 }

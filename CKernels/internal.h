@@ -105,6 +105,11 @@ __attribute__((always_inline)) static inline float bp_lane_sum_inline(const floa
 }
 BP_MULTIVERSION float bp_lane_sum(const float *x, int64_t n);
 
+/// A row stride (in floats) of at least `floats` that is not a multiple of 4 KB: the lines of rows
+/// that far apart share the first-level cache's sets, and a kernel reading along a column of
+/// them (the products' A transposed or B in place) misses on every row.
+static inline int64_t bp_unaliased_stride(int64_t floats) { return floats % 1024 == 0 ? floats + 16 : floats; }
+
 /// The register-blocked float32 product (microkernel.c): a block of `mr` rows of A by BP_NR
 /// columns of B per call.
 enum { BP_NR = 16 };
@@ -118,14 +123,17 @@ typedef void bp_micro_block(int64_t kc, const float *a, const float *b, float *c
 /// The same with A not packed: its `rows` rows `lda` apart (row i, step t at a[i · lda + t]).
 typedef void bp_micro_rows(int64_t kc, const float *a, int64_t lda, const float *b, float *c, int64_t ldc,
                            int accumulate, int64_t rows, int64_t cols);
+/// The same with neither packed: A's `rows` columns at a, a + 1, … (step t at a[t · lda + i]) and
+/// B's rows `ldb` apart, each with 16 floats to read (step t, column j at b[t · ldb + j]).
+typedef void bp_micro_columns(int64_t kc, const float *a, int64_t lda, const float *b, int64_t ldb, float *c,
+                              int64_t ldc, int accumulate, int64_t rows, int64_t cols);
 
 /// Whether the caller runs inside an active OpenMP parallel region (gemm.c).
 int bp_in_parallel(void);
 
 /// C [m, n] (+ C when `accumulate`) = op(A) · op(B), a layer's product in its `precision`
-/// (BP_FP32, BP_BF16, BP_BF16_EMULATED): bfloat16 through bp_bf16_gemm; float32 through
-/// bp_matrix_product when A is not transposed, else bp_sgemm (gemm.c). Returns the bytes of scratch
-/// it could not allocate.
+/// (BP_FP32, BP_BF16, BP_BF16_EMULATED): bfloat16 through bp_bf16_gemm, float32 through
+/// bp_matrix_product (gemm.c). Returns the bytes of scratch it could not allocate.
 int64_t bp_layer_product(int32_t precision, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, const float *a,
                          int64_t lda, const float *b, int64_t ldb, int accumulate, float *c, int64_t ldc);
 
@@ -150,12 +158,14 @@ typedef struct {
     int64_t mr;
     bp_micro_block *block;
     bp_micro_rows *rows;
+    bp_micro_columns *columns;
     int avx512;  // the AVX-512 kernel: the convolutions' direct forward (conv2d_direct.c) runs too
 } bp_micro;
 
 bp_micro bp_micro_kernel(void);
 bp_micro_block bp_micro_6x16, bp_micro_8x16;
 bp_micro_rows bp_micro_6x16_rows, bp_micro_8x16_rows;
+bp_micro_columns bp_micro_6x16_columns, bp_micro_8x16_columns;
 
 /// Weights packed for the recurrent layers' step products (panel_product.c): B [depth, G · H],
 /// whose column g · H + j is gate g of hidden unit j, in 16-column panels grouped by blocks of

@@ -1,6 +1,6 @@
 // Fully connected layer: x [rows, in], weight [out, in] (PyTorch's layout), bias [out],
-// y [rows, out]. The products go through bp_layer_product (in float32 the forward and the input
-// gradient on our kernels, the weight gradient through OpenBLAS); bias sums run in row order.
+// y [rows, out]. The products go through bp_layer_product (in float32 on our kernels); bias sums
+// run in row order.
 #include "CKernels.h"
 #include "internal.h"
 

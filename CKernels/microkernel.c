@@ -19,14 +19,16 @@
 enum { MR = 6 };
 
 // acc += A · B over kc steps for the first `mr` rows, with both 8-column halves of B or (halves =
-// 1) the first only; row i of A at step t is rows[i][t · step]. Inlined with constants `mr`,
-// `halves` and `step`, so the loop has no test. Four steps per iteration, so that the loop's own instructions are a
-// small part of a few hundred steps' work.
+// 1) the first only; row i of A at step t is rows[i][t · step], B's row t at b + t · ldb. Inlined
+// with constants `mr`, `halves` and `step` (but for the columns form), so the loop has no test.
+// Four steps per iteration, so that the loop's own instructions are a small part of a few hundred
+// steps' work.
 __attribute__((always_inline)) static inline void product(v8f acc[MR][2], int64_t kc, const float *const rows[MR],
-                                                          int mr, int64_t step, const float *b, int halves) {
+                                                          int mr, int64_t step, const float *b, int64_t ldb,
+                                                          int halves) {
 #pragma clang loop unroll_count(4)
     for (int64_t t = 0; t < kc; t++) {
-        const float *bt = b + t * BP_NR;
+        const float *bt = b + t * ldb;
         v8f b0, b1 = {0};
         memcpy(&b0, bt, 32);
         if (halves == 2) memcpy(&b1, bt + 8, 32);
@@ -80,11 +82,11 @@ void bp_micro_6x16(int64_t kc, const float *a, const float *b, float *c, int64_t
     const float *const lanes[MR] = {a, a + 1, a + 2, a + 3, a + 4, a + 5};  // A packed: row i at a[t · 6 + i]
     // A matrix's last block of two rows or fewer (32 rows: five blocks and two) skips the other four.
     if (rows > 2) {
-        if (cols > 8) product(acc, kc, lanes, MR, MR, b, 2);
-        else product(acc, kc, lanes, MR, MR, b, 1);
+        if (cols > 8) product(acc, kc, lanes, MR, MR, b, BP_NR, 2);
+        else product(acc, kc, lanes, MR, MR, b, BP_NR, 1);
     } else {
-        if (cols > 8) product(acc, kc, lanes, 2, MR, b, 2);
-        else product(acc, kc, lanes, 2, MR, b, 1);
+        if (cols > 8) product(acc, kc, lanes, 2, MR, b, BP_NR, 2);
+        else product(acc, kc, lanes, 2, MR, b, BP_NR, 1);
     }
     store(acc, c, ldc, accumulate, bias, rows, cols);
 }
@@ -98,11 +100,29 @@ void bp_micro_6x16_rows(int64_t kc, const float *a, int64_t lda, const float *b,
     for (int i = 0; i < MR; i++) lanes[i] = a + (i < rows ? i : rows - 1) * lda;
     // Four rows or fewer (the last rows of a batch) skip the work of the other two.
     if (rows > 4) {
-        if (cols > 8) product(acc, kc, lanes, MR, 1, b, 2);
-        else product(acc, kc, lanes, MR, 1, b, 1);
+        if (cols > 8) product(acc, kc, lanes, MR, 1, b, BP_NR, 2);
+        else product(acc, kc, lanes, MR, 1, b, BP_NR, 1);
     } else {
-        if (cols > 8) product(acc, kc, lanes, 4, 1, b, 2);
-        else product(acc, kc, lanes, 4, 1, b, 1);
+        if (cols > 8) product(acc, kc, lanes, 4, 1, b, BP_NR, 2);
+        else product(acc, kc, lanes, 4, 1, b, BP_NR, 1);
+    }
+    store(acc, c, ldc, accumulate, NULL, rows, cols);
+}
+
+BP_MULTIVERSION
+void bp_micro_6x16_columns(int64_t kc, const float *a, int64_t lda, const float *b, int64_t ldb, float *c, int64_t ldc,
+                           int accumulate, int64_t rows, int64_t cols) {
+    v8f acc[MR][2];
+    for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = (v8f){0};
+    if (rows == MR) {  // column i at a + i: one base register for the six broadcasts
+        const float *const lanes[MR] = {a, a + 1, a + 2, a + 3, a + 4, a + 5};
+        if (cols > 8) product(acc, kc, lanes, MR, lda, b, ldb, 2);
+        else product(acc, kc, lanes, MR, lda, b, ldb, 1);
+    } else {
+        const float *lanes[MR];  // columns past `rows` read the last column again, and are not stored
+        for (int i = 0; i < MR; i++) lanes[i] = a + (i < rows ? i : rows - 1);
+        if (cols > 8) product(acc, kc, lanes, MR, lda, b, ldb, 2);
+        else product(acc, kc, lanes, MR, lda, b, ldb, 1);
     }
     store(acc, c, ldc, accumulate, NULL, rows, cols);
 }
@@ -124,9 +144,9 @@ bp_micro bp_micro_kernel(void) {
         if (!__atomic_compare_exchange_n(&avx2_forced, &expected, forced, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
             forced = expected;  // set meanwhile by bp_product_force_avx2
     }
-    if (has_avx512 && !forced) return (bp_micro){8, bp_micro_8x16, bp_micro_8x16_rows, 1};
+    if (has_avx512 && !forced) return (bp_micro){8, bp_micro_8x16, bp_micro_8x16_rows, bp_micro_8x16_columns, 1};
 #endif
-    return (bp_micro){MR, bp_micro_6x16, bp_micro_6x16_rows, 0};
+    return (bp_micro){MR, bp_micro_6x16, bp_micro_6x16_rows, bp_micro_6x16_columns, 0};
 }
 
 int bp_product_vector_width(void) { return bp_micro_kernel().avx512 ? 16 : 8; }

@@ -22,14 +22,15 @@ typedef float v16f __attribute__((vector_size(64)));
 
 #define AVX512 __attribute__((target("arch=x86-64-v4"), min_vector_width(512)))
 
-// acc += A · B over kc steps for the first `mr` rows; row i of A at step t is rows[i][t · step].
-// Inlined with constants `mr` and `step`, so the loop has no test.
+// acc += A · B over kc steps for the first `mr` rows; row i of A at step t is rows[i][t · step],
+// B's row t at b + t · ldb. Inlined with constants `mr` and `step` (but for the columns form),
+// so the loop has no test.
 AVX512 __attribute__((always_inline)) static inline void product(v16f acc[MR], int64_t kc, const float *const rows[MR],
-                                                                 int mr, int64_t step, const float *b) {
+                                                                 int mr, int64_t step, const float *b, int64_t ldb) {
 #pragma clang loop unroll_count(4)
     for (int64_t t = 0; t < kc; t++) {
         v16f bt;
-        memcpy(&bt, b + t * BP_NR, 64);
+        memcpy(&bt, b + t * ldb, 64);
         for (int i = 0; i < mr; i++) {
             float v = rows[i][t * step];
             acc[i] += (v16f){v, v, v, v, v, v, v, v, v, v, v, v, v, v, v, v} * bt;
@@ -71,7 +72,7 @@ AVX512 void bp_micro_8x16(int64_t kc, const float *a, const float *b, float *c, 
                           const float *bias, int64_t rows, int64_t cols) {
     v16f acc[MR] = {{0}};
     const float *const lanes[MR] = {a, a + 1, a + 2, a + 3, a + 4, a + 5, a + 6, a + 7};  // row i at a[t · 8 + i]
-    product(acc, kc, lanes, MR, MR, b);
+    product(acc, kc, lanes, MR, MR, b, BP_NR);
     store(acc, c, ldc, accumulate, bias, rows, cols);
 }
 
@@ -81,8 +82,22 @@ AVX512 void bp_micro_8x16_rows(int64_t kc, const float *a, int64_t lda, const fl
     const float *lanes[MR];  // rows past `rows` read the last row again, and are not stored
     for (int i = 0; i < MR; i++) lanes[i] = a + (i < rows ? i : rows - 1) * lda;
     // Four rows or fewer (the last rows of a batch) skip the work of the other four.
-    if (rows > 4) product(acc, kc, lanes, MR, 1, b);
-    else product(acc, kc, lanes, 4, 1, b);
+    if (rows > 4) product(acc, kc, lanes, MR, 1, b, BP_NR);
+    else product(acc, kc, lanes, 4, 1, b, BP_NR);
+    store(acc, c, ldc, accumulate, NULL, rows, cols);
+}
+
+AVX512 void bp_micro_8x16_columns(int64_t kc, const float *a, int64_t lda, const float *b, int64_t ldb, float *c,
+                                  int64_t ldc, int accumulate, int64_t rows, int64_t cols) {
+    v16f acc[MR] = {{0}};
+    if (rows == MR) {  // column i at a + i: one base register for the eight broadcasts
+        const float *const lanes[MR] = {a, a + 1, a + 2, a + 3, a + 4, a + 5, a + 6, a + 7};
+        product(acc, kc, lanes, MR, lda, b, ldb);
+    } else {
+        const float *lanes[MR];  // columns past `rows` read the last column again, and are not stored
+        for (int i = 0; i < MR; i++) lanes[i] = a + (i < rows ? i : rows - 1);
+        product(acc, kc, lanes, MR, lda, b, ldb);
+    }
     store(acc, c, ldc, accumulate, NULL, rows, cols);
 }
 #endif

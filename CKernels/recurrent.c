@@ -259,15 +259,16 @@ static void add_gates(double *restrict sum, const float *restrict step, int64_t 
 static void prefetch_row_backward(const float *saved, const float *dy, const float *y, const float *h_prev,
                                   const float *gi, const float *gh, int64_t s, int64_t u, int64_t b,
                                   const bp_rnn_params *p) {
-    int64_t row = b * p->t + s, first = u * BP_NR, gates = bp_rnn_gates(p->kind), gh_width = gates * p->hidden;
+    int64_t row = b * p->t + s, first = u * BP_NR, gates = bp_rnn_gates(p->kind);
+    int64_t ldg = bp_unaliased_stride(gates * p->hidden), ldh = bp_unaliased_stride(p->hidden);
     for (int64_t q = 0; saved && q < saved_per_unit(p->kind); q++)
         __builtin_prefetch(saved + saved_run(p, s, u, b) + q * BP_NR);
     __builtin_prefetch(dy + row * p->y_stride + p->y_offset + first);
     __builtin_prefetch(y + row * p->y_stride + p->y_offset + first);
-    if (p->kind == BP_GRU) __builtin_prefetch(h_prev + row * p->hidden + first);
+    if (p->kind == BP_GRU) __builtin_prefetch(h_prev + row * ldh + first);
     for (int64_t g = 0; g < gates; g++) {
-        __builtin_prefetch(gi + row * gh_width + g * p->hidden + first, 1);
-        if (gh != gi) __builtin_prefetch(gh + row * gh_width + g * p->hidden + first, 1);
+        __builtin_prefetch(gi + row * ldg + g * p->hidden + first, 1);
+        if (gh != gi) __builtin_prefetch(gh + row * ldg + g * p->hidden + first, 1);
     }
 }
 
@@ -277,10 +278,11 @@ int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *
                         int accumulate_dx, const bp_rnn_params *p) {
     int64_t n = p->n, t = p->t, hidden = p->hidden, gates = bp_rnn_gates(p->kind), gh = gates * hidden, missing = 0;
     int64_t blocks = bp_unit_blocks(hidden);
-    float *gi = bp_aligned_alloc(64, n * t, gh * (int64_t)sizeof(float), 0, &missing);
-    float *gh_rows = p->kind == BP_GRU ? bp_aligned_alloc(64, n * t, gh * (int64_t)sizeof(float), 0, &missing) : gi;
-    float *h_prev =
-        bp_aligned_alloc(64, n * t, hidden * (int64_t)sizeof(float), 0, &missing);  // [b · t + s]: h_{t−1} of that step
+    // gi, gh_rows: a row [G·H] per batch row and step, ldg apart; h_prev: h_{t−1} of row b · t + s, ldh apart.
+    int64_t ldg = bp_unaliased_stride(gh), ldh = bp_unaliased_stride(hidden);
+    float *gi = bp_aligned_alloc(64, n * t, ldg * (int64_t)sizeof(float), 0, &missing);
+    float *gh_rows = p->kind == BP_GRU ? bp_aligned_alloc(64, n * t, ldg * (int64_t)sizeof(float), 0, &missing) : gi;
+    float *h_prev = bp_aligned_alloc(64, n * t, ldh * (int64_t)sizeof(float), 0, &missing);
     float *dh = bp_aligned_alloc(64, n * hidden, sizeof(float), 1, &missing);
     float *dc = bp_aligned_alloc(64, n * hidden, sizeof(float), 1, &missing);
     float *zeros = bp_calloc(hidden, sizeof(float), &missing);
@@ -307,21 +309,21 @@ int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *
                 const float *prev = k > 0 ? y + (b * t + step_at(p, k - 1)) * p->y_stride + p->y_offset
                                     : h0  ? h0 + b * hidden
                                           : zeros;
-                memcpy(h_prev + (b * t + step_at(p, k)) * hidden, prev, (size_t)hidden * sizeof(float));
+                memcpy(h_prev + (b * t + step_at(p, k)) * ldh, prev, (size_t)hidden * sizeof(float));
             }
-        // Step k adds to dh the product of step k + 1's hidden gradients (rows t · G·H apart in gh_rows)
+        // Step k adds to dh the product of step k + 1's hidden gradients (rows t · ldg apart in gh_rows)
         // with W_hh, then the output's gradient, and runs the cells; the step after step 0 only the product.
         for (int64_t k = t - 1; k >= -1; k--) {
             int64_t s = k >= 0 ? step_at(p, k) : 0;
-            const float *later = k < t - 1 ? gh_rows + step_at(p, k + 1) * gh : NULL;
-            if (later) round_rows(later_pairs, later, t * gh, n, gh);
+            const float *later = k < t - 1 ? gh_rows + step_at(p, k + 1) * ldg : NULL;
+            if (later) round_rows(later_pairs, later, t * ldg, n, gh);
 #pragma omp for schedule(static)
             for (int64_t u = 0; u < blocks; u++) {
                 int64_t first = u * BP_NR, units = bp_block_units(hidden, u);
                 float *tile = tiles + u * n * BP_NR;  // [n, 16]: the block's units of dh_t through W_hh
                 if (later && half)
                     bp_gate_block_product_pairs(tile, BP_NR, 0, later_pairs, (gh + 1) / 2, 0, 1, n, &whh, u);
-                else if (later) bp_gate_block_product(tile, BP_NR, 0, later, t * gh, 0, 1, n, &whh, u);
+                else if (later) bp_gate_block_product(tile, BP_NR, 0, later, t * ldg, 0, 1, n, &whh, u);
                 float step_i[4 * BP_NR] = {0}, step_h[4 * BP_NR] = {0};  // this step's bias sums over the batch
                 for (int64_t b = 0; b < n; b++) {
                     int64_t row = b * t + s;
@@ -336,8 +338,8 @@ int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *
                                           : c0               ? c0 + b * hidden + first
                                                              : zeros;
                     if (k > 0) prefetch_row_backward(saved, dy, y, h_prev, gi, gh_rows, step_at(p, k - 1), u, b, p);
-                    row_backward(dhb, dc + b * hidden + first, gi + row * gh + first, gh_rows + row * gh + first,
-                                 y + row * p->y_stride + p->y_offset + first, h_prev + row * hidden + first, c_prev,
+                    row_backward(dhb, dc + b * hidden + first, gi + row * ldg + first, gh_rows + row * ldg + first,
+                                 y + row * p->y_stride + p->y_offset + first, h_prev + row * ldh + first, c_prev,
                                  saved ? saved + saved_run(p, s, u, b) : NULL, step_i, step_h, units, p);
                 }
                 if (k < 0) continue;
@@ -349,12 +351,11 @@ int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *
     if (dh0) memcpy(dh0, dh, (size_t)(n * hidden) * sizeof(float));
     if (dc0 && p->kind == BP_LSTM) memcpy(dc0, dc, (size_t)(n * hidden) * sizeof(float));
     // dW_ih += giᵀ · x, dW_hh += ghᵀ · h_prev, over every row of every step at once.
-    missing = bp_layer_product(p->precision, 1, 0, gh, p->input, n * t, gi, gh, x, p->input, 1, dw_ih, p->input);
+    missing = bp_layer_product(p->precision, 1, 0, gh, p->input, n * t, gi, ldg, x, p->input, 1, dw_ih, p->input);
     if (!missing)
-        missing =
-            bp_layer_product(p->precision, 1, 0, gh, hidden, n * t, gh_rows, gh, h_prev, hidden, 1, dw_hh, hidden);
+        missing = bp_layer_product(p->precision, 1, 0, gh, hidden, n * t, gh_rows, ldg, h_prev, ldh, 1, dw_hh, hidden);
     if (!missing && dx)
-        missing = bp_layer_product(p->precision, 0, 0, n * t, p->input, gh, gi, gh, w_ih, p->input, accumulate_dx, dx,
+        missing = bp_layer_product(p->precision, 0, 0, n * t, p->input, gh, gi, ldg, w_ih, p->input, accumulate_dx, dx,
                                    p->input);
     for (int64_t j = 0; j < gh && db_ih && !missing; j++) db_ih[j] += (float)sum_i[j];
     for (int64_t j = 0; j < gh && db_hh && !missing; j++) db_hh[j] += (float)sum_h[j];

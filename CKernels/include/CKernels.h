@@ -63,14 +63,15 @@ void bp_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float a
 /// a parallel region: for kernels that parallelise over images and multiply within each.
 void bp_sgemm_serial(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
                      int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
-/// C[m,n] (+)= A[m,k] · op(B)[k,n] (`accumulate`: added to C), row-major, op(B) = Bᵀ when
-/// `trans_b`, on our register-blocked kernels (matrix_product.c), OpenMP-parallel (on the calling
+/// C[m,n] (+)= op(A)[m,k] · op(B)[k,n] (`accumulate`: added to C), row-major, op(X) = Xᵀ when
+/// `trans_*`, on our register-blocked kernels (matrix_product.c), OpenMP-parallel (on the calling
 /// thread inside a parallel region): each element sums its k terms in the blocks of the
 /// convolutions' products (at most 320), in order, the same bits for any thread count and on the
-/// AVX2 and AVX-512 kernels alike. A is read in place, only B packed: for long A (many rows).
-/// Returns 0 or the bytes it could not allocate.
-int64_t bp_matrix_product(int trans_b, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
-                          int64_t ldb, int accumulate, float *c, int64_t ldc);
+/// AVX2 and AVX-512 kernels alike. A is read in place (along its rows when transposed), B packed
+/// (or, A transposed, read in place): for long A (many rows) or long k. Returns 0 or the bytes it
+/// could not allocate.
+int64_t bp_matrix_product(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                          const float *b, int64_t ldb, int accumulate, float *c, int64_t ldc);
 /// The same product as three plain loops with a double accumulator.
 void bp_sgemm_ref(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
                   const float *b, int64_t ldb, float beta, float *c, int64_t ldc);

@@ -61,25 +61,34 @@ import Testing
     }
 }
 
-/// bp_matrix_product: our kernels' product with A read in place and B as it is or transposed.
-/// Against the plain-loop reference, and the same bits for 1, 2 and 3 threads and on the AVX2 and
-/// AVX-512 kernels.
+/// bp_matrix_product: our kernels' product with A and B as they are or transposed. Against the
+/// plain-loop reference, and the same bits for 1, 2 and 3 threads and on the AVX2 and AVX-512
+/// kernels.
 @Suite struct MatrixProductTests {
     struct Case: CustomStringConvertible {
-        let m: Int, n: Int, k: Int, transB: Bool, accumulate: Bool
-        var description: String { "m=\(m) n=\(n) k=\(k) transB=\(transB) accumulate=\(accumulate)" }
-        /// B's rows and their length (its leading dimension is one more).
+        let m: Int, n: Int, k: Int, transA: Bool, transB: Bool, accumulate: Bool
+        var description: String {
+            "m=\(m) n=\(n) k=\(k) transA=\(transA) transB=\(transB) accumulate=\(accumulate)"
+        }
+        /// A's rows and their length (its leading dimension is three more).
+        var aShape: (rows: Int, cols: Int) { transA ? (k, m) : (m, k) }
+        /// B's rows and their length (its leading dimension is two more).
         var bShape: (rows: Int, cols: Int) { transB ? (n, k) : (k, n) }
     }
 
     // Edges of the 6-, 8- and 16-wide blocks and strips, reductions over several blocks of steps
     // (up to 320, of unequal sizes), more than one block of 256 columns, fewer strips than threads,
-    // k = 0.
+    // k = 0; and rows 4 KB apart (1021 + 3, 1022 + 2 floats), which a transposed A or its B copies.
     static let cases: [Case] = [
         (1, 1, 1), (5, 7, 3), (17, 33, 65), (49, 28, 512), (100, 90, 701), (13, 300, 270), (40, 20, 0),
+        (1021, 1022, 40),
     ].flatMap { m, n, k in
-        [false, true].flatMap { transB in
-            [false, true].map { Case(m: m, n: n, k: k, transB: transB, accumulate: $0) }
+        [false, true].flatMap { transA in
+            [false, true].flatMap { transB in
+                [false, true].map {
+                    Case(m: m, n: n, k: k, transA: transA, transB: transB, accumulate: $0)
+                }
+            }
         }
     }
 
@@ -88,7 +97,8 @@ import Testing
     static func operands(_ c: Case) -> (a: [Float], b: [Float], start: [Float]) {
         var random = TestRandom(seed: UInt64(c.m * 131 + c.n * 17 + c.k))
         return (
-            random.floats(c.m * (c.k + 3)), random.floats(c.bShape.rows * (c.bShape.cols + 2)),
+            random.floats(c.aShape.rows * (c.aShape.cols + 3)),
+            random.floats(c.bShape.rows * (c.bShape.cols + 2)),
             random.floats(c.m * (c.n + 1))
         )
     }
@@ -99,7 +109,8 @@ import Testing
         let missing = withThreads(threads) {
             withProductKernel(forcingAVX2: forcingAVX2) { _ in
                 bp_matrix_product(
-                    c.transB ? 1 : 0, Int64(c.m), Int64(c.n), Int64(c.k), a, Int64(c.k + 3), b,
+                    c.transA ? 1 : 0, c.transB ? 1 : 0, Int64(c.m), Int64(c.n), Int64(c.k), a,
+                    Int64(c.aShape.cols + 3), b,
                     Int64(c.bShape.cols + 2), c.accumulate ? 1 : 0, &out, Int64(c.n + 1))
             }
         }
@@ -113,7 +124,8 @@ import Testing
         let out = product(c)
         var reference = start
         bp_sgemm_ref(
-            0, c.transB ? 1 : 0, Int64(c.m), Int64(c.n), Int64(c.k), 1, a, Int64(c.k + 3), b,
+            c.transA ? 1 : 0, c.transB ? 1 : 0, Int64(c.m), Int64(c.n), Int64(c.k), 1, a,
+            Int64(c.aShape.cols + 3), b,
             Int64(c.bShape.cols + 2), c.accumulate ? 1 : 0, &reference, Int64(c.n + 1))
         #expect(relativeError(out, reference) < 1e-5, "\(c)")
         for row in 0..<c.m { #expect(out[row * (c.n + 1) + c.n] == start[row * (c.n + 1) + c.n], "\(c)") }
