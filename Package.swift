@@ -25,7 +25,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
     ],
     targets: [
-        // The kernels: C, OpenMP, OpenBLAS.
+        // The kernels: C and OpenMP.
         .target(
             name: "CKernels",
             path: "CKernels",
@@ -34,7 +34,6 @@ let package = Package(
             ],
             linkerSettings: [
                 .linkedLibrary("omp5", .when(traits: ["OpenMP"])),
-                .linkedLibrary("openblas"),
                 .linkedLibrary("m"),
             ]
         ),

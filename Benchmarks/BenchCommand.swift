@@ -14,7 +14,7 @@ struct BenchCommand: ParsableCommand {
     )
 
     @Option(help: "The workloads file.") var workloads = "../shared/bench/workloads.json"
-    @Option(help: "Threads for the kernels and BLAS (default: OMP_NUM_THREADS, or every core).") var threads: Int?
+    @Option(help: "Threads for the kernels (default: OMP_NUM_THREADS, or every core).") var threads: Int?
     @Option(help: "Only these workloads, comma-separated.") var only: String?
     @Option(name: .customLong("min-time"), help: "Seconds of repetitions per phase (at least 5 runs).") var minTime =
         0.5
@@ -27,13 +27,7 @@ struct BenchCommand: ParsableCommand {
     var precision: Precision = .fp32
 
     static func main() {
-        if let better = ProcessSetup.configure() {
-            FileHandle.standardError.write(
-                Data(
-                    ("backprop-bench: OpenBLAS loaded its \(BLASRuntime.coreName) kernels, but this "
-                        + "CPU supports \(better): run with OPENBLAS_CORETYPE=\(better) for the matrix products' real speed.\n")
-                        .utf8))
-        }
+        ProcessSetup.configure()
         main(nil)
     }
 
@@ -58,7 +52,7 @@ struct BenchCommand: ParsableCommand {
         print("Machine: \(machine.description)")
         print(
             "Backprop on \(threadCount) thread(s); product kernel \(bp_product_vector_width())-float vectors; "
-                + "OpenBLAS core \(BLASRuntime.coreName); peak \(String(format: "%.1f", peak)) GFLOP/s"
+                + "peak \(String(format: "%.1f", peak)) GFLOP/s"
         )
         print(Table.header)
         var results: [String: [String: Double]] = [:], failed: [String] = []
@@ -87,7 +81,7 @@ struct BenchCommand: ParsableCommand {
         }
         if let json {
             let object: [String: Any] = [
-                "engine": "backprop (OpenBLAS \(BLASRuntime.coreName))", "threads": threadCount,
+                "engine": "backprop", "threads": threadCount,
                 "results": results, "machine": machine.description,
             ]
             let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])

@@ -68,7 +68,6 @@ kept=$(awk -v marker="$marker" 'found || $0 == marker { found = 1; print }' "$he
     echo
     echo "- Date: $(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!Benchmarks/BENCHMARKS.md' ':!Benchmarks/results' || echo ' (with uncommitted changes)')"
     echo "- Machine: $(sed -n 's/^Machine: //p' "$results/backprop_1thread.txt"); $(nproc) cores"
-    echo "- OpenBLAS: $(sed -n 's/.*OpenBLAS core \([^;]*\);.*/\1/p' "$results/backprop_1thread.txt") kernels, single-threaded under Backprop's own OpenMP tiling"
     echo "- PyTorch: $(python3 -c "import json;print(json.load(open('$results/torch_1thread.json'))['engine'])"), measured on this machine on $(cat "$results/torch_measured_on" 2>/dev/null || echo 'an earlier day')"
     echo
     echo "Workloads the library cannot run yet are skipped and show as \`missing\`."

@@ -1,11 +1,5 @@
-// Does OpenBLAS use kernels as wide as this CPU allows?
-//
-// OpenBLAS 0.3.21 does not know some newer CPUs and falls back to its Prescott (SSE3) kernels:
-// sgemm runs about 5x slower than with OPENBLAS_CORETYPE=SkylakeX on an AVX-512 machine. OpenBLAS
-// reads that variable only when it loads, so the remedy is the environment of a new process.
+// Which vector extensions this CPU and its OS support (cpuid and xgetbv).
 #include "CKernels.h"
-
-#include <string.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
@@ -32,21 +26,3 @@ int bp_cpu_vector_level(void) {
 #else
 int bp_cpu_vector_level(void) { return 0; }
 #endif
-
-// Cores whose sgemm kernels use AVX2 and FMA, and those among them that use AVX-512.
-static const char *const avx2_cores[] = {"haswell", "zen", "skylakex", "cooperlake", "sapphirerapids", NULL};
-static const char *const avx512_cores[] = {"skylakex", "cooperlake", "sapphirerapids", NULL};
-
-static int listed(const char *core, const char *const *list) {
-    for (; *list; list++)
-        if (strcasecmp(core, *list) == 0) return 1;
-    return 0;
-}
-
-const char *bp_blas_better_coretype(const char *core, int vector_level) {
-    if (vector_level >= 2 && !listed(core, avx512_cores)) return "SkylakeX";
-    if (vector_level == 1 && !listed(core, avx2_cores)) return "Haswell";
-    return NULL;
-}
-
-const char *bp_blas_check(void) { return bp_blas_better_coretype(bp_blas_corename(), bp_cpu_vector_level()); }

@@ -128,12 +128,12 @@ typedef void bp_micro_rows(int64_t kc, const float *a, int64_t lda, const float 
 typedef void bp_micro_columns(int64_t kc, const float *a, int64_t lda, const float *b, int64_t ldb, float *c,
                               int64_t ldc, int accumulate, int64_t rows, int64_t cols);
 
-/// Whether the caller runs inside an active OpenMP parallel region (gemm.c).
+/// Whether the caller runs inside an active OpenMP parallel region (threads.c).
 int bp_in_parallel(void);
 
 /// C [m, n] (+ C when `accumulate`) = op(A) · op(B), a layer's product in its `precision`
 /// (BP_FP32, BP_BF16, BP_BF16_EMULATED): bfloat16 through bp_bf16_gemm, float32 through
-/// bp_matrix_product (gemm.c). Returns the bytes of scratch it could not allocate.
+/// bp_matrix_product (matrix_product.c). Returns the bytes of scratch it could not allocate.
 int64_t bp_layer_product(int32_t precision, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, const float *a,
                          int64_t lda, const float *b, int64_t ldb, int accumulate, float *c, int64_t ldc);
 

@@ -156,3 +156,11 @@ int64_t bp_matrix_product(int trans_a, int trans_b, int64_t m, int64_t n, int64_
     if (trans_a) return columns_product(trans_b, m, n, k, a, lda, b, ldb, accumulate, c, ldc);
     return rows_product(trans_b, m, n, k, a, lda, b, ldb, accumulate, c, ldc);
 }
+
+int64_t bp_layer_product(int32_t precision, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, const float *a,
+                         int64_t lda, const float *b, int64_t ldb, int accumulate, float *c, int64_t ldc) {
+    if (precision != BP_FP32)
+        return bp_bf16_gemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc, accumulate,
+                            precision == BP_BF16_EMULATED);
+    return bp_matrix_product(trans_a, trans_b, m, n, k, a, lda, b, ldb, accumulate, c, ldc);
+}

@@ -21,22 +21,14 @@
 extern "C" {
 #endif
 
-// MARK: - Threads and BLAS (gemm.c)
+// MARK: - Threads (threads.c) and the CPU
 
-/// Sets the thread count of every kernel, the matrix products included (OpenBLAS itself stays
-/// single-threaded: bp_sgemm hands it tiles from our OpenMP threads).
+/// Sets the thread count of every kernel (OpenMP's), at least 1.
 void bp_set_num_threads(int n);
-/// Sets OpenBLAS to one thread (once; later calls do nothing). The bits of every product depend on
-/// it, so bp_sgemm and bp_set_num_threads call it too; it prints nothing.
-void bp_blas_single_threaded(void);
 /// The thread count the kernels use (1 when built without OpenMP).
 int bp_num_threads(void);
 /// 1 when the kernels were compiled with OpenMP, else 0.
 int bp_has_openmp(void);
-/// The name of the core whose kernels OpenBLAS loaded ("Haswell", "SkylakeX", "Prescott", ...).
-const char *bp_blas_corename(void);
-/// OpenBLAS's build description (version, threading model, DYNAMIC_ARCH ...).
-const char *bp_blas_config(void);
 
 /// 2 when the CPU and OS support AVX-512 (F, DQ, BW, VL), 1 for AVX2 with FMA, else 0 (cpu.c).
 int bp_cpu_vector_level(void);
@@ -47,22 +39,6 @@ int bp_product_vector_width(void);
 /// AVX-512 (to compare the two on one machine); BACKPROP_AVX2=1 in the environment sets it for a
 /// process. Kernels already running keep the product they started with.
 void bp_product_force_avx2(int force);
-/// The OPENBLAS_CORETYPE that would give OpenBLAS kernels as wide as `vector_level` allows when
-/// `core` (OpenBLAS's choice) falls short of it ("SkylakeX", "Haswell"), else NULL.
-const char *bp_blas_better_coretype(const char *core, int vector_level);
-/// bp_blas_better_coretype for the loaded OpenBLAS and this CPU.
-const char *bp_blas_check(void);
-
-/// C[m,n] = alpha * op(A)[m,k] * op(B)[k,n] + beta * C, row-major; op transposes when trans_* != 0.
-/// The one place that calls BLAS: C is split into tiles that depend on the shape alone, computed
-/// in parallel, so the result is bit-identical for any thread count. Call it outside OpenMP
-/// parallel regions (inside one, it runs on the calling thread).
-void bp_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
-              const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
-/// The same product as one single-threaded BLAS call on the calling thread, inside or outside
-/// a parallel region: for kernels that parallelise over images and multiply within each.
-void bp_sgemm_serial(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
-                     int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
 /// C[m,n] (+)= op(A)[m,k] · op(B)[k,n] (`accumulate`: added to C), row-major, op(X) = Xᵀ when
 /// `trans_*`, on our register-blocked kernels (matrix_product.c), OpenMP-parallel (on the calling
 /// thread inside a parallel region): each element sums its k terms in the blocks of the
@@ -72,9 +48,9 @@ void bp_sgemm_serial(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, 
 /// could not allocate.
 int64_t bp_matrix_product(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                           const float *b, int64_t ldb, int accumulate, float *c, int64_t ldc);
-/// The same product as three plain loops with a double accumulator.
-void bp_sgemm_ref(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
-                  const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
+/// The same product as three plain loops with a double accumulator (reference/matrix_product_ref.c).
+void bp_matrix_product_ref(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                           const float *b, int64_t ldb, int accumulate, float *c, int64_t ldc);
 
 // MARK: - The machine (machine.c)
 
@@ -129,7 +105,7 @@ void bp_add_inplace(float *y, const float *x, int64_t n);
 
 // MARK: - Linear (linear.c): x [rows, in], weight [out, in], bias [out], y [rows, out]
 
-/// The arithmetic of a layer's matrix products (`precision`): float32 through bp_sgemm, or
+/// The arithmetic of a layer's matrix products (`precision`): float32 through bp_matrix_product, or
 /// bfloat16 inputs with float32 sums through bp_bf16_gemm, by the instruction where the CPU has it
 /// (BP_BF16) or by its emulation (BP_BF16_EMULATED, the same bits). Each returns the bytes of
 /// scratch it could not allocate, else 0.

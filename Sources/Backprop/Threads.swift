@@ -1,7 +1,7 @@
 import CKernels
 
-/// The thread count of Backprop's kernels. One setting governs both the OpenMP kernels and
-/// OpenBLAS; it starts from OMP_NUM_THREADS, or the core count when that is unset.
+/// The thread count of Backprop's kernels (OpenMP's). It starts from OMP_NUM_THREADS, or the core
+/// count when that is unset.
 /// Results are bit-identical for any count.
 public enum Threads {
     public static var count: Int {

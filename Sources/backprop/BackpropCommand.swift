@@ -12,14 +12,14 @@ struct BackpropCommand: ParsableCommand {
     )
 
     static func main() {
-        ProcessLaunch.configure()
+        ProcessSetup.configure()
         main(nil)
     }
 }
 
 /// Common options of the subcommands.
 struct ThreadOptions: ParsableArguments {
-    @Option(help: "Threads for the kernels and BLAS (default: OMP_NUM_THREADS, or every core).")
+    @Option(help: "Threads for the kernels (default: OMP_NUM_THREADS, or every core).")
     var threads: Int?
 
     func apply() throws {
