@@ -2,6 +2,7 @@ import ArgumentParser
 import Backprop
 import BackpropFixtures
 import BackpropTraining
+import Foundation
 
 @main
 struct BackpropCommand: ParsableCommand {
@@ -11,7 +12,15 @@ struct BackpropCommand: ParsableCommand {
         subcommands: [Train.self, TrainText.self, Sample.self, Eval.self, Verify.self, XOR.self]
     )
 
+    /// Refuses an OMP_NUM_THREADS that OpenMP cannot read before anything starts OpenMP (libomp
+    /// would run with garbage thread counts, or abort), then `ProcessSetup.configure()`.
     static func main() {
+        if let value = ProcessInfo.processInfo.environment["OMP_NUM_THREADS"],
+            let problem = Threads.problem(withEnvironmentValue: value)
+        {
+            FileHandle.standardError.write(Data("Error: \(problem)\n".utf8))
+            Foundation.exit(1)
+        }
         ProcessSetup.configure()
         main(nil)
     }
