@@ -60,20 +60,33 @@ static void pack_b_panel(float *out, const float *b, int64_t ldb, int trans_b, i
     }
 }
 
+// C's rows are shared out in strips of `strip` rows: as many chunks as threads (but not more than
+// strips), or one inside a parallel region (a convolution's, over images: this thread does it all)
+// or for a small product. Chunk `chunk` of `chunks` is rows [*first, *last).
+static int64_t row_chunks(int64_t m, int64_t n, int64_t k, int64_t strip) {
+    int64_t strips = (m + strip - 1) / strip;
+    return m * n * k >= BP_PARALLEL_MIN && !bp_in_parallel() ? min64(bp_num_threads(), strips) : 1;
+}
+
+static void chunk_rows(int64_t m, int64_t strip, int64_t chunk, int64_t chunks, int64_t *first, int64_t *last) {
+    int64_t strips = (m + strip - 1) / strip;
+    *first = chunk * strips / chunks * strip;
+    *last = min64(m, (chunk + 1) * strips / chunks * strip);
+}
+
 // C (+)= A · op(B), A read in place (see above).
 static int64_t rows_product(int trans_b, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
                             int64_t ldb, int accumulate, float *c, int64_t ldc) {
     bp_micro micro = bp_micro_kernel();
-    int64_t mr = micro.mr, strip = 2 * mr, strips = (m + strip - 1) / strip, missing = 0;
-    // Inside a parallel region (a convolution's, over images) this thread does it all.
-    int64_t chunks = m * n * k >= BP_PARALLEL_MIN && !bp_in_parallel() ? min64(bp_num_threads(), strips) : 1;
+    int64_t mr = micro.mr, strip = 2 * mr, chunks = row_chunks(m, n, k, strip), missing = 0;
     int64_t panel_floats = min64(BP_KC, k) * ((min64(NC, n) + BP_NR - 1) / BP_NR) * BP_NR;
     float *packed_b = bp_aligned_alloc(64, chunks, panel_floats * (int64_t)sizeof(float), 0, &missing);
     if (missing) return missing;
 #pragma omp parallel for schedule(static) if (chunks > 1)
     for (int64_t chunk = 0; chunk < chunks; chunk++) {
         float *panels_b = packed_b + chunk * panel_floats;
-        int64_t first = chunk * strips / chunks * strip, last = min64(m, (chunk + 1) * strips / chunks * strip);
+        int64_t first, last;
+        chunk_rows(m, strip, chunk, chunks, &first, &last);
         for (int64_t n0 = 0; n0 < n; n0 += NC) {
             int64_t nc = min64(NC, n - n0), panels = (nc + BP_NR - 1) / BP_NR;
             for (int64_t block = 0; block < bp_kc_blocks(k); block++) {
@@ -113,8 +126,7 @@ static float *unaliased_copy(const float *x, int64_t ldx, int transposed, int64_
 static int64_t columns_product(int trans_b, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                                const float *b, int64_t ldb, int accumulate, float *c, int64_t ldc) {
     bp_micro micro = bp_micro_kernel();
-    int64_t mr = micro.mr, strip = 2 * mr, strips = (m + strip - 1) / strip, missing = 0;
-    int64_t chunks = m * n * k >= BP_PARALLEL_MIN && !bp_in_parallel() ? min64(bp_num_threads(), strips) : 1;
+    int64_t mr = micro.mr, strip = 2 * mr, chunks = row_chunks(m, n, k, strip), missing = 0;
     // Operands with rows a multiple of 4 KB apart are copied (see bp_unaliased_stride), B transposed.
     float *a_copy = bp_unaliased_stride(lda) != lda ? unaliased_copy(a, lda, 0, k, m, &missing) : NULL;
     float *b_copy = trans_b || bp_unaliased_stride(ldb) != ldb ? unaliased_copy(b, ldb, trans_b, k, n, &missing) : NULL;
@@ -126,7 +138,8 @@ static int64_t columns_product(int trans_b, int64_t m, int64_t n, int64_t k, con
     for (int64_t chunk = 0; chunk < chunks; chunk++) {
         // B's last panel when narrower than 16 columns, rows of 16 with zeros after its columns.
         float *edge = edges + chunk * BP_KC * BP_NR;
-        int64_t first = chunk * strips / chunks * strip, last = min64(m, (chunk + 1) * strips / chunks * strip);
+        int64_t first, last;
+        chunk_rows(m, strip, chunk, chunks, &first, &last);
         for (int64_t block = 0; block < bp_kc_blocks(k); block++) {
             int64_t k0, kc;
             bp_kc_block(k, block, &k0, &kc);
