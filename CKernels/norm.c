@@ -1,6 +1,7 @@
 // Batch and layer normalization (see CKernels.h for the math and the statistics' accuracy).
 #include "CKernels.h"
 #include "internal.h"
+#include "pool2d/pool2d.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -163,6 +164,33 @@ static void run_backward(float *dx, const float *dy, const float *x, int64_t cou
 
 enum { CHANNEL_BLOCKS = 8 };
 
+// A tiled max pooling fused after the normalization and its ReLU (bp_batchnorm_relu_maxpool_*),
+// so that the normalised values and their gradient never reach memory: forward, each plane is
+// normalised into its block's scratch plane (in L1) and pooled from there into y and the argmax;
+// backward, each plane's gradient at the normalised values is expanded into the scratch plane from
+// the pooled gradient and the argmax, as the pooling's backward writes it, and read from there.
+// The values are those the separate layers compute, so the bits are theirs.
+typedef struct {
+    bp_pool2d_params plane;  // the pooling of one plane (n = c = 1)
+    uint8_t *index;          // the argmax of every window of every plane: written forward, read backward
+    float *scratch;          // a plane of hw floats per block, `stride` floats apart
+    int64_t stride;
+} fused_pool;
+
+// Block `block`'s scratch plane, or NULL without a pooling.
+static float *block_scratch(const fused_pool *pool, int64_t block) {
+    return pool ? pool->scratch + block * pool->stride : NULL;
+}
+
+// The gradient at the normalised values of plane `plane`: dy's plane, or with a fused pooling
+// (dy then the pooled gradient) its expansion into `scratch`.
+static const float *plane_gradient(const float *dy, const fused_pool *pool, float *scratch, int64_t plane, int64_t hw) {
+    if (!pool) return dy + plane * hw;
+    int64_t pooled = pool->plane.out_h * pool->plane.out_w;
+    plane_tiled_backward(scratch, dy + plane * pooled, pool->index + plane * pooled, &pool->plane);
+    return scratch;
+}
+
 // The affine map of channel ch as the training forward applies it (scale = rstd · gamma in float,
 // as both forwards compute it); the backward rebuilds it for the fused ReLU's gate.
 static affine_map channel_map(const float *mean, const float *rstd, const float *gamma, const float *beta, int64_t ch) {
@@ -196,21 +224,30 @@ static void channel_statistics(float *mean, float *rstd, float *running_mean, fl
     }
 }
 
-// Block `block`'s channels of y, normalised with the saved statistics.
+// Block `block`'s channels of y, normalised with the saved statistics (and pooled, with `pool`).
 static void block_normalize(float *y, const float *x, const float *mean, const float *rstd, const float *gamma,
-                            const float *beta, int64_t n, int64_t c, int64_t hw, int relu, int64_t block) {
-    int64_t first, end;
+                            const float *beta, int64_t n, int64_t c, int64_t hw, int relu, const fused_pool *pool,
+                            int64_t block) {
+    int64_t first, end, pooled = pool ? pool->plane.out_h * pool->plane.out_w : 0;
     channel_block(c, block, &first, &end);
+    float *scratch = block_scratch(pool, block);
     for (int64_t b = 0; b < n; b++)
         for (int64_t ch = first; ch < end; ch++) {
             affine_map map = channel_map(mean, rstd, gamma, beta, ch);
-            run_affine(y + (b * c + ch) * hw, x + (b * c + ch) * hw, hw, &map, relu);
+            int64_t plane = b * c + ch;
+            if (!pool) {
+                run_affine(y + plane * hw, x + plane * hw, hw, &map, relu);
+                continue;
+            }
+            run_affine(scratch, x + plane * hw, hw, &map, relu);
+            plane_tiled(y + plane * pooled, pool->index + plane * pooled, scratch, &pool->plane);
         }
 }
 
-int64_t bp_batchnorm_forward_train(float *y, float *mean, float *rstd, float *running_mean, float *running_var,
-                                   const float *x, const float *gamma, const float *beta, int64_t n, int64_t c,
-                                   int64_t hw, float eps, float momentum, int relu) {
+// The training forward (see bp_batchnorm_forward_train), pooled with `pool`.
+static int64_t forward_train(float *y, float *mean, float *rstd, float *running_mean, float *running_var,
+                             const float *x, const float *gamma, const float *beta, int64_t n, int64_t c, int64_t hw,
+                             float eps, float momentum, int relu, const fused_pool *pool) {
     int64_t missing = 0;
     moments *m = bp_calloc(c, sizeof(moments), &missing);
     if (!m) return missing;
@@ -221,10 +258,16 @@ int64_t bp_batchnorm_forward_train(float *y, float *mean, float *rstd, float *ru
         block_moments(m, x, n, c, hw, block);
         for (int64_t ch = first; ch < end; ch++)
             channel_statistics(mean, rstd, running_mean, running_var, &m[ch], ch, eps, momentum);
-        block_normalize(y, x, mean, rstd, gamma, beta, n, c, hw, relu, block);
+        block_normalize(y, x, mean, rstd, gamma, beta, n, c, hw, relu, pool, block);
     }
     free(m);
     return 0;
+}
+
+int64_t bp_batchnorm_forward_train(float *y, float *mean, float *rstd, float *running_mean, float *running_var,
+                                   const float *x, const float *gamma, const float *beta, int64_t n, int64_t c,
+                                   int64_t hw, float eps, float momentum, int relu) {
+    return forward_train(y, mean, rstd, running_mean, running_var, x, gamma, beta, n, c, hw, eps, momentum, relu, NULL);
 }
 
 int64_t bp_batchnorm_moments(double *out, const float *x, int64_t n, int64_t c, int64_t hw) {
@@ -260,7 +303,7 @@ void bp_batchnorm_normalize(float *y, const float *x, const float *mean, const f
                             const float *beta, int64_t n, int64_t c, int64_t hw, int relu) {
 #pragma omp parallel for schedule(static) if (n * c * hw >= BP_PARALLEL_MIN)
     for (int64_t block = 0; block < CHANNEL_BLOCKS; block++)
-        block_normalize(y, x, mean, rstd, gamma, beta, n, c, hw, relu, block);
+        block_normalize(y, x, mean, rstd, gamma, beta, n, c, hw, relu, NULL, block);
 }
 
 void bp_batchnorm_forward_eval(float *y, const float *x, const float *running_mean, const float *running_var,
@@ -278,13 +321,15 @@ void bp_batchnorm_forward_eval(float *y, const float *x, const float *running_me
 // Block `block`'s channel sums [c, 2]: Σ dy and Σ dy · (x − mean), over its planes in image order.
 static void block_gradient_sums(double *sums, const float *dy, const float *x, const float *mean, const float *rstd,
                                 const float *gamma, const float *beta, int64_t n, int64_t c, int64_t hw, int relu,
-                                int64_t block) {
+                                const fused_pool *pool, int64_t block) {
     int64_t first, end;
     channel_block(c, block, &first, &end);
+    float *scratch = block_scratch(pool, block);
     for (int64_t b = 0; b < n; b++)
         for (int64_t ch = first; ch < end; ch++) {
             affine_map map = channel_map(mean, rstd, gamma, beta, ch);
-            run_gradient_sums(dy + (b * c + ch) * hw, x + (b * c + ch) * hw, hw,
+            int64_t plane = b * c + ch;
+            run_gradient_sums(plane_gradient(dy, pool, scratch, plane, hw), x + plane * hw, hw,
                               (double)mean[2 * ch] + mean[2 * ch + 1], &map, relu, &sums[2 * ch], &sums[2 * ch + 1]);
         }
 }
@@ -311,21 +356,24 @@ static void channel_coefficients(float *k, const double *sums, const float *rstd
 // Block `block`'s channels of dx from the coefficients.
 static void block_backward(float *dx, const float *dy, const float *x, const float *mean, const float *rstd,
                            const float *gamma, const float *beta, const float *coefficients, int64_t n, int64_t c,
-                           int64_t hw, int relu, int64_t block) {
+                           int64_t hw, int relu, const fused_pool *pool, int64_t block) {
     int64_t first, end;
     channel_block(c, block, &first, &end);
+    float *scratch = block_scratch(pool, block);
     for (int64_t b = 0; b < n; b++)
         for (int64_t ch = first; ch < end; ch++) {
             affine_map map = channel_map(mean, rstd, gamma, beta, ch);
             const float *k = coefficients + 3 * ch;
-            run_backward(dx + (b * c + ch) * hw, dy + (b * c + ch) * hw, x + (b * c + ch) * hw, hw, k[0], k[1],
+            int64_t plane = b * c + ch;
+            run_backward(dx + plane * hw, plane_gradient(dy, pool, scratch, plane, hw), x + plane * hw, hw, k[0], k[1],
                          mean[2 * ch], mean[2 * ch + 1], k[2], &map, relu);
         }
 }
 
-int64_t bp_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
-                              const float *mean, const float *rstd, const float *gamma, const float *beta, int64_t n,
-                              int64_t c, int64_t hw, int batch_statistics, int relu) {
+// The backward (see bp_batchnorm_backward), from the pooled gradient with `pool`.
+static int64_t backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x, const float *mean,
+                        const float *rstd, const float *gamma, const float *beta, int64_t n, int64_t c, int64_t hw,
+                        int batch_statistics, int relu, const fused_pool *pool) {
     int64_t missing = 0;
     double *sums = bp_calloc(2 * c, sizeof(double), &missing);        // [ch]: Σ dy, Σ dy · (x − mean)
     float *coefficients = bp_malloc(3 * c, sizeof(float), &missing);  // [ch]: a, b, k of run_backward
@@ -334,16 +382,61 @@ int64_t bp_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const floa
     for (int64_t block = 0; block < CHANNEL_BLOCKS; block++) {
         int64_t first, end;
         channel_block(c, block, &first, &end);
-        block_gradient_sums(sums, dy, x, mean, rstd, gamma, beta, n, c, hw, relu, block);
+        block_gradient_sums(sums, dy, x, mean, rstd, gamma, beta, n, c, hw, relu, pool, block);
         for (int64_t ch = first; ch < end; ch++) {
             channel_parameter_gradients(dgamma, dbeta, sums, rstd, ch);
             channel_coefficients(coefficients, sums, rstd, gamma, (double)(n * hw), batch_statistics, ch);
         }
-        block_backward(dx, dy, x, mean, rstd, gamma, beta, coefficients, n, c, hw, relu, block);
+        block_backward(dx, dy, x, mean, rstd, gamma, beta, coefficients, n, c, hw, relu, pool, block);
     }
     free(sums);
     free(coefficients);
     return 0;
+}
+
+int64_t bp_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                              const float *mean, const float *rstd, const float *gamma, const float *beta, int64_t n,
+                              int64_t c, int64_t hw, int batch_statistics, int relu) {
+    return backward(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, beta, n, c, hw, batch_statistics, relu, NULL);
+}
+
+// MARK: - Batch normalization, ReLU and a tiled max pooling as one layer
+
+int bp_batchnorm_relu_maxpool_fusable(const bp_pool2d_params *pool) { return is_tiled(pool); }
+
+// The fused pooling of `pool` (tiled) with its argmax `index` and scratch planes for the blocks.
+// Returns 0, or the bytes it could not allocate.
+static int64_t fused_pool_make(fused_pool *fused, const bp_pool2d_params *pool, uint8_t *index) {
+    int64_t missing = 0, hw = pool->h * pool->w;
+    *fused = (fused_pool){.plane = *pool, .index = index, .stride = (hw + 15) / 16 * 16};
+    fused->plane.n = fused->plane.c = 1;
+    fused->scratch = bp_aligned_alloc(64, CHANNEL_BLOCKS * fused->stride, sizeof(float), 0, &missing);
+    return missing;
+}
+
+int64_t bp_batchnorm_relu_maxpool_forward_train(float *y, uint8_t *index, float *mean, float *rstd, float *running_mean,
+                                                float *running_var, const float *x, const float *gamma,
+                                                const float *beta, const bp_pool2d_params *pool, float eps,
+                                                float momentum) {
+    fused_pool fused;
+    int64_t missing = fused_pool_make(&fused, pool, index);
+    if (!missing)
+        missing = forward_train(y, mean, rstd, running_mean, running_var, x, gamma, beta, pool->n, pool->c,
+                                pool->h * pool->w, eps, momentum, 1, &fused);
+    free(fused.scratch);
+    return missing;
+}
+
+int64_t bp_batchnorm_relu_maxpool_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
+                                           const uint8_t *index, const float *x, const float *mean, const float *rstd,
+                                           const float *gamma, const float *beta, const bp_pool2d_params *pool) {
+    fused_pool fused;
+    int64_t missing = fused_pool_make(&fused, pool, (uint8_t *)index);
+    if (!missing)
+        missing = backward(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, beta, pool->n, pool->c, pool->h * pool->w, 1, 1,
+                           &fused);
+    free(fused.scratch);
+    return missing;
 }
 
 void bp_batchnorm_gradient_sums(double *sums, const float *dy, const float *x, const float *mean, const float *rstd,
@@ -351,7 +444,7 @@ void bp_batchnorm_gradient_sums(double *sums, const float *dy, const float *x, c
     memset(sums, 0, (size_t)(2 * c) * sizeof(double));
 #pragma omp parallel for schedule(static) if (n * c * hw >= BP_PARALLEL_MIN)
     for (int64_t block = 0; block < CHANNEL_BLOCKS; block++)
-        block_gradient_sums(sums, dy, x, mean, rstd, gamma, beta, n, c, hw, relu, block);
+        block_gradient_sums(sums, dy, x, mean, rstd, gamma, beta, n, c, hw, relu, NULL, block);
 }
 
 int64_t bp_batchnorm_backward_from_sums(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
@@ -367,7 +460,7 @@ int64_t bp_batchnorm_backward_from_sums(float *dx, float *dgamma, float *dbeta, 
     }
 #pragma omp parallel for schedule(static) if (n * c * hw >= BP_PARALLEL_MIN)
     for (int64_t block = 0; block < CHANNEL_BLOCKS; block++)
-        block_backward(dx, dy, x, mean, rstd, gamma, beta, coefficients, n, c, hw, relu, block);
+        block_backward(dx, dy, x, mean, rstd, gamma, beta, coefficients, n, c, hw, relu, NULL, block);
     free(coefficients);
     return 0;
 }

@@ -311,6 +311,21 @@ void bp_batchnorm_forward_eval(float *y, const float *x, const float *running_me
 int64_t bp_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
                               const float *mean, const float *rstd, const float *gamma, const float *beta, int64_t n,
                               int64_t c, int64_t hw, int batch_statistics, int relu);
+/// Batch normalization in training, a ReLU and a tiled max pooling `pool` (kernel = stride, no
+/// padding or dilation: bp_batchnorm_relu_maxpool_fusable) as one layer, for x [n, c, h, w] with
+/// n, c, h, w those of `pool`: the forward writes the pooled y [n, c, out_h, out_w], the argmax
+/// `index` (a byte per output) and the statistics as bp_batchnorm_forward_train; the backward takes
+/// the gradient at the pooled output and adds the parameter gradients and writes dx as
+/// bp_batchnorm_backward does (dx may be x). The normalised values and their gradient stay in a
+/// plane of scratch per thread; every bit is that of the three layers one after the other.
+int bp_batchnorm_relu_maxpool_fusable(const bp_pool2d_params *pool);
+int64_t bp_batchnorm_relu_maxpool_forward_train(float *y, uint8_t *index, float *mean, float *rstd, float *running_mean,
+                                                float *running_var, const float *x, const float *gamma,
+                                                const float *beta, const bp_pool2d_params *pool, float eps,
+                                                float momentum);
+int64_t bp_batchnorm_relu_maxpool_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
+                                           const uint8_t *index, const float *x, const float *mean, const float *rstd,
+                                           const float *gamma, const float *beta, const bp_pool2d_params *pool);
 /// The training forward in pieces, for statistics over several micro-batches (synchronized batch
 /// norm): each micro-batch's moments [c, 3] = {count, mean, M2 = Σ (x − mean)²} per channel, summed
 /// as the forward sums them; merges of moments (Chan's formula) in the caller's order, where moments

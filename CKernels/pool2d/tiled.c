@@ -113,21 +113,28 @@ static void avg_row_2x2(float *y, const float *r0, const float *r1, int64_t out_
     }
 }
 
-// Row ti of a row of 2×2 windows' input gradient. Max: dy at the argmax, 0 at the other tap.
-// Average (index NULL): dy / divisor at both taps.
-__attribute__((always_inline)) static inline void row_2x2_backward(float *row, const float *dy, const uint8_t *index,
-                                                                   int ti, int64_t out_w, float divisor, int room) {
-    for (int64_t ow = 0; ow < out_w; ow += 8) {
+// The two input rows (top, bottom) of a row of 2×2 windows' input gradient, each group of
+// gradients loaded once for both. Max: dy at the argmax, 0 at the other taps. Average (index
+// NULL): dy / divisor at every tap. With `room`, a row's last group writes past the row's windows
+// into the next row; the groups run last to first, so that the next row's first group, stored
+// later, overwrites that (the bottom row's by this call, the next window row's by the next).
+__attribute__((always_inline)) static inline void rows_2x2_backward(float *top, float *bottom, const float *dy,
+                                                                    const uint8_t *index, int64_t out_w, float divisor,
+                                                                    int room) {
+    for (int64_t ow = (out_w - 1) / 8 * 8; ow >= 0; ow -= 8) {
         int64_t count = out_w - ow < 8 ? out_w - ow : 8;
         v8f grad, zero = {0};
         v8i tap;
         load_gradients(&grad, &tap, dy + ow, index ? index + ow : NULL, count, room);
         if (index) {
-            v8f left = BLEND(tap == 2 * ti, grad, zero), right = BLEND(tap == 2 * ti + 1, grad, zero);
-            store_pairs(row + 2 * ow, &left, &right, count, room);
+            v8f top_left = BLEND(tap == 0, grad, zero), top_right = BLEND(tap == 1, grad, zero);
+            v8f bottom_left = BLEND(tap == 2, grad, zero), bottom_right = BLEND(tap == 3, grad, zero);
+            store_pairs(top + 2 * ow, &top_left, &top_right, count, room);
+            store_pairs(bottom + 2 * ow, &bottom_left, &bottom_right, count, room);
         } else {
             v8f share = grad / divisor + zero;
-            store_pairs(row + 2 * ow, &share, &share, count, room);
+            store_pairs(top + 2 * ow, &share, &share, count, room);
+            store_pairs(bottom + 2 * ow, &share, &share, count, room);
         }
     }
 }
@@ -183,19 +190,19 @@ void plane_tiled_backward(float *dx, const float *dy, const uint8_t *index, cons
     for (int64_t oh = 0; oh < p->out_h; oh++) {
         const float *g = dy + oh * p->out_w;
         const uint8_t *idx = index ? index + oh * p->out_w : NULL;
+        if (kh == 2 && kw == 2) {
+            // Room for a full last group: 8 more gradients, and 16 more floats of dx in the bottom row.
+            int room =
+                (oh + 1) * p->out_w + 8 <= p->out_h * p->out_w && (2 * oh + 1) * w + 2 * p->out_w + 16 <= p->h * w;
+            rows_2x2_backward(dx + 2 * oh * w, dx + (2 * oh + 1) * w, g, idx, p->out_w, divisor, room);
+        }
         for (int64_t ti = 0; ti < kh; ti++) {
             float *row = dx + (oh * kh + ti) * w;
-            if (kh == 2 && kw == 2) {
-                // Room for a full last group: 8 more gradients, and 16 more floats of dx.
-                int room =
-                    (oh + 1) * p->out_w + 8 <= p->out_h * p->out_w && (2 * oh + ti) * w + 2 * p->out_w + 16 <= p->h * w;
-                row_2x2_backward(row, g, idx, (int)ti, p->out_w, divisor, room);
-            } else {
+            if (kh != 2 || kw != 2)
                 for (int64_t ow = 0; ow < p->out_w; ow++)
                     for (int64_t tj = 0; tj < kw; tj++)
                         row[ow * kw + tj] =
                             idx ? (idx[ow] == ti * kw + tj ? g[ow] + 0.0f : 0.0f) : g[ow] / divisor + 0.0f;
-            }
             if (covered < w) memset(row + covered, 0, (size_t)(w - covered) * sizeof(float));
         }
     }

@@ -87,7 +87,8 @@ public protocol Module: AnyObject, CustomStringConvertible {
     func forwardWithoutInputGradient(_ input: Tensor) throws -> (output: Tensor, backward: ParameterBackward)
 
     /// When this module can run together with `next` as one layer with the same bits (batch norm
-    /// followed by ReLU), that layer; nil by default. Containers ask it of each pair of neighbours.
+    /// followed by ReLU; that pair followed by max pooling), that layer; nil by default. Containers
+    /// ask it of each layer and its next neighbour, and again of the layer it returns.
     func fused(with next: Module) -> Module?
 
     /// The modules this one holds, by the names PyTorch gives them ("0", "1" in `nn.Sequential`).

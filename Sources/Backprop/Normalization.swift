@@ -165,28 +165,96 @@ public class BatchNorm: Module {
             { [weight, bias] gradOutput in
                 try checkGradient(gradOutput, matches: shape, in: self)
                 let (dx, missing) = saved.overwritingExpansion { dx, x in
-                    gradOutput.withPointer { dy in
-                        mean.withPointer { m in
-                            rstd.withPointer { r in
-                                withOptionalPointer(weight?.value) { gamma in
-                                    withOptionalPointer(bias?.value) { beta in
-                                        withOptionalMutablePointer(weight) { dgamma in
-                                            withOptionalMutablePointer(bias) { dbeta in
-                                                bp_batchnorm_backward(
-                                                    dx, dgamma, dbeta, dy, x, m, r, gamma, beta, n, c, hw,
-                                                    batchStatistics ? 1 : 0, fusingReLU ? 1 : 0)
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                        }
+                    withBackwardPointers(gradOutput, mean, rstd, weight, bias) { dy, m, r, gamma, beta, dgamma, dbeta in
+                        bp_batchnorm_backward(
+                            dx, dgamma, dbeta, dy, x, m, r, gamma, beta, n, c, hw, batchStatistics ? 1 : 0,
+                            fusingReLU ? 1 : 0)
                     }
                 }
                 try checkAllocation(missing, self)
                 return dx
             }
         )
+    }
+}
+
+extension BatchNorm {
+    /// The training forward with a ReLU and the max pooling `parameters` (of `pool`) fused after it:
+    /// the normalised values and their gradient never reach memory, the bits are those of the three
+    /// layers. Nil where that does not apply: statistics not of this batch, running statistics
+    /// deferred, or windows that do not tile the input (bp_batchnorm_relu_maxpool_fusable).
+    func forwardPooled(
+        _ input: Tensor, pool parameters: bp_pool2d_params, of pool: Module
+    ) throws -> (
+        output: Tensor, backward: Backward
+    )? {
+        var p = parameters
+        guard isTraining || runningMean == nil, !(isTraining && defersRunningUpdate && runningMean != nil),
+            bp_batchnorm_relu_maxpool_fusable(&p) != 0
+        else { return nil }
+        _ = try sizes(of: input, batchStatistics: true)
+        let outputShape = [input.shape[0], numFeatures, Int(p.out_h), Int(p.out_w)]
+        var m = [Float](repeating: 0, count: 2 * numFeatures), r = [Float](repeating: 0, count: numFeatures)
+        var index: [UInt8] = [], missing: Int64 = 0
+        let output: Tensor = input.withPointer { x in
+            withOptionalPointer(weight?.value) { gamma in
+                withOptionalPointer(bias?.value) { beta in
+                    Tensor.filled(outputShape) { y in
+                        index = uninitializedArray(outputShape.reduce(1, *)) { argmax in
+                            withOptionalBufferPointers(isTraining ? runningMean : nil, isTraining ? runningVar : nil) {
+                                rm, rv in
+                                missing = bp_batchnorm_relu_maxpool_forward_train(
+                                    y, argmax, &m, &r, rm, rv, x, gamma, beta, &p, eps, momentum)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        try checkAllocation(missing, self)
+        if isTraining { batchesTracked?.value += 1 }
+        let saved = SavedTensor(input), kept = KeptArgmax(.bytes(index))
+        let (mean, rstd) = (
+            Tensor(unchecked: [numFeatures, 2], scalars: m), Tensor(unchecked: [numFeatures], scalars: r)
+        )
+        return (
+            output,
+            { [weight, bias] gradOutput in
+                try checkGradient(gradOutput, matches: outputShape, in: pool)
+                guard case .bytes(let argmax) = kept.argmax else { preconditionFailure("a tiled pooling keeps bytes") }
+                let (dx, missing) = saved.overwritingExpansion { dx, x in
+                    withBackwardPointers(gradOutput, mean, rstd, weight, bias) { dy, m, r, gamma, beta, dgamma, dbeta in
+                        bp_batchnorm_relu_maxpool_backward(dx, dgamma, dbeta, dy, argmax, x, m, r, gamma, beta, &p)
+                    }
+                }
+                try checkAllocation(missing, self)
+                return dx
+            }
+        )
+    }
+}
+
+/// Calls `body` with what every batch-norm backward kernel reads and adds to: the output gradient,
+/// the saved mean and rstd, gamma and beta and their gradients (nil without the affine parameters).
+private func withBackwardPointers<R>(
+    _ gradOutput: Tensor, _ mean: Tensor, _ rstd: Tensor, _ weight: Parameter?, _ bias: Parameter?,
+    _ body: (
+        UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>?,
+        UnsafePointer<Float>?, UnsafeMutablePointer<Float>?, UnsafeMutablePointer<Float>?
+    ) -> R
+) -> R {
+    gradOutput.withPointer { dy in
+        mean.withPointer { m in
+            rstd.withPointer { r in
+                withOptionalPointer(weight?.value) { gamma in
+                    withOptionalPointer(bias?.value) { beta in
+                        withOptionalMutablePointer(weight) { dgamma in
+                            withOptionalMutablePointer(bias) { dbeta in body(dy, m, r, gamma, beta, dgamma, dbeta) }
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -205,6 +273,36 @@ private final class BatchNormReLU: Module {
 
     func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
         try norm.forward(input, fusingReLU: true)
+    }
+
+    /// Followed by a max pooling, the three run as one layer (`BatchNormReLUMaxPool`).
+    func fused(with next: Module) -> Module? {
+        (next as? MaxPool2D).map { BatchNormReLUMaxPool(norm, $0) }
+    }
+}
+
+/// A BatchNorm, a ReLU and a MaxPool2D as one layer, for the container that holds them: fused
+/// (`BatchNorm.forwardPooled`) where that applies, else the layers one after the other.
+private final class BatchNormReLUMaxPool: Module {
+    let norm: BatchNorm
+    let pool: MaxPool2D
+
+    init(_ norm: BatchNorm, _ pool: MaxPool2D) { (self.norm, self.pool) = (norm, pool) }
+
+    var isTraining: Bool {
+        get { norm.isTraining }
+        set { (norm.isTraining, pool.isTraining) = (newValue, newValue) }
+    }
+
+    var description: String { "\(norm) + ReLU() + \(pool)" }
+
+    func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
+        _ = try norm.sizes(of: input, batchStatistics: false)  // the norm names a wrong shape first
+        let parameters = try pool.window.parameters(for: input.shape, in: pool)
+        if let fused = try norm.forwardPooled(input, pool: parameters, of: pool) { return fused }
+        let (normalised, normBackward) = try norm.forward(input, fusingReLU: true)
+        let (output, poolBackward) = try pool.forward(normalised)
+        return (output, { try normBackward(poolBackward($0)) })
     }
 }
 

@@ -2,8 +2,8 @@
 /// Its backward applies the layers' backward functions in reverse order:
 /// B[g, z](v) = B[g_1, z](B[g_2, g_1(z)](… B[g_n, ·](v))).
 /// Parameters are named as PyTorch's `nn.Sequential` names them: "<index>.<name>".
-/// Neighbours that can run as one layer (`Module.fused(with:)`: a BatchNorm followed by a ReLU) do,
-/// with the same bits, except while a `ForwardObserver` watches. With `checkpoint(segments:)` the
+/// Neighbours that can run as one layer (`Module.fused(with:)`: a BatchNorm followed by a ReLU, and
+/// that followed by a MaxPool2D) do, with the same bits, except while a `ForwardObserver` watches. With `checkpoint(segments:)` the
 /// layers run as that many `Checkpointed` segments (gradient checkpointing, the same bits).
 public final class Sequential: Module {
     public private(set) var layers: [Module]
@@ -89,10 +89,10 @@ public final class Sequential: Module {
         var index = 0
         while index < layers.count {
             var layer = layers[index], width = 1
-            if observer == nil, index + 1 < layers.count, index + 1 != first,
-                let fused = layer.fused(with: layers[index + 1])
+            while observer == nil, index + width < layers.count, index + width != first,
+                let fused = layer.fused(with: layers[index + width])
             {
-                (layer, width) = (fused, 2)
+                (layer, width) = (fused, width + 1)
             }
             if index < first {
                 output = try layer(output)

@@ -19,26 +19,44 @@ import Testing
         try expectGradientsCorrect(model, input: randomTensor([5, 3], seed: 9))
     }
 
-    /// Sequential runs a BatchNorm followed by a ReLU as one fused layer: its output, input gradient,
-    /// parameter gradients and running statistics must be those of the two layers run one by one,
-    /// bit for bit, in training and in evaluation mode.
-    @Test("a BatchNorm followed by a ReLU gives the bits of the two layers", arguments: [true, false])
-    func fusedBatchNormReLU(training: Bool) throws {
+    /// The pooling after a BatchNorm and a ReLU in `fusedBatchNorm`: none, a tiled one (fused with
+    /// them in training), and one whose windows overlap (never fused).
+    enum PoolAfterNorm: CaseIterable, Sendable {
+        case none, tiled, overlapping
+
+        func layers() throws -> [Module] {
+            switch self {
+            case .none: []
+            case .tiled: [try MaxPool2D(kernelSize: 2)]
+            case .overlapping: [try MaxPool2D(kernelSize: 3, stride: 2, padding: 1)]
+            }
+        }
+    }
+
+    /// Sequential runs a BatchNorm followed by a ReLU (and a MaxPool2D) as one fused layer: its
+    /// output, input gradient, parameter gradients and running statistics must be those of the
+    /// layers run one by one, bit for bit, in training and in evaluation mode.
+    @Test(
+        "a BatchNorm followed by a ReLU (and max pooling) gives the bits of the layers",
+        arguments: [true, false], PoolAfterNorm.allCases)
+    func fusedBatchNorm(training: Bool, pool: PoolAfterNorm) throws {
         func layers() throws -> [Module] {
             let norm = try BatchNorm2D(3)
             try norm.weight!.load(randomTensor([3], seed: 4, 0.5, 1.5), name: "weight")
             try norm.bias!.load(randomTensor([3], seed: 5), name: "bias")
             try norm.runningVar!.load(randomTensor([3], seed: 6, 0.5, 2), name: "running_var")
-            return [
-                try Conv2D(2, 3, kernelSize: 3, padding: 1, seed: 1), norm, ReLU(),
-                try Conv2D(3, 2, kernelSize: 1, seed: 2),
+            return [try Conv2D(2, 3, kernelSize: 3, padding: 1, seed: 1), norm, ReLU()] + (try pool.layers()) + [
+                try Conv2D(3, 2, kernelSize: 1, seed: 2)
             ]
         }
-        let x = randomTensor([4, 2, 5, 5], seed: 7), v = randomTensor([4, 2, 5, 5], seed: 8)
+        let x = randomTensor([4, 2, 5, 5], seed: 7)
         let fused = Sequential(try layers())
         fused.isTraining = training
         let (y, backward) = try fused.forward(x)
+        let v = randomTensor(y.shape, seed: 8)
         let dx = try backward(v)
+        let chain = fused.layers[1].fused(with: fused.layers[2]).flatMap { $0.fused(with: fused.layers[3]) }
+        #expect((chain != nil) == (pool != .none), "BatchNorm + ReLU fuses with a MaxPool2D after them")
 
         let separate = try layers()
         var z = x, backwards: [Backward] = [], outputs: [Tensor] = []

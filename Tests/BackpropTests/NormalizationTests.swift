@@ -5,13 +5,13 @@ import Testing
 @Suite struct NormalizationTests {
     /// `model(norm)` for a BatchNorm2D(3) with random weight, bias and running variance, checked by
     /// finite differences in training and in evaluation mode.
-    private func expectGradientsInBothModes(_ model: (BatchNorm) -> Module) throws {
+    private func expectGradientsInBothModes(_ model: (BatchNorm) throws -> Module) throws {
         for training in [true, false] {
             let norm = try BatchNorm2D(3)
             try norm.weight!.load(randomTensor([3], seed: 1, 0.5, 1.5), name: "weight")
             try norm.bias!.load(randomTensor([3], seed: 2), name: "bias")
             try norm.runningVar!.load(randomTensor([3], seed: 3, 0.5, 2), name: "running_var")
-            let checked = model(norm)
+            let checked = try model(norm)
             checked.isTraining = training
             let report = try GradientCheck.run(
                 checked, input: randomTensor([2, 3, 4, 5], seed: 4, -2, 2), epsilon: 1e-2)
@@ -30,6 +30,13 @@ import Testing
     /// checked by finite differences, in both modes.
     @Test func fusedBatchNormReLUGradientsInBothModes() throws {
         try expectGradientsInBothModes { Sequential($0, ReLU()) }
+    }
+
+    /// Sequential runs BatchNorm + ReLU + MaxPool2D fused in training (the pooled gradient expanded
+    /// plane by plane inside the normalization's backward), the three one by one in evaluation:
+    /// both checked by finite differences, on 4 × 5 planes (a column outside every window).
+    @Test func fusedBatchNormReLUMaxPoolGradientsInBothModes() throws {
+        try expectGradientsInBothModes { Sequential($0, ReLU(), try MaxPool2D(kernelSize: 2)) }
     }
 
     @Test func layerNormGradients() throws {

@@ -164,6 +164,73 @@ import Testing
         #expect(bits(fusedDx) == bits(dx) && bits(fusedDg) == bits(dg) && bits(fusedDb) == bits(db), "backward")
     }
 
+    /// Batch norm, ReLU and a tiled max pooling as one kernel give the bits of the three kernels
+    /// one after the other, forward (pooled output, argmax, statistics) and backward (dx in place
+    /// over x, as BatchNorm runs it, and the parameter gradients), for any thread count. Planes
+    /// of 28 × 28 (rows of 14 windows: a full group of 8 and a short one), 7 × 9 (a row and a
+    /// column outside every window) and 9 × 9 under 3 × 3 windows.
+    @Test(
+        "batch norm, ReLU and max pooling fused are bit for bit the three kernels",
+        arguments: [(3, 5, 28, 28, 2), (2, 9, 7, 9, 2), (2, 3, 9, 9, 3), (1, 17, 14, 14, 2)])
+    func fusedMaxPool(n: Int, c: Int, h: Int, w: Int, k: Int) {
+        let hw = h * w, (oh, ow) = (h / k, w / k)
+        var p = bp_pool2d_params(
+            n: Int64(n), c: Int64(c), h: Int64(h), w: Int64(w), out_h: Int64(oh), out_w: Int64(ow),
+            kernel_h: Int64(k), kernel_w: Int64(k), stride_h: Int64(k), stride_w: Int64(k), pad_h: 0, pad_w: 0,
+            dilation_h: 1, dilation_w: 1, adaptive: 0, count_include_pad: 1, divisor_override: 0)
+        #expect(bp_batchnorm_relu_maxpool_fusable(&p) == 1)
+        let x = Self.data(n * c * hw, seed: 21, offset: 0.5, spread: 2)
+        var random = TestRandom(seed: 22)
+        let gamma = random.floats(c, 0.5, 1.5), beta = random.floats(c), dz = random.floats(n * c * oh * ow)
+        func separate() -> [[UInt32]] {
+            var u = [Float](repeating: .nan, count: x.count), mean = [Float](repeating: 0, count: 2 * c),
+                rstd = [Float](repeating: 0, count: c), rm = rstd, rv = [Float](repeating: 1, count: c)
+            bp_batchnorm_forward_train(
+                &u, &mean, &rstd, &rm, &rv, x, gamma, beta, Int64(n), Int64(c), Int64(hw), 1e-5, 0.1, 1)
+            var y = [Float](repeating: .nan, count: dz.count), index = [UInt8](repeating: 0, count: dz.count)
+            #expect(bp_maxpool2d_forward(&y, &index, nil, u, &p) == 0)
+            var du = [Float](repeating: .nan, count: x.count)
+            #expect(bp_maxpool2d_backward(&du, dz, index, nil, &p) == 0)
+            var dx = x, dg = [Float](repeating: 0, count: c), db = dg
+            dx.withUnsafeMutableBufferPointer { d in
+                _ = bp_batchnorm_backward(
+                    d.baseAddress, &dg, &db, du, d.baseAddress, mean, rstd, gamma, beta, Int64(n), Int64(c), Int64(hw),
+                    1, 1)
+            }
+            #expect(u.contains(0) && u.contains { $0 > 0 }, "the ReLU cuts some units")
+            return [
+                bits(y), index.map(UInt32.init), bits(mean), bits(rstd), bits(rm), bits(rv), bits(dx), bits(dg),
+                bits(db),
+            ]
+        }
+        func fused() -> [[UInt32]] {
+            var y = [Float](repeating: .nan, count: dz.count), index = [UInt8](repeating: 0, count: dz.count)
+            var mean = [Float](repeating: 0, count: 2 * c), rstd = [Float](repeating: 0, count: c), rm = rstd,
+                rv = [Float](repeating: 1, count: c)
+            #expect(
+                bp_batchnorm_relu_maxpool_forward_train(
+                    &y, &index, &mean, &rstd, &rm, &rv, x, gamma, beta, &p, 1e-5, 0.1)
+                    == 0)
+            var dx = x, dg = [Float](repeating: 0, count: c), db = dg
+            let missing = dx.withUnsafeMutableBufferPointer { d in
+                bp_batchnorm_relu_maxpool_backward(
+                    d.baseAddress, &dg, &db, dz, index, d.baseAddress, mean, rstd, gamma, beta, &p)
+            }
+            #expect(missing == 0)
+            return [
+                bits(y), index.map(UInt32.init), bits(mean), bits(rstd), bits(rm), bits(rv), bits(dx), bits(dg),
+                bits(db),
+            ]
+        }
+        let expected = separate(), got = fused()
+        for (name, (a, b)) in zip(
+            ["y", "argmax", "mean", "rstd", "running mean", "running var", "dx", "dgamma", "dbeta"], zip(expected, got))
+        {
+            #expect(a == b, "\(name), \(n)x\(c)x\(h)x\(w) pooled by \(k)")
+        }
+        expectBitIdentical(fused)
+    }
+
     @Test("normalization is bit-identical for 1, 2 and 3 threads")
     func threadInvariance() {
         let (n, c, hw) = (4, 24, 900)
