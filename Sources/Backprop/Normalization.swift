@@ -102,10 +102,23 @@ public class BatchNorm: Module {
         return (n, c, hw)
     }
 
+    /// Whether a forward normalises with the batch's own statistics: in training, or without
+    /// running statistics.
+    var usesBatchStatistics: Bool { isTraining || runningMean == nil }
+
+    /// Whether a training forward leaves the running statistics' update to
+    /// `updateRunningStatistics(with:)` (statistics over several micro-batches).
+    var defersStatistics: Bool { isTraining && defersRunningUpdate && runningMean != nil }
+
+    /// The saved statistics as the backward kernels read them: mean [C, 2] (hi, lo) and rstd [C].
+    func savedStatistics(_ mean: [Float], _ rstd: [Float]) -> (mean: Tensor, rstd: Tensor) {
+        (Tensor(unchecked: [numFeatures, 2], scalars: mean), Tensor(unchecked: [numFeatures], scalars: rstd))
+    }
+
     func forward(_ input: Tensor, fusingReLU: Bool) throws -> (output: Tensor, backward: Backward) {
-        let batchStatistics = isTraining || runningMean == nil
+        let batchStatistics = usesBatchStatistics
         let (n, c, hw) = try sizes(of: input, batchStatistics: batchStatistics)
-        let deferring = isTraining && defersRunningUpdate && runningMean != nil
+        let deferring = defersStatistics
         var mean = Tensor(unchecked: [numFeatures], scalars: []), rstd = mean, missing: Int64 = 0
         let output: Tensor = input.withPointer { x in
             withOptionalPointer(weight?.value) { gamma in
@@ -116,10 +129,7 @@ public class BatchNorm: Module {
                             r = [Float](repeating: 0, count: numFeatures)
                         missing = bp_batchnorm_moments(&moments, x, n, c, hw)
                         bp_batchnorm_statistics(&m, &r, nil, nil, moments, c, eps, momentum)
-                        (mean, rstd) = (
-                            Tensor(unchecked: [numFeatures, 2], scalars: m),
-                            Tensor(unchecked: [numFeatures], scalars: r)
-                        )
+                        (mean, rstd) = savedStatistics(m, r)
                         deferredMoments = moments
                         return Tensor.filled(input.shape) {
                             bp_batchnorm_normalize($0, x, m, r, gamma, beta, n, c, hw, fusingReLU ? 1 : 0)
@@ -136,10 +146,7 @@ public class BatchNorm: Module {
                                     momentum, fusingReLU ? 1 : 0)
                             }
                         }
-                        (mean, rstd) = (
-                            Tensor(unchecked: [numFeatures, 2], scalars: m),
-                            Tensor(unchecked: [numFeatures], scalars: r)
-                        )
+                        (mean, rstd) = savedStatistics(m, r)
                         return y
                     }
                     let (rm, rv) = (runningMean!.value, runningVar!.value)
@@ -189,9 +196,7 @@ extension BatchNorm {
         output: Tensor, backward: Backward
     )? {
         var p = parameters
-        guard isTraining || runningMean == nil, !(isTraining && defersRunningUpdate && runningMean != nil),
-            bp_batchnorm_relu_maxpool_fusable(&p) != 0
-        else { return nil }
+        guard usesBatchStatistics, !defersStatistics, bp_batchnorm_relu_maxpool_fusable(&p) != 0 else { return nil }
         _ = try sizes(of: input, batchStatistics: true)
         let outputShape = [input.shape[0], numFeatures, Int(p.out_h), Int(p.out_w)]
         var m = [Float](repeating: 0, count: 2 * numFeatures), r = [Float](repeating: 0, count: numFeatures)
@@ -214,9 +219,7 @@ extension BatchNorm {
         try checkAllocation(missing, self)
         if isTraining { batchesTracked?.value += 1 }
         let saved = SavedTensor(input), kept = KeptArgmax(.bytes(index))
-        let (mean, rstd) = (
-            Tensor(unchecked: [numFeatures, 2], scalars: m), Tensor(unchecked: [numFeatures], scalars: r)
-        )
+        let (mean, rstd) = savedStatistics(m, r)
         return (
             output,
             { [weight, bias] gradOutput in

@@ -3,8 +3,9 @@
 /// B[g, z](v) = B[g_1, z](B[g_2, g_1(z)](… B[g_n, ·](v))).
 /// Parameters are named as PyTorch's `nn.Sequential` names them: "<index>.<name>".
 /// Neighbours that can run as one layer (`Module.fused(with:)`: a BatchNorm followed by a ReLU, and
-/// that followed by a MaxPool2D) do, with the same bits, except while a `ForwardObserver` watches. With `checkpoint(segments:)` the
-/// layers run as that many `Checkpointed` segments (gradient checkpointing, the same bits).
+/// that followed by a MaxPool2D) do, with the same bits, except while a `ForwardObserver` watches.
+/// With `checkpoint(segments:)` the layers run as that many `Checkpointed` segments (gradient
+/// checkpointing, the same bits).
 public final class Sequential: Module {
     public private(set) var layers: [Module]
     /// The number of checkpointed segments the layers run as; nil: none (every layer keeps what its
