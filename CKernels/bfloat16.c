@@ -9,7 +9,6 @@
 
 typedef uint32_t v16u __attribute__((vector_size(64)));
 typedef uint16_t v16h __attribute__((vector_size(32)));
-typedef float v16f __attribute__((vector_size(64)));
 
 // MARK: - Conversion
 

@@ -267,6 +267,7 @@ int64_t bp_conv2d_forward(float *y, const float *x, const float *weight, const f
             missing = 0;
     bp_micro micro = bp_micro_kernel();
     if (is_pointwise(p)) return pointwise_forward(y, x, weight, bias, p);
+    if (bp_conv_winograd_fits(p)) return bp_conv2d_forward_winograd(y, x, weight, bias, p);
 #if BP_AVX512_KERNEL
     if (micro.avx512 && !is_depthwise(p) && bp_conv_padding_pays(p))
         return bp_conv2d_forward_direct(y, x, weight, bias, p);
@@ -328,13 +329,14 @@ static int transposed_forward(const bp_conv2d_params *p, bp_conv2d_params *q) {
     return p->stride_h == 1 && p->stride_w == 1 && q->pad_h >= 0 && q->pad_w >= 0;
 }
 
-// Whether the backward-data runs as that forward: where the forward skips enough padding to gain
-// (bp_conv_padding_pays) and its outputs, the input channels, are 32 or more per group (fewer
-// leave the products' row blocks short); elsewhere the column gradient below is faster. A function
-// of the shape alone, so the bits do not depend on the CPU; each dx element is then summed over
-// (k, i', j') in the forward's order and blocks.
+// Whether the backward-data runs as that forward: where the forward runs by Winograd's
+// F(2 × 2, 3 × 3) (bp_conv_winograd_fits), or skips enough padding to gain (bp_conv_padding_pays)
+// with 32 or more outputs, the input channels, per group (fewer leave the products' row blocks
+// short); elsewhere the column gradient below is faster. A function of the shape alone, so the bits
+// do not depend on the CPU; each dx element is then the forward's sum.
 static int data_as_forward(const bp_conv2d_params *p, bp_conv2d_params *q) {
-    return transposed_forward(p, q) && p->c / p->groups >= 32 && !is_depthwise(p) && bp_conv_padding_pays(q);
+    return transposed_forward(p, q) && !is_depthwise(p) &&
+           (bp_conv_winograd_fits(q) || (p->c / p->groups >= 32 && bp_conv_padding_pays(q)));
 }
 
 static int64_t backward_data_as_forward(float *dx, const float *dy, const float *weight, const float *bias,

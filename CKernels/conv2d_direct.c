@@ -30,8 +30,6 @@ enum {
     SLACK = 16,        // floats after the buffer, as conv2d.c allocates it
 };
 
-typedef float v16f __attribute__((vector_size(64)));
-
 #define AVX512 __attribute__((target("arch=x86-64-v4"), min_vector_width(512)))
 
 // What one output row's segments share: the taps, and which of them read inside the image.
@@ -41,27 +39,6 @@ typedef struct {
     const int32_t *column;  // [R]: the tap's kernel column
     int64_t taps;           // R
 } row_taps;
-
-// m[i][j] becomes m[j][i]: in each 2e × 2e block the upper-right and lower-left e × e blocks swap,
-// for e = 8, 4, 2, 1. Row a keeps its columns without bit e and takes row a + e's with it (shifted
-// left by e); row a + e takes row a's without it (shifted right) and keeps its own.
-#define UPPER_8 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23
-#define LOWER_8 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31
-#define UPPER_4 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27
-#define LOWER_4 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31
-#define UPPER_2 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29
-#define LOWER_2 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31
-#define UPPER_1 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30
-#define LOWER_1 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31
-#define SWAP(e)                                                                                                        \
-    for (int a = 0; a < LANES; a++)                                                                                    \
-        if (!(a & e)) {                                                                                                \
-            v16f upper = m[a], lower = m[a + e];                                                                       \
-            m[a] = __builtin_shufflevector(upper, lower, UPPER_##e);                                                   \
-            m[a + e] = __builtin_shufflevector(upper, lower, LOWER_##e);                                               \
-        }
-AVX512 __attribute__((always_inline)) static inline void transpose(v16f m[LANES]) { SWAP(8) SWAP(4) SWAP(2) SWAP(1) }
-#undef SWAP
 
 // y[o · hw + q] = the sums of one segment of W pixels and LANES (the first `outputs` stored)
 // output channels; src is the buffer at the segment's first pixel, w this block's packed weights.
@@ -103,7 +80,7 @@ AVX512 __attribute__((always_inline)) static inline void segment(int W, float *y
     // Rows q become rows o (lanes q < W are the channel's pixels).
     v16f sums[SEGMENT] = {{0}};
     memcpy(sums, total, (size_t)W * sizeof(v16f));
-    transpose(sums);
+    bp_transpose_16x16(sums);
     __mmask16 pixels = (__mmask16)((1u << W) - 1);
     for (int64_t o = 0; o < outputs; o++)
         _mm512_mask_storeu_ps(y + o * hw, pixels, (__m512)(bias ? sums[o] + bias[o] : sums[o]));

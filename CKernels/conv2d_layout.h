@@ -106,6 +106,14 @@ int bp_conv_padding_pays(const bp_conv2d_params *p);
 int64_t bp_conv2d_forward_direct(float *y, const float *x, const float *weight, const float *bias,
                                  const bp_conv2d_params *p);
 
+/// Whether the forward of `p` runs by Winograd's F(2 × 2, 3 × 3) (conv2d_winograd.c): 3 × 3
+/// kernels, stride and dilation 1, one group, padding at most 2, and 16 or more input and output
+/// channels. A function of the shape alone, on every CPU.
+int bp_conv_winograd_fits(const bp_conv2d_params *p);
+/// bp_conv2d_forward by Winograd's F(2 × 2, 3 × 3), where bp_conv_winograd_fits.
+int64_t bp_conv2d_forward_winograd(float *y, const float *x, const float *weight, const float *bias,
+                                   const bp_conv2d_params *p);
+
 /// Whether the direct weight gradient serves `p` and pays (dilation 1, kernels 3, 5 or 7 wide, a
 /// gradient of at most 1 MB).
 int bp_conv_weights_direct_fits(const bp_conv2d_params *p);

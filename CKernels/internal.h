@@ -60,6 +60,8 @@ static inline void bp_split_mean(double mean, float *pair) {
 typedef float v8f __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
 typedef uint8_t v8u8 __attribute__((vector_size(8)));
+/// Sixteen float lanes: one AVX-512 register, two AVX2 ones.
+typedef float v16f __attribute__((vector_size(64)));
 
 /// dst[i] = src[i] for i < n: 8 floats at a time, then the tail as 4, 2 and 1. For short rows,
 /// where a memcpy call (which a copy loop of variable length becomes) costs more than the copy.
@@ -89,6 +91,29 @@ __attribute__((always_inline)) static inline void bp_transpose_8x8(v8f columns[8
         columns[j + 4] = __builtin_shufflevector(v[j], v[j + 4], 4, 5, 6, 7, 12, 13, 14, 15);
     }
 }
+
+/// m[i][j] becomes m[j][i]: in each 2e × 2e block the upper-right and lower-left e × e blocks
+/// swap, for e = 8, 4, 2, 1. Row a keeps its columns without bit e and takes row a + e's with it
+/// (shifted left by e); row a + e takes row a's without it (shifted right) and keeps its own.
+#define BP_UPPER_8 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23
+#define BP_LOWER_8 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31
+#define BP_UPPER_4 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27
+#define BP_LOWER_4 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31
+#define BP_UPPER_2 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29
+#define BP_LOWER_2 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31
+#define BP_UPPER_1 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30
+#define BP_LOWER_1 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31
+#define BP_SWAP(e)                                                                                                     \
+    for (int a = 0; a < 16; a++)                                                                                       \
+        if (!(a & e)) {                                                                                                \
+            v16f upper = m[a], lower = m[a + e];                                                                       \
+            m[a] = __builtin_shufflevector(upper, lower, BP_UPPER_##e);                                                \
+            m[a + e] = __builtin_shufflevector(upper, lower, BP_LOWER_##e);                                            \
+        }
+__attribute__((always_inline)) static inline void bp_transpose_16x16(v16f m[16]) {
+    BP_SWAP(8) BP_SWAP(4) BP_SWAP(2) BP_SWAP(1)
+}
+#undef BP_SWAP
 
 /// Σ x[i] for i < n in float, in 8 interleaved lanes (which vectorise; one running sum does not),
 /// then the tail, then the lanes: a fixed order. Inline, for loops over many short runs inside a

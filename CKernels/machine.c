@@ -13,7 +13,6 @@ static double seconds_now(void) {
 }
 
 // 16 floats: one AVX-512 register, two AVX2 ones; the compiler splits it to what the clone targets.
-typedef float v16f __attribute__((vector_size(64)));
 
 // `rounds` rounds of 12 independent FMA chains of 16 lanes; returns a value that depends on them
 // all, so that none is optimised away.

@@ -18,8 +18,6 @@
 
 enum { MR = 8 };
 
-typedef float v16f __attribute__((vector_size(64)));
-
 #define AVX512 __attribute__((target("arch=x86-64-v4"), min_vector_width(512)))
 
 // acc += A · B over kc steps for the first `mr` rows; row i of A at step t is rows[i][t · step],

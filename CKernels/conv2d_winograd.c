@@ -1,0 +1,268 @@
+// The 3 × 3 convolution with stride 1 by Winograd's minimal filtering F(2 × 2, 3 × 3) (Lavin and
+// Gray, "Fast Algorithms for Convolutional Neural Networks", 2015): a 2 × 2 tile of one output
+// channel costs 16 multiply-adds per input channel instead of 36.
+//
+// Output tile (th, tw) is rows 2th, 2th + 1 and columns 2tw, 2tw + 1; its input patch d[c] is the
+// 4 × 4 block of the zero-padded image at padded rows 2th … 2th + 3 and columns 2tw … 2tw + 3.
+// With G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1], Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1] and
+// Aᵀ = [1 1 1 0; 0 1 −1 −1]:
+//
+//   U[k][c] = G · w[k][c] · Gᵀ           (4 × 4 per channel pair, once per call)
+//   V[c]    = Bᵀ · d[c] · B              (4 × 4 per tile and input channel)
+//   M[k]    = Σ_c U[k][c] ⊙ V[c]         (for each of the 16 positions ξ a product [K, C] · [C, tiles])
+//   y[k]    = Aᵀ · M[k] · A (+ bias[k])  (the tile; rows and columns past the output are dropped)
+//
+// The rounding differs from the direct sum's (relative differences of a few float epsilons).
+// Every step is elementwise in a fixed order: the transforms are sums in the order written here,
+// the Σ_c runs in channel order with one fused multiply-add per term (contracted on AVX2 and
+// AVX-512 alike). So the bits do not depend on the vector width, the product's chunk of tiles or
+// the thread count. Whether a shape runs here depends on the shape alone (bp_conv_winograd_fits).
+//
+// Layout. Output channels go in blocks of 16, one per vector lane (U[kb][ξ][c][16]). Each thread
+// takes whole images, and an image's tiles in bands of whole tile rows whose transformed input
+// V[ξ][c][tile] stays in the second-level cache (BAND_BYTES). For each block of 16 channels, the
+// 16 products fill M[tile][ξ][16] a chunk of at most CHUNK tiles at a time (an accumulator per
+// tile); the output transform turns each tile's M into four 16-channel pixel vectors, each output
+// row's pixels are transposed 16 at a time into channel rows of a staging area, and the band's
+// rows, contiguous in each output plane, are copied out.
+#include "conv2d_layout.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+enum {
+    LANES = 16,               // output channels per block
+    POSITIONS = 16,           // ξ: the 4 × 4 positions of a transformed tile
+    CHUNK_AVX512 = 16,        // tiles per product call: 16 accumulators of 32 registers
+    CHUNK_AVX2 = 6,           // 6 accumulators of two 8-float registers each, of 16
+    BAND_BYTES = 256 * 1024,  // most bytes of V per band
+};
+
+typedef float v8f_unaligned __attribute__((vector_size(32), aligned(4)));
+typedef float v16f_unaligned __attribute__((vector_size(64), aligned(4)));
+
+static int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+int bp_conv_winograd_fits(const bp_conv2d_params *p) {
+    return p->r == 3 && p->s == 3 && p->stride_h == 1 && p->stride_w == 1 && p->dilation_h == 1 && p->dilation_w == 1 &&
+           p->groups == 1 && p->pad_h <= 2 && p->pad_w <= 2 && p->c >= 16 && p->k >= 16;
+}
+
+// The tiling of an image: TH × TW tiles, the padded planes hp × wp (rows and columns enough for
+// every tile's patch and for the input transform's 16-float reads), bands of `band_rows` tile rows.
+typedef struct {
+    int64_t th, tw, hp, wp, band_rows, band_tiles, v_stride, blocks;
+} tiling;
+
+static tiling tiling_of(const bp_conv2d_params *p) {
+    tiling t;
+    t.th = (p->out_h + 1) / 2, t.tw = (p->out_w + 1) / 2;
+    t.hp = 2 * t.th + 2;
+    t.wp = 2 * round_up(t.tw, 8) + 2;  // tiles tw0 … tw0 + 7 read columns 2 · tw0 … 2 · tw0 + 17
+    int64_t row_bytes = POSITIONS * p->c * t.tw * (int64_t)sizeof(float);
+    // Bands of at least CHUNK_AVX512 tiles, so that the products' chunks are full.
+    t.band_rows =
+        min64(t.th, row_bytes * ((CHUNK_AVX512 + t.tw - 1) / t.tw) >= BAND_BYTES ? (CHUNK_AVX512 + t.tw - 1) / t.tw
+                                                                                 : BAND_BYTES / row_bytes);
+    t.band_tiles = t.band_rows * t.tw;
+    t.v_stride = t.band_tiles + 8;  // a row's last 8-tile vector may reach 7 tiles past the band
+    t.blocks = (p->k + LANES - 1) / LANES;
+    return t;
+}
+
+// U[kb][ξ][c][o] = (G · w[kb · 16 + o][c] · Gᵀ)[ξ], 0 past the last output channel. Rows first:
+// (G w)[i] = w[0], ½ (w[0] + w[1] + w[2]), ½ (w[0] − w[1] + w[2]), w[2] (rows of w), then the
+// same over the columns.
+static void transform_weights(float *u, const float *weight, const bp_conv2d_params *p, int64_t blocks) {
+#pragma omp parallel for schedule(static) if (p->k * p->c >= BP_PARALLEL_MIN / 16)
+    for (int64_t k = 0; k < blocks * LANES; k++) {
+        int64_t kb = k / LANES, o = k % LANES;
+        for (int64_t c = 0; c < p->c; c++) {
+            float gw[4][3], out[4][4];
+            const float *w = weight + (k * p->c + c) * 9;
+            for (int64_t j = 0; j < 3; j++) {
+                float w0 = k < p->k ? w[j] : 0.0f, w1 = k < p->k ? w[3 + j] : 0.0f, w2 = k < p->k ? w[6 + j] : 0.0f;
+                gw[0][j] = w0, gw[1][j] = (w0 + w1 + w2) * 0.5f, gw[2][j] = (w0 - w1 + w2) * 0.5f, gw[3][j] = w2;
+            }
+            for (int64_t i = 0; i < 4; i++) {
+                out[i][0] = gw[i][0];
+                out[i][1] = (gw[i][0] + gw[i][1] + gw[i][2]) * 0.5f;
+                out[i][2] = (gw[i][0] - gw[i][1] + gw[i][2]) * 0.5f;
+                out[i][3] = gw[i][2];
+            }
+            for (int64_t xi = 0; xi < POSITIONS; xi++)
+                u[((kb * POSITIONS + xi) * p->c + c) * LANES + o] = out[xi / 4][xi % 4];
+        }
+    }
+}
+
+// The image's channels into the padded planes (whose padding is never written, so a buffer zeroed
+// once serves every image): plane c, row pad_h + ih, column pad_w + iw holds x[c][ih][iw].
+static void copy_in(float *planes, const float *x, const tiling *t, const bp_conv2d_params *p) {
+    for (int64_t c = 0; c < p->c; c++)
+        for (int64_t ih = 0; ih < p->h; ih++)
+            memcpy(planes + (c * t->hp + p->pad_h + ih) * t->wp + p->pad_w, x + (c * p->h + ih) * p->w,
+                   (size_t)p->w * sizeof(float));
+}
+
+// Even and odd lanes of a 16-float vector.
+#define EVEN(v) __builtin_shufflevector(v, v, 0, 2, 4, 6, 8, 10, 12, 14)
+#define ODD(v) __builtin_shufflevector(v, v, 1, 3, 5, 7, 9, 11, 13, 15)
+
+// V[ξ][c][row · TW + tw] = (Bᵀ d B)[ξ] for the tile rows th0 … th0 + rows − 1, 8 tiles of a row at
+// a time: the four patch rows combined first (Bᵀ d: d0 − d2, d1 + d2, d2 − d1, d1 − d3, 16
+// columns at once), then the columns (· B) of tiles tw0 … tw0 + 7 from the even and odd columns
+// at 2tw and 2tw + 2: e − e', o + e', e' − o, o − o'. A row's last vector may write up to 7
+// tiles past it, into the next row's place (written after) or the slack.
+BP_MULTIVERSION
+static void transform_input(float *v, const float *planes, const tiling *t, int64_t channels, int64_t th0,
+                            int64_t rows) {
+    for (int64_t c = 0; c < channels; c++)
+        for (int64_t row = 0; row < rows; row++) {
+            const float *d = planes + (c * t->hp + 2 * (th0 + row)) * t->wp;
+            for (int64_t tw0 = 0; tw0 < t->tw; tw0 += 8) {
+                v8f even[4], odd[4], even2[4], odd2[4];  // rows of Bᵀ d at columns 2tw, 2tw + 1, 2tw + 2, 2tw + 3
+                v16f a[4], b[4];
+                for (int i = 0; i < 4; i++) {
+                    a[i] = *(const v16f_unaligned *)(d + i * t->wp + 2 * tw0);
+                    b[i] = *(const v16f_unaligned *)(d + i * t->wp + 2 * tw0 + 2);
+                }
+                v16f ra[4] = {a[0] - a[2], a[1] + a[2], a[2] - a[1], a[1] - a[3]};
+                v16f rb[4] = {b[0] - b[2], b[1] + b[2], b[2] - b[1], b[1] - b[3]};
+                for (int i = 0; i < 4; i++) {
+                    even[i] = EVEN(ra[i]), odd[i] = ODD(ra[i]);
+                    even2[i] = EVEN(rb[i]), odd2[i] = ODD(rb[i]);
+                }
+                float *out = v + c * t->v_stride + row * t->tw + tw0;
+                int64_t position = channels * t->v_stride;  // floats between positions ξ
+                for (int i = 0; i < 4; i++) {
+                    *(v8f_unaligned *)(out + (4 * i + 0) * position) = even[i] - even2[i];
+                    *(v8f_unaligned *)(out + (4 * i + 1) * position) = odd[i] + even2[i];
+                    *(v8f_unaligned *)(out + (4 * i + 2) * position) = even2[i] - odd[i];
+                    *(v8f_unaligned *)(out + (4 * i + 3) * position) = odd[i] - odd2[i];
+                }
+            }
+        }
+}
+
+// m[j · 256] (the M of tile j at this ξ) = Σ_c u[c][16] · v[c · stride + j] for j < W, c in order.
+__attribute__((always_inline)) static inline void tile_products(int W, float *m, const float *u, const float *v,
+                                                                int64_t channels, int64_t stride) {
+    v16f acc[CHUNK_AVX512];
+#pragma clang loop unroll(full)
+    for (int j = 0; j < W; j++) acc[j] = (v16f){0};
+    for (int64_t c = 0; c < channels; c++) {
+        v16f uc = *(const v16f *)(u + c * LANES);
+        const float *vc = v + c * stride;
+#pragma clang loop unroll(full)
+        for (int j = 0; j < W; j++) acc[j] += uc * vc[j];
+    }
+#pragma clang loop unroll(full)
+    for (int j = 0; j < W; j++) *(v16f *)(m + j * POSITIONS * LANES) = acc[j];
+}
+
+// tile_products with its width a constant, so that the accumulators are registers.
+BP_MULTIVERSION
+static void tile_products_of(int64_t W, float *m, const float *u, const float *v, int64_t channels, int64_t stride) {
+    // clang-format off
+    switch (W) {
+#define WIDTH(n) case n: tile_products(n, m, u, v, channels, stride); break;
+    WIDTH(1) WIDTH(2) WIDTH(3) WIDTH(4) WIDTH(5) WIDTH(6) WIDTH(7) WIDTH(8)
+    WIDTH(9) WIDTH(10) WIDTH(11) WIDTH(12) WIDTH(13) WIDTH(14) WIDTH(15) WIDTH(16)
+#undef WIDTH
+    }
+    // clang-format on
+}
+
+// The band's tiles' Aᵀ M A + bias for one block of output channels, into stage[o][row · out_w + ow]
+// (output row oh0 + row). Rows first: (Aᵀ M)[0] = M0 + M1 + M2, [1] = M1 − M2 − M3 (rows of the
+// 4 × 4), then the same over the columns. A tile row's pixels are gathered in `pixels` [2][2 · TW
+// rounded up to 16][16], transposed 16 at a time and stored as 16 floats per channel in increasing
+// order, so a store past a row's end lands in the next row (written after) or the slack.
+BP_MULTIVERSION
+static void transform_output(float *stage, int64_t stage_stride, v16f *pixels, const float *m, const float *bias,
+                             const tiling *t, int64_t th0, int64_t rows, int64_t outputs, const bp_conv2d_params *p) {
+    int64_t width = round_up(2 * t->tw, 16);
+    v16f b = {0};
+    for (int64_t o = 0; o < outputs && bias; o++) b[o] = bias[o];
+    for (int64_t row = 0; row < rows; row++) {
+        for (int64_t tw = 0; tw < t->tw; tw++) {
+            const v16f *mt = (const v16f *)(m + (row * t->tw + tw) * POSITIONS * LANES);
+            v16f s[2][4];
+            for (int j = 0; j < 4; j++) {
+                s[0][j] = mt[j] + mt[4 + j] + mt[8 + j];
+                s[1][j] = mt[4 + j] - mt[8 + j] - mt[12 + j];
+            }
+            for (int a = 0; a < 2; a++) {
+                v16f y0 = s[a][0] + s[a][1] + s[a][2], y1 = s[a][1] - s[a][2] - s[a][3];
+                pixels[a * width + 2 * tw] = bias ? y0 + b : y0;
+                pixels[a * width + 2 * tw + 1] = bias ? y1 + b : y1;
+            }
+        }
+        for (int a = 0; a < 2; a++) {
+            int64_t oh = 2 * (th0 + row) + a, line = 2 * row + a;
+            if (oh >= p->out_h) break;
+            for (int64_t ow0 = 0; ow0 < p->out_w; ow0 += 16) {
+                v16f block[16];
+                memcpy(block, pixels + a * width + ow0, sizeof block);
+                bp_transpose_16x16(block);
+                for (int64_t o = 0; o < outputs; o++)
+                    *(v16f_unaligned *)(stage + o * stage_stride + line * p->out_w + ow0) = block[o];
+            }
+        }
+    }
+}
+
+int64_t bp_conv2d_forward_winograd(float *y, const float *x, const float *weight, const float *bias,
+                                   const bp_conv2d_params *p) {
+    tiling t = tiling_of(p);
+    int64_t hw = bp_conv_pixels(p), missing = 0;
+    int64_t chunk = bp_micro_kernel().avx512 ? CHUNK_AVX512 : CHUNK_AVX2;
+    int64_t stage_stride = 2 * t.band_rows * p->out_w + 16, width = round_up(2 * t.tw, 16);
+    float *u = bp_aligned_alloc(64, t.blocks * POSITIONS * p->c * LANES, sizeof(float), 0, &missing);
+    if (!u) return missing;
+    transform_weights(u, weight, p, t.blocks);
+#pragma omp parallel if (bp_conv_parallel_over_images(p))
+    {
+        float *planes = bp_calloc(p->c * t.hp * t.wp + 16, sizeof(float), &missing);
+        float *v = bp_malloc(POSITIONS * p->c * t.v_stride, sizeof(float), &missing);
+        float *m = bp_aligned_alloc(64, t.band_tiles * POSITIONS * LANES, sizeof(float), 0, &missing);
+        float *stage = bp_malloc(LANES * stage_stride, sizeof(float), &missing);
+        v16f *pixels = bp_aligned_alloc(64, 2 * width * LANES, sizeof(float), 1, &missing);
+        int ready = planes && v && m && stage && pixels;
+#pragma omp for schedule(static)
+        for (int64_t image = 0; image < p->n; image++) {
+            if (!ready) continue;
+            copy_in(planes, x + image * p->c * p->h * p->w, &t, p);
+            for (int64_t th0 = 0; th0 < t.th; th0 += t.band_rows) {
+                int64_t rows = min64(t.band_rows, t.th - th0), tiles = rows * t.tw,
+                        chunks = (tiles + chunk - 1) / chunk;
+                int64_t oh0 = 2 * th0, lines = min64(2 * rows, p->out_h - oh0);
+                transform_input(v, planes, &t, p->c, th0, rows);
+                for (int64_t kb = 0; kb < t.blocks; kb++) {
+                    int64_t outputs = min64(LANES, p->k - kb * LANES);
+                    for (int64_t xi = 0; xi < POSITIONS; xi++)
+                        for (int64_t i = 0; i < chunks; i++) {
+                            int64_t j0 = i * tiles / chunks, j1 = (i + 1) * tiles / chunks;
+                            tile_products_of(j1 - j0, m + (j0 * POSITIONS + xi) * LANES,
+                                             u + (kb * POSITIONS + xi) * p->c * LANES, v + xi * p->c * t.v_stride + j0,
+                                             p->c, t.v_stride);
+                        }
+                    transform_output(stage, stage_stride, pixels, m, bias ? bias + kb * LANES : NULL, &t, th0, rows,
+                                     outputs, p);
+                    for (int64_t o = 0; o < outputs; o++)
+                        memcpy(y + (image * p->k + kb * LANES + o) * hw + oh0 * p->out_w, stage + o * stage_stride,
+                               (size_t)(lines * p->out_w) * sizeof(float));
+                }
+            }
+        }
+        free(planes);
+        free(v);
+        free(m);
+        free(stage);
+        free(pixels);
+    }
+    free(u);
+    return missing;
+}
