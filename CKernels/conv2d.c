@@ -427,12 +427,25 @@ static void add_bias_chunk(double *dbias, const float *dy, int64_t kg, int64_t h
     for (int64_t k = 0; k < kg; k++) dbias[k] += bp_lane_sum(dy + k * hw + p0, min64(pc, hw - p0));
 }
 
+void bp_conv_add_bias_sums(double *dbias, const float *dy, int64_t kg, int64_t hw) {
+    for (int64_t p0 = 0; p0 < hw; p0 += PC) add_bias_chunk(dbias, dy, kg, hw, p0, PC);
+}
+
+void bp_conv_bias_finish(float *dbias, const double *partial, int64_t blocks, int64_t k) {
+    for (int64_t o = 0; o < k; o++) {
+        double sum = partial[o];
+        for (int64_t b = 1; b < blocks; b++) sum += partial[b * k + o];
+        dbias[o] += (float)sum;
+    }
+}
+
 // Weight gradients: dW_g [kg, R] += dy_g [kg, pixels] · colᵀ, the pixels in chunks of PC, with A
 // packed from dy and B = colᵀ [pixels, BP_NR taps] gathered from the buffer's runs, summed over
 // each block of images (bp_conv_weight_blocks) and its chunks in order. The bias gradient is summed the same way, each
 // chunk's dy rows (in cache: pack_rows just read them) in 8 float lanes into a double per block.
 int64_t bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy, const float *x,
                                    const bp_conv2d_params *p) {
+    if (bp_conv_winograd_fits(p)) return bp_conv2d_backward_weights_winograd(dweight, dbias, dy, x, p);
     int64_t cg = p->c / p->groups, kg = p->k / p->groups, rows = bp_conv_taps(p), hw = bp_conv_pixels(p);
     int64_t size = p->k * rows;  // the weight's element count
     int64_t blocks = bp_conv_weight_blocks(p);
@@ -485,7 +498,7 @@ int64_t bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy
                     bp_conv_copy_in(buffer, xg, &l, p);
 #if BP_AVX512_KERNEL
                     if (direct) {
-                        for (int64_t p0 = 0; p0 < hw && dbias; p0 += PC) add_bias_chunk(dbg, dyg, kg, hw, p0, PC);
+                        if (dbias) bp_conv_add_bias_sums(dbg, dyg, kg, hw);
                         bp_conv_weights_direct(dwg, ld, buffer, dyg, dyt, &l, PC, p);
                         continue;
                     }
@@ -527,12 +540,7 @@ int64_t bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy
             dweight[m * rows + t] += sum;
         }
     }
-    if (dbias)
-        for (int64_t k = 0; k < p->k; k++) {
-            double sum = bias_partial[k];
-            for (int64_t b = 1; b < blocks; b++) sum += bias_partial[b * p->k + k];
-            dbias[k] += (float)sum;
-        }
+    if (dbias) bp_conv_bias_finish(dbias, bias_partial, blocks, p->k);
     free(partial);
     free(bias_partial);
     free(l.offset);

@@ -114,6 +114,17 @@ int bp_conv_winograd_fits(const bp_conv2d_params *p);
 int64_t bp_conv2d_forward_winograd(float *y, const float *x, const float *weight, const float *bias,
                                    const bp_conv2d_params *p);
 
+/// bp_conv2d_backward_weights by Winograd's F(2 × 2, 3 × 3), where bp_conv_winograd_fits.
+int64_t bp_conv2d_backward_weights_winograd(float *dweight, float *dbias, const float *dy, const float *x,
+                                            const bp_conv2d_params *p);
+
+/// The bias gradient's sums, one order for every path of the weight gradient: dbias[o] (a
+/// double per output channel of the group, o < kg) += Σ of dy's row o, in chunks of pixels each
+/// summed in float lanes (bp_lane_sum); and at the end dbias[o] += the blocks' partials
+/// [blocks][k] added in block order, rounded to float.
+void bp_conv_add_bias_sums(double *dbias, const float *dy, int64_t kg, int64_t hw);
+void bp_conv_bias_finish(float *dbias, const double *partial, int64_t blocks, int64_t k);
+
 /// Whether the direct weight gradient serves `p` and pays (dilation 1, kernels 3, 5 or 7 wide, a
 /// gradient of at most 1 MB).
 int bp_conv_weights_direct_fits(const bp_conv2d_params *p);

@@ -146,28 +146,32 @@ static void transform_input(float *v, const float *planes, const tiling *t, int6
         }
 }
 
-// m[j · 256] (the M of tile j at this ξ) = Σ_c u[c][16] · v[c · stride + j] for j < W, c in order.
-__attribute__((always_inline)) static inline void tile_products(int W, float *m, const float *u, const float *v,
-                                                                int64_t channels, int64_t stride) {
+// out[j · ld] (+)= Σ_i a[i · 16] · b[i · bi + j · bj] for j < W and i < count, summed in order from 0
+// (added to out when `accumulate`): 16 output channels in the lanes of each of W accumulators. The
+// forward's M (i a channel, j a tile) and the weight gradient's S (i a tile, j a channel).
+__attribute__((always_inline)) static inline void lane_products(int W, float *out, int64_t ld, int accumulate,
+                                                                const float *a, const float *b, int64_t bi, int64_t bj,
+                                                                int64_t count) {
     v16f acc[CHUNK_AVX512];
 #pragma clang loop unroll(full)
     for (int j = 0; j < W; j++) acc[j] = (v16f){0};
-    for (int64_t c = 0; c < channels; c++) {
-        v16f uc = *(const v16f *)(u + c * LANES);
-        const float *vc = v + c * stride;
+    for (int64_t i = 0; i < count; i++) {
+        v16f ai = *(const v16f *)(a + i * LANES);
+        const float *bs = b + i * bi;
 #pragma clang loop unroll(full)
-        for (int j = 0; j < W; j++) acc[j] += uc * vc[j];
+        for (int j = 0; j < W; j++) acc[j] += ai * bs[j * bj];
     }
 #pragma clang loop unroll(full)
-    for (int j = 0; j < W; j++) *(v16f *)(m + j * POSITIONS * LANES) = acc[j];
+    for (int j = 0; j < W; j++) *(v16f *)(out + j * ld) = accumulate ? *(v16f *)(out + j * ld) + acc[j] : acc[j];
 }
 
-// tile_products with its width a constant, so that the accumulators are registers.
+// lane_products with its width a constant, so that the accumulators are registers.
 BP_MULTIVERSION
-static void tile_products_of(int64_t W, float *m, const float *u, const float *v, int64_t channels, int64_t stride) {
+static void lane_products_of(int64_t W, float *out, int64_t ld, int accumulate, const float *a, const float *b,
+                             int64_t bi, int64_t bj, int64_t count) {
     // clang-format off
     switch (W) {
-#define WIDTH(n) case n: tile_products(n, m, u, v, channels, stride); break;
+#define WIDTH(n) case n: lane_products(n, out, ld, accumulate, a, b, bi, bj, count); break;
     WIDTH(1) WIDTH(2) WIDTH(3) WIDTH(4) WIDTH(5) WIDTH(6) WIDTH(7) WIDTH(8)
     WIDTH(9) WIDTH(10) WIDTH(11) WIDTH(12) WIDTH(13) WIDTH(14) WIDTH(15) WIDTH(16)
 #undef WIDTH
@@ -245,9 +249,9 @@ int64_t bp_conv2d_forward_winograd(float *y, const float *x, const float *weight
                     for (int64_t xi = 0; xi < POSITIONS; xi++)
                         for (int64_t i = 0; i < chunks; i++) {
                             int64_t j0 = i * tiles / chunks, j1 = (i + 1) * tiles / chunks;
-                            tile_products_of(j1 - j0, m + (j0 * POSITIONS + xi) * LANES,
+                            lane_products_of(j1 - j0, m + (j0 * POSITIONS + xi) * LANES, POSITIONS * LANES, 0,
                                              u + (kb * POSITIONS + xi) * p->c * LANES, v + xi * p->c * t.v_stride + j0,
-                                             p->c, t.v_stride);
+                                             t.v_stride, 1, p->c);
                         }
                     transform_output(stage, stage_stride, pixels, m, bias ? bias + kb * LANES : NULL, &t, th0, rows,
                                      outputs, p);
@@ -265,4 +269,138 @@ int64_t bp_conv2d_forward_winograd(float *y, const float *x, const float *weight
     }
     free(u);
     return missing;
+}
+
+// MARK: - The weight gradient
+//
+// With a tile's y = Aᵀ M A and M[k] = Σ_c U[k][c] ⊙ V[c], U = G w Gᵀ, the gradient of the tile's M
+// is A · dy_tile · Aᵀ (4 × 4 from its 2 × 2 output gradient, 0 past the output's edge), so
+//
+//   S[k][c] = Σ_images Σ_tiles (A dy_tile Aᵀ)[k] ⊙ V_tile[c]   (for each ξ a product [K, tiles] · [tiles, C])
+//   dW[k][c] += Gᵀ · S[k][c] · G                                (3 × 3)
+//
+// The images go in the weight gradient's fixed blocks (bp_conv_weight_blocks), each block with its
+// own S, summed image by image in order and within an image band by band (each band's sum over its
+// tiles taken in order from 0, then added); the blocks' S are added in block order before the last
+// transform. Channels go in chunks of at most CHUNK_AVX512 (CHUNK_AVX2), an accumulator each.
+
+// dyt[kb][oh][ow][16] = dy[kb · 16 + o][oh][ow] on rows of 2 · TW pixels (the places past the
+// output are never written: 0), 16 channels × 16 pixels at a time through the register transpose.
+BP_MULTIVERSION
+static void pack_gradient(float *dyt, const float *dy, const tiling *t, const bp_conv2d_params *p) {
+    int64_t hw = bp_conv_pixels(p), row = 2 * t->tw;
+    for (int64_t kb = 0; kb < t->blocks; kb++)
+        for (int64_t oh = 0; oh < p->out_h; oh++)
+            for (int64_t ow0 = 0; ow0 < p->out_w; ow0 += 16) {
+                int64_t count = min64(16, p->out_w - ow0);
+                float rows[16][16] __attribute__((aligned(64))) = {{0}};
+                for (int64_t o = 0; o < LANES && kb * LANES + o < p->k; o++)
+                    bp_copy_short(rows[o], dy + (kb * LANES + o) * hw + oh * p->out_w + ow0, count);
+                v16f block[16];
+                memcpy(block, rows, sizeof block);
+                bp_transpose_16x16(block);
+                for (int64_t j = 0; j < count; j++)
+                    *(v16f *)(dyt + ((kb * 2 * t->th + oh) * row + ow0 + j) * LANES) = block[j];
+            }
+}
+
+// D[ξ][tile][16] (ξ `stride` floats apart) = (A · dy_tile · Aᵀ)[ξ] for the band's tiles and one
+// channel block: rows first, (A g)[i] = g0, g0 + g1, g0 − g1, −g1 over the tile's two rows, then
+// the same over the columns.
+BP_MULTIVERSION
+static void transform_gradient(float *d, int64_t stride, const float *dyt, const tiling *t, int64_t th0, int64_t rows) {
+    int64_t row = 2 * t->tw * LANES;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t tw = 0; tw < t->tw; tw++) {
+            const float *g = dyt + 2 * (th0 + r) * row + 2 * tw * LANES;
+            v16f g00 = *(const v16f *)g, g01 = *(const v16f *)(g + LANES);
+            v16f g10 = *(const v16f *)(g + row), g11 = *(const v16f *)(g + row + LANES);
+            v16f a[4][2] = {{g00, g01}, {g00 + g10, g01 + g11}, {g00 - g10, g01 - g11}, {-g10, -g11}};
+            float *out = d + (r * t->tw + tw) * LANES;
+            for (int i = 0; i < 4; i++) {
+                *(v16f *)(out + (4 * i + 0) * stride) = a[i][0];
+                *(v16f *)(out + (4 * i + 1) * stride) = a[i][0] + a[i][1];
+                *(v16f *)(out + (4 * i + 2) * stride) = a[i][0] - a[i][1];
+                *(v16f *)(out + (4 * i + 3) * stride) = -a[i][1];
+            }
+        }
+}
+
+// dweight[k][c] += Gᵀ · S[k][c] · G, S[kb][ξ][c][o] the blocks' sum: rows first, (Gᵀ S)[i] =
+// S0 + ½ (S1 + S2), ½ (S1 − S2), ½ (S1 + S2) + S3 (rows of the 4 × 4), then the same over the
+// columns.
+static void weights_from_sums(float *dweight, const float *sums, const bp_conv2d_params *p) {
+#pragma omp parallel for schedule(static) if (p->k * p->c >= BP_PARALLEL_MIN / 16)
+    for (int64_t k = 0; k < p->k; k++)
+        for (int64_t c = 0; c < p->c; c++) {
+            float s[4][4], gs[3][4];
+            for (int64_t xi = 0; xi < POSITIONS; xi++)
+                s[xi / 4][xi % 4] = sums[((k / LANES * POSITIONS + xi) * p->c + c) * LANES + k % LANES];
+            for (int j = 0; j < 4; j++) {
+                gs[0][j] = s[0][j] + (s[1][j] + s[2][j]) * 0.5f;
+                gs[1][j] = (s[1][j] - s[2][j]) * 0.5f;
+                gs[2][j] = (s[1][j] + s[2][j]) * 0.5f + s[3][j];
+            }
+            float *w = dweight + (k * p->c + c) * 9;
+            for (int i = 0; i < 3; i++) {
+                w[3 * i + 0] += gs[i][0] + (gs[i][1] + gs[i][2]) * 0.5f;
+                w[3 * i + 1] += (gs[i][1] - gs[i][2]) * 0.5f;
+                w[3 * i + 2] += (gs[i][1] + gs[i][2]) * 0.5f + gs[i][3];
+            }
+        }
+}
+
+int64_t bp_conv2d_backward_weights_winograd(float *dweight, float *dbias, const float *dy, const float *x,
+                                            const bp_conv2d_params *p) {
+    tiling t = tiling_of(p);
+    int64_t blocks = bp_conv_weight_blocks(p), hw = bp_conv_pixels(p), missing = 0;
+    int64_t size = t.blocks * POSITIONS * p->c * LANES, plane = 4 * t.th * t.tw * LANES;  // S; a block of dyt
+    int64_t chunk = bp_micro_kernel().avx512 ? CHUNK_AVX512 : CHUNK_AVX2, chunks = (p->c + chunk - 1) / chunk;
+    float *sums = bp_aligned_alloc(64, blocks * size, sizeof(float), 1, &missing);
+    double *bias_partial = bp_calloc(blocks * p->k, sizeof(double), &missing);  // [block][k]: Σ dy
+    if (missing) return free(sums), free(bias_partial), missing;
+#pragma omp parallel if (blocks > 1 && p->n * p->k * hw * p->c * 9 >= BP_PARALLEL_MIN)
+    {
+        float *planes = bp_calloc(p->c * t.hp * t.wp + 16, sizeof(float), &missing);
+        float *v = bp_malloc(POSITIONS * p->c * t.v_stride, sizeof(float), &missing);
+        float *dyt = bp_aligned_alloc(64, t.blocks * plane, sizeof(float), 1, &missing);
+        float *d = bp_aligned_alloc(64, POSITIONS * t.band_tiles * LANES, sizeof(float), 0, &missing);
+        int ready = planes && v && dyt && d;
+#pragma omp for schedule(static)
+        for (int64_t block = 0; block < blocks; block++)
+            for (int64_t image = block * p->n / blocks; ready && image < (block + 1) * p->n / blocks; image++) {
+                const float *dyi = dy + image * p->k * hw;
+                float *s = sums + block * size;
+                copy_in(planes, x + image * p->c * p->h * p->w, &t, p);
+                pack_gradient(dyt, dyi, &t, p);
+                if (dbias) bp_conv_add_bias_sums(bias_partial + block * p->k, dyi, p->k, hw);
+                for (int64_t th0 = 0; th0 < t.th; th0 += t.band_rows) {
+                    int64_t rows = min64(t.band_rows, t.th - th0), tiles = rows * t.tw;
+                    transform_input(v, planes, &t, p->c, th0, rows);
+                    for (int64_t kb = 0; kb < t.blocks; kb++) {
+                        transform_gradient(d, t.band_tiles * LANES, dyt + kb * plane, &t, th0, rows);
+                        for (int64_t xi = 0; xi < POSITIONS; xi++)
+                            for (int64_t i = 0; i < chunks; i++) {
+                                int64_t c0 = i * p->c / chunks, c1 = (i + 1) * p->c / chunks;
+                                lane_products_of(c1 - c0, s + ((kb * POSITIONS + xi) * p->c + c0) * LANES, LANES, 1,
+                                                 d + xi * t.band_tiles * LANES, v + (xi * p->c + c0) * t.v_stride, 1,
+                                                 t.v_stride, tiles);
+                            }
+                    }
+                }
+            }
+        free(planes);
+        free(v);
+        free(dyt);
+        free(d);
+    }
+    if (missing) return free(sums), free(bias_partial), missing;  // nothing changed
+#pragma omp parallel for schedule(static) if (size * blocks >= BP_PARALLEL_MIN)
+    for (int64_t e = 0; e < size; e++)
+        for (int64_t b = 1; b < blocks; b++) sums[e] += sums[b * size + e];
+    weights_from_sums(dweight, sums, p);
+    if (dbias) bp_conv_bias_finish(dbias, bias_partial, blocks, p->k);
+    free(sums);
+    free(bias_partial);
+    return 0;
 }
