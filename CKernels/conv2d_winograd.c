@@ -98,12 +98,13 @@ static void transform_weights(float *u, const float *weight, const bp_conv2d_par
 }
 
 // The image's channels into the padded planes (whose padding is never written, so a buffer zeroed
-// once serves every image): plane c, row pad_h + ih, column pad_w + iw holds x[c][ih][iw].
+// once serves every image): plane c, row pad_h + ih, column pad_w + iw holds x[c][ih][iw]. Rows
+// copied inline (bp_copy_short): a memcpy call per short row costs more than the copy.
+BP_MULTIVERSION
 static void copy_in(float *planes, const float *x, const tiling *t, const bp_conv2d_params *p) {
     for (int64_t c = 0; c < p->c; c++)
         for (int64_t ih = 0; ih < p->h; ih++)
-            memcpy(planes + (c * t->hp + p->pad_h + ih) * t->wp + p->pad_w, x + (c * p->h + ih) * p->w,
-                   (size_t)p->w * sizeof(float));
+            bp_copy_short(planes + (c * t->hp + p->pad_h + ih) * t->wp + p->pad_w, x + (c * p->h + ih) * p->w, p->w);
 }
 
 // Even and odd lanes of a 16-float vector.

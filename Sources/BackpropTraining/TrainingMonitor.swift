@@ -143,8 +143,13 @@ public final class TrainingMonitor {
         let examples = y.shape[0], units = y.count / max(examples, 1)
         guard units > 0 else { return 0 }
         var alive = [Bool](repeating: false, count: units)
-        for n in 0..<examples {
-            for u in 0..<units where y[n * units + u] > 0 { alive[u] = true }
+        y.withPointer { values in
+            alive.withUnsafeMutableBufferPointer { alive in
+                for n in 0..<examples {
+                    let row = values + n * units
+                    for u in 0..<units where row[u] > 0 { alive[u] = true }
+                }
+            }
         }
         return Double(alive.filter { !$0 }.count) / Double(units)
     }
