@@ -330,7 +330,7 @@ static int transposed_forward(const bp_conv2d_params *p, bp_conv2d_params *q) {
 }
 
 // Whether the backward-data runs as that forward: where the forward runs by Winograd's
-// F(2 × 2, 3 × 3) (bp_conv_winograd_fits), or skips enough padding to gain (bp_conv_padding_pays)
+// F(2 × 2, r × r) (bp_conv_winograd_fits), or skips enough padding to gain (bp_conv_padding_pays)
 // with 32 or more outputs, the input channels, per group (fewer leave the products' row blocks
 // short); elsewhere the column gradient below is faster. A function of the shape alone, so the bits
 // do not depend on the CPU; each dx element is then the forward's sum.

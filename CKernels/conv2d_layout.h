@@ -106,15 +106,15 @@ int bp_conv_padding_pays(const bp_conv2d_params *p);
 int64_t bp_conv2d_forward_direct(float *y, const float *x, const float *weight, const float *bias,
                                  const bp_conv2d_params *p);
 
-/// Whether the forward of `p` runs by Winograd's F(2 × 2, 3 × 3) (conv2d_winograd.c): 3 × 3
-/// kernels, stride and dilation 1, one group, padding at most 2, and 16 or more input and output
-/// channels. A function of the shape alone, on every CPU.
+/// Whether the forward of `p` runs by Winograd's F(2 × 2, r × r) (conv2d_winograd.c): square
+/// kernels of 3 or 5, stride and dilation 1, one group, padding below r, and 16 or more input and
+/// output channels. A function of the shape alone, on every CPU.
 int bp_conv_winograd_fits(const bp_conv2d_params *p);
-/// bp_conv2d_forward by Winograd's F(2 × 2, 3 × 3), where bp_conv_winograd_fits.
+/// bp_conv2d_forward by Winograd's F(2 × 2, r × r), where bp_conv_winograd_fits.
 int64_t bp_conv2d_forward_winograd(float *y, const float *x, const float *weight, const float *bias,
                                    const bp_conv2d_params *p);
 
-/// bp_conv2d_backward_weights by Winograd's F(2 × 2, 3 × 3), where bp_conv_winograd_fits.
+/// bp_conv2d_backward_weights by Winograd's F(2 × 2, r × r), where bp_conv_winograd_fits.
 int64_t bp_conv2d_backward_weights_winograd(float *dweight, float *dbias, const float *dy, const float *x,
                                             const bp_conv2d_params *p);
 

@@ -1,27 +1,30 @@
-// The 3 × 3 convolution with stride 1 by Winograd's minimal filtering F(2 × 2, 3 × 3) (Lavin and
-// Gray, "Fast Algorithms for Convolutional Neural Networks", 2015): a 2 × 2 tile of one output
-// channel costs 16 multiply-adds per input channel instead of 36.
+// r × r convolutions with stride 1 (r = 3 or 5) by Winograd's minimal filtering F(2 × 2, r × r)
+// (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", 2015): a 2 × 2 tile of one
+// output channel costs α² = (r + 1)² multiply-adds per input channel instead of 4r² (16 instead of
+// 36 for 3 × 3, 36 instead of 100 for 5 × 5).
 //
 // Output tile (th, tw) is rows 2th, 2th + 1 and columns 2tw, 2tw + 1; its input patch d[c] is the
-// 4 × 4 block of the zero-padded image at padded rows 2th … 2th + 3 and columns 2tw … 2tw + 3.
-// With G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1], Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1] and
-// Aᵀ = [1 1 1 0; 0 1 −1 −1]:
+// α × α block of the zero-padded image at padded rows 2th … 2th + α − 1 (columns alike). With the
+// matrices G [α, r], Bᵀ [α, α] and Aᵀ [2, α] of the interpolation points 0, 1, −1 (and 2, −2 for
+// r = 5) and ∞, spelled out in the apply_* functions below:
 //
-//   U[k][c] = G · w[k][c] · Gᵀ           (4 × 4 per channel pair, once per call)
-//   V[c]    = Bᵀ · d[c] · B              (4 × 4 per tile and input channel)
-//   M[k]    = Σ_c U[k][c] ⊙ V[c]         (for each of the 16 positions ξ a product [K, C] · [C, tiles])
+//   U[k][c] = G · w[k][c] · Gᵀ           (α × α per channel pair, once per call)
+//   V[c]    = Bᵀ · d[c] · B              (α × α per tile and input channel)
+//   M[k]    = Σ_c U[k][c] ⊙ V[c]         (for each of the α² positions ξ a product [K, C] · [C, tiles])
 //   y[k]    = Aᵀ · M[k] · A (+ bias[k])  (the tile; rows and columns past the output are dropped)
 //
-// The rounding differs from the direct sum's (relative differences of a few float epsilons).
-// Every step is elementwise in a fixed order: the transforms are sums in the order written here,
-// the Σ_c runs in channel order with one fused multiply-add per term (contracted on AVX2 and
-// AVX-512 alike). So the bits do not depend on the vector width, the product's chunk of tiles or
-// the thread count. Whether a shape runs here depends on the shape alone (bp_conv_winograd_fits).
+// The rounding differs from the direct sum's (relative differences of a few float epsilons for
+// 3 × 3, some more for 5 × 5, whose transforms multiply by up to 5 and divide by 24). Every step
+// is elementwise in a fixed order: each transform applies its matrix to rows first, then to
+// columns, in the order written, and the Σ_c runs in channel order with one fused multiply-add per
+// term (contracted on AVX2 and AVX-512 alike). So the bits do not depend on the vector width, the
+// product's chunk of tiles or the thread count. Whether a shape runs here depends on the shape
+// alone (bp_conv_winograd_fits).
 //
 // Layout. Output channels go in blocks of 16, one per vector lane (U[kb][ξ][c][16]). Each thread
 // takes whole images, and an image's tiles in bands of whole tile rows whose transformed input
 // V[ξ][c][tile] stays in the second-level cache (BAND_BYTES). For each block of 16 channels, the
-// 16 products fill M[tile][ξ][16] a chunk of at most CHUNK tiles at a time (an accumulator per
+// α² products fill M[tile][ξ][16] a chunk of at most CHUNK tiles at a time (an accumulator per
 // tile); the output transform turns each tile's M into four 16-channel pixel vectors, each output
 // row's pixels are transposed 16 at a time into channel rows of a staging area, and the band's
 // rows, contiguous in each output plane, are copied out.
@@ -32,7 +35,7 @@
 
 enum {
     LANES = 16,               // output channels per block
-    POSITIONS = 16,           // ξ: the 4 × 4 positions of a transformed tile
+    MAX_ALPHA = 6,            // α = r + 1: the transformed tile's side
     CHUNK_AVX512 = 16,        // tiles per product call: 16 accumulators of 32 registers
     CHUNK_AVX2 = 6,           // 6 accumulators of two 8-float registers each, of 16
     BAND_BYTES = 256 * 1024,  // most bytes of V per band
@@ -45,22 +48,96 @@ static int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 int bp_conv_winograd_fits(const bp_conv2d_params *p) {
-    return p->r == 3 && p->s == 3 && p->stride_h == 1 && p->stride_w == 1 && p->dilation_h == 1 && p->dilation_w == 1 &&
-           p->groups == 1 && p->pad_h <= 2 && p->pad_w <= 2 && p->c >= 16 && p->k >= 16;
+    return p->r == p->s && (p->r == 3 || p->r == 5) && p->stride_h == 1 && p->stride_w == 1 && p->dilation_h == 1 &&
+           p->dilation_w == 1 && p->groups == 1 && p->pad_h < p->r && p->pad_w < p->r && p->c >= 16 && p->k >= 16;
 }
 
-// The tiling of an image: TH × TW tiles, the padded planes hp × wp (rows and columns enough for
-// every tile's patch and for the input transform's 16-float reads), bands of `band_rows` tile rows.
+// MARK: - The transforms' matrices, each applied to one row or column of a tile
+//
+// Filters (scalar, once per call): y = G x, x of r values, y of α; and back, y = Gᵀ x (α → r).
+// Tiles (vectors of tiles or channels): y = Bᵀ x (α → α), y = Aᵀ x (α → 2), y = A x (2 → α).
+
+static void apply_g(int64_t r, float *y, int64_t ys, const float *x, int64_t xs) {
+    float x0 = x[0], x1 = x[xs], x2 = x[2 * xs];
+    if (r == 3) {  // G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1]
+        y[0] = x0, y[ys] = (x0 + x1 + x2) * 0.5f, y[2 * ys] = (x0 - x1 + x2) * 0.5f, y[3 * ys] = x2;
+        return;
+    }
+    // G = [¼ 0 0 0 0; −⅙ −⅙ −⅙ −⅙ −⅙; −⅙ ⅙ −⅙ ⅙ −⅙; (1 2 4 8 16)/24; (1 −2 4 −8 16)/24; 0 0 0 0 1]
+    float x3 = x[3 * xs], x4 = x[4 * xs];
+    y[0] = x0 * 0.25f;
+    y[ys] = -(x0 + x1 + x2 + x3 + x4) / 6.0f;
+    y[2 * ys] = -(x0 - x1 + x2 - x3 + x4) / 6.0f;
+    y[3 * ys] = (x0 + 2.0f * x1 + 4.0f * x2 + 8.0f * x3 + 16.0f * x4) / 24.0f;
+    y[4 * ys] = (x0 - 2.0f * x1 + 4.0f * x2 - 8.0f * x3 + 16.0f * x4) / 24.0f;
+    y[5 * ys] = x4;
+}
+
+static void apply_gt(int64_t r, float *y, int64_t ys, const float *x, int64_t xs) {
+    float x0 = x[0], x1 = x[xs], x2 = x[2 * xs], x3 = x[3 * xs];
+    if (r == 3) {
+        y[0] = x0 + (x1 + x2) * 0.5f, y[ys] = (x1 - x2) * 0.5f, y[2 * ys] = (x1 + x2) * 0.5f + x3;
+        return;
+    }
+    float x4 = x[4 * xs], x5 = x[5 * xs];
+    y[0] = x0 * 0.25f - (x1 + x2) / 6.0f + (x3 + x4) / 24.0f;
+    y[ys] = (x2 - x1) / 6.0f + (x3 - x4) / 12.0f;
+    y[2 * ys] = ((x3 + x4) - (x1 + x2)) / 6.0f;
+    y[3 * ys] = (x2 - x1) / 6.0f + (x3 - x4) / 3.0f;
+    y[4 * ys] = (x3 + x4) * 2.0f / 3.0f - (x1 + x2) / 6.0f + x5;
+}
+
+// Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1] for α = 4; for α = 6
+// [4 0 −5 0 1 0; 0 −4 −4 1 1 0; 0 4 −4 −1 1 0; 0 −2 −1 2 1 0; 0 2 −1 −2 1 0; 0 4 0 −5 0 1].
+__attribute__((always_inline)) static inline void apply_bt(int alpha, v8f *y, const v8f *x) {
+    if (alpha == 4) {
+        y[0] = x[0] - x[2], y[1] = x[1] + x[2], y[2] = x[2] - x[1], y[3] = x[1] - x[3];
+        return;
+    }
+    y[0] = 4.0f * x[0] - 5.0f * x[2] + x[4];
+    y[1] = (x[3] + x[4]) - 4.0f * (x[1] + x[2]);
+    y[2] = (x[4] - x[3]) + 4.0f * (x[1] - x[2]);
+    y[3] = (x[4] - x[2]) + 2.0f * (x[3] - x[1]);
+    y[4] = (x[4] - x[2]) - 2.0f * (x[3] - x[1]);
+    y[5] = 4.0f * x[1] - 5.0f * x[3] + x[5];
+}
+
+// Aᵀ = [1 1 1 0; 0 1 −1 −1] for α = 4, [1 1 1 1 1 0; 0 1 −1 2 −2 1] for α = 6.
+__attribute__((always_inline)) static inline void apply_at(int alpha, v16f *y, const v16f *x) {
+    if (alpha == 4) {
+        y[0] = x[0] + x[1] + x[2], y[1] = x[1] - x[2] - x[3];
+        return;
+    }
+    y[0] = x[0] + x[1] + x[2] + x[3] + x[4];
+    y[1] = (x[1] - x[2]) + 2.0f * (x[3] - x[4]) + x[5];
+}
+
+// A = (Aᵀ)ᵀ: from two values g0, g1 the α values g0, g0 + g1, g0 − g1, −g1 (α = 4) or g0, g0 + g1,
+// g0 − g1, g0 + 2g1, g0 − 2g1, g1 (α = 6).
+__attribute__((always_inline)) static inline void apply_a(int alpha, v16f *y, const v16f *g0, const v16f *g1) {
+    y[0] = *g0, y[1] = *g0 + *g1, y[2] = *g0 - *g1;
+    if (alpha == 4) {
+        y[3] = -*g1;
+        return;
+    }
+    y[3] = *g0 + 2.0f * *g1, y[4] = *g0 - 2.0f * *g1, y[5] = *g1;
+}
+
+// The tiling of an image: TH × TW tiles of α × α positions, the padded planes hp × wp (rows and
+// columns enough for every tile's patch and for the input transform's 16-float reads), bands of
+// `band_rows` tile rows.
 typedef struct {
-    int64_t th, tw, hp, wp, band_rows, band_tiles, v_stride, blocks;
+    int64_t r, alpha, positions, th, tw, hp, wp, band_rows, band_tiles, v_stride, blocks;
 } tiling;
 
 static tiling tiling_of(const bp_conv2d_params *p) {
     tiling t;
+    t.r = p->r, t.alpha = p->r + 1, t.positions = t.alpha * t.alpha;
     t.th = (p->out_h + 1) / 2, t.tw = (p->out_w + 1) / 2;
-    t.hp = 2 * t.th + 2;
-    t.wp = 2 * round_up(t.tw, 8) + 2;  // tiles tw0 … tw0 + 7 read columns 2 · tw0 … 2 · tw0 + 17
-    int64_t row_bytes = POSITIONS * p->c * t.tw * (int64_t)sizeof(float);
+    t.hp = 2 * t.th + t.alpha - 2;
+    // Tiles tw0 … tw0 + 7 read columns 2 · tw0 … 2 · tw0 + α + 13 (16 floats from 2 · tw0 + 2s, s < α / 2).
+    t.wp = 2 * round_up(t.tw, 8) + t.alpha - 2;
+    int64_t row_bytes = t.positions * p->c * t.tw * (int64_t)sizeof(float);
     // Bands of at least CHUNK_AVX512 tiles, so that the products' chunks are full.
     t.band_rows =
         min64(t.th, row_bytes * ((CHUNK_AVX512 + t.tw - 1) / t.tw) >= BAND_BYTES ? (CHUNK_AVX512 + t.tw - 1) / t.tw
@@ -71,28 +148,22 @@ static tiling tiling_of(const bp_conv2d_params *p) {
     return t;
 }
 
-// U[kb][ξ][c][o] = (G · w[kb · 16 + o][c] · Gᵀ)[ξ], 0 past the last output channel. Rows first:
-// (G w)[i] = w[0], ½ (w[0] + w[1] + w[2]), ½ (w[0] − w[1] + w[2]), w[2] (rows of w), then the
-// same over the columns.
-static void transform_weights(float *u, const float *weight, const bp_conv2d_params *p, int64_t blocks) {
+// U[kb][ξ][c][o] = (G · w[kb · 16 + o][c] · Gᵀ)[ξ], 0 past the last output channel: G applied to
+// the columns of w, then to the rows of G w.
+static void transform_weights(float *u, const float *weight, const bp_conv2d_params *p, const tiling *t) {
+    int64_t r = t->r, alpha = t->alpha;
 #pragma omp parallel for schedule(static) if (p->k * p->c >= BP_PARALLEL_MIN / 16)
-    for (int64_t k = 0; k < blocks * LANES; k++) {
+    for (int64_t k = 0; k < t->blocks * LANES; k++) {
         int64_t kb = k / LANES, o = k % LANES;
         for (int64_t c = 0; c < p->c; c++) {
-            float gw[4][3], out[4][4];
-            const float *w = weight + (k * p->c + c) * 9;
-            for (int64_t j = 0; j < 3; j++) {
-                float w0 = k < p->k ? w[j] : 0.0f, w1 = k < p->k ? w[3 + j] : 0.0f, w2 = k < p->k ? w[6 + j] : 0.0f;
-                gw[0][j] = w0, gw[1][j] = (w0 + w1 + w2) * 0.5f, gw[2][j] = (w0 - w1 + w2) * 0.5f, gw[3][j] = w2;
+            float gw[MAX_ALPHA][MAX_ALPHA - 1], out[MAX_ALPHA][MAX_ALPHA] = {{0}};
+            if (k < p->k) {
+                const float *w = weight + (k * p->c + c) * r * r;
+                for (int64_t j = 0; j < r; j++) apply_g(r, &gw[0][j], MAX_ALPHA - 1, w + j, r);
+                for (int64_t i = 0; i < alpha; i++) apply_g(r, out[i], 1, gw[i], 1);
             }
-            for (int64_t i = 0; i < 4; i++) {
-                out[i][0] = gw[i][0];
-                out[i][1] = (gw[i][0] + gw[i][1] + gw[i][2]) * 0.5f;
-                out[i][2] = (gw[i][0] - gw[i][1] + gw[i][2]) * 0.5f;
-                out[i][3] = gw[i][2];
-            }
-            for (int64_t xi = 0; xi < POSITIONS; xi++)
-                u[((kb * POSITIONS + xi) * p->c + c) * LANES + o] = out[xi / 4][xi % 4];
+            for (int64_t xi = 0; xi < t->positions; xi++)
+                u[((kb * t->positions + xi) * p->c + c) * LANES + o] = out[xi / alpha][xi % alpha];
         }
     }
 }
@@ -111,40 +182,44 @@ static void copy_in(float *planes, const float *x, const tiling *t, const bp_con
 #define EVEN(v) __builtin_shufflevector(v, v, 0, 2, 4, 6, 8, 10, 12, 14)
 #define ODD(v) __builtin_shufflevector(v, v, 1, 3, 5, 7, 9, 11, 13, 15)
 
-// V[ξ][c][row · TW + tw] = (Bᵀ d B)[ξ] for the tile rows th0 … th0 + rows − 1, 8 tiles of a row at
-// a time: the four patch rows combined first (Bᵀ d: d0 − d2, d1 + d2, d2 − d1, d1 − d3, 16
-// columns at once), then the columns (· B) of tiles tw0 … tw0 + 7 from the even and odd columns
-// at 2tw and 2tw + 2: e − e', o + e', e' − o, o − o'. A row's last vector may write up to 7
-// tiles past it, into the next row's place (written after) or the slack.
-BP_MULTIVERSION
-static void transform_input(float *v, const float *planes, const tiling *t, int64_t channels, int64_t th0,
-                            int64_t rows) {
+// V[ξ][c][row · TW + tw] = (Bᵀ d B)[ξ] for the tile rows th0 … th0 + rows − 1, 8 tiles of a row
+// at a time: patch column 2s (2s + 1) of tiles tw0 … tw0 + 7 is the even (odd) lanes of 16 floats
+// read from column 2 · tw0 + 2s; Bᵀ is applied to the patch's columns, then to the rows of the
+// result. A row's last vector may write up to 7 tiles past it, into the next row's place (written
+// after) or the slack.
+__attribute__((always_inline)) static inline void input_tiles(int alpha, float *v, const float *planes, const tiling *t,
+                                                              int64_t channels, int64_t th0, int64_t rows) {
+    int64_t position = channels * t->v_stride;  // floats between positions ξ
     for (int64_t c = 0; c < channels; c++)
         for (int64_t row = 0; row < rows; row++) {
             const float *d = planes + (c * t->hp + 2 * (th0 + row)) * t->wp;
             for (int64_t tw0 = 0; tw0 < t->tw; tw0 += 8) {
-                v8f even[4], odd[4], even2[4], odd2[4];  // rows of Bᵀ d at columns 2tw, 2tw + 1, 2tw + 2, 2tw + 3
-                v16f a[4], b[4];
-                for (int i = 0; i < 4; i++) {
-                    a[i] = *(const v16f_unaligned *)(d + i * t->wp + 2 * tw0);
-                    b[i] = *(const v16f_unaligned *)(d + i * t->wp + 2 * tw0 + 2);
-                }
-                v16f ra[4] = {a[0] - a[2], a[1] + a[2], a[2] - a[1], a[1] - a[3]};
-                v16f rb[4] = {b[0] - b[2], b[1] + b[2], b[2] - b[1], b[1] - b[3]};
-                for (int i = 0; i < 4; i++) {
-                    even[i] = EVEN(ra[i]), odd[i] = ODD(ra[i]);
-                    even2[i] = EVEN(rb[i]), odd2[i] = ODD(rb[i]);
+                v8f patch[MAX_ALPHA][MAX_ALPHA], column[MAX_ALPHA], bt[MAX_ALPHA][MAX_ALPHA];  // [row][column]
+                for (int i = 0; i < alpha; i++)
+                    for (int s = 0; s < alpha / 2; s++) {
+                        v16f pair = *(const v16f_unaligned *)(d + i * t->wp + 2 * tw0 + 2 * s);
+                        patch[i][2 * s] = EVEN(pair), patch[i][2 * s + 1] = ODD(pair);
+                    }
+                for (int j = 0; j < alpha; j++) {  // Bᵀ d, column by column
+                    v8f in[MAX_ALPHA];
+                    for (int i = 0; i < alpha; i++) in[i] = patch[i][j];
+                    apply_bt(alpha, column, in);
+                    for (int i = 0; i < alpha; i++) bt[i][j] = column[i];
                 }
                 float *out = v + c * t->v_stride + row * t->tw + tw0;
-                int64_t position = channels * t->v_stride;  // floats between positions ξ
-                for (int i = 0; i < 4; i++) {
-                    *(v8f_unaligned *)(out + (4 * i + 0) * position) = even[i] - even2[i];
-                    *(v8f_unaligned *)(out + (4 * i + 1) * position) = odd[i] + even2[i];
-                    *(v8f_unaligned *)(out + (4 * i + 2) * position) = even2[i] - odd[i];
-                    *(v8f_unaligned *)(out + (4 * i + 3) * position) = odd[i] - odd2[i];
+                for (int i = 0; i < alpha; i++) {  // (Bᵀ d) B, row by row
+                    apply_bt(alpha, column, bt[i]);
+                    for (int j = 0; j < alpha; j++) *(v8f_unaligned *)(out + (i * alpha + j) * position) = column[j];
                 }
             }
         }
+}
+
+BP_MULTIVERSION
+static void transform_input(float *v, const float *planes, const tiling *t, int64_t channels, int64_t th0,
+                            int64_t rows) {
+    if (t->alpha == 4) input_tiles(4, v, planes, t, channels, th0, rows);
+    else input_tiles(6, v, planes, t, channels, th0, rows);
 }
 
 // out[j · ld] (+)= Σ_i a[i · 16] · b[i · bi + j · bj] for j < W and i < count, summed in order from 0
@@ -181,28 +256,32 @@ static void lane_products_of(int64_t W, float *out, int64_t ld, int accumulate, 
 }
 
 // The band's tiles' Aᵀ M A + bias for one block of output channels, into stage[o][row · out_w + ow]
-// (output row oh0 + row). Rows first: (Aᵀ M)[0] = M0 + M1 + M2, [1] = M1 − M2 − M3 (rows of the
-// 4 × 4), then the same over the columns. A tile row's pixels are gathered in `pixels` [2][2 · TW
-// rounded up to 16][16], transposed 16 at a time and stored as 16 floats per channel in increasing
-// order, so a store past a row's end lands in the next row (written after) or the slack.
-BP_MULTIVERSION
-static void transform_output(float *stage, int64_t stage_stride, v16f *pixels, const float *m, const float *bias,
-                             const tiling *t, int64_t th0, int64_t rows, int64_t outputs, const bp_conv2d_params *p) {
+// (output row oh0 + row): Aᵀ applied to the columns of each tile's M, then to the rows of the
+// result. A tile row's pixels are gathered in `pixels` [2][2 · TW rounded up to 16][16], transposed
+// 16 at a time and stored as 16 floats per channel in increasing order, so a store past a row's end
+// lands in the next row (written after) or the slack.
+__attribute__((always_inline)) static inline void output_tiles(int alpha, float *stage, int64_t stage_stride,
+                                                               v16f *pixels, const float *m, const float *bias,
+                                                               const tiling *t, int64_t th0, int64_t rows,
+                                                               int64_t outputs, const bp_conv2d_params *p) {
     int64_t width = round_up(2 * t->tw, 16);
     v16f b = {0};
     for (int64_t o = 0; o < outputs && bias; o++) b[o] = bias[o];
     for (int64_t row = 0; row < rows; row++) {
         for (int64_t tw = 0; tw < t->tw; tw++) {
-            const v16f *mt = (const v16f *)(m + (row * t->tw + tw) * POSITIONS * LANES);
-            v16f s[2][4];
-            for (int j = 0; j < 4; j++) {
-                s[0][j] = mt[j] + mt[4 + j] + mt[8 + j];
-                s[1][j] = mt[4 + j] - mt[8 + j] - mt[12 + j];
+            const v16f *mt = (const v16f *)(m + (row * t->tw + tw) * alpha * alpha * LANES);
+            v16f at[2][MAX_ALPHA];  // Aᵀ M
+            for (int j = 0; j < alpha; j++) {
+                v16f in[MAX_ALPHA], out[2];
+                for (int i = 0; i < alpha; i++) in[i] = mt[i * alpha + j];
+                apply_at(alpha, out, in);
+                at[0][j] = out[0], at[1][j] = out[1];
             }
             for (int a = 0; a < 2; a++) {
-                v16f y0 = s[a][0] + s[a][1] + s[a][2], y1 = s[a][1] - s[a][2] - s[a][3];
-                pixels[a * width + 2 * tw] = bias ? y0 + b : y0;
-                pixels[a * width + 2 * tw + 1] = bias ? y1 + b : y1;
+                v16f y[2];
+                apply_at(alpha, y, at[a]);
+                pixels[a * width + 2 * tw] = bias ? y[0] + b : y[0];
+                pixels[a * width + 2 * tw + 1] = bias ? y[1] + b : y[1];
             }
         }
         for (int a = 0; a < 2; a++) {
@@ -219,20 +298,27 @@ static void transform_output(float *stage, int64_t stage_stride, v16f *pixels, c
     }
 }
 
+BP_MULTIVERSION
+static void transform_output(float *stage, int64_t stage_stride, v16f *pixels, const float *m, const float *bias,
+                             const tiling *t, int64_t th0, int64_t rows, int64_t outputs, const bp_conv2d_params *p) {
+    if (t->alpha == 4) output_tiles(4, stage, stage_stride, pixels, m, bias, t, th0, rows, outputs, p);
+    else output_tiles(6, stage, stage_stride, pixels, m, bias, t, th0, rows, outputs, p);
+}
+
 int64_t bp_conv2d_forward_winograd(float *y, const float *x, const float *weight, const float *bias,
                                    const bp_conv2d_params *p) {
     tiling t = tiling_of(p);
     int64_t hw = bp_conv_pixels(p), missing = 0;
     int64_t chunk = bp_micro_kernel().avx512 ? CHUNK_AVX512 : CHUNK_AVX2;
     int64_t stage_stride = 2 * t.band_rows * p->out_w + 16, width = round_up(2 * t.tw, 16);
-    float *u = bp_aligned_alloc(64, t.blocks * POSITIONS * p->c * LANES, sizeof(float), 0, &missing);
+    float *u = bp_aligned_alloc(64, t.blocks * t.positions * p->c * LANES, sizeof(float), 0, &missing);
     if (!u) return missing;
-    transform_weights(u, weight, p, t.blocks);
+    transform_weights(u, weight, p, &t);
 #pragma omp parallel if (bp_conv_parallel_over_images(p))
     {
         float *planes = bp_calloc(p->c * t.hp * t.wp + 16, sizeof(float), &missing);
-        float *v = bp_malloc(POSITIONS * p->c * t.v_stride, sizeof(float), &missing);
-        float *m = bp_aligned_alloc(64, t.band_tiles * POSITIONS * LANES, sizeof(float), 0, &missing);
+        float *v = bp_malloc(t.positions * p->c * t.v_stride, sizeof(float), &missing);
+        float *m = bp_aligned_alloc(64, t.band_tiles * t.positions * LANES, sizeof(float), 0, &missing);
         float *stage = bp_malloc(LANES * stage_stride, sizeof(float), &missing);
         v16f *pixels = bp_aligned_alloc(64, 2 * width * LANES, sizeof(float), 1, &missing);
         int ready = planes && v && m && stage && pixels;
@@ -247,12 +333,12 @@ int64_t bp_conv2d_forward_winograd(float *y, const float *x, const float *weight
                 transform_input(v, planes, &t, p->c, th0, rows);
                 for (int64_t kb = 0; kb < t.blocks; kb++) {
                     int64_t outputs = min64(LANES, p->k - kb * LANES);
-                    for (int64_t xi = 0; xi < POSITIONS; xi++)
+                    for (int64_t xi = 0; xi < t.positions; xi++)
                         for (int64_t i = 0; i < chunks; i++) {
                             int64_t j0 = i * tiles / chunks, j1 = (i + 1) * tiles / chunks;
-                            lane_products_of(j1 - j0, m + (j0 * POSITIONS + xi) * LANES, POSITIONS * LANES, 0,
-                                             u + (kb * POSITIONS + xi) * p->c * LANES, v + xi * p->c * t.v_stride + j0,
-                                             t.v_stride, 1, p->c);
+                            lane_products_of(j1 - j0, m + (j0 * t.positions + xi) * LANES, t.positions * LANES, 0,
+                                             u + (kb * t.positions + xi) * p->c * LANES,
+                                             v + xi * p->c * t.v_stride + j0, t.v_stride, 1, p->c);
                         }
                     transform_output(stage, stage_stride, pixels, m, bias ? bias + kb * LANES : NULL, &t, th0, rows,
                                      outputs, p);
@@ -275,10 +361,10 @@ int64_t bp_conv2d_forward_winograd(float *y, const float *x, const float *weight
 // MARK: - The weight gradient
 //
 // With a tile's y = Aᵀ M A and M[k] = Σ_c U[k][c] ⊙ V[c], U = G w Gᵀ, the gradient of the tile's M
-// is A · dy_tile · Aᵀ (4 × 4 from its 2 × 2 output gradient, 0 past the output's edge), so
+// is A · dy_tile · Aᵀ (α × α from its 2 × 2 output gradient, 0 past the output's edge), so
 //
 //   S[k][c] = Σ_images Σ_tiles (A dy_tile Aᵀ)[k] ⊙ V_tile[c]   (for each ξ a product [K, tiles] · [tiles, C])
-//   dW[k][c] += Gᵀ · S[k][c] · G                                (3 × 3)
+//   dW[k][c] += Gᵀ · S[k][c] · G                                (r × r)
 //
 // The images go in the weight gradient's fixed blocks (bp_conv_weight_blocks), each block with its
 // own S, summed image by image in order and within an image band by band (each band's sum over its
@@ -306,47 +392,45 @@ static void pack_gradient(float *dyt, const float *dy, const tiling *t, const bp
 }
 
 // D[ξ][tile][16] (ξ `stride` floats apart) = (A · dy_tile · Aᵀ)[ξ] for the band's tiles and one
-// channel block: rows first, (A g)[i] = g0, g0 + g1, g0 − g1, −g1 over the tile's two rows, then
-// the same over the columns.
-BP_MULTIVERSION
-static void transform_gradient(float *d, int64_t stride, const float *dyt, const tiling *t, int64_t th0, int64_t rows) {
+// channel block: A applied to the tile's two columns, then to the rows of the result.
+__attribute__((always_inline)) static inline void gradient_tiles(int alpha, float *d, int64_t stride, const float *dyt,
+                                                                 const tiling *t, int64_t th0, int64_t rows) {
     int64_t row = 2 * t->tw * LANES;
     for (int64_t r = 0; r < rows; r++)
         for (int64_t tw = 0; tw < t->tw; tw++) {
             const float *g = dyt + 2 * (th0 + r) * row + 2 * tw * LANES;
-            v16f g00 = *(const v16f *)g, g01 = *(const v16f *)(g + LANES);
-            v16f g10 = *(const v16f *)(g + row), g11 = *(const v16f *)(g + row + LANES);
-            v16f a[4][2] = {{g00, g01}, {g00 + g10, g01 + g11}, {g00 - g10, g01 - g11}, {-g10, -g11}};
-            float *out = d + (r * t->tw + tw) * LANES;
-            for (int i = 0; i < 4; i++) {
-                *(v16f *)(out + (4 * i + 0) * stride) = a[i][0];
-                *(v16f *)(out + (4 * i + 1) * stride) = a[i][0] + a[i][1];
-                *(v16f *)(out + (4 * i + 2) * stride) = a[i][0] - a[i][1];
-                *(v16f *)(out + (4 * i + 3) * stride) = -a[i][1];
+            v16f left[MAX_ALPHA], right[MAX_ALPHA], out[MAX_ALPHA];  // A g over the tile's columns
+            apply_a(alpha, left, (const v16f *)g, (const v16f *)(g + row));
+            apply_a(alpha, right, (const v16f *)(g + LANES), (const v16f *)(g + row + LANES));
+            float *at = d + (r * t->tw + tw) * LANES;
+            for (int i = 0; i < alpha; i++) {
+                apply_a(alpha, out, &left[i], &right[i]);
+                for (int j = 0; j < alpha; j++) *(v16f *)(at + (i * alpha + j) * stride) = out[j];
             }
         }
 }
 
-// dweight[k][c] += Gᵀ · S[k][c] · G, S[kb][ξ][c][o] the blocks' sum: rows first, (Gᵀ S)[i] =
-// S0 + ½ (S1 + S2), ½ (S1 − S2), ½ (S1 + S2) + S3 (rows of the 4 × 4), then the same over the
-// columns.
-static void weights_from_sums(float *dweight, const float *sums, const bp_conv2d_params *p) {
+BP_MULTIVERSION
+static void transform_gradient(float *d, int64_t stride, const float *dyt, const tiling *t, int64_t th0, int64_t rows) {
+    if (t->alpha == 4) gradient_tiles(4, d, stride, dyt, t, th0, rows);
+    else gradient_tiles(6, d, stride, dyt, t, th0, rows);
+}
+
+// dweight[k][c] += Gᵀ · S[k][c] · G, S[kb][ξ][c][o] the blocks' sum: Gᵀ applied to the columns of
+// S, then to the rows of the result.
+static void weights_from_sums(float *dweight, const float *sums, const bp_conv2d_params *p, const tiling *t) {
+    int64_t r = t->r, alpha = t->alpha;
 #pragma omp parallel for schedule(static) if (p->k * p->c >= BP_PARALLEL_MIN / 16)
     for (int64_t k = 0; k < p->k; k++)
         for (int64_t c = 0; c < p->c; c++) {
-            float s[4][4], gs[3][4];
-            for (int64_t xi = 0; xi < POSITIONS; xi++)
-                s[xi / 4][xi % 4] = sums[((k / LANES * POSITIONS + xi) * p->c + c) * LANES + k % LANES];
-            for (int j = 0; j < 4; j++) {
-                gs[0][j] = s[0][j] + (s[1][j] + s[2][j]) * 0.5f;
-                gs[1][j] = (s[1][j] - s[2][j]) * 0.5f;
-                gs[2][j] = (s[1][j] + s[2][j]) * 0.5f + s[3][j];
-            }
-            float *w = dweight + (k * p->c + c) * 9;
-            for (int i = 0; i < 3; i++) {
-                w[3 * i + 0] += gs[i][0] + (gs[i][1] + gs[i][2]) * 0.5f;
-                w[3 * i + 1] += (gs[i][1] - gs[i][2]) * 0.5f;
-                w[3 * i + 2] += (gs[i][1] + gs[i][2]) * 0.5f + gs[i][3];
+            float s[MAX_ALPHA][MAX_ALPHA], gs[MAX_ALPHA - 1][MAX_ALPHA], dw[MAX_ALPHA - 1];
+            for (int64_t xi = 0; xi < t->positions; xi++)
+                s[xi / alpha][xi % alpha] = sums[((k / LANES * t->positions + xi) * p->c + c) * LANES + k % LANES];
+            for (int64_t j = 0; j < alpha; j++) apply_gt(r, &gs[0][j], MAX_ALPHA, &s[0][j], MAX_ALPHA);
+            float *w = dweight + (k * p->c + c) * r * r;
+            for (int64_t i = 0; i < r; i++) {
+                apply_gt(r, dw, 1, gs[i], 1);
+                for (int64_t j = 0; j < r; j++) w[i * r + j] += dw[j];
             }
         }
 }
@@ -355,17 +439,17 @@ int64_t bp_conv2d_backward_weights_winograd(float *dweight, float *dbias, const 
                                             const bp_conv2d_params *p) {
     tiling t = tiling_of(p);
     int64_t blocks = bp_conv_weight_blocks(p), hw = bp_conv_pixels(p), missing = 0;
-    int64_t size = t.blocks * POSITIONS * p->c * LANES, plane = 4 * t.th * t.tw * LANES;  // S; a block of dyt
+    int64_t size = t.blocks * t.positions * p->c * LANES, plane = 4 * t.th * t.tw * LANES;  // S; a block of dyt
     int64_t chunk = bp_micro_kernel().avx512 ? CHUNK_AVX512 : CHUNK_AVX2, chunks = (p->c + chunk - 1) / chunk;
     float *sums = bp_aligned_alloc(64, blocks * size, sizeof(float), 1, &missing);
     double *bias_partial = bp_calloc(blocks * p->k, sizeof(double), &missing);  // [block][k]: Σ dy
     if (missing) return free(sums), free(bias_partial), missing;
-#pragma omp parallel if (blocks > 1 && p->n * p->k * hw * p->c * 9 >= BP_PARALLEL_MIN)
+#pragma omp parallel if (blocks > 1 && p->n * p->k * hw * p->c * p->r * p->s >= BP_PARALLEL_MIN)
     {
         float *planes = bp_calloc(p->c * t.hp * t.wp + 16, sizeof(float), &missing);
-        float *v = bp_malloc(POSITIONS * p->c * t.v_stride, sizeof(float), &missing);
+        float *v = bp_malloc(t.positions * p->c * t.v_stride, sizeof(float), &missing);
         float *dyt = bp_aligned_alloc(64, t.blocks * plane, sizeof(float), 1, &missing);
-        float *d = bp_aligned_alloc(64, POSITIONS * t.band_tiles * LANES, sizeof(float), 0, &missing);
+        float *d = bp_aligned_alloc(64, t.positions * t.band_tiles * LANES, sizeof(float), 0, &missing);
         int ready = planes && v && dyt && d;
 #pragma omp for schedule(static)
         for (int64_t block = 0; block < blocks; block++)
@@ -380,10 +464,10 @@ int64_t bp_conv2d_backward_weights_winograd(float *dweight, float *dbias, const 
                     transform_input(v, planes, &t, p->c, th0, rows);
                     for (int64_t kb = 0; kb < t.blocks; kb++) {
                         transform_gradient(d, t.band_tiles * LANES, dyt + kb * plane, &t, th0, rows);
-                        for (int64_t xi = 0; xi < POSITIONS; xi++)
+                        for (int64_t xi = 0; xi < t.positions; xi++)
                             for (int64_t i = 0; i < chunks; i++) {
                                 int64_t c0 = i * p->c / chunks, c1 = (i + 1) * p->c / chunks;
-                                lane_products_of(c1 - c0, s + ((kb * POSITIONS + xi) * p->c + c0) * LANES, LANES, 1,
+                                lane_products_of(c1 - c0, s + ((kb * t.positions + xi) * p->c + c0) * LANES, LANES, 1,
                                                  d + xi * t.band_tiles * LANES, v + (xi * p->c + c0) * t.v_stride, 1,
                                                  t.v_stride, tiles);
                             }
@@ -399,7 +483,7 @@ int64_t bp_conv2d_backward_weights_winograd(float *dweight, float *dbias, const 
 #pragma omp parallel for schedule(static) if (size * blocks >= BP_PARALLEL_MIN)
     for (int64_t e = 0; e < size; e++)
         for (int64_t b = 1; b < blocks; b++) sums[e] += sums[b * size + e];
-    weights_from_sums(dweight, sums, p);
+    weights_from_sums(dweight, sums, p, &t);
     if (dbias) bp_conv_bias_finish(dbias, bias_partial, blocks, p->k);
     free(sums);
     free(bias_partial);

@@ -143,9 +143,10 @@ typedef struct {
 } bp_conv2d_params;
 
 /// y = conv(x, weight) + bias[k] (bias [k], or NULL for none), the bias added to each finished sum.
-/// Parallel over images. 3 × 3 kernels with stride and dilation 1, one group, padding at most 2 and
-/// 16 or more channels each way run by Winograd's F(2 × 2, 3 × 3) (rounded differently from the
-/// direct sum; the same bits on every CPU and thread count), as does their backward-data.
+/// Parallel over images. 3 × 3 and 5 × 5 kernels with stride and dilation 1, one group, padding
+/// below the kernel's size and 16 or more channels each way run by Winograd's F(2 × 2, r × r)
+/// (rounded differently from the direct sum; the same bits on every CPU and thread count), as do
+/// their backward-data and backward-weights.
 int64_t bp_conv2d_forward(float *y, const float *x, const float *weight, const float *bias, const bp_conv2d_params *p);
 /// dx = the transposed convolution of dy (overwrites dx) + bias[c] (bias [c], or NULL): also the
 /// forward of ConvTranspose2D, whose bias is on this side.

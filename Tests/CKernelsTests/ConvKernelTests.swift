@@ -70,14 +70,17 @@ import Testing
         Shape(
             label: "backward-data as a forward, groups 2, dilation 2", n: 1, c: 128, h: 7, w: 9, k: 32, r: 3,
             s: 2, pad: (2, 1), dilation: (2, 2), groups: 2),
-        // Winograd's F(2x2, 3x3) (3x3, stride 1, one group, 16 or more channels each way): odd
-        // output sizes (a last tile half outside), paddings 0 to 2 (the backward-data's forward has
-        // 2 − pad), a channel block of 16 with a short last one, rows wider than one 16-pixel transpose
-        // and one 8-tile input vector, and images split into several bands of tile rows.
+        // Winograd's F(2x2, 3x3) and F(2x2, 5x5) (stride 1, one group, 16 or more channels each
+        // way): odd output sizes (a last tile half outside), paddings 0 to r − 1 (the backward-data's
+        // forward has r − 1 − pad), a channel block of 16 with a short last one, rows wider than one
+        // 16-pixel transpose and one 8-tile input vector, and images split into several bands of
+        // tile rows.
         Shape(label: "Winograd, odd sizes, no padding", n: 2, c: 16, h: 9, w: 11, k: 20, r: 3, s: 3),
         Shape(label: "Winograd, wide rows, padding 2", n: 1, c: 17, h: 6, w: 37, k: 33, r: 3, s: 3, pad: (2, 2)),
         Shape(label: "Winograd, padding (1, 0)", n: 3, c: 24, h: 7, w: 8, k: 16, r: 3, s: 3, pad: (1, 0)),
         Shape(label: "Winograd, several bands", n: 1, c: 200, h: 20, w: 19, k: 18, r: 3, s: 3, pad: (1, 1)),
+        Shape(label: "Winograd 5x5, padding (1, 3)", n: 2, c: 16, h: 9, w: 11, k: 17, r: 5, s: 5, pad: (1, 3)),
+        Shape(label: "Winograd 5x5, wide rows, no padding", n: 1, c: 19, h: 8, w: 40, k: 32, r: 5, s: 5),
     ]
 
     @Test("forward, backward-data and backward-weights match the references", arguments: shapes)
