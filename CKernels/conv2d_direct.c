@@ -188,9 +188,13 @@ int64_t bp_conv2d_forward_direct(float *y, const float *x, const float *weight, 
 // each summed from 0 and added to the partial), so every element is the product's sum to the bit.
 // An output row whose input row for the block's kernel row is padding is skipped whole, and at a
 // row's first and last pixels the taps whose input column is padding (their terms are 0 · dy).
+// Where every tap of the group fits in one block (C · R · S <= WEIGHT_TAPS: few input channels),
+// a block holds all the kernel rows instead, as C · R rows of S taps, and no output row is skipped
+// (a padding row's terms are 0 · dy, which leave every sum's bits as they are).
 
 // The block's sums over the chunk's pixels [p0, p1), added to partial at the taps
-// first + c · taps_per_channel + j.
+// first + c · taps_per_channel + j, base[c] tap j's input row; `row` is the block's kernel row, or
+// −1 when its rows are all the kernel rows.
 AVX512 __attribute__((always_inline)) static inline void
 weight_chunk(int C, int S, float *partial, int64_t ld, const float *const base[], const float *dyt, int64_t first,
              int64_t taps_per_channel, int64_t row, int64_t wq, int64_t p0, int64_t p1, const bp_conv2d_params *p) {
@@ -199,7 +203,7 @@ weight_chunk(int C, int S, float *partial, int64_t ld, const float *const base[]
     for (int t = 0; t < C * S; t++) acc[t] = (v16f){0};
     for (int64_t oh = p0 / p->out_w; oh * p->out_w < p1; oh++) {
         int64_t ih = oh - p->pad_h + row;
-        if (ih < 0 || ih >= p->h) continue;
+        if (row >= 0 && (ih < 0 || ih >= p->h)) continue;
         int64_t from = oh * p->out_w < p0 ? p0 - oh * p->out_w : 0;
         int64_t to = (oh + 1) * p->out_w > p1 ? p1 - oh * p->out_w : p->out_w;
         const float *d = dyt + (oh * p->out_w - oh * wq) * LANES;  // pixel v = oh · wq + ow at d[v · 16]
@@ -251,22 +255,6 @@ AVX512 static void weight_block(int64_t S, int64_t C, float *partial, int64_t ld
 #undef BLOCK
 // clang-format on
 
-// dyt [kg / 16][hw][16] = dy [kg][hw] pixel-major, 16 channels a row (0 past the last), 8 × 8
-// blocks at a time through a register transpose.
-AVX512 static void pack_pixel_major(float *dyt, const float *dy, int64_t kg, int64_t hw) {
-    for (int64_t o = 0; o < kg; o += 8)
-        for (int64_t q = 0; q < hw; q += 8) {
-            v8f x[8] = {{0}}, columns[8];
-            for (int64_t i = 0; i < 8 && o + i < kg; i++)
-                if (q + 8 <= hw) memcpy(&x[i], dy + (o + i) * hw + q, 32);
-                else
-                    for (int64_t j = 0; q + j < hw; j++) x[i][j] = dy[(o + i) * hw + q + j];
-            bp_transpose_8x8(columns, x);
-            for (int64_t j = 0; j < 8 && q + j < hw; j++)
-                memcpy(dyt + ((o / 16 * hw) + q + j) * 16 + o % 16, &columns[j], 32);
-        }
-}
-
 // Where the direct weight gradient serves and pays: dilation 1, kernels 3, 5 or 7 wide, and a
 // gradient (taps × channels rounded up to 16) of at most 1 MB, which every image adds to in
 // scattered 64-byte pieces: measured on Zen 4 (1 thread), 3 × 3 kernels on 14 × 14 images with 64
@@ -282,7 +270,14 @@ void bp_conv_weights_direct(float *partial, int64_t ld, const float *buffer, con
                             const conv_layout *l, int64_t chunk, const bp_conv2d_params *p) {
     int64_t cg = p->c / p->groups, most = WEIGHT_TAPS / p->s, blocks = (cg + most - 1) / most;
     int64_t hw = bp_conv_pixels(p), taps_per_channel = p->r * p->s;
-    pack_pixel_major(dyt, dy, p->k / p->groups, hw);
+    bp_conv_pack_pixel_major(dyt, dy, p->k / p->groups, 1, hw, hw, 1);  // the plane as one row
+    if (cg * taps_per_channel <= WEIGHT_TAPS) {
+        const float *base[WEIGHT_TAPS];  // kernel row q = c · r + i: tap (q, j) of pixel v at [v + j]
+        for (int64_t q = 0; q < cg * p->r; q++) base[q] = buffer + l->offset[q * p->s];
+        for (int64_t o = 0; o < ld; o += LANES)
+            weight_block(p->s, cg * p->r, partial + o, ld, base, dyt + o * hw, 0, p->s, -1, l->wq, chunk, p);
+        return;
+    }
     for (int64_t o = 0; o < ld; o += LANES)
         for (int64_t i = 0; i < p->r; i++)
             for (int64_t b = 0; b < blocks; b++) {

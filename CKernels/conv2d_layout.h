@@ -50,6 +50,13 @@ conv_layout bp_conv_layout_build(const bp_conv2d_params *p, int64_t *missing);
 /// Copies cg channels of an image (x at the group's first channel) into the buffer, whose padding
 /// is already 0 (it is never written, so a buffer zeroed once serves every image).
 void bp_conv_copy_in(float *buffer, const float *x, const conv_layout *l, const bp_conv2d_params *p);
+/// dyt[kb][oh][ow][16] = dy[kb · 16 + o][oh][ow] for one image's k output-gradient planes of
+/// out_h × out_w (0 past the last channel): the gradient pixel-major, 16 channels to a pixel, for
+/// kernels with output channels in the lanes. dyt's rows are `row_len` pixels apart and its
+/// channel blocks `rows` rows apart; the places past out_w or out_h are not written.
+void bp_conv_pack_pixel_major(float *dyt, const float *dy, int64_t k, int64_t out_h, int64_t out_w, int64_t row_len,
+                              int64_t rows);
+
 /// dx = the buffer's interior, plus bias[ci] when bias is not NULL.
 void bp_conv_copy_out(float *dx, const float *buffer, const float *bias, const conv_layout *l,
                       const bp_conv2d_params *p);

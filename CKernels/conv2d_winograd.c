@@ -371,26 +371,6 @@ int64_t bp_conv2d_forward_winograd(float *y, const float *x, const float *weight
 // tiles taken in order from 0, then added); the blocks' S are added in block order before the last
 // transform. Channels go in chunks of at most CHUNK_AVX512 (CHUNK_AVX2), an accumulator each.
 
-// dyt[kb][oh][ow][16] = dy[kb · 16 + o][oh][ow] on rows of 2 · TW pixels (the places past the
-// output are never written: 0), 16 channels × 16 pixels at a time through the register transpose.
-BP_MULTIVERSION
-static void pack_gradient(float *dyt, const float *dy, const tiling *t, const bp_conv2d_params *p) {
-    int64_t hw = bp_conv_pixels(p), row = 2 * t->tw;
-    for (int64_t kb = 0; kb < t->blocks; kb++)
-        for (int64_t oh = 0; oh < p->out_h; oh++)
-            for (int64_t ow0 = 0; ow0 < p->out_w; ow0 += 16) {
-                int64_t count = min64(16, p->out_w - ow0);
-                float rows[16][16] __attribute__((aligned(64))) = {{0}};
-                for (int64_t o = 0; o < LANES && kb * LANES + o < p->k; o++)
-                    bp_copy_short(rows[o], dy + (kb * LANES + o) * hw + oh * p->out_w + ow0, count);
-                v16f block[16];
-                memcpy(block, rows, sizeof block);
-                bp_transpose_16x16(block);
-                for (int64_t j = 0; j < count; j++)
-                    *(v16f *)(dyt + ((kb * 2 * t->th + oh) * row + ow0 + j) * LANES) = block[j];
-            }
-}
-
 // D[ξ][tile][16] (ξ `stride` floats apart) = (A · dy_tile · Aᵀ)[ξ] for the band's tiles and one
 // channel block: A applied to the tile's two columns, then to the rows of the result.
 __attribute__((always_inline)) static inline void gradient_tiles(int alpha, float *d, int64_t stride, const float *dyt,
@@ -457,7 +437,8 @@ int64_t bp_conv2d_backward_weights_winograd(float *dweight, float *dbias, const 
                 const float *dyi = dy + image * p->k * hw;
                 float *s = sums + block * size;
                 copy_in(planes, x + image * p->c * p->h * p->w, &t, p);
-                pack_gradient(dyt, dyi, &t, p);
+                // dyt[kb][oh][ow][16] on rows of 2 · TW pixels, 2 · TH rows: 0 past the output's edge.
+                bp_conv_pack_pixel_major(dyt, dyi, p->k, p->out_h, p->out_w, 2 * t.tw, 2 * t.th);
                 if (dbias) bp_conv_add_bias_sums(bias_partial + block * p->k, dyi, p->k, hw);
                 for (int64_t th0 = 0; th0 < t.th; th0 += t.band_rows) {
                     int64_t rows = min64(t.band_rows, t.th - th0), tiles = rows * t.tw;

@@ -104,12 +104,11 @@ __attribute__((always_inline)) static inline void bp_transpose_8x8(v8f columns[8
 #define BP_UPPER_1 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30
 #define BP_LOWER_1 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31
 #define BP_SWAP(e)                                                                                                     \
-    for (int a = 0; a < 16; a++)                                                                                       \
-        if (!(a & e)) {                                                                                                \
-            v16f upper = m[a], lower = m[a + e];                                                                       \
-            m[a] = __builtin_shufflevector(upper, lower, BP_UPPER_##e);                                                \
-            m[a + e] = __builtin_shufflevector(upper, lower, BP_LOWER_##e);                                            \
-        }
+    _Pragma("clang loop unroll(full)") for (int a = 0; a < 16; a++) if (!(a & e)) {                                    \
+        v16f upper = m[a], lower = m[a + e];                                                                           \
+        m[a] = __builtin_shufflevector(upper, lower, BP_UPPER_##e);                                                    \
+        m[a + e] = __builtin_shufflevector(upper, lower, BP_LOWER_##e);                                                \
+    }
 __attribute__((always_inline)) static inline void bp_transpose_16x16(v16f m[16]) {
     BP_SWAP(8) BP_SWAP(4) BP_SWAP(2) BP_SWAP(1)
 }

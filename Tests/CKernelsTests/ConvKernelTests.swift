@@ -62,6 +62,12 @@ import Testing
             label: "direct, padding 4, groups 2", n: 2, c: 16, h: 9, w: 12, k: 24, r: 5, s: 5, pad: (4, 4),
             groups: 2),
         Shape(label: "direct, 3x7 kernel", n: 1, c: 12, h: 8, w: 19, k: 33, r: 3, s: 7, pad: (1, 3)),
+        // At most 24 taps per group (1 or 2 input channels of 3x3): the direct weight gradient holds
+        // every kernel row in one block and skips no padding row (with groups too).
+        Shape(label: "direct weights, one input channel", n: 2, c: 1, h: 9, w: 20, k: 20, r: 3, s: 3, pad: (1, 1)),
+        Shape(
+            label: "direct weights, two input channels per group", n: 2, c: 4, h: 7, w: 6, k: 34, r: 3, s: 3,
+            pad: (2, 1), groups: 2),
         // 400 pixels: the weight gradient's two chunks, the first ending inside a row.
         Shape(label: "direct, two pixel chunks", n: 2, c: 8, h: 20, w: 20, k: 20, r: 3, s: 3, pad: (1, 1)),
         // The backward-data as a forward of dy with the flipped kernel (stride 1, 64 input channels per
