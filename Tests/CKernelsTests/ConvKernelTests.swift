@@ -151,12 +151,20 @@ import Testing
         }
     }
 
-    @Test("convolution kernels are bit-identical for 1, 2 and 3 threads")
-    func threadInvariance() {
-        let shape = Shape(label: "", n: 7, c: 8, h: 20, w: 20, k: 16, r: 3, s: 3, pad: (1, 1))
+    /// The column-matrix product (8 channels), Winograd's F(2x2, 3x3) and F(2x2, 5x5) (16 or more
+    /// channels each way; 7 images: the weight gradient's 4 blocks split unevenly over the threads).
+    @Test(
+        "convolution kernels are bit-identical for 1, 2 and 3 threads",
+        arguments: [
+            Shape(label: "product", n: 7, c: 8, h: 20, w: 20, k: 16, r: 3, s: 3, pad: (1, 1)),
+            Shape(label: "Winograd 3x3", n: 7, c: 16, h: 9, w: 13, k: 20, r: 3, s: 3, pad: (1, 1)),
+            Shape(label: "Winograd 5x5", n: 7, c: 17, h: 9, w: 8, k: 16, r: 5, s: 5, pad: (2, 2)),
+        ])
+    func threadInvariance(_ shape: Shape) {
         var p = shape.params
         var random = TestRandom(seed: 9)
-        let x = random.floats(shape.n * shape.c * shape.h * shape.w), weight = random.floats(shape.k * shape.c * 9)
+        let x = random.floats(shape.n * shape.c * shape.h * shape.w)
+        let weight = random.floats(shape.k * shape.c * shape.r * shape.s)
         let dy = random.floats(shape.n * shape.k * Int(p.out_h * p.out_w))
         let bias = random.floats(shape.k), inBias = random.floats(shape.c)
         func run() -> [[UInt32]] {
