@@ -15,9 +15,10 @@
 //
 // The rounding differs from the direct sum's (relative differences of a few float epsilons for
 // 3 × 3, some more for 5 × 5, whose transforms multiply by up to 5 and divide by 24). Every step
-// is elementwise in a fixed order: each transform applies its matrix to rows first, then to
-// columns, in the order written, and the Σ_c runs in channel order with one fused multiply-add per
-// term (contracted on AVX2 and AVX-512 alike). So the bits do not depend on the vector width, the
+// is elementwise in a fixed order: each transform multiplies on the left first (its matrix applied
+// to each column of the tile), then on the right (to each row of the result), each sum in the order
+// written, and the Σ_c runs in channel order with one fused multiply-add per term (contracted on
+// AVX2 and AVX-512 alike). So the bits do not depend on the vector width, the
 // product's chunk of tiles or the thread count. Whether a shape runs here depends on the shape
 // alone (bp_conv_winograd_fits).
 //
