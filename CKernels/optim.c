@@ -3,6 +3,7 @@
 #include "internal.h"
 
 #include <math.h>
+#include <string.h>
 
 // sqrtf may set errno, which keeps loops scalar; this builtin is the bare instruction.
 #define SQRT(x) __builtin_elementwise_sqrt(x)
@@ -90,4 +91,17 @@ double bp_penalty(float *grad, const float *param, int64_t n, float l1, float l2
 void bp_scale(float *x, float scale, int64_t n) {
 #pragma omp parallel for simd schedule(static) if (n >= BP_PARALLEL_MIN)
     for (int64_t i = 0; i < n; i++) x[i] *= scale;
+}
+
+// An OR over the values' exponent fields (all ones: infinity or NaN), which vectorises where a
+// test with an early exit would not.
+BP_MULTIVERSION
+int bp_all_finite(const float *x, int64_t n) {
+    uint32_t nonfinite = 0;
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t bits;
+        memcpy(&bits, x + i, sizeof bits);
+        nonfinite |= (bits & 0x7f800000u) == 0x7f800000u;
+    }
+    return !nonfinite;
 }

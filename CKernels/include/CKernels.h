@@ -448,6 +448,8 @@ double bp_sum_squares(const float *x, int64_t n);
 double bp_penalty(float *grad, const float *param, int64_t n, float l1, float l2);
 /// x *= scale.
 void bp_scale(float *x, float scale, int64_t n);
+/// Whether none of the n values is infinite or NaN.
+int bp_all_finite(const float *x, int64_t n);
 
 #ifdef __cplusplus
 }

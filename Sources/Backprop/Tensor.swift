@@ -114,6 +114,9 @@ extension Tensor {
         }
     }
 
+    /// Whether no scalar is infinite or NaN (one vectorised pass).
+    public var isFinite: Bool { withPointer { bp_all_finite($0, Int64(count)) != 0 } }
+
     /// Calls `body` with a mutable pointer to the scalars.
     mutating func withMutablePointer<R>(_ body: (UnsafeMutablePointer<Float>) throws -> R) rethrows -> R {
         makeUnique()

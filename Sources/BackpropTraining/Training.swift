@@ -53,8 +53,7 @@ public enum Training {
             peakStepBytes = max(peakStepBytes, peak)
             receivedBytes = max(receivedBytes, step.receivedBytes)
             // The backward runs from the output: the last layer with a non-finite gradient blew up first.
-            if let (name, _) = model.namedParameters.last(where: { !$0.parameter.grad.scalars.allSatisfy(\.isFinite) })
-            {
+            if let (name, _) = model.namedParameters.last(where: { !$0.parameter.grad.isFinite }) {
                 let layer = TrainingMonitor.layerLabels(model)[TrainingMonitor.layerName(of: name)] ?? "?"
                 throw BackpropError(
                     .numerical,
@@ -96,7 +95,7 @@ public enum Training {
     /// Throws, naming the first layer whose weights the last update made NaN or infinite (an
     /// update that overflowed although the loss and the gradients were finite).
     package static func checkUpdate(_ model: Module, at place: String) throws {
-        guard let (name, _) = model.namedParameters.first(where: { !$0.parameter.value.scalars.allSatisfy(\.isFinite) })
+        guard let (name, _) = model.namedParameters.first(where: { !$0.parameter.value.isFinite })
         else { return }
         let layer = TrainingMonitor.layerLabels(model)[TrainingMonitor.layerName(of: name)] ?? "?"
         throw BackpropError(

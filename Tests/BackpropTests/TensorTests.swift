@@ -21,4 +21,20 @@ import Testing
             _ = try Tensor(shape: [Int.max, 2], scalars: [])
         }
     }
+
+    /// Every position of 37 values (a vector's tail included) holding each non-finite value in
+    /// turn; the largest and the smallest floats are finite.
+    @Test func isFiniteFindsEveryInfinityAndNaN() {
+        let finite = (0..<37).map { Float($0) - 18.5 }
+        #expect(Tensor(finite).isFinite)
+        #expect(Tensor([Float.greatestFiniteMagnitude, -.greatestFiniteMagnitude, .leastNonzeroMagnitude]).isFinite)
+        #expect(Tensor([Float]()).isFinite)
+        for bad in [Float.infinity, -.infinity, .nan, -.nan, .signalingNaN] {
+            for index in finite.indices {
+                var values = finite
+                values[index] = bad
+                #expect(!Tensor(values).isFinite, "\(bad) at \(index)")
+            }
+        }
+    }
 }
