@@ -451,14 +451,12 @@ int64_t bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy
     int64_t blocks = bp_conv_weight_blocks(p);
     int64_t missing = 0;
     bp_micro micro = bp_micro_kernel();
-    // On AVX-512, where skipping padding pays or every tap fits one block of the direct kernel
-    // (conv2d_direct.c: a few input channels, stride 1), that kernel: its partials are
+    // On AVX-512, where it pays, the direct kernel (conv2d_direct.c): its partials are
     // [block][g][R][ld] (ld = kg rounded up to 16), the product's [block][g][kg][R].
     int direct = 0;
     int64_t ld = round_up(kg, 16);
 #if BP_AVX512_KERNEL
-    direct = micro.avx512 && !is_depthwise(p) && bp_conv_weights_direct_fits(p) &&
-             (bp_conv_padding_pays(p) || (p->stride_h == 1 && p->stride_w == 1 && rows <= 24));
+    direct = micro.avx512 && !is_depthwise(p) && bp_conv_weights_direct_pays(p);
 #endif
     int64_t group_size = direct ? rows * ld : kg * rows;
     int pointwise = is_pointwise(p);

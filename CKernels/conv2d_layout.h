@@ -133,8 +133,8 @@ void bp_conv_add_bias_sums(double *dbias, const float *dy, int64_t kg, int64_t h
 void bp_conv_bias_finish(float *dbias, const double *partial, int64_t blocks, int64_t k);
 
 /// Whether the direct weight gradient serves `p` and pays (dilation 1, kernels 3, 5 or 7 wide, a
-/// gradient of at most 1 MB).
-int bp_conv_weights_direct_fits(const bp_conv2d_params *p);
+/// gradient of at most 1 MB, and skipping padding pays or every tap fits one block).
+int bp_conv_weights_direct_pays(const bp_conv2d_params *p);
 /// One image-group's weight gradient by the direct kernel (AVX-512, stride 1), the padding
 /// skipped: partial [R][ld] (ld = the group's channels rounded up to 16) += its sums over the
 /// pixels in chunks of `chunk`, from dy [kg][pixels] and the image's buffer; dyt is scratch of ld ·

@@ -48,6 +48,9 @@ typedef float v16f_unaligned __attribute__((vector_size(64), aligned(4)));
 static int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
+// The most accumulators of one lane_products call on this CPU (the chunking never changes a bit).
+static int64_t chunk_width(void) { return bp_micro_kernel().avx512 ? CHUNK_AVX512 : CHUNK_AVX2; }
+
 int bp_conv_winograd_fits(const bp_conv2d_params *p) {
     return p->r == p->s && (p->r == 3 || p->r == 5) && p->stride_h == 1 && p->stride_w == 1 && p->dilation_h == 1 &&
            p->dilation_w == 1 && p->groups == 1 && p->pad_h < p->r && p->pad_w < p->r && p->c >= 16 && p->k >= 16;
@@ -310,7 +313,7 @@ int64_t bp_conv2d_forward_winograd(float *y, const float *x, const float *weight
                                    const bp_conv2d_params *p) {
     tiling t = tiling_of(p);
     int64_t hw = bp_conv_pixels(p), missing = 0;
-    int64_t chunk = bp_micro_kernel().avx512 ? CHUNK_AVX512 : CHUNK_AVX2;
+    int64_t chunk = chunk_width();
     int64_t stage_stride = 2 * t.band_rows * p->out_w + 16, width = round_up(2 * t.tw, 16);
     float *u = bp_aligned_alloc(64, t.blocks * t.positions * p->c * LANES, sizeof(float), 0, &missing);
     if (!u) return missing;
@@ -421,7 +424,7 @@ int64_t bp_conv2d_backward_weights_winograd(float *dweight, float *dbias, const 
     tiling t = tiling_of(p);
     int64_t blocks = bp_conv_weight_blocks(p), hw = bp_conv_pixels(p), missing = 0;
     int64_t size = t.blocks * t.positions * p->c * LANES, plane = 4 * t.th * t.tw * LANES;  // S; a block of dyt
-    int64_t chunk = bp_micro_kernel().avx512 ? CHUNK_AVX512 : CHUNK_AVX2, chunks = (p->c + chunk - 1) / chunk;
+    int64_t chunk = chunk_width(), chunks = (p->c + chunk - 1) / chunk;
     float *sums = bp_aligned_alloc(64, blocks * size, sizeof(float), 1, &missing);
     double *bias_partial = bp_calloc(blocks * p->k, sizeof(double), &missing);  // [block][k]: Σ dy
     if (missing) return free(sums), free(bias_partial), missing;
