@@ -64,30 +64,12 @@ static void copy_rows(float *buffer, float *x, const float *bias, const conv_lay
         }
 }
 
-// 16 channels × 16 pixels at a time through the register transpose; a row's last, short group of
-// pixels through a zeroed copy.
-BP_MULTIVERSION
 void bp_conv_pack_pixel_major(float *dyt, const float *dy, int64_t k, int64_t out_h, int64_t out_w, int64_t row_len,
                               int64_t rows) {
     for (int64_t kb = 0; kb < (k + 15) / 16; kb++)
         for (int64_t oh = 0; oh < out_h; oh++)
-            for (int64_t ow0 = 0; ow0 < out_w; ow0 += 16) {
-                int64_t count = out_w - ow0 < 16 ? out_w - ow0 : 16;
-                v16f block[16];
-                for (int64_t o = 0; o < 16; o++) {
-                    const float *src = dy + ((kb * 16 + o) * out_h + oh) * out_w + ow0;
-                    if (kb * 16 + o < k && count == 16) {
-                        memcpy(&block[o], src, sizeof block[o]);
-                    } else {
-                        float row[16] = {0};
-                        if (kb * 16 + o < k) bp_copy_short(row, src, count);
-                        memcpy(&block[o], row, sizeof row);
-                    }
-                }
-                bp_transpose_16x16(block);
-                for (int64_t j = 0; j < count; j++)
-                    memcpy(dyt + ((kb * rows + oh) * row_len + ow0 + j) * 16, &block[j], sizeof block[j]);
-            }
+            bp_pack_lanes16(dyt + (kb * rows + oh) * row_len * 16, dy + (kb * 16 * out_h + oh) * out_w, out_h * out_w,
+                            k - kb * 16 < 16 ? k - kb * 16 : 16, out_w);
 }
 
 void bp_conv_copy_in(float *buffer, const float *x, const conv_layout *l, const bp_conv2d_params *p) {

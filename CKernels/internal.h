@@ -7,6 +7,15 @@
 // Loops this short run on the calling thread: a parallel region costs more than it saves.
 #define BP_PARALLEL_MIN 32768
 
+// Outputs of this many bytes or more are written past the caches (bp_stream_copy): they would not
+// stay cached for their reader, and a cached store first reads each line it writes.
+#define BP_STREAM_MIN (16 << 20)
+
+/// dst[i] = src[i] for i < n, dst's 64-byte lines stored past the caches (non-temporal). The
+/// caller's parallel region ends with a fence (bp_stream_fence) before anyone reads dst.
+void bp_stream_copy(float *dst, const float *src, int64_t n);
+static inline void bp_stream_fence(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+
 /// count · size bytes from malloc (bp_calloc: zeroed; bp_aligned_alloc: on an `alignment`-byte
 /// boundary, the size rounded up to it, zeroed when `zero`), or NULL when they cannot be had: then
 /// the bytes asked are recorded in *missing unless a failure is already recorded there (threads
@@ -113,6 +122,10 @@ __attribute__((always_inline)) static inline void bp_transpose_16x16(v16f m[16])
     BP_SWAP(8) BP_SWAP(4) BP_SWAP(2) BP_SWAP(1)
 }
 #undef BP_SWAP
+
+/// dst[j · 16 + r] = src[r · ld + j] for j < count and r < 16 (0 for r ≥ rows; rows ≤ 16): up to 16
+/// rows of `count` floats as `count` rows of 16 lanes, one lane per source row (transpose.c).
+void bp_pack_lanes16(float *dst, const float *src, int64_t ld, int64_t rows, int64_t count);
 
 /// Σ x[i] for i < n in float, in 8 interleaved lanes (which vectorise; one running sum does not),
 /// then the tail, then the lanes: a fixed order. Inline, for loops over many short runs inside a

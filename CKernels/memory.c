@@ -54,3 +54,16 @@ void bp_retain_freed_memory(void) {
     mallopt(M_MMAP_MAX, 0);
     mallopt(M_TRIM_THRESHOLD, -1);  // the largest value: never give the heap's top back
 }
+
+// The lines before dst's first 64-byte boundary and after its last are stored as usual.
+BP_MULTIVERSION
+void bp_stream_copy(float *dst, const float *src, int64_t n) {
+    int64_t j = 0;
+    for (; j < n && (uintptr_t)(dst + j) % 64 != 0; j++) dst[j] = src[j];
+    for (; j + 16 <= n; j += 16) {
+        v16f v;
+        memcpy(&v, src + j, sizeof v);
+        __builtin_nontemporal_store(v, (v16f *)(dst + j));
+    }
+    for (; j < n; j++) dst[j] = src[j];
+}

@@ -476,8 +476,12 @@ static void row_affine(float *y, const float *x, int64_t d, const float *mean, f
     }
 }
 
+// A run of a row's output computed in the first-level cache, then streamed out (bp_stream_copy).
+enum { STREAM_RUN = 512 };
+
 void bp_layernorm_forward(float *y, float *mean, float *rstd, const float *x, const float *gamma, const float *beta,
                           int64_t rows, int64_t d, float eps) {
+    int stream = rows * d * (int64_t)sizeof(float) >= BP_STREAM_MIN;
 #pragma omp parallel for schedule(static) if (rows * d >= BP_PARALLEL_MIN)
     for (int64_t row = 0; row < rows; row++) {
         const float *xr = x + row * d;
@@ -486,8 +490,18 @@ void bp_layernorm_forward(float *y, float *mean, float *rstd, const float *x, co
         float r = (float)(1.0 / sqrt(variance + eps));
         bp_split_mean(mu, mean + 2 * row);
         rstd[row] = r;
-        row_affine(y + row * d, xr, d, mean + 2 * row, r, gamma, beta);
+        if (!stream) {
+            row_affine(y + row * d, xr, d, mean + 2 * row, r, gamma, beta);
+            continue;
+        }
+        for (int64_t j = 0; j < d; j += STREAM_RUN) {
+            int64_t count = d - j < STREAM_RUN ? d - j : STREAM_RUN;
+            float run[STREAM_RUN];
+            row_affine(run, xr + j, count, mean + 2 * row, r, gamma ? gamma + j : NULL, beta ? beta + j : NULL);
+            bp_stream_copy(y + row * d + j, run, count);
+        }
     }
+    bp_stream_fence();
 }
 
 // The first pass of a row of the layer-norm backward over its first d8 elements (a multiple of 8):
@@ -510,17 +524,28 @@ __attribute__((always_inline)) static inline void row_first_pass(float *restrict
         }
 }
 
+// dx = r · (g − mean_g − x̂ · mean_g_xhat) over `d` elements of a row.
+__attribute__((always_inline)) static inline void row_dx(float *restrict dx, const float *restrict dy,
+                                                         const float *restrict x, const float *restrict gamma, float hi,
+                                                         float lo, float r, float mean_g, float mean_g_xhat,
+                                                         int64_t d) {
+    if (gamma)
+        for (int64_t j = 0; j < d; j++) dx[j] = r * (dy[j] * gamma[j] - mean_g - ((x[j] - hi) - lo) * r * mean_g_xhat);
+    else
+        for (int64_t j = 0; j < d; j++) dx[j] = r * (dy[j] - mean_g - ((x[j] - hi) - lo) * r * mean_g_xhat);
+}
+
 // One row of the layer-norm backward, g = dy · gamma (gamma NULL: 1), x̂ = (x − mean) · r:
 //
 //   dgamma += dy · x̂,  dbeta += dy    (the block's partials; NULL: not wanted)
 //   dx = r · (g − mean(g) − x̂ · mean(g · x̂))
 //
 // in two passes: row_first_pass, whose lanes are added up in double with the last d mod 8
-// elements, then dx.
+// elements, then dx (streamed out when `stream`).
 BP_MULTIVERSION
 static void layernorm_row_backward(float *restrict dx, float *restrict dgamma, float *restrict dbeta,
                                    const float *restrict dy, const float *restrict x, const float *mean, float r,
-                                   const float *restrict gamma, int64_t d) {
+                                   const float *restrict gamma, int64_t d, int stream) {
     const float hi = mean[0], lo = mean[1];
     float lanes_g[8] = {0}, lanes_gx[8] = {0};
     int64_t d8 = d / 8 * 8;
@@ -539,10 +564,16 @@ static void layernorm_row_backward(float *restrict dx, float *restrict dgamma, f
     }
     for (int l = 0; l < 8; l++) sum_g += lanes_g[l], sum_g_xhat += lanes_gx[l];
     float mean_g = (float)(sum_g / (double)d), mean_g_xhat = (float)(sum_g_xhat / (double)d);
-    if (gamma)
-        for (int64_t j = 0; j < d; j++) dx[j] = r * (dy[j] * gamma[j] - mean_g - ((x[j] - hi) - lo) * r * mean_g_xhat);
-    else
-        for (int64_t j = 0; j < d; j++) dx[j] = r * (dy[j] - mean_g - ((x[j] - hi) - lo) * r * mean_g_xhat);
+    if (!stream) {
+        row_dx(dx, dy, x, gamma, hi, lo, r, mean_g, mean_g_xhat, d);
+        return;
+    }
+    for (int64_t j = 0; j < d; j += STREAM_RUN) {
+        int64_t count = d - j < STREAM_RUN ? d - j : STREAM_RUN;
+        float run[STREAM_RUN];
+        row_dx(run, dy + j, x + j, gamma ? gamma + j : NULL, hi, lo, r, mean_g, mean_g_xhat, count);
+        bp_stream_copy(dx + j, run, count);
+    }
 }
 
 enum { LAYERNORM_BLOCKS = 8 };
@@ -552,13 +583,15 @@ int64_t bp_layernorm_backward(float *dx, float *dgamma, float *dbeta, const floa
     int64_t blocks = rows < LAYERNORM_BLOCKS ? rows : LAYERNORM_BLOCKS, missing = 0;
     float *partial = bp_calloc(2 * blocks * d, sizeof(float), &missing);  // [block][dgamma | dbeta][d]
     if (!partial) return missing;
+    int stream = rows * d * (int64_t)sizeof(float) >= BP_STREAM_MIN;
 #pragma omp parallel for schedule(static) if (rows * d >= BP_PARALLEL_MIN)
     for (int64_t block = 0; block < blocks; block++) {
         float *pg = dgamma ? partial + 2 * block * d : NULL, *pb = dbeta ? partial + (2 * block + 1) * d : NULL;
         for (int64_t row = block * rows / blocks; row < (block + 1) * rows / blocks; row++)
-            layernorm_row_backward(dx + row * d, pg, pb, dy + row * d, x + row * d, mean + 2 * row, rstd[row], gamma,
-                                   d);
+            layernorm_row_backward(dx + row * d, pg, pb, dy + row * d, x + row * d, mean + 2 * row, rstd[row], gamma, d,
+                                   stream);
     }
+    bp_stream_fence();
     for (int64_t j = 0; j < d; j++) {
         double sum_g = 0.0, sum_b = 0.0;
         for (int64_t block = 0; block < blocks; block++)

@@ -29,6 +29,9 @@ static float *panel(const bp_gate_panels *w, int64_t u, int64_t g, int64_t t0) {
     return w->panels + (u * w->depth + t0) * w->gates * BP_NR + g * kc * BP_NR;
 }
 
+// B's first column in panel q = u · G + g: that of gate g of unit u · 16.
+static int64_t column(const bp_gate_panels *w, int64_t q) { return (q % w->gates) * w->hidden + q / w->gates * BP_NR; }
+
 // The 32-column panels of pairs of a block's G · 16 columns: panel pp holds gates 2pp and 2pp + 1.
 static int64_t pair_panels(const bp_gate_panels *w) {
     return (w->gates * BP_NR + BP_BF16_COLUMNS - 1) / BP_BF16_COLUMNS;
@@ -85,29 +88,26 @@ int64_t bp_pack_gate_panels(bp_gate_panels *w, const float *m, int64_t ld, int b
     }
     w->panels = bp_malloc(panels * BP_NR * depth, sizeof(float), &missing);
     // Panel q = u · G + g: column jj of row k of depth block t0 is B[t0 + k][g · H + u · 16 + jj]
-    // (0 past the last unit).
+    // (0 past the last unit). M is read along its rows: a strided walk down M (a page a row) would
+    // miss the TLB at every read.
     if (!w->panels) return missing;
-#pragma omp parallel for schedule(static) if (panels * depth * BP_NR >= BP_PARALLEL_MIN)
-    for (int64_t q = 0; q < panels; q++)
-        for (int64_t t0 = 0; t0 < depth; t0 += DEPTH_BLOCK) {
-            int64_t kc = min64(DEPTH_BLOCK, depth - t0);
-            float *dst = panel(w, q / gates, q % gates, t0);
-            int64_t first = (q % gates) * hidden + (q / gates) * BP_NR;
-            int64_t units = bp_block_units(hidden, q / gates);
-            if (by_rows) {
-                // Row first + jj of M is column jj of the panel, every 16th float.
-                for (int64_t jj = 0; jj < BP_NR; jj++) {
-                    const float *row = jj < units ? m + (first + jj) * ld + t0 : NULL;
-                    for (int64_t k = 0; k < kc; k++) dst[k * BP_NR + jj] = row ? row[k] : 0.0f;
-                }
-            } else {
-                // Row t0 + k of M holds row k of the panel.
-                for (int64_t k = 0; k < kc; k++) {
-                    memcpy(dst + k * BP_NR, m + (t0 + k) * ld + first, (size_t)units * sizeof(float));
-                    memset(dst + k * BP_NR + units, 0, (size_t)(BP_NR - units) * sizeof(float));
-                }
+    int parallel = panels * depth * BP_NR >= BP_PARALLEL_MIN;
+    if (by_rows) {  // rows g · H + u · 16 + jj of M, jj < 16, are the columns of panel q
+#pragma omp parallel for schedule(static) if (parallel)
+        for (int64_t q = 0; q < panels; q++)
+            for (int64_t t0 = 0; t0 < depth; t0 += DEPTH_BLOCK)
+                bp_pack_lanes16(panel(w, q / gates, q % gates, t0), m + column(w, q) * ld + t0, ld,
+                                bp_block_units(hidden, q / gates), min64(DEPTH_BLOCK, depth - t0));
+    } else {  // row k of M holds row k − t0 of every panel of depth block t0
+#pragma omp parallel for schedule(static) if (parallel)
+        for (int64_t k = 0; k < depth; k++)
+            for (int64_t q = 0; q < panels; q++) {
+                float row[BP_NR] = {0};
+                bp_copy_short(row, m + k * ld + column(w, q), bp_block_units(hidden, q / gates));
+                int64_t t0 = k - k % DEPTH_BLOCK;
+                memcpy(panel(w, q / gates, q % gates, t0) + (k - t0) * BP_NR, row, sizeof row);
             }
-        }
+    }
     return 0;
 }
 

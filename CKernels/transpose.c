@@ -1,0 +1,24 @@
+// Rows of floats turned into 16-lane columns, 16 × 16 at a time through the register transpose.
+#include "internal.h"
+
+#include <string.h>
+
+BP_MULTIVERSION
+void bp_pack_lanes16(float *dst, const float *src, int64_t ld, int64_t rows, int64_t count) {
+    for (int64_t j0 = 0; j0 < count; j0 += 16) {
+        int64_t width = count - j0 < 16 ? count - j0 : 16;
+        v16f block[16];
+        for (int64_t r = 0; r < 16; r++) {
+            const float *from = src + r * ld + j0;
+            if (r < rows && width == 16) {
+                memcpy(&block[r], from, sizeof block[r]);
+            } else {
+                float row[16] = {0};  // a short group's missing places and the rows past `rows` are 0
+                if (r < rows) bp_copy_short(row, from, width);
+                memcpy(&block[r], row, sizeof row);
+            }
+        }
+        bp_transpose_16x16(block);
+        for (int64_t j = 0; j < width; j++) memcpy(dst + (j0 + j) * 16, &block[j], sizeof block[j]);
+    }
+}
