@@ -114,7 +114,7 @@ int64_t bp_conv2d_forward_direct(float *y, const float *x, const float *weight, 
                                  const bp_conv2d_params *p);
 
 /// Whether the forward of `p` runs by Winograd's F(2 × 2, r × r) (conv2d_winograd.c): square
-/// kernels of 3 or 5, stride and dilation 1, one group, padding below r, and 16 or more input and
+/// kernels of 2, 3 or 5, stride and dilation 1, one group, padding below r, and 16 or more input and
 /// output channels. A function of the shape alone, on every CPU.
 int bp_conv_winograd_fits(const bp_conv2d_params *p);
 /// bp_conv2d_forward by Winograd's F(2 × 2, r × r), where bp_conv_winograd_fits.
@@ -124,6 +124,19 @@ int64_t bp_conv2d_forward_winograd(float *y, const float *x, const float *weight
 /// bp_conv2d_backward_weights by Winograd's F(2 × 2, r × r), where bp_conv_winograd_fits.
 int64_t bp_conv2d_backward_weights_winograd(float *dweight, float *dbias, const float *dy, const float *x,
                                             const bp_conv2d_params *p);
+
+/// Whether `p` runs as a stride-1 convolution over its input's four phases (conv2d_phases.c): stride
+/// 2, square kernels of 4, 6 or 10, dilation 1, one group, 4 or more input and 16 or more output
+/// channels (the stacked convolution then runs by Winograd). A function of the shape alone.
+int bp_conv_phases_fit(const bp_conv2d_params *p);
+/// bp_conv2d_forward, bp_conv2d_backward_data and bp_conv2d_backward_weights over the stacked
+/// phases, where bp_conv_phases_fit.
+int64_t bp_conv2d_forward_phases(float *y, const float *x, const float *weight, const float *bias,
+                                 const bp_conv2d_params *p);
+int64_t bp_conv2d_backward_data_phases(float *dx, const float *dy, const float *weight, const float *bias,
+                                       const bp_conv2d_params *p);
+int64_t bp_conv2d_backward_weights_phases(float *dweight, float *dbias, const float *dy, const float *x,
+                                          const bp_conv2d_params *p);
 
 /// The bias gradient's sums, one order for every path of the weight gradient: dbias[o] (a
 /// double per output channel of the group, o < kg) += Σ of dy's row o, in chunks of pixels each

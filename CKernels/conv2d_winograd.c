@@ -1,12 +1,12 @@
-// r × r convolutions with stride 1 (r = 3 or 5) by Winograd's minimal filtering F(2 × 2, r × r)
+// r × r convolutions with stride 1 (r = 2, 3 or 5) by Winograd's minimal filtering F(2 × 2, r × r)
 // (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", 2015): a 2 × 2 tile of one
-// output channel costs α² = (r + 1)² multiply-adds per input channel instead of 4r² (16 instead of
-// 36 for 3 × 3, 36 instead of 100 for 5 × 5).
+// output channel costs α² = (r + 1)² multiply-adds per input channel instead of 4r² (9 instead of
+// 16 for 2 × 2, 16 instead of 36 for 3 × 3, 36 instead of 100 for 5 × 5).
 //
 // Output tile (th, tw) is rows 2th, 2th + 1 and columns 2tw, 2tw + 1; its input patch d[c] is the
 // α × α block of the zero-padded image at padded rows 2th … 2th + α − 1 (columns alike). With the
-// matrices G [α, r], Bᵀ [α, α] and Aᵀ [2, α] of the interpolation points 0, 1, −1 (and 2, −2 for
-// r = 5) and ∞, spelled out in the apply_* functions below:
+// matrices G [α, r], Bᵀ [α, α] and Aᵀ [2, α] of the interpolation points 0, 1 (and −1 for r = 3,
+// and ±1, ±2 for r = 5) and ∞, spelled out in the apply_* functions below:
 //
 //   U[k][c] = G · w[k][c] · Gᵀ           (α × α per channel pair, once per call)
 //   V[c]    = Bᵀ · d[c] · B              (α × α per tile and input channel)
@@ -52,8 +52,9 @@ static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static int64_t chunk_width(void) { return bp_micro_kernel().avx512 ? CHUNK_AVX512 : CHUNK_AVX2; }
 
 int bp_conv_winograd_fits(const bp_conv2d_params *p) {
-    return p->r == p->s && (p->r == 3 || p->r == 5) && p->stride_h == 1 && p->stride_w == 1 && p->dilation_h == 1 &&
-           p->dilation_w == 1 && p->groups == 1 && p->pad_h < p->r && p->pad_w < p->r && p->c >= 16 && p->k >= 16;
+    return p->r == p->s && (p->r == 2 || p->r == 3 || p->r == 5) && p->stride_h == 1 && p->stride_w == 1 &&
+           p->dilation_h == 1 && p->dilation_w == 1 && p->groups == 1 && p->pad_h < p->r && p->pad_w < p->r &&
+           p->c >= 16 && p->k >= 16;
 }
 
 // MARK: - The transforms' matrices, each applied to one row or column of a tile
@@ -62,7 +63,12 @@ int bp_conv_winograd_fits(const bp_conv2d_params *p) {
 // Tiles (vectors of tiles or channels): y = Bᵀ x (α → α), y = Aᵀ x (α → 2), y = A x (2 → α).
 
 static void apply_g(int64_t r, float *y, int64_t ys, const float *x, int64_t xs) {
-    float x0 = x[0], x1 = x[xs], x2 = x[2 * xs];
+    float x0 = x[0], x1 = x[xs];
+    if (r == 2) {  // G = [1 0; 1 1; 0 1]
+        y[0] = x0, y[ys] = x0 + x1, y[2 * ys] = x1;
+        return;
+    }
+    float x2 = x[2 * xs];
     if (r == 3) {  // G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1]
         y[0] = x0, y[ys] = (x0 + x1 + x2) * 0.5f, y[2 * ys] = (x0 - x1 + x2) * 0.5f, y[3 * ys] = x2;
         return;
@@ -78,7 +84,12 @@ static void apply_g(int64_t r, float *y, int64_t ys, const float *x, int64_t xs)
 }
 
 static void apply_gt(int64_t r, float *y, int64_t ys, const float *x, int64_t xs) {
-    float x0 = x[0], x1 = x[xs], x2 = x[2 * xs], x3 = x[3 * xs];
+    float x0 = x[0], x1 = x[xs], x2 = x[2 * xs];
+    if (r == 2) {
+        y[0] = x0 + x1, y[ys] = x1 + x2;
+        return;
+    }
+    float x3 = x[3 * xs];
     if (r == 3) {
         y[0] = x0 + (x1 + x2) * 0.5f, y[ys] = (x1 - x2) * 0.5f, y[2 * ys] = (x1 + x2) * 0.5f + x3;
         return;
@@ -91,9 +102,13 @@ static void apply_gt(int64_t r, float *y, int64_t ys, const float *x, int64_t xs
     y[4 * ys] = (x3 + x4) * 2.0f / 3.0f - (x1 + x2) / 6.0f + x5;
 }
 
-// Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1] for α = 4; for α = 6
+// Bᵀ = [1 −1 0; 0 1 0; 0 −1 1] for α = 3, [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1] for α = 4; for α = 6
 // [4 0 −5 0 1 0; 0 −4 −4 1 1 0; 0 4 −4 −1 1 0; 0 −2 −1 2 1 0; 0 2 −1 −2 1 0; 0 4 0 −5 0 1].
 __attribute__((always_inline)) static inline void apply_bt(int alpha, v8f *y, const v8f *x) {
+    if (alpha == 3) {
+        y[0] = x[0] - x[1], y[1] = x[1], y[2] = x[2] - x[1];
+        return;
+    }
     if (alpha == 4) {
         y[0] = x[0] - x[2], y[1] = x[1] + x[2], y[2] = x[2] - x[1], y[3] = x[1] - x[3];
         return;
@@ -106,8 +121,12 @@ __attribute__((always_inline)) static inline void apply_bt(int alpha, v8f *y, co
     y[5] = 4.0f * x[1] - 5.0f * x[3] + x[5];
 }
 
-// Aᵀ = [1 1 1 0; 0 1 −1 −1] for α = 4, [1 1 1 1 1 0; 0 1 −1 2 −2 1] for α = 6.
+// Aᵀ = [1 1 0; 0 1 1] for α = 3, [1 1 1 0; 0 1 −1 −1] for α = 4, [1 1 1 1 1 0; 0 1 −1 2 −2 1] for α = 6.
 __attribute__((always_inline)) static inline void apply_at(int alpha, v16f *y, const v16f *x) {
+    if (alpha == 3) {
+        y[0] = x[0] + x[1], y[1] = x[1] + x[2];
+        return;
+    }
     if (alpha == 4) {
         y[0] = x[0] + x[1] + x[2], y[1] = x[1] - x[2] - x[3];
         return;
@@ -116,10 +135,15 @@ __attribute__((always_inline)) static inline void apply_at(int alpha, v16f *y, c
     y[1] = (x[1] - x[2]) + 2.0f * (x[3] - x[4]) + x[5];
 }
 
-// A = (Aᵀ)ᵀ: from two values g0, g1 the α values g0, g0 + g1, g0 − g1, −g1 (α = 4) or g0, g0 + g1,
-// g0 − g1, g0 + 2g1, g0 − 2g1, g1 (α = 6).
+// A = (Aᵀ)ᵀ: from two values g0, g1 the α values g0, g0 + g1, g1 (α = 3), g0, g0 + g1, g0 − g1, −g1
+// (α = 4) or g0, g0 + g1, g0 − g1, g0 + 2g1, g0 − 2g1, g1 (α = 6).
 __attribute__((always_inline)) static inline void apply_a(int alpha, v16f *y, const v16f *g0, const v16f *g1) {
-    y[0] = *g0, y[1] = *g0 + *g1, y[2] = *g0 - *g1;
+    y[0] = *g0, y[1] = *g0 + *g1;
+    if (alpha == 3) {
+        y[2] = *g1;
+        return;
+    }
+    y[2] = *g0 - *g1;
     if (alpha == 4) {
         y[3] = -*g1;
         return;
@@ -139,8 +163,9 @@ static tiling tiling_of(const bp_conv2d_params *p) {
     t.r = p->r, t.alpha = p->r + 1, t.positions = t.alpha * t.alpha;
     t.th = (p->out_h + 1) / 2, t.tw = (p->out_w + 1) / 2;
     t.hp = 2 * t.th + t.alpha - 2;
-    // Tiles tw0 … tw0 + 7 read columns 2 · tw0 … 2 · tw0 + α + 13 (16 floats from 2 · tw0 + 2s, s < α / 2).
-    t.wp = 2 * round_up(t.tw, 8) + t.alpha - 2;
+    // Tiles tw0 … tw0 + 7 read columns 2 · tw0 … 2 · tw0 + 2⌈α / 2⌉ + 13 (16 floats from 2 · tw0 + 2s,
+    // s < ⌈α / 2⌉).
+    t.wp = 2 * round_up(t.tw, 8) + round_up(t.alpha, 2) - 2;
     int64_t row_bytes = t.positions * p->c * t.tw * (int64_t)sizeof(float);
     // Bands of at least CHUNK_AVX512 tiles, so that the products' chunks are full.
     t.band_rows =
@@ -187,8 +212,8 @@ static void copy_in(float *planes, const float *x, const tiling *t, const bp_con
 #define ODD(v) __builtin_shufflevector(v, v, 1, 3, 5, 7, 9, 11, 13, 15)
 
 // V[ξ][c][row · TW + tw] = (Bᵀ d B)[ξ] for the tile rows th0 … th0 + rows − 1, 8 tiles of a row
-// at a time: patch column 2s (2s + 1) of tiles tw0 … tw0 + 7 is the even (odd) lanes of 16 floats
-// read from column 2 · tw0 + 2s; Bᵀ is applied to the patch's columns, then to the rows of the
+// at a time: patch column 2s (2s + 1, if below α) of tiles tw0 … tw0 + 7 is the even (odd) lanes of
+// 16 floats read from column 2 · tw0 + 2s; Bᵀ is applied to the patch's columns, then to the rows of the
 // result. A row's last vector may write up to 7 tiles past it, into the next row's place (written
 // after) or the slack.
 __attribute__((always_inline)) static inline void input_tiles(int alpha, float *v, const float *planes, const tiling *t,
@@ -200,9 +225,10 @@ __attribute__((always_inline)) static inline void input_tiles(int alpha, float *
             for (int64_t tw0 = 0; tw0 < t->tw; tw0 += 8) {
                 v8f patch[MAX_ALPHA][MAX_ALPHA], column[MAX_ALPHA], bt[MAX_ALPHA][MAX_ALPHA];  // [row][column]
                 for (int i = 0; i < alpha; i++)
-                    for (int s = 0; s < alpha / 2; s++) {
+                    for (int s = 0; 2 * s < alpha; s++) {
                         v16f pair = *(const v16f_unaligned *)(d + i * t->wp + 2 * tw0 + 2 * s);
-                        patch[i][2 * s] = EVEN(pair), patch[i][2 * s + 1] = ODD(pair);
+                        patch[i][2 * s] = EVEN(pair);
+                        if (2 * s + 1 < alpha) patch[i][2 * s + 1] = ODD(pair);
                     }
                 for (int j = 0; j < alpha; j++) {  // Bᵀ d, column by column
                     v8f in[MAX_ALPHA];
@@ -222,7 +248,8 @@ __attribute__((always_inline)) static inline void input_tiles(int alpha, float *
 BP_MULTIVERSION
 static void transform_input(float *v, const float *planes, const tiling *t, int64_t channels, int64_t th0,
                             int64_t rows) {
-    if (t->alpha == 4) input_tiles(4, v, planes, t, channels, th0, rows);
+    if (t->alpha == 3) input_tiles(3, v, planes, t, channels, th0, rows);
+    else if (t->alpha == 4) input_tiles(4, v, planes, t, channels, th0, rows);
     else input_tiles(6, v, planes, t, channels, th0, rows);
 }
 
@@ -305,7 +332,8 @@ __attribute__((always_inline)) static inline void output_tiles(int alpha, float 
 BP_MULTIVERSION
 static void transform_output(float *stage, int64_t stage_stride, v16f *pixels, const float *m, const float *bias,
                              const tiling *t, int64_t th0, int64_t rows, int64_t outputs, const bp_conv2d_params *p) {
-    if (t->alpha == 4) output_tiles(4, stage, stage_stride, pixels, m, bias, t, th0, rows, outputs, p);
+    if (t->alpha == 3) output_tiles(3, stage, stage_stride, pixels, m, bias, t, th0, rows, outputs, p);
+    else if (t->alpha == 4) output_tiles(4, stage, stage_stride, pixels, m, bias, t, th0, rows, outputs, p);
     else output_tiles(6, stage, stage_stride, pixels, m, bias, t, th0, rows, outputs, p);
 }
 
@@ -396,7 +424,8 @@ __attribute__((always_inline)) static inline void gradient_tiles(int alpha, floa
 
 BP_MULTIVERSION
 static void transform_gradient(float *d, int64_t stride, const float *dyt, const tiling *t, int64_t th0, int64_t rows) {
-    if (t->alpha == 4) gradient_tiles(4, d, stride, dyt, t, th0, rows);
+    if (t->alpha == 3) gradient_tiles(3, d, stride, dyt, t, th0, rows);
+    else if (t->alpha == 4) gradient_tiles(4, d, stride, dyt, t, th0, rows);
     else gradient_tiles(6, d, stride, dyt, t, th0, rows);
 }
 

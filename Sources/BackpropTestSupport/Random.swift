@@ -30,7 +30,9 @@ public func randomTensor(_ shape: [Int], seed: UInt64, _ low: Float = -1, _ high
 public func relativeError(_ a: [Float], _ b: [Float]) -> Float {
     precondition(a.count == b.count)
     var error: Float = 0, scale: Float = 1
-    for (x, y) in zip(a, b) {
+    for (x, y) in zip(a, b) where x != y {
+        // A NaN on either side (or infinities that differ) is no small error: `max` would skip it.
+        guard x.isFinite && y.isFinite else { return .infinity }
         error = max(error, abs(x - y))
         scale = max(scale, abs(y))
     }

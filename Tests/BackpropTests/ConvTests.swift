@@ -23,7 +23,7 @@ import Testing
         try expectGradientsCorrect(layer, input: randomTensor([2, 32, 6, 7], seed: 5))
     }
 
-    /// 3 × 3 and 5 × 5, stride 1, 16 or more channels each way: the forward, the input gradient (the
+    /// 2 × 2, 3 × 3 and 5 × 5, stride 1, 16 or more channels each way: the forward, the input gradient (the
     /// forward of the flipped kernel, padding r − 1 − p) and the weight gradient run by Winograd's
     /// F(2 × 2, r × r) (conv2d_winograd.c); odd output sizes leave the last tiles half outside.
     @Test func conv2DGradientsThroughWinograd() throws {
@@ -33,6 +33,8 @@ import Testing
             try Conv2D(18, 16, kernelSize: 3, padding: 0, seed: 12), input: randomTensor([1, 18, 6, 9], seed: 13))
         try expectGradientsCorrect(
             try Conv2D(16, 16, kernelSize: 5, padding: 2, seed: 14), input: randomTensor([1, 16, 7, 6], seed: 15))
+        try expectGradientsCorrect(
+            try Conv2D(16, 16, kernelSize: 2, padding: 1, seed: 16), input: randomTensor([1, 16, 5, 6], seed: 17))
     }
 
     /// 1 × 1 without stride or padding: the forward and the weight gradient run as plain products

@@ -76,7 +76,7 @@ import Testing
         Shape(
             label: "backward-data as a forward, groups 2, dilation 2", n: 1, c: 128, h: 7, w: 9, k: 32, r: 3,
             s: 2, pad: (2, 1), dilation: (2, 2), groups: 2),
-        // Winograd's F(2x2, 3x3) and F(2x2, 5x5) (stride 1, one group, 16 or more channels each
+        // Winograd's F(2x2, r x r), r = 2, 3, 5 (stride 1, one group, 16 or more channels each
         // way): odd output sizes (a last tile half outside), paddings 0 to r − 1 (the backward-data's
         // forward has r − 1 − pad), a channel block of 16 with a short last one, rows wider than one
         // 16-pixel transpose and one 8-tile input vector, and images split into several bands of
@@ -87,6 +87,20 @@ import Testing
         Shape(label: "Winograd, several bands", n: 1, c: 200, h: 20, w: 19, k: 18, r: 3, s: 3, pad: (1, 1)),
         Shape(label: "Winograd 5x5, padding (1, 3)", n: 2, c: 16, h: 9, w: 11, k: 17, r: 5, s: 5, pad: (1, 3)),
         Shape(label: "Winograd 5x5, wide rows, no padding", n: 1, c: 19, h: 8, w: 40, k: 32, r: 5, s: 5),
+        Shape(label: "Winograd 2x2, padding 1", n: 2, c: 16, h: 8, w: 9, k: 18, r: 2, s: 2, pad: (1, 1)),
+        Shape(
+            label: "Winograd 2x2, wide rows, padding (0, 1)", n: 1, c: 20, h: 7, w: 38, k: 33, r: 2, s: 2, pad: (0, 1)),
+        // Stride 2 with kernels of 4, 6 and 10 over the input's four phases stacked as channels
+        // (conv2d_phases.c): paddings even and odd, rows and columns no window reaches (their
+        // input gradient 0), rows wider than 32 floats.
+        Shape(label: "phases 4x4, padding 1", n: 2, c: 5, h: 12, w: 13, k: 17, r: 4, s: 4, stride: (2, 2), pad: (1, 1)),
+        Shape(
+            label: "phases 4x4, unreached rows, padding (0, 2)", n: 1, c: 4, h: 9, w: 40, k: 16, r: 4, s: 4,
+            stride: (2, 2), pad: (0, 2)),
+        Shape(label: "phases 6x6, padding 3", n: 2, c: 6, h: 11, w: 10, k: 20, r: 6, s: 6, stride: (2, 2), pad: (3, 3)),
+        Shape(
+            label: "phases 10x10, padding 4", n: 1, c: 4, h: 14, w: 15, k: 16, r: 10, s: 10, stride: (2, 2), pad: (4, 4)
+        ),
     ]
 
     @Test("forward, backward-data and backward-weights match the references", arguments: shapes)
@@ -151,7 +165,7 @@ import Testing
         }
     }
 
-    /// The column-matrix product (8 channels), Winograd's F(2x2, 3x3) and F(2x2, 5x5) (16 or more
+    /// The column-matrix product (8 channels), Winograd's F(2x2, r x r) for r = 3, 5, 2 (16 or more
     /// channels each way; 7 images: the weight gradient's 4 blocks split unevenly over the threads).
     @Test(
         "convolution kernels are bit-identical for 1, 2 and 3 threads",
@@ -159,6 +173,8 @@ import Testing
             Shape(label: "product", n: 7, c: 8, h: 20, w: 20, k: 16, r: 3, s: 3, pad: (1, 1)),
             Shape(label: "Winograd 3x3", n: 7, c: 16, h: 9, w: 13, k: 20, r: 3, s: 3, pad: (1, 1)),
             Shape(label: "Winograd 5x5", n: 7, c: 17, h: 9, w: 8, k: 16, r: 5, s: 5, pad: (2, 2)),
+            Shape(label: "Winograd 2x2", n: 7, c: 16, h: 10, w: 11, k: 17, r: 2, s: 2, pad: (1, 1)),
+            Shape(label: "phases 4x4", n: 7, c: 4, h: 12, w: 11, k: 16, r: 4, s: 4, stride: (2, 2), pad: (1, 1)),
         ])
     func threadInvariance(_ shape: Shape) {
         var p = shape.params
