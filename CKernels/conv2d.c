@@ -267,7 +267,7 @@ int64_t bp_conv2d_forward(float *y, const float *x, const float *weight, const f
             missing = 0;
     bp_micro micro = bp_micro_kernel();
     if (is_pointwise(p)) return pointwise_forward(y, x, weight, bias, p);
-    if (bp_conv_winograd_fits(p)) return bp_conv2d_forward_winograd(y, x, weight, bias, p);
+    if (bp_conv_winograd_fits(p)) return bp_conv2d_forward_winograd(y, x, weight, bias, p, NULL, NULL);
     if (bp_conv_phases_fit(p)) return bp_conv2d_forward_phases(y, x, weight, bias, p);
 #if BP_AVX512_KERNEL
     if (micro.avx512 && !is_depthwise(p) && bp_conv_padding_pays(p))
@@ -447,7 +447,7 @@ void bp_conv_bias_finish(float *dbias, const double *partial, int64_t blocks, in
 // chunk's dy rows (in cache: pack_rows just read them) in 8 float lanes into a double per block.
 int64_t bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy, const float *x,
                                    const bp_conv2d_params *p) {
-    if (bp_conv_winograd_fits(p)) return bp_conv2d_backward_weights_winograd(dweight, dbias, dy, x, p);
+    if (bp_conv_winograd_fits(p)) return bp_conv2d_backward_weights_winograd(dweight, dbias, dy, x, p, NULL);
     if (bp_conv_phases_fit(p)) return bp_conv2d_backward_weights_phases(dweight, dbias, dy, x, p);
     int64_t cg = p->c / p->groups, kg = p->k / p->groups, rows = bp_conv_taps(p), hw = bp_conv_pixels(p);
     int64_t size = p->k * rows;  // the weight's element count

@@ -117,18 +117,34 @@ int64_t bp_conv2d_forward_direct(float *y, const float *x, const float *weight, 
 /// kernels of 2, 3 or 5, stride and dilation 1, one group, padding below r, and 16 or more input and
 /// output channels. A function of the shape alone, on every CPU.
 int bp_conv_winograd_fits(const bp_conv2d_params *p);
-/// bp_conv2d_forward by Winograd's F(2 × 2, r × r), where bp_conv_winograd_fits.
+/// bp_conv2d_forward by Winograd's F(2 × 2, r × r), where bp_conv_winograd_fits. With `in_phases`
+/// (conv2d_phases.c), x is that stride-2 convolution's input and p's input channels are its
+/// stacked phases; with `out_phases`, y is that convolution's input gradient and p's output
+/// channels are its stacked phases (gathered back, bias added, 0 + bias where no phase lands).
 int64_t bp_conv2d_forward_winograd(float *y, const float *x, const float *weight, const float *bias,
-                                   const bp_conv2d_params *p);
-
-/// bp_conv2d_backward_weights by Winograd's F(2 × 2, r × r), where bp_conv_winograd_fits.
+                                   const bp_conv2d_params *p, const bp_conv2d_params *in_phases,
+                                   const bp_conv2d_params *out_phases);
+/// bp_conv2d_backward_weights by Winograd's F(2 × 2, r × r), where bp_conv_winograd_fits; x through
+/// `in_phases` as above.
 int64_t bp_conv2d_backward_weights_winograd(float *dweight, float *dbias, const float *dy, const float *x,
-                                            const bp_conv2d_params *p);
+                                            const bp_conv2d_params *p, const bp_conv2d_params *in_phases);
 
 /// Whether `p` runs as a stride-1 convolution over its input's four phases (conv2d_phases.c): stride
 /// 2, square kernels of 4, 6 or 10, dilation 1, one group, 4 or more input and 16 or more output
 /// channels (the stacked convolution then runs by Winograd). A function of the shape alone.
 int bp_conv_phases_fit(const bp_conv2d_params *p);
+/// One image of a stride-2 convolution `p`'s input x into the stacked convolution `q`'s padded
+/// planes (plane pitch hp · wp, row pitch wp; q has no padding): plane (2qh + qw) · c + c, row u,
+/// column v holds x[c][2u + qh − pad_h][2v + qw − pad_w] where that is inside x (the rest is not
+/// written).
+void bp_phases_copy_in(float *planes, int64_t hp, int64_t wp, const float *x, const bp_conv2d_params *p,
+                       const bp_conv2d_params *q);
+/// One image's input gradient dx of `p` set to 0 + bias[c] (bias NULL: 0), before the phases land.
+void bp_phases_fill(float *dx, const float *bias, const bp_conv2d_params *p);
+/// Rows [u0, u0 + lines) of the stacked gradient's channel `channel` (rows of `s`'s out_w, from
+/// `rows`) into one image's dx: dx[c][2u + qh − pad_h][2v + qw − pad_w] = rows[…] + bias[c].
+void bp_phases_copy_out(float *dx, const float *rows, int64_t channel, int64_t u0, int64_t lines, const float *bias,
+                        const bp_conv2d_params *p, const bp_conv2d_params *s);
 /// bp_conv2d_forward, bp_conv2d_backward_data and bp_conv2d_backward_weights over the stacked
 /// phases, where bp_conv_phases_fit.
 int64_t bp_conv2d_forward_phases(float *y, const float *x, const float *weight, const float *bias,

@@ -9,9 +9,11 @@
 //
 // Its backward follows: the weight gradient is dW' spread back over W's taps, and since every
 // input element is exactly one element of X', the input gradient is dX' (the stacked convolution's
-// backward-data) gathered back, nothing summed. The stacked input is as large as x; dX' computes
-// the one row and column per phase that fall outside x (for the 28 × 28 outputs of a 4 × 4 kernel
-// on 56 × 56: 29² places for 28²).
+// backward-data: the forward of dy with W' flipped, padding r' − 1) gathered back, nothing summed.
+// X' is never stored whole: the Winograd kernels read each image's phases from x into their padded
+// planes (bp_phases_copy_in) and write dX' into dx row by row (bp_phases_copy_out). dX' holds one
+// row and column per phase that fall outside x (for the 28 × 28 outputs of a 4 × 4 kernel on
+// 56 × 56: 29² places for 28²).
 //
 // The bits are those of the stacked convolution: a fixed order again (phase, then channel, in the
 // Winograd sums), different from the direct sum's (documented with the Winograd kernels), the same
@@ -39,16 +41,22 @@ static bp_conv2d_params stacked(const bp_conv2d_params *p) {
     return q;
 }
 
-// Input row of x (or column) at stacked row u of phase q: 2u + q − pad.
+// x's row (or column) under stacked row u of phase `phase`: 2u + phase − pad.
 static int64_t source(int64_t u, int64_t phase, int64_t pad) { return 2 * u + phase - pad; }
 
-// row[v] = xr[2v + off] for v in [v0, v1), 0 elsewhere in [0, w): 16 at a time as the even lanes
-// of 32 floats (a gather instruction is slower), while those stay inside x's row of `width`.
+// The stacked columns [*v0, *v1) (below `width`) of phase qw whose source columns lie inside x.
+static void inside_columns(int64_t qw, int64_t width, const bp_conv2d_params *p, int64_t *v0, int64_t *v1) {
+    *v0 = (p->pad_w - qw + 1) / 2, *v1 = (p->w + p->pad_w - qw + 1) / 2;
+    if (*v1 > width) *v1 = width;
+    if (*v1 < *v0) *v1 = *v0;
+}
+
+// row[v] = xr[2v + off] for v in [v0, v1): 16 at a time as the even lanes of 32 floats (a gather
+// instruction is slower) while those stay inside x's row of `width`.
 BP_MULTIVERSION
 static void gather_row(float *restrict row, const float *restrict xr, int64_t width, int64_t off, int64_t v0,
-                       int64_t v1, int64_t w) {
-    int64_t v = 0;
-    for (; v < v0; v++) row[v] = 0.0f;
+                       int64_t v1) {
+    int64_t v = v0;
     for (; v + 16 <= v1 && 2 * v + off + 32 <= width; v += 16) {
         v16f lo, hi;
         memcpy(&lo, xr + 2 * v + off, sizeof lo);
@@ -57,7 +65,25 @@ static void gather_row(float *restrict row, const float *restrict xr, int64_t wi
         memcpy(row + v, &even, sizeof even);
     }
     for (; v < v1; v++) row[v] = xr[2 * v + off];
-    for (; v < w; v++) row[v] = 0.0f;
+}
+
+void bp_phases_copy_in(float *planes, int64_t hp, int64_t wp, const float *x, const bp_conv2d_params *p,
+                       const bp_conv2d_params *q) {
+    for (int64_t plane = 0; plane < q->c; plane++) {
+        int64_t phase = plane / p->c, c = plane % p->c, qh = phase / 2, qw = phase % 2, v0, v1;
+        inside_columns(qw, q->w, p, &v0, &v1);
+        for (int64_t u = 0; u < q->h; u++) {
+            int64_t ih = source(u, qh, p->pad_h);
+            if (ih >= 0 && ih < p->h)
+                gather_row(planes + (plane * hp + u) * wp, x + (c * p->h + ih) * p->w, p->w, source(0, qw, p->pad_w),
+                           v0, v1);
+        }
+    }
+}
+
+void bp_phases_fill(float *dx, const float *bias, const bp_conv2d_params *p) {
+    for (int64_t c = 0; c < p->c; c++)
+        for (int64_t e = 0; e < p->h * p->w; e++) dx[c * p->h * p->w + e] = bias ? bias[c] : 0.0f;
 }
 
 // xr[2v + off] = row[v] (+ b) for v in [v0, v1).
@@ -70,77 +96,54 @@ static void scatter_row(float *restrict xr, int64_t off, const float *restrict r
         for (int64_t v = v0; v < v1; v++) xr[2 * v + off] = row[v];
 }
 
-// X' from x (gather = 1), or dx from dX' (gather = 0): dx[c][ih][iw] = dX'[…] + bias[c], and 0 +
-// bias[c] where no output reads x (rows and columns past the last window's reach). Parallel over
-// x's planes, each with its four phases.
-static void restack(float *stack, float *x, const float *bias, int gather, const bp_conv2d_params *p,
-                    const bp_conv2d_params *q) {
-#pragma omp parallel for schedule(static) if (p->n * q->c * q->h * q->w >= BP_PARALLEL_MIN)
-    for (int64_t plane = 0; plane < p->n * p->c; plane++) {
-        int64_t image = plane / p->c, c = plane % p->c;
-        float *xc = x + plane * p->h * p->w, b = bias ? bias[c] : 0.0f;
-        if (!gather)
-            for (int64_t e = 0; e < p->h * p->w; e++) xc[e] = b;
-        for (int64_t phase = 0; phase < 4; phase++) {
-            int64_t qh = phase / 2, qw = phase % 2;
-            float *s = stack + ((image * 4 + phase) * p->c + c) * q->h * q->w;
-            // Stacked column v reads x's column 2v + qw − pad_w: v in [v0, v1) is inside x.
-            int64_t v0 = (p->pad_w - qw + 1) / 2, v1 = (p->w + p->pad_w - qw + 1) / 2;
-            if (v1 > q->w) v1 = q->w;
-            if (v1 < v0) v1 = v0;
-            for (int64_t u = 0; u < q->h; u++) {
-                int64_t ih = source(u, qh, p->pad_h);
-                float *row = s + u * q->w;
-                int inside = ih >= 0 && ih < p->h;
-                if (gather && !inside) memset(row, 0, (size_t)q->w * sizeof(float));
-                if (!inside) continue;
-                int64_t off = source(0, qw, p->pad_w);  // x's column for v = 0
-                if (gather) gather_row(row, xc + ih * p->w, p->w, off, v0, v1, q->w);
-                else scatter_row(xc + ih * p->w, off, row, v0, v1, bias, b);
-            }
-        }
+void bp_phases_copy_out(float *dx, const float *rows, int64_t channel, int64_t u0, int64_t lines, const float *bias,
+                        const bp_conv2d_params *p, const bp_conv2d_params *s) {
+    int64_t phase = channel / p->c, c = channel % p->c, qh = phase / 2, qw = phase % 2, v0, v1;
+    inside_columns(qw, s->out_w, p, &v0, &v1);
+    for (int64_t line = 0; line < lines; line++) {
+        int64_t ih = source(u0 + line, qh, p->pad_h);
+        if (ih >= 0 && ih < p->h)
+            scatter_row(dx + (c * p->h + ih) * p->w, source(0, qw, p->pad_w), rows + line * s->out_w, v0, v1, bias,
+                        bias ? bias[c] : 0.0f);
     }
 }
 
-// W' from W: W'[o][q · c + c'][m][m'] = W[o][c'][2m + qh][2m' + qw].
-static void stack_weights(float *ws, const float *w, const bp_conv2d_params *p, const bp_conv2d_params *q) {
-    for (int64_t o = 0; o < p->k; o++)
+// W' from W, W'[o][(2qh + qw) · c + c][m][m'] = W[o][c][2m + qh][2m' + qw]; `flipped`: W' with both
+// kernel axes reversed and its channel roles swapped, for the backward-data's forward.
+static float *stack_weights(const float *w, int flipped, const bp_conv2d_params *p, const bp_conv2d_params *q,
+                            int64_t *missing) {
+    float *ws = bp_malloc(q->k * q->c * q->r * q->s, sizeof(float), missing);
+    for (int64_t o = 0; o < p->k && ws; o++)
         for (int64_t ch = 0; ch < q->c; ch++)
             for (int64_t m = 0; m < q->r; m++)
                 for (int64_t mm = 0; mm < q->s; mm++) {
                     int64_t phase = ch / p->c, c = ch % p->c;
-                    ws[((o * q->c + ch) * q->r + m) * q->s + mm] =
-                        w[((o * p->c + c) * p->r + 2 * m + phase / 2) * p->s + 2 * mm + phase % 2];
+                    int64_t at = flipped ? ((ch * q->k + o) * q->r + q->r - 1 - m) * q->s + q->s - 1 - mm
+                                         : ((o * q->c + ch) * q->r + m) * q->s + mm;
+                    ws[at] = w[((o * p->c + c) * p->r + 2 * m + phase / 2) * p->s + 2 * mm + phase % 2];
                 }
+    return ws;
 }
 
 int64_t bp_conv2d_forward_phases(float *y, const float *x, const float *weight, const float *bias,
                                  const bp_conv2d_params *p) {
     bp_conv2d_params q = stacked(p);
     int64_t missing = 0;
-    float *xs = bp_malloc(q.n * q.c * q.h * q.w, sizeof(float), &missing);
-    float *ws = bp_malloc(q.k * q.c * q.r * q.s, sizeof(float), &missing);
-    if (!missing) {
-        restack(xs, (float *)x, NULL, 1, p, &q);
-        stack_weights(ws, weight, p, &q);
-        missing = bp_conv2d_forward(y, xs, ws, bias, &q);
-    }
-    free(xs), free(ws);
+    float *ws = stack_weights(weight, 0, p, &q, &missing);
+    if (ws) missing = bp_conv2d_forward_winograd(y, x, ws, bias, &q, p, NULL);
+    free(ws);
     return missing;
 }
 
 int64_t bp_conv2d_backward_data_phases(float *dx, const float *dy, const float *weight, const float *bias,
                                        const bp_conv2d_params *p) {
-    bp_conv2d_params q = stacked(p);
+    bp_conv2d_params q = stacked(p), t = q;  // t: dy [n, k, out_h, out_w] → dX' [n, 4c, q.h, q.w]
+    t.c = q.k, t.h = q.out_h, t.w = q.out_w, t.k = q.c, t.out_h = q.h, t.out_w = q.w;
+    t.pad_h = q.r - 1, t.pad_w = q.s - 1;
     int64_t missing = 0;
-    float *dxs = bp_malloc(q.n * q.c * q.h * q.w, sizeof(float), &missing);
-    float *ws = bp_malloc(q.k * q.c * q.r * q.s, sizeof(float), &missing);
-    if (!missing) {
-        stack_weights(ws, weight, p, &q);
-        missing = bp_conv2d_backward_data(dxs, dy, ws, NULL, &q);
-    }
-    if (!missing) restack(dxs, dx, bias, 0, p, &q);
-    free(dxs), free(ws);
+    float *flipped = stack_weights(weight, 1, p, &q, &missing);
+    if (flipped) missing = bp_conv2d_forward_winograd(dx, dy, flipped, bias, &t, NULL, p);
+    free(flipped);
     return missing;
 }
 
@@ -148,18 +151,14 @@ int64_t bp_conv2d_backward_weights_phases(float *dweight, float *dbias, const fl
                                           const bp_conv2d_params *p) {
     bp_conv2d_params q = stacked(p);
     int64_t missing = 0, size = q.k * q.c * q.r * q.s;
-    float *xs = bp_malloc(q.n * q.c * q.h * q.w, sizeof(float), &missing);
     float *dws = bp_calloc(size, sizeof(float), &missing);
-    if (!missing) {
-        restack(xs, (float *)x, NULL, 1, p, &q);
-        missing = bp_conv2d_backward_weights(dws, dbias, dy, xs, &q);
-    }
-    // dW[o][c][2m + qh][2m' + qw] += dW'[o][q · c + c][m][m'].
+    if (dws) missing = bp_conv2d_backward_weights_winograd(dws, dbias, dy, x, &q, p);
+    // dW[o][c][2m + qh][2m' + qw] += dW'[o][(2qh + qw) · c + c][m][m'].
     for (int64_t e = 0; e < size && !missing; e++) {
         int64_t mm = e % q.s, m = e / q.s % q.r, ch = e / (q.s * q.r) % q.c, o = e / (q.s * q.r * q.c);
         int64_t phase = ch / p->c, c = ch % p->c;
         dweight[((o * p->c + c) * p->r + 2 * m + phase / 2) * p->s + 2 * mm + phase % 2] += dws[e];
     }
-    free(xs), free(dws);
+    free(dws);
     return missing;
 }

@@ -197,11 +197,18 @@ static void transform_weights(float *u, const float *weight, const bp_conv2d_par
     }
 }
 
-// The image's channels into the padded planes (whose padding is never written, so a buffer zeroed
-// once serves every image): plane c, row pad_h + ih, column pad_w + iw holds x[c][ih][iw]. Rows
-// copied inline (bp_copy_short): a memcpy call per short row costs more than the copy.
+// Image `image`'s channels into the padded planes (whose padding is never written, so a buffer
+// zeroed once serves every image): plane c, row pad_h + ih, column pad_w + iw holds x[c][ih][iw].
+// Rows copied inline (bp_copy_short): a memcpy call per short row costs more than the copy. With
+// `phases`, x is that stride-2 convolution's input and p's channels its stacked phases.
 BP_MULTIVERSION
-static void copy_in(float *planes, const float *x, const tiling *t, const bp_conv2d_params *p) {
+static void copy_in(float *planes, const float *x, int64_t image, const tiling *t, const bp_conv2d_params *p,
+                    const bp_conv2d_params *phases) {
+    if (phases) {
+        bp_phases_copy_in(planes, t->hp, t->wp, x + image * phases->c * phases->h * phases->w, phases, p);
+        return;
+    }
+    x += image * p->c * p->h * p->w;
     for (int64_t c = 0; c < p->c; c++)
         for (int64_t ih = 0; ih < p->h; ih++)
             bp_copy_short(planes + (c * t->hp + p->pad_h + ih) * t->wp + p->pad_w, x + (c * p->h + ih) * p->w, p->w);
@@ -338,7 +345,8 @@ static void transform_output(float *stage, int64_t stage_stride, v16f *pixels, c
 }
 
 int64_t bp_conv2d_forward_winograd(float *y, const float *x, const float *weight, const float *bias,
-                                   const bp_conv2d_params *p) {
+                                   const bp_conv2d_params *p, const bp_conv2d_params *in_phases,
+                                   const bp_conv2d_params *out_phases) {
     tiling t = tiling_of(p);
     int64_t hw = bp_conv_pixels(p), missing = 0;
     int64_t chunk = chunk_width();
@@ -357,7 +365,9 @@ int64_t bp_conv2d_forward_winograd(float *y, const float *x, const float *weight
 #pragma omp for schedule(static)
         for (int64_t image = 0; image < p->n; image++) {
             if (!ready) continue;
-            copy_in(planes, x + image * p->c * p->h * p->w, &t, p);
+            copy_in(planes, x, image, &t, p, in_phases);
+            float *dx = out_phases ? y + image * out_phases->c * out_phases->h * out_phases->w : NULL;
+            if (dx) bp_phases_fill(dx, bias, out_phases);
             for (int64_t th0 = 0; th0 < t.th; th0 += t.band_rows) {
                 int64_t rows = min64(t.band_rows, t.th - th0), tiles = rows * t.tw,
                         chunks = (tiles + chunk - 1) / chunk;
@@ -372,11 +382,16 @@ int64_t bp_conv2d_forward_winograd(float *y, const float *x, const float *weight
                                              u + (kb * t.positions + xi) * p->c * LANES,
                                              v + xi * p->c * t.v_stride + j0, t.v_stride, 1, p->c);
                         }
-                    transform_output(stage, stage_stride, pixels, m, bias ? bias + kb * LANES : NULL, &t, th0, rows,
-                                     outputs, p);
+                    // Into dx the sums alone: bp_phases_copy_out adds the bias.
+                    transform_output(stage, stage_stride, pixels, m, bias && !dx ? bias + kb * LANES : NULL, &t, th0,
+                                     rows, outputs, p);
                     for (int64_t o = 0; o < outputs; o++)
-                        memcpy(y + (image * p->k + kb * LANES + o) * hw + oh0 * p->out_w, stage + o * stage_stride,
-                               (size_t)(lines * p->out_w) * sizeof(float));
+                        if (dx)
+                            bp_phases_copy_out(dx, stage + o * stage_stride, kb * LANES + o, oh0, lines, bias,
+                                               out_phases, p);
+                        else
+                            memcpy(y + (image * p->k + kb * LANES + o) * hw + oh0 * p->out_w, stage + o * stage_stride,
+                                   (size_t)(lines * p->out_w) * sizeof(float));
                 }
             }
         }
@@ -449,7 +464,7 @@ static void weights_from_sums(float *dweight, const float *sums, const bp_conv2d
 }
 
 int64_t bp_conv2d_backward_weights_winograd(float *dweight, float *dbias, const float *dy, const float *x,
-                                            const bp_conv2d_params *p) {
+                                            const bp_conv2d_params *p, const bp_conv2d_params *in_phases) {
     tiling t = tiling_of(p);
     int64_t blocks = bp_conv_weight_blocks(p), hw = bp_conv_pixels(p), missing = 0;
     int64_t size = t.blocks * t.positions * p->c * LANES, plane = 4 * t.th * t.tw * LANES;  // S; a block of dyt
@@ -469,7 +484,7 @@ int64_t bp_conv2d_backward_weights_winograd(float *dweight, float *dbias, const 
             for (int64_t image = block * p->n / blocks; ready && image < (block + 1) * p->n / blocks; image++) {
                 const float *dyi = dy + image * p->k * hw;
                 float *s = sums + block * size;
-                copy_in(planes, x + image * p->c * p->h * p->w, &t, p);
+                copy_in(planes, x, image, &t, p, in_phases);
                 // dyt[kb][oh][ow][16] on rows of 2 · TW pixels, 2 · TH rows: 0 past the output's edge.
                 bp_conv_pack_pixel_major(dyt, dyi, p->k, p->out_h, p->out_w, 2 * t.tw, 2 * t.th);
                 if (dbias) bp_conv_add_bias_sums(bias_partial + block * p->k, dyi, p->k, hw);

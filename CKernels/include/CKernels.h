@@ -143,10 +143,12 @@ typedef struct {
 } bp_conv2d_params;
 
 /// y = conv(x, weight) + bias[k] (bias [k], or NULL for none), the bias added to each finished sum.
-/// Parallel over images. 3 × 3 and 5 × 5 kernels with stride and dilation 1, one group, padding
-/// below the kernel's size and 16 or more channels each way run by Winograd's F(2 × 2, r × r)
+/// Parallel over images. 2 × 2, 3 × 3 and 5 × 5 kernels with stride and dilation 1, one group,
+/// padding below the kernel's size and 16 or more channels each way run by Winograd's F(2 × 2, r × r)
 /// (rounded differently from the direct sum; the same bits on every CPU and thread count), as do
-/// their backward-data and backward-weights.
+/// their backward-data and backward-weights; so do stride-2 convolutions with 4 × 4, 6 × 6 and
+/// 10 × 10 kernels (4 or more input, 16 or more output channels), as stride-1 ones of half the
+/// kernel over the input's four phases.
 int64_t bp_conv2d_forward(float *y, const float *x, const float *weight, const float *bias, const bp_conv2d_params *p);
 /// dx = the transposed convolution of dy (overwrites dx) + bias[c] (bias [c], or NULL): also the
 /// forward of ConvTranspose2D, whose bias is on this side.
