@@ -104,6 +104,11 @@ static inline int64_t bp_col2im_slack(const conv_layout *l) { return l->wq + 16;
 void bp_col2im_rows(float *buffer, const float *dcol, const conv_layout *l, const col2im_plan *plan,
                     tap_reach *reaching, const bp_conv2d_params *p);
 
+/// row[v] = x[2v + off] for v in [v0, v1), reading only x[0 … width): every other float of a row.
+void bp_gather_stride2(float *row, const float *x, int64_t width, int64_t off, int64_t v0, int64_t v1);
+/// x[2v + off] = row[v] (+ b where bias is not NULL) for v in [v0, v1).
+void bp_scatter_stride2(float *x, int64_t off, const float *row, int64_t v0, int64_t v1, const float *bias, float b);
+
 /// Whether skipping the taps that read padding pays (stride 1, at least 64 taps, 2% of them on
 /// padding).
 int bp_conv_padding_pays(const bp_conv2d_params *p);

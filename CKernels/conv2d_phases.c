@@ -51,22 +51,6 @@ static void inside_columns(int64_t qw, int64_t width, const bp_conv2d_params *p,
     if (*v1 < *v0) *v1 = *v0;
 }
 
-// row[v] = xr[2v + off] for v in [v0, v1): 16 at a time as the even lanes of 32 floats (a gather
-// instruction is slower) while those stay inside x's row of `width`.
-BP_MULTIVERSION
-static void gather_row(float *restrict row, const float *restrict xr, int64_t width, int64_t off, int64_t v0,
-                       int64_t v1) {
-    int64_t v = v0;
-    for (; v + 16 <= v1 && 2 * v + off + 32 <= width; v += 16) {
-        v16f lo, hi;
-        memcpy(&lo, xr + 2 * v + off, sizeof lo);
-        memcpy(&hi, xr + 2 * v + off + 16, sizeof hi);
-        v16f even = __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-        memcpy(row + v, &even, sizeof even);
-    }
-    for (; v < v1; v++) row[v] = xr[2 * v + off];
-}
-
 void bp_phases_copy_in(float *planes, int64_t hp, int64_t wp, const float *x, const bp_conv2d_params *p,
                        const bp_conv2d_params *q) {
     for (int64_t plane = 0; plane < q->c; plane++) {
@@ -75,7 +59,7 @@ void bp_phases_copy_in(float *planes, int64_t hp, int64_t wp, const float *x, co
         for (int64_t u = 0; u < q->h; u++) {
             int64_t ih = source(u, qh, p->pad_h);
             if (ih >= 0 && ih < p->h)
-                gather_row(planes + (plane * hp + u) * wp, x + (c * p->h + ih) * p->w, p->w, source(0, qw, p->pad_w),
+                bp_gather_stride2(planes + (plane * hp + u) * wp, x + (c * p->h + ih) * p->w, p->w, source(0, qw, p->pad_w),
                            v0, v1);
         }
     }
@@ -86,16 +70,6 @@ void bp_phases_fill(float *dx, const float *bias, const bp_conv2d_params *p) {
         for (int64_t e = 0; e < p->h * p->w; e++) dx[c * p->h * p->w + e] = bias ? bias[c] : 0.0f;
 }
 
-// xr[2v + off] = row[v] (+ b) for v in [v0, v1).
-BP_MULTIVERSION
-static void scatter_row(float *restrict xr, int64_t off, const float *restrict row, int64_t v0, int64_t v1,
-                        const float *bias, float b) {
-    if (bias)
-        for (int64_t v = v0; v < v1; v++) xr[2 * v + off] = row[v] + b;
-    else
-        for (int64_t v = v0; v < v1; v++) xr[2 * v + off] = row[v];
-}
-
 void bp_phases_copy_out(float *dx, const float *rows, int64_t channel, int64_t u0, int64_t lines, const float *bias,
                         const bp_conv2d_params *p, const bp_conv2d_params *s) {
     int64_t phase = channel / p->c, c = channel % p->c, qh = phase / 2, qw = phase % 2, v0, v1;
@@ -103,7 +77,7 @@ void bp_phases_copy_out(float *dx, const float *rows, int64_t channel, int64_t u
     for (int64_t line = 0; line < lines; line++) {
         int64_t ih = source(u0 + line, qh, p->pad_h);
         if (ih >= 0 && ih < p->h)
-            scatter_row(dx + (c * p->h + ih) * p->w, source(0, qw, p->pad_w), rows + line * s->out_w, v0, v1, bias,
+            bp_scatter_stride2(dx + (c * p->h + ih) * p->w, source(0, qw, p->pad_w), rows + line * s->out_w, v0, v1, bias,
                         bias ? bias[c] : 0.0f);
     }
 }
