@@ -84,8 +84,7 @@ static void copy_rows(float *buffer, float *x, const float *bias, const conv_lay
                     float *in = image + q - p->pad_w;  // in[m · s] is column m · s + q − pad_w
                     int64_t first = q >= p->pad_w ? 0 : (p->pad_w - q + s - 1) / s;
                     int64_t end = (p->w + p->pad_w - q + s - 1) / s;  // first m past the row
-                    if (into_buffer && s == 2)
-                        bp_gather_stride2(phase, image, p->w, q - p->pad_w, first, end);
+                    if (into_buffer && s == 2) bp_gather_stride2(phase, image, p->w, q - p->pad_w, first, end);
                     else if (into_buffer)
                         for (int64_t m = first; m < end; m++) phase[m] = in[m * s];
                     else

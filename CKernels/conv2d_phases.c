@@ -59,8 +59,8 @@ void bp_phases_copy_in(float *planes, int64_t hp, int64_t wp, const float *x, co
         for (int64_t u = 0; u < q->h; u++) {
             int64_t ih = source(u, qh, p->pad_h);
             if (ih >= 0 && ih < p->h)
-                bp_gather_stride2(planes + (plane * hp + u) * wp, x + (c * p->h + ih) * p->w, p->w, source(0, qw, p->pad_w),
-                           v0, v1);
+                bp_gather_stride2(planes + (plane * hp + u) * wp, x + (c * p->h + ih) * p->w, p->w,
+                                  source(0, qw, p->pad_w), v0, v1);
         }
     }
 }
@@ -77,8 +77,8 @@ void bp_phases_copy_out(float *dx, const float *rows, int64_t channel, int64_t u
     for (int64_t line = 0; line < lines; line++) {
         int64_t ih = source(u0 + line, qh, p->pad_h);
         if (ih >= 0 && ih < p->h)
-            bp_scatter_stride2(dx + (c * p->h + ih) * p->w, source(0, qw, p->pad_w), rows + line * s->out_w, v0, v1, bias,
-                        bias ? bias[c] : 0.0f);
+            bp_scatter_stride2(dx + (c * p->h + ih) * p->w, source(0, qw, p->pad_w), rows + line * s->out_w, v0, v1,
+                               bias, bias ? bias[c] : 0.0f);
     }
 }
 

@@ -7,7 +7,7 @@
 // Loops this short run on the calling thread: a parallel region costs more than it saves.
 #define BP_PARALLEL_MIN 32768
 
-// Outputs of this many bytes or more are written past the caches (bp_stream_copy): they would not
+// Outputs of this many bytes or more may be written past the caches (bp_stream_copy): they would not
 // stay cached for their reader, and a cached store first reads each line it writes.
 #define BP_STREAM_MIN (16 << 20)
 
