@@ -98,10 +98,12 @@ static void copy_rows(float *buffer, float *x, const float *bias, const conv_lay
 
 void bp_conv_pack_pixel_major(float *dyt, const float *dy, int64_t k, int64_t out_h, int64_t out_w, int64_t row_len,
                               int64_t rows) {
+    // Rows as long as dyt's follow each other in both: the plane goes as one row.
+    int64_t whole = row_len == out_w, lines = whole ? 1 : out_h, length = whole ? out_h * out_w : out_w;
     for (int64_t kb = 0; kb < (k + 15) / 16; kb++)
-        for (int64_t oh = 0; oh < out_h; oh++)
+        for (int64_t oh = 0; oh < lines; oh++)
             bp_pack_lanes16(dyt + (kb * rows + oh) * row_len * 16, dy + (kb * 16 * out_h + oh) * out_w, out_h * out_w,
-                            k - kb * 16 < 16 ? k - kb * 16 : 16, out_w);
+                            k - kb * 16 < 16 ? k - kb * 16 : 16, length);
 }
 
 void bp_conv_copy_in(float *buffer, const float *x, const conv_layout *l, const bp_conv2d_params *p) {
