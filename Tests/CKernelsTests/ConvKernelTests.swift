@@ -200,9 +200,13 @@ import Testing
     /// the same
     /// bits: the products sum in the column matrix's blocks and order. 700 channels: three blocks.
     /// (The weight gradient's pixels are one chunk in either, 36 and 64.)
-    @Test("1x1 convolutions as plain products give the column-matrix products' bits")
-    func pointwiseProductsMatchTheColumnMatrix() {
-        let (n, c, k, side) = (2, 700, 20, 6)
+    /// 6 × 6: the input gradient as one transposed product over the images (fewer than 128 pixels);
+    /// 12 × 12 with c ≥ k: image by image, A transposed.
+    @Test(
+        "1x1 convolutions as plain products give the column-matrix products' bits",
+        arguments: [(c: 700, k: 20, side: 6), (300, 20, 12)])
+    func pointwiseProductsMatchTheColumnMatrix(_ shape: (c: Int, k: Int, side: Int)) {
+        let (n, c, k, side) = (2, shape.c, shape.k, shape.side)
         let plain = Shape(label: "1x1", n: n, c: c, h: side, w: side, k: k, r: 1, s: 1)
         let padded = Shape(label: "1x1 pad 1", n: n, c: c, h: side, w: side, k: k, r: 1, s: 1, pad: (1, 1))
         var p = plain.params, q = padded.params
