@@ -144,6 +144,18 @@ __attribute__((always_inline)) static inline void rows_2x2_backward(float *top, 
 
 #define AVX512 __attribute__((target("arch=x86-64-v4"), min_vector_width(512)))
 
+// The lanes of a row of out_w ≤ 16 windows: `windows` of the outputs, and of its input rows' 2 · out_w
+// floats the first 16 (`low`) and the rest (`high`).
+typedef struct {
+    __mmask16 windows, low, high;
+} row_lanes;
+
+static row_lanes lanes_of(int64_t out_w) {
+    int64_t covered = 2 * out_w;
+    return (row_lanes){(__mmask16)((1u << out_w) - 1), (__mmask16)(covered >= 16 ? 0xffff : (1u << covered) - 1),
+                       (__mmask16)(covered <= 16 ? 0 : (1u << (covered - 16)) - 1)};
+}
+
 // The 2×2 max input gradient of rows of at most 16 windows, a row of windows at a time in 16 lanes
 // (masked past out_w): dy + 0 at the argmax, 0 at the other taps, the two columns of each window
 // interleaved into dx's two rows. The values of rows_2x2_backward; for the fused normalization's
@@ -152,20 +164,18 @@ __attribute__((always_inline)) static inline void rows_2x2_backward(float *top, 
 AVX512 static void plane_2x2_max_backward_16(float *dx, const float *dy, const uint8_t *index,
                                              const bp_pool2d_params *p) {
     int64_t w = p->w, covered = 2 * p->out_w;
-    __mmask16 windows = (__mmask16)((1u << p->out_w) - 1);
-    __mmask16 low = (__mmask16)(covered >= 16 ? 0xffff : (1u << covered) - 1);
-    __mmask16 high = (__mmask16)(covered <= 16 ? 0 : (1u << (covered - 16)) - 1);
+    row_lanes lanes = lanes_of(p->out_w);
     const __m512i first = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     const __m512i second = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
     for (int64_t oh = 0; oh < p->out_h; oh++) {
-        __m512 grad = _mm512_add_ps(_mm512_maskz_loadu_ps(windows, dy + oh * p->out_w), _mm512_setzero_ps());
-        __m512i tap = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(windows, index + oh * p->out_w));
+        __m512 grad = _mm512_add_ps(_mm512_maskz_loadu_ps(lanes.windows, dy + oh * p->out_w), _mm512_setzero_ps());
+        __m512i tap = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(lanes.windows, index + oh * p->out_w));
         for (int ti = 0; ti < 2; ti++) {
             __m512 left = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(tap, _mm512_set1_epi32(2 * ti)), grad);
             __m512 right = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(tap, _mm512_set1_epi32(2 * ti + 1)), grad);
             float *row = dx + (2 * oh + ti) * w;
-            _mm512_mask_storeu_ps(row, low, _mm512_permutex2var_ps(left, first, right));
-            _mm512_mask_storeu_ps(row + 16, high, _mm512_permutex2var_ps(left, second, right));
+            _mm512_mask_storeu_ps(row, lanes.low, _mm512_permutex2var_ps(left, first, right));
+            _mm512_mask_storeu_ps(row + 16, lanes.high, _mm512_permutex2var_ps(left, second, right));
             if (covered < w) memset(row + covered, 0, (size_t)(w - covered) * sizeof(float));
         }
     }
@@ -178,17 +188,15 @@ AVX512 static void plane_2x2_max_backward_16(float *dx, const float *dy, const u
 // max_row_2x2's order by PyTorch's rule (larger, or NaN). The values of max_row_2x2, in a third of
 // the instructions for the fused normalization's rows of 14 and 7 windows.
 AVX512 static void plane_2x2_max_16(float *y, uint8_t *index, const float *x, const bp_pool2d_params *p) {
-    int64_t w = p->w, covered = 2 * p->out_w;
-    __mmask16 windows = (__mmask16)((1u << p->out_w) - 1);
-    __mmask16 low = (__mmask16)(covered >= 16 ? 0xffff : (1u << covered) - 1);
-    __mmask16 high = (__mmask16)(covered <= 16 ? 0 : (1u << (covered - 16)) - 1);
+    int64_t w = p->w;
+    row_lanes lanes = lanes_of(p->out_w);
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     for (int64_t oh = 0; oh < p->out_h; oh++) {
         __m512 taps[4];
         for (int ti = 0; ti < 2; ti++) {
             const float *row = x + (2 * oh + ti) * w;
-            __m512 a = _mm512_maskz_loadu_ps(low, row), b = _mm512_maskz_loadu_ps(high, row + 16);
+            __m512 a = _mm512_maskz_loadu_ps(lanes.low, row), b = _mm512_maskz_loadu_ps(lanes.high, row + 16);
             taps[2 * ti] = _mm512_permutex2var_ps(a, even, b);
             taps[2 * ti + 1] = _mm512_permutex2var_ps(a, odd, b);
         }
@@ -200,8 +208,8 @@ AVX512 static void plane_2x2_max_16(float *y, uint8_t *index, const float *x, co
             best = _mm512_mask_mov_ps(best, take, taps[t]);
             tap = _mm512_mask_mov_epi32(tap, take, _mm512_set1_epi32(t));
         }
-        _mm512_mask_storeu_ps(y + oh * p->out_w, windows, best);
-        _mm_mask_storeu_epi8(index + oh * p->out_w, windows, _mm512_cvtepi32_epi8(tap));
+        _mm512_mask_storeu_ps(y + oh * p->out_w, lanes.windows, best);
+        _mm_mask_storeu_epi8(index + oh * p->out_w, lanes.windows, _mm512_cvtepi32_epi8(tap));
     }
 }
 #endif
