@@ -319,12 +319,11 @@ int64_t bp_conv2d_forward(float *y, const float *x, const float *weight, const f
     return missing;
 }
 
-// The backward-data as a forward convolution: of dy with the kernel flipped and its channel roles
-// swapped. With stride 1,
+// With stride 1,
 //   dx[ci][ih][iw] = Σ_{k, i, j} dy[k][ih + pad_h − i·dh][iw + pad_w − j·dw] · W[k][ci][i][j]
 // is the forward of dy [n, k, out_h, out_w] → [n, c, h, w] with W'[ci][k][r−1−i][s−1−j], the same
-// dilation and groups, and padding (r−1)·dh − pad_h (columns alike), in *q.
-static int transposed_forward(const bp_conv2d_params *p, bp_conv2d_params *q) {
+// dilation and groups, and padding (r−1)·dh − pad_h (columns alike).
+int bp_conv_transposed_forward(const bp_conv2d_params *p, bp_conv2d_params *q) {
     *q = *p;
     q->c = p->k, q->h = p->out_h, q->w = p->out_w;
     q->k = p->c, q->out_h = p->h, q->out_w = p->w;
@@ -338,7 +337,7 @@ static int transposed_forward(const bp_conv2d_params *p, bp_conv2d_params *q) {
 // short); elsewhere the column gradient below is faster. A function of the shape alone, so the bits
 // do not depend on the CPU; each dx element is then the forward's sum.
 static int data_as_forward(const bp_conv2d_params *p, bp_conv2d_params *q) {
-    return transposed_forward(p, q) && !is_depthwise(p) &&
+    return bp_conv_transposed_forward(p, q) && !is_depthwise(p) &&
            (bp_conv_winograd_fits(q) || (p->c / p->groups >= 32 && bp_conv_padding_pays(q)));
 }
 

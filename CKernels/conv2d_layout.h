@@ -118,6 +118,11 @@ int bp_conv_padding_pays(const bp_conv2d_params *p);
 int64_t bp_conv2d_forward_direct(float *y, const float *x, const float *weight, const float *bias,
                                  const bp_conv2d_params *p);
 
+/// The backward-data of `p` as a forward convolution (conv2d.c): of dy with the kernel flipped and
+/// its channel roles swapped, its geometry into *q. Whether that is one: stride 1 and the padding it
+/// needs not negative.
+int bp_conv_transposed_forward(const bp_conv2d_params *p, bp_conv2d_params *q);
+
 /// Whether the forward of `p` runs by Winograd's F(2 × 2, r × r) (conv2d_winograd.c): square
 /// kernels of 2, 3 or 5, stride and dilation 1, one group, padding below r, and 16 or more input and
 /// output channels. A function of the shape alone, on every CPU.

@@ -82,7 +82,13 @@ void bp_phases_copy_out(float *dx, const float *rows, int64_t channel, int64_t u
     }
 }
 
-// W' from W, W'[o][(2qh + qw) · c + c][m][m'] = W[o][c][2m + qh][2m' + qw]; `flipped`: W' with both
+// Where in W is W'[o][ch][m][m'] (ch = (2qh + qw) · c + c): W[o][c][2m + qh][2m' + qw].
+static int64_t source_tap(const bp_conv2d_params *p, int64_t o, int64_t ch, int64_t m, int64_t mm) {
+    int64_t phase = ch / p->c, c = ch % p->c;
+    return ((o * p->c + c) * p->r + 2 * m + phase / 2) * p->s + 2 * mm + phase % 2;
+}
+
+// W' from W (source_tap); `flipped`: W' with both
 // kernel axes reversed and its channel roles swapped, for the backward-data's forward.
 static float *stack_weights(const float *w, int flipped, const bp_conv2d_params *p, const bp_conv2d_params *q,
                             int64_t *missing) {
@@ -91,10 +97,9 @@ static float *stack_weights(const float *w, int flipped, const bp_conv2d_params 
         for (int64_t ch = 0; ch < q->c; ch++)
             for (int64_t m = 0; m < q->r; m++)
                 for (int64_t mm = 0; mm < q->s; mm++) {
-                    int64_t phase = ch / p->c, c = ch % p->c;
                     int64_t at = flipped ? ((ch * q->k + o) * q->r + q->r - 1 - m) * q->s + q->s - 1 - mm
                                          : ((o * q->c + ch) * q->r + m) * q->s + mm;
-                    ws[at] = w[((o * p->c + c) * p->r + 2 * m + phase / 2) * p->s + 2 * mm + phase % 2];
+                    ws[at] = w[source_tap(p, o, ch, m, mm)];
                 }
     return ws;
 }
@@ -111,9 +116,8 @@ int64_t bp_conv2d_forward_phases(float *y, const float *x, const float *weight, 
 
 int64_t bp_conv2d_backward_data_phases(float *dx, const float *dy, const float *weight, const float *bias,
                                        const bp_conv2d_params *p) {
-    bp_conv2d_params q = stacked(p), t = q;  // t: dy [n, k, out_h, out_w] → dX' [n, 4c, q.h, q.w]
-    t.c = q.k, t.h = q.out_h, t.w = q.out_w, t.k = q.c, t.out_h = q.h, t.out_w = q.w;
-    t.pad_h = q.r - 1, t.pad_w = q.s - 1;
+    bp_conv2d_params q = stacked(p), t;  // t: dy [n, k, out_h, out_w] → dX' [n, 4c, q.h, q.w]
+    bp_conv_transposed_forward(&q, &t);  // always one: q has stride 1 and no padding
     int64_t missing = 0;
     float *flipped = stack_weights(weight, 1, p, &q, &missing);
     if (flipped) missing = bp_conv2d_forward_winograd(dx, dy, flipped, bias, &t, NULL, p);
@@ -127,12 +131,9 @@ int64_t bp_conv2d_backward_weights_phases(float *dweight, float *dbias, const fl
     int64_t missing = 0, size = q.k * q.c * q.r * q.s;
     float *dws = bp_calloc(size, sizeof(float), &missing);
     if (dws) missing = bp_conv2d_backward_weights_winograd(dws, dbias, dy, x, &q, p);
-    // dW[o][c][2m + qh][2m' + qw] += dW'[o][(2qh + qw) · c + c][m][m'].
-    for (int64_t e = 0; e < size && !missing; e++) {
-        int64_t mm = e % q.s, m = e / q.s % q.r, ch = e / (q.s * q.r) % q.c, o = e / (q.s * q.r * q.c);
-        int64_t phase = ch / p->c, c = ch % p->c;
-        dweight[((o * p->c + c) * p->r + 2 * m + phase / 2) * p->s + 2 * mm + phase % 2] += dws[e];
-    }
+    // dW[source_tap(o, ch, m, m')] += dW'[o][ch][m][m'].
+    for (int64_t e = 0; e < size && !missing; e++)
+        dweight[source_tap(p, e / (q.s * q.r * q.c), e / (q.s * q.r) % q.c, e / q.s % q.r, e % q.s)] += dws[e];
     free(dws);
     return missing;
 }

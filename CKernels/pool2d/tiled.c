@@ -144,6 +144,11 @@ __attribute__((always_inline)) static inline void rows_2x2_backward(float *top, 
 
 #define AVX512 __attribute__((target("arch=x86-64-v4"), min_vector_width(512)))
 
+// Whether max windows of `p` run 16 to a vector here: 2 × 2, rows of at most 16 windows, AVX-512.
+static int rows_in_16_lanes(const bp_pool2d_params *p, const uint8_t *index) {
+    return p->kernel_h == 2 && p->kernel_w == 2 && index && p->out_w <= 16 && bp_micro_kernel().avx512;
+}
+
 // The lanes of a row of out_w ≤ 16 windows: `windows` of the outputs, and of its input rows' 2 · out_w
 // floats the first 16 (`low`) and the rest (`high`).
 typedef struct {
@@ -223,7 +228,7 @@ static float tiled_divisor(const bp_pool2d_params *p) {
 void plane_tiled(float *y, uint8_t *index, const float *x, const bp_pool2d_params *p) {
     int64_t kh = p->kernel_h, kw = p->kernel_w, w = p->w;
 #if BP_AVX512_KERNEL
-    if (kh == 2 && kw == 2 && index && p->out_w <= 16 && bp_micro_kernel().avx512) {
+    if (rows_in_16_lanes(p, index)) {
         plane_2x2_max_16(y, index, x, p);
         return;
     }
@@ -268,7 +273,7 @@ BP_MULTIVERSION
 void plane_tiled_backward(float *dx, const float *dy, const uint8_t *index, const bp_pool2d_params *p) {
     int64_t kh = p->kernel_h, kw = p->kernel_w, w = p->w, covered = p->out_w * kw;
 #if BP_AVX512_KERNEL
-    if (kh == 2 && kw == 2 && index && p->out_w <= 16 && bp_micro_kernel().avx512) {
+    if (rows_in_16_lanes(p, index)) {
         plane_2x2_max_backward_16(dx, dy, index, p);
         return;
     }
