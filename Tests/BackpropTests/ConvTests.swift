@@ -37,6 +37,18 @@ import Testing
             try Conv2D(16, 16, kernelSize: 2, padding: 1, seed: 16), input: randomTensor([1, 16, 5, 6], seed: 17))
     }
 
+    /// Stride 2 with a 4 × 4 kernel, 4 or more input and 16 or more output channels (of the
+    /// convolution; a transposed one the other way round): a stride-1 2 × 2 convolution over the
+    /// input's four phases stacked as channels, by Winograd (conv2d_phases.c), all three passes.
+    @Test func stride2GradientsThroughThePhases() throws {
+        try expectGradientsCorrect(
+            try Conv2D(4, 16, kernelSize: 4, stride: 2, padding: 1, seed: 18),
+            input: randomTensor([2, 4, 7, 8], seed: 19))
+        try expectGradientsCorrect(
+            try ConvTranspose2D(16, 4, kernelSize: 4, stride: 2, padding: 1, seed: 20),
+            input: randomTensor([1, 16, 3, 4], seed: 21))
+    }
+
     /// 1 × 1 without stride or padding: the forward and the weight gradient run as plain products
     /// of the tensors, and on images of fewer than 128 pixels the input gradient as one transposed
     /// product over all images (conv2d.c's pointwise section); with two groups too.
