@@ -282,9 +282,9 @@ int64_t bp_conv2d_forward(float *y, const float *x, const float *weight, const f
 #pragma omp parallel if (bp_conv_parallel_over_images(p))
     {
         float *buffer = bp_calloc(l.size + SLACK, sizeof(float), &missing);
-        float *b = panel_alloc(BP_KC * BP_NR + SLACK, &missing);
+        float *b = panel_alloc(2 * BP_KC * BP_NR + SLACK, &missing);  // up to two panels
         int ready = buffer && b;
-        pixel_run runs[BP_NR + 2];
+        pixel_run runs[2][BP_NR + 2];
 #pragma omp for schedule(static)
         for (int64_t item = 0; item < p->n * p->groups; item++) {
             if (!ready) continue;
@@ -295,18 +295,21 @@ int64_t bp_conv2d_forward(float *y, const float *x, const float *weight, const f
                 depthwise_forward(yg, buffer, &l, weight + g * rows, bias ? bias + g : NULL, p);
                 continue;
             }
-            for (int64_t p0 = 0; p0 < hw; p0 += BP_NR) {
-                int64_t count = min64(BP_NR, hw - p0), n = bp_conv_pixel_runs(runs, &l, p, p0, count);
+            for (int64_t p0 = 0; p0 < hw; p0 += micro.nr) {
+                int64_t count = min64(micro.nr, hw - p0), halves = (count + BP_NR - 1) / BP_NR, n[2];
+                for (int64_t h = 0; h < halves; h++)
+                    n[h] = bp_conv_pixel_runs(runs[h], &l, p, p0 + h * BP_NR, min64(BP_NR, count - h * BP_NR));
                 for (int64_t block = 0; block < bp_kc_blocks(rows); block++) {
                     int64_t t0, kc;
                     bp_kc_block(rows, block, &t0, &kc);
-                    // b [kc, BP_NR] = col[taps t0 …, pixels p0 …] (a short last panel leaves stale columns,
-                    // never stored)
-                    gather_panel(b, buffer, l.offset + t0, kc, runs, n);
+                    // b's panel h [kc, BP_NR] = col[taps t0 …, pixels p0 + 16h …] (a short last panel
+                    // leaves stale columns, never stored)
+                    for (int64_t h = 0; h < halves; h++)
+                        gather_panel(b + h * kc * BP_NR, buffer, l.offset + t0, kc, runs[h], n[h]);
                     // y_g[m rows, pixels p0 …] (+)= W_g[m rows, taps t0 …] · b
                     for (int64_t m = 0; m < kg; m += micro.mr)
-                        micro.block(kc, a + g * a_size + m * rows + t0 * micro.mr, b, yg + m * hw + p0, hw, block > 0,
-                                    block == bp_kc_blocks(rows) - 1 && bias ? bias + g * kg + m : NULL,
+                        micro.block(kc, a + g * a_size + m * rows + t0 * micro.mr, b, kc * BP_NR, yg + m * hw + p0, hw,
+                                    block > 0, block == bp_kc_blocks(rows) - 1 && bias ? bias + g * kg + m : NULL,
                                     min64(micro.mr, kg - m), count);
                 }
             }
@@ -406,15 +409,15 @@ int64_t bp_conv2d_backward_data(float *dx, const float *dy, const float *weight,
                 for (int64_t k = 0; k < kg; k++)
                     for (int64_t i = 0; i < panels; i++)
                         bp_copy_short(b + (i * kg + k) * BP_NR, dyg + k * hw + i * BP_NR, min64(BP_NR, hw - i * BP_NR));
-                for (int64_t i = 0; i < panels; i++) {
-                    // dcol[taps m …, pixels 16i …] = W_gᵀ[taps m …, :] · panel i, over the channel blocks
+                for (int64_t i = 0; i < panels; i += micro.nr / BP_NR) {
+                    // dcol[taps m …, pixels 16i …] = W_gᵀ[taps m …, :] · panels i …, over the channel blocks
                     for (int64_t m = 0; m < rows; m += micro.mr)
                         for (int64_t block = 0; block < bp_kc_blocks(kg); block++) {
                             int64_t k0, kc;
                             bp_kc_block(kg, block, &k0, &kc);
                             micro.block(kc, a + g * a_size + m * kg + k0 * micro.mr, b + (i * kg + k0) * BP_NR,
-                                        dcol + m * hw + i * BP_NR, hw, block > 0, NULL, min64(micro.mr, rows - m),
-                                        min64(BP_NR, hw - i * BP_NR));
+                                        kg * BP_NR, dcol + m * hw + i * BP_NR, hw, block > 0, NULL,
+                                        min64(micro.mr, rows - m), min64(micro.nr, hw - i * BP_NR));
                         }
                 }
                 bp_col2im_rows(buffer, dcol, &l, &plan, reaching, p);
@@ -482,7 +485,7 @@ int64_t bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy
         int columns = !pointwise && !direct;
         float *buffer = pointwise ? NULL : bp_calloc(l.size + SLACK, sizeof(float), &missing);
         float *a = columns ? panel_alloc(round_up(kg, micro.mr) * PC + 8 - micro.mr, &missing) : NULL;
-        float *b = columns ? panel_alloc((PC + 8) * BP_NR, &missing) : NULL;
+        float *b = columns ? panel_alloc(2 * (PC + 8) * BP_NR, &missing) : NULL;  // up to two panels
         pixel_run *runs = columns ? bp_malloc(PC + 2, sizeof(pixel_run), &missing) : NULL;
         float *dyt = direct ? panel_alloc(ld * hw, &missing) : NULL;
         int ready = pointwise || (buffer && (direct ? dyt != NULL : a && b && runs));
@@ -523,13 +526,16 @@ int64_t bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy
                         int64_t pc = min64(PC, hw - p0), n = bp_conv_pixel_runs(runs, &l, p, p0, pc);
                         pack_rows(a, dyg + p0, hw, kg, pc, 1, micro.mr);
                         if (dbias) add_bias_chunk(dbg, dyg, kg, hw, p0, pc);
-                        for (int64_t t0 = 0; t0 < rows; t0 += BP_NR) {
-                            // b [pc, BP_NR] = colᵀ[pixels p0 …, taps t0 …] (columns past the last tap are never stored)
-                            int64_t nt = min64(BP_NR, rows - t0);
-                            gather_transposed(b, buffer, l.offset + t0, nt, runs, n);
+                        for (int64_t t0 = 0; t0 < rows; t0 += micro.nr) {
+                            // b's panel h [pc, BP_NR] = colᵀ[pixels p0 …, taps t0 + 16h …] (columns past
+                            // the last tap are never stored)
+                            int64_t nt = min64(micro.nr, rows - t0);
+                            for (int64_t h = 0; h * BP_NR < nt; h++)
+                                gather_transposed(b + h * (PC + 8) * BP_NR, buffer, l.offset + t0 + h * BP_NR,
+                                                  min64(BP_NR, nt - h * BP_NR), runs, n);
                             // dW_g[m rows, taps t0 …] += dy_g[m rows, pixels p0 …] · b
                             for (int64_t m = 0; m < kg; m += micro.mr)
-                                micro.block(pc, a + m * pc, b, dwg + m * rows + t0, rows, 1, NULL,
+                                micro.block(pc, a + m * pc, b, (PC + 8) * BP_NR, dwg + m * rows + t0, rows, 1, NULL,
                                             min64(micro.mr, kg - m), nt);
                         }
                     }

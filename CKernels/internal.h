@@ -147,23 +147,25 @@ BP_MULTIVERSION float bp_lane_sum(const float *x, int64_t n);
 /// them (the products' A transposed or B in place) misses on every row.
 static inline int64_t bp_unaliased_stride(int64_t floats) { return floats % 1024 == 0 ? floats + 16 : floats; }
 
-/// The register-blocked float32 product (microkernel.c): a block of `mr` rows of A by BP_NR
-/// columns of B per call.
+/// The register-blocked float32 product (microkernel.c): a block of `mr` rows of A by `nr` columns
+/// of B per call, B in panels of BP_NR columns.
 enum { BP_NR = 16 };
 
-/// C (+)= A · B for one block: A packed [kc][mr], B packed [kc][BP_NR], C rows `ldc` apart.
+/// C (+)= A · B for one block: A packed [kc][mr], B packed in panels [kc][BP_NR], the second (columns
+/// 16 … 31, read only when `cols` > 16) `next` floats after the first; C rows `ldc` apart.
 /// `accumulate` adds to C instead of overwriting it (C + A·B); then `bias` (one float per row, or
-/// NULL) is added. Only the first `rows` × `cols` of the block (at most mr × BP_NR) are stored,
+/// NULL) is added. Only the first `rows` × `cols` of the block (at most mr × nr) are stored,
 /// for the edges of a matrix.
-typedef void bp_micro_block(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int accumulate,
-                            const float *bias, int64_t rows, int64_t cols);
+typedef void bp_micro_block(int64_t kc, const float *a, const float *b, int64_t next, float *c, int64_t ldc,
+                            int accumulate, const float *bias, int64_t rows, int64_t cols);
 /// The same with A not packed: its `rows` rows `lda` apart (row i, step t at a[i · lda + t]).
-typedef void bp_micro_rows(int64_t kc, const float *a, int64_t lda, const float *b, float *c, int64_t ldc,
+typedef void bp_micro_rows(int64_t kc, const float *a, int64_t lda, const float *b, int64_t next, float *c, int64_t ldc,
                            int accumulate, int64_t rows, int64_t cols);
 /// The same with neither packed: A's `rows` columns at a, a + 1, … (step t at a[t · lda + i]) and
-/// B's rows `ldb` apart, each with 16 floats to read (step t, column j at b[t · ldb + j]).
-typedef void bp_micro_columns(int64_t kc, const float *a, int64_t lda, const float *b, int64_t ldb, float *c,
-                              int64_t ldc, int accumulate, int64_t rows, int64_t cols);
+/// B's rows `ldb` apart, each with 16 floats to read per panel (step t, column j < 16 at
+/// b[t · ldb + j], column 16 + j at b[next + t · ldb + j]).
+typedef void bp_micro_columns(int64_t kc, const float *a, int64_t lda, const float *b, int64_t ldb, int64_t next,
+                              float *c, int64_t ldc, int accumulate, int64_t rows, int64_t cols);
 
 /// Whether the caller runs inside an active OpenMP parallel region (threads.c).
 int bp_in_parallel(void);
@@ -186,13 +188,13 @@ static inline void bp_kc_block(int64_t total, int64_t index, int64_t *start, int
     *size = (index + 1) * total / blocks - *start;
 }
 
-/// The kernel a product uses: 8 × 16 in 16-float registers where the CPU has AVX-512 (unless
+/// The kernel a product uses: 8 × 32 in 16-float registers where the CPU has AVX-512 (unless
 /// bp_product_force_avx2 says otherwise), else 6 × 16 in 8-float registers. Every element is the
 /// same sum in the same order in both (Σ_t in order, one fused multiply-add per term, then + C,
-/// then + bias), so the choice never changes a bit. A kernel fetches it once and packs A for its
-/// `mr`.
+/// then + bias), so the choice never changes a bit. A kernel fetches it once, packs A for its
+/// `mr` and passes up to `nr` columns (one or two panels) per call.
 typedef struct {
-    int64_t mr;
+    int64_t mr, nr;
     bp_micro_block *block;
     bp_micro_rows *rows;
     bp_micro_columns *columns;
@@ -200,9 +202,9 @@ typedef struct {
 } bp_micro;
 
 bp_micro bp_micro_kernel(void);
-bp_micro_block bp_micro_6x16, bp_micro_8x16;
-bp_micro_rows bp_micro_6x16_rows, bp_micro_8x16_rows;
-bp_micro_columns bp_micro_6x16_columns, bp_micro_8x16_columns;
+bp_micro_block bp_micro_6x16, bp_micro_8x32;
+bp_micro_rows bp_micro_6x16_rows, bp_micro_8x32_rows;
+bp_micro_columns bp_micro_6x16_columns, bp_micro_8x32_columns;
 
 /// Weights packed for the recurrent layers' step products (panel_product.c): B [depth, G · H],
 /// whose column g · H + j is gate g of hidden unit j, in 16-column panels grouped by blocks of

@@ -7,7 +7,7 @@
 // order: C(i, j) = (… ((C or 0) + s_0) + s_1 …) + s_last, where each s_q is the kernel's sum over its
 // block (terms in order of t, one fused multiply-add each, from 0): the sums of the convolutions'
 // column-matrix products. No element's sum depends on who computes it, so the bits do not depend
-// on the thread count, nor on the kernel (8 × 16 or 6 × 16: the same sums).
+// on the thread count, nor on the kernel (8 × 32 or 6 × 16: the same sums).
 //
 // A as it is (rows_product): C's rows are shared out among the threads in strips of 2 · mr. Each
 // thread, for each block of NC columns and block of steps, packs B's rows into 16-column panels of
@@ -97,11 +97,11 @@ static int64_t rows_product(int trans_b, int64_t m, int64_t n, int64_t k, const 
                     pack_b_panel(panels_b + q * kc * BP_NR, b, ldb, trans_b, k0, kc, n0 + q * BP_NR,
                                  min64(BP_NR, nc - q * BP_NR));
                 for (int64_t i0 = first; i0 < last; i0 += strip)
-                    for (int64_t q = 0; q < panels; q++)
+                    for (int64_t q = 0; q < panels; q += micro.nr / BP_NR)
                         for (int64_t i = i0; i < min64(last, i0 + strip); i += mr)
-                            micro.rows(kc, a + i * lda + k0, lda, panels_b + q * kc * BP_NR,
+                            micro.rows(kc, a + i * lda + k0, lda, panels_b + q * kc * BP_NR, kc * BP_NR,
                                        c + i * ldc + n0 + q * BP_NR, ldc, add, min64(mr, last - i),
-                                       min64(BP_NR, nc - q * BP_NR));
+                                       min64(micro.nr, nc - q * BP_NR));
             }
         }
     }
@@ -147,11 +147,15 @@ static int64_t columns_product(int trans_b, int64_t m, int64_t n, int64_t k, con
             if (n % BP_NR) pack_b_panel(edge, b, ldb, 0, k0, kc, n / BP_NR * BP_NR, n % BP_NR);
             for (int64_t n0 = 0; n0 < n; n0 += NC)
                 for (int64_t i = first; i < last; i += mr)
-                    for (int64_t j = n0; j < min64(n, n0 + NC); j += BP_NR) {
-                        int64_t cols = min64(BP_NR, n - j);
-                        const float *panel = cols < BP_NR ? edge : b + k0 * ldb + j;
-                        micro.columns(kc, a + k0 * lda + i, lda, panel, cols < BP_NR ? BP_NR : ldb, c + i * ldc + j,
-                                      ldc, add, min64(mr, last - i), cols);
+                    for (int64_t j = n0, cols; j < min64(n, n0 + NC); j += cols) {
+                        // As many whole panels as the kernel takes, read in place; else the edge.
+                        cols = min64(micro.nr, (n - j) / BP_NR * BP_NR);
+                        if (cols)
+                            micro.columns(kc, a + k0 * lda + i, lda, b + k0 * ldb + j, ldb, BP_NR, c + i * ldc + j, ldc,
+                                          add, min64(mr, last - i), cols);
+                        else
+                            micro.columns(kc, a + k0 * lda + i, lda, edge, BP_NR, 0, c + i * ldc + j, ldc, add,
+                                          min64(mr, last - i), cols = n - j);
                     }
         }
     }

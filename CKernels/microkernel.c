@@ -75,8 +75,9 @@ __attribute__((always_inline)) static inline void store(v8f acc[MR][2], float *c
 }
 
 BP_MULTIVERSION
-void bp_micro_6x16(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int accumulate, const float *bias,
-                   int64_t rows, int64_t cols) {
+void bp_micro_6x16(int64_t kc, const float *a, const float *b, int64_t next, float *c, int64_t ldc, int accumulate,
+                   const float *bias, int64_t rows, int64_t cols) {
+    (void)next;  // one panel: cols ≤ 16
     v8f acc[MR][2];
     for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = (v8f){0};
     const float *const lanes[MR] = {a, a + 1, a + 2, a + 3, a + 4, a + 5};  // A packed: row i at a[t · 6 + i]
@@ -92,8 +93,9 @@ void bp_micro_6x16(int64_t kc, const float *a, const float *b, float *c, int64_t
 }
 
 BP_MULTIVERSION
-void bp_micro_6x16_rows(int64_t kc, const float *a, int64_t lda, const float *b, float *c, int64_t ldc, int accumulate,
-                        int64_t rows, int64_t cols) {
+void bp_micro_6x16_rows(int64_t kc, const float *a, int64_t lda, const float *b, int64_t next, float *c, int64_t ldc,
+                        int accumulate, int64_t rows, int64_t cols) {
+    (void)next;
     v8f acc[MR][2];
     for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = (v8f){0};
     const float *lanes[MR];  // rows past `rows` read the last row again, and are not stored
@@ -110,8 +112,9 @@ void bp_micro_6x16_rows(int64_t kc, const float *a, int64_t lda, const float *b,
 }
 
 BP_MULTIVERSION
-void bp_micro_6x16_columns(int64_t kc, const float *a, int64_t lda, const float *b, int64_t ldb, float *c, int64_t ldc,
-                           int accumulate, int64_t rows, int64_t cols) {
+void bp_micro_6x16_columns(int64_t kc, const float *a, int64_t lda, const float *b, int64_t ldb, int64_t next, float *c,
+                           int64_t ldc, int accumulate, int64_t rows, int64_t cols) {
+    (void)next;
     v8f acc[MR][2];
     for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = (v8f){0};
     if (rows == MR) {  // column i at a + i: one base register for the six broadcasts
@@ -144,9 +147,9 @@ bp_micro bp_micro_kernel(void) {
         if (!__atomic_compare_exchange_n(&avx2_forced, &expected, forced, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
             forced = expected;  // set meanwhile by bp_product_force_avx2
     }
-    if (has_avx512 && !forced) return (bp_micro){8, bp_micro_8x16, bp_micro_8x16_rows, bp_micro_8x16_columns, 1};
+    if (has_avx512 && !forced) return (bp_micro){8, 32, bp_micro_8x32, bp_micro_8x32_rows, bp_micro_8x32_columns, 1};
 #endif
-    return (bp_micro){MR, bp_micro_6x16, bp_micro_6x16_rows, bp_micro_6x16_columns, 0};
+    return (bp_micro){MR, BP_NR, bp_micro_6x16, bp_micro_6x16_rows, bp_micro_6x16_columns, 0};
 }
 
 int bp_product_vector_width(void) { return bp_micro_kernel().avx512 ? 16 : 8; }

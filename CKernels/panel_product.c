@@ -126,9 +126,14 @@ void bp_gate_block_product(float *tile, int64_t ldt, int64_t tile_step, const fl
         for (int64_t a = 0; a < n; a += micro.mr)
             for (int64_t t0 = 0; t0 < w->depth; t0 += DEPTH_BLOCK) {
                 int64_t kc = min64(DEPTH_BLOCK, w->depth - t0);
-                for (int64_t g = 0; g < w->gates; g++)
-                    micro.rows(kc, x + s * x_step + a * ldx + t0, ldx, panel(w, block, g, t0),
-                               tile + s * tile_step + a * ldt + g * BP_NR, ldt, t0 > 0, min64(micro.mr, n - a), units);
+                // Gates g and g + 1 in one call where the kernel takes two panels (then gate g's
+                // columns past `units` are stored too: zeros, or the tile's own value plus 0).
+                for (int64_t g = 0, pair; g < w->gates; g += pair) {
+                    pair = micro.nr > BP_NR && g + 1 < w->gates ? 2 : 1;
+                    micro.rows(kc, x + s * x_step + a * ldx + t0, ldx, panel(w, block, g, t0), kc * BP_NR,
+                               tile + s * tile_step + a * ldt + g * BP_NR, ldt, t0 > 0, min64(micro.mr, n - a),
+                               (pair - 1) * BP_NR + units);
+                }
             }
 }
 

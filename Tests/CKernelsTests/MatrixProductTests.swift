@@ -25,7 +25,7 @@ import Testing
         var bShape: (rows: Int, cols: Int) { transB ? (n, k) : (k, n) }
     }
 
-    // Edges of the 6-, 8- and 16-wide blocks and strips, reductions over several blocks of steps
+    // Edges of the 6-, 8-, 16- and 32-wide blocks and strips, reductions over several blocks of steps
     // (up to 320, of unequal sizes), more than one block of 256 columns, fewer strips than threads,
     // k = 0; and rows 4 KB apart (1021 + 3, 1022 + 2 floats), which a transposed A or its B copies.
     static let cases: [Case] = [
