@@ -38,6 +38,7 @@ enum {
     LANES = 16,               // output channels per block
     MAX_ALPHA = 6,            // α = r + 1: the transformed tile's side
     CHUNK_AVX512 = 16,        // tiles per product call: 16 accumulators of 32 registers
+    CHUNK_PAIRED = 12,        // tiles per call for two blocks of output channels: 24 accumulators
     CHUNK_AVX2 = 6,           // 6 accumulators of two 8-float registers each, of 16
     BAND_BYTES = 256 * 1024,  // most bytes of V per band
 };
@@ -260,36 +261,57 @@ static void transform_input(float *v, const float *planes, const tiling *t, int6
     else input_tiles(6, v, planes, t, channels, th0, rows);
 }
 
-// out[j · ld] (+)= Σ_i a[i · 16] · b[i · bi + j · bj] for j < W and i < count, summed in order from 0
-// (added to out when `accumulate`): 16 output channels in the lanes of each of W accumulators. The
-// forward's M (i a channel, j a tile) and the weight gradient's S (i a tile, j a channel).
-__attribute__((always_inline)) static inline void lane_products(int W, float *out, int64_t ld, int accumulate,
-                                                                const float *a, const float *b, int64_t bi, int64_t bj,
-                                                                int64_t count) {
-    v16f acc[CHUNK_AVX512];
+// out[q · out_next + j · ld] (+)= Σ_i a[q · a_next + i · 16] · b[i · bi + j · bj] for q < P, j < W
+// and i < count, summed in order from 0 (added to out when `accumulate`): 16 output channels in the
+// lanes of each of P · W accumulators. The forward's M (i a channel, j a tile, q a block of output
+// channels) and the weight gradient's S (i a tile, j a channel). Two blocks (P = 2) share each
+// broadcast of b: 2 + W loads per 2 · W multiply-adds, where one block takes 1 + W per W (more
+// than an Intel core's two loads a cycle can feed its two FMA units).
+__attribute__((always_inline)) static inline void lane_products(int P, int W, float *out, int64_t ld, int64_t out_next,
+                                                                int accumulate, const float *a, int64_t a_next,
+                                                                const float *b, int64_t bi, int64_t bj, int64_t count) {
+    v16f acc[2][CHUNK_AVX512];
 #pragma clang loop unroll(full)
-    for (int j = 0; j < W; j++) acc[j] = (v16f){0};
+    for (int q = 0; q < P; q++)
+#pragma clang loop unroll(full)
+        for (int j = 0; j < W; j++) acc[q][j] = (v16f){0};
     for (int64_t i = 0; i < count; i++) {
-        v16f ai = *(const v16f *)(a + i * LANES);
+        v16f a0 = *(const v16f *)(a + i * LANES), a1 = P == 2 ? *(const v16f *)(a + a_next + i * LANES) : a0;
         const float *bs = b + i * bi;
 #pragma clang loop unroll(full)
-        for (int j = 0; j < W; j++) acc[j] += ai * bs[j * bj];
+        for (int j = 0; j < W; j++) {
+            float bv = bs[j * bj];
+            acc[0][j] += a0 * bv;
+            if (P == 2) acc[1][j] += a1 * bv;
+        }
     }
 #pragma clang loop unroll(full)
-    for (int j = 0; j < W; j++) *(v16f *)(out + j * ld) = accumulate ? *(v16f *)(out + j * ld) + acc[j] : acc[j];
+    for (int q = 0; q < P; q++)
+#pragma clang loop unroll(full)
+        for (int j = 0; j < W; j++) {
+            v16f *o = (v16f *)(out + q * out_next + j * ld);
+            *o = accumulate ? *o + acc[q][j] : acc[q][j];
+        }
 }
 
-// lane_products with its width a constant, so that the accumulators are registers.
+// lane_products with its sizes constants, so that the accumulators are registers: P = 1 with W up
+// to CHUNK_AVX512, P = 2 with W up to CHUNK_PAIRED.
 BP_MULTIVERSION
-static void lane_products_of(int64_t W, float *out, int64_t ld, int accumulate, const float *a, const float *b,
-                             int64_t bi, int64_t bj, int64_t count) {
+static void lane_products_of(int64_t P, int64_t W, float *out, int64_t ld, int64_t out_next, int accumulate,
+                             const float *a, int64_t a_next, const float *b, int64_t bi, int64_t bj, int64_t count) {
     // clang-format off
-    switch (W) {
-#define WIDTH(n) case n: lane_products(n, out, ld, accumulate, a, b, bi, bj, count); break;
-    WIDTH(1) WIDTH(2) WIDTH(3) WIDTH(4) WIDTH(5) WIDTH(6) WIDTH(7) WIDTH(8)
-    WIDTH(9) WIDTH(10) WIDTH(11) WIDTH(12) WIDTH(13) WIDTH(14) WIDTH(15) WIDTH(16)
+#define WIDTH(p, n) case n: lane_products(p, n, out, ld, out_next, accumulate, a, a_next, b, bi, bj, count); break;
+    if (P == 2)
+        switch (W) {
+        WIDTH(2, 1) WIDTH(2, 2) WIDTH(2, 3) WIDTH(2, 4) WIDTH(2, 5) WIDTH(2, 6)
+        WIDTH(2, 7) WIDTH(2, 8) WIDTH(2, 9) WIDTH(2, 10) WIDTH(2, 11) WIDTH(2, 12)
+        }
+    else
+        switch (W) {
+        WIDTH(1, 1) WIDTH(1, 2) WIDTH(1, 3) WIDTH(1, 4) WIDTH(1, 5) WIDTH(1, 6) WIDTH(1, 7) WIDTH(1, 8)
+        WIDTH(1, 9) WIDTH(1, 10) WIDTH(1, 11) WIDTH(1, 12) WIDTH(1, 13) WIDTH(1, 14) WIDTH(1, 15) WIDTH(1, 16)
+        }
 #undef WIDTH
-    }
     // clang-format on
 }
 
@@ -349,7 +371,7 @@ int64_t bp_conv2d_forward_winograd(float *y, const float *x, const float *weight
                                    const bp_conv2d_params *out_phases) {
     tiling t = tiling_of(p);
     int64_t hw = bp_conv_pixels(p), missing = 0;
-    int64_t chunk = chunk_width();
+    int64_t chunk = chunk_width(), paired = bp_micro_kernel().avx512, m_size = t.band_tiles * t.positions * LANES;
     int64_t stage_stride = 2 * t.band_rows * p->out_w + 16, width = round_up(2 * t.tw, 16);
     float *u = bp_aligned_alloc(64, t.blocks * t.positions * p->c * LANES, sizeof(float), 0, &missing);
     if (!u) return missing;
@@ -358,7 +380,7 @@ int64_t bp_conv2d_forward_winograd(float *y, const float *x, const float *weight
     {
         float *planes = bp_calloc(p->c * t.hp * t.wp + 16, sizeof(float), &missing);
         float *v = bp_malloc(t.positions * p->c * t.v_stride, sizeof(float), &missing);
-        float *m = bp_aligned_alloc(64, t.band_tiles * t.positions * LANES, sizeof(float), 0, &missing);
+        float *m = bp_aligned_alloc(64, 2 * m_size, sizeof(float), 0, &missing);  // [2][band_tiles][ξ][16]
         float *stage = bp_malloc(LANES * stage_stride, sizeof(float), &missing);
         v16f *pixels = bp_aligned_alloc(64, 2 * width * LANES, sizeof(float), 1, &missing);
         int ready = planes && v && m && stage && pixels;
@@ -369,29 +391,34 @@ int64_t bp_conv2d_forward_winograd(float *y, const float *x, const float *weight
             float *dx = out_phases ? y + image * out_phases->c * out_phases->h * out_phases->w : NULL;
             if (dx) bp_phases_fill(dx, bias, out_phases);
             for (int64_t th0 = 0; th0 < t.th; th0 += t.band_rows) {
-                int64_t rows = min64(t.band_rows, t.th - th0), tiles = rows * t.tw,
-                        chunks = (tiles + chunk - 1) / chunk;
+                int64_t rows = min64(t.band_rows, t.th - th0), tiles = rows * t.tw;
                 int64_t oh0 = 2 * th0, lines = min64(2 * rows, p->out_h - oh0);
                 transform_input(v, planes, &t, p->c, th0, rows);
-                for (int64_t kb = 0; kb < t.blocks; kb++) {
-                    int64_t outputs = min64(LANES, p->k - kb * LANES);
+                for (int64_t kb0 = 0, pair; kb0 < t.blocks; kb0 += pair) {
+                    // M[q] for blocks kb0 + q of output channels: two at a time on AVX-512.
+                    pair = paired && kb0 + 1 < t.blocks ? 2 : 1;
+                    int64_t span = pair == 2 ? CHUNK_PAIRED : chunk, chunks = (tiles + span - 1) / span;
                     for (int64_t xi = 0; xi < t.positions; xi++)
                         for (int64_t i = 0; i < chunks; i++) {
                             int64_t j0 = i * tiles / chunks, j1 = (i + 1) * tiles / chunks;
-                            lane_products_of(j1 - j0, m + (j0 * t.positions + xi) * LANES, t.positions * LANES, 0,
-                                             u + (kb * t.positions + xi) * p->c * LANES,
-                                             v + xi * p->c * t.v_stride + j0, t.v_stride, 1, p->c);
+                            lane_products_of(pair, j1 - j0, m + (j0 * t.positions + xi) * LANES, t.positions * LANES,
+                                             m_size, 0, u + (kb0 * t.positions + xi) * p->c * LANES,
+                                             t.positions * p->c * LANES, v + xi * p->c * t.v_stride + j0, t.v_stride, 1,
+                                             p->c);
                         }
-                    // Into dx the sums alone: bp_phases_copy_out adds the bias.
-                    transform_output(stage, stage_stride, pixels, m, bias && !dx ? bias + kb * LANES : NULL, &t, th0,
-                                     rows, outputs, p);
-                    for (int64_t o = 0; o < outputs; o++)
-                        if (dx)
-                            bp_phases_copy_out(dx, stage + o * stage_stride, kb * LANES + o, oh0, lines, bias,
-                                               out_phases, p);
-                        else
-                            memcpy(y + (image * p->k + kb * LANES + o) * hw + oh0 * p->out_w, stage + o * stage_stride,
-                                   (size_t)(lines * p->out_w) * sizeof(float));
+                    for (int64_t kb = kb0; kb < kb0 + pair; kb++) {
+                        int64_t outputs = min64(LANES, p->k - kb * LANES);
+                        // Into dx the sums alone: bp_phases_copy_out adds the bias.
+                        transform_output(stage, stage_stride, pixels, m + (kb - kb0) * m_size,
+                                         bias && !dx ? bias + kb * LANES : NULL, &t, th0, rows, outputs, p);
+                        for (int64_t o = 0; o < outputs; o++)
+                            if (dx)
+                                bp_phases_copy_out(dx, stage + o * stage_stride, kb * LANES + o, oh0, lines, bias,
+                                                   out_phases, p);
+                            else
+                                memcpy(y + (image * p->k + kb * LANES + o) * hw + oh0 * p->out_w,
+                                       stage + o * stage_stride, (size_t)(lines * p->out_w) * sizeof(float));
+                    }
                 }
             }
         }
@@ -416,7 +443,8 @@ int64_t bp_conv2d_forward_winograd(float *y, const float *x, const float *weight
 // The images go in the weight gradient's fixed blocks (bp_conv_weight_blocks), each block with its
 // own S, summed image by image in order and within an image band by band (each band's sum over its
 // tiles taken in order from 0, then added); the blocks' S are added in block order before the last
-// transform. Channels go in chunks of at most CHUNK_AVX512 (CHUNK_AVX2), an accumulator each.
+// transform. Channels go in chunks of at most CHUNK_AVX512 (CHUNK_AVX2; CHUNK_PAIRED for two blocks of
+// output channels at once), an accumulator each.
 
 // D[ξ][tile][16] (ξ `stride` floats apart) = (A · dy_tile · Aᵀ)[ξ] for the band's tiles and one
 // channel block: A applied to the tile's two columns, then to the rows of the result.
@@ -468,7 +496,7 @@ int64_t bp_conv2d_backward_weights_winograd(float *dweight, float *dbias, const 
     tiling t = tiling_of(p);
     int64_t blocks = bp_conv_weight_blocks(p), hw = bp_conv_pixels(p), missing = 0;
     int64_t size = t.blocks * t.positions * p->c * LANES, plane = 4 * t.th * t.tw * LANES;  // S; a block of dyt
-    int64_t chunk = chunk_width(), chunks = (p->c + chunk - 1) / chunk;
+    int64_t chunk = chunk_width(), paired = bp_micro_kernel().avx512, d_size = t.positions * t.band_tiles * LANES;
     float *sums = bp_aligned_alloc(64, blocks * size, sizeof(float), 1, &missing);
     double *bias_partial = bp_calloc(blocks * p->k, sizeof(double), &missing);  // [block][k]: Σ dy
     if (missing) return free(sums), free(bias_partial), missing;
@@ -477,7 +505,7 @@ int64_t bp_conv2d_backward_weights_winograd(float *dweight, float *dbias, const 
         float *planes = bp_calloc(p->c * t.hp * t.wp + 16, sizeof(float), &missing);
         float *v = bp_malloc(t.positions * p->c * t.v_stride, sizeof(float), &missing);
         float *dyt = bp_aligned_alloc(64, t.blocks * plane, sizeof(float), 1, &missing);
-        float *d = bp_aligned_alloc(64, t.positions * t.band_tiles * LANES, sizeof(float), 0, &missing);
+        float *d = bp_aligned_alloc(64, 2 * d_size, sizeof(float), 0, &missing);  // [2][ξ][band_tiles][16]
         int ready = planes && v && dyt && d;
 #pragma omp for schedule(static)
         for (int64_t block = 0; block < blocks; block++)
@@ -491,14 +519,19 @@ int64_t bp_conv2d_backward_weights_winograd(float *dweight, float *dbias, const 
                 for (int64_t th0 = 0; th0 < t.th; th0 += t.band_rows) {
                     int64_t rows = min64(t.band_rows, t.th - th0), tiles = rows * t.tw;
                     transform_input(v, planes, &t, p->c, th0, rows);
-                    for (int64_t kb = 0; kb < t.blocks; kb++) {
-                        transform_gradient(d, t.band_tiles * LANES, dyt + kb * plane, &t, th0, rows);
+                    for (int64_t kb0 = 0, pair; kb0 < t.blocks; kb0 += pair) {
+                        // S of blocks kb0 + q of output channels: two at a time on AVX-512.
+                        pair = paired && kb0 + 1 < t.blocks ? 2 : 1;
+                        int64_t span = pair == 2 ? CHUNK_PAIRED : chunk, chunks = (p->c + span - 1) / span;
+                        for (int64_t q = 0; q < pair; q++)
+                            transform_gradient(d + q * d_size, t.band_tiles * LANES, dyt + (kb0 + q) * plane, &t, th0,
+                                               rows);
                         for (int64_t xi = 0; xi < t.positions; xi++)
                             for (int64_t i = 0; i < chunks; i++) {
                                 int64_t c0 = i * p->c / chunks, c1 = (i + 1) * p->c / chunks;
-                                lane_products_of(c1 - c0, s + ((kb * t.positions + xi) * p->c + c0) * LANES, LANES, 1,
-                                                 d + xi * t.band_tiles * LANES, v + (xi * p->c + c0) * t.v_stride, 1,
-                                                 t.v_stride, tiles);
+                                lane_products_of(pair, c1 - c0, s + ((kb0 * t.positions + xi) * p->c + c0) * LANES,
+                                                 LANES, t.positions * p->c * LANES, 1, d + xi * t.band_tiles * LANES,
+                                                 d_size, v + (xi * p->c + c0) * t.v_stride, 1, t.v_stride, tiles);
                             }
                     }
                 }
