@@ -18,16 +18,19 @@
 // OpenBLAS runs at 95–102 (a recurrent layer's input gradient, every step's rows at once; a linear
 // layer of 1024 features), and with few columns (28) at 97 against 74.
 //
-// A transposed (columns_product: a weight gradient, Σ over examples of a gradient row times an
-// input row): at step t the kernel's `columns` form broadcasts mr neighbouring floats of A's row t
-// and multiplies them with 16 neighbouring floats of B's row t, both read in place: nothing is
-// packed (packing A's columns or B's panels meant reading 64 bytes from each of rows kilobytes
-// apart, which cost more than it saved). Per block of steps, C's strips (each thread its own) go
-// across B's columns in groups of NC, so that a strip's lines of A stay in the first-level cache
-// and the group's lines of B in the second. Operands whose rows are a multiple of 4 KB apart are
-// copied first (bp_unaliased_stride), and B transposed. On a Zen 4 core, a recurrent layer's weight
-// gradients (K = 2048 steps × rows, 1024 × 256; K = 3584, 512 × 128) run at 115 GF/s against
-// OpenBLAS's 97–101, at 2 threads 229–233 against 199–205.
+// A transposed (a weight gradient, Σ over examples of a gradient row times an input row), B with
+// fewer than NC columns: at step t the kernel's `columns` form broadcasts mr neighbouring floats of
+// A's row t and multiplies them with 16 neighbouring floats of B's row t, both read in place:
+// nothing is packed. Per block of steps, C's strips (each thread its own) go across B's columns in
+// groups of NC, so that a strip's lines of A stay in the first-level cache and the group's lines of
+// B in the second. Operands whose rows are a multiple of 4 KB apart are copied first
+// (bp_unaliased_stride), and B transposed. On a Zen 4 core, a recurrent layer's weight gradient
+// (K = 3584, 512 × 128) runs at 115 GF/s against OpenBLAS's 97–101; on an Intel Xeon at 150. With
+// B of NC columns or more, each kernel step read in place would touch a line of A and two of B on
+// three pages (rows kilobytes apart), page after page: there both are packed, B's group of columns
+// as rows_product packs it and A's strip as [kc][mr] (mr floats from each row), once for all the
+// group's panels. On an Intel Xeon (1 thread) 1024 × 1024 by K = 1024 (a linear layer's weight
+// gradient) and 1024 × 256 by K = 2048 (an LSTM's) went from 105–115 GF/s in place to 139–143.
 #include "CKernels.h"
 #include "internal.h"
 
@@ -122,44 +125,93 @@ static float *unaliased_copy(const float *x, int64_t ldx, int transposed, int64_
     return copy;
 }
 
-// C (+)= Aᵀ · op(B) with A [k, m] read in place along its rows (see above).
+// A's columns [i, i + rows) over steps [k0, k0 + kc) as kc rows of mr floats (`rows` ≤ mr of them
+// from A's row, zeros after): the packed form of the kernel's A.
+static void pack_a_strip(float *out, const float *a, int64_t lda, int64_t k0, int64_t kc, int64_t i, int64_t rows,
+                         int64_t mr) {
+    for (int64_t t = 0; t < kc; t++) {
+        memcpy(out + t * mr, a + (k0 + t) * lda + i, (size_t)rows * sizeof(float));
+        if (rows < mr) memset(out + t * mr + rows, 0, (size_t)(mr - rows) * sizeof(float));
+    }
+}
+
+// C's rows [first, last) += Aᵀ · B over steps [k0, k0 + kc), both read in place: as many whole
+// panels of B per kernel call as the kernel takes, then its last columns from `edge` (B's columns
+// past the last multiple of 16, packed).
+static void in_place_block(const bp_micro *micro, int64_t first, int64_t last, int64_t n, int64_t k0, int64_t kc,
+                           const float *a, int64_t lda, const float *b, int64_t ldb, const float *edge, int add,
+                           float *c, int64_t ldc) {
+    for (int64_t n0 = 0; n0 < n; n0 += NC)
+        for (int64_t i = first; i < last; i += micro->mr)
+            for (int64_t j = n0, cols; j < min64(n, n0 + NC); j += cols) {
+                cols = min64(micro->nr, (n - j) / BP_NR * BP_NR);
+                if (cols)
+                    micro->columns(kc, a + k0 * lda + i, lda, b + k0 * ldb + j, ldb, BP_NR, c + i * ldc + j, ldc, add,
+                                   min64(micro->mr, last - i), cols);
+                else
+                    micro->columns(kc, a + k0 * lda + i, lda, edge, BP_NR, 0, c + i * ldc + j, ldc, add,
+                                   min64(micro->mr, last - i), cols = n - j);
+            }
+}
+
+// The same with both packed: per group of NC columns, B's panels as rows_product packs them
+// (`panels_b`), then each strip of mr columns of A as [kc][mr] (`strip_a`), multiplied with every
+// panel of the group.
+static void packed_block(const bp_micro *micro, int64_t first, int64_t last, int64_t n, int64_t k0, int64_t kc,
+                         const float *a, int64_t lda, const float *b, int64_t ldb, int trans_b, float *panels_b,
+                         float *strip_a, int add, float *c, int64_t ldc) {
+    for (int64_t n0 = 0; n0 < n; n0 += NC) {
+        int64_t nc = min64(NC, n - n0), panels = (nc + BP_NR - 1) / BP_NR;
+        for (int64_t q = 0; q < panels; q++)
+            pack_b_panel(panels_b + q * kc * BP_NR, b, ldb, trans_b, k0, kc, n0 + q * BP_NR,
+                         min64(BP_NR, nc - q * BP_NR));
+        for (int64_t i = first; i < last; i += micro->mr) {
+            int64_t rows = min64(micro->mr, last - i);
+            pack_a_strip(strip_a, a, lda, k0, kc, i, rows, micro->mr);
+            for (int64_t q = 0; q < panels; q += micro->nr / BP_NR)
+                micro->block(kc, strip_a, panels_b + q * kc * BP_NR, kc * BP_NR, c + i * ldc + n0 + q * BP_NR, ldc, add,
+                             NULL, rows, min64(micro->nr, nc - q * BP_NR));
+        }
+    }
+}
+
+// C (+)= Aᵀ · op(B) with A [k, m] (see above): in place for B narrower than NC columns, else packed.
 static int64_t columns_product(int trans_b, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                                const float *b, int64_t ldb, int accumulate, float *c, int64_t ldc) {
     bp_micro micro = bp_micro_kernel();
     int64_t mr = micro.mr, strip = 2 * mr, chunks = row_chunks(m, n, k, strip), missing = 0;
-    // Operands with rows a multiple of 4 KB apart are copied (see bp_unaliased_stride), B transposed.
-    float *a_copy = bp_unaliased_stride(lda) != lda ? unaliased_copy(a, lda, 0, k, m, &missing) : NULL;
-    float *b_copy = trans_b || bp_unaliased_stride(ldb) != ldb ? unaliased_copy(b, ldb, trans_b, k, n, &missing) : NULL;
-    float *edges = bp_aligned_alloc(64, chunks, BP_KC * BP_NR * (int64_t)sizeof(float), 0, &missing);
-    if (missing) return free(a_copy), free(b_copy), free(edges), missing;
+    int packed = n >= NC;
+    // In place, operands with rows a multiple of 4 KB apart are copied (see bp_unaliased_stride), B
+    // transposed; each thread's scratch is B's edge panel. Packed, it is B's panels and A's strip.
+    float *a_copy = NULL, *b_copy = NULL;
+    if (!packed && bp_unaliased_stride(lda) != lda) a_copy = unaliased_copy(a, lda, 0, k, m, &missing);
+    if (!packed && (trans_b || bp_unaliased_stride(ldb) != ldb))
+        b_copy = unaliased_copy(b, ldb, trans_b, k, n, &missing);
+    int64_t panel_floats = packed ? min64(BP_KC, k) * NC : BP_KC * BP_NR;
+    int64_t scratch = panel_floats + (packed ? BP_KC * mr : 0);
+    float *scratches = bp_aligned_alloc(64, chunks, scratch * (int64_t)sizeof(float), 0, &missing);
+    if (missing) return free(a_copy), free(b_copy), free(scratches), missing;
     if (a_copy) a = a_copy, lda = bp_unaliased_stride(m);
-    if (b_copy) b = b_copy, ldb = bp_unaliased_stride(n);
+    if (b_copy) b = b_copy, ldb = bp_unaliased_stride(n), trans_b = 0;
 #pragma omp parallel for schedule(static) if (chunks > 1)
     for (int64_t chunk = 0; chunk < chunks; chunk++) {
-        // B's last panel when narrower than 16 columns, rows of 16 with zeros after its columns.
-        float *edge = edges + chunk * BP_KC * BP_NR;
+        float *panels_b = scratches + chunk * scratch;
         int64_t first, last;
         chunk_rows(m, strip, chunk, chunks, &first, &last);
         for (int64_t block = 0; block < bp_kc_blocks(k); block++) {
             int64_t k0, kc;
             bp_kc_block(k, block, &k0, &kc);
             int add = accumulate || block > 0;
-            if (n % BP_NR) pack_b_panel(edge, b, ldb, 0, k0, kc, n / BP_NR * BP_NR, n % BP_NR);
-            for (int64_t n0 = 0; n0 < n; n0 += NC)
-                for (int64_t i = first; i < last; i += mr)
-                    for (int64_t j = n0, cols; j < min64(n, n0 + NC); j += cols) {
-                        // As many whole panels as the kernel takes, read in place; else the edge.
-                        cols = min64(micro.nr, (n - j) / BP_NR * BP_NR);
-                        if (cols)
-                            micro.columns(kc, a + k0 * lda + i, lda, b + k0 * ldb + j, ldb, BP_NR, c + i * ldc + j, ldc,
-                                          add, min64(mr, last - i), cols);
-                        else
-                            micro.columns(kc, a + k0 * lda + i, lda, edge, BP_NR, 0, c + i * ldc + j, ldc, add,
-                                          min64(mr, last - i), cols = n - j);
-                    }
+            if (packed) {
+                packed_block(&micro, first, last, n, k0, kc, a, lda, b, ldb, trans_b, panels_b, panels_b + panel_floats,
+                             add, c, ldc);
+                continue;
+            }
+            if (n % BP_NR) pack_b_panel(panels_b, b, ldb, 0, k0, kc, n / BP_NR * BP_NR, n % BP_NR);
+            in_place_block(&micro, first, last, n, k0, kc, a, lda, b, ldb, panels_b, add, c, ldc);
         }
     }
-    free(a_copy), free(b_copy), free(edges);
+    free(a_copy), free(b_copy), free(scratches);
     return 0;
 }
 
