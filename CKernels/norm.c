@@ -15,39 +15,76 @@
 // run's first element.
 enum { LANE_BLOCK = 256 };
 
+// The means of R runs of `count` (run r at x + r · ld), each Σ (x − shift) with shift = its x[0], in
+// lanes as above. Each run's sum is taken in the same order for any R; with R > 1 the runs' sums are
+// independent chains that keep the adders busy (one run's lanes wait for each add's latency).
+__attribute__((always_inline)) static inline void runs_mean(int R, const float *x, int64_t ld, int64_t count,
+                                                            double *mean) {
+    float shift[R];
+    double total[R];
+    for (int r = 0; r < R; r++) shift[r] = x[r * ld], total[r] = 0.0;
+    for (int64_t start = 0; start < count; start += LANE_BLOCK) {
+        int64_t end = start + LANE_BLOCK < count ? start + LANE_BLOCK : count, i = start;
+        float lanes[R][8];
+        memset(lanes, 0, sizeof lanes);
+        for (; i + 8 <= end; i += 8)
+            for (int r = 0; r < R; r++)
+                for (int l = 0; l < 8; l++) lanes[r][l] += x[r * ld + i + l] - shift[r];
+        for (int r = 0; r < R; r++) {
+            for (int64_t k = i; k < end; k++) total[r] += x[r * ld + k] - shift[r];
+            for (int l = 0; l < 8; l++) total[r] += lanes[r][l];
+        }
+    }
+    for (int r = 0; r < R; r++) mean[r] = shift[r] + total[r] / (double)count;
+}
+
+// Σ (x − mean)² over each of R runs, as runs_mean lays them out, centring with mean = hi + lo in
+// float (see bp_split_mean).
+__attribute__((always_inline)) static inline void
+runs_squared_deviation(int R, const float *x, int64_t ld, int64_t count, const double *mean, double *m2) {
+    float hi[R], lo[R];
+    for (int r = 0; r < R; r++) hi[r] = (float)mean[r], lo[r] = (float)(mean[r] - hi[r]), m2[r] = 0.0;
+    for (int64_t start = 0; start < count; start += LANE_BLOCK) {
+        int64_t end = start + LANE_BLOCK < count ? start + LANE_BLOCK : count, i = start;
+        float lanes[R][8];
+        memset(lanes, 0, sizeof lanes);
+        for (; i + 8 <= end; i += 8)
+            for (int r = 0; r < R; r++)
+                for (int l = 0; l < 8; l++) {
+                    float d = (x[r * ld + i + l] - hi[r]) - lo[r];
+                    lanes[r][l] += d * d;
+                }
+        for (int r = 0; r < R; r++) {
+            for (int64_t k = i; k < end; k++)
+                m2[r] += ((x[r * ld + k] - hi[r]) - lo[r]) * ((x[r * ld + k] - hi[r]) - lo[r]);
+            for (int l = 0; l < 8; l++) m2[r] += lanes[r][l];
+        }
+    }
+}
+
 // Σ (x − shift) over a run, shift = x[0]: returns the mean, in double.
 BP_MULTIVERSION
 static double run_mean(const float *x, int64_t count) {
-    const float shift = x[0];
-    double total = 0.0;
-    for (int64_t start = 0; start < count; start += LANE_BLOCK) {
-        int64_t end = start + LANE_BLOCK < count ? start + LANE_BLOCK : count, i = start;
-        float lanes[8] = {0};
-        for (; i + 8 <= end; i += 8)
-            for (int l = 0; l < 8; l++) lanes[l] += x[i + l] - shift;
-        for (; i < end; i++) total += x[i] - shift;
-        for (int l = 0; l < 8; l++) total += lanes[l];
-    }
-    return shift + total / (double)count;
+    double mean;
+    runs_mean(1, x, 0, count, &mean);
+    return mean;
 }
 
-// Σ (x − mean)² over a run, centring with mean = hi + lo in float (see bp_split_mean).
+// Σ (x − mean)² over a run (see runs_squared_deviation).
 BP_MULTIVERSION
 static double run_squared_deviation(const float *x, int64_t count, double mean) {
-    const float hi = (float)mean, lo = (float)(mean - hi);
-    double total = 0.0;
-    for (int64_t start = 0; start < count; start += LANE_BLOCK) {
-        int64_t end = start + LANE_BLOCK < count ? start + LANE_BLOCK : count, i = start;
-        float lanes[8] = {0};
-        for (; i + 8 <= end; i += 8)
-            for (int l = 0; l < 8; l++) {
-                float d = (x[i + l] - hi) - lo;
-                lanes[l] += d * d;
-            }
-        for (; i < end; i++) total += ((x[i] - hi) - lo) * ((x[i] - hi) - lo);
-        for (int l = 0; l < 8; l++) total += lanes[l];
-    }
-    return total;
+    double m2;
+    runs_squared_deviation(1, x, 0, count, &mean, &m2);
+    return m2;
+}
+
+// The mean and Σ (x − mean)² of each of ROW_GROUP rows of `count`, `ld` apart: what run_mean and
+// run_squared_deviation give each row, the rows' sums interleaved.
+enum { ROW_GROUP = 4 };
+BP_MULTIVERSION
+static void row_group_moments(const float *x, int64_t ld, int64_t count, double mean[ROW_GROUP], double m2[ROW_GROUP]) {
+    runs_mean(ROW_GROUP, x, ld, count, mean);
+    runs_squared_deviation(ROW_GROUP, x, ld, count, mean, m2);
 }
 
 // Running statistics of several runs: count, mean and the sum of squared deviations (M2).
@@ -491,23 +528,33 @@ static int streams(int64_t rows, int64_t d) {
 void bp_layernorm_forward(float *y, float *mean, float *rstd, const float *x, const float *gamma, const float *beta,
                           int64_t rows, int64_t d, float eps) {
     int stream = streams(rows, d);
+    int64_t groups = (rows + ROW_GROUP - 1) / ROW_GROUP;
+    // Rows in groups of ROW_GROUP for their statistics (row_group_moments), the last group's rows one by one.
 #pragma omp parallel for schedule(static) if (rows * d >= BP_PARALLEL_MIN)
-    for (int64_t row = 0; row < rows; row++) {
-        const float *xr = x + row * d;
-        double mu = run_mean(xr, d);
-        double variance = run_squared_deviation(xr, d, mu) / (double)d;
-        float r = (float)(1.0 / sqrt(variance + eps));
-        bp_split_mean(mu, mean + 2 * row);
-        rstd[row] = r;
-        if (!stream) {
-            row_affine(y + row * d, xr, d, mean + 2 * row, r, gamma, beta);
-            continue;
-        }
-        for (int64_t j = 0; j < d; j += STREAM_RUN) {
-            int64_t count = d - j < STREAM_RUN ? d - j : STREAM_RUN;
-            float run[STREAM_RUN];
-            row_affine(run, xr + j, count, mean + 2 * row, r, gamma ? gamma + j : NULL, beta ? beta + j : NULL);
-            bp_stream_copy(y + row * d + j, run, count);
+    for (int64_t group = 0; group < groups; group++) {
+        int64_t first = group * ROW_GROUP, count = rows - first < ROW_GROUP ? rows - first : ROW_GROUP;
+        double mu[ROW_GROUP], m2[ROW_GROUP];
+        if (count == ROW_GROUP) row_group_moments(x + first * d, d, d, mu, m2);
+        else
+            for (int64_t k = 0; k < count; k++) {
+                mu[k] = run_mean(x + (first + k) * d, d);
+                m2[k] = run_squared_deviation(x + (first + k) * d, d, mu[k]);
+            }
+        for (int64_t k = 0, row = first; k < count; k++, row++) {
+            const float *xr = x + row * d;
+            float r = (float)(1.0 / sqrt(m2[k] / (double)d + eps));
+            bp_split_mean(mu[k], mean + 2 * row);
+            rstd[row] = r;
+            if (!stream) {
+                row_affine(y + row * d, xr, d, mean + 2 * row, r, gamma, beta);
+                continue;
+            }
+            for (int64_t j = 0; j < d; j += STREAM_RUN) {
+                int64_t run_count = d - j < STREAM_RUN ? d - j : STREAM_RUN;
+                float run[STREAM_RUN];
+                row_affine(run, xr + j, run_count, mean + 2 * row, r, gamma ? gamma + j : NULL, beta ? beta + j : NULL);
+                bp_stream_copy(y + row * d + j, run, run_count);
+            }
         }
     }
     bp_stream_fence();

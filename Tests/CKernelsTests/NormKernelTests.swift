@@ -123,6 +123,25 @@ import Testing
         }
     }
 
+    /// The forward takes its rows' statistics four rows at a time (the last rows one by one): every
+    /// row gets the bits it gets alone.
+    @Test("layer norm's rows in groups get the bits each gets alone", arguments: [(9, 777), (8, 16), (5, 3001)])
+    func layerNormRowGroups(rows: Int, d: Int) {
+        let x = Self.data(rows * d, seed: 11, offset: 50, spread: 3)
+        var y = [Float](repeating: .nan, count: rows * d), mean = [Float](repeating: 0, count: 2 * rows),
+            rstd = [Float](repeating: 0, count: rows)
+        bp_layernorm_forward(&y, &mean, &rstd, x, nil, nil, Int64(rows), Int64(d), 1e-5)
+        for row in 0..<rows {
+            var yRow = [Float](repeating: .nan, count: d), meanRow: [Float] = [0, 0], rstdRow: [Float] = [0]
+            bp_layernorm_forward(
+                &yRow, &meanRow, &rstdRow, Array(x[row * d..<(row + 1) * d]), nil, nil, 1, Int64(d), 1e-5)
+            let same =
+                bits(yRow) == bits(Array(y[row * d..<(row + 1) * d]))
+                && bits(meanRow + rstdRow) == bits([mean[2 * row], mean[2 * row + 1], rstd[row]])
+            #expect(same, "row \(row) of \(rows) × \(d)")
+        }
+    }
+
     /// A ReLU fused into batch norm gives the bits of batch norm followed by bp_relu_forward, and its
     /// backward those of bp_relu_backward followed by the batch-norm backward, in both modes.
     @Test("batch norm with a fused ReLU is bit for bit batch norm then ReLU", arguments: [1, 0])
