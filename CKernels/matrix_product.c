@@ -135,22 +135,22 @@ static void pack_a_strip(float *out, const float *a, int64_t lda, int64_t k0, in
     }
 }
 
-// C's rows [first, last) += Aᵀ · B over steps [k0, k0 + kc), both read in place: as many whole
-// panels of B per kernel call as the kernel takes, then its last columns from `edge` (B's columns
-// past the last multiple of 16, packed).
+// C's rows [first, last) += Aᵀ · B over steps [k0, k0 + kc), both read in place: B's columns in
+// groups of the kernel's width, then its last columns (past the last multiple of that width) from
+// `edge`, packed there in panels kc × 16 apart.
 static void in_place_block(const bp_micro *micro, int64_t first, int64_t last, int64_t n, int64_t k0, int64_t kc,
                            const float *a, int64_t lda, const float *b, int64_t ldb, const float *edge, int add,
                            float *c, int64_t ldc) {
+    int64_t whole = n / micro->nr * micro->nr;
     for (int64_t n0 = 0; n0 < n; n0 += NC)
         for (int64_t i = first; i < last; i += micro->mr)
-            for (int64_t j = n0, cols; j < min64(n, n0 + NC); j += cols) {
-                cols = min64(micro->nr, (n - j) / BP_NR * BP_NR);
-                if (cols)
+            for (int64_t j = n0; j < min64(n, n0 + NC); j += micro->nr) {
+                if (j < whole)
                     micro->columns(kc, a + k0 * lda + i, lda, b + k0 * ldb + j, ldb, BP_NR, c + i * ldc + j, ldc, add,
-                                   min64(micro->mr, last - i), cols);
+                                   min64(micro->mr, last - i), micro->nr);
                 else
-                    micro->columns(kc, a + k0 * lda + i, lda, edge, BP_NR, 0, c + i * ldc + j, ldc, add,
-                                   min64(micro->mr, last - i), cols = n - j);
+                    micro->columns(kc, a + k0 * lda + i, lda, edge, BP_NR, kc * BP_NR, c + i * ldc + j, ldc, add,
+                                   min64(micro->mr, last - i), n - j);
             }
 }
 
@@ -182,12 +182,12 @@ static int64_t columns_product(int trans_b, int64_t m, int64_t n, int64_t k, con
     int64_t mr = micro.mr, strip = 2 * mr, chunks = row_chunks(m, n, k, strip), missing = 0;
     int packed = n >= NC;
     // In place, operands with rows a multiple of 4 KB apart are copied (see bp_unaliased_stride), B
-    // transposed; each thread's scratch is B's edge panel. Packed, it is B's panels and A's strip.
+    // transposed; each thread's scratch is B's edge panels. Packed, it is B's panels and A's strip.
     float *a_copy = NULL, *b_copy = NULL;
     if (!packed && bp_unaliased_stride(lda) != lda) a_copy = unaliased_copy(a, lda, 0, k, m, &missing);
     if (!packed && (trans_b || bp_unaliased_stride(ldb) != ldb))
         b_copy = unaliased_copy(b, ldb, trans_b, k, n, &missing);
-    int64_t panel_floats = packed ? min64(BP_KC, k) * NC : BP_KC * BP_NR;
+    int64_t panel_floats = packed ? min64(BP_KC, k) * NC : min64(BP_KC, k) * micro.nr;
     int64_t scratch = panel_floats + (packed ? BP_KC * mr : 0);
     float *scratches = bp_aligned_alloc(64, chunks, scratch * (int64_t)sizeof(float), 0, &missing);
     if (missing) return free(a_copy), free(b_copy), free(scratches), missing;
@@ -207,7 +207,8 @@ static int64_t columns_product(int trans_b, int64_t m, int64_t n, int64_t k, con
                              add, c, ldc);
                 continue;
             }
-            if (n % BP_NR) pack_b_panel(panels_b, b, ldb, 0, k0, kc, n / BP_NR * BP_NR, n % BP_NR);
+            for (int64_t j = n / micro.nr * micro.nr, q = 0; j < n; j += BP_NR, q++)
+                pack_b_panel(panels_b + q * kc * BP_NR, b, ldb, 0, k0, kc, j, min64(BP_NR, n - j));
             in_place_block(&micro, first, last, n, k0, kc, a, lda, b, ldb, panels_b, add, c, ldc);
         }
     }
