@@ -78,8 +78,8 @@ static double run_squared_deviation(const float *x, int64_t count, double mean) 
     return m2;
 }
 
-// The mean and Σ (x − mean)² of each of ROW_GROUP rows of `count`, `ld` apart: what run_mean and
-// run_squared_deviation give each row, the rows' sums interleaved.
+// The mean and Σ (x − mean)² of each of ROW_GROUP rows of `count`, `ld` apart (layer norm's rows, batch
+// norm's planes): what run_mean and run_squared_deviation give each row, the rows' sums interleaved.
 enum { ROW_GROUP = 4 };
 BP_MULTIVERSION
 static void row_group_moments(const float *x, int64_t ld, int64_t count, double mean[ROW_GROUP], double m2[ROW_GROUP]) {
@@ -244,8 +244,18 @@ static void channel_block(int64_t c, int64_t block, int64_t *first, int64_t *end
 static void block_moments(moments *m, const float *x, int64_t n, int64_t c, int64_t hw, int64_t block) {
     int64_t first, end;
     channel_block(c, block, &first, &end);
+    // ROW_GROUP channels' planes of an image at a time (row_group_moments: each plane's sums as alone).
     for (int64_t b = 0; b < n; b++)
-        for (int64_t ch = first; ch < end; ch++) moments_add_run(&m[ch], x + (b * c + ch) * hw, hw);
+        for (int64_t ch = first; ch < end;) {
+            const float *plane = x + (b * c + ch) * hw;
+            if (end - ch < ROW_GROUP) {
+                moments_add_run(&m[ch++], plane, hw);
+                continue;
+            }
+            double mean[ROW_GROUP], m2[ROW_GROUP];
+            row_group_moments(plane, hw, hw, mean, m2);
+            for (int r = 0; r < ROW_GROUP; r++, ch++) moments_merge(&m[ch], &(moments){(double)hw, mean[r], m2[r]});
+        }
 }
 
 // Channel ch's saved statistics from its moments, and its running statistics' update.
