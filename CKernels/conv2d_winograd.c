@@ -178,6 +178,14 @@ static tiling tiling_of(const bp_conv2d_params *p) {
     return t;
 }
 
+// The blocks of output channels one lane_products call takes from block kb0 on: two on AVX-512
+// where two are left, else one; *span is then the call's most tiles or channels.
+static int64_t blocks_at_once(const tiling *t, int64_t kb0, int64_t *span) {
+    int64_t pair = bp_micro_kernel().avx512 && kb0 + 1 < t->blocks ? 2 : 1;
+    *span = pair == 2 ? CHUNK_PAIRED : chunk_width();
+    return pair;
+}
+
 // U[kb][ξ][c][o] = (G · w[kb · 16 + o][c] · Gᵀ)[ξ], 0 past the last output channel: G applied to
 // the columns of w, then to the rows of G w.
 static void transform_weights(float *u, const float *weight, const bp_conv2d_params *p, const tiling *t) {
@@ -371,7 +379,7 @@ int64_t bp_conv2d_forward_winograd(float *y, const float *x, const float *weight
                                    const bp_conv2d_params *out_phases) {
     tiling t = tiling_of(p);
     int64_t hw = bp_conv_pixels(p), missing = 0;
-    int64_t chunk = chunk_width(), paired = bp_micro_kernel().avx512, m_size = t.band_tiles * t.positions * LANES;
+    int64_t m_size = t.band_tiles * t.positions * LANES;
     int64_t stage_stride = 2 * t.band_rows * p->out_w + 16, width = round_up(2 * t.tw, 16);
     float *u = bp_aligned_alloc(64, t.blocks * t.positions * p->c * LANES, sizeof(float), 0, &missing);
     if (!u) return missing;
@@ -396,8 +404,9 @@ int64_t bp_conv2d_forward_winograd(float *y, const float *x, const float *weight
                 transform_input(v, planes, &t, p->c, th0, rows);
                 for (int64_t kb0 = 0, pair; kb0 < t.blocks; kb0 += pair) {
                     // M[q] for blocks kb0 + q of output channels: two at a time on AVX-512.
-                    pair = paired && kb0 + 1 < t.blocks ? 2 : 1;
-                    int64_t span = pair == 2 ? CHUNK_PAIRED : chunk, chunks = (tiles + span - 1) / span;
+                    int64_t span;
+                    pair = blocks_at_once(&t, kb0, &span);
+                    int64_t chunks = (tiles + span - 1) / span;
                     for (int64_t xi = 0; xi < t.positions; xi++)
                         for (int64_t i = 0; i < chunks; i++) {
                             int64_t j0 = i * tiles / chunks, j1 = (i + 1) * tiles / chunks;
@@ -496,7 +505,7 @@ int64_t bp_conv2d_backward_weights_winograd(float *dweight, float *dbias, const 
     tiling t = tiling_of(p);
     int64_t blocks = bp_conv_weight_blocks(p), hw = bp_conv_pixels(p), missing = 0;
     int64_t size = t.blocks * t.positions * p->c * LANES, plane = 4 * t.th * t.tw * LANES;  // S; a block of dyt
-    int64_t chunk = chunk_width(), paired = bp_micro_kernel().avx512, d_size = t.positions * t.band_tiles * LANES;
+    int64_t d_size = t.positions * t.band_tiles * LANES;
     float *sums = bp_aligned_alloc(64, blocks * size, sizeof(float), 1, &missing);
     double *bias_partial = bp_calloc(blocks * p->k, sizeof(double), &missing);  // [block][k]: Σ dy
     if (missing) return free(sums), free(bias_partial), missing;
@@ -521,8 +530,9 @@ int64_t bp_conv2d_backward_weights_winograd(float *dweight, float *dbias, const 
                     transform_input(v, planes, &t, p->c, th0, rows);
                     for (int64_t kb0 = 0, pair; kb0 < t.blocks; kb0 += pair) {
                         // S of blocks kb0 + q of output channels: two at a time on AVX-512.
-                        pair = paired && kb0 + 1 < t.blocks ? 2 : 1;
-                        int64_t span = pair == 2 ? CHUNK_PAIRED : chunk, chunks = (p->c + span - 1) / span;
+                        int64_t span;
+                        pair = blocks_at_once(&t, kb0, &span);
+                        int64_t chunks = (p->c + span - 1) / span;
                         for (int64_t q = 0; q < pair; q++)
                             transform_gradient(d + q * d_size, t.band_tiles * LANES, dyt + (kb0 + q) * plane, &t, th0,
                                                rows);

@@ -62,29 +62,22 @@ runs_squared_deviation(int R, const float *x, int64_t ld, int64_t count, const d
     }
 }
 
-// Σ (x − shift) over a run, shift = x[0]: returns the mean, in double.
-BP_MULTIVERSION
-static double run_mean(const float *x, int64_t count) {
-    double mean;
-    runs_mean(1, x, 0, count, &mean);
-    return mean;
-}
-
-// Σ (x − mean)² over a run (see runs_squared_deviation).
-BP_MULTIVERSION
-static double run_squared_deviation(const float *x, int64_t count, double mean) {
-    double m2;
-    runs_squared_deviation(1, x, 0, count, &mean, &m2);
-    return m2;
-}
-
-// The mean and Σ (x − mean)² of each of ROW_GROUP rows of `count`, `ld` apart (layer norm's rows, batch
-// norm's planes): what run_mean and run_squared_deviation give each row, the rows' sums interleaved.
+// The mean and Σ (x − mean)² of each of `rows` ≤ ROW_GROUP rows of `count`, `ld` apart (layer norm's
+// rows, batch norm's planes): each row's sums in the order runs_mean and runs_squared_deviation take
+// them alone, a full group's interleaved, fewer rows one by one.
 enum { ROW_GROUP = 4 };
 BP_MULTIVERSION
-static void row_group_moments(const float *x, int64_t ld, int64_t count, double mean[ROW_GROUP], double m2[ROW_GROUP]) {
-    runs_mean(ROW_GROUP, x, ld, count, mean);
-    runs_squared_deviation(ROW_GROUP, x, ld, count, mean, m2);
+static void rows_moments(const float *x, int64_t ld, int64_t count, int64_t rows, double mean[ROW_GROUP],
+                         double m2[ROW_GROUP]) {
+    if (rows == ROW_GROUP) {
+        runs_mean(ROW_GROUP, x, ld, count, mean);
+        runs_squared_deviation(ROW_GROUP, x, ld, count, mean, m2);
+        return;
+    }
+    for (int64_t r = 0; r < rows; r++) {
+        runs_mean(1, x + r * ld, 0, count, &mean[r]);
+        runs_squared_deviation(1, x + r * ld, 0, count, &mean[r], &m2[r]);
+    }
 }
 
 // Running statistics of several runs: count, mean and the sum of squared deviations (M2).
@@ -98,12 +91,6 @@ static void moments_merge(moments *m, const moments *other) {
     m->mean += delta * other->count / total;
     m->m2 += other->m2 + delta * delta * m->count * other->count / total;
     m->count = total;
-}
-
-// Adds a run of `count` values to `m`.
-static void moments_add_run(moments *m, const float *x, int64_t count) {
-    double mean = run_mean(x, count);
-    moments_merge(m, &(moments){(double)count, mean, run_squared_deviation(x, count, mean)});
 }
 
 // The affine map of a channel, y = ((x − hi) − lo) · scale + shift, as the forward computes it.
@@ -244,17 +231,13 @@ static void channel_block(int64_t c, int64_t block, int64_t *first, int64_t *end
 static void block_moments(moments *m, const float *x, int64_t n, int64_t c, int64_t hw, int64_t block) {
     int64_t first, end;
     channel_block(c, block, &first, &end);
-    // ROW_GROUP channels' planes of an image at a time (row_group_moments: each plane's sums as alone).
+    // ROW_GROUP channels' planes of an image at a time (rows_moments: each plane's sums as alone).
     for (int64_t b = 0; b < n; b++)
-        for (int64_t ch = first; ch < end;) {
-            const float *plane = x + (b * c + ch) * hw;
-            if (end - ch < ROW_GROUP) {
-                moments_add_run(&m[ch++], plane, hw);
-                continue;
-            }
+        for (int64_t ch = first; ch < end; ch += ROW_GROUP) {
+            int64_t planes = end - ch < ROW_GROUP ? end - ch : ROW_GROUP;
             double mean[ROW_GROUP], m2[ROW_GROUP];
-            row_group_moments(plane, hw, hw, mean, m2);
-            for (int r = 0; r < ROW_GROUP; r++, ch++) moments_merge(&m[ch], &(moments){(double)hw, mean[r], m2[r]});
+            rows_moments(x + (b * c + ch) * hw, hw, hw, planes, mean, m2);
+            for (int64_t r = 0; r < planes; r++) moments_merge(&m[ch + r], &(moments){(double)hw, mean[r], m2[r]});
         }
 }
 
@@ -539,17 +522,12 @@ void bp_layernorm_forward(float *y, float *mean, float *rstd, const float *x, co
                           int64_t rows, int64_t d, float eps) {
     int stream = streams(rows, d);
     int64_t groups = (rows + ROW_GROUP - 1) / ROW_GROUP;
-    // Rows in groups of ROW_GROUP for their statistics (row_group_moments), the last group's rows one by one.
+    // Rows in groups of ROW_GROUP for their statistics (rows_moments).
 #pragma omp parallel for schedule(static) if (rows * d >= BP_PARALLEL_MIN)
     for (int64_t group = 0; group < groups; group++) {
         int64_t first = group * ROW_GROUP, count = rows - first < ROW_GROUP ? rows - first : ROW_GROUP;
         double mu[ROW_GROUP], m2[ROW_GROUP];
-        if (count == ROW_GROUP) row_group_moments(x + first * d, d, d, mu, m2);
-        else
-            for (int64_t k = 0; k < count; k++) {
-                mu[k] = run_mean(x + (first + k) * d, d);
-                m2[k] = run_squared_deviation(x + (first + k) * d, d, mu[k]);
-            }
+        rows_moments(x + first * d, d, d, count, mu, m2);
         for (int64_t k = 0, row = first; k < count; k++, row++) {
             const float *xr = x + row * d;
             float r = (float)(1.0 / sqrt(m2[k] / (double)d + eps));
