@@ -28,16 +28,18 @@
 // (K = 3584, 512 × 128) runs at 115 GF/s against OpenBLAS's 97–101; on an Intel Xeon at 150. With
 // B of NC columns or more, each kernel step read in place would touch a line of A and two of B on
 // three pages (rows kilobytes apart), page after page: there both are packed, B's group of columns
-// as rows_product packs it and A's strip as [kc][mr] (mr floats from each row), once for all the
-// group's panels. On an Intel Xeon (1 thread) 1024 × 1024 by K = 1024 (a linear layer's weight
-// gradient) and 1024 × 256 by K = 2048 (an LSTM's) went from 105–115 GF/s in place to 139–143.
+// as rows_product packs it and A's strips as [kc][mr] (mr floats from each row), four strips at a
+// time, once for all the group's panels. On an Intel Xeon (1 thread) 1024 × 1024 by K = 1024 (a
+// linear layer's weight gradient) and 1024 × 256 by K = 2048 (an LSTM's) went from 105–115 GF/s in
+// place to 139–145. Packing copies fixed sizes where it can (16 or 8 floats): a vector move where a
+// memcpy of a variable size would be a call (a fifth of the product's time before).
 #include "CKernels.h"
 #include "internal.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-enum { NC = 256 };
+enum { NC = 256, STRIPS = 4 };
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
@@ -46,10 +48,12 @@ static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static void pack_b_panel(float *out, const float *b, int64_t ldb, int trans_b, int64_t k0, int64_t kc, int64_t j0,
                          int64_t width) {
     if (!trans_b) {
-        for (int64_t t = 0; t < kc; t++) {
+        for (int64_t t = 0; t < kc && width == BP_NR; t++)  // a fixed size: a vector copy, not a call
+            memcpy(out + t * BP_NR, b + (k0 + t) * ldb + j0, BP_NR * sizeof(float));
+        for (int64_t t = 0; t < kc && width < BP_NR; t++) {
             float *row = out + t * BP_NR;
             memcpy(row, b + (k0 + t) * ldb + j0, (size_t)width * sizeof(float));
-            if (width < BP_NR) memset(row + width, 0, (size_t)(BP_NR - width) * sizeof(float));
+            memset(row + width, 0, (size_t)(BP_NR - width) * sizeof(float));
         }
         return;
     }
@@ -125,13 +129,23 @@ static float *unaliased_copy(const float *x, int64_t ldx, int transposed, int64_
     return copy;
 }
 
-// A's columns [i, i + rows) over steps [k0, k0 + kc) as kc rows of mr floats (`rows` ≤ mr of them
-// from A's row, zeros after): the packed form of the kernel's A.
-static void pack_a_strip(float *out, const float *a, int64_t lda, int64_t k0, int64_t kc, int64_t i, int64_t rows,
-                         int64_t mr) {
+// A's columns [i, i + cols) over steps [k0, k0 + kc) as strips of mr columns, each kc rows of mr
+// floats, kc · mr apart (the last strip's columns past `cols` zeros): the packed form of the
+// kernel's A. Each of A's rows is read along, STRIPS · mr floats at a time.
+static void pack_a_strips(float *out, const float *a, int64_t lda, int64_t k0, int64_t kc, int64_t i, int64_t cols,
+                          int64_t mr) {
+    int64_t strips = (cols + mr - 1) / mr;
     for (int64_t t = 0; t < kc; t++) {
-        memcpy(out + t * mr, a + (k0 + t) * lda + i, (size_t)rows * sizeof(float));
-        if (rows < mr) memset(out + t * mr + rows, 0, (size_t)(mr - rows) * sizeof(float));
+        const float *row = a + (k0 + t) * lda + i;
+        for (int64_t s = 0; s < strips; s++) {
+            float *to = out + s * kc * mr + t * mr;
+            int64_t width = min64(mr, cols - s * mr);
+            if (width == 8 && mr == 8) memcpy(to, row + s * 8, 8 * sizeof(float));  // a fixed size: a vector copy
+            else {
+                memcpy(to, row + s * mr, (size_t)width * sizeof(float));
+                memset(to + width, 0, (size_t)(mr - width) * sizeof(float));
+            }
+        }
     }
 }
 
@@ -155,22 +169,24 @@ static void in_place_block(const bp_micro *micro, int64_t first, int64_t last, i
 }
 
 // The same with both packed: per group of NC columns, B's panels as rows_product packs them
-// (`panels_b`), then each strip of mr columns of A as [kc][mr] (`strip_a`), multiplied with every
-// panel of the group.
+// (`panels_b`), then A's columns STRIPS strips of mr at a time as [kc][mr] each (`strips_a`), each
+// strip multiplied with every panel of the group.
 static void packed_block(const bp_micro *micro, int64_t first, int64_t last, int64_t n, int64_t k0, int64_t kc,
                          const float *a, int64_t lda, const float *b, int64_t ldb, int trans_b, float *panels_b,
-                         float *strip_a, int add, float *c, int64_t ldc) {
+                         float *strips_a, int add, float *c, int64_t ldc) {
+    int64_t mr = micro->mr;
     for (int64_t n0 = 0; n0 < n; n0 += NC) {
         int64_t nc = min64(NC, n - n0), panels = (nc + BP_NR - 1) / BP_NR;
         for (int64_t q = 0; q < panels; q++)
             pack_b_panel(panels_b + q * kc * BP_NR, b, ldb, trans_b, k0, kc, n0 + q * BP_NR,
                          min64(BP_NR, nc - q * BP_NR));
-        for (int64_t i = first; i < last; i += micro->mr) {
-            int64_t rows = min64(micro->mr, last - i);
-            pack_a_strip(strip_a, a, lda, k0, kc, i, rows, micro->mr);
-            for (int64_t q = 0; q < panels; q += micro->nr / BP_NR)
-                micro->block(kc, strip_a, panels_b + q * kc * BP_NR, kc * BP_NR, c + i * ldc + n0 + q * BP_NR, ldc, add,
-                             NULL, rows, min64(micro->nr, nc - q * BP_NR));
+        for (int64_t i0 = first; i0 < last; i0 += STRIPS * mr) {
+            pack_a_strips(strips_a, a, lda, k0, kc, i0, min64(STRIPS * mr, last - i0), mr);
+            for (int64_t i = i0; i < min64(last, i0 + STRIPS * mr); i += mr)
+                for (int64_t q = 0; q < panels; q += micro->nr / BP_NR)
+                    micro->block(kc, strips_a + (i - i0) * kc, panels_b + q * kc * BP_NR, kc * BP_NR,
+                                 c + i * ldc + n0 + q * BP_NR, ldc, add, NULL, min64(mr, last - i),
+                                 min64(micro->nr, nc - q * BP_NR));
         }
     }
 }
@@ -188,7 +204,7 @@ static int64_t columns_product(int trans_b, int64_t m, int64_t n, int64_t k, con
     if (!packed && (trans_b || bp_unaliased_stride(ldb) != ldb))
         b_copy = unaliased_copy(b, ldb, trans_b, k, n, &missing);
     int64_t panel_floats = packed ? min64(BP_KC, k) * NC : min64(BP_KC, k) * micro.nr;
-    int64_t scratch = panel_floats + (packed ? BP_KC * mr : 0);
+    int64_t scratch = panel_floats + (packed ? STRIPS * BP_KC * mr : 0);
     float *scratches = bp_aligned_alloc(64, chunks, scratch * (int64_t)sizeof(float), 0, &missing);
     if (missing) return free(a_copy), free(b_copy), free(scratches), missing;
     if (a_copy) a = a_copy, lda = bp_unaliased_stride(m);
