@@ -229,15 +229,17 @@ static inline int64_t bp_block_units(int64_t hidden, int64_t block) {
 int64_t bp_pack_gate_panels(bp_gate_panels *w, const float *m, int64_t ld, int by_rows, int64_t depth, int64_t hidden,
                             int64_t gates, int32_t precision);
 void bp_gate_panels_free(bp_gate_panels *w);
-/// tile[b][g · 16 + jj] = Σ_k X[b][k] · B[k][g · H + block · 16 + jj] for b < n, every gate g and
-/// the block's units jj (rows of tile `ldt` apart), X [n, depth] with rows `ldx` apart; for each of
-/// `steps` steps s, X at x + s · x_step and the tile at tile + s · tile_step.
+/// tile[b][(v · G + g) · 16 + jj] = Σ_k X[b][k] · B[k][g · H + (block + v) · 16 + jj] for b < n,
+/// each of `count` unit blocks v from `block`, every gate g and the block's units jj (rows of tile
+/// `ldt` apart), X [n, depth] with rows `ldx` apart; for each of `steps` steps s, X at x + s · x_step
+/// and the tile at tile + s · tile_step.
 void bp_gate_block_product(float *tile, int64_t ldt, int64_t tile_step, const float *x, int64_t ldx, int64_t x_step,
-                           int64_t steps, int64_t n, const bp_gate_panels *w, int64_t block);
+                           int64_t steps, int64_t n, const bp_gate_panels *w, int64_t block, int64_t count);
 /// The same for weights packed in bfloat16, X given as rows of pairs (bp_bf16_pack_pairs of each
 /// row): row b of step s at x + s · x_step + b · ldx (in pairs).
 void bp_gate_block_product_pairs(float *tile, int64_t ldt, int64_t tile_step, const uint32_t *x, int64_t ldx,
-                                 int64_t x_step, int64_t steps, int64_t n, const bp_gate_panels *w, int64_t block);
+                                 int64_t x_step, int64_t steps, int64_t n, const bp_gate_panels *w, int64_t block,
+                                 int64_t count);
 
 /// The pieces of bp_bf16_gemm (bfloat16.c), for kernels that pack their own operands. Operands are
 /// pairs: a uint32 holding bfloat16 values t = 2q (low half) and 2q + 1 (high half) of the reduction,

@@ -118,36 +118,41 @@ void bp_gate_panels_free(bp_gate_panels *w) {
 }
 
 void bp_gate_block_product(float *tile, int64_t ldt, int64_t tile_step, const float *x, int64_t ldx, int64_t x_step,
-                           int64_t steps, int64_t n, const bp_gate_panels *w, int64_t block) {
-    int64_t units = bp_block_units(w->hidden, block);
+                           int64_t steps, int64_t n, const bp_gate_panels *w, int64_t block, int64_t count) {
+    int64_t gates = w->gates, first = block * gates, last = (block + count) * gates;  // panel q = u · G + g
     bp_micro micro = bp_micro_kernel();
-    // A kernel's rows of X stay in L1 while the block's panels of B (from L2) pass them.
+    // A kernel's rows of X stay in L1 while the blocks' panels of B (from L2) pass them.
     for (int64_t s = 0; s < steps; s++)
         for (int64_t a = 0; a < n; a += micro.mr)
             for (int64_t t0 = 0; t0 < w->depth; t0 += DEPTH_BLOCK) {
                 int64_t kc = min64(DEPTH_BLOCK, w->depth - t0);
-                // Gates g and g + 1 in one call where the kernel takes two panels (then gate g's
-                // columns past `units` are stored too: zeros, or the tile's own value plus 0).
-                for (int64_t g = 0, pair; g < w->gates; g += pair) {
-                    pair = micro.nr > BP_NR && g + 1 < w->gates ? 2 : 1;
-                    micro.rows(kc, x + s * x_step + a * ldx + t0, ldx, panel(w, block, g, t0), kc * BP_NR,
-                               tile + s * tile_step + a * ldt + g * BP_NR, ldt, t0 > 0, min64(micro.mr, n - a),
-                               (pair - 1) * BP_NR + units);
+                // Panels q and q + 1 in one call where the kernel takes two (then q's columns past its
+                // block's units are stored too: zeros, or the tile's own value plus 0).
+                for (int64_t q = first, pair; q < last; q += pair) {
+                    pair = micro.nr > BP_NR && q + 1 < last ? 2 : 1;
+                    const float *b = panel(w, q / gates, q % gates, t0);
+                    int64_t next = pair == 2 ? panel(w, (q + 1) / gates, (q + 1) % gates, t0) - b : 0;
+                    micro.rows(kc, x + s * x_step + a * ldx + t0, ldx, b, next,
+                               tile + s * tile_step + a * ldt + (q - first) * BP_NR, ldt, t0 > 0,
+                               min64(micro.mr, n - a),
+                               (pair - 1) * BP_NR + bp_block_units(w->hidden, (q + pair - 1) / gates));
                 }
             }
 }
 
 void bp_gate_block_product_pairs(float *tile, int64_t ldt, int64_t tile_step, const uint32_t *x, int64_t ldx,
-                                 int64_t x_step, int64_t steps, int64_t n, const bp_gate_panels *w, int64_t block) {
+                                 int64_t x_step, int64_t steps, int64_t n, const bp_gate_panels *w, int64_t block,
+                                 int64_t count) {
     int64_t width = w->gates * BP_NR;
-    for (int64_t s = 0; s < steps; s++)
-        for (int64_t r = 0; r < n; r += BP_BF16_ROWS)
-            for (int64_t t0 = 0; t0 < w->depth; t0 += DEPTH_BLOCK) {
-                int64_t pairs = (min64(DEPTH_BLOCK, w->depth - t0) + 1) / 2;
-                for (int64_t pp = 0; pp < pair_panels(w); pp++)
-                    bp_bf16_tile(pairs, x + s * x_step + r * ldx + t0 / 2, ldx, pair_panel(w, block, pp, t0),
-                                 tile + s * tile_step + r * ldt + pp * BP_BF16_COLUMNS, ldt, t0 > 0,
-                                 min64(BP_BF16_ROWS, n - r), min64(BP_BF16_COLUMNS, width - pp * BP_BF16_COLUMNS),
-                                 w->emulate);
-            }
+    for (int64_t v = 0; v < count; v++)
+        for (int64_t s = 0; s < steps; s++)
+            for (int64_t r = 0; r < n; r += BP_BF16_ROWS)
+                for (int64_t t0 = 0; t0 < w->depth; t0 += DEPTH_BLOCK) {
+                    int64_t pairs = (min64(DEPTH_BLOCK, w->depth - t0) + 1) / 2;
+                    for (int64_t pp = 0; pp < pair_panels(w); pp++)
+                        bp_bf16_tile(pairs, x + s * x_step + r * ldx + t0 / 2, ldx, pair_panel(w, block + v, pp, t0),
+                                     tile + s * tile_step + r * ldt + v * width + pp * BP_BF16_COLUMNS, ldt, t0 > 0,
+                                     min64(BP_BF16_ROWS, n - r), min64(BP_BF16_COLUMNS, width - pp * BP_BF16_COLUMNS),
+                                     w->emulate);
+                }
 }

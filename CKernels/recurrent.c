@@ -106,6 +106,9 @@ static void round_rows(uint32_t *pairs, const float *x, int64_t ldx, int64_t row
     for (int64_t r = 0; r < rows; r++) bp_bf16_pack_pairs(pairs + r * ((depth + 1) / 2), x + r * ldx, depth, 1);
 }
 
+// The unit blocks in pair `pair` of `blocks`: 2, or 1 for a last block alone.
+static int64_t pair_blocks(int64_t blocks, int64_t pair) { return blocks - 2 * pair < 2 ? 1 : 2; }
+
 // Work below which a step runs on one thread: multiply-adds of the hidden product.
 static int step_in_parallel(const bp_rnn_params *p) {
     return p->n * bp_rnn_gates(p->kind) * p->hidden * (p->hidden + p->input) >= 4 * BP_PARALLEL_MIN;
@@ -116,7 +119,10 @@ int64_t bp_rnn_forward(float *y, float *h_n, float *c_n, float *saved, const flo
                        const bp_rnn_params *p) {
     int64_t n = p->n, t = p->t, in = p->input, hidden = p->hidden, gates = bp_rnn_gates(p->kind), missing = 0;
     int64_t blocks = bp_unit_blocks(hidden), width = gates * BP_NR, ly = t * p->y_stride;
-    // xp: x_t · W_ihᵀ for every step, block by block: [t][blocks][n][G · 16]; hp: each block's h_{t−1} · W_hhᵀ.
+    // Unit blocks go in pairs (the last may be alone: pair_blocks), so that one kernel call can
+    // multiply with both blocks' panels where a block has one or three gates. xp: x_t · W_ihᵀ for
+    // every step, pair by pair: [t][pair][n][count · G · 16]; hp: each pair's h_{t−1} · W_hhᵀ,
+    // [pair][n][count · G · 16].
     float *xp = bp_aligned_alloc(64, t * blocks * n, width * (int64_t)sizeof(float), 0, &missing);
     float *hp = bp_aligned_alloc(64, blocks * n, width * (int64_t)sizeof(float), 0, &missing);
     float *start = bp_calloc(n * hidden, sizeof(float), &missing);
@@ -136,11 +142,15 @@ int64_t bp_rnn_forward(float *y, float *h_n, float *c_n, float *saved, const flo
     {
         round_rows(x_pairs, x, in, n * t, in);
 #pragma omp for schedule(static)
-        for (int64_t u = 0; u < blocks; u++)
+        for (int64_t pair = 0; pair < (blocks + 1) / 2; pair++) {
+            int64_t count = pair_blocks(blocks, pair), ldt = count * width;
             if (half)
-                bp_gate_block_product_pairs(xp + u * n * width, width, blocks * n * width, x_pairs, t * in_pairs,
-                                            in_pairs, t, n, &wih, u);
-            else bp_gate_block_product(xp + u * n * width, width, blocks * n * width, x, t * in, in, t, n, &wih, u);
+                bp_gate_block_product_pairs(xp + 2 * pair * n * width, ldt, blocks * n * width, x_pairs, t * in_pairs,
+                                            in_pairs, t, n, &wih, 2 * pair, count);
+            else
+                bp_gate_block_product(xp + 2 * pair * n * width, ldt, blocks * n * width, x, t * in, in, t, n, &wih,
+                                      2 * pair, count);
+        }
         for (int64_t k = 0; k < t; k++) {
             int64_t s = step_at(p, k);
             float *out = y + s * p->y_stride + p->y_offset;  // h_t of batch row b at out + b · ly
@@ -149,16 +159,21 @@ int64_t bp_rnn_forward(float *y, float *h_n, float *c_n, float *saved, const flo
             int64_t lp = k > 0 ? ly : hidden;
             round_rows(h_pairs, previous, lp, n, hidden);
 #pragma omp for schedule(static)
-            for (int64_t u = 0; u < blocks; u++) {
-                int64_t first = u * BP_NR, units = bp_block_units(hidden, u);
-                const float *xs = xp + (s * blocks + u) * n * width;
-                float *hs = hp + u * n * width;
-                if (half) bp_gate_block_product_pairs(hs, width, 0, h_pairs, hidden_pairs, 0, 1, n, &whh, u);
-                else bp_gate_block_product(hs, width, 0, previous, lp, 0, 1, n, &whh, u);
-                for (int64_t b = 0; b < n; b++)
-                    row_forward(out + b * ly + first, c + b * hidden + first, previous + b * lp + first,
-                                saved ? saved + saved_run(p, s, u, b) : NULL, xs + b * width, hs + b * width,
-                                b_ih ? b_ih + first : NULL, b_hh ? b_hh + first : NULL, units, p);
+            for (int64_t pair = 0; pair < (blocks + 1) / 2; pair++) {
+                int64_t count = pair_blocks(blocks, pair), ldt = count * width;
+                const float *xs = xp + (s * blocks + 2 * pair) * n * width;
+                float *hs = hp + 2 * pair * n * width;
+                if (half)
+                    bp_gate_block_product_pairs(hs, ldt, 0, h_pairs, hidden_pairs, 0, 1, n, &whh, 2 * pair, count);
+                else bp_gate_block_product(hs, ldt, 0, previous, lp, 0, 1, n, &whh, 2 * pair, count);
+                for (int64_t v = 0; v < count; v++) {
+                    int64_t u = 2 * pair + v, first = u * BP_NR, units = bp_block_units(hidden, u);
+                    for (int64_t b = 0; b < n; b++)
+                        row_forward(out + b * ly + first, c + b * hidden + first, previous + b * lp + first,
+                                    saved ? saved + saved_run(p, s, u, b) : NULL, xs + b * ldt + v * width,
+                                    hs + b * ldt + v * width, b_ih ? b_ih + first : NULL, b_hh ? b_hh + first : NULL,
+                                    units, p);
+                }
             }
         }
     }
@@ -313,38 +328,45 @@ int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *
             }
         // Step k adds to dh the product of step k + 1's hidden gradients (rows t · ldg apart in gh_rows)
         // with W_hh, then the output's gradient, and runs the cells; the step after step 0 only the product.
+        // Unit blocks in pairs as in the forward: one kernel call multiplies with both blocks' W_hh panels.
         for (int64_t k = t - 1; k >= -1; k--) {
             int64_t s = k >= 0 ? step_at(p, k) : 0;
             const float *later = k < t - 1 ? gh_rows + step_at(p, k + 1) * ldg : NULL;
             if (later) round_rows(later_pairs, later, t * ldg, n, gh);
 #pragma omp for schedule(static)
-            for (int64_t u = 0; u < blocks; u++) {
-                int64_t first = u * BP_NR, units = bp_block_units(hidden, u);
-                float *tile = tiles + u * n * BP_NR;  // [n, 16]: the block's units of dh_t through W_hh
+            for (int64_t pair = 0; pair < (blocks + 1) / 2; pair++) {
+                int64_t count = pair_blocks(blocks, pair), ldt = count * BP_NR;
+                float *tiles_pair = tiles + 2 * pair * n * BP_NR;  // [n, count · 16]: dh_t through W_hh
                 if (later && half)
-                    bp_gate_block_product_pairs(tile, BP_NR, 0, later_pairs, (gh + 1) / 2, 0, 1, n, &whh, u);
-                else if (later) bp_gate_block_product(tile, BP_NR, 0, later, t * ldg, 0, 1, n, &whh, u);
-                float step_i[4 * BP_NR] = {0}, step_h[4 * BP_NR] = {0};  // this step's bias sums over the batch
-                for (int64_t b = 0; b < n; b++) {
-                    int64_t row = b * t + s;
-                    float *dhb = dh + b * hidden + first;
-                    if (later)
-                        for (int64_t j = 0; j < units; j++) dhb[j] += tile[b * BP_NR + j];
+                    bp_gate_block_product_pairs(tiles_pair, ldt, 0, later_pairs, (gh + 1) / 2, 0, 1, n, &whh, 2 * pair,
+                                                count);
+                else if (later)
+                    bp_gate_block_product(tiles_pair, ldt, 0, later, t * ldg, 0, 1, n, &whh, 2 * pair, count);
+                for (int64_t v = 0; v < count; v++) {
+                    int64_t u = 2 * pair + v, first = u * BP_NR, units = bp_block_units(hidden, u);
+                    const float *tile = tiles_pair + v * BP_NR;
+                    float step_i[4 * BP_NR] = {0}, step_h[4 * BP_NR] = {0};  // this step's bias sums over the batch
+                    for (int64_t b = 0; b < n; b++) {
+                        int64_t row = b * t + s;
+                        float *dhb = dh + b * hidden + first;
+                        if (later)
+                            for (int64_t j = 0; j < units; j++) dhb[j] += tile[b * ldt + j];
+                        if (k < 0) continue;
+                        const float *dyb = dy + row * p->y_stride + p->y_offset + first;
+                        for (int64_t j = 0; j < units; j++) dhb[j] += dyb[j];
+                        const float *c_prev = p->kind != BP_LSTM ? NULL
+                                              : k > 0 ? saved + saved_run(p, step_at(p, k - 1), u, b) + 4 * BP_NR
+                                              : c0    ? c0 + b * hidden + first
+                                                      : zeros;
+                        if (k > 0) prefetch_row_backward(saved, dy, y, h_prev, gi, gh_rows, step_at(p, k - 1), u, b, p);
+                        row_backward(dhb, dc + b * hidden + first, gi + row * ldg + first, gh_rows + row * ldg + first,
+                                     y + row * p->y_stride + p->y_offset + first, h_prev + row * ldh + first, c_prev,
+                                     saved ? saved + saved_run(p, s, u, b) : NULL, step_i, step_h, units, p);
+                    }
                     if (k < 0) continue;
-                    const float *dyb = dy + row * p->y_stride + p->y_offset + first;
-                    for (int64_t j = 0; j < units; j++) dhb[j] += dyb[j];
-                    const float *c_prev = p->kind != BP_LSTM ? NULL
-                                          : k > 0            ? saved + saved_run(p, step_at(p, k - 1), u, b) + 4 * BP_NR
-                                          : c0               ? c0 + b * hidden + first
-                                                             : zeros;
-                    if (k > 0) prefetch_row_backward(saved, dy, y, h_prev, gi, gh_rows, step_at(p, k - 1), u, b, p);
-                    row_backward(dhb, dc + b * hidden + first, gi + row * ldg + first, gh_rows + row * ldg + first,
-                                 y + row * p->y_stride + p->y_offset + first, h_prev + row * ldh + first, c_prev,
-                                 saved ? saved + saved_run(p, s, u, b) : NULL, step_i, step_h, units, p);
+                    add_gates(sum_i + first, step_i, gates, hidden, units);
+                    if (sum_h != sum_i) add_gates(sum_h + first, step_h, gates, hidden, units);
                 }
-                if (k < 0) continue;
-                add_gates(sum_i + first, step_i, gates, hidden, units);
-                if (sum_h != sum_i) add_gates(sum_h + first, step_h, gates, hidden, units);
             }
         }
     }

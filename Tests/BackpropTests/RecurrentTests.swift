@@ -38,6 +38,9 @@ import Testing
     func gradientsAcrossUnitBlocks(kind: String) throws {
         let layer = try Self.make(kind, input: 5, hidden: 20, seed: 23)
         try expectGradientsCorrect(layer, input: randomTensor([7, 8, 5], seed: 24))
+        // 17 blocks (8 pairs and one alone), every product deeper than one depth block of 256.
+        let wide = try Self.make(kind, input: 300, hidden: 270, seed: 25)
+        try expectGradientsCorrect(wide, input: randomTensor([2, 3, 300], seed: 26))
     }
 
     /// Saturated gates: large inputs and weights drive the sigmoids and tanhs to their flat ends,
@@ -169,10 +172,11 @@ import Testing
     }
 
     /// The forward against PyTorch's equations in plain loops (in Double), at sizes whose blocks of
-    /// 16 hidden units and rows of 6 do not come out even.
-    @Test(arguments: ["tanh", "relu", "lstm", "gru"])
-    func forwardMatchesPlainLoops(kind: String) throws {
-        let (n, t, input, hidden) = (7, 5, 9, 37)
+    /// 16 hidden units and rows of 6 do not come out even, and at sizes deeper than one depth block
+    /// of the products (256) with 17 blocks (8 pairs and one alone).
+    @Test(arguments: ["tanh", "relu", "lstm", "gru"], [(7, 5, 9, 37), (2, 3, 300, 270)])
+    func forwardMatchesPlainLoops(kind: String, sizes: (Int, Int, Int, Int)) throws {
+        let (n, t, input, hidden) = sizes
         let layer = try Self.make(kind, input: input, hidden: hidden, seed: 21)
         let x = randomTensor([n, t, input], seed: 22)
         let (y, final, _) = try layer.forward(x, state: nil)
