@@ -170,6 +170,11 @@ typedef void bp_micro_columns(int64_t kc, const float *a, int64_t lda, const flo
 /// Whether the caller runs inside an active OpenMP parallel region (threads.c).
 int bp_in_parallel(void);
 
+/// C = A · op(B) + bias, bias[j] added to column j of C after its sum (as a separate pass would):
+/// a linear layer's forward in float32, the bias added while C is in cache.
+int64_t bp_matrix_product_bias(int trans_b, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                               const float *b, int64_t ldb, const float *column_bias, float *c, int64_t ldc);
+
 /// C [m, n] (+ C when `accumulate`) = op(A) · op(B), a layer's product in its `precision`
 /// (BP_FP32, BP_BF16, BP_BF16_EMULATED): bfloat16 through bp_bf16_gemm, float32 through
 /// bp_matrix_product (matrix_product.c). Returns the bytes of scratch it could not allocate.

@@ -8,7 +8,8 @@
 
 int64_t bp_linear_forward(float *y, const float *x, const float *weight, const float *bias, int64_t rows, int64_t in,
                           int64_t out, int precision) {
-    // y[rows, out] = x[rows, in] * weight^T[in, out]
+    // y[rows, out] = x[rows, in] * weight^T[in, out] (+ bias)
+    if (precision == BP_FP32 && bias) return bp_matrix_product_bias(1, rows, out, in, x, in, weight, in, bias, y, out);
     int64_t missing = bp_layer_product(precision, 0, 1, rows, out, in, x, in, weight, in, 0, y, out);
     if (missing || bias == NULL) return missing;
 #pragma omp parallel for schedule(static) if (rows * out >= BP_PARALLEL_MIN)

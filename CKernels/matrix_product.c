@@ -85,9 +85,18 @@ static void chunk_rows(int64_t m, int64_t strip, int64_t chunk, int64_t chunks, 
     *last = min64(m, (chunk + 1) * strips / chunks * strip);
 }
 
-// C (+)= A · op(B), A read in place (see above).
+// C's rows [first, last), columns [n0, n0 + nc) += bias[j] in column j.
+static void add_column_bias(float *c, int64_t ldc, int64_t first, int64_t last, int64_t n0, int64_t nc,
+                            const float *bias) {
+    for (int64_t i = first; i < last; i++)
+        for (int64_t j = n0; j < n0 + nc; j++) c[i * ldc + j] += bias[j];
+}
+
+// C (+)= A · op(B) (+ column_bias after each sum, unless NULL), A read in place (see above). The
+// bias goes into a strip of C's rows as soon as their last block of steps is summed, while they
+// are in cache.
 static int64_t rows_product(int trans_b, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
-                            int64_t ldb, int accumulate, float *c, int64_t ldc) {
+                            int64_t ldb, int accumulate, const float *column_bias, float *c, int64_t ldc) {
     bp_micro micro = bp_micro_kernel();
     int64_t mr = micro.mr, strip = 2 * mr, chunks = row_chunks(m, n, k, strip), missing = 0;
     int64_t panel_floats = min64(BP_KC, k) * ((min64(NC, n) + BP_NR - 1) / BP_NR) * BP_NR;
@@ -107,12 +116,15 @@ static int64_t rows_product(int trans_b, int64_t m, int64_t n, int64_t k, const 
                 for (int64_t q = 0; q < panels; q++)
                     pack_b_panel(panels_b + q * kc * BP_NR, b, ldb, trans_b, k0, kc, n0 + q * BP_NR,
                                  min64(BP_NR, nc - q * BP_NR));
-                for (int64_t i0 = first; i0 < last; i0 += strip)
+                for (int64_t i0 = first; i0 < last; i0 += strip) {
                     for (int64_t q = 0; q < panels; q += micro.nr / BP_NR)
                         for (int64_t i = i0; i < min64(last, i0 + strip); i += mr)
                             micro.rows(kc, a + i * lda + k0, lda, panels_b + q * kc * BP_NR, kc * BP_NR,
                                        c + i * ldc + n0 + q * BP_NR, ldc, add, min64(mr, last - i),
                                        min64(micro.nr, nc - q * BP_NR));
+                    if (column_bias && block == bp_kc_blocks(k) - 1)
+                        add_column_bias(c, ldc, i0, min64(last, i0 + strip), n0, nc, column_bias);
+                }
             }
         }
     }
@@ -245,7 +257,16 @@ int64_t bp_matrix_product(int trans_a, int trans_b, int64_t m, int64_t n, int64_
         return 0;
     }
     if (trans_a) return columns_product(trans_b, m, n, k, a, lda, b, ldb, accumulate, c, ldc);
-    return rows_product(trans_b, m, n, k, a, lda, b, ldb, accumulate, c, ldc);
+    return rows_product(trans_b, m, n, k, a, lda, b, ldb, accumulate, NULL, c, ldc);
+}
+
+int64_t bp_matrix_product_bias(int trans_b, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                               const float *b, int64_t ldb, const float *column_bias, float *c, int64_t ldc) {
+    if (m <= 0 || n <= 0) return 0;
+    if (k > 0) return rows_product(trans_b, m, n, k, a, lda, b, ldb, 0, column_bias, c, ldc);
+    for (int64_t i = 0; i < m; i++) memset(c + i * ldc, 0, (size_t)n * sizeof(float));
+    add_column_bias(c, ldc, 0, m, 0, n, column_bias);
+    return 0;
 }
 
 int64_t bp_layer_product(int32_t precision, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, const float *a,
