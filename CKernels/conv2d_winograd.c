@@ -190,19 +190,24 @@ static int64_t blocks_at_once(const tiling *t, int64_t kb0, int64_t *span) {
 // the columns of w, then to the rows of G w.
 static void transform_weights(float *u, const float *weight, const bp_conv2d_params *p, const tiling *t) {
     int64_t r = t->r, alpha = t->alpha;
+    // One item per block of 16 output channels and input channel: its 16 lanes of each position are
+    // one cache line of u, written whole.
 #pragma omp parallel for schedule(static) if (p->k * p->c >= BP_PARALLEL_MIN / 16)
-    for (int64_t k = 0; k < t->blocks * LANES; k++) {
-        int64_t kb = k / LANES, o = k % LANES;
-        for (int64_t c = 0; c < p->c; c++) {
+    for (int64_t item = 0; item < t->blocks * p->c; item++) {
+        int64_t kb = item / p->c, c = item % p->c;
+        float lanes[MAX_ALPHA * MAX_ALPHA][LANES];
+        for (int64_t o = 0; o < LANES; o++) {
+            int64_t k = kb * LANES + o;
             float gw[MAX_ALPHA][MAX_ALPHA - 1], out[MAX_ALPHA][MAX_ALPHA] = {{0}};
             if (k < p->k) {
                 const float *w = weight + (k * p->c + c) * r * r;
                 for (int64_t j = 0; j < r; j++) apply_g(r, &gw[0][j], MAX_ALPHA - 1, w + j, r);
                 for (int64_t i = 0; i < alpha; i++) apply_g(r, out[i], 1, gw[i], 1);
             }
-            for (int64_t xi = 0; xi < t->positions; xi++)
-                u[((kb * t->positions + xi) * p->c + c) * LANES + o] = out[xi / alpha][xi % alpha];
+            for (int64_t xi = 0; xi < t->positions; xi++) lanes[xi][o] = out[xi / alpha][xi % alpha];
         }
+        for (int64_t xi = 0; xi < t->positions; xi++)
+            memcpy(u + ((kb * t->positions + xi) * p->c + c) * LANES, lanes[xi], sizeof lanes[xi]);
     }
 }
 
@@ -485,12 +490,16 @@ static void transform_gradient(float *d, int64_t stride, const float *dyt, const
 // S, then to the rows of the result.
 static void weights_from_sums(float *dweight, const float *sums, const bp_conv2d_params *p, const tiling *t) {
     int64_t r = t->r, alpha = t->alpha;
+    // One item per block of 16 output channels and input channel, as transform_weights.
 #pragma omp parallel for schedule(static) if (p->k * p->c >= BP_PARALLEL_MIN / 16)
-    for (int64_t k = 0; k < p->k; k++)
-        for (int64_t c = 0; c < p->c; c++) {
+    for (int64_t item = 0; item < t->blocks * p->c; item++) {
+        int64_t kb = item / p->c, c = item % p->c;
+        float lanes[MAX_ALPHA * MAX_ALPHA][LANES];
+        for (int64_t xi = 0; xi < t->positions; xi++)
+            memcpy(lanes[xi], sums + ((kb * t->positions + xi) * p->c + c) * LANES, sizeof lanes[xi]);
+        for (int64_t k = kb * LANES; k < p->k && k < (kb + 1) * LANES; k++) {
             float s[MAX_ALPHA][MAX_ALPHA], gs[MAX_ALPHA - 1][MAX_ALPHA], dw[MAX_ALPHA - 1];
-            for (int64_t xi = 0; xi < t->positions; xi++)
-                s[xi / alpha][xi % alpha] = sums[((k / LANES * t->positions + xi) * p->c + c) * LANES + k % LANES];
+            for (int64_t xi = 0; xi < t->positions; xi++) s[xi / alpha][xi % alpha] = lanes[xi][k % LANES];
             for (int64_t j = 0; j < alpha; j++) apply_gt(r, &gs[0][j], MAX_ALPHA, &s[0][j], MAX_ALPHA);
             float *w = dweight + (k * p->c + c) * r * r;
             for (int64_t i = 0; i < r; i++) {
@@ -498,6 +507,7 @@ static void weights_from_sums(float *dweight, const float *sums, const bp_conv2d
                 for (int64_t j = 0; j < r; j++) w[i * r + j] += dw[j];
             }
         }
+    }
 }
 
 int64_t bp_conv2d_backward_weights_winograd(float *dweight, float *dbias, const float *dy, const float *x,
