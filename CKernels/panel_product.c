@@ -1,6 +1,7 @@
-// The recurrent layers' products, a block of hidden units at a time:
+// The recurrent layers' products, one or more blocks of 16 hidden units at a time:
 //
-//   tile [n, G · 16] = X [n, depth] · B[:, columns of block u]     for each of `steps` steps
+//   tile [n, count · G · 16] = X [n, depth] · B[:, columns of blocks u … u + count − 1]
+//                                                                  for each of `steps` steps
 //
 // X is a batch's inputs or states, read in place (forward: x_t, depth input, and h_{t−1}, depth H;
 // backward: the hidden pre-activations' gradients, depth G · H). The weights B are packed

@@ -1,13 +1,14 @@
 // Recurrent layers: one direction of one layer of an Elman RNN, LSTM or GRU over a batch-first
 // sequence, forward and backward through time (see bp_rnn_params in CKernels.h for the math).
 //
-// The steps run in blocks of 16 hidden units (panel_product.c): at each step the thread that owns
-// a block computes the block's hidden product (h_{t−1} · W_hhᵀ; backward the gates' gradients ·
-// W_hh) and then, while it is in cache, the cells of its units for the whole batch, writing the
-// states the next step's products read. One barrier a step. The input projection x_t · W_ihᵀ of
-// every step is one product before the steps, block by block; backward, dx, dW_ih and dW_hh are
-// products over all steps after them (bp_layer_product), and the biases' gradients are summed by each
-// block's owner as its cells produce them. Each unit's numbers are computed the same way whichever
+// The steps run in pairs of blocks of 16 hidden units (panel_product.c; the last block may be
+// alone): at each step the thread that owns a pair computes its blocks' hidden product (h_{t−1} ·
+// W_hhᵀ; backward the gates' gradients · W_hh), a kernel call taking two panels of W, and then,
+// while it is in cache, the cells of its units for the whole batch, writing the states the next
+// step's products read. One barrier a step. The input projection x_t · W_ihᵀ of every step is one
+// product before the steps, pair by pair; backward, dx, dW_ih and dW_hh are products over all
+// steps after them (bp_layer_product), and the biases' gradients are summed by each block's owner
+// as its cells produce them. Each unit's numbers are computed the same way whichever
 // thread owns its block: no result depends on the thread count. The arrays the cells read and
 // write in runs of 16 floats start on a cache line (64 bytes), so that no run straddles two.
 #include "CKernels.h"
