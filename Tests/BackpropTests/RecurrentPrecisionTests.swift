@@ -9,9 +9,11 @@ import Testing
 @Suite struct RecurrentPrecisionTests {
     /// A ReLU RNN without biases computes h_t = relu((x_t W_ihᵀ + 0) + (h_{t−1} W_hhᵀ + 0)), so its
     /// output is the reference products' sum, bit for bit. 13 rows cross the 12-row tile, 20 units
-    /// two unit blocks, 37 inputs an odd depth.
-    @Test func theStepsAreTheReferenceProducts() throws {
-        let (n, t, input, hidden) = (13, 3, 37, 20)
+    /// two unit blocks, 37 inputs an odd depth (each step's input product where it is used), 2101
+    /// an odd depth past the products' depth blocks (every step's input product before the steps).
+    @Test(arguments: [37, 2101])
+    func theStepsAreTheReferenceProducts(input: Int) throws {
+        let (n, t, hidden) = (13, 3, 20)
         let rnn = try RNN(
             inputSize: input, hiddenSize: hidden, nonlinearity: .relu, bias: false, batchFirst: true, seed: 2)
         let x = randomTensor([n, t, input], seed: 3)
