@@ -39,11 +39,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-// NC: B's columns per group (rows_product, columns_product in place); PACKED_NC: per group of
-// columns_product's packed path, where each group packs A's strips anew (kc · 1024 floats of B's
-// panels, at most 1.3 MB: within an Intel Xeon's 2 MB second-level cache; 1 thread, 1024 × 1024
-// by K = 1024, 140 GF/s with groups of 256, 150 with 1024).
-enum { NC = 256, PACKED_NC = 1024, STRIPS = 4 };
+// NC: B's columns per group (rows_product, columns_product in place). columns_product's packed
+// path packs A's strips anew for each group, so its groups are wider: as many columns as make
+// PACKED_BYTES of B's panels for a block of steps (at least NC), which stay in a second-level cache
+// (1 thread, Intel Xeon, 1024 × 1024 by K = 1024: 140 GF/s with groups of 256, 150 with 1024).
+enum { NC = 256, STRIPS = 4, PACKED_BYTES = 1 << 20 };
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
@@ -184,15 +184,15 @@ static void in_place_block(const bp_micro *micro, int64_t first, int64_t last, i
             }
 }
 
-// The same with both packed: per group of PACKED_NC columns, B's panels as rows_product packs them
+// The same with both packed: per group of `group` columns, B's panels as rows_product packs them
 // (`panels_b`), then A's columns STRIPS strips of mr at a time as [kc][mr] each (`strips_a`), each
 // strip multiplied with every panel of the group.
-static void packed_block(const bp_micro *micro, int64_t first, int64_t last, int64_t n, int64_t k0, int64_t kc,
-                         const float *a, int64_t lda, const float *b, int64_t ldb, int trans_b, float *panels_b,
-                         float *strips_a, int add, float *c, int64_t ldc) {
+static void packed_block(const bp_micro *micro, int64_t first, int64_t last, int64_t n, int64_t group, int64_t k0,
+                         int64_t kc, const float *a, int64_t lda, const float *b, int64_t ldb, int trans_b,
+                         float *panels_b, float *strips_a, int add, float *c, int64_t ldc) {
     int64_t mr = micro->mr;
-    for (int64_t n0 = 0; n0 < n; n0 += PACKED_NC) {
-        int64_t nc = min64(PACKED_NC, n - n0), panels = (nc + BP_NR - 1) / BP_NR;
+    for (int64_t n0 = 0; n0 < n; n0 += group) {
+        int64_t nc = min64(group, n - n0), panels = (nc + BP_NR - 1) / BP_NR;
         for (int64_t q = 0; q < panels; q++)
             pack_b_panel(panels_b + q * kc * BP_NR, b, ldb, trans_b, k0, kc, n0 + q * BP_NR,
                          min64(BP_NR, nc - q * BP_NR));
@@ -213,14 +213,16 @@ static int64_t columns_product(int trans_b, int64_t m, int64_t n, int64_t k, con
     bp_micro micro = bp_micro_kernel();
     int64_t mr = micro.mr, strip = 2 * mr, chunks = row_chunks(m, n, k, strip), missing = 0;
     int packed = n >= NC;
+    int64_t kc_most = (k + bp_kc_blocks(k) - 1) / bp_kc_blocks(k);  // the longest block of steps
+    int64_t group = PACKED_BYTES / ((int64_t)sizeof(float) * kc_most) / micro.nr * micro.nr;
+    group = min64(group < NC ? NC : group, (n + BP_NR - 1) / BP_NR * BP_NR);
     // In place, operands with rows a multiple of 4 KB apart are copied (see bp_unaliased_stride), B
     // transposed; each thread's scratch is B's edge panels. Packed, it is B's panels and A's strip.
     float *a_copy = NULL, *b_copy = NULL;
     if (!packed && bp_unaliased_stride(lda) != lda) a_copy = unaliased_copy(a, lda, 0, k, m, &missing);
     if (!packed && (trans_b || bp_unaliased_stride(ldb) != ldb))
         b_copy = unaliased_copy(b, ldb, trans_b, k, n, &missing);
-    int64_t panel_floats =
-        packed ? min64(BP_KC, k) * min64(PACKED_NC, (n + BP_NR - 1) / BP_NR * BP_NR) : min64(BP_KC, k) * micro.nr;
+    int64_t panel_floats = packed ? min64(BP_KC, k) * group : min64(BP_KC, k) * micro.nr;
     int64_t scratch = panel_floats + (packed ? STRIPS * BP_KC * mr : 0);
     float *scratches = bp_aligned_alloc(64, chunks, scratch * (int64_t)sizeof(float), 0, &missing);
     if (missing) return free(a_copy), free(b_copy), free(scratches), missing;
@@ -236,8 +238,8 @@ static int64_t columns_product(int trans_b, int64_t m, int64_t n, int64_t k, con
             bp_kc_block(k, block, &k0, &kc);
             int add = accumulate || block > 0;
             if (packed) {
-                packed_block(&micro, first, last, n, k0, kc, a, lda, b, ldb, trans_b, panels_b, panels_b + panel_floats,
-                             add, c, ldc);
+                packed_block(&micro, first, last, n, group, k0, kc, a, lda, b, ldb, trans_b, panels_b,
+                             panels_b + panel_floats, add, c, ldc);
                 continue;
             }
             for (int64_t j = n / micro.nr * micro.nr, q = 0; j < n; j += BP_NR, q++)

@@ -26,12 +26,12 @@ import Testing
     }
 
     // Edges of the 6-, 8-, 16- and 32-wide blocks and strips, reductions over several blocks of steps
-    // (up to 320, of unequal sizes), more than one group of 256 (and of 1024) columns, fewer strips
+    // (up to 320, of unequal sizes), more than one group of 256 (and of 864) columns, fewer strips
     // than threads, k = 0; and rows 4 KB apart (1021 + 3, 1022 + 2 floats), which a transposed A or
     // its B copies.
     static let cases: [Case] = [
         (1, 1, 1), (5, 7, 3), (17, 33, 65), (49, 28, 512), (100, 90, 701), (13, 300, 270), (40, 20, 0),
-        (1021, 1022, 40), (9, 1030, 30),
+        (1021, 1022, 40), (9, 1030, 300),
     ].flatMap { m, n, k in
         [false, true].flatMap { transA in
             [false, true].flatMap { transB in
