@@ -65,7 +65,7 @@ runs_squared_deviation(int R, const float *x, int64_t ld, int64_t count, const d
 // The mean and Σ (x − mean)² of each of `rows` ≤ ROW_GROUP rows of `count`, `ld` apart (layer norm's
 // rows, batch norm's planes): each row's sums in the order runs_mean and runs_squared_deviation take
 // them alone, a full group's interleaved, fewer rows one by one.
-enum { ROW_GROUP = 4 };
+enum { ROW_GROUP = 8 };
 BP_MULTIVERSION
 static void rows_moments(const float *x, int64_t ld, int64_t count, int64_t rows, double mean[ROW_GROUP],
                          double m2[ROW_GROUP]) {
@@ -497,9 +497,20 @@ int64_t bp_batchnorm_backward_from_sums(float *dx, float *dgamma, float *dbeta, 
 
 // MARK: - Layer normalization: one row per iteration
 
+// y = ((x − mean[0]) − mean[1]) · r · gamma + beta, gamma and beta 1 and 0 where NULL: with both
+// given, a loop without the tests (the same expression, the same bits). Measured with the rows in
+// groups of 8 (Intel Xeon, 8192 rows of 768): 1 thread 2.78–2.97 → 2.61–2.63 ms, 2 threads 1.43–1.61
+// → 1.35–1.38.
 BP_MULTIVERSION
 static void row_affine(float *y, const float *x, int64_t d, const float *mean, float r, const float *gamma,
                        const float *beta) {
+    if (gamma && beta) {
+        for (int64_t j = 0; j < d; j++) {
+            float v = ((x[j] - mean[0]) - mean[1]) * r;
+            y[j] = v * gamma[j] + beta[j];
+        }
+        return;
+    }
     for (int64_t j = 0; j < d; j++) {
         float v = ((x[j] - mean[0]) - mean[1]) * r;
         y[j] = v * (gamma ? gamma[j] : 1.0f) + (beta ? beta[j] : 0.0f);
