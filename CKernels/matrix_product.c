@@ -48,7 +48,8 @@ enum { NC = 256, STRIPS = 4, PACKED_BYTES = 1 << 20 };
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 // B's rows [k0, k0 + kc), columns [j0, j0 + width) (width ≤ 16) as kc rows of 16, zeros after.
-// With `trans_b` B's column j is b's row j: 16 of b's rows are read along, 16 steps at a time.
+// With `trans_b` B's column j is b's row j: 16 of b's rows are read along and transposed in
+// registers, 16 steps at a time (bp_pack_lanes16).
 static void pack_b_panel(float *out, const float *b, int64_t ldb, int trans_b, int64_t k0, int64_t kc, int64_t j0,
                          int64_t width) {
     if (!trans_b) {
@@ -61,14 +62,7 @@ static void pack_b_panel(float *out, const float *b, int64_t ldb, int trans_b, i
         }
         return;
     }
-    memset(out, 0, (size_t)(kc * BP_NR) * sizeof(float));
-    for (int64_t t0 = 0; t0 < kc; t0 += 16) {
-        int64_t steps = min64(16, kc - t0);
-        for (int64_t jj = 0; jj < width; jj++) {
-            const float *column = b + (j0 + jj) * ldb + k0 + t0;
-            for (int64_t t = 0; t < steps; t++) out[(t0 + t) * BP_NR + jj] = column[t];
-        }
-    }
+    bp_pack_lanes16(out, b + j0 * ldb + k0, ldb, width, kc);
 }
 
 // C's rows are shared out in strips of `strip` rows: as many chunks as threads (but not more than
