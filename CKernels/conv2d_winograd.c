@@ -41,6 +41,7 @@ enum {
     CHUNK_PAIRED = 12,        // tiles per call for two blocks of output channels: 24 accumulators
     CHUNK_AVX2 = 6,           // 6 accumulators of two 8-float registers each, of 16
     BAND_BYTES = 256 * 1024,  // most bytes of V per band
+    SUM_RUN = 4096,           // floats of the weight gradient's sums added up at a time
 };
 
 typedef float v8f_unaligned __attribute__((vector_size(32), aligned(4)));
@@ -510,6 +511,12 @@ static void weights_from_sums(float *dweight, const float *sums, const bp_conv2d
     }
 }
 
+// to[i] += from[i] for i < count.
+BP_MULTIVERSION
+static void add_run(float *restrict to, const float *restrict from, int64_t count) {
+    for (int64_t i = 0; i < count; i++) to[i] += from[i];
+}
+
 int64_t bp_conv2d_backward_weights_winograd(float *dweight, float *dbias, const float *dy, const float *x,
                                             const bp_conv2d_params *p, const bp_conv2d_params *in_phases) {
     tiling t = tiling_of(p);
@@ -562,9 +569,13 @@ int64_t bp_conv2d_backward_weights_winograd(float *dweight, float *dbias, const 
         free(d);
     }
     if (missing) return free(sums), free(bias_partial), missing;  // nothing changed
+    // sums[e] += sums[b · size + e] for b = 1, 2, … in order: runs of SUM_RUN floats, each run's
+    // blocks added while it is in cache.
+    int64_t runs = (size + SUM_RUN - 1) / SUM_RUN;
 #pragma omp parallel for schedule(static) if (size * blocks >= BP_PARALLEL_MIN)
-    for (int64_t e = 0; e < size; e++)
-        for (int64_t b = 1; b < blocks; b++) sums[e] += sums[b * size + e];
+    for (int64_t r = 0; r < runs; r++)
+        for (int64_t b = 1; b < blocks; b++)
+            add_run(sums + r * SUM_RUN, sums + b * size + r * SUM_RUN, min64(SUM_RUN, size - r * SUM_RUN));
     weights_from_sums(dweight, sums, p, &t);
     if (dbias) bp_conv_bias_finish(dbias, bias_partial, blocks, p->k);
     free(sums);
