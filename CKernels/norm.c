@@ -65,7 +65,7 @@ runs_squared_deviation(int R, const float *x, int64_t ld, int64_t count, const d
 // The mean and Σ (x − mean)² of each of `rows` ≤ ROW_GROUP rows of `count`, `ld` apart (layer norm's
 // rows, batch norm's planes): each row's sums in the order runs_mean and runs_squared_deviation take
 // them alone, a full group's interleaved, fewer rows one by one.
-enum { ROW_GROUP = 8 };
+enum { ROW_GROUP = 4 };
 BP_MULTIVERSION
 static void rows_moments(const float *x, int64_t ld, int64_t count, int64_t rows, double mean[ROW_GROUP],
                          double m2[ROW_GROUP]) {
@@ -498,9 +498,10 @@ int64_t bp_batchnorm_backward_from_sums(float *dx, float *dgamma, float *dbeta, 
 // MARK: - Layer normalization: one row per iteration
 
 // y = ((x − mean[0]) − mean[1]) · r · gamma + beta, gamma and beta 1 and 0 where NULL: with both
-// given, a loop without the tests (the same expression, the same bits). Measured with the rows in
-// groups of 8 (Intel Xeon, 8192 rows of 768): 1 thread 2.78–2.97 → 2.61–2.63 ms, 2 threads 1.43–1.61
-// → 1.35–1.38.
+// given, a loop without the tests (the same expression, the same bits). Measured on an Intel Xeon,
+// 8192 rows of 768: 1 thread 2.78–2.97 → 2.62–2.94 ms, 2 threads 1.43–1.61 → 1.37–1.40. (Rows in
+// groups of 8 for their statistics gained little more here, and batch norm's planes lost: the
+// epoch 4200 → 4000-4150 images/s.)
 BP_MULTIVERSION
 static void row_affine(float *y, const float *x, int64_t d, const float *mean, float r, const float *gamma,
                        const float *beta) {
