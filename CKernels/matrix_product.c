@@ -10,9 +10,9 @@
 // on the thread count, nor on the kernel (8 × 32 or 6 × 16: the same sums).
 //
 // A as it is (rows_product): C's rows are shared out among the threads in strips of 2 · mr. Each
-// thread, for each block of NC columns and block of steps, packs B's rows into 16-column panels of
-// its own (at most 320 KB: they stay in its core's second-level cache; packing costs little beside
-// the product of its strips, and no thread waits for another), then multiplies its strips with
+// thread, for each group of columns and block of steps, packs B's rows into 16-column panels of
+// its own (at most 1 MB, packed_group: they stay in its core's second-level cache; packing costs
+// little beside the product of its strips, and no thread waits for another), then multiplies its strips with
 // them, the kernel reading a strip's rows of A where they are (its `rows` form), from the
 // first-level cache after the first panel. On a Zen 4 core this runs at 107–114 GF/s where
 // OpenBLAS runs at 95–102 (a recurrent layer's input gradient, every step's rows at once; a linear
@@ -39,13 +39,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-// NC: B's columns per group (rows_product, columns_product in place). columns_product's packed
-// path packs A's strips anew for each group, so its groups are wider: as many columns as make
-// PACKED_BYTES of B's panels for a block of steps (at least NC), which stay in a second-level cache
-// (1 thread, Intel Xeon, 1024 × 1024 by K = 1024: 140 GF/s with groups of 256, 150 with 1024).
+// NC: B's columns per group of columns_product in place. Where B is packed, a group is as many
+// columns as make PACKED_BYTES of its panels for a block of steps (at least NC), which stay in a
+// second-level cache: the fewer groups, the fewer passes over A (1 thread, Intel Xeon, 1024 × 1024
+// by K = 1024: a weight gradient 140 GF/s with groups of 256, 150 with 1024; rows_product 151 →
+// 154-157).
 enum { NC = 256, STRIPS = 4, PACKED_BYTES = 1 << 20 };
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+// The columns of a packed group of B (see above) for a product of n columns and k steps, a
+// multiple of `nr` (or all n, rounded up to 16).
+static int64_t packed_group(int64_t n, int64_t k, int64_t nr) {
+    int64_t kc_most = (k + bp_kc_blocks(k) - 1) / bp_kc_blocks(k);  // the longest block of steps
+    int64_t group = PACKED_BYTES / ((int64_t)sizeof(float) * kc_most) / nr * nr;
+    return min64(group < NC ? NC : group, (n + BP_NR - 1) / BP_NR * BP_NR);
+}
 
 // B's rows [k0, k0 + kc), columns [j0, j0 + width) (width ≤ 16) as kc rows of 16, zeros after.
 // With `trans_b` B's column j is b's row j: 16 of b's rows are read along and transposed in
@@ -93,7 +102,7 @@ static int64_t rows_product(int trans_b, int64_t m, int64_t n, int64_t k, const 
                             int64_t ldb, int accumulate, const float *column_bias, float *c, int64_t ldc) {
     bp_micro micro = bp_micro_kernel();
     int64_t mr = micro.mr, strip = 2 * mr, chunks = row_chunks(m, n, k, strip), missing = 0;
-    int64_t panel_floats = min64(BP_KC, k) * ((min64(NC, n) + BP_NR - 1) / BP_NR) * BP_NR;
+    int64_t group = packed_group(n, k, micro.nr), panel_floats = min64(BP_KC, k) * group;
     float *packed_b = bp_aligned_alloc(64, chunks, panel_floats * (int64_t)sizeof(float), 0, &missing);
     if (missing) return missing;
 #pragma omp parallel for schedule(static) if (chunks > 1)
@@ -101,8 +110,8 @@ static int64_t rows_product(int trans_b, int64_t m, int64_t n, int64_t k, const 
         float *panels_b = packed_b + chunk * panel_floats;
         int64_t first, last;
         chunk_rows(m, strip, chunk, chunks, &first, &last);
-        for (int64_t n0 = 0; n0 < n; n0 += NC) {
-            int64_t nc = min64(NC, n - n0), panels = (nc + BP_NR - 1) / BP_NR;
+        for (int64_t n0 = 0; n0 < n; n0 += group) {
+            int64_t nc = min64(group, n - n0), panels = (nc + BP_NR - 1) / BP_NR;
             for (int64_t block = 0; block < bp_kc_blocks(k); block++) {
                 int64_t k0, kc;
                 bp_kc_block(k, block, &k0, &kc);
@@ -207,9 +216,7 @@ static int64_t columns_product(int trans_b, int64_t m, int64_t n, int64_t k, con
     bp_micro micro = bp_micro_kernel();
     int64_t mr = micro.mr, strip = 2 * mr, chunks = row_chunks(m, n, k, strip), missing = 0;
     int packed = n >= NC;
-    int64_t kc_most = (k + bp_kc_blocks(k) - 1) / bp_kc_blocks(k);  // the longest block of steps
-    int64_t group = PACKED_BYTES / ((int64_t)sizeof(float) * kc_most) / micro.nr * micro.nr;
-    group = min64(group < NC ? NC : group, (n + BP_NR - 1) / BP_NR * BP_NR);
+    int64_t group = packed_group(n, k, micro.nr);
     // In place, operands with rows a multiple of 4 KB apart are copied (see bp_unaliased_stride), B
     // transposed; each thread's scratch is B's edge panels. Packed, it is B's panels and A's strip.
     float *a_copy = NULL, *b_copy = NULL;
