@@ -499,9 +499,7 @@ int64_t bp_batchnorm_backward_from_sums(float *dx, float *dgamma, float *dbeta, 
 
 // y = ((x − mean[0]) − mean[1]) · r · gamma + beta, gamma and beta 1 and 0 where NULL: with both
 // given, a loop without the tests (the same expression, the same bits). Measured on an Intel Xeon,
-// 8192 rows of 768: 1 thread 2.78–2.97 → 2.62–2.94 ms, 2 threads 1.43–1.61 → 1.37–1.40. (Rows in
-// groups of 8 for their statistics gained little more here, and batch norm's planes lost: the
-// epoch 4200 → 4000-4150 images/s.)
+// 8192 rows of 768: 1 thread 2.78–2.97 → 2.62–2.94 ms, 2 threads 1.43–1.61 → 1.37–1.40.
 BP_MULTIVERSION
 static void row_affine(float *y, const float *x, int64_t d, const float *mean, float r, const float *gamma,
                        const float *beta) {

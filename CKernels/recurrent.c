@@ -302,6 +302,46 @@ static void prefetch_row_backward(const float *saved, const float *dy, const flo
     }
 }
 
+// What the backward's steps read and write besides the weights (see bp_rnn_backward).
+typedef struct {
+    float *dh, *dc, *gi, *gh;  // dh, dc [n, H]; gi, gh rows [G · H] ldg apart (gh: the GRU's own, else gi)
+    const float *h_prev;       // h_{t−1} of row b · t + s, ldh apart
+    const float *dy, *y, *saved, *c0, *zeros;
+    double *sum_i, *sum_h;  // the biases' gradients, summed over the steps
+    int64_t ldg, ldh;
+} backward_arrays;
+
+// Backward step k (−1: the step after step 0, only the product's part) of unit block u for the whole
+// batch: adds `tile` (the block's units of the later step's hidden gradients through W_hh, rows ldt
+// apart; NULL at the last step) and the output's gradient to dh, asks for the next step's lines,
+// runs the cells, and adds this step's bias sums over the batch to sum_i (and sum_h).
+static void block_backward(const backward_arrays *a, const bp_rnn_params *p, int64_t k, int64_t u, const float *tile,
+                           int64_t ldt) {
+    int64_t hidden = p->hidden, gates = bp_rnn_gates(p->kind), first = u * BP_NR, units = bp_block_units(hidden, u);
+    int64_t s = k >= 0 ? step_at(p, k) : 0;
+    float step_i[4 * BP_NR] = {0}, step_h[4 * BP_NR] = {0};  // this step's bias sums over the batch
+    for (int64_t b = 0; b < p->n; b++) {
+        int64_t row = b * p->t + s;
+        float *dhb = a->dh + b * hidden + first;
+        if (tile)
+            for (int64_t j = 0; j < units; j++) dhb[j] += tile[b * ldt + j];
+        if (k < 0) continue;
+        const float *dyb = a->dy + row * p->y_stride + p->y_offset + first;
+        for (int64_t j = 0; j < units; j++) dhb[j] += dyb[j];
+        const float *c_prev = p->kind != BP_LSTM ? NULL
+                              : k > 0            ? a->saved + saved_run(p, step_at(p, k - 1), u, b) + 4 * BP_NR
+                              : a->c0            ? a->c0 + b * hidden + first
+                                                 : a->zeros;
+        if (k > 0) prefetch_row_backward(a->saved, a->dy, a->y, a->h_prev, a->gi, a->gh, step_at(p, k - 1), u, b, p);
+        row_backward(dhb, a->dc + b * hidden + first, a->gi + row * a->ldg + first, a->gh + row * a->ldg + first,
+                     a->y + row * p->y_stride + p->y_offset + first, a->h_prev + row * a->ldh + first, c_prev,
+                     a->saved ? a->saved + saved_run(p, s, u, b) : NULL, step_i, step_h, units, p);
+    }
+    if (k < 0) return;
+    add_gates(a->sum_i + first, step_i, gates, hidden, units);
+    if (a->sum_h != a->sum_i) add_gates(a->sum_h + first, step_h, gates, hidden, units);
+}
+
 int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *dw_hh, float *db_ih, float *db_hh,
                         const float *dy, const float *dh_n, const float *dc_n, const float *saved, const float *y,
                         const float *x, const float *h0, const float *c0, const float *w_ih, const float *w_hh,
@@ -330,6 +370,7 @@ int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *
     if (missing) goto done;
     if (dh_n) memcpy(dh, dh_n, (size_t)(n * hidden) * sizeof(float));
     if (dc_n && p->kind == BP_LSTM) memcpy(dc, dc_n, (size_t)(n * hidden) * sizeof(float));
+    backward_arrays arrays = {dh, dc, gi, gh_rows, h_prev, dy, y, saved, c0, zeros, sum_i, sum_h, ldg, ldh};
 #pragma omp parallel if (step_in_parallel(p))
     {
         // h_{t−1} of every row and step, in x's row order, for dW_hh.
@@ -345,7 +386,6 @@ int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *
         // with W_hh, then the output's gradient, and runs the cells; the step after step 0 only the product.
         // Unit blocks in pairs as in the forward: one kernel call multiplies with both blocks' W_hh panels.
         for (int64_t k = t - 1; k >= -1; k--) {
-            int64_t s = k >= 0 ? step_at(p, k) : 0;
             const float *later = k < t - 1 ? gh_rows + step_at(p, k + 1) * ldg : NULL;
             if (later) round_rows(later_pairs, later, t * ldg, n, gh);
 #pragma omp for schedule(static)
@@ -357,31 +397,8 @@ int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *
                                                 count);
                 else if (later)
                     bp_gate_block_product(tiles_pair, ldt, 0, later, t * ldg, 0, 1, n, &whh, 2 * pair, count);
-                for (int64_t v = 0; v < count; v++) {
-                    int64_t u = 2 * pair + v, first = u * BP_NR, units = bp_block_units(hidden, u);
-                    const float *tile = tiles_pair + v * BP_NR;
-                    float step_i[4 * BP_NR] = {0}, step_h[4 * BP_NR] = {0};  // this step's bias sums over the batch
-                    for (int64_t b = 0; b < n; b++) {
-                        int64_t row = b * t + s;
-                        float *dhb = dh + b * hidden + first;
-                        if (later)
-                            for (int64_t j = 0; j < units; j++) dhb[j] += tile[b * ldt + j];
-                        if (k < 0) continue;
-                        const float *dyb = dy + row * p->y_stride + p->y_offset + first;
-                        for (int64_t j = 0; j < units; j++) dhb[j] += dyb[j];
-                        const float *c_prev = p->kind != BP_LSTM ? NULL
-                                              : k > 0 ? saved + saved_run(p, step_at(p, k - 1), u, b) + 4 * BP_NR
-                                              : c0    ? c0 + b * hidden + first
-                                                      : zeros;
-                        if (k > 0) prefetch_row_backward(saved, dy, y, h_prev, gi, gh_rows, step_at(p, k - 1), u, b, p);
-                        row_backward(dhb, dc + b * hidden + first, gi + row * ldg + first, gh_rows + row * ldg + first,
-                                     y + row * p->y_stride + p->y_offset + first, h_prev + row * ldh + first, c_prev,
-                                     saved ? saved + saved_run(p, s, u, b) : NULL, step_i, step_h, units, p);
-                    }
-                    if (k < 0) continue;
-                    add_gates(sum_i + first, step_i, gates, hidden, units);
-                    if (sum_h != sum_i) add_gates(sum_h + first, step_h, gates, hidden, units);
-                }
+                for (int64_t v = 0; v < count; v++)
+                    block_backward(&arrays, p, k, 2 * pair + v, later ? tiles_pair + v * BP_NR : NULL, ldt);
             }
         }
     }
