@@ -9,8 +9,8 @@ import CKernels
 /// [−1/√H, 1/√H]. The backward runs the steps in reverse (backpropagation through time).
 ///
 /// Memory: the forward saves each layer's input and output and, per step and batch row, the LSTM's
-/// 4 gates, cell and the cell's tanh (6H' floats, H' being H rounded up to a multiple of 16) or the GRU's 3 gates
-/// and W_hn h + b_hn (4H' floats); the Elman RNN saves no more than its output.
+/// 4 gates, cell and the cell's tanh (6H' floats, H' being H rounded up to a multiple of 16) or the
+/// GRU's 3 gates and W_hn h + b_hn (4H' floats); the Elman RNN saves no more than its output.
 public class RecurrentLayer: Module {
     public let inputSize: Int
     public let hiddenSize: Int
