@@ -294,7 +294,7 @@ static void add_gates(double *restrict sum, const float *restrict step, int64_t 
 }
 
 // Asks for the lines that the cells of batch row b, block u will read at backward step s (the
-// next step): its saved run, its rows of dy and y (and the GRU's h_{t−1}). Their rows are far
+// next step): its saved run, its row of dy, and the RNN's row of y or the GRU's of h_{t−1}. Their rows are far
 // apart and out of cache; asked for a step ahead, they arrive while this step's products and cells
 // run (1 thread, lstm_256 on Zen 4: the cells' time 4.5 → 2.3 ms). The gate gradients' runs they
 // write are not asked for: on the Intel Xeon that cost more than it gained (128 rows of 28 steps,
@@ -305,7 +305,8 @@ static void prefetch_row_backward(const float *saved, const float *dy, const flo
     for (int64_t q = 0; saved && q < saved_per_unit(p->kind); q++)
         __builtin_prefetch(saved + saved_run(p, s, u, b) + q * BP_NR);
     __builtin_prefetch(dy + row * p->y_stride + p->y_offset + first);
-    __builtin_prefetch(y + row * p->y_stride + p->y_offset + first);
+    if (p->kind == BP_RNN_TANH || p->kind == BP_RNN_RELU)
+        __builtin_prefetch(y + row * p->y_stride + p->y_offset + first);
     if (p->kind == BP_GRU) __builtin_prefetch(h_prev + row * ldh + first);
 }
 
