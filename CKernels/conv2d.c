@@ -274,6 +274,7 @@ int64_t bp_conv2d_forward(float *y, const float *x, const float *weight, const f
 #if BP_AVX512_KERNEL
     if (micro.avx512 && !is_depthwise(p) && bp_conv_padding_pays(p))
         return bp_conv2d_forward_direct(y, x, weight, bias, p);
+    if (micro.avx512 && bp_conv_stride2_fits(p)) return bp_conv2d_forward_stride2(y, x, weight, bias, p);
 #endif
     // Depthwise convolutions read the weights directly.
     float *a = is_depthwise(p) ? NULL : pack_weights(weight, p, 0, micro.mr, &a_size, &missing);

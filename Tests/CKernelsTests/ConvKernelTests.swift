@@ -101,6 +101,17 @@ import Testing
         Shape(
             label: "phases 10x10, padding 4", n: 1, c: 4, h: 14, w: 15, k: 16, r: 10, s: 10, stride: (2, 2), pad: (4, 4)
         ),
+        // 3x3 with stride 2 read from x itself (conv2d_stride2.c, AVX-512): padding 1 on every side
+        // (a last row and column that reach past an odd-sized image), output rows of several segments,
+        // a short last block of 32 output channels, two blocks of taps; and padding 0.
+        Shape(
+            label: "stride 2 from x, odd sizes, three segments", n: 2, c: 8, h: 11, w: 61, k: 40, r: 3, s: 3,
+            stride: (2, 2), pad: (1, 1)),
+        Shape(
+            label: "stride 2 from x, two blocks of taps, segments of 14", n: 2, c: 64, h: 10, w: 56, k: 64, r: 3, s: 3,
+            stride: (2, 2), pad: (1, 1)),
+        Shape(
+            label: "stride 2 from x, no padding", n: 1, c: 40, h: 9, w: 10, k: 33, r: 3, s: 3, stride: (2, 2)),
     ]
 
     @Test("forward, backward-data and backward-weights match the references", arguments: shapes)

@@ -1,0 +1,189 @@
+// The forward of 3 × 3 convolutions with stride 2 on CPUs with AVX-512, read from x itself:
+//
+//   y[o][oh][ow] = Σ_{c, i, j} W[o][c][i][j] · x[c][2 · oh + i − pad][2 · ow + j − pad]
+//
+// for a segment of at most WIDTH pixels of one output row (q < W) and a block of 32 output
+// channels (two accumulators of 16 lanes per pixel: 28 of the 32 registers; the weights packed as
+// [taps][32]). Each input value is broadcast from x where it is: a stride of 2 costs a broadcast
+// nothing, so there is no phase-split copy of the image and no column matrix to gather (on the
+// Intel Xeon, conv_res3x3s2's forward spent a fifth of its time on those). The taps run in the
+// order and blocks of conv2d.c's product (bp_kc_block), each block summed from 0 and added to
+// the blocks before it, then the bias; a term that reads padding (a kernel row above or below the
+// image, the first pixel's left tap, the last one's right tap) is skipped, which leaves the sum's
+// bits as they are (see conv2d_direct.c). So every element is the product's sum, to the bit.
+#include "conv2d_layout.h"
+
+#if BP_AVX512_KERNEL
+#include <immintrin.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum {
+    WIDTH = 14,  // most pixels per segment
+    BLOCK = 32,  // output channels per block: two 16-lane accumulators a pixel
+    TAPS = 9,    // 3 × 3
+    // The most packed weights (floats, 1.5 MB): every segment of every output row reads them
+    // again, so they must stay in the second-level cache. 1 thread, Intel Xeon, 16 images, ms of
+    // the product path → this one: 32 → 64 channels on 112 × 112, 21.4 → 13.9; 64 → 128 on
+    // 56 × 56 (conv_res3x3s2), 14.9 → 13.9; 128 → 256 on 28 × 28 (1.2 MB), 14.6 → 12.4;
+    // 128 → 128 on 16 × 16, 2.74 → 2.49; but 256 → 256 on 14 × 14 (2.4 MB), 9.64 → 10.2, and
+    // 256 → 512 on 28 × 28 (8 images, 4.7 MB), 28.4 → 30.9.
+    MOST_WEIGHTS = 3 << 17,
+};
+
+#define AVX512 __attribute__((target("arch=x86-64-v4"), min_vector_width(512)))
+
+// What a segment's sums read: x at input channel c0's plane and column 2 · ow0 (`plane`, `width`:
+// x's plane and row lengths), the block's packed weights of c0 ([c][9][32]), the channels of this
+// block of taps, the input row `top` = 2 · oh − pad under kernel row 0, the kernel rows [i0, i1)
+// inside the image.
+typedef struct {
+    const float *x, *w;
+    int64_t plane, width, pad, channels, top;
+    int i0, i1;
+} segment_taps;
+
+// Where a segment's sums go after the last block of taps: y at the block's first channel and the
+// segment's first pixel, hw floats from one channel to the next, the block's biases (or NULL), its
+// channels (32 but in the last block).
+typedef struct {
+    float *y;
+    const float *bias;
+    int64_t hw, outputs;
+} segment_out;
+
+// sums[q][o] = (first ? 0 : total[q][o]) + the segment's sums over these taps, but for the first
+// pixel's left tap where `left` and the last one's right tap where `right` (they read padding);
+// into total, or after the last block of taps into y (+ bias), turned from [q][o] to [o][q] 16
+// channels at a time in registers. W, left and right are constants when inlined, so that the
+// accumulators are registers and the loop has no test.
+AVX512 __attribute__((always_inline)) static inline void segment_sums(int W, int left, int right, float *total,
+                                                                      int first, int last, const segment_taps *s,
+                                                                      const segment_out *out) {
+    v16f acc[WIDTH][2];
+#pragma clang loop unroll(full)
+    for (int q = 0; q < W; q++) acc[q][0] = acc[q][1] = (v16f){0};
+    const float *x = s->x, *w = s->w;
+    for (int64_t c = 0; c < s->channels; c++, x += s->plane, w += TAPS * BLOCK)
+        for (int i = s->i0; i < s->i1; i++) {
+            const float *row = x + (s->top + i) * s->width;  // pixel q's tap j at row[2q + j − pad]
+#pragma clang loop unroll(disable)  // unrolled, the weights of all three are loaded early and spilled
+            for (int j = 0; j < 3; j++) {
+                v16f w0, w1;
+                memcpy(&w0, w + (i * 3 + j) * BLOCK, 64);
+                memcpy(&w1, w + (i * 3 + j) * BLOCK + 16, 64);
+#pragma clang loop unroll(full)
+                for (int q = 0; q < W; q++) {
+                    if ((j == 0 && q == 0 && left) || (j == 2 && q == W - 1 && right)) continue;
+                    float v = row[2 * q + j - s->pad];
+                    acc[q][0] += v * w0;
+                    acc[q][1] += v * w1;
+                }
+            }
+        }
+#pragma clang loop unroll(full)
+    for (int q = 0; q < W; q++)
+#pragma clang loop unroll(full)
+        for (int h = 0; h < 2; h++) {
+            if (!first) {
+                v16f before;
+                memcpy(&before, total + q * BLOCK + h * 16, 64);
+                acc[q][h] = before + acc[q][h];
+            }
+            if (!last) memcpy(total + q * BLOCK + h * 16, &acc[q][h], 64);
+        }
+    if (!last) return;
+    __mmask16 pixels = (__mmask16)((1u << W) - 1);
+#pragma clang loop unroll(full)
+    for (int h = 0; h < 2; h++) {
+        if (h * 16 >= out->outputs) break;
+        v16f sums[16];
+#pragma clang loop unroll(full)
+        for (int q = 0; q < 16; q++) sums[q] = q < W ? acc[q][h] : (v16f){0};
+        bp_transpose_16x16(sums);  // sums[o]: channel h · 16 + o's pixels
+        for (int64_t o = 0; o < 16 && h * 16 + o < out->outputs; o++) {
+            v16f v = out->bias ? sums[o] + out->bias[h * 16 + o] : sums[o];
+            _mm512_mask_storeu_ps(out->y + (h * 16 + o) * out->hw, pixels, (__m512)v);
+        }
+    }
+}
+
+// segment_sums with its width and edges constants.
+AVX512 static void segment_sums_of(int64_t W, int left, int right, float *total, int first, int last,
+                                   const segment_taps *s, const segment_out *out) {
+    // clang-format off
+    switch (W * 4 + left * 2 + right) {
+#define EDGES(n) \
+    case 4 * n: segment_sums(n, 0, 0, total, first, last, s, out); break; \
+    case 4 * n + 1: segment_sums(n, 0, 1, total, first, last, s, out); break; \
+    case 4 * n + 2: segment_sums(n, 1, 0, total, first, last, s, out); break; \
+    case 4 * n + 3: segment_sums(n, 1, 1, total, first, last, s, out); break;
+    EDGES(1) EDGES(2) EDGES(3) EDGES(4) EDGES(5) EDGES(6) EDGES(7)
+    EDGES(8) EDGES(9) EDGES(10) EDGES(11) EDGES(12) EDGES(13) EDGES(14)
+#undef EDGES
+    }
+    // clang-format on
+}
+
+int bp_conv_stride2_fits(const bp_conv2d_params *p) {
+    if (p->r != 3 || p->s != 3 || p->stride_h != 2 || p->stride_w != 2 || p->dilation_h != 1 || p->dilation_w != 1 ||
+        p->groups != 1 || p->pad_h != p->pad_w || p->pad_h > 1 || p->k < BLOCK || p->c < 8)
+        return 0;
+    int64_t taps = bp_conv_taps(p);
+    if ((p->k + BLOCK - 1) / BLOCK * BLOCK * taps > MOST_WEIGHTS) return 0;
+    for (int64_t block = 0; block < bp_kc_blocks(taps); block++) {
+        int64_t t0, kc;
+        bp_kc_block(taps, block, &t0, &kc);
+        if (t0 % TAPS != 0) return 0;  // every block of taps whole input channels
+    }
+    return 1;
+}
+
+int64_t bp_conv2d_forward_stride2(float *y, const float *x, const float *weight, const float *bias,
+                                  const bp_conv2d_params *p) {
+    int64_t taps = bp_conv_taps(p), hw = bp_conv_pixels(p), plane = p->h * p->w, pad = p->pad_h, missing = 0;
+    int64_t blocks = (p->k + BLOCK - 1) / BLOCK, segments = (p->out_w + WIDTH - 1) / WIDTH;
+    // packed[block][t][o] = W[block · 32 + o][t], 0 past the last channel.
+    float *packed = bp_aligned_alloc(64, blocks * taps * BLOCK, sizeof(float), 0, &missing);
+    if (missing) return missing;
+#pragma omp parallel for schedule(static) if (p->k * taps >= BP_PARALLEL_MIN)
+    for (int64_t b = 0; b < blocks; b++)
+        for (int64_t t = 0; t < taps; t++)
+            for (int64_t o = 0; o < BLOCK; o++)
+                packed[(b * taps + t) * BLOCK + o] = b * BLOCK + o < p->k ? weight[(b * BLOCK + o) * taps + t] : 0.0f;
+                // Work in output rows of every image: each writes only its own row of y.
+#pragma omp parallel for schedule(static) if (p->n * p->k * hw * taps >= BP_PARALLEL_MIN)
+    for (int64_t item = 0; item < p->n * p->out_h; item++) {
+        int64_t image = item / p->out_h, oh = item % p->out_h, top = 2 * oh - pad;
+        float total[WIDTH * BLOCK] __attribute__((aligned(64)));
+        // The two input rows the next output row reads first, asked for now (into the second-level
+        // cache): the hardware does not follow 2 · c streams of short rows.
+        for (int64_t r = top + 3; r < top + 5 && r < p->h; r++)
+            for (int64_t c = 0; c < p->c; c++)
+                for (int64_t f = 0; f < p->w; f += 16)
+                    __builtin_prefetch(x + ((image * p->c + c) * p->h + r) * p->w + f, 0, 2);
+        segment_taps s = {.plane = plane, .width = p->w, .pad = pad, .top = top};
+        s.i0 = top < 0 ? (int)-top : 0;
+        s.i1 = top + 3 > p->h ? (int)(p->h - top) : 3;
+        for (int64_t sgm = 0; sgm < segments; sgm++) {
+            int64_t ow0 = sgm * p->out_w / segments, W = (sgm + 1) * p->out_w / segments - ow0;
+            int left = 2 * ow0 - pad < 0, right = 2 * (ow0 + W - 1) + 2 - pad >= p->w;
+            for (int64_t b = 0; b < blocks; b++) {
+                segment_out out = {y + (image * p->k + b * BLOCK) * hw + oh * p->out_w + ow0,
+                                   bias ? bias + b * BLOCK : NULL, hw,
+                                   p->k - b * BLOCK < BLOCK ? p->k - b * BLOCK : BLOCK};
+                for (int64_t kb = 0; kb < bp_kc_blocks(taps); kb++) {
+                    int64_t t0, kc;
+                    bp_kc_block(taps, kb, &t0, &kc);
+                    s.x = x + (image * p->c + t0 / TAPS) * plane + 2 * ow0;
+                    s.w = packed + (b * taps + t0) * BLOCK;
+                    s.channels = kc / TAPS;
+                    segment_sums_of(W, left, right, total, kb == 0, kb == bp_kc_blocks(taps) - 1, &s, &out);
+                }
+            }
+        }
+    }
+    free(packed);
+    return 0;
+}
+#endif
