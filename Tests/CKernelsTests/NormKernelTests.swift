@@ -19,6 +19,8 @@ import Testing
         BatchCase(label: "mean 1e4, std 0.1", n: 4, c: 3, hw: 100, offset: 1e4, spread: 0.1),
         BatchCase(label: "mean 1e3, std 0.01", n: 4, c: 3, hw: 100, offset: 1e3, spread: 0.01),
         BatchCase(label: "constant channels", n: 3, c: 2, hw: 10, offset: 2.5, spread: 0),
+        // Blocks of 17 channels taken in stretches of 10 (forward) and 6 (backward), the last short.
+        BatchCase(label: "channel stretches", n: 32, c: 136, hw: 400),
     ]
 
     static func data(_ count: Int, seed: UInt64, offset: Float, spread: Float) -> [Float] {
