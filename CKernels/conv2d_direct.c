@@ -115,19 +115,11 @@ int64_t bp_conv2d_forward_direct(float *y, const float *x, const float *weight, 
                                  const bp_conv2d_params *p) {
     int64_t cg = p->c / p->groups, kg = p->k / p->groups, taps = bp_conv_taps(p), hw = bp_conv_pixels(p), missing = 0;
     int64_t blocks = (kg + LANES - 1) / LANES, segments = (p->out_w + SEGMENT - 1) / SEGMENT;
-    // packed[g][block][t][o] = W[g · kg + block · 16 + o][t], 0 past the group's last channel:
-    // written in order (written by channel, every float would land on another line).
     float *packed = bp_aligned_alloc(64, p->groups * blocks * taps * LANES, sizeof(float), 0, &missing);
     int32_t *column = bp_malloc(taps, sizeof(int32_t), &missing);
     conv_layout l = bp_conv_layout_build(p, &missing);
     if (missing) return free(packed), free(column), free(l.offset), missing;
-#pragma omp parallel for schedule(static) if (p->k * taps >= BP_PARALLEL_MIN)
-    for (int64_t gb = 0; gb < p->groups * blocks; gb++) {
-        int64_t g = gb / blocks, first = gb % blocks * LANES;  // the block's first channel in its group
-        for (int64_t t = 0; t < taps; t++)
-            for (int64_t o = 0; o < LANES; o++)
-                packed[(gb * taps + t) * LANES + o] = first + o < kg ? weight[(g * kg + first + o) * taps + t] : 0.0f;
-    }
+    bp_conv_pack_output_lanes(packed, weight, LANES, p);
     for (int64_t t = 0; t < taps; t++) column[t] = (int32_t)(t % p->s);
 #pragma omp parallel if (bp_conv_parallel_over_images(p))
     {

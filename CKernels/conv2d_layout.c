@@ -102,6 +102,18 @@ static void copy_rows(float *buffer, float *x, const float *bias, const conv_lay
         }
 }
 
+void bp_conv_pack_output_lanes(float *packed, const float *weight, int64_t lanes, const bp_conv2d_params *p) {
+    int64_t kg = p->k / p->groups, taps = bp_conv_taps(p), blocks = (kg + lanes - 1) / lanes;
+    // Written in order (written by channel, every float would land on another line).
+#pragma omp parallel for schedule(static) if (p->k * taps >= BP_PARALLEL_MIN)
+    for (int64_t gb = 0; gb < p->groups * blocks; gb++) {
+        int64_t g = gb / blocks, first = gb % blocks * lanes;  // the block's first channel in its group
+        for (int64_t t = 0; t < taps; t++)
+            for (int64_t o = 0; o < lanes; o++)
+                packed[(gb * taps + t) * lanes + o] = first + o < kg ? weight[(g * kg + first + o) * taps + t] : 0.0f;
+    }
+}
+
 void bp_conv_pack_pixel_major(float *dyt, const float *dy, int64_t k, int64_t out_h, int64_t out_w, int64_t row_len,
                               int64_t rows) {
     // Rows as long as dyt's follow each other in both: the plane goes as one row.

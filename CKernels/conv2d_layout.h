@@ -50,6 +50,11 @@ conv_layout bp_conv_layout_build(const bp_conv2d_params *p, int64_t *missing);
 /// Copies cg channels of an image (x at the group's first channel) into the buffer, whose padding
 /// is already 0 (it is never written, so a buffer zeroed once serves every image).
 void bp_conv_copy_in(float *buffer, const float *x, const conv_layout *l, const bp_conv2d_params *p);
+/// packed[g][block][t][o] = W[g · kg + block · lanes + o][t] for each group g's blocks of `lanes`
+/// output channels (kg = k / groups; 0 past the group's last channel), t < bp_conv_taps: the
+/// weights of the direct kernels, which hold output channels in their lanes. packed holds
+/// groups · ⌈kg / lanes⌉ · taps · lanes floats.
+void bp_conv_pack_output_lanes(float *packed, const float *weight, int64_t lanes, const bp_conv2d_params *p);
 /// dyt[kb][oh][ow][16] = dy[kb · 16 + o][oh][ow] for one image's k output-gradient planes of
 /// out_h × out_w (0 past the last channel): the gradient pixel-major, 16 channels to a pixel, for
 /// kernels with output channels in the lanes. dyt's rows are `row_len` pixels apart and its

@@ -143,15 +143,10 @@ int64_t bp_conv2d_forward_stride2(float *y, const float *x, const float *weight,
                                   const bp_conv2d_params *p) {
     int64_t taps = bp_conv_taps(p), hw = bp_conv_pixels(p), plane = p->h * p->w, pad = p->pad_h, missing = 0;
     int64_t blocks = (p->k + BLOCK - 1) / BLOCK, segments = (p->out_w + WIDTH - 1) / WIDTH;
-    // packed[block][t][o] = W[block · 32 + o][t], 0 past the last channel.
     float *packed = bp_aligned_alloc(64, blocks * taps * BLOCK, sizeof(float), 0, &missing);
     if (missing) return missing;
-#pragma omp parallel for schedule(static) if (p->k * taps >= BP_PARALLEL_MIN)
-    for (int64_t b = 0; b < blocks; b++)
-        for (int64_t t = 0; t < taps; t++)
-            for (int64_t o = 0; o < BLOCK; o++)
-                packed[(b * taps + t) * BLOCK + o] = b * BLOCK + o < p->k ? weight[(b * BLOCK + o) * taps + t] : 0.0f;
-                // Work in output rows of every image: each writes only its own row of y.
+    bp_conv_pack_output_lanes(packed, weight, BLOCK, p);  // one group: [block][t][32]
+    // Work in output rows of every image: each writes only its own row of y.
 #pragma omp parallel for schedule(static) if (p->n * p->k * hw * taps >= BP_PARALLEL_MIN)
     for (int64_t item = 0; item < p->n * p->out_h; item++) {
         int64_t image = item / p->out_h, oh = item % p->out_h, top = 2 * oh - pad;

@@ -294,11 +294,11 @@ static void add_gates(double *restrict sum, const float *restrict step, int64_t 
 }
 
 // Asks for the lines that the cells of batch row b, block u will read at backward step s (the
-// next step): its saved run, its row of dy, and the RNN's row of y or the GRU's of h_{t−1}. Their rows are far
-// apart and out of cache; asked for a step ahead, they arrive while this step's products and cells
-// run (1 thread, lstm_256 on Zen 4: the cells' time 4.5 → 2.3 ms). The gate gradients' runs they
-// write are not asked for: on the Intel Xeon that cost more than it gained (128 rows of 28 steps,
-// 128 units: backward 10.9 → 10.4 ms without).
+// next step): its saved run, its row of dy, and the RNN's row of y or the GRU's of h_{t−1}. Their
+// rows are far apart and out of cache; asked for a step ahead, they arrive while this step's
+// products and cells run (1 thread, lstm_256 on Zen 4: the cells' time 4.5 → 2.3 ms). The gate
+// gradients' runs they write are not asked for: on the Intel Xeon that cost more than it gained
+// (128 rows of 28 steps, 128 units: backward 10.9 → 10.4 ms without).
 static void prefetch_row_backward(const float *saved, const float *dy, const float *y, const float *h_prev, int64_t s,
                                   int64_t u, int64_t b, const bp_rnn_params *p) {
     int64_t row = b * p->t + s, first = u * BP_NR, ldh = bp_unaliased_stride(p->hidden);
