@@ -2,15 +2,17 @@
 // sequence, forward and backward through time (see bp_rnn_params in CKernels.h for the math).
 //
 // The steps run in pairs of blocks of 16 hidden units (panel_product.c; the last block may be
-// alone): at each step the thread that owns a pair computes its blocks' hidden product (h_{t−1} ·
-// W_hhᵀ; backward the gates' gradients · W_hh), a kernel call taking two panels of W, and then,
-// while it is in cache, the cells of its units for the whole batch, writing the states the next
-// step's products read. One barrier a step. The input projection x_t · W_ihᵀ of every step is one
-// product before the steps, pair by pair; backward, dx, dW_ih and dW_hh are products over all
-// steps after them (bp_layer_product), and the biases' gradients are summed by each block's owner
-// as its cells produce them. Each unit's numbers are computed the same way whichever
-// thread owns its block: no result depends on the thread count. The arrays the cells read and
-// write in runs of 16 floats start on a cache line (64 bytes), so that no run straddles two.
+// alone): at each step, for each pair, the pair's hidden product (h_{t−1} · W_hhᵀ; backward the
+// gates' gradients · W_hh), a kernel call taking two panels of W, and then, while it is in cache,
+// the cells of its units, writing the states the next step's products read. The threads share
+// the batch's rows (each takes its rows through every step, meeting no other) or, where the rows
+// are too few, each step's pairs (split_rows). The input projection x_t · W_ihᵀ is computed for a
+// few steps ahead of them (or each step's where it is used, for a small W_ih); backward, dx, dW_ih
+// and dW_hh are products over all steps after them (bp_layer_product), and the biases' gradients
+// are summed as the cells produce them, chunk of rows by chunk. Each unit's numbers are computed
+// the same way whichever thread computes them: no result depends on the thread count. The arrays
+// the cells read and write in runs of 16 floats start on a cache line (64 bytes), so that no run
+// straddles two.
 #include "CKernels.h"
 #include "internal.h"
 
@@ -22,6 +24,12 @@
 // used (1 thread, Intel Xeon, 128 rows of 28 steps, 28 inputs, 128 units: 5.6 → 5.3 ms; 32 rows
 // of 64 steps, 64 inputs, 256 units: 11.5 → 11.0; but 256 inputs, 256 units: 16.1 → 17.4).
 enum { BY_STEP_BYTES = 256 << 10 };
+
+// Steps whose input products a run of rows computes at a time, ahead of them, where the threads
+// share the steps by rows: they are still in cache when the steps read them (1 thread, Intel Xeon,
+// 32 rows of 64 steps, 256 inputs, 256 units: 16.1–16.7 → 15.8–16.0 ms against every step's
+// ahead of the steps; 4 at a time: 17.9; 2 threads: 8.5 → 8.1–8.4).
+enum { STEP_CHUNK = 8 };
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
@@ -202,14 +210,16 @@ static const float *state_before(const forward_arrays *a, const bp_rnn_params *p
 }
 
 // Forward step k of unit-block pair `pair` for batch rows [b0, b0 + rows): the hidden product (and
-// the input product, by step), then the cells.
+// the input product, by step), then the cells. xp holds the input products of the steps from
+// `xp_first` on (by step: of this step alone).
 static void forward_pair(const forward_arrays *a, const bp_rnn_params *p, int64_t k, int64_t pair, int64_t b0,
-                         int64_t rows) {
+                         int64_t rows, int64_t xp_first) {
     int64_t n = p->n, hidden = p->hidden, blocks = bp_unit_blocks(hidden), width = bp_rnn_gates(p->kind) * BP_NR;
     int64_t s = step_at(p, k), count = pair_blocks(blocks, pair), ldt = count * width, lp, ly = p->t * p->y_stride;
     const float *previous = state_before(a, p, k, &lp);
     float *out = a->y + s * p->y_stride + p->y_offset;  // h_t of batch row b at out + b · ly
-    float *xs = a->xp + ((a->by_step ? 0 : s * blocks) + 2 * pair) * n * width, *hs = a->hp + 2 * pair * n * width;
+    float *xs = a->xp + ((a->by_step ? 0 : s - xp_first) * blocks + 2 * pair) * n * width;
+    float *hs = a->hp + 2 * pair * n * width;
     if (a->by_step) input_products(xs, 0, a->x, a->x_pairs, s, 1, b0, rows, p, a->wih, pair);
     if (a->h_pairs)
         bp_gate_block_product_pairs(hs + b0 * ldt, ldt, 0, a->h_pairs + b0 * ((hidden + 1) / 2), (hidden + 1) / 2, 0, 1,
@@ -230,14 +240,7 @@ int64_t bp_rnn_forward(float *y, float *h_n, float *c_n, float *saved, const flo
                        const bp_rnn_params *p) {
     int64_t n = p->n, t = p->t, in = p->input, hidden = p->hidden, gates = bp_rnn_gates(p->kind), missing = 0;
     int64_t blocks = bp_unit_blocks(hidden), width = gates * BP_NR, ly = t * p->y_stride;
-    // Unit blocks go in pairs (the last may be alone: pair_blocks), so that one kernel call can
-    // multiply with both blocks' panels where a block has one or three gates. hp: each pair's
-    // h_{t−1} · W_hhᵀ at this step, [pair][n][count · G · 16]; xp: x_t · W_ihᵀ the same way, for
-    // every step before them ([t][pair][n][count · G · 16]: W_ih's panels stay in cache while the
-    // rows pass), or, where W_ih is small (its product is then short beside the cost of writing xp out
-    // and reading it back), each step's where it is used.
     int by_step = blocks * width * in * (int64_t)sizeof(float) <= BY_STEP_BYTES;
-    float *xp = bp_aligned_alloc(64, (by_step ? 1 : t) * blocks * n, width * (int64_t)sizeof(float), 0, &missing);
     float *hp = bp_aligned_alloc(64, blocks * n, width * (int64_t)sizeof(float), 0, &missing);
     float *start = bp_calloc(n * hidden, sizeof(float), &missing);
     float *c = bp_aligned_alloc(64, n * hidden, sizeof(float), 1, &missing);  // blocks' runs apart in cache lines
@@ -249,35 +252,53 @@ int64_t bp_rnn_forward(float *y, float *h_n, float *c_n, float *saved, const flo
     bp_gate_panels wih = {0}, whh = {0};  // W_ihᵀ [input, G·H], W_hhᵀ [H, G·H]
     if (!missing) missing = bp_pack_gate_panels(&wih, w_ih, in, 1, in, hidden, gates, p->precision);
     if (!missing) missing = bp_pack_gate_panels(&whh, w_hh, hidden, 1, hidden, hidden, gates, p->precision);
+    int threads = step_in_parallel(p) ? bp_num_threads() : 1, by_rows = split_rows(p, &whh, threads);
+    // Unit blocks go in pairs (the last may be alone: pair_blocks), so that one kernel call can
+    // multiply with both blocks' panels where a block has one or three gates. hp: each pair's
+    // h_{t−1} · W_hhᵀ at this step, [pair][n][count · G · 16]; xp: x_t · W_ihᵀ the same way
+    // ([step][pair][n][count · G · 16]), where W_ih is small each step's where it is used (its
+    // product is then short beside the cost of writing xp out and reading it back), else before
+    // the steps: by rows, STEP_CHUNK steps at a time for a run's rows (in cache when its steps read
+    // them), by blocks every step at once (W_ih's panels stay in cache while the rows pass).
+    int64_t xp_steps = by_step ? 1 : by_rows ? min64(t, STEP_CHUNK) : t;
+    float *xp = bp_aligned_alloc(64, xp_steps * blocks * n, width * (int64_t)sizeof(float), 0, &missing);
     if (missing) goto done;
     if (h0) memcpy(start, h0, (size_t)(n * hidden) * sizeof(float));
     if (c0 && p->kind == BP_LSTM) memcpy(c, c0, (size_t)(n * hidden) * sizeof(float));
     forward_arrays a = {y, saved, xp, hp, start, c, x, x_pairs, h_pairs, &wih, &whh, b_ih, b_hh, by_step};
-    int threads = step_in_parallel(p) ? bp_num_threads() : 1;
+    int64_t pairs = (blocks + 1) / 2, step_floats = blocks * n * width;
 #pragma omp parallel if (threads > 1)
     {
         round_rows(x_pairs, x, in, n * t, in);
-        if (!by_step)
-#pragma omp for schedule(static)
-            for (int64_t pair = 0; pair < (blocks + 1) / 2; pair++)
-                input_products(xp + 2 * pair * n * width, blocks * n * width, x, x_pairs, 0, t, 0, n, p, &wih, pair);
-        if (split_rows(p, &whh, threads))
+        if (by_rows)
 #pragma omp for schedule(static)
             for (int64_t share = 0; share < threads; share++) {
                 int64_t b0, rows;
                 rows_share(n, share, threads, &b0, &rows);
-                for (int64_t r = b0; r < b0 + rows; r += RUN_ROWS)
-                    for (int64_t k = 0; k < t; k++)
-                        for (int64_t pair = 0; pair < (blocks + 1) / 2; pair++)
-                            forward_pair(&a, p, k, pair, r, min64(RUN_ROWS, b0 + rows - r));
+                for (int64_t r = b0; r < b0 + rows; r += RUN_ROWS) {
+                    int64_t run = min64(RUN_ROWS, b0 + rows - r);
+                    for (int64_t k0 = 0; k0 < t; k0 += STEP_CHUNK) {
+                        int64_t steps = min64(STEP_CHUNK, t - k0), first = p->reverse ? t - k0 - steps : k0;
+                        for (int64_t pair = 0; pair < pairs && !by_step; pair++)
+                            input_products(xp + 2 * pair * n * width, step_floats, x, x_pairs, first, steps, r, run, p,
+                                           &wih, pair);
+                        for (int64_t k = k0; k < k0 + steps; k++)
+                            for (int64_t pair = 0; pair < pairs; pair++) forward_pair(&a, p, k, pair, r, run, first);
+                    }
+                }
             }
-        else
+        else {
+            if (!by_step)
+#pragma omp for schedule(static)
+                for (int64_t pair = 0; pair < pairs; pair++)
+                    input_products(xp + 2 * pair * n * width, step_floats, x, x_pairs, 0, t, 0, n, p, &wih, pair);
             for (int64_t k = 0; k < t; k++) {
                 int64_t lp;
                 round_rows(h_pairs, state_before(&a, p, k, &lp), lp, n, hidden);
 #pragma omp for schedule(static)
-                for (int64_t pair = 0; pair < (blocks + 1) / 2; pair++) forward_pair(&a, p, k, pair, 0, n);
+                for (int64_t pair = 0; pair < pairs; pair++) forward_pair(&a, p, k, pair, 0, n, 0);
             }
+        }
     }
     for (int64_t b = 0; b < n && h_n; b++)
         memcpy(h_n + b * hidden,

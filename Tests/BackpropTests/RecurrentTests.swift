@@ -173,59 +173,65 @@ import Testing
         }
     }
 
-    /// The forward against PyTorch's equations in plain loops (in Double), at sizes whose blocks of
-    /// 16 hidden units and rows of 6 do not come out even, and at sizes deeper than one depth block
-    /// of the products (256) with 17 blocks (8 pairs and one alone).
-    @Test(arguments: ["tanh", "relu", "lstm", "gru"], [(7, 5, 9, 37), (2, 3, 300, 270)])
+    /// The forward, both directions, against PyTorch's equations in plain loops (in Double), at sizes
+    /// whose blocks of 16 hidden units and rows of 6 do not come out even, at sizes deeper than one
+    /// depth block of the products (256) with 17 blocks (8 pairs and one alone), and with W_ih
+    /// large enough that the input products are computed ahead of the steps: on 1 thread, which
+    /// takes the rows through the steps, 8 steps at a time (19 steps: two whole chunks and a short
+    /// one, forward and reversed); on 2, which share one chunk of rows by unit blocks, all at once.
+    @Test(arguments: ["tanh", "relu", "lstm", "gru"], [(7, 5, 9, 37), (2, 3, 300, 270), (3, 19, 700, 40)])
     func forwardMatchesPlainLoops(kind: String, sizes: (Int, Int, Int, Int)) throws {
         let (n, t, input, hidden) = sizes
-        let layer = try Self.make(kind, input: input, hidden: hidden, seed: 21)
+        let layer = try Self.make(kind, input: input, hidden: hidden, bidirectional: true, seed: 21)
         let x = randomTensor([n, t, input], seed: 22)
-        let (y, final, _) = try layer.forward(x, state: nil)
         let w = Dictionary(uniqueKeysWithValues: layer.namedParameters.map { ($0.name, $0.parameter.value.scalars) })
         let gates = kind == "lstm" ? 4 : kind == "gru" ? 3 : 1
         func sigmoid(_ v: Double) -> Double { 1 / (1 + exp(-v)) }
-        var expected = [Double](repeating: 0, count: n * t * hidden)
-        for b in 0..<n {
-            var h = [Double](repeating: 0, count: hidden), c = h
-            for s in 0..<t {
-                // pre[g · H + j] without (xp) and with (hp) the state's part
-                var xp = [Double](repeating: 0, count: gates * hidden), hp = xp
-                for r in 0..<gates * hidden {
-                    xp[r] =
-                        Double(w["bias_ih_l0"]![r])
-                        + (0..<input).reduce(0.0) {
-                            $0 + Double(w["weight_ih_l0"]![r * input + $1])
-                                * Double(x.scalars[(b * t + s) * input + $1])
-                        }
-                    hp[r] =
-                        Double(w["bias_hh_l0"]![r])
-                        + (0..<hidden).reduce(0.0) {
-                            $0 + Double(w["weight_hh_l0"]![r * hidden + $1]) * h[$1]
-                        }
-                }
-                for j in 0..<hidden {
-                    let (a, H) = ({ (g: Int) in xp[g * hidden + j] + hp[g * hidden + j] }, hidden)
-                    switch kind {
-                    case "lstm":
-                        c[j] = sigmoid(a(1)) * c[j] + sigmoid(a(0)) * tanh(a(2))
-                        h[j] = sigmoid(a(3)) * tanh(c[j])
-                    case "gru":
-                        let (r, z) = (sigmoid(a(0)), sigmoid(a(1)))
-                        let nGate = tanh(xp[2 * H + j] + r * hp[2 * H + j])
-                        h[j] = (1 - z) * nGate + z * h[j]
-                    case "relu": h[j] = max(a(0), 0)
-                    default: h[j] = tanh(a(0))
+        // y [n, t, 2, H] and the final states [2, n, H]
+        var expected = [Double](repeating: 0, count: n * t * 2 * hidden)
+        var expectedFinal = [Double](repeating: 0, count: 2 * n * hidden)
+        for (direction, suffix) in ["", "_reverse"].enumerated() {
+            let (wih, whh) = (w["weight_ih_l0" + suffix]!, w["weight_hh_l0" + suffix]!)
+            let (bih, bhh) = (w["bias_ih_l0" + suffix]!, w["bias_hh_l0" + suffix]!)
+            for b in 0..<n {
+                var h = [Double](repeating: 0, count: hidden), c = h
+                for s in direction == 0 ? Array(0..<t) : Array((0..<t).reversed()) {
+                    // pre[g · H + j] without (xp) and with (hp) the state's part
+                    var xp = [Double](repeating: 0, count: gates * hidden), hp = xp
+                    for r in 0..<gates * hidden {
+                        xp[r] =
+                            Double(bih[r])
+                            + (0..<input).reduce(0.0) {
+                                $0 + Double(wih[r * input + $1]) * Double(x.scalars[(b * t + s) * input + $1])
+                            }
+                        hp[r] = Double(bhh[r]) + (0..<hidden).reduce(0.0) { $0 + Double(whh[r * hidden + $1]) * h[$1] }
                     }
+                    for j in 0..<hidden {
+                        let (a, H) = ({ (g: Int) in xp[g * hidden + j] + hp[g * hidden + j] }, hidden)
+                        switch kind {
+                        case "lstm":
+                            c[j] = sigmoid(a(1)) * c[j] + sigmoid(a(0)) * tanh(a(2))
+                            h[j] = sigmoid(a(3)) * tanh(c[j])
+                        case "gru":
+                            let (r, z) = (sigmoid(a(0)), sigmoid(a(1)))
+                            let nGate = tanh(xp[2 * H + j] + r * hp[2 * H + j])
+                            h[j] = (1 - z) * nGate + z * h[j]
+                        case "relu": h[j] = max(a(0), 0)
+                        default: h[j] = tanh(a(0))
+                        }
+                    }
+                    for j in 0..<hidden { expected[((b * t + s) * 2 + direction) * hidden + j] = h[j] }
                 }
-                for j in 0..<hidden { expected[(b * t + s) * hidden + j] = h[j] }
-            }
-            for j in 0..<hidden {
-                #expect(abs(Double(final.h.scalars[b * hidden + j]) - h[j]) < 1e-5)
+                for j in 0..<hidden { expectedFinal[(direction * n + b) * hidden + j] = h[j] }
             }
         }
-        let worst = zip(y.scalars, expected).map { abs(Double($0) - $1) }.max() ?? 0
-        #expect(worst < 1e-5, "largest difference \(worst)")
+        for threads in [1, 2] {
+            let (y, final, _) = try withThreads(threads) { try layer.forward(x, state: nil) }
+            let worst = zip(y.scalars, expected).map { abs(Double($0) - $1) }.max() ?? 0
+            let worstFinal = zip(final.h.scalars, expectedFinal).map { abs(Double($0) - $1) }.max() ?? 0
+            #expect(worst < 1e-5, "largest difference \(worst) on \(threads) threads")
+            #expect(worstFinal < 1e-5, "largest difference in the final state \(worstFinal) on \(threads) threads")
+        }
     }
 
     @Test func badInputThrows() throws {
