@@ -172,22 +172,24 @@ static void rows_share(int64_t n, int64_t share, int64_t shares, int64_t *b0, in
 enum { SPLIT_ROWS_MOST_BYTES = 3 << 19 };
 
 // How `threads` threads share the steps. By rows where the chunks go evenly (or in plenty) to the
-// threads and W_hh fits in a core's cache: each thread runs every step for its rows, which depend
-// on no other thread's, so no thread waits for another and each reads only the states and
-// gradients its own core wrote. Otherwise by the unit blocks' pairs, for every row: a step's
-// products need all of the previous step's states (backward: gradients), so the threads meet at
-// every step and read each other's parts of them. Either way each number is computed the same
-// way. By rows against by blocks, float32, 2 threads, Intel Xeon (forward / backward, ms): LSTM,
-// 128 rows of 28 steps, 28 → 128 units 2.96 / 6.31 → 2.65 / 5.27; 32 of 64, 256 → 256 9.00 / 17.6
-// → 8.41 / 16.6; 16 of 48, 128 → 128 0.93 / 2.16 → 0.87 / 1.81 (but 1.66 → 1.88 forward with the
-// AVX2 kernel, whose 6-row groups fit 8 rows badly); tanh RNN, 64 of 50, 256 → 256 3.71 / 9.78 →
+// threads, each thread's rows fill the kernel's row groups (a multiple of them, or two at least)
+// and W_hh fits in a core's cache: each thread runs every step for its rows, which depend on no
+// other thread's, so no thread waits for another and each reads only the states and gradients
+// its own core wrote. Otherwise by the unit blocks' pairs, for every row: a step's products need
+// all of the previous step's states (backward: gradients), so the threads meet at every step and
+// read each other's parts of them. Either way each number is computed the same way. By rows
+// against by blocks, float32, 2 threads, Intel Xeon (forward / backward, ms): LSTM, 128 rows of 28
+// steps, 28 → 128 units 2.96 / 6.31 → 2.65 / 5.27; 32 of 64, 256 → 256 9.00 / 17.6 → 8.41 / 16.6;
+// 16 of 48, 128 → 128 0.93 / 2.16 → 0.87 / 1.81 (but with the AVX2 kernel, whose groups of 6 rows
+// fit shares of 8 badly, 1.59 / 3.55 → 1.95 / 3.44); tanh RNN, 64 of 50, 256 → 256 3.71 / 9.78 →
 // 2.97 / 8.64. On 1 thread the runs of rows are as fast as whole steps (backward 1–3% faster).
 // Not in bfloat16, whose steps round the previous states to pairs for all rows at once.
 static int split_rows(const bp_rnn_params *p, const bp_gate_panels *whh, int threads) {
-    int64_t chunks = row_chunks(p->n);
+    int64_t chunks = row_chunks(p->n), share = p->n / threads, mr = bp_micro_kernel().mr;
     int64_t bytes = bp_unit_blocks(p->hidden) * whh->gates * BP_NR * whh->depth * (int64_t)sizeof(float);
-    return p->precision == BP_FP32 && bytes <= SPLIT_ROWS_MOST_BYTES &&
-           (chunks % threads == 0 || chunks >= 4 * threads);
+    int even = chunks % threads == 0 || chunks >= 4 * threads;       // no thread waits long for another
+    int fills = threads == 1 || share % mr == 0 || share >= 2 * mr;  // a share fills the kernel's row groups
+    return p->precision == BP_FP32 && bytes <= SPLIT_ROWS_MOST_BYTES && even && fills;
 }
 
 // What the forward's steps read and write besides the parameters (see bp_rnn_forward).

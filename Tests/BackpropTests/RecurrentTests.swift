@@ -159,9 +159,10 @@ import Testing
     }
 
     /// Sizes that span several blocks of 16 hidden units, the last one partial, and batches that are
-    /// not a multiple of the product's 6 rows: 13 rows (two chunks of 8, the last short: the steps
-    /// shared by rows on 2 threads, by unit blocks on 3) and 44 (six chunks: shared by rows on 2
-    /// and 3 threads, each thread's rows in runs of 16 and a shorter one).
+    /// not a multiple of the product's 6 rows: 13 rows (two chunks of 8, the last short) and 44 (six
+    /// chunks, each thread's rows in runs of 16 and a shorter one). On 1 thread the steps take the
+    /// rows in runs; on 2 and 3 threads the threads share them by rows or by unit blocks
+    /// (split_rows: each way at least once with either kernel).
     @Test(arguments: ["tanh", "relu", "lstm", "gru"], [13, 44])
     func bitsDoNotDependOnTheThreadCount(kind: String, batch: Int) throws {
         let x = randomTensor([batch, 6, 40], seed: 16)
