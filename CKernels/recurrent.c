@@ -185,10 +185,15 @@ enum { SPLIT_ROWS_MOST_BYTES = 3 << 19 };
 // 2.97 / 8.64. On 1 thread the runs of rows are as fast as whole steps (backward 1–3% faster).
 // Not in bfloat16, whose steps round the previous states to pairs for all rows at once.
 static int split_rows(const bp_rnn_params *p, const bp_gate_panels *whh, int threads) {
-    int64_t chunks = row_chunks(p->n), share = p->n / threads, mr = bp_micro_kernel().mr;
+    int64_t chunks = row_chunks(p->n), mr = bp_micro_kernel().mr;
     int64_t bytes = bp_unit_blocks(p->hidden) * whh->gates * BP_NR * whh->depth * (int64_t)sizeof(float);
-    int even = chunks % threads == 0 || chunks >= 4 * threads;       // no thread waits long for another
-    int fills = threads == 1 || share % mr == 0 || share >= 2 * mr;  // a share fills the kernel's row groups
+    int even = chunks % threads == 0 || chunks >= 4 * threads;  // no thread waits long for another
+    int fills = 1;                                              // every share fills the kernel's row groups
+    for (int64_t share = 0; share < threads && threads > 1; share++) {
+        int64_t b0, rows;
+        rows_share(p->n, share, threads, &b0, &rows);
+        fills &= rows % mr == 0 || rows >= 2 * mr;
+    }
     return p->precision == BP_FP32 && bytes <= SPLIT_ROWS_MOST_BYTES && even && fills;
 }
 
