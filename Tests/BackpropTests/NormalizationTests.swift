@@ -49,6 +49,24 @@ import Testing
         #expect(try LayerNorm(6, bias: false).namedParameters.map(\.name) == ["weight"])
     }
 
+    /// Without a weight or a bias, layer norm gives the bits of the affine layer at weight 1 and bias
+    /// 0 (PyTorch's initial values), forward and backward; 768 features (the vector loops) and 11.
+    @Test(arguments: [768, 11])
+    func withoutAffineIsTheInitialAffine(features: Int) throws {
+        let x = randomTensor([6, features], seed: 7, -2, 2), dy = randomTensor([6, features], seed: 8)
+        var results: [[[UInt32]]] = []
+        for layer in [
+            try LayerNorm(features), try LayerNorm(features, bias: false),
+            try LayerNorm(features, elementwiseAffine: false),
+        ] {
+            let (y, backward) = try layer.forward(x)
+            results.append([bits(y.scalars), bits(try backward(dy).scalars)])
+        }
+        let (withoutBias, withoutAffine) = (results[1] == results[0], results[2] == results[0])
+        #expect(withoutBias)
+        #expect(withoutAffine)
+    }
+
     /// Running statistics follow PyTorch: after one training step from (0, 1) with momentum 0.1,
     /// running_mean = 0.1 · mean and running_var = 0.9 + 0.1 · unbiased variance. Batch [1, 3]:
     /// mean 2, unbiased variance 2.

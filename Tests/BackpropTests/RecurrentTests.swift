@@ -119,6 +119,66 @@ import Testing
         }
     }
 
+    /// A layer without biases computes what one with zero biases does, to the bit (the kernel adds
+    /// zeros in their place), over a full and a partial block of 16 units, both directions.
+    @Test(arguments: ["tanh", "relu", "lstm", "gru"])
+    func withoutBiasesIsZeroBiases(kind: String) throws {
+        let make = { (bias: Bool) throws -> RecurrentLayer in
+            switch kind {
+            case "lstm":
+                return try LSTM(inputSize: 5, hiddenSize: 20, bias: bias, batchFirst: true, bidirectional: true)
+            case "gru": return try GRU(inputSize: 5, hiddenSize: 20, bias: bias, batchFirst: true, bidirectional: true)
+            default:
+                return try RNN(
+                    inputSize: 5, hiddenSize: 20, nonlinearity: kind == "relu" ? .relu : .tanh, bias: bias,
+                    batchFirst: true, bidirectional: true)
+            }
+        }
+        let (plain, zeroed) = (try make(false), try make(true))
+        let weights = Dictionary(uniqueKeysWithValues: plain.namedParameters.map { ($0.name, $0.parameter.value) })
+        for (name, parameter) in zeroed.namedParameters {
+            parameter.value =
+                try weights[name]
+                ?? Tensor(shape: parameter.value.shape, scalars: [Float](repeating: 0, count: parameter.value.count))
+        }
+        let x = randomTensor([3, 6, 5], seed: 27)
+        let same = bits(try plain(x).scalars) == bits(try zeroed(x).scalars)
+        #expect(same)
+    }
+
+    /// The kernel's forward without saving for a backward (inference) gives the bits of the one that
+    /// saves, with and without biases.
+    @Test(arguments: [BP_RNN_TANH, BP_LSTM, BP_GRU])
+    func forwardWithoutSavingGivesTheSameBits(kind: bp_rnn_kind) throws {
+        let (n, t, input, hidden) = (3, 4, 5, 20)
+        let gates = Int(bp_rnn_gates(Int32(kind.rawValue)))
+        var p = bp_rnn_params(
+            n: Int64(n), t: Int64(t), input: Int64(input), hidden: Int64(hidden), y_stride: Int64(hidden), y_offset: 0,
+            kind: Int32(kind.rawValue), reverse: 0, precision: Int32(BP_FP32))
+        let x = randomTensor([n, t, input], seed: 28).scalars
+        let wih = randomTensor([gates * hidden, input], seed: 29).scalars
+        let whh = randomTensor([gates * hidden, hidden], seed: 30).scalars
+        let (bih, bhh) = (
+            randomTensor([gates * hidden], seed: 31).scalars, randomTensor([gates * hidden], seed: 32).scalars
+        )
+        for biased in [true, false] {
+            var outputs: [[UInt32]] = []
+            for saving in [true, false] {
+                var y = [Float](repeating: 0, count: n * t * hidden)
+                var saved = [Float](repeating: 0, count: n * t * Int(bp_rnn_saved_per_row(&p)))
+                let missing = saved.withUnsafeMutableBufferPointer { cells in
+                    bp_rnn_forward(
+                        &y, nil, nil, saving ? cells.baseAddress : nil, x, nil, nil, wih, whh, biased ? bih : nil,
+                        biased ? bhh : nil, &p)
+                }
+                #expect(missing == 0)
+                outputs.append(bits(y))
+            }
+            let same = outputs[0] == outputs[1]
+            #expect(same, "biases: \(biased)")
+        }
+    }
+
     /// Time-first input is the batch-first computation on the transposed tensor.
     @Test func timeFirstMatchesBatchFirst() throws {
         let batchFirst = try LSTM(inputSize: 3, hiddenSize: 4, batchFirst: true, seed: 3)
