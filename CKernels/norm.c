@@ -62,22 +62,29 @@ runs_squared_deviation(int R, const float *x, int64_t ld, int64_t count, const d
     }
 }
 
-// The mean and Σ (x − mean)² of each of `rows` ≤ ROW_GROUP rows of `count`, `ld` apart (layer norm's
-// rows, batch norm's planes): each row's sums in the order runs_mean and runs_squared_deviation take
-// them alone, a full group's interleaved, fewer rows one by one.
+// The mean, and then Σ (x − mean)², of each of `rows` ≤ ROW_GROUP rows of `count`, `ld` apart
+// (layer norm's rows, batch norm's planes): each row's sums in the order runs_mean and
+// runs_squared_deviation take them alone, a full group's interleaved, fewer rows one by one.
 enum { ROW_GROUP = 4 };
 BP_MULTIVERSION
+static void rows_means(const float *x, int64_t ld, int64_t count, int64_t rows, double mean[ROW_GROUP]) {
+    if (rows == ROW_GROUP) runs_mean(ROW_GROUP, x, ld, count, mean);
+    else
+        for (int64_t r = 0; r < rows; r++) runs_mean(1, x + r * ld, 0, count, &mean[r]);
+}
+
+BP_MULTIVERSION
+static void rows_squared_deviations(const float *x, int64_t ld, int64_t count, int64_t rows,
+                                    const double mean[ROW_GROUP], double m2[ROW_GROUP]) {
+    if (rows == ROW_GROUP) runs_squared_deviation(ROW_GROUP, x, ld, count, mean, m2);
+    else
+        for (int64_t r = 0; r < rows; r++) runs_squared_deviation(1, x + r * ld, 0, count, &mean[r], &m2[r]);
+}
+
 static void rows_moments(const float *x, int64_t ld, int64_t count, int64_t rows, double mean[ROW_GROUP],
                          double m2[ROW_GROUP]) {
-    if (rows == ROW_GROUP) {
-        runs_mean(ROW_GROUP, x, ld, count, mean);
-        runs_squared_deviation(ROW_GROUP, x, ld, count, mean, m2);
-        return;
-    }
-    for (int64_t r = 0; r < rows; r++) {
-        runs_mean(1, x + r * ld, 0, count, &mean[r]);
-        runs_squared_deviation(1, x + r * ld, 0, count, &mean[r], &m2[r]);
-    }
+    rows_means(x, ld, count, rows, mean);
+    rows_squared_deviations(x, ld, count, rows, mean, m2);
 }
 
 // Running statistics of several runs: count, mean and the sum of squared deviations (M2).
@@ -544,6 +551,42 @@ static void row_affine(float *y, const float *x, int64_t d, const float *mean, f
     else affine_row(y, x, d, mean, r, gamma, beta, 0, 0);
 }
 
+// affine_row of row x and, in the same pass, runs_mean's mean of another row `next` of d (the same
+// sums in the same order): the next row's loads from memory overlap this row's arithmetic and
+// stores, which the two passes one after the other did not (8192 rows of 768 on an Intel Xeon:
+// 1 thread 2.87 → 2.68 ms, 2 threads 1.45 → 1.34, medians of five).
+__attribute__((always_inline)) static inline void
+affine_row_and_mean(float *restrict y, const float *restrict x, int64_t d, const float *mean, float r,
+                    const float *restrict gamma, const float *restrict beta, int scaled, int shifted,
+                    const float *restrict next, double *next_mean) {
+    float shift = next[0];
+    double total = 0.0;
+    for (int64_t start = 0; start < d; start += LANE_BLOCK) {
+        int64_t end = start + LANE_BLOCK < d ? start + LANE_BLOCK : d, j = start;
+        float lanes[8] = {0};
+        for (; j + 8 <= end; j += 8)
+            for (int l = 0; l < 8; l++) {
+                float v = ((x[j + l] - mean[0]) - mean[1]) * r;
+                y[j + l] = v * (scaled ? gamma[j + l] : 1.0f) + (shifted ? beta[j + l] : 0.0f);
+                lanes[l] += next[j + l] - shift;
+            }
+        affine_row(y + j, x + j, end - j, mean, r, scaled ? gamma + j : NULL, shifted ? beta + j : NULL, scaled,
+                   shifted);
+        for (int64_t k = j; k < end; k++) total += next[k] - shift;
+        for (int l = 0; l < 8; l++) total += lanes[l];
+    }
+    *next_mean = shift + total / (double)d;
+}
+
+BP_MULTIVERSION
+static void row_affine_and_mean(float *y, const float *x, int64_t d, const float *mean, float r, const float *gamma,
+                                const float *beta, const float *next, double *next_mean) {
+    if (gamma && beta) affine_row_and_mean(y, x, d, mean, r, gamma, beta, 1, 1, next, next_mean);
+    else if (gamma) affine_row_and_mean(y, x, d, mean, r, gamma, beta, 1, 0, next, next_mean);
+    else if (beta) affine_row_and_mean(y, x, d, mean, r, gamma, beta, 0, 1, next, next_mean);
+    else affine_row_and_mean(y, x, d, mean, r, gamma, beta, 0, 0, next, next_mean);
+}
+
 // A run of a row's output computed in the first-level cache, then streamed out (bp_stream_copy).
 enum { STREAM_RUN = 512 };
 
@@ -556,31 +599,47 @@ static int streams(int64_t rows, int64_t d) {
     return d * (int64_t)sizeof(float) >= 16 * 1024 && rows * d * (int64_t)sizeof(float) >= BP_STREAM_MIN;
 }
 
+// The rows of group `group` of ROW_GROUP rows (the last may be short).
+static int64_t group_rows(int64_t rows, int64_t group) {
+    return rows - group * ROW_GROUP < ROW_GROUP ? rows - group * ROW_GROUP : ROW_GROUP;
+}
+
 void bp_layernorm_forward(float *y, float *mean, float *rstd, const float *x, const float *gamma, const float *beta,
                           int64_t rows, int64_t d, float eps) {
     int stream = streams(rows, d);
     int64_t groups = (rows + ROW_GROUP - 1) / ROW_GROUP;
-    // Rows in groups of ROW_GROUP for their statistics (rows_moments).
-#pragma omp parallel for schedule(static) if (rows * d >= BP_PARALLEL_MIN)
-    for (int64_t group = 0; group < groups; group++) {
-        int64_t first = group * ROW_GROUP, count = rows - first < ROW_GROUP ? rows - first : ROW_GROUP;
-        double mu[ROW_GROUP], m2[ROW_GROUP];
-        rows_moments(x + first * d, d, d, count, mu, m2);
-        for (int64_t k = 0, row = first; k < count; k++, row++) {
-            const float *xr = x + row * d;
-            float r = (float)(1.0 / sqrt(m2[k] / (double)d + eps));
-            bp_split_mean(mu[k], mean + 2 * row);
-            rstd[row] = r;
-            if (!stream) {
-                row_affine(y + row * d, xr, d, mean + 2 * row, r, gamma, beta);
-                continue;
+    int64_t shares = rows * d >= BP_PARALLEL_MIN ? bp_num_threads() : 1;
+    // Each thread normalises a run of groups of ROW_GROUP rows (rows_moments' statistics): a group's
+    // squared deviations from cache, then its rows, each pass over a row also summing a row of the
+    // next group for its mean (row_affine_and_mean; by itself where the output is streamed).
+#pragma omp parallel for schedule(static) if (shares > 1)
+    for (int64_t share = 0; share < shares; share++) {
+        int64_t g0 = share * groups / shares, g1 = (share + 1) * groups / shares;
+        double mu[ROW_GROUP], next_mu[ROW_GROUP], m2[ROW_GROUP];
+        if (g0 < g1) rows_means(x + g0 * ROW_GROUP * d, d, d, group_rows(rows, g0), mu);
+        for (int64_t group = g0; group < g1; group++) {
+            int64_t first = group * ROW_GROUP, count = group_rows(rows, group);
+            int64_t next = group + 1 < g1 ? group_rows(rows, group + 1) : 0;  // at most `count`
+            rows_squared_deviations(x + first * d, d, d, count, mu, m2);
+            for (int64_t k = 0, row = first; k < count; k++, row++) {
+                const float *xr = x + row * d;
+                float r = (float)(1.0 / sqrt(m2[k] / (double)d + eps));
+                bp_split_mean(mu[k], mean + 2 * row);
+                rstd[row] = r;
+                if (!stream && k < next)
+                    row_affine_and_mean(y + row * d, xr, d, mean + 2 * row, r, gamma, beta, xr + ROW_GROUP * d,
+                                        &next_mu[k]);
+                else if (!stream) row_affine(y + row * d, xr, d, mean + 2 * row, r, gamma, beta);
+                for (int64_t j = 0; j < d && stream; j += STREAM_RUN) {
+                    int64_t run_count = d - j < STREAM_RUN ? d - j : STREAM_RUN;
+                    float run[STREAM_RUN];
+                    row_affine(run, xr + j, run_count, mean + 2 * row, r, gamma ? gamma + j : NULL,
+                               beta ? beta + j : NULL);
+                    bp_stream_copy(y + row * d + j, run, run_count);
+                }
             }
-            for (int64_t j = 0; j < d; j += STREAM_RUN) {
-                int64_t run_count = d - j < STREAM_RUN ? d - j : STREAM_RUN;
-                float run[STREAM_RUN];
-                row_affine(run, xr + j, run_count, mean + 2 * row, r, gamma ? gamma + j : NULL, beta ? beta + j : NULL);
-                bp_stream_copy(y + row * d + j, run, run_count);
-            }
+            if (stream && next) rows_means(x + (first + ROW_GROUP) * d, d, d, next, next_mu);
+            if (next) memcpy(mu, next_mu, sizeof mu);
         }
     }
     bp_stream_fence();

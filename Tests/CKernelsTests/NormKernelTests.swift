@@ -125,9 +125,12 @@ import Testing
         }
     }
 
-    /// The forward takes its rows' statistics four rows at a time (the last rows one by one): every
-    /// row gets the bits it gets alone.
-    @Test("layer norm's rows in groups get the bits each gets alone", arguments: [(9, 777), (8, 16), (5, 3001)])
+    /// The forward takes its rows' statistics four rows at a time (the last rows one by one), each
+    /// group's means in the pass that normalises the group before it: every row gets the bits it
+    /// gets alone (41 × 2049: the threads share the groups).
+    @Test(
+        "layer norm's rows in groups get the bits each gets alone",
+        arguments: [(9, 777), (8, 16), (5, 3001), (41, 2049)])
     func layerNormRowGroups(rows: Int, d: Int) {
         let x = Self.data(rows * d, seed: 11, offset: 50, spread: 3)
         var y = [Float](repeating: .nan, count: rows * d), mean = [Float](repeating: 0, count: 2 * rows),
