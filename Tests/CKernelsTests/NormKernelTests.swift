@@ -125,9 +125,10 @@ import Testing
         }
     }
 
-    /// The forward takes its rows' statistics four rows at a time (the last rows one by one), each
-    /// group's means in the pass that normalises the group before it: every row gets the bits it
-    /// gets alone (41 × 2049: the threads share the groups).
+    /// The forward takes its rows' statistics four rows at a time (the last rows one by one), a
+    /// group's squared deviations in the pass that normalises the group before it and its means in
+    /// the pass before that: every row gets the bits it gets alone (41 × 2049: the threads share
+    /// the groups).
     @Test(
         "layer norm's rows in groups get the bits each gets alone",
         arguments: [(9, 777), (8, 16), (5, 3001), (41, 2049)])
