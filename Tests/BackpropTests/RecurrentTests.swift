@@ -6,22 +6,22 @@ import Testing
 
 @Suite struct RecurrentTests {
     static func make(
-        _ kind: String, input: Int = 3, hidden: Int = 4, layers: Int = 1, bidirectional: Bool = false,
-        seed: UInt64 = 1
+        _ kind: String, input: Int = 3, hidden: Int = 4, layers: Int = 1, bias: Bool = true,
+        bidirectional: Bool = false, seed: UInt64 = 1
     ) throws -> RecurrentLayer {
         switch kind {
         case "lstm":
             return try LSTM(
-                inputSize: input, hiddenSize: hidden, layers: layers, batchFirst: true,
+                inputSize: input, hiddenSize: hidden, layers: layers, bias: bias, batchFirst: true,
                 bidirectional: bidirectional, seed: seed)
         case "gru":
             return try GRU(
-                inputSize: input, hiddenSize: hidden, layers: layers, batchFirst: true,
+                inputSize: input, hiddenSize: hidden, layers: layers, bias: bias, batchFirst: true,
                 bidirectional: bidirectional, seed: seed)
         default:
             return try RNN(
                 inputSize: input, hiddenSize: hidden, layers: layers, nonlinearity: kind == "relu" ? .relu : .tanh,
-                batchFirst: true, bidirectional: bidirectional, seed: seed)
+                bias: bias, batchFirst: true, bidirectional: bidirectional, seed: seed)
         }
     }
 
@@ -123,18 +123,10 @@ import Testing
     /// zeros in their place), over a full and a partial block of 16 units, both directions.
     @Test(arguments: ["tanh", "relu", "lstm", "gru"])
     func withoutBiasesIsZeroBiases(kind: String) throws {
-        let make = { (bias: Bool) throws -> RecurrentLayer in
-            switch kind {
-            case "lstm":
-                return try LSTM(inputSize: 5, hiddenSize: 20, bias: bias, batchFirst: true, bidirectional: true)
-            case "gru": return try GRU(inputSize: 5, hiddenSize: 20, bias: bias, batchFirst: true, bidirectional: true)
-            default:
-                return try RNN(
-                    inputSize: 5, hiddenSize: 20, nonlinearity: kind == "relu" ? .relu : .tanh, bias: bias,
-                    batchFirst: true, bidirectional: true)
-            }
-        }
-        let (plain, zeroed) = (try make(false), try make(true))
+        let (plain, zeroed) = (
+            try Self.make(kind, input: 5, hidden: 20, bias: false, bidirectional: true),
+            try Self.make(kind, input: 5, hidden: 20, bidirectional: true)
+        )
         let weights = Dictionary(uniqueKeysWithValues: plain.namedParameters.map { ($0.name, $0.parameter.value) })
         for (name, parameter) in zeroed.namedParameters {
             parameter.value =
