@@ -568,6 +568,7 @@ affine_deviation_mean(float *restrict y, const float *restrict x, int64_t d, con
         float dev_lanes[8] = {0}, mean_lanes[8] = {0};
         for (; j + 8 <= end; j += 8)
             for (int l = 0; l < 8; l++) {
+                // affine_row's expression, written out: through an inline helper clang kept the loop scalar
                 float v = ((x[j + l] - mean[0]) - mean[1]) * r;
                 y[j + l] = v * (scaled ? gamma[j + l] : 1.0f) + (shifted ? beta[j + l] : 0.0f);
                 float e = (dev_row[j + l] - hi) - lo;
