@@ -186,36 +186,54 @@ static void in_place_block(const bp_micro *micro, int64_t first, int64_t last, i
             }
 }
 
-// The same with both packed: per group of `group` columns, B's panels as rows_product packs them
-// (`panels_b`), then A's columns STRIPS strips of mr at a time as [kc][mr] each (`strips_a`), each
-// strip multiplied with every panel of the group.
-static void packed_block(const bp_micro *micro, int64_t first, int64_t last, int64_t n, int64_t group, int64_t k0,
-                         int64_t kc, const float *a, int64_t lda, const float *b, int64_t ldb, int trans_b,
-                         float *panels_b, float *strips_a, int add, float *c, int64_t ldc) {
-    int64_t mr = micro->mr;
-    for (int64_t n0 = 0; n0 < n; n0 += group) {
-        int64_t nc = min64(group, n - n0), panels = (nc + BP_NR - 1) / BP_NR;
-        for (int64_t q = 0; q < panels; q++)
-            pack_b_panel(panels_b + q * kc * BP_NR, b, ldb, trans_b, k0, kc, n0 + q * BP_NR,
-                         min64(BP_NR, nc - q * BP_NR));
+// The side holding column j of the sides' columns numbered one after another, and j's column in it.
+static const bp_product_side *side_at(const bp_product_side *sides, int64_t j, int64_t *column) {
+    for (; j >= sides->n; sides++) j -= sides->n;
+    *column = j;
+    return sides;
+}
+
+// The same with both packed, for every side at once (`columns` in all): per group of `group` of
+// the sides' columns, B's panels as rows_product packs them (`panels_b`), then A's columns STRIPS
+// strips of mr at a time as [kc][mr] each (`strips_a`), each strip multiplied with every panel of
+// the group. A side's columns start on a multiple of the kernel's width (bp_transposed_products),
+// so that no panel and no kernel call spans two sides.
+static void packed_block(const bp_micro *micro, int64_t first, int64_t last, const bp_product_side *sides,
+                         int64_t columns, int64_t group, int64_t k0, int64_t kc, const float *a, int64_t lda,
+                         float *panels_b, float *strips_a, int add) {
+    int64_t mr = micro->mr, j;
+    for (int64_t n0 = 0; n0 < columns; n0 += group) {
+        int64_t nc = min64(group, columns - n0), panels = (nc + BP_NR - 1) / BP_NR;
+        for (int64_t q = 0; q < panels; q++) {
+            const bp_product_side *side = side_at(sides, n0 + q * BP_NR, &j);
+            pack_b_panel(panels_b + q * kc * BP_NR, side->b, side->ldb, side->trans_b, k0, kc, j,
+                         min64(BP_NR, side->n - j));
+        }
         for (int64_t i0 = first; i0 < last; i0 += STRIPS * mr) {
             pack_a_strips(strips_a, a, lda, k0, kc, i0, min64(STRIPS * mr, last - i0), mr);
             for (int64_t i = i0; i < min64(last, i0 + STRIPS * mr); i += mr)
-                for (int64_t q = 0; q < panels; q += micro->nr / BP_NR)
+                for (int64_t q = 0; q < panels; q += micro->nr / BP_NR) {
+                    const bp_product_side *side = side_at(sides, n0 + q * BP_NR, &j);
                     micro->block(kc, strips_a + (i - i0) * kc, panels_b + q * kc * BP_NR, kc * BP_NR,
-                                 c + i * ldc + n0 + q * BP_NR, ldc, add, NULL, min64(mr, last - i),
-                                 min64(micro->nr, nc - q * BP_NR));
+                                 side->c + i * side->ldc + j, side->ldc, add, NULL, min64(mr, last - i),
+                                 min64(micro->nr, side->n - j));
+                }
         }
     }
 }
 
-// C (+)= Aᵀ · op(B) with A [k, m] (see above): in place for B narrower than NC columns, else packed.
-static int64_t columns_product(int trans_b, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
-                               const float *b, int64_t ldb, int accumulate, float *c, int64_t ldc) {
+// C (+)= Aᵀ · op(B) with A [k, m] (see above) for each of `count` sides: in place for one B
+// narrower than NC columns, else packed, A's strips once for all the sides.
+static int64_t columns_product(int64_t m, int64_t k, const float *a, int64_t lda, const bp_product_side *sides,
+                               int count, int accumulate) {
     bp_micro micro = bp_micro_kernel();
-    int64_t mr = micro.mr, strip = 2 * mr, chunks = row_chunks(m, n, k, strip), missing = 0;
-    int packed = n >= NC;
-    int64_t group = packed_group(n, k, micro.nr);
+    int64_t columns = 0, mr = micro.mr, strip = 2 * mr, missing = 0;
+    for (int s = 0; s < count; s++) columns += sides[s].n;
+    int64_t chunks = row_chunks(m, columns, k, strip), group = packed_group(columns, k, micro.nr);
+    int packed = count > 1 || columns >= NC;
+    const float *b = sides[0].b;
+    int64_t ldb = sides[0].ldb, n = sides[0].n;
+    int trans_b = sides[0].trans_b;
     // In place, operands with rows a multiple of 4 KB apart are copied (see bp_unaliased_stride), B
     // transposed; each thread's scratch is B's edge panels. Packed, it is B's panels and A's strips.
     float *a_copy = NULL, *b_copy = NULL;
@@ -227,7 +245,7 @@ static int64_t columns_product(int trans_b, int64_t m, int64_t n, int64_t k, con
     float *scratches = bp_aligned_alloc(64, chunks, scratch * (int64_t)sizeof(float), 0, &missing);
     if (missing) return free(a_copy), free(b_copy), free(scratches), missing;
     if (a_copy) a = a_copy, lda = bp_unaliased_stride(m);
-    if (b_copy) b = b_copy, ldb = bp_unaliased_stride(n), trans_b = 0;
+    if (b_copy) b = b_copy, ldb = bp_unaliased_stride(n);
 #pragma omp parallel for schedule(static) if (chunks > 1)
     for (int64_t chunk = 0; chunk < chunks; chunk++) {
         float *panels_b = scratches + chunk * scratch;
@@ -238,13 +256,13 @@ static int64_t columns_product(int trans_b, int64_t m, int64_t n, int64_t k, con
             bp_kc_block(k, block, &k0, &kc);
             int add = accumulate || block > 0;
             if (packed) {
-                packed_block(&micro, first, last, n, group, k0, kc, a, lda, b, ldb, trans_b, panels_b,
-                             panels_b + panel_floats, add, c, ldc);
+                packed_block(&micro, first, last, sides, columns, group, k0, kc, a, lda, panels_b,
+                             panels_b + panel_floats, add);
                 continue;
             }
             for (int64_t j = n / micro.nr * micro.nr, q = 0; j < n; j += BP_NR, q++)
                 pack_b_panel(panels_b + q * kc * BP_NR, b, ldb, 0, k0, kc, j, min64(BP_NR, n - j));
-            in_place_block(&micro, first, last, n, k0, kc, a, lda, b, ldb, panels_b, add, c, ldc);
+            in_place_block(&micro, first, last, n, k0, kc, a, lda, b, ldb, panels_b, add, sides[0].c, sides[0].ldc);
         }
     }
     free(a_copy), free(b_copy), free(scratches);
@@ -258,7 +276,7 @@ int64_t bp_matrix_product(int trans_a, int trans_b, int64_t m, int64_t n, int64_
         for (int64_t i = 0; i < m && !accumulate; i++) memset(c + i * ldc, 0, (size_t)n * sizeof(float));
         return 0;
     }
-    if (trans_a) return columns_product(trans_b, m, n, k, a, lda, b, ldb, accumulate, c, ldc);
+    if (trans_a) return columns_product(m, k, a, lda, &(bp_product_side){b, ldb, n, trans_b, c, ldc}, 1, accumulate);
     return rows_product(trans_b, m, n, k, a, lda, b, ldb, accumulate, NULL, c, ldc);
 }
 
@@ -276,4 +294,27 @@ int64_t bp_layer_product(int32_t precision, int trans_a, int trans_b, int64_t m,
         return bp_bf16_gemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc, accumulate,
                             precision == BP_BF16_EMULATED);
     return bp_matrix_product(trans_a, trans_b, m, n, k, a, lda, b, ldb, accumulate, c, ldc);
+}
+
+int64_t bp_transposed_products(int32_t precision, int64_t m, int64_t k, const float *a, int64_t lda,
+                               const bp_product_side *sides, int count, int accumulate) {
+    // Together where every side but the last starts its columns on a multiple of the kernel's
+    // width (a side whose width is not one goes last): then one pass packs A for all.
+    bp_product_side ordered[BP_MOST_SIDES];
+    int nr = (int)bp_micro_kernel().nr, together = precision == BP_FP32 && m > 0 && k > 0 && count <= BP_MOST_SIDES;
+    int placed = 0, ragged = -1;
+    for (int s = 0; s < count && together; s++) {
+        if (sides[s].n <= 0 || (sides[s].n % nr != 0 && ragged >= 0)) together = 0;
+        else if (sides[s].n % nr != 0) ragged = s;
+        else ordered[placed++] = sides[s];
+    }
+    if (together) {
+        if (ragged >= 0) ordered[placed++] = sides[ragged];
+        return columns_product(m, k, a, lda, ordered, count, accumulate);
+    }
+    int64_t missing = 0;
+    for (int s = 0; s < count && !missing; s++)
+        missing = bp_layer_product(precision, 1, sides[s].trans_b, m, sides[s].n, k, a, lda, sides[s].b, sides[s].ldb,
+                                   accumulate, sides[s].c, sides[s].ldc);
+    return missing;
 }

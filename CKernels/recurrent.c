@@ -566,10 +566,18 @@ int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *
     }
     if (dh0) memcpy(dh0, dh, (size_t)(n * hidden) * sizeof(float));
     if (dc0 && p->kind == BP_LSTM) memcpy(dc0, dc, (size_t)(n * hidden) * sizeof(float));
-    // dW_ih += giᵀ · x, dW_hh += ghᵀ · h_prev, over every row of every step at once.
-    missing = bp_layer_product(p->precision, 1, 0, gh, p->input, n * t, gi, ldg, x, p->input, 1, dw_ih, p->input);
-    if (!missing)
-        missing = bp_layer_product(p->precision, 1, 0, gh, hidden, n * t, gh_rows, ldg, h_prev, ldh, 1, dw_hh, hidden);
+    // dW_ih += giᵀ · x, dW_hh += ghᵀ · h_prev, over every row of every step at once: one pass over
+    // gi for both where gh is gi (LSTM, RNN; on an Intel Xeon, 1 thread, 256 → 256 units, 2048
+    // rows: 16.0 → 14.9 ms).
+    bp_product_side by_input = {x, p->input, p->input, 0, dw_ih, p->input},
+                    by_state = {h_prev, ldh, hidden, 0, dw_hh, hidden};
+    if (gh_rows == gi)
+        missing =
+            bp_transposed_products(p->precision, gh, n * t, gi, ldg, (bp_product_side[]){by_input, by_state}, 2, 1);
+    else {
+        missing = bp_transposed_products(p->precision, gh, n * t, gi, ldg, &by_input, 1, 1);
+        if (!missing) missing = bp_transposed_products(p->precision, gh, n * t, gh_rows, ldg, &by_state, 1, 1);
+    }
     if (!missing && dx)
         missing = bp_layer_product(p->precision, 0, 0, n * t, p->input, gh, gi, ldg, w_ih, p->input, accumulate_dx, dx,
                                    p->input);

@@ -48,6 +48,22 @@ void bp_product_force_avx2(int force);
 /// could not allocate.
 int64_t bp_matrix_product(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                           const float *b, int64_t ldb, int accumulate, float *c, int64_t ldc);
+/// One of several products that share A (bp_transposed_products): C [m, n] (+)= Aᵀ · op(B), op(B)
+/// [k, n] (B [n, k] when `trans_b`), B's rows ldb apart, C's ldc apart.
+typedef struct {
+    const float *b;
+    int64_t ldb, n;
+    int trans_b;
+    float *c;
+    int64_t ldc;
+} bp_product_side;
+enum { BP_MOST_SIDES = 4 };
+/// Each side's product with the same A [k, m] in `precision` (BP_FP32, BP_BF16, BP_BF16_EMULATED;
+/// a recurrent layer's weight gradients: the gates' gradients times the inputs, and times the
+/// previous states), the bits of one bp_matrix_product (or bfloat16 product) per side; in float32
+/// one pass over A packs its strips for every side. Returns 0 or the bytes it could not allocate.
+int64_t bp_transposed_products(int32_t precision, int64_t m, int64_t k, const float *a, int64_t lda,
+                               const bp_product_side *sides, int count, int accumulate);
 /// The same product as three plain loops with a double accumulator (reference/matrix_product_ref.c).
 void bp_matrix_product_ref(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                            const float *b, int64_t ldb, int accumulate, float *c, int64_t ldc);
