@@ -246,6 +246,15 @@ void bp_gate_block_product_pairs(float *tile, int64_t ldt, int64_t tile_step, co
                                  int64_t x_step, int64_t steps, int64_t n, const bp_gate_panels *w, int64_t block,
                                  int64_t count);
 
+/// The LSTM's forward cells of one full block of 16 units for `rows` batch rows, on AVX-512 (only
+/// where bp_micro_kernel() is the AVX-512 one; recurrent_cells_avx512.c), the bits of recurrent.c's
+/// cells: row r's pre-activations' products at xp and hp + r · ldp (gate g's 16 units at g · 16),
+/// the biases at bi and bh (gate g at g · hidden), c_{t−1} in and c_t out at c + r · ldc, h_t
+/// out at h + r · ldh, what the backward reads (i, f, g, o, c_t, tanh c_t) at saved + r · 96
+/// unless saved is NULL.
+void bp_lstm_cells_avx512(float *h, int64_t ldh, float *c, int64_t ldc, float *saved, const float *xp, const float *hp,
+                          int64_t ldp, const float *bi, const float *bh, int64_t hidden, int64_t rows);
+
 /// The pieces of bp_bf16_gemm (bfloat16.c), for kernels that pack their own operands. Operands are
 /// pairs: a uint32 holding bfloat16 values t = 2q (low half) and 2q + 1 (high half) of the reduction,
 /// each rounded and flushed as the product reads them (see bp_bf16_gemm).
@@ -268,22 +277,24 @@ void bp_bf16_tile(int64_t pairs, const uint32_t *a, int64_t lda, const uint32_t 
 /// Whether the product must be emulated: asked to (emulate), or the CPU lacks the instruction.
 int bp_bf16_emulating(int emulate);
 
-/// e^x within 2 ulp for x in [−87.3, 88.7], and vectorisable (no calls, no branches): e^x = 2^n e^r with
-/// n = round(x / ln 2) and r = x − n ln 2 in [−ln 2 / 2, ln 2 / 2], e^r by a degree-6 polynomial
-/// (Cephes' coefficients). Inputs are clamped to that range: below it the result is about 1e-38
-/// instead of a subnormal or 0, above it about 3.3e38 instead of infinity.
+/// e^x within 2 ulp for x in [−87.3, 88.37], and vectorisable (no calls, no branches): e^x = 2^n e^r
+/// with n = round(x / ln 2) and r = x − n ln 2 in [−ln 2 / 2, ln 2 / 2], e^r by a degree-6
+/// polynomial (Cephes' coefficients). Inputs are clamped to [−87.3, 88.7]: below it the result is
+/// about 1e-38 instead of a subnormal or 0; from 88.37 on (n = 128) it is infinity. The fused
+/// multiply-adds are written out, so that the bits do not depend on the compiler's optimisation
+/// level (which decides whether it contracts a · b + c) nor on the CPU (without FMA they are libm's).
 static inline float bp_expf(float x) {
     x = x < -87.3f ? -87.3f : x > 88.7f ? 88.7f : x;
     const float round_magic = 12582912.0f;  // 1.5 · 2^23: adding it rounds to an integer
-    float n = (x * 1.44269504088896341f + round_magic) - round_magic;
-    float r = x - n * 0.693359375f + n * 2.12194440e-4f;  // ln 2 split in two for exactness
+    float n = __builtin_fmaf(x, 1.44269504088896341f, round_magic) - round_magic;
+    float r = __builtin_fmaf(n, 2.12194440e-4f, __builtin_fmaf(-n, 0.693359375f, x));  // ln 2 in two parts
     float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    float er = p * r * r + r + 1.0f;
+    p = __builtin_fmaf(p, r, 1.3981999507e-3f);
+    p = __builtin_fmaf(p, r, 8.3334519073e-3f);
+    p = __builtin_fmaf(p, r, 4.1665795894e-2f);
+    p = __builtin_fmaf(p, r, 1.6666665459e-1f);
+    p = __builtin_fmaf(p, r, 5.0000001201e-1f);
+    float er = __builtin_fmaf(p * r, r, r) + 1.0f;
     union {
         int32_t i;
         float f;

@@ -85,7 +85,7 @@ __attribute__((always_inline)) static inline void cell_forward(float *restrict h
         for (int64_t j = 0; j < units; j++) {
             float i = sigmoid(X(0, j) + H(0, j)), f = sigmoid(X(1, j) + H(1, j));
             float g = tanh_fast(X(2, j) + H(2, j)), o = sigmoid(X(3, j) + H(3, j));
-            c[j] = f * c[j] + i * g;
+            c[j] = __builtin_fmaf(f, c[j], i * g);  // as recurrent_cells_avx512.c, at any optimisation level
             float tc = tanh_fast(c[j]);
             h[j] = o * tc;
             if (!save) continue;
@@ -215,6 +215,7 @@ typedef struct {
     const bp_gate_panels *wih, *whh;
     const float *b_ih, *b_hh;  // zeros where the layer has none
     int by_step;
+    int avx512_cells;  // an LSTM's full blocks through bp_lstm_cells_avx512
 } forward_arrays;
 
 // h_{t−1} of forward step k: row b at the result + b · *ld, the previous step's output or the initial state.
@@ -241,6 +242,12 @@ static void forward_pair(const forward_arrays *a, const bp_rnn_params *p, int64_
     else bp_gate_block_product(hs + b0 * ldt, ldt, 0, previous + b0 * lp, lp, 0, 1, rows, a->whh, 2 * pair, count);
     for (int64_t v = 0; v < count; v++) {
         int64_t u = 2 * pair + v, first = u * BP_NR, units = bp_block_units(hidden, u);
+        if (a->avx512_cells && units == BP_NR) {
+            bp_lstm_cells_avx512(out + b0 * ly + first, ly, a->c + b0 * hidden + first, hidden,
+                                 a->saved ? a->saved + saved_run(p, s, u, b0) : NULL, xs + b0 * ldt + v * width,
+                                 hs + b0 * ldt + v * width, ldt, a->b_ih + first, a->b_hh + first, hidden, rows);
+            continue;
+        }
         for (int64_t b = b0; b < b0 + rows; b++)
             row_forward(out + b * ly + first, a->c + b * hidden + first, previous + b * lp + first,
                         a->saved ? a->saved + saved_run(p, s, u, b) : NULL, xs + b * ldt + v * width,
@@ -284,6 +291,7 @@ int64_t bp_rnn_forward(float *y, float *h_n, float *c_n, float *saved, const flo
     if (c0 && p->kind == BP_LSTM) memcpy(c, c0, (size_t)(n * hidden) * sizeof(float));
     forward_arrays a = {
         y, saved, xp, hp, start, c, x, x_pairs, h_pairs, &wih, &whh, b_ih ? b_ih : zeros, b_hh ? b_hh : zeros, by_step};
+    a.avx512_cells = p->kind == BP_LSTM && bp_micro_kernel().avx512;
     int64_t pairs = (blocks + 1) / 2, step_floats = blocks * n * width;
 #pragma omp parallel if (threads > 1)
     {
