@@ -9,14 +9,17 @@
 // column-matrix products. No element's sum depends on who computes it, so the bits do not depend
 // on the thread count, nor on the kernel (8 × 32 or 6 × 16: the same sums).
 //
-// A as it is (rows_product): C's rows are shared out among the threads in strips of 2 · mr. Each
-// thread, for each group of columns and block of steps, packs B's rows into 16-column panels of
-// its own (at most 1 MB, packed_group: they stay in its core's second-level cache; packing costs
-// little beside the product of its strips, and no thread waits for another), then multiplies its
-// strips with them, the kernel reading a strip's rows of A where they are (its `rows` form), from the
-// first-level cache after the first panel. On a Zen 4 core this runs at 107–114 GF/s where
-// OpenBLAS runs at 95–102 (a recurrent layer's input gradient, every step's rows at once; a linear
-// layer of 1024 features), and with few columns (28) at 97 against 74.
+// A as it is (rows_product): for each group of columns and block of steps (a pass) each thread
+// packs B's rows into 16-column panels of its own (at most 1 MB, packed_group: they stay in its
+// core's second-level cache; packing costs little beside the product), the threads wait for each
+// other, then take C's strips of 2 · mr rows one at a time and multiply them with their panels, the
+// kernel reading a strip's rows of A where they are (its `rows` form), from the first-level cache
+// after the first panel. A core slowed by another process takes fewer strips (2 threads on a shared
+// Intel Xeon, 1024 × 1024 × 1024, medians of 31 runs while one core was disturbed: 10.4–11.2 ms
+// with the halves fixed in advance, 7.6–9.7 with strips taken; quiet, 7.1 either way). On a Zen 4
+// core this runs at 107–114 GF/s where OpenBLAS runs at 95–102 (a recurrent layer's input gradient,
+// every step's rows at once; a linear layer of 1024 features), and with few columns (28) at 97
+// against 74.
 //
 // A transposed (a weight gradient, Σ over examples of a gradient row times an input row), B with
 // fewer than NC columns: at step t the kernel's `columns` form broadcasts mr neighbouring floats of
@@ -73,14 +76,15 @@ static void pack_b_panel(float *out, const float *b, int64_t ldb, int trans_b, i
         }
 }
 
-// C's rows are shared out in strips of `strip` rows: as many chunks as threads (but not more than
-// strips), or one inside a parallel region (a convolution's, over images: this thread does it all)
-// or for a small product. Chunk `chunk` of `chunks` is rows [*first, *last).
-static int64_t row_chunks(int64_t m, int64_t n, int64_t k, int64_t strip) {
+// The threads of a product whose C's rows go in strips of `strip` rows: as many as the OpenMP
+// threads (but not more than strips), or one inside a parallel region (a convolution's, over
+// images: this thread does it all) or for a small product.
+static int64_t product_threads(int64_t m, int64_t n, int64_t k, int64_t strip) {
     int64_t strips = (m + strip - 1) / strip;
     return m * n * k >= BP_PARALLEL_MIN && !bp_in_parallel() ? min64(bp_num_threads(), strips) : 1;
 }
 
+// columns_product's share of the rows for thread `chunk` of `chunks`: rows [*first, *last), whole strips.
 static void chunk_rows(int64_t m, int64_t strip, int64_t chunk, int64_t chunks, int64_t *first, int64_t *last) {
     int64_t strips = (m + strip - 1) / strip;
     *first = chunk * strips / chunks * strip;
@@ -96,41 +100,40 @@ static void add_column_bias(float *c, int64_t ldc, int64_t first, int64_t last, 
 
 // C (+)= A · op(B) (+ column_bias after each sum, unless NULL), A read in place (see above). The
 // bias goes into a strip of C's rows as soon as their last block of steps is summed, while they
-// are in cache.
+// are in cache. No strip of a pass starts before every strip of the pass before is done (the wait
+// after packing), so each element's blocks of steps are added in order whoever computes them.
 static int64_t rows_product(int trans_b, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
                             int64_t ldb, int accumulate, const float *column_bias, float *c, int64_t ldc) {
     bp_micro micro = bp_micro_kernel();
-    int64_t mr = micro.mr, strip = 2 * mr, chunks = row_chunks(m, n, k, strip), missing = 0;
+    int64_t mr = micro.mr, strip = 2 * mr, strips = (m + strip - 1) / strip, missing = 0;
+    int64_t threads = product_threads(m, n, k, strip), blocks = bp_kc_blocks(k);
     int64_t group = packed_group(n, k, micro.nr), panel_floats = min64(BP_KC, k) * group;
-    float *packed_b = bp_aligned_alloc(64, chunks, panel_floats * (int64_t)sizeof(float), 0, &missing);
-    if (missing) return missing;
-#pragma omp parallel for schedule(static) if (chunks > 1)
-    for (int64_t chunk = 0; chunk < chunks; chunk++) {
-        float *panels_b = packed_b + chunk * panel_floats;
-        int64_t first, last;
-        chunk_rows(m, strip, chunk, chunks, &first, &last);
-        for (int64_t n0 = 0; n0 < n; n0 += group) {
-            int64_t nc = min64(group, n - n0), panels = (nc + BP_NR - 1) / BP_NR;
-            for (int64_t block = 0; block < bp_kc_blocks(k); block++) {
-                int64_t k0, kc;
-                bp_kc_block(k, block, &k0, &kc);
-                int add = accumulate || block > 0;
-                for (int64_t q = 0; q < panels; q++)
-                    pack_b_panel(panels_b + q * kc * BP_NR, b, ldb, trans_b, k0, kc, n0 + q * BP_NR,
-                                 min64(BP_NR, nc - q * BP_NR));
-                for (int64_t i0 = first; i0 < last; i0 += strip) {
-                    for (int64_t q = 0; q < panels; q += micro.nr / BP_NR)
-                        for (int64_t i = i0; i < min64(last, i0 + strip); i += mr)
-                            micro.rows(kc, a + i * lda + k0, lda, panels_b + q * kc * BP_NR, kc * BP_NR,
-                                       c + i * ldc + n0 + q * BP_NR, ldc, add, min64(mr, last - i),
-                                       min64(micro.nr, nc - q * BP_NR));
-                    if (column_bias && block == bp_kc_blocks(k) - 1)
-                        add_column_bias(c, ldc, i0, min64(last, i0 + strip), n0, nc, column_bias);
-                }
-            }
+    int64_t passes = (n + group - 1) / group * blocks;
+    float *packed_b = bp_aligned_alloc(64, threads, panel_floats * (int64_t)sizeof(float), 0, &missing);
+    int64_t *taken = bp_calloc(passes, sizeof(int64_t), &missing);  // each pass's strips handed out
+    if (missing) return free(packed_b), free(taken), missing;
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    for (int64_t pass = 0; pass < passes; pass++) {
+        int64_t n0 = pass / blocks * group, block = pass % blocks, k0, kc;
+        int64_t nc = min64(group, n - n0), panels = (nc + BP_NR - 1) / BP_NR;
+        float *panels_b = packed_b + bp_thread_index() * panel_floats;
+        bp_kc_block(k, block, &k0, &kc);
+        for (int64_t q = 0; q < panels; q++)
+            pack_b_panel(panels_b + q * kc * BP_NR, b, ldb, trans_b, k0, kc, n0 + q * BP_NR,
+                         min64(BP_NR, nc - q * BP_NR));
+#pragma omp barrier
+        int add = accumulate || block > 0;
+        for (int64_t s; (s = __atomic_fetch_add(taken + pass, 1, __ATOMIC_RELAXED)) < strips;) {
+            int64_t i0 = s * strip, last = min64(m, i0 + strip);
+            for (int64_t q = 0; q < panels; q += micro.nr / BP_NR)
+                for (int64_t i = i0; i < last; i += mr)
+                    micro.rows(kc, a + i * lda + k0, lda, panels_b + q * kc * BP_NR, kc * BP_NR,
+                               c + i * ldc + n0 + q * BP_NR, ldc, add, min64(mr, last - i),
+                               min64(micro.nr, nc - q * BP_NR));
+            if (column_bias && block == blocks - 1) add_column_bias(c, ldc, i0, last, n0, nc, column_bias);
         }
     }
-    free(packed_b);
+    free(packed_b), free(taken);
     return 0;
 }
 
@@ -229,7 +232,7 @@ static int64_t columns_product(int64_t m, int64_t k, const float *a, int64_t lda
     bp_micro micro = bp_micro_kernel();
     int64_t columns = 0, mr = micro.mr, strip = 2 * mr, missing = 0;
     for (int s = 0; s < count; s++) columns += sides[s].n;
-    int64_t chunks = row_chunks(m, columns, k, strip), group = packed_group(columns, k, micro.nr);
+    int64_t chunks = product_threads(m, columns, k, strip), group = packed_group(columns, k, micro.nr);
     int packed = count > 1 || columns >= NC;
     const float *b = sides[0].b;
     int64_t ldb = sides[0].ldb, n = sides[0].n;

@@ -8,6 +8,7 @@
 void omp_set_num_threads(int n);
 int omp_get_max_threads(void);
 int omp_in_parallel(void);
+int omp_get_thread_num(void);
 #endif
 
 void bp_set_num_threads(int n) {
@@ -29,6 +30,14 @@ int bp_num_threads(void) {
 int bp_in_parallel(void) {
 #ifdef _OPENMP
     return omp_in_parallel();
+#else
+    return 0;
+#endif
+}
+
+int bp_thread_index(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
 #else
     return 0;
 #endif
