@@ -53,10 +53,21 @@ __attribute__((always_inline)) static inline float tanh_fast(float v) {
 // The step of the forward that processes k-th: t − 1 − k for the reverse direction.
 static int64_t step_at(const bp_rnn_params *p, int64_t k) { return p->reverse ? p->t - 1 - k : k; }
 
-// Where in `saved` is block u of batch row b at step s: one run of saved_per_unit · 16 floats, the
-// runs of a step's block side by side for the whole batch.
+// The batch's rows in chunks of ROW_CHUNK (the last may be short): the runs over which the backward
+// sums the biases' gradients, and the threads' shares where they split the rows (so that those sums
+// do not depend on how the rows are shared). A thread takes its rows through the steps RUN_ROWS at
+// a time (two kernel row groups): their states and products stay in its caches from step to step.
+enum { ROW_CHUNK = 8, RUN_ROWS = 2 * ROW_CHUNK };
+
+// Where in `saved` is block u of batch row b at step s: one run of saved_per_unit · 16 floats. The
+// rows go in groups of RUN_ROWS (the last may be short), each group's runs step by step, block by
+// block, row by row: the order in which a thread taking its rows RUN_ROWS at a time writes them,
+// so that its stores are one stream (32 rows of 64 steps, 256 → 256 units, 1 thread, Intel Xeon:
+// forward, medians 16.1 → 15.9 ms against the runs of a step's block side by side for the batch).
 static int64_t saved_run(const bp_rnn_params *p, int64_t s, int64_t u, int64_t b) {
-    return ((s * bp_unit_blocks(p->hidden) + u) * p->n + b) * saved_per_unit(p->kind) * BP_NR;
+    int64_t first = b / RUN_ROWS * RUN_ROWS, rows = p->n - first < RUN_ROWS ? p->n - first : RUN_ROWS;
+    return ((first * p->t + s * rows) * bp_unit_blocks(p->hidden) + u * rows + b - first) * saved_per_unit(p->kind) *
+           BP_NR;
 }
 
 // The cells of one batch row at one step, for `units` hidden units (at most 16) from the block's
@@ -157,11 +168,6 @@ static int step_in_parallel(const bp_rnn_params *p) {
     return p->n * bp_rnn_gates(p->kind) * p->hidden * (p->hidden + p->input) >= 4 * BP_PARALLEL_MIN;
 }
 
-// The batch's rows in chunks of ROW_CHUNK (the last may be short): the runs over which the backward
-// sums the biases' gradients, and the threads' shares where they split the rows (so that those sums
-// do not depend on how the rows are shared). A thread takes its rows through the steps RUN_ROWS at
-// a time (two kernel row groups): their states and products stay in its caches from step to step.
-enum { ROW_CHUNK = 8, RUN_ROWS = 2 * ROW_CHUNK };
 static int64_t row_chunks(int64_t n) { return (n + ROW_CHUNK - 1) / ROW_CHUNK; }
 static int64_t chunk_rows(int64_t n, int64_t chunk) {
     return n - chunk * ROW_CHUNK < ROW_CHUNK ? n - chunk * ROW_CHUNK : ROW_CHUNK;
@@ -242,16 +248,19 @@ static void forward_pair(const forward_arrays *a, const bp_rnn_params *p, int64_
     else bp_gate_block_product(hs + b0 * ldt, ldt, 0, previous + b0 * lp, lp, 0, 1, rows, a->whh, 2 * pair, count);
     for (int64_t v = 0; v < count; v++) {
         int64_t u = 2 * pair + v, first = u * BP_NR, units = bp_block_units(hidden, u);
-        if (a->avx512_cells && units == BP_NR) {
-            bp_lstm_cells_avx512(out + b0 * ly + first, ly, a->c + b0 * hidden + first, hidden,
-                                 a->saved ? a->saved + saved_run(p, s, u, b0) : NULL, xs + b0 * ldt + v * width,
-                                 hs + b0 * ldt + v * width, ldt, a->b_ih + first, a->b_hh + first, hidden, rows);
-            continue;
-        }
-        for (int64_t b = b0; b < b0 + rows; b++)
-            row_forward(out + b * ly + first, a->c + b * hidden + first, previous + b * lp + first,
-                        a->saved ? a->saved + saved_run(p, s, u, b) : NULL, xs + b * ldt + v * width,
-                        hs + b * ldt + v * width, a->b_ih + first, a->b_hh + first, units, p);
+        if (a->avx512_cells && units == BP_NR)
+            // The rows' saved runs are side by side within a group of RUN_ROWS rows (saved_run).
+            for (int64_t b = b0, part; b < b0 + rows; b += part) {
+                part = min64(b0 + rows, (b / RUN_ROWS + 1) * RUN_ROWS) - b;
+                bp_lstm_cells_avx512(out + b * ly + first, ly, a->c + b * hidden + first, hidden,
+                                     a->saved ? a->saved + saved_run(p, s, u, b) : NULL, xs + b * ldt + v * width,
+                                     hs + b * ldt + v * width, ldt, a->b_ih + first, a->b_hh + first, hidden, part);
+            }
+        else
+            for (int64_t b = b0; b < b0 + rows; b++)
+                row_forward(out + b * ly + first, a->c + b * hidden + first, previous + b * lp + first,
+                            a->saved ? a->saved + saved_run(p, s, u, b) : NULL, xs + b * ldt + v * width,
+                            hs + b * ldt + v * width, a->b_ih + first, a->b_hh + first, units, p);
     }
 }
 

@@ -45,4 +45,45 @@ import Testing
             #expect(same, "\(threads) threads")
         }
     }
+
+    /// h_t and ∂J/∂x of GRU and LSTM batch rows: each row's are its own (its products and cells read
+    /// no other row's), so a row in a batch of 88 must have the bits it has alone. At 2 and 3 threads
+    /// the batch's rows go to the threads in runs of 16 from rows 0 and 40 (the second thread's runs
+    /// straddle the groups of 16 rows in which the forward saves what the backward reads).
+    @Test(arguments: [BP_LSTM, BP_GRU])
+    func aRowInABatchIsTheRowAlone(kind: bp_rnn_kind) {
+        let (n, t, input, hidden) = (88, 4, 5, 32)
+        let gates = Int(bp_rnn_gates(Int32(kind.rawValue)))
+        var random = TestRandom(seed: 41)
+        let x = random.floats(n * t * input, -2, 2), dy = random.floats(n * t * hidden)
+        let wih = random.floats(gates * hidden * input), whh = random.floats(gates * hidden * hidden)
+        let (bih, bhh) = (random.floats(gates * hidden), random.floats(gates * hidden))
+        /// y and dx of rows [first, first + rows).
+        func pass(_ first: Int, _ rows: Int, threads: Int) -> (y: [UInt32], dx: [UInt32]) {
+            var p = bp_rnn_params(
+                n: Int64(rows), t: Int64(t), input: Int64(input), hidden: Int64(hidden), y_stride: Int64(hidden),
+                y_offset: 0, kind: Int32(kind.rawValue), reverse: 0, precision: Int32(BP_FP32))
+            let xs = Array(x[first * t * input..<(first + rows) * t * input])
+            let dys = Array(dy[first * t * hidden..<(first + rows) * t * hidden])
+            var y = [Float](repeating: 0, count: rows * t * hidden), dx = [Float](repeating: 0, count: xs.count)
+            var saved = [Float](repeating: 0, count: rows * t * Int(bp_rnn_saved_per_row(&p)))
+            var (dwih, dwhh) = ([Float](repeating: 0, count: wih.count), [Float](repeating: 0, count: whh.count))
+            let missing = withThreads(threads) {
+                bp_rnn_forward(&y, nil, nil, &saved, xs, nil, nil, wih, whh, bih, bhh, &p)
+                    + bp_rnn_backward(
+                        &dx, nil, nil, &dwih, &dwhh, nil, nil, dys, nil, nil, saved, y, xs, nil, nil, wih, whh, 0, &p)
+            }
+            #expect(missing == 0)
+            return (bits(y), bits(dx))
+        }
+        for threads in [2, 3] {
+            let batch = pass(0, n, threads: threads)
+            for row in [0, 15, 39, 40, 55, 56, 71, 87] {
+                let alone = pass(row, 1, threads: 1)
+                let y = Array(batch.y[row * t * hidden..<(row + 1) * t * hidden]) == alone.y
+                let dx = Array(batch.dx[row * t * input..<(row + 1) * t * input]) == alone.dx
+                #expect(y && dx, "row \(row), \(threads) threads")
+            }
+        }
+    }
 }
