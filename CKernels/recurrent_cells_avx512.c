@@ -17,7 +17,10 @@
 
 #define AVX512 __attribute__((target("arch=x86-64-v4"), min_vector_width(512), always_inline)) static inline
 
-enum { ROWS = 4 };  // rows whose cells are interleaved
+enum {
+    ROWS = 4,         // rows whose cells are interleaved
+    RUN = 6 * BP_NR,  // a row's saved run: i, f, g, o, c_t, tanh c_t (recurrent.c)
+};
 
 // bp_expf lane by lane. 2^n is made from t = n + 1.5 · 2^23, whose bits are those of 1.5 · 2^23
 // plus n: shifted left by 23 they are n's exponent field, to which the bias is added.
@@ -70,7 +73,7 @@ AVX512 void cells(int rows, float *h, int64_t ldh, float *c, int64_t ldc, float 
         _mm512_storeu_ps(h + r * ldh, _mm512_mul_ps(o[r], tc[r]));
     }
     for (int r = 0; r < rows && saved; r++) {
-        float *run = saved + r * 6 * BP_NR;  // i, f, g, o, c_t, tanh c_t
+        float *run = saved + r * RUN;
         _mm512_storeu_ps(run, i[r]), _mm512_storeu_ps(run + BP_NR, f[r]), _mm512_storeu_ps(run + 2 * BP_NR, g[r]);
         _mm512_storeu_ps(run + 3 * BP_NR, o[r]), _mm512_storeu_ps(run + 4 * BP_NR, ct[r]);
         _mm512_storeu_ps(run + 5 * BP_NR, tc[r]);
@@ -83,10 +86,10 @@ __attribute__((target("arch=x86-64-v4"))) void bp_lstm_cells_avx512(float *h, in
                                                                     int64_t hidden, int64_t rows) {
     int64_t r = 0;
     for (; r + ROWS <= rows; r += ROWS)
-        cells(ROWS, h + r * ldh, ldh, c + r * ldc, ldc, saved ? saved + r * 6 * BP_NR : NULL, xp + r * ldp,
-              hp + r * ldp, ldp, bi, bh, hidden);
+        cells(ROWS, h + r * ldh, ldh, c + r * ldc, ldc, saved ? saved + r * RUN : NULL, xp + r * ldp, hp + r * ldp, ldp,
+              bi, bh, hidden);
     for (; r < rows; r++)
-        cells(1, h + r * ldh, ldh, c + r * ldc, ldc, saved ? saved + r * 6 * BP_NR : NULL, xp + r * ldp, hp + r * ldp,
-              ldp, bi, bh, hidden);
+        cells(1, h + r * ldh, ldh, c + r * ldc, ldc, saved ? saved + r * RUN : NULL, xp + r * ldp, hp + r * ldp, ldp,
+              bi, bh, hidden);
 }
 #endif
