@@ -225,11 +225,11 @@ static void packed_block(const bp_micro *micro, int64_t first, int64_t last, con
     }
 }
 
-// C (+)= Aᵀ · op(B) with A [k, m] (see above) for each of `count` sides: in place for one B
-// narrower than NC columns, else packed, A's strips once for all the sides.
-static int64_t columns_product(int64_t m, int64_t k, const float *a, int64_t lda, const bp_product_side *sides,
-                               int count, int accumulate) {
-    bp_micro micro = bp_micro_kernel();
+// C (+)= Aᵀ · op(B) with A [k, m] (see above) for each of `count` sides on the kernel `micro` (the
+// one whose width placed the sides): in place for one B narrower than NC columns, else packed, A's
+// strips once for all the sides.
+static int64_t columns_product(bp_micro micro, int64_t m, int64_t k, const float *a, int64_t lda,
+                               const bp_product_side *sides, int count, int accumulate) {
     int64_t columns = 0, mr = micro.mr, strip = 2 * mr, missing = 0;
     for (int s = 0; s < count; s++) columns += sides[s].n;
     int64_t chunks = product_threads(m, columns, k, strip), group = packed_group(columns, k, micro.nr);
@@ -279,7 +279,9 @@ int64_t bp_matrix_product(int trans_a, int trans_b, int64_t m, int64_t n, int64_
         for (int64_t i = 0; i < m && !accumulate; i++) memset(c + i * ldc, 0, (size_t)n * sizeof(float));
         return 0;
     }
-    if (trans_a) return columns_product(m, k, a, lda, &(bp_product_side){b, ldb, n, trans_b, c, ldc}, 1, accumulate);
+    if (trans_a)
+        return columns_product(bp_micro_kernel(), m, k, a, lda, &(bp_product_side){b, ldb, n, trans_b, c, ldc}, 1,
+                               accumulate);
     return rows_product(trans_b, m, n, k, a, lda, b, ldb, accumulate, NULL, c, ldc);
 }
 
@@ -304,7 +306,8 @@ int64_t bp_transposed_products(int32_t precision, int64_t m, int64_t k, const fl
     // Together where every side but the last starts its columns on a multiple of the kernel's
     // width (a side whose width is not one goes last): then one pass packs A for all.
     bp_product_side ordered[BP_MOST_SIDES];
-    int nr = (int)bp_micro_kernel().nr, together = precision == BP_FP32 && m > 0 && k > 0 && count <= BP_MOST_SIDES;
+    bp_micro micro = bp_micro_kernel();  // one choice for the placing and the product
+    int nr = (int)micro.nr, together = precision == BP_FP32 && m > 0 && k > 0 && count <= BP_MOST_SIDES;
     int placed = 0, ragged = -1;
     for (int s = 0; s < count && together; s++) {
         if (sides[s].n <= 0 || (sides[s].n % nr != 0 && ragged >= 0)) together = 0;
@@ -313,7 +316,7 @@ int64_t bp_transposed_products(int32_t precision, int64_t m, int64_t k, const fl
     }
     if (together) {
         if (ragged >= 0) ordered[placed++] = sides[ragged];
-        return columns_product(m, k, a, lda, ordered, count, accumulate);
+        return columns_product(micro, m, k, a, lda, ordered, count, accumulate);
     }
     int64_t missing = 0;
     for (int s = 0; s < count && !missing; s++)
