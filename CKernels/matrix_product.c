@@ -47,7 +47,9 @@
 // second-level cache: the fewer groups, the fewer passes over A (1 thread, Intel Xeon, 1024 × 1024
 // by K = 1024: a weight gradient 140 GF/s with groups of 256, 150 with 1024; rows_product 151 →
 // 154-157).
-enum { NC = 256, STRIPS = 4, PACKED_BYTES = 1 << 20 };
+// AHEAD: the rows of A ahead of the one it packs whose lines pack_a_strips asks for (each of A's
+// rows a new page where they are kilobytes apart, which the hardware's prefetchers do not follow).
+enum { NC = 256, STRIPS = 4, PACKED_BYTES = 1 << 20, AHEAD = 8 };
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
@@ -59,21 +61,30 @@ static int64_t packed_group(int64_t n, int64_t k, int64_t nr) {
     return min64(group < NC ? NC : group, (n + BP_NR - 1) / BP_NR * BP_NR);
 }
 
-// B's rows [k0, k0 + kc), columns [j0, j0 + width) (width ≤ 16) as kc rows of 16, zeros after.
-// With `trans_b` B's column j is b's row j: 16 of b's rows are read along and transposed in
-// registers, 16 steps at a time (bp_pack_lanes16).
-static void pack_b_panel(float *out, const float *b, int64_t ldb, int trans_b, int64_t k0, int64_t kc, int64_t j0,
-                         int64_t width) {
-    if (trans_b) bp_pack_lanes16(out, b + j0 * ldb + k0, ldb, width, kc);
-    else if (width == BP_NR)
-        for (int64_t t = 0; t < kc; t++)  // a fixed size: a vector copy, not a call
-            memcpy(out + t * BP_NR, b + (k0 + t) * ldb + j0, BP_NR * sizeof(float));
-    else
-        for (int64_t t = 0; t < kc; t++) {
-            float *row = out + t * BP_NR;
-            memcpy(row, b + (k0 + t) * ldb + j0, (size_t)width * sizeof(float));
-            memset(row + width, 0, (size_t)(BP_NR - width) * sizeof(float));
+// B's rows [k0, k0 + kc), columns [j0, j0 + cols) as panels of 16 columns, each kc rows of 16,
+// kc · 16 floats apart (zeros past `cols` in the last). Each of B's rows is read along once for
+// all the panels: a walk down one panel's 16 columns would touch a new page at every row where
+// B's rows are kilobytes apart. With `trans_b` B's column j is b's row j: 16 of b's rows are read
+// along and transposed in registers, 16 steps at a time (bp_pack_lanes16).
+static void pack_b_panels(float *out, const float *b, int64_t ldb, int trans_b, int64_t k0, int64_t kc, int64_t j0,
+                          int64_t cols) {
+    int64_t whole = cols / BP_NR, rest = cols - whole * BP_NR;
+    if (trans_b) {
+        for (int64_t q = 0; q * BP_NR < cols; q++)
+            bp_pack_lanes16(out + q * kc * BP_NR, b + (j0 + q * BP_NR) * ldb + k0, ldb, min64(BP_NR, cols - q * BP_NR),
+                            kc);
+        return;
+    }
+    for (int64_t t = 0; t < kc; t++) {
+        const float *row = b + (k0 + t) * ldb + j0;
+        for (int64_t q = 0; q < whole; q++)  // a fixed size: a vector copy, not a call
+            memcpy(out + q * kc * BP_NR + t * BP_NR, row + q * BP_NR, BP_NR * sizeof(float));
+        if (rest) {
+            float *to = out + whole * kc * BP_NR + t * BP_NR;
+            memcpy(to, row + whole * BP_NR, (size_t)rest * sizeof(float));
+            memset(to + rest, 0, (size_t)(BP_NR - rest) * sizeof(float));
         }
+    }
 }
 
 // The threads of a product whose C's rows go in strips of `strip` rows: as many as the OpenMP
@@ -118,9 +129,7 @@ static int64_t rows_product(int trans_b, int64_t m, int64_t n, int64_t k, const 
         int64_t nc = min64(group, n - n0), panels = (nc + BP_NR - 1) / BP_NR;
         float *panels_b = packed_b + bp_thread_index() * panel_floats;
         bp_kc_block(k, block, &k0, &kc);
-        for (int64_t q = 0; q < panels; q++)
-            pack_b_panel(panels_b + q * kc * BP_NR, b, ldb, trans_b, k0, kc, n0 + q * BP_NR,
-                         min64(BP_NR, nc - q * BP_NR));
+        pack_b_panels(panels_b, b, ldb, trans_b, k0, kc, n0, nc);
 #pragma omp barrier
         int add = accumulate || block > 0;
         for (int64_t s; (s = __atomic_fetch_add(taken + pass, 1, __ATOMIC_RELAXED)) < strips;) {
@@ -152,12 +161,15 @@ static float *unaliased_copy(const float *x, int64_t ldx, int transposed, int64_
 
 // A's columns [i, i + cols) over steps [k0, k0 + kc) as strips of mr columns, each kc rows of mr
 // floats, kc · mr apart (the last strip's columns past `cols` zeros): the packed form of the
-// kernel's A. Each of A's rows is read along, STRIPS · mr floats at a time.
+// kernel's A. Each of A's rows is read along, STRIPS · mr floats at a time, AHEAD rows after the
+// lines of the row it reads have been asked for.
 static void pack_a_strips(float *out, const float *a, int64_t lda, int64_t k0, int64_t kc, int64_t i, int64_t cols,
                           int64_t mr) {
     int64_t strips = (cols + mr - 1) / mr;
     for (int64_t t = 0; t < kc; t++) {
         const float *row = a + (k0 + t) * lda + i;
+        if (t + AHEAD < kc)
+            for (int64_t f = 0; f < cols; f += 16) __builtin_prefetch(row + AHEAD * lda + f);
         for (int64_t s = 0; s < strips; s++) {
             float *to = out + s * kc * mr + t * mr;
             int64_t width = min64(mr, cols - s * mr);
@@ -207,10 +219,10 @@ static void packed_block(const bp_micro *micro, int64_t first, int64_t last, con
     int64_t mr = micro->mr, j;
     for (int64_t n0 = 0; n0 < columns; n0 += group) {
         int64_t nc = min64(group, columns - n0), panels = (nc + BP_NR - 1) / BP_NR;
-        for (int64_t q = 0; q < panels; q++) {
-            const bp_product_side *side = side_at(sides, n0 + q * BP_NR, &j);
-            pack_b_panel(panels_b + q * kc * BP_NR, side->b, side->ldb, side->trans_b, k0, kc, j,
-                         min64(BP_NR, side->n - j));
+        for (int64_t c0 = n0, width; c0 < n0 + nc; c0 += width) {  // a side's columns in the group
+            const bp_product_side *side = side_at(sides, c0, &j);
+            width = min64(side->n - j, n0 + nc - c0);
+            pack_b_panels(panels_b + (c0 - n0) * kc, side->b, side->ldb, side->trans_b, k0, kc, j, width);
         }
         for (int64_t i0 = first; i0 < last; i0 += STRIPS * mr) {
             pack_a_strips(strips_a, a, lda, k0, kc, i0, min64(STRIPS * mr, last - i0), mr);
@@ -263,8 +275,7 @@ static int64_t columns_product(bp_micro micro, int64_t m, int64_t k, const float
                              panels_b + panel_floats, add);
                 continue;
             }
-            for (int64_t j = n / micro.nr * micro.nr, q = 0; j < n; j += BP_NR, q++)
-                pack_b_panel(panels_b + q * kc * BP_NR, b, ldb, 0, k0, kc, j, min64(BP_NR, n - j));
+            pack_b_panels(panels_b, b, ldb, 0, k0, kc, n / micro.nr * micro.nr, n % micro.nr);
             in_place_block(&micro, first, last, n, k0, kc, a, lda, b, ldb, panels_b, add, sides[0].c, sides[0].ldc);
         }
     }
