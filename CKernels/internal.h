@@ -225,7 +225,7 @@ typedef struct {
 } bp_gate_panels;
 
 /// The blocks of BP_NR hidden units (the last may be narrower).
-int64_t bp_unit_blocks(int64_t hidden);
+static inline int64_t bp_unit_blocks(int64_t hidden) { return (hidden + BP_NR - 1) / BP_NR; }
 /// The hidden units in block `block`: BP_NR, or fewer in the last.
 static inline int64_t bp_block_units(int64_t hidden, int64_t block) {
     return hidden - block * BP_NR < BP_NR ? hidden - block * BP_NR : BP_NR;

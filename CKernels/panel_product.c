@@ -21,8 +21,6 @@ enum { DEPTH_BLOCK = 256 };  // reduction steps per micro-kernel call
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
-int64_t bp_unit_blocks(int64_t hidden) { return (hidden + BP_NR - 1) / BP_NR; }
-
 // Gate g of unit block u, depth block [t0, t0 + kc): kc rows of 16 floats. A block's panels are
 // contiguous, depth block by depth block, gate by gate, in the order its product reads them.
 static float *panel(const bp_gate_panels *w, int64_t u, int64_t g, int64_t t0) {
