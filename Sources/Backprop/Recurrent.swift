@@ -177,10 +177,11 @@ public class RecurrentLayer: Module {
 /// [A, B, F] → [B, A, F].
 func swapFirstAxes(_ x: Tensor) -> Tensor {
     let (a, b, f) = (x.shape[0], x.shape[1], x.shape[2])
-    var out = [Float](repeating: 0, count: x.count)
-    for i in 0..<a {
-        for j in 0..<b {
-            for k in 0..<f { out[(j * a + i) * f + k] = x[(i * b + j) * f + k] }
+    let out = x.withPointer { source in
+        uninitializedArray(x.count) { out in
+            for i in 0..<a {
+                for j in 0..<b { (out + (j * a + i) * f).update(from: source + (i * b + j) * f, count: f) }
+            }
         }
     }
     return Tensor(unchecked: [b, a, f], scalars: out)

@@ -11,24 +11,26 @@ public final class Rows: Module {
     public func forward(_ input: Tensor) throws -> (output: Tensor, backward: Backward) {
         try checkImageInput(input.shape, self)
         let (n, c, h, w) = (input.shape[0], input.shape[1], input.shape[2], input.shape[3])
-        // Element (n, c, h, w) of the image is element (n, h, c, w) of the rows: one permutation both ways.
+        // Element (n, c, h, w) of the image is element (n, h, c, w) of the rows: one permutation both
+        // ways, a run of w floats at a time (with one channel, the same order: the scalars as they are).
         func move(_ from: Tensor, toRows: Bool) -> [Float] {
-            var out = [Float](repeating: 0, count: from.count)
-            for b in 0..<n {
-                for ch in 0..<c {
-                    for row in 0..<h {
-                        let image = ((b * c + ch) * h + row) * w, rows = ((b * h + row) * c + ch) * w
-                        for col in 0..<w {
-                            if toRows {
-                                out[rows + col] = from[image + col]
-                            } else {
-                                out[image + col] = from[rows + col]
+            if c == 1 { return from.scalars }
+            return from.withPointer { source in
+                uninitializedArray(from.count) { out in
+                    for b in 0..<n {
+                        for ch in 0..<c {
+                            for row in 0..<h {
+                                let image = ((b * c + ch) * h + row) * w, rows = ((b * h + row) * c + ch) * w
+                                if toRows {
+                                    (out + rows).update(from: source + image, count: w)
+                                } else {
+                                    (out + image).update(from: source + rows, count: w)
+                                }
                             }
                         }
                     }
                 }
             }
-            return out
         }
         let output = Tensor(unchecked: [n, h, c * w], scalars: move(input, toRows: true))
         return (
@@ -55,9 +57,10 @@ public final class LastStep: Module {
             throw BackpropError(.shapeMismatch, "\(self): input has shape \(describe(input.shape)), expected [N, T, F]")
         }
         let (n, t, f) = (input.shape[0], input.shape[1], input.shape[2])
-        var out = [Float](repeating: 0, count: n * f)
-        for b in 0..<n {
-            for j in 0..<f { out[b * f + j] = input[(b * t + t - 1) * f + j] }
+        let out = input.withPointer { x in
+            uninitializedArray(n * f) { u in
+                for b in 0..<n { (u + b * f).update(from: x + (b * t + t - 1) * f, count: f) }
+            }
         }
         let output = Tensor(unchecked: [n, f], scalars: out)
         return (
@@ -65,8 +68,12 @@ public final class LastStep: Module {
             { gradOutput in
                 try checkGradient(gradOutput, matches: output.shape, in: self)
                 var dx = [Float](repeating: 0, count: input.count)
-                for b in 0..<n {
-                    for j in 0..<f { dx[(b * t + t - 1) * f + j] = gradOutput[b * f + j] }
+                gradOutput.withPointer { g in
+                    dx.withUnsafeMutableBufferPointer { d in
+                        for b in 0..<n {
+                            (d.baseAddress! + (b * t + t - 1) * f).update(from: g + b * f, count: f)
+                        }
+                    }
                 }
                 return Tensor(unchecked: input.shape, scalars: dx)
             }

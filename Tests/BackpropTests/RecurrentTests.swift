@@ -373,3 +373,47 @@ import Testing
         expectError(.invalidArgument, mentioning: ["padding index 4"]) { _ = try Embedding(4, 2, paddingIndex: 4) }
     }
 }
+
+@Suite struct SequenceShapeTests {
+    /// Rows: image element (b, c, h, w) is sequence element (b, h, c · W + w), and the backward
+    /// moves each gradient back to its pixel, for one channel and for several.
+    @Test(arguments: [1, 3])
+    func rowsPermuteBothWays(channels: Int) throws {
+        let (n, h, w) = (2, 4, 5)
+        let x = randomTensor([n, channels, h, w], seed: 3)
+        let (y, backward) = try Rows().forward(x)
+        #expect(y.shape == [n, h, channels * w])
+        let g = randomTensor(y.shape, seed: 4)
+        let dx = try backward(g)
+        for b in 0..<n {
+            for c in 0..<channels {
+                for row in 0..<h {
+                    for col in 0..<w {
+                        let image = ((b * channels + c) * h + row) * w + col
+                        let sequence = (b * h + row) * channels * w + c * w + col
+                        #expect(y[sequence] == x[image])
+                        #expect(dx[image] == g[sequence])
+                    }
+                }
+            }
+        }
+    }
+
+    /// LastStep: u[b] = x[b, T − 1]; the backward puts g[b] there and zeros at every other step.
+    @Test func lastStepTakesTheLastStep() throws {
+        let (n, t, f) = (3, 4, 2)
+        let x = randomTensor([n, t, f], seed: 5)
+        let (u, backward) = try LastStep().forward(x)
+        #expect(u.shape == [n, f])
+        let g = randomTensor(u.shape, seed: 6)
+        let dx = try backward(g)
+        for b in 0..<n {
+            for s in 0..<t {
+                for j in 0..<f {
+                    #expect(dx[(b * t + s) * f + j] == (s == t - 1 ? g[b * f + j] : 0))
+                    if s == t - 1 { #expect(u[b * f + j] == x[(b * t + s) * f + j]) }
+                }
+            }
+        }
+    }
+}
