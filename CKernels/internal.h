@@ -248,12 +248,16 @@ void bp_gate_block_product_pairs(float *tile, int64_t ldt, int64_t tile_step, co
                                  int64_t x_step, int64_t steps, int64_t n, const bp_gate_panels *w, int64_t block,
                                  int64_t count);
 
+/// What an LSTM's forward saves of one block of 16 units of one batch row at one step for the
+/// backward: i, f, g, o, c_t, tanh c_t, BP_NR floats each.
+enum { BP_LSTM_SAVED_RUNS = 6 };
+
 /// The LSTM's forward cells of one full block of 16 units for `rows` batch rows, on AVX-512 (only
 /// where bp_micro_kernel() is the AVX-512 one; recurrent_cells_avx512.c), the bits of recurrent.c's
 /// cells: row r's pre-activations' products at xp and hp + r · ldp (gate g's 16 units at g · 16),
 /// the biases at bi and bh (gate g at g · hidden), c_{t−1} in and c_t out at c + r · ldc, h_t
-/// out at h + r · ldh, what the backward reads (i, f, g, o, c_t, tanh c_t) at saved + r · 96
-/// unless saved is NULL.
+/// out at h + r · ldh, what the backward reads (BP_LSTM_SAVED_RUNS runs) at saved +
+/// r · BP_LSTM_SAVED_RUNS · BP_NR unless saved is NULL.
 void bp_lstm_cells_avx512(float *h, int64_t ldh, float *c, int64_t ldc, float *saved, const float *xp, const float *hp,
                           int64_t ldp, const float *bi, const float *bh, int64_t hidden, int64_t rows);
 

@@ -38,7 +38,7 @@ int64_t bp_rnn_gates(int32_t kind) { return kind == BP_LSTM ? 4 : kind == BP_GRU
 // What the forward saves of one block of 16 units of one batch row at one step: LSTM i, f, g, o,
 // c_t, tanh c_t (the backward reads it rather than computing it again); GRU r, z, n,
 // W_hn h_{t−1} + b_hn; 16 floats each. The RNN saves nothing (its backward reads h_t from y).
-static int64_t saved_per_unit(int32_t kind) { return kind == BP_LSTM ? 6 : kind == BP_GRU ? 4 : 0; }
+static int64_t saved_per_unit(int32_t kind) { return kind == BP_LSTM ? BP_LSTM_SAVED_RUNS : kind == BP_GRU ? 4 : 0; }
 
 int64_t bp_rnn_saved_per_row(const bp_rnn_params *p) {
     return saved_per_unit(p->kind) * bp_unit_blocks(p->hidden) * BP_NR;

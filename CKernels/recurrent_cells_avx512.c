@@ -18,8 +18,8 @@
 #define AVX512 __attribute__((target("arch=x86-64-v4"), min_vector_width(512), always_inline)) static inline
 
 enum {
-    ROWS = 4,         // rows whose cells are interleaved
-    RUN = 6 * BP_NR,  // a row's saved run: i, f, g, o, c_t, tanh c_t (recurrent.c)
+    ROWS = 4,                          // rows whose cells are interleaved
+    RUN = BP_LSTM_SAVED_RUNS * BP_NR,  // a row's saved run: i, f, g, o, c_t, tanh c_t
 };
 
 // bp_expf lane by lane. 2^n is made from t = n + 1.5 · 2^23, whose bits are those of 1.5 · 2^23
