@@ -399,6 +399,12 @@ import Testing
         }
     }
 
+    /// Both backwards against finite differences.
+    @Test func gradientCheck() throws {
+        try expectGradientsCorrect(Rows(), input: randomTensor([2, 3, 4, 5], seed: 7))
+        try expectGradientsCorrect(LastStep(), input: randomTensor([3, 4, 2], seed: 8))
+    }
+
     /// LastStep: u[b] = x[b, T − 1]; the backward puts g[b] there and zeros at every other step.
     @Test func lastStepTakesTheLastStep() throws {
         let (n, t, f) = (3, 4, 2)
