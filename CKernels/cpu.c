@@ -1,5 +1,6 @@
-// Which vector extensions this CPU and its OS support (cpuid and xgetbv).
+// Which vector extensions this CPU and its OS support (cpuid and xgetbv), and whose cores it has.
 #include "CKernels.h"
+#include "internal.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
@@ -26,3 +27,11 @@ int bp_cpu_vector_level(void) {
 #else
 int bp_cpu_vector_level(void) { return 0; }
 #endif
+
+int bp_prefetch_writes(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    return __builtin_cpu_is("amd");
+#else
+    return 0;
+#endif
+}

@@ -435,23 +435,6 @@ static void add_gates(double *restrict sum, const float *restrict step, int64_t 
         for (int64_t j = 0; j < units; j++) sum[g * hidden + j] += step[g * BP_NR + j];
 }
 
-// Asks for the lines that the cells of batch row b, block u will read at backward step s (the
-// next step): its saved run, its row of dy, and the RNN's row of y or the GRU's of h_{t−1}. Their
-// rows are far apart and out of cache; asked for a step ahead, they arrive while this step's
-// products and cells run (1 thread, lstm_256 on Zen 4: the cells' time 4.5 → 2.3 ms). The gate
-// gradients' runs they write are not asked for: on the Intel Xeon that cost more than it gained
-// (128 rows of 28 steps, 128 units: backward 10.9 → 10.4 ms without).
-static void prefetch_row_backward(const float *saved, const float *dy, const float *y, const float *h_prev, int64_t s,
-                                  int64_t u, int64_t b, const bp_rnn_params *p) {
-    int64_t row = b * p->t + s, first = u * BP_NR, ldh = bp_unaliased_stride(p->hidden);
-    for (int64_t q = 0; saved && q < saved_per_unit(p->kind); q++)
-        __builtin_prefetch(saved + saved_run(p, s, u, b) + q * BP_NR);
-    __builtin_prefetch(dy + row * p->y_stride + p->y_offset + first);
-    if (p->kind == BP_RNN_TANH || p->kind == BP_RNN_RELU)
-        __builtin_prefetch(y + row * p->y_stride + p->y_offset + first);
-    if (p->kind == BP_GRU) __builtin_prefetch(h_prev + row * ldh + first);
-}
-
 // What the backward's steps read and write besides the weights (see bp_rnn_backward).
 typedef struct {
     float *dh, *dc, *gi, *gh;  // dh, dc [n, H]; gi, gh rows [G · H] ldg apart (gh: the GRU's own, else gi)
@@ -462,7 +445,27 @@ typedef struct {
     const bp_gate_panels *whh;  // W_hh [G·H, H]
     double *sums_i, *sums_h;    // the biases' gradients of each chunk of rows, [chunks][G · H]
     int64_t ldg, ldh;
+    int prefetch_writes;  // bp_prefetch_writes
 } backward_arrays;
+
+// Asks for the lines that the cells of batch row b, block u will read at backward step s (the
+// next step): its saved run, its row of dy, and the RNN's row of y or the GRU's of h_{t−1}; and,
+// where bp_prefetch_writes says so, the runs of gi (and the GRU's gh) they will write. Their rows
+// are far apart and out of cache; asked for a step ahead, they arrive while this step's products
+// and cells run (1 thread, lstm_256 on Zen 4: the cells' time 4.5 → 2.3 ms for the reads).
+static void prefetch_row_backward(const backward_arrays *a, int64_t s, int64_t u, int64_t b, const bp_rnn_params *p) {
+    int64_t row = b * p->t + s, first = u * BP_NR;
+    for (int64_t q = 0; a->saved && q < saved_per_unit(p->kind); q++)
+        __builtin_prefetch(a->saved + saved_run(p, s, u, b) + q * BP_NR);
+    __builtin_prefetch(a->dy + row * p->y_stride + p->y_offset + first);
+    if (p->kind == BP_RNN_TANH || p->kind == BP_RNN_RELU)
+        __builtin_prefetch(a->y + row * p->y_stride + p->y_offset + first);
+    if (p->kind == BP_GRU) __builtin_prefetch(a->h_prev + row * a->ldh + first);
+    for (int64_t g = 0; a->prefetch_writes && g < bp_rnn_gates(p->kind); g++) {
+        __builtin_prefetch(a->gi + row * a->ldg + g * p->hidden + first, 1);
+        if (a->gh != a->gi) __builtin_prefetch(a->gh + row * a->ldg + g * p->hidden + first, 1);
+    }
+}
 
 // Backward step k (−1: the step after step 0, only the product's part) of unit block u for batch
 // rows [b0, b0 + rows), whole chunks: adds `tile` (the block's units of the later step's hidden
@@ -487,7 +490,7 @@ static void block_backward(const backward_arrays *a, const bp_rnn_params *p, int
                                   : k > 0            ? a->saved + saved_run(p, step_at(p, k - 1), u, b) + 4 * BP_NR
                                   : a->c0            ? a->c0 + b * hidden + first
                                                      : a->zeros;
-            if (k > 0) prefetch_row_backward(a->saved, a->dy, a->y, a->h_prev, step_at(p, k - 1), u, b, p);
+            if (k > 0) prefetch_row_backward(a, step_at(p, k - 1), u, b, p);
             row_backward(dhb, tile_b, a->dy + row * p->y_stride + p->y_offset + first, a->dc + b * hidden + first,
                          a->gi + row * a->ldg + first, a->gh + row * a->ldg + first,
                          a->y + row * p->y_stride + p->y_offset + first, a->h_prev + row * a->ldh + first, c_prev,
@@ -548,7 +551,7 @@ int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *
     if (dh_n) memcpy(dh, dh_n, (size_t)(n * hidden) * sizeof(float));
     if (dc_n && p->kind == BP_LSTM) memcpy(dc, dc_n, (size_t)(n * hidden) * sizeof(float));
     backward_arrays arrays = {dh,    dc,    gi,          gh_rows, h_prev, dy,     y,   saved, c0,
-                              zeros, tiles, later_pairs, &whh,    sums_i, sums_h, ldg, ldh};
+                              zeros, tiles, later_pairs, &whh,    sums_i, sums_h, ldg, ldh,   bp_prefetch_writes()};
     int threads = step_in_parallel(p) ? bp_num_threads() : 1;
 #pragma omp parallel if (threads > 1)
     {
