@@ -28,7 +28,13 @@ int bp_cpu_vector_level(void) {
 int bp_cpu_vector_level(void) { return 0; }
 #endif
 
-int bp_prefetch_writes(void) {
+static int vendor_override = -1;
+
+void bp_cpu_vendor_override(int amd) { __atomic_store_n(&vendor_override, amd < 0 ? -1 : amd != 0, __ATOMIC_RELAXED); }
+
+int bp_cpu_is_amd(void) {
+    int forced = __atomic_load_n(&vendor_override, __ATOMIC_RELAXED);
+    if (forced >= 0) return forced;
 #if defined(__x86_64__) || defined(__i386__)
     return __builtin_cpu_is("amd");
 #else

@@ -169,14 +169,11 @@ typedef void bp_micro_columns(int64_t kc, const float *a, int64_t lda, const flo
 
 /// Whether the caller runs inside an active OpenMP parallel region (threads.c).
 int bp_in_parallel(void);
-/// Whether a step loop asks a step ahead for the lines it will write there (prefetch with write
-/// intent), as it does for those it will read: on AMD cores (cpu.c). On Zen 4, 1 thread, an LSTM's
-/// backward cells writing their gate gradients took 7% of its time without and 3% with (32 rows of
-/// 64 steps, 256 → 256 units: 45.2-45.8 → 43.8-43.9 ms; 128 rows of 28 steps, 28 → 128 units:
-/// 14.7-14.8 → 13.9-14.1; at 2 threads, and for a GRU, within noise). On an Intel Xeon the same
-/// asking cost more than it gained (the 128-row LSTM's backward 10.4 → 10.9 ms). The same bits
-/// either way.
-int bp_prefetch_writes(void);
+/// Whether the CPU's cores are AMD's, or bp_cpu_vendor_override's answer (cpu.c). Where two ways to
+/// the same sums measured faster on one vendor's cores and slower on the other's, the kernels choose
+/// by it (the recurrent backward's write prefetch, the layer-norm forward's rows); the bits are the
+/// same either way.
+int bp_cpu_is_amd(void);
 /// The calling thread's number in its parallel region's team, from 0 (threads.c).
 int bp_thread_index(void);
 

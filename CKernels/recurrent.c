@@ -445,14 +445,18 @@ typedef struct {
     const bp_gate_panels *whh;  // W_hh [G·H, H]
     double *sums_i, *sums_h;    // the biases' gradients of each chunk of rows, [chunks][G · H]
     int64_t ldg, ldh;
-    int prefetch_writes;  // bp_prefetch_writes
+    int prefetch_writes;  // the gate gradients' lines too (on AMD cores: prefetch_row_backward)
 } backward_arrays;
 
 // Asks for the lines that the cells of batch row b, block u will read at backward step s (the
-// next step): its saved run, its row of dy, and the RNN's row of y or the GRU's of h_{t−1}; and,
-// where bp_prefetch_writes says so, the runs of gi (and the GRU's gh) they will write. Their rows
-// are far apart and out of cache; asked for a step ahead, they arrive while this step's products
-// and cells run (1 thread, lstm_256 on Zen 4: the cells' time 4.5 → 2.3 ms for the reads).
+// next step): its saved run, its row of dy, and the RNN's row of y or the GRU's of h_{t−1}; and, on
+// AMD cores, the runs of gi (and the GRU's gh) they will write. Their rows are far apart and out of
+// cache; asked for a step ahead, they arrive while this step's products and cells run (1 thread,
+// lstm_256 on Zen 4: the cells' time 4.5 → 2.3 ms for the reads). Asking for the writes too, on
+// Zen 4, 1 thread: the cells 7% of the backward's time → 3% (32 rows of 64 steps, 256 → 256 units:
+// 45.2-45.8 → 43.8-43.9 ms; 128 rows of 28 steps, 28 → 128 units: 14.7-14.8 → 13.9-14.1; at 2
+// threads and for a GRU within noise); on an Intel Xeon it cost more than it gained (the 128-row
+// LSTM's backward 10.4 → 10.9 ms).
 static void prefetch_row_backward(const backward_arrays *a, int64_t s, int64_t u, int64_t b, const bp_rnn_params *p) {
     int64_t row = b * p->t + s, first = u * BP_NR;
     for (int64_t q = 0; a->saved && q < saved_per_unit(p->kind); q++)
@@ -551,7 +555,7 @@ int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *
     if (dh_n) memcpy(dh, dh_n, (size_t)(n * hidden) * sizeof(float));
     if (dc_n && p->kind == BP_LSTM) memcpy(dc, dc_n, (size_t)(n * hidden) * sizeof(float));
     backward_arrays arrays = {dh,    dc,    gi,          gh_rows, h_prev, dy,     y,   saved, c0,
-                              zeros, tiles, later_pairs, &whh,    sums_i, sums_h, ldg, ldh,   bp_prefetch_writes()};
+                              zeros, tiles, later_pairs, &whh,    sums_i, sums_h, ldg, ldh,   bp_cpu_is_amd()};
     int threads = step_in_parallel(p) ? bp_num_threads() : 1;
 #pragma omp parallel if (threads > 1)
     {

@@ -32,6 +32,10 @@ int bp_has_openmp(void);
 
 /// 2 when the CPU and OS support AVX-512 (F, DQ, BW, VL), 1 for AVX2 with FMA, else 0 (cpu.c).
 int bp_cpu_vector_level(void);
+/// With amd = 1 or 0, kernels started afterwards choose between their equivalent ways to the same
+/// bits as they do on AMD's or on Intel's cores, whatever this CPU is; −1 returns to this CPU's own
+/// choices (cpu.c). For tests that run both ways on one machine.
+void bp_cpu_vendor_override(int amd);
 /// The width of the float32 product behind the convolutions and recurrent layers (microkernel.c):
 /// 16 (AVX-512 registers, 8 rows per block) or 8 (AVX2, 6 rows). Both give the same bits.
 int bp_product_vector_width(void);

@@ -127,24 +127,33 @@ import Testing
 
     /// The forward takes its rows' statistics four rows at a time (the last rows one by one), a
     /// group's squared deviations in the pass that normalises the group before it and its means in
-    /// the pass before that: every row gets the bits it gets alone (41 × 2049: the threads share
-    /// the groups).
+    /// the pass before that, or, as on AMD's cores for rows of 128 or more, one row at a time: either
+    /// way every row gets the bits it gets alone (41 × 2049: the threads share the groups; 41 × 100:
+    /// groups on either vendor's cores).
     @Test(
         "layer norm's rows in groups get the bits each gets alone",
-        arguments: [(9, 777), (8, 16), (5, 3001), (41, 2049)])
+        arguments: [(9, 777), (8, 16), (5, 3001), (41, 2049), (41, 100), (13, 300)])
     func layerNormRowGroups(rows: Int, d: Int) {
         let x = Self.data(rows * d, seed: 11, offset: 50, spread: 3)
-        var y = [Float](repeating: .nan, count: rows * d), mean = [Float](repeating: 0, count: 2 * rows),
-            rstd = [Float](repeating: 0, count: rows)
-        bp_layernorm_forward(&y, &mean, &rstd, x, nil, nil, Int64(rows), Int64(d), 1e-5)
-        for row in 0..<rows {
-            var yRow = [Float](repeating: .nan, count: d), meanRow: [Float] = [0, 0], rstdRow: [Float] = [0]
-            bp_layernorm_forward(
-                &yRow, &meanRow, &rstdRow, Array(x[row * d..<(row + 1) * d]), nil, nil, 1, Int64(d), 1e-5)
-            let same =
-                bits(yRow) == bits(Array(y[row * d..<(row + 1) * d]))
-                && bits(meanRow + rstdRow) == bits([mean[2 * row], mean[2 * row + 1], rstd[row]])
-            #expect(same, "row \(row) of \(rows) × \(d)")
+        func forward(_ x: [Float], rows: Int) -> [Float] {
+            var y = [Float](repeating: .nan, count: rows * d), mean = [Float](repeating: 0, count: 2 * rows),
+                rstd = [Float](repeating: 0, count: rows)
+            bp_layernorm_forward(&y, &mean, &rstd, x, nil, nil, Int64(rows), Int64(d), 1e-5)
+            return y + mean + rstd
+        }
+        for amd in [false, true] {
+            let all = withCoreChoices(amd: amd) { forward(x, rows: rows) }
+            for row in 0..<rows {
+                let alone = forward(Array(x[row * d..<(row + 1) * d]), rows: 1)
+                let statistics = rows * d
+                let same =
+                    bits(Array(alone[0..<d])) == bits(Array(all[row * d..<(row + 1) * d]))
+                    && bits(Array(alone[d...]))
+                        == bits([
+                            all[statistics + 2 * row], all[statistics + 2 * row + 1], all[statistics + 2 * rows + row],
+                        ])
+                #expect(same, "row \(row) of \(rows) × \(d), choosing as on \(amd ? "AMD" : "Intel")'s cores")
+            }
         }
     }
 
