@@ -169,13 +169,13 @@ typedef void bp_micro_columns(int64_t kc, const float *a, int64_t lda, const flo
 
 /// Whether the caller runs inside an active OpenMP parallel region (threads.c).
 int bp_in_parallel(void);
+/// The calling thread's number in its parallel region's team, from 0 (threads.c).
+int bp_thread_index(void);
 /// Whether the CPU's cores are AMD's, or bp_cpu_vendor_override's answer (cpu.c). Where two ways to
 /// the same sums measured faster on one vendor's cores and slower on the other's, the kernels choose
 /// by it (the recurrent backward's write prefetch, the layer-norm forward's rows); the bits are the
 /// same either way.
 int bp_cpu_is_amd(void);
-/// The calling thread's number in its parallel region's team, from 0 (threads.c).
-int bp_thread_index(void);
 
 /// C = A · op(B) + bias, bias[j] added to column j of C after its sum (as a separate pass would):
 /// a linear layer's forward in float32, the bias added while C is in cache.
