@@ -159,6 +159,12 @@ static float *unaliased_copy(const float *x, int64_t ldx, int transposed, int64_
     return copy;
 }
 
+// Asks for the lines of A's columns [i, i + cols) in its rows [k0, k0 + rows).
+static void prefetch_rows(const float *a, int64_t lda, int64_t k0, int64_t rows, int64_t i, int64_t cols) {
+    for (int64_t t = k0; t < k0 + rows; t++)
+        for (int64_t f = 0; f < cols; f += 16) __builtin_prefetch(a + t * lda + i + f);
+}
+
 // A's columns [i, i + cols) over steps [k0, k0 + kc) as strips of mr columns, each kc rows of mr
 // floats, kc · mr apart (the last strip's columns past `cols` zeros): the packed form of the
 // kernel's A. Each of A's rows is read along, STRIPS · mr floats at a time, AHEAD rows after the
@@ -168,8 +174,7 @@ static void pack_a_strips(float *out, const float *a, int64_t lda, int64_t k0, i
     int64_t strips = (cols + mr - 1) / mr;
     for (int64_t t = 0; t < kc; t++) {
         const float *row = a + (k0 + t) * lda + i;
-        if (t + AHEAD < kc)
-            for (int64_t f = 0; f < cols; f += 16) __builtin_prefetch(row + AHEAD * lda + f);
+        if (t + AHEAD < kc) prefetch_rows(a, lda, k0 + t + AHEAD, 1, i, cols);
         for (int64_t s = 0; s < strips; s++) {
             float *to = out + s * kc * mr + t * mr;
             int64_t width = min64(mr, cols - s * mr);
@@ -212,11 +217,14 @@ static const bp_product_side *side_at(const bp_product_side *sides, int64_t j, i
 // the sides' columns, B's panels as rows_product packs them (`panels_b`), then A's columns STRIPS
 // strips of mr at a time as [kc][mr] each (`strips_a`), each strip multiplied with every panel of
 // the group. A side's columns start on a multiple of the kernel's width (bp_transposed_products),
-// so that no panel and no kernel call spans two sides.
+// so that no panel and no kernel call spans two sides. While a group of strips is multiplied, the
+// next group's lines of A are asked for, a share of its rows before each kernel call, so that
+// packing it reads them from cache (an LSTM's weight gradient, 1024 × 512 by K = 2048 on one Zen 4
+// core: the packing's share of the time 4.2% → 3.2%, medians 22.2 → 21.6 ms).
 static void packed_block(const bp_micro *micro, int64_t first, int64_t last, const bp_product_side *sides,
                          int64_t columns, int64_t group, int64_t k0, int64_t kc, const float *a, int64_t lda,
                          float *panels_b, float *strips_a, int add) {
-    int64_t mr = micro->mr, j;
+    int64_t mr = micro->mr, per_call = micro->nr / BP_NR, j;
     for (int64_t n0 = 0; n0 < columns; n0 += group) {
         int64_t nc = min64(group, columns - n0), panels = (nc + BP_NR - 1) / BP_NR;
         for (int64_t c0 = n0, width; c0 < n0 + nc; c0 += width) {  // a side's columns in the group
@@ -225,9 +233,14 @@ static void packed_block(const bp_micro *micro, int64_t first, int64_t last, con
             pack_b_panels(panels_b + (c0 - n0) * kc, side->b, side->ldb, side->trans_b, k0, kc, j, width);
         }
         for (int64_t i0 = first; i0 < last; i0 += STRIPS * mr) {
+            int64_t next = i0 + STRIPS * mr, next_cols = min64(STRIPS * mr, last - next);
+            int64_t calls = (min64(last, next) - i0 + mr - 1) / mr * ((panels + per_call - 1) / per_call);
+            int64_t share = (kc + calls - 1) / calls, call = 0;
             pack_a_strips(strips_a, a, lda, k0, kc, i0, min64(STRIPS * mr, last - i0), mr);
-            for (int64_t i = i0; i < min64(last, i0 + STRIPS * mr); i += mr)
-                for (int64_t q = 0; q < panels; q += micro->nr / BP_NR) {
+            for (int64_t i = i0; i < min64(last, next); i += mr)
+                for (int64_t q = 0; q < panels; q += per_call, call++) {
+                    if (next_cols > 0)
+                        prefetch_rows(a, lda, k0 + call * share, min64(share, kc - call * share), next, next_cols);
                     const bp_product_side *side = side_at(sides, n0 + q * BP_NR, &j);
                     micro->block(kc, strips_a + (i - i0) * kc, panels_b + q * kc * BP_NR, kc * BP_NR,
                                  side->c + i * side->ldc + j, side->ldc, add, NULL, min64(mr, last - i),

@@ -448,19 +448,23 @@ typedef struct {
     int prefetch_writes;  // the gate gradients' lines too (on AMD cores: prefetch_row_backward)
 } backward_arrays;
 
-// Asks for the lines that the cells of batch row b, block u will read at backward step s (the
-// next step): its saved run, its row of dy, and the RNN's row of y or the GRU's of h_{t−1}; and, on
-// AMD cores, the runs of gi (and the GRU's gh) they will write. Their rows are far apart and out of
-// cache; asked for a step ahead, they arrive while this step's products and cells run (1 thread,
-// lstm_256 on Zen 4: the cells' time 4.5 → 2.3 ms for the reads). Asking for the writes too, on
-// Zen 4, 1 thread: the cells 7% of the backward's time → 3% (32 rows of 64 steps, 256 → 256 units:
-// 45.2-45.8 → 43.8-43.9 ms; 128 rows of 28 steps, 28 → 128 units: 14.7-14.8 → 13.9-14.1; at 2
-// threads and for a GRU within noise); on an Intel Xeon it cost more than it gained (the 128-row
-// LSTM's backward 10.4 → 10.9 ms).
-static void prefetch_row_backward(const backward_arrays *a, int64_t s, int64_t u, int64_t b, const bp_rnn_params *p) {
-    int64_t row = b * p->t + s, first = u * BP_NR;
+// Asks for the lines that the cells of batch row b, block u will read at the backward's step k
+// (the next one): its saved run and, for the LSTM, c_{t−1} from the run of the step before it in
+// time (its own c_t is read by the step after it, which asked for it), its row of dy, and the
+// RNN's row of y or the GRU's of h_{t−1}; and, on AMD cores, the runs of gi (and the GRU's gh) they
+// will write. Their rows are far apart and out of cache; asked for a step ahead, they arrive while
+// this step's products and cells run (1 thread, lstm_256 on Zen 4: the cells' time 4.5 → 2.3 ms
+// for the reads; c_{t−1} asked for a step ahead rather than as it is read: their share of the
+// backward 4.4% → 3.2%). Asking for the writes too, on Zen 4, 1 thread: the cells 7% of the
+// backward's time → 3% (32 rows of 64 steps, 256 → 256 units: 45.2-45.8 → 43.8-43.9 ms; 128 rows
+// of 28 steps, 28 → 128 units: 14.7-14.8 → 13.9-14.1; at 2 threads and for a GRU within noise); on
+// an Intel Xeon it cost more than it gained (the 128-row LSTM's backward 10.4 → 10.9 ms).
+static void prefetch_row_backward(const backward_arrays *a, int64_t k, int64_t u, int64_t b, const bp_rnn_params *p) {
+    int64_t s = step_at(p, k), row = b * p->t + s, first = u * BP_NR, c_run = 4;  // c_t: saved run 4
     for (int64_t q = 0; a->saved && q < saved_per_unit(p->kind); q++)
-        __builtin_prefetch(a->saved + saved_run(p, s, u, b) + q * BP_NR);
+        if (p->kind != BP_LSTM || q != c_run) __builtin_prefetch(a->saved + saved_run(p, s, u, b) + q * BP_NR);
+    if (p->kind == BP_LSTM && k > 0)
+        __builtin_prefetch(a->saved + saved_run(p, step_at(p, k - 1), u, b) + c_run * BP_NR);
     __builtin_prefetch(a->dy + row * p->y_stride + p->y_offset + first);
     if (p->kind == BP_RNN_TANH || p->kind == BP_RNN_RELU)
         __builtin_prefetch(a->y + row * p->y_stride + p->y_offset + first);
@@ -494,7 +498,7 @@ static void block_backward(const backward_arrays *a, const bp_rnn_params *p, int
                                   : k > 0            ? a->saved + saved_run(p, step_at(p, k - 1), u, b) + 4 * BP_NR
                                   : a->c0            ? a->c0 + b * hidden + first
                                                      : a->zeros;
-            if (k > 0) prefetch_row_backward(a, step_at(p, k - 1), u, b, p);
+            if (k > 0) prefetch_row_backward(a, k - 1, u, b, p);
             row_backward(dhb, tile_b, a->dy + row * p->y_stride + p->y_offset + first, a->dc + b * hidden + first,
                          a->gi + row * a->ldg + first, a->gh + row * a->ldg + first,
                          a->y + row * p->y_stride + p->y_offset + first, a->h_prev + row * a->ldh + first, c_prev,
