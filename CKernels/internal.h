@@ -82,6 +82,16 @@ __attribute__((always_inline)) static inline void bp_copy_short(float *dst, cons
     if (i < n) dst[i] = src[i];
 }
 
+/// Asks for the lines of `rows` rows of `floats` floats, row i at m + i · ld (each row's last line
+/// too, where it starts off a line).
+__attribute__((always_inline)) static inline void bp_prefetch_block(const float *m, int64_t ld, int64_t rows,
+                                                                    int64_t floats) {
+    for (int64_t i = 0; i < rows && floats > 0; i++) {
+        for (int64_t f = 0; f < floats; f += 16) __builtin_prefetch(m + i * ld + f);
+        __builtin_prefetch(m + i * ld + floats - 1);
+    }
+}
+
 /// columns[j][i] = x[i][j]: an 8 × 8 block transposed in three rounds of shuffles (pairs of rows
 /// interleaved, then pairs of pairs, then the 128-bit halves).
 __attribute__((always_inline)) static inline void bp_transpose_8x8(v8f columns[8], const v8f x[8]) {

@@ -159,12 +159,6 @@ static float *unaliased_copy(const float *x, int64_t ldx, int transposed, int64_
     return copy;
 }
 
-// Asks for the lines of A's columns [i, i + cols) in its rows [k0, k0 + rows).
-static void prefetch_rows(const float *a, int64_t lda, int64_t k0, int64_t rows, int64_t i, int64_t cols) {
-    for (int64_t t = k0; t < k0 + rows; t++)
-        for (int64_t f = 0; f < cols; f += 16) __builtin_prefetch(a + t * lda + i + f);
-}
-
 // A's columns [i, i + cols) over steps [k0, k0 + kc) as strips of mr columns, each kc rows of mr
 // floats, kc · mr apart (the last strip's columns past `cols` zeros): the packed form of the
 // kernel's A. Each of A's rows is read along, STRIPS · mr floats at a time, AHEAD rows after the
@@ -174,7 +168,7 @@ static void pack_a_strips(float *out, const float *a, int64_t lda, int64_t k0, i
     int64_t strips = (cols + mr - 1) / mr;
     for (int64_t t = 0; t < kc; t++) {
         const float *row = a + (k0 + t) * lda + i;
-        if (t + AHEAD < kc) prefetch_rows(a, lda, k0 + t + AHEAD, 1, i, cols);
+        if (t + AHEAD < kc) bp_prefetch_block(row + AHEAD * lda, lda, 1, cols);
         for (int64_t s = 0; s < strips; s++) {
             float *to = out + s * kc * mr + t * mr;
             int64_t width = min64(mr, cols - s * mr);
@@ -239,8 +233,8 @@ static void packed_block(const bp_micro *micro, int64_t first, int64_t last, con
             pack_a_strips(strips_a, a, lda, k0, kc, i0, min64(STRIPS * mr, last - i0), mr);
             for (int64_t i = i0; i < min64(last, next); i += mr)
                 for (int64_t q = 0; q < panels; q += per_call, call++) {
-                    if (next_cols > 0)
-                        prefetch_rows(a, lda, k0 + call * share, min64(share, kc - call * share), next, next_cols);
+                    bp_prefetch_block(a + (k0 + call * share) * lda + next, lda, min64(share, kc - call * share),
+                                      next_cols);
                     const bp_product_side *side = side_at(sides, n0 + q * BP_NR, &j);
                     micro->block(kc, strips_a + (i - i0) * kc, panels_b + q * kc * BP_NR, kc * BP_NR,
                                  side->c + i * side->ldc + j, side->ldc, add, NULL, min64(mr, last - i),

@@ -10,6 +10,12 @@
 // columns (a row's or an image's last pixels) skips the second vector. Written with clang's
 // portable vector types and multiversioned, so the same source is AVX-512, AVX2 + FMA or SSE
 // code. The order of the sum over t is fixed: results do not depend on who calls it.
+//
+// Where a block's sum is added to C, C's lines are asked for before the product (both kernels), so
+// that they arrive while it runs rather than stall its end. 1 thread, Zen 4, an LSTM's backward
+// (32 rows of 64 steps, 256 → 256 units), medians: with this kernel the input gradient 13.5 →
+// 11.5 ms and the weight gradient 23.5 → 22.6; with the AVX-512 one 10.5 → 10.3 and 20.7 → 20.2,
+// the steps 11.9 → 11.7.
 #include "CKernels.h"
 #include "internal.h"
 
@@ -80,6 +86,7 @@ void bp_micro_6x16(int64_t kc, const float *a, const float *b, int64_t next, flo
     (void)next;  // one panel: cols ≤ 16
     v8f acc[MR][2];
     for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = (v8f){0};
+    if (accumulate) bp_prefetch_block(c, ldc, rows, cols);                  // C read after the product (see above)
     const float *const lanes[MR] = {a, a + 1, a + 2, a + 3, a + 4, a + 5};  // A packed: row i at a[t · 6 + i]
     // A matrix's last block of two rows or fewer (32 rows: five blocks and two) skips the other four.
     if (rows > 2) {
@@ -98,6 +105,7 @@ void bp_micro_6x16_rows(int64_t kc, const float *a, int64_t lda, const float *b,
     (void)next;
     v8f acc[MR][2];
     for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = (v8f){0};
+    if (accumulate) bp_prefetch_block(c, ldc, rows, cols);  // C read after the product (see above)
     const float *lanes[MR];  // rows past `rows` read the last row again, and are not stored
     for (int i = 0; i < MR; i++) lanes[i] = a + (i < rows ? i : rows - 1) * lda;
     // Four rows or fewer (the last rows of a batch) skip the work of the other two.
@@ -117,6 +125,7 @@ void bp_micro_6x16_columns(int64_t kc, const float *a, int64_t lda, const float 
     (void)next;
     v8f acc[MR][2];
     for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = (v8f){0};
+    if (accumulate) bp_prefetch_block(c, ldc, rows, cols);  // C read after the product (see above)
     if (rows == MR) {  // column i at a + i: one base register for the six broadcasts
         const float *const lanes[MR] = {a, a + 1, a + 2, a + 3, a + 4, a + 5};
         if (cols > 8) product(acc, kc, lanes, MR, lda, b, ldb, 2);

@@ -85,21 +85,11 @@ AVX512 __attribute__((always_inline)) static inline void store(v16f acc[MR][2], 
     }
 }
 
-// Where the block's sum is added to C, asks for C's lines at the start (two per row: 32 floats),
-// so that they arrive while the product runs rather than stall its end (1 thread, Zen 4, an LSTM's
-// backward, 32 rows of 64 steps, 256 → 256 units, medians: the weight gradient 20.7 → 20.2 ms,
-// the input gradient 10.5 → 10.3, the steps 11.9 → 11.7).
-AVX512 __attribute__((always_inline)) static inline void prefetch_sum(const float *c, int64_t ldc, int accumulate,
-                                                                      int64_t rows) {
-    for (int64_t i = 0; accumulate && i < rows; i++)
-        __builtin_prefetch(c + i * ldc), __builtin_prefetch(c + i * ldc + 16);
-}
-
 AVX512 void bp_micro_8x32(int64_t kc, const float *a, const float *b, int64_t next, float *c, int64_t ldc,
                           int accumulate, const float *bias, int64_t rows, int64_t cols) {
     v16f acc[MR][2] = {{{0}}};
     const float *const lanes[MR] = {a, a + 1, a + 2, a + 3, a + 4, a + 5, a + 6, a + 7};  // row i at a[t · 8 + i]
-    prefetch_sum(c, ldc, accumulate, rows);
+    if (accumulate) bp_prefetch_block(c, ldc, rows, cols);  // C read after the product (microkernel.c)
     product_panels(acc, kc, lanes, MR, MR, b, BP_NR, next, cols);
     store(acc, c, ldc, accumulate, bias, rows, cols);
 }
@@ -109,7 +99,7 @@ AVX512 void bp_micro_8x32_rows(int64_t kc, const float *a, int64_t lda, const fl
     v16f acc[MR][2] = {{{0}}};
     const float *lanes[MR];  // rows past `rows` read the last row again, and are not stored
     for (int i = 0; i < MR; i++) lanes[i] = a + (i < rows ? i : rows - 1) * lda;
-    prefetch_sum(c, ldc, accumulate, rows);
+    if (accumulate) bp_prefetch_block(c, ldc, rows, cols);  // C read after the product (microkernel.c)
     // Four rows or fewer (the last rows of a batch) skip the work of the other four.
     if (rows > 4) product_panels(acc, kc, lanes, MR, 1, b, BP_NR, next, cols);
     else product_panels(acc, kc, lanes, 4, 1, b, BP_NR, next, cols);
@@ -119,7 +109,7 @@ AVX512 void bp_micro_8x32_rows(int64_t kc, const float *a, int64_t lda, const fl
 AVX512 void bp_micro_8x32_columns(int64_t kc, const float *a, int64_t lda, const float *b, int64_t ldb, int64_t next,
                                   float *c, int64_t ldc, int accumulate, int64_t rows, int64_t cols) {
     v16f acc[MR][2] = {{{0}}};
-    prefetch_sum(c, ldc, accumulate, rows);
+    if (accumulate) bp_prefetch_block(c, ldc, rows, cols);  // C read after the product (microkernel.c)
     if (rows == MR) {  // column i at a + i: one base register for the eight broadcasts
         const float *const lanes[MR] = {a, a + 1, a + 2, a + 3, a + 4, a + 5, a + 6, a + 7};
         product_panels(acc, kc, lanes, MR, lda, b, ldb, next, cols);
