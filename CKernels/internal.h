@@ -168,9 +168,10 @@ enum { BP_NR = 16 };
 /// for the edges of a matrix.
 typedef void bp_micro_block(int64_t kc, const float *a, const float *b, int64_t next, float *c, int64_t ldc,
                             int accumulate, const float *bias, int64_t rows, int64_t cols);
-/// The same with A not packed: its `rows` rows `lda` apart (row i, step t at a[i · lda + t]).
-typedef void bp_micro_rows(int64_t kc, const float *a, int64_t lda, const float *b, int64_t next, float *c, int64_t ldc,
-                           int accumulate, int64_t rows, int64_t cols);
+/// The same with A not packed: its `rows` rows `lda` apart (row i, step t at a[i · lda + t]), and
+/// B's rows `ldb` apart (BP_NR for packed panels).
+typedef void bp_micro_rows(int64_t kc, const float *a, int64_t lda, const float *b, int64_t ldb, int64_t next, float *c,
+                           int64_t ldc, int accumulate, int64_t rows, int64_t cols);
 /// The same with neither packed: A's `rows` columns at a, a + 1, … (step t at a[t · lda + i]) and
 /// B's rows `ldb` apart, each with 16 floats to read per panel (step t, column j < 16 at
 /// b[t · ldb + j], column 16 + j at b[next + t · ldb + j]).
@@ -191,6 +192,13 @@ int bp_cpu_is_amd(void);
 /// a linear layer's forward in float32, the bias added while C is in cache.
 int64_t bp_matrix_product_bias(int trans_b, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                                const float *b, int64_t ldb, const float *column_bias, float *c, int64_t ldc);
+
+/// C = A · B, B [k, n] read in place (rows ldb apart), for one of a run of products each of whose B
+/// is read from memory once (a 1 × 1 convolution's images): the lines of the next one's operand
+/// (`next_floats` floats at `next`, or NULL) are asked for while this one runs. The bits of
+/// bp_matrix_product(0, 0, …, 0, c, ldc).
+int64_t bp_matrix_product_streamed(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
+                                   int64_t ldb, const float *next, int64_t next_floats, float *c, int64_t ldc);
 
 /// C [m, n] (+ C when `accumulate`) = op(A) · op(B), a layer's product in its `precision`
 /// (BP_FP32, BP_BF16, BP_BF16_EMULATED): bfloat16 through bp_bf16_gemm, float32 through

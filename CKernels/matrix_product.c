@@ -19,7 +19,9 @@
 // with the halves fixed in advance, 7.6–9.7 with strips taken; quiet, 7.1 either way). On a Zen 4
 // core this runs at 107–114 GF/s where OpenBLAS runs at 95–102 (a recurrent layer's input gradient,
 // every step's rows at once; a linear layer of 1024 features), and with few columns (28) at 97
-// against 74.
+// against 74. Where B is read from memory once (a 1 × 1 convolution's image), packing it waits for
+// every line of it before the first multiply-add: bp_matrix_product_streamed reads B in place (the
+// kernel's `rows` form takes B's row stride too) and asks for the next product's lines meanwhile.
 //
 // A transposed (a weight gradient, Σ over examples of a gradient row times an input row), B with
 // fewer than NC columns: at step t the kernel's `columns` form broadcasts mr neighbouring floats of
@@ -109,17 +111,42 @@ static void add_column_bias(float *c, int64_t ldc, int64_t first, int64_t last, 
         for (int64_t j = n0; j < n0 + nc; j++) c[i * ldc + j] += bias[j];
 }
 
-// C (+)= A · op(B) (+ column_bias after each sum, unless NULL), A read in place (see above). The
-// bias goes into a strip of C's rows as soon as their last block of steps is summed, while they
-// are in cache. No strip of a pass starts before every strip of the pass before is done (the wait
-// after packing), so each element's blocks of steps are added in order whoever computes them.
+// What rows_product does besides the product. `column_bias` (unless NULL): bias[j] added to
+// column j after its sum. `b_in_place`: B (not transposed) read where it is, its last columns
+// (past a multiple of the kernel's width, which the kernel would read past the row) packed; for a
+// product whose B is read from memory once, where packing it would wait for every line of it
+// before the first multiply-add. `ahead` (unless NULL): the `ahead_floats` floats that a product
+// after this one reads (the next image's B), asked for a few lines before each kernel call, so
+// that they arrive while this product runs.
+typedef struct {
+    const float *column_bias;
+    int b_in_place;
+    const float *ahead;
+    int64_t ahead_floats;
+} rows_extras;
+
+// Asks for the `share` lines of `extras->ahead` that kernel call `call` (of any thread) is before.
+static void ask_ahead(const rows_extras *extras, int64_t call, int64_t share) {
+    for (int64_t line = call * share; line < (call + 1) * share && line * 16 < extras->ahead_floats; line++)
+        __builtin_prefetch(extras->ahead + line * 16);
+}
+
+// C (+)= A · op(B) (+ the extras), A read in place (see above). The bias goes into a strip of C's
+// rows as soon as their last block of steps is summed, while they are in cache. No strip of a pass
+// starts before every strip of the pass before is done (the wait after packing), so each
+// element's blocks of steps are added in order whoever computes them.
 static int64_t rows_product(int trans_b, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
-                            int64_t ldb, int accumulate, const float *column_bias, float *c, int64_t ldc) {
+                            int64_t ldb, int accumulate, const rows_extras *extras, float *c, int64_t ldc) {
     bp_micro micro = bp_micro_kernel();
     int64_t mr = micro.mr, strip = 2 * mr, strips = (m + strip - 1) / strip, missing = 0;
     int64_t threads = product_threads(m, n, k, strip), blocks = bp_kc_blocks(k);
     int64_t group = packed_group(n, k, micro.nr), panel_floats = min64(BP_KC, k) * group;
-    int64_t passes = (n + group - 1) / group * blocks;
+    int64_t passes = (n + group - 1) / group * blocks, per_call = micro.nr / BP_NR;
+    // Columns from `whole` on are packed (all where B is not read in place).
+    int64_t whole = extras->b_in_place && !trans_b ? n / micro.nr * micro.nr : 0;
+    // Kernel calls are numbered pass, strip, columns, rows: `calls` of them, each before `share` lines ahead.
+    int64_t call_columns = (group + micro.nr - 1) / micro.nr, calls = passes * strips * call_columns * 2;
+    int64_t share = extras->ahead ? (extras->ahead_floats + 16 * calls - 1) / (16 * calls) : 0;
     float *packed_b = bp_aligned_alloc(64, threads, panel_floats * (int64_t)sizeof(float), 0, &missing);
     int64_t *taken = bp_calloc(passes, sizeof(int64_t), &missing);  // each pass's strips handed out
     if (missing) return free(packed_b), free(taken), missing;
@@ -127,19 +154,28 @@ static int64_t rows_product(int trans_b, int64_t m, int64_t n, int64_t k, const 
     for (int64_t pass = 0; pass < passes; pass++) {
         int64_t n0 = pass / blocks * group, block = pass % blocks, k0, kc;
         int64_t nc = min64(group, n - n0), panels = (nc + BP_NR - 1) / BP_NR;
+        int64_t packed0 = whole > n0 ? whole - n0 : 0;  // the group's first packed column
         float *panels_b = packed_b + bp_thread_index() * panel_floats;
         bp_kc_block(k, block, &k0, &kc);
-        pack_b_panels(panels_b, b, ldb, trans_b, k0, kc, n0, nc);
+        if (packed0 < nc) pack_b_panels(panels_b, b, ldb, trans_b, k0, kc, n0 + packed0, nc - packed0);
 #pragma omp barrier
         int add = accumulate || block > 0;
         for (int64_t s; (s = __atomic_fetch_add(taken + pass, 1, __ATOMIC_RELAXED)) < strips;) {
             int64_t i0 = s * strip, last = min64(m, i0 + strip);
-            for (int64_t q = 0; q < panels; q += micro.nr / BP_NR)
-                for (int64_t i = i0; i < last; i += mr)
-                    micro.rows(kc, a + i * lda + k0, lda, panels_b + q * kc * BP_NR, kc * BP_NR,
+            for (int64_t q = 0; q < panels; q += per_call) {
+                int in_place = q * BP_NR < packed0;
+                const float *bq = in_place ? b + k0 * ldb + n0 + q * BP_NR : panels_b + (q * BP_NR - packed0) * kc;
+                for (int64_t i = i0; i < last; i += mr) {
+                    if (share)
+                        ask_ahead(extras, ((pass * strips + s) * call_columns + q / per_call) * 2 + (i - i0) / mr,
+                                  share);
+                    micro.rows(kc, a + i * lda + k0, lda, bq, in_place ? ldb : BP_NR, in_place ? BP_NR : kc * BP_NR,
                                c + i * ldc + n0 + q * BP_NR, ldc, add, min64(mr, last - i),
                                min64(micro.nr, nc - q * BP_NR));
-            if (column_bias && block == blocks - 1) add_column_bias(c, ldc, i0, last, n0, nc, column_bias);
+                }
+            }
+            if (extras->column_bias && block == blocks - 1)
+                add_column_bias(c, ldc, i0, last, n0, nc, extras->column_bias);
         }
     }
     free(packed_b), free(taken);
@@ -300,15 +336,24 @@ int64_t bp_matrix_product(int trans_a, int trans_b, int64_t m, int64_t n, int64_
     if (trans_a)
         return columns_product(bp_micro_kernel(), m, k, a, lda, &(bp_product_side){b, ldb, n, trans_b, c, ldc}, 1,
                                accumulate);
-    return rows_product(trans_b, m, n, k, a, lda, b, ldb, accumulate, NULL, c, ldc);
+    return rows_product(trans_b, m, n, k, a, lda, b, ldb, accumulate, &(rows_extras){0}, c, ldc);
 }
 
 int64_t bp_matrix_product_bias(int trans_b, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                                const float *b, int64_t ldb, const float *column_bias, float *c, int64_t ldc) {
-    if (m > 0 && n > 0 && k > 0) return rows_product(trans_b, m, n, k, a, lda, b, ldb, 0, column_bias, c, ldc);
+    if (m > 0 && n > 0 && k > 0)
+        return rows_product(trans_b, m, n, k, a, lda, b, ldb, 0, &(rows_extras){.column_bias = column_bias}, c, ldc);
     bp_matrix_product(0, trans_b, m, n, k, a, lda, b, ldb, 0, c, ldc);  // C = 0 (or nothing to do)
     add_column_bias(c, ldc, 0, m, 0, n, column_bias);
     return 0;
+}
+
+int64_t bp_matrix_product_streamed(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
+                                   int64_t ldb, const float *next, int64_t next_floats, float *c, int64_t ldc) {
+    if (m <= 0 || n <= 0 || k <= 0) return bp_matrix_product(0, 0, m, n, k, a, lda, b, ldb, 0, c, ldc);
+    rows_extras extras = {
+        .b_in_place = n < NC && bp_unaliased_stride(ldb) == ldb, .ahead = next, .ahead_floats = next_floats};
+    return rows_product(0, m, n, k, a, lda, b, ldb, 0, &extras, c, ldc);
 }
 
 int64_t bp_layer_product(int32_t precision, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, const float *a,

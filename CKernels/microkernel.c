@@ -100,8 +100,8 @@ void bp_micro_6x16(int64_t kc, const float *a, const float *b, int64_t next, flo
 }
 
 BP_MULTIVERSION
-void bp_micro_6x16_rows(int64_t kc, const float *a, int64_t lda, const float *b, int64_t next, float *c, int64_t ldc,
-                        int accumulate, int64_t rows, int64_t cols) {
+void bp_micro_6x16_rows(int64_t kc, const float *a, int64_t lda, const float *b, int64_t ldb, int64_t next, float *c,
+                        int64_t ldc, int accumulate, int64_t rows, int64_t cols) {
     (void)next;
     v8f acc[MR][2];
     for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = (v8f){0};
@@ -110,11 +110,11 @@ void bp_micro_6x16_rows(int64_t kc, const float *a, int64_t lda, const float *b,
     for (int i = 0; i < MR; i++) lanes[i] = a + (i < rows ? i : rows - 1) * lda;
     // Four rows or fewer (the last rows of a batch) skip the work of the other two.
     if (rows > 4) {
-        if (cols > 8) product(acc, kc, lanes, MR, 1, b, BP_NR, 2);
-        else product(acc, kc, lanes, MR, 1, b, BP_NR, 1);
+        if (cols > 8) product(acc, kc, lanes, MR, 1, b, ldb, 2);
+        else product(acc, kc, lanes, MR, 1, b, ldb, 1);
     } else {
-        if (cols > 8) product(acc, kc, lanes, 4, 1, b, BP_NR, 2);
-        else product(acc, kc, lanes, 4, 1, b, BP_NR, 1);
+        if (cols > 8) product(acc, kc, lanes, 4, 1, b, ldb, 2);
+        else product(acc, kc, lanes, 4, 1, b, ldb, 1);
     }
     store(acc, c, ldc, accumulate, NULL, rows, cols);
 }

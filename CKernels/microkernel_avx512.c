@@ -94,15 +94,15 @@ AVX512 void bp_micro_8x32(int64_t kc, const float *a, const float *b, int64_t ne
     store(acc, c, ldc, accumulate, bias, rows, cols);
 }
 
-AVX512 void bp_micro_8x32_rows(int64_t kc, const float *a, int64_t lda, const float *b, int64_t next, float *c,
-                               int64_t ldc, int accumulate, int64_t rows, int64_t cols) {
+AVX512 void bp_micro_8x32_rows(int64_t kc, const float *a, int64_t lda, const float *b, int64_t ldb, int64_t next,
+                               float *c, int64_t ldc, int accumulate, int64_t rows, int64_t cols) {
     v16f acc[MR][2] = {{{0}}};
     const float *lanes[MR];  // rows past `rows` read the last row again, and are not stored
     for (int i = 0; i < MR; i++) lanes[i] = a + (i < rows ? i : rows - 1) * lda;
     if (accumulate) bp_prefetch_block(c, ldc, rows, cols);  // C read after the product (microkernel.c)
     // Four rows or fewer (the last rows of a batch) skip the work of the other four.
-    if (rows > 4) product_panels(acc, kc, lanes, MR, 1, b, BP_NR, next, cols);
-    else product_panels(acc, kc, lanes, 4, 1, b, BP_NR, next, cols);
+    if (rows > 4) product_panels(acc, kc, lanes, MR, 1, b, ldb, next, cols);
+    else product_panels(acc, kc, lanes, 4, 1, b, ldb, next, cols);
     store(acc, c, ldc, accumulate, NULL, rows, cols);
 }
 

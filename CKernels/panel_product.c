@@ -131,7 +131,7 @@ void bp_gate_block_product(float *tile, int64_t ldt, int64_t tile_step, const fl
                     pair = micro.nr > BP_NR && q + 1 < last ? 2 : 1;
                     const float *b = panel(w, q / gates, q % gates, t0);
                     int64_t next = pair == 2 ? panel(w, (q + 1) / gates, (q + 1) % gates, t0) - b : 0;
-                    micro.rows(kc, x + s * x_step + a * ldx + t0, ldx, b, next,
+                    micro.rows(kc, x + s * x_step + a * ldx + t0, ldx, b, BP_NR, next,
                                tile + s * tile_step + a * ldt + (q - first) * BP_NR, ldt, t0 > 0,
                                min64(micro.mr, n - a),
                                (pair - 1) * BP_NR + bp_block_units(w->hidden, (q + pair - 1) / gates));

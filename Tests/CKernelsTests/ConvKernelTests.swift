@@ -42,6 +42,9 @@ import Testing
         Shape(label: "C = 1", n: 2, c: 1, h: 8, w: 8, k: 4, r: 5, s: 5, pad: (2, 2)),
         Shape(label: "K = 1", n: 2, c: 3, h: 5, w: 6, k: 1, r: 3, s: 3),
         Shape(label: "batch 1, 1x1 pointwise", n: 1, c: 5, h: 4, w: 4, k: 2, r: 1, s: 1),
+        // 63 pixels: the forward reads x's first 32 (AVX-512) or 48 (AVX2) columns in place and
+        // packs the rest; 330 channels: two reduction blocks.
+        Shape(label: "1x1, pixels read in place and packed", n: 3, c: 330, h: 7, w: 9, k: 21, r: 1, s: 1),
         Shape(label: "1x1 with stride 2", n: 2, c: 3, h: 5, w: 5, k: 2, r: 1, s: 1, stride: (2, 2)),
         Shape(label: "kernel as large as the padded input", n: 2, c: 2, h: 3, w: 4, k: 3, r: 5, s: 6, pad: (1, 1)),
         Shape(
