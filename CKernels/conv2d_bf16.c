@@ -211,7 +211,7 @@ int64_t bp_conv2d_backward_data_bf16(float *dx, const float *dy, const float *we
                                      dcol + m * hw + i * COLUMNS, hw, block > 0, min64(ROWS, taps - m),
                                      min64(COLUMNS, hw - i * COLUMNS), emulate);
                     }
-            bp_col2im_rows(buffer, dcol, &l, &plan, reaching, p);
+            bp_col2im_rows(buffer, (dcol_rows){dcol, hw, p->out_h}, 0, l.hq, &l, &plan, reaching, p);
             bp_conv_copy_out(dx + (image * p->c + g * cg) * p->h * p->w, buffer, bias ? bias + g * cg : NULL, &l, p);
         }
         free(buffer);

@@ -145,21 +145,23 @@ int64_t bp_conv_pixel_runs(pixel_run *runs, const conv_layout *l, const bp_conv2
 }
 
 BP_MULTIVERSION
-void bp_col2im_rows(float *buffer, const float *dcol, const conv_layout *l, const col2im_plan *plan,
+void bp_col2im_rows(float *buffer, dcol_rows d, int64_t h0, int64_t h1, const conv_layout *l, const col2im_plan *plan,
                     tap_reach *reaching, const bp_conv2d_params *p) {
-    int64_t taps = p->r * p->s, hw = bp_conv_pixels(p), vectors = plan->vectors;
+    int64_t taps = p->r * p->s, vectors = plan->vectors;
     const tap_place *place = plan->place;
     for (int64_t ci = 0; ci < p->c / p->groups; ci++)
         for (int64_t phase = 0; phase < p->stride_h * p->stride_w; phase++)
-            for (int64_t hrow = 0; hrow < l->hq; hrow++) {
+            for (int64_t hrow = h0; hrow < h1; hrow++) {
                 int64_t found = 0;  // the taps that reach this row
                 for (int64_t t = 0; t < taps; t++) {
                     int64_t oh = hrow - place[t].row;
                     if (place[t].phase != phase || oh < 0 || oh >= p->out_h) continue;
-                    reaching[found++] = (tap_reach){dcol + (ci * taps + t) * hw + oh * p->out_w - place[t].col,
+                    reaching[found++] = (tap_reach){d.dcol + (ci * taps + t) * d.ld +
+                                                        (oh < d.ring ? oh : oh % d.ring) * p->out_w - place[t].col,
                                                     plan->mask + t * vectors};
                 }
-                // Two vectors at a time: two independent chains of adds.
+                // Two vectors at a time: two independent chains of adds. A plane's last row stops
+                // at its end: the next plane's first row may be written already.
                 float *out = buffer + ci * l->channel + phase * l->plane + hrow * l->wq;
                 for (int64_t v = 0; v < vectors; v += 2) {
                     v8f sum0 = {0}, sum1 = {0};
@@ -169,7 +171,13 @@ void bp_col2im_rows(float *buffer, const float *dcol, const conv_layout *l, cons
                         sum0 += (v8f)((v8i)x0 & reaching[e].mask[v]);
                         sum1 += (v8f)((v8i)x1 & reaching[e].mask[v + 1]);
                     }
-                    memcpy(out + 8 * v, &sum0, 32), memcpy(out + 8 * v + 8, &sum1, 32);
+                    if (hrow < l->hq - 1 || 8 * v + 16 <= l->wq) {
+                        memcpy(out + 8 * v, &sum0, 32), memcpy(out + 8 * v + 8, &sum1, 32);
+                        continue;
+                    }
+                    float tail[16];
+                    memcpy(tail, &sum0, 32), memcpy(tail + 8, &sum1, 32);
+                    bp_copy_short(out + 8 * v, tail, l->wq - 8 * v);
                 }
             }
 }

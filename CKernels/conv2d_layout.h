@@ -99,14 +99,27 @@ void bp_col2im_plan_free(col2im_plan *plan);
 /// Floats a column gradient needs before and after it for bp_col2im_rows.
 static inline int64_t bp_col2im_slack(const conv_layout *l) { return l->wq + 16; }
 
+/// Where col2im reads one image-group's column gradient: tap t's output row oh (out_w pixels) at
+/// dcol + t · ld + (oh mod ring) · out_w, with bp_col2im_slack floats before and after the R · ld.
+/// The whole gradient is {dcol, out_h · out_w, out_h}; a ring of the last `ring` output rows lets
+/// it be computed a few rows at a time while they are in cache.
+typedef struct {
+    const float *dcol;
+    int64_t ld, ring;
+} dcol_rows;
+
+/// The most output rows below an input row that reach it: an input row (of a phase plane) takes
+/// output rows hrow − row_t, from hrow − bp_col2im_reach down to hrow.
+static inline int64_t bp_col2im_reach(const bp_conv2d_params *p) { return (p->r - 1) * p->dilation_h / p->stride_h; }
+
 /// col2im as a gather, one buffer row at a time, so every buffer element is written once (no
 /// read-modify-write, no zeroed buffer): element (ci, phase, hrow, col) is the sum, in tap order,
 /// of dcol[t][oh = hrow − row_t][ow = col − col_t] over the taps t of channel ci placed in that
-/// phase, for the (oh, ow) that are output pixels. dcol is one image-group's column gradient
-/// [R][out_h · out_w] with bp_col2im_slack floats before and after it. A row's last vectors may write
-/// up to 15 floats into the next row, which is written after it (or into the buffer's slack).
-/// `reaching` is scratch for r · s taps.
-void bp_col2im_rows(float *buffer, const float *dcol, const conv_layout *l, const col2im_plan *plan,
+/// phase, for the (oh, ow) that are output pixels; for every channel's and phase's rows [h0, h1),
+/// whose output rows must all be in the ring. A row's last vectors may write up to 15 floats
+/// into the next row, which is written after it (or into the buffer's slack), but for a plane's
+/// last row. `reaching` is scratch for r · s taps.
+void bp_col2im_rows(float *buffer, dcol_rows d, int64_t h0, int64_t h1, const conv_layout *l, const col2im_plan *plan,
                     tap_reach *reaching, const bp_conv2d_params *p);
 
 /// row[v] = x[2v + off] for v in [v0, v1), reading only x[0 … width): every other float of a row.

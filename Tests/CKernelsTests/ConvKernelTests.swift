@@ -51,6 +51,13 @@ import Testing
             label: "padding larger than the kernel reach", n: 1, c: 2, h: 3, w: 3, k: 2, r: 2, s: 2, stride: (2, 2),
             pad: (3, 3)),
         Shape(label: "many images (4 weight blocks)", n: 9, c: 3, h: 5, w: 5, k: 4, r: 3, s: 3, pad: (1, 1)),
+        // Column gradients over 4 MB go through a ring of output rows (the backward-data): 4 rows a
+        // chunk here, 81 rows (a short last chunk); with an 11 × 11 kernel the chunk is the 10 rows
+        // the gather reaches back.
+        Shape(
+            label: "column gradient in a ring, 7x7 stride 2", n: 2, c: 4, h: 161, w: 157, k: 5, r: 7, s: 7,
+            stride: (2, 2), pad: (3, 3)),
+        Shape(label: "column gradient in a ring, 11x11", n: 1, c: 8, h: 110, w: 104, k: 3, r: 11, s: 11),
         Shape(
             label: "over 320 taps and 320 channels (two reduction blocks each way)", n: 2, c: 40, h: 4, w: 5, k: 330,
             r: 3, s: 3, pad: (1, 1)),
