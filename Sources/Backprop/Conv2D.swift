@@ -5,10 +5,10 @@ import CKernels
 /// OH = ⌊(H + pad_top + pad_bottom − dilation_h (kh − 1) − 1) / stride_h⌋ + 1 (and OW alike).
 ///
 /// Backward: ∂J/∂x is the transposed convolution of v; ∂J/∂W += the correlation of v with x;
-/// ∂J/∂b += Σ over N, OH, OW of v. Memory: the forward allocates the output, and each thread one
-/// image's column matrix ((C / groups) · kh · kw × OH · OW floats) while it runs (none for 1x1
-/// stride-1 convolutions); the backward the input gradient, a column matrix per thread, and for the
-/// weight gradient up to 4 weight-sized partial sums. The three products run in `Precision.current`
+/// ∂J/∂b += Σ over N, OH, OW of v. Memory: the forward allocates the output (its scratch, and the
+/// backward's, is in the README's memory table); the backward the input gradient, per thread one
+/// image's column gradient ((C / groups) · kh · kw × OH · OW floats; beyond 4 MB a ring of its
+/// rows, about 512 KB), and for the weight gradient up to 4 weight-sized partial sums. The three products run in `Precision.current`
 /// as the forward found it.
 public final class Conv2D: Module {
     public let inChannels: Int
