@@ -186,11 +186,11 @@ int64_t bp_conv2d_backward_data_bf16(float *dx, const float *dy, const float *we
     int64_t slack = bp_col2im_slack(&l);
 #pragma omp parallel if (bp_conv_parallel_over_images(p))
     {
-        float *buffer = bp_malloc(l.size + HALF_SLACK, sizeof(float), &missing);
+        float *rows = bp_malloc(bp_col2im_row_floats(&plan, p), sizeof(float), &missing);
         uint32_t *b = bp_aligned_alloc(64, panels * pairs * COLUMNS, sizeof(uint32_t), 0, &missing);
         float *dcol_space = bp_calloc(taps * hw + 2 * slack, sizeof(float), &missing);
         tap_reach *reaching = bp_malloc(p->r * p->s, sizeof(tap_reach), &missing);
-        int ready = buffer && b && dcol_space && reaching;
+        int ready = rows && b && dcol_space && reaching;
         float *dcol = ready ? dcol_space + slack : NULL;
 #pragma omp for schedule(static)
         for (int64_t item = 0; item < p->n * p->groups; item++) {
@@ -211,10 +211,10 @@ int64_t bp_conv2d_backward_data_bf16(float *dx, const float *dy, const float *we
                                      dcol + m * hw + i * COLUMNS, hw, block > 0, min64(ROWS, taps - m),
                                      min64(COLUMNS, hw - i * COLUMNS), emulate);
                     }
-            bp_col2im_rows(buffer, (dcol_rows){dcol, hw, p->out_h}, 0, l.hq, &l, &plan, reaching, p);
-            bp_conv_copy_out(dx + (image * p->c + g * cg) * p->h * p->w, buffer, bias ? bias + g * cg : NULL, &l, p);
+            bp_col2im_rows(dx + (image * p->c + g * cg) * p->h * p->w, bias ? bias + g * cg : NULL,
+                           (dcol_rows){dcol, hw, p->out_h}, 0, l.hq, &l, &plan, reaching, rows, p);
         }
-        free(buffer);
+        free(rows);
         free(b);
         free(dcol_space);
         free(reaching);

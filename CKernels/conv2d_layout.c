@@ -145,40 +145,58 @@ int64_t bp_conv_pixel_runs(pixel_run *runs, const conv_layout *l, const bp_conv2
 }
 
 BP_MULTIVERSION
-void bp_col2im_rows(float *buffer, dcol_rows d, int64_t h0, int64_t h1, const conv_layout *l, const col2im_plan *plan,
-                    tap_reach *reaching, const bp_conv2d_params *p) {
-    int64_t taps = p->r * p->s, vectors = plan->vectors;
+// sums[8v …] = Σ over the taps reaching a row of their masked dcol vectors, two vectors at a time:
+// two independent chains of adds.
+static void gather_row(float *sums, const tap_reach *reaching, int64_t found, int64_t vectors) {
+    for (int64_t v = 0; v < vectors; v += 2) {
+        v8f sum0 = {0}, sum1 = {0};
+        for (int64_t e = 0; e < found; e++) {
+            v8f x0, x1;
+            memcpy(&x0, reaching[e].src + 8 * v, 32), memcpy(&x1, reaching[e].src + 8 * v + 8, 32);
+            sum0 += (v8f)((v8i)x0 & reaching[e].mask[v]);
+            sum1 += (v8f)((v8i)x1 & reaching[e].mask[v + 1]);
+        }
+        memcpy(sums + 8 * v, &sum0, 32), memcpy(sums + 8 * v + 8, &sum1, 32);
+    }
+}
+
+BP_MULTIVERSION
+void bp_col2im_rows(float *dx, const float *bias, dcol_rows d, int64_t h0, int64_t h1, const conv_layout *l,
+                    const col2im_plan *plan, tap_reach *reaching, float *rows, const bp_conv2d_params *p) {
+    int64_t taps = p->r * p->s, vectors = plan->vectors, sw = p->stride_w, span = 8 * vectors;
+    float *padded = rows + sw * span;  // the padded input row: column m · sw + q from phase q's column m
     const tap_place *place = plan->place;
     for (int64_t ci = 0; ci < p->c / p->groups; ci++)
-        for (int64_t phase = 0; phase < p->stride_h * p->stride_w; phase++)
+        for (int64_t row_phase = 0; row_phase < p->stride_h; row_phase++)
             for (int64_t hrow = h0; hrow < h1; hrow++) {
-                int64_t found = 0;  // the taps that reach this row
-                for (int64_t t = 0; t < taps; t++) {
-                    int64_t oh = hrow - place[t].row;
-                    if (place[t].phase != phase || oh < 0 || oh >= p->out_h) continue;
-                    reaching[found++] = (tap_reach){d.dcol + (ci * taps + t) * d.ld +
-                                                        (oh < d.ring ? oh : oh % d.ring) * p->out_w - place[t].col,
-                                                    plan->mask + t * vectors};
-                }
-                // Two vectors at a time: two independent chains of adds. A plane's last row stops
-                // at its end: the next plane's first row may be written already.
-                float *out = buffer + ci * l->channel + phase * l->plane + hrow * l->wq;
-                for (int64_t v = 0; v < vectors; v += 2) {
-                    v8f sum0 = {0}, sum1 = {0};
-                    for (int64_t e = 0; e < found; e++) {
-                        v8f x0, x1;
-                        memcpy(&x0, reaching[e].src + 8 * v, 32), memcpy(&x1, reaching[e].src + 8 * v + 8, 32);
-                        sum0 += (v8f)((v8i)x0 & reaching[e].mask[v]);
-                        sum1 += (v8f)((v8i)x1 & reaching[e].mask[v + 1]);
+                int64_t ih = hrow * p->stride_h + row_phase - p->pad_h;  // the input row these make
+                if (ih < 0 || ih >= p->h) continue;                      // padding
+                for (int64_t q = 0; q < sw; q++) {
+                    int64_t phase = row_phase * sw + q, found = 0;  // the taps that reach this row
+                    for (int64_t t = 0; t < taps; t++) {
+                        int64_t oh = hrow - place[t].row;
+                        if (place[t].phase != phase || oh < 0 || oh >= p->out_h) continue;
+                        reaching[found++] = (tap_reach){d.dcol + (ci * taps + t) * d.ld +
+                                                            (oh < d.ring ? oh : oh % d.ring) * p->out_w - place[t].col,
+                                                        plan->mask + t * vectors};
                     }
-                    if (hrow < l->hq - 1 || 8 * v + 16 <= l->wq) {
-                        memcpy(out + 8 * v, &sum0, 32), memcpy(out + 8 * v + 8, &sum1, 32);
-                        continue;
-                    }
-                    float tail[16];
-                    memcpy(tail, &sum0, 32), memcpy(tail + 8, &sum1, 32);
-                    bp_copy_short(out + 8 * v, tail, l->wq - 8 * v);
+                    gather_row(sw == 1 ? padded : rows + q * span, reaching, found, vectors);
                 }
+                if (sw == 2)
+                    for (int64_t m = 0; m < span; m += 8) {
+                        v8f even, odd;
+                        memcpy(&even, rows + m, 32), memcpy(&odd, rows + span + m, 32);
+                        v16f both =
+                            __builtin_shufflevector(even, odd, 0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
+                        memcpy(padded + 2 * m, &both, 64);
+                    }
+                else if (sw > 2)
+                    for (int64_t q = 0; q < sw; q++)
+                        for (int64_t m = 0; m < span; m++) padded[m * sw + q] = rows[q * span + m];
+                float *out = dx + (ci * p->h + ih) * p->w;
+                if (bias)
+                    for (int64_t iw = 0; iw < p->w; iw++) out[iw] = padded[iw + p->pad_w] + bias[ci];
+                else memcpy(out, padded + p->pad_w, (size_t)p->w * sizeof(float));
             }
 }
 

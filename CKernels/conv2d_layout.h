@@ -112,15 +112,20 @@ typedef struct {
 /// output rows hrow − row_t, from hrow − bp_col2im_reach down to hrow.
 static inline int64_t bp_col2im_reach(const bp_conv2d_params *p) { return (p->r - 1) * p->dilation_h / p->stride_h; }
 
-/// col2im as a gather, one buffer row at a time, so every buffer element is written once (no
-/// read-modify-write, no zeroed buffer): element (ci, phase, hrow, col) is the sum, in tap order,
-/// of dcol[t][oh = hrow − row_t][ow = col − col_t] over the taps t of channel ci placed in that
-/// phase, for the (oh, ow) that are output pixels; for every channel's and phase's rows [h0, h1),
-/// whose output rows must all be in the ring. A row's last vectors may write up to 15 floats
-/// into the next row, which is written after it (or into the buffer's slack), but for a plane's
-/// last row. `reaching` is scratch for r · s taps.
-void bp_col2im_rows(float *buffer, dcol_rows d, int64_t h0, int64_t h1, const conv_layout *l, const col2im_plan *plan,
-                    tap_reach *reaching, const bp_conv2d_params *p);
+/// col2im as a gather, written straight into dx (one image-group's input gradient, + bias[ci]
+/// unless bias is NULL): element (ci, phase, hrow, col) of the layout's buffer is the sum, in tap
+/// order, of dcol[t][oh = hrow − row_t][ow = col − col_t] over the taps t of channel ci placed in
+/// that phase, for the (oh, ow) that are output pixels. The column phases of one buffer row are
+/// made side by side in `rows` (scratch of bp_col2im_row_floats) and interleaved into the input
+/// row they make, which is stored whole: every element of dx written once, a row at a time. For
+/// every channel's and row phase's rows [h0, h1), whose output rows must all be in the ring.
+/// `reaching` is scratch for r · s taps.
+void bp_col2im_rows(float *dx, const float *bias, dcol_rows d, int64_t h0, int64_t h1, const conv_layout *l,
+                    const col2im_plan *plan, tap_reach *reaching, float *rows, const bp_conv2d_params *p);
+/// The floats of bp_col2im_rows's `rows` scratch.
+static inline int64_t bp_col2im_row_floats(const col2im_plan *plan, const bp_conv2d_params *p) {
+    return 2 * p->stride_w * 8 * plan->vectors;
+}
 
 /// row[v] = x[2v + off] for v in [v0, v1), reading only x[0 … width): every other float of a row.
 void bp_gather_stride2(float *row, const float *x, int64_t width, int64_t off, int64_t v0, int64_t v1);
