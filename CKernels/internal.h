@@ -193,12 +193,19 @@ int bp_cpu_is_amd(void);
 int64_t bp_matrix_product_bias(int trans_b, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                                const float *b, int64_t ldb, const float *column_bias, float *c, int64_t ldc);
 
-/// C = A · B, B [k, n] read in place (rows ldb apart), for one of a run of products each of whose B
-/// is read from memory once (a 1 × 1 convolution's images): the lines of the next one's operand
-/// (`next_floats` floats at `next`, or NULL) are asked for while this one runs. The bits of
-/// bp_matrix_product(0, 0, …, 0, c, ldc).
-int64_t bp_matrix_product_streamed(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
-                                   int64_t ldb, const float *next, int64_t next_floats, float *c, int64_t ldc);
+/// `rows` rows of `floats` floats, `ld` apart, from `at` (NULL: none).
+typedef struct {
+    const float *at;
+    int64_t rows, ld, floats;
+} bp_lines;
+
+/// C (+ C when `accumulate`) = A · op(B), for one of a run of products each of whose operands are
+/// read from memory once (a 1 × 1 convolution's images): B read in place where it can be (not
+/// transposed, fewer than 256 columns, rows not 4 KB apart), and the lines of what the next
+/// product reads (`next`) asked for while this one runs. The bits of bp_matrix_product(0, trans_b,
+/// …).
+int64_t bp_matrix_product_streamed(int trans_b, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                                   const float *b, int64_t ldb, int accumulate, bp_lines next, float *c, int64_t ldc);
 
 /// C [m, n] (+ C when `accumulate`) = op(A) · op(B), a layer's product in its `precision`
 /// (BP_FP32, BP_BF16, BP_BF16_EMULATED): bfloat16 through bp_bf16_gemm, float32 through

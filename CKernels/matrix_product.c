@@ -115,20 +115,27 @@ static void add_column_bias(float *c, int64_t ldc, int64_t first, int64_t last, 
 // column j after its sum. `b_in_place`: B (not transposed) read where it is, its last columns
 // (past a multiple of the kernel's width, which the kernel would read past the row) packed; for a
 // product whose B is read from memory once, where packing it would wait for every line of it
-// before the first multiply-add. `ahead` (unless NULL): the `ahead_floats` floats that a product
-// after this one reads (the next image's B), asked for a few lines before each kernel call, so
-// that they arrive while this product runs.
+// before the first multiply-add. `ahead` (unless its `at` is NULL): what a product after this one
+// reads (the next image's B), asked for a few lines before each kernel call, so that it arrives
+// while this product runs.
 typedef struct {
     const float *column_bias;
     int b_in_place;
-    const float *ahead;
-    int64_t ahead_floats;
+    bp_lines ahead;
 } rows_extras;
 
-// Asks for the `share` lines of `extras->ahead` that kernel call `call` (of any thread) is before.
-static void ask_ahead(const rows_extras *extras, int64_t call, int64_t share) {
-    for (int64_t line = call * share; line < (call + 1) * share && line * 16 < extras->ahead_floats; line++)
-        __builtin_prefetch(extras->ahead + line * 16);
+// The lines of `lines`, numbered row by row.
+static int64_t line_count(bp_lines lines) { return lines.at ? lines.rows * ((lines.floats + 15) / 16) : 0; }
+
+// Asks for the `share` lines of `ahead` that kernel call `call` (of any thread) is before.
+static void ask_ahead(bp_lines ahead, int64_t call, int64_t share) {
+    int64_t row_lines = (ahead.floats + 15) / 16, first = call * share, last = min64(line_count(ahead), first + share);
+    if (first >= last) return;
+    const float *row = ahead.at + first / row_lines * ahead.ld;
+    for (int64_t line = first, column = first % row_lines; line < last; line++) {
+        __builtin_prefetch(row + column * 16);
+        if (++column == row_lines) column = 0, row += ahead.ld;
+    }
 }
 
 // C (+)= A · op(B) (+ the extras), A read in place (see above). The bias goes into a strip of C's
@@ -146,7 +153,7 @@ static int64_t rows_product(int trans_b, int64_t m, int64_t n, int64_t k, const 
     int64_t whole = extras->b_in_place && !trans_b ? n / micro.nr * micro.nr : 0;
     // Kernel calls are numbered pass, strip, columns, rows: `calls` of them, each before `share` lines ahead.
     int64_t call_columns = (group + micro.nr - 1) / micro.nr, calls = passes * strips * call_columns * 2;
-    int64_t share = extras->ahead ? (extras->ahead_floats + 16 * calls - 1) / (16 * calls) : 0;
+    int64_t share = (line_count(extras->ahead) + calls - 1) / calls;
     float *packed_b = bp_aligned_alloc(64, threads, panel_floats * (int64_t)sizeof(float), 0, &missing);
     int64_t *taken = bp_calloc(passes, sizeof(int64_t), &missing);  // each pass's strips handed out
     if (missing) return free(packed_b), free(taken), missing;
@@ -167,8 +174,8 @@ static int64_t rows_product(int trans_b, int64_t m, int64_t n, int64_t k, const 
                 const float *bq = in_place ? b + k0 * ldb + n0 + q * BP_NR : panels_b + (q * BP_NR - packed0) * kc;
                 for (int64_t i = i0; i < last; i += mr) {
                     if (share)
-                        ask_ahead(extras, ((pass * strips + s) * call_columns + q / per_call) * 2 + (i - i0) / mr,
-                                  share);
+                        ask_ahead(extras->ahead,
+                                  ((pass * strips + s) * call_columns + q / per_call) * 2 + (i - i0) / mr, share);
                     micro.rows(kc, a + i * lda + k0, lda, bq, in_place ? ldb : BP_NR, in_place ? BP_NR : kc * BP_NR,
                                c + i * ldc + n0 + q * BP_NR, ldc, add, min64(mr, last - i),
                                min64(micro.nr, nc - q * BP_NR));
@@ -348,12 +355,11 @@ int64_t bp_matrix_product_bias(int trans_b, int64_t m, int64_t n, int64_t k, con
     return 0;
 }
 
-int64_t bp_matrix_product_streamed(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
-                                   int64_t ldb, const float *next, int64_t next_floats, float *c, int64_t ldc) {
-    if (m <= 0 || n <= 0 || k <= 0) return bp_matrix_product(0, 0, m, n, k, a, lda, b, ldb, 0, c, ldc);
-    rows_extras extras = {
-        .b_in_place = n < NC && bp_unaliased_stride(ldb) == ldb, .ahead = next, .ahead_floats = next_floats};
-    return rows_product(0, m, n, k, a, lda, b, ldb, 0, &extras, c, ldc);
+int64_t bp_matrix_product_streamed(int trans_b, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                                   const float *b, int64_t ldb, int accumulate, bp_lines next, float *c, int64_t ldc) {
+    if (m <= 0 || n <= 0 || k <= 0) return bp_matrix_product(0, trans_b, m, n, k, a, lda, b, ldb, accumulate, c, ldc);
+    rows_extras extras = {.b_in_place = !trans_b && n < NC && bp_unaliased_stride(ldb) == ldb, .ahead = next};
+    return rows_product(trans_b, m, n, k, a, lda, b, ldb, accumulate, &extras, c, ldc);
 }
 
 int64_t bp_layer_product(int32_t precision, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, const float *a,
