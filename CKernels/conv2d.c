@@ -503,8 +503,8 @@ static void add_bias_chunk(double *dbias, const float *dy, int64_t kg, int64_t h
     for (int64_t k = 0; k < kg; k++) dbias[k] += bp_lane_sum(dy + k * hw + p0, min64(pc, hw - p0));
 }
 
-void bp_conv_add_bias_sums(double *dbias, const float *dy, int64_t kg, int64_t hw) {
-    for (int64_t p0 = 0; p0 < hw; p0 += PC) add_bias_chunk(dbias, dy, kg, hw, p0, PC);
+void bp_conv_add_bias_sums(double *dbias, const float *dy, int64_t kg, int64_t hw, int64_t p0, int64_t p1) {
+    for (int64_t q = p0; q < p1; q += PC) add_bias_chunk(dbias, dy, kg, hw, q, min64(PC, p1 - q));
 }
 
 void bp_conv_bias_finish(float *dbias, const double *partial, int64_t blocks, int64_t k) {
@@ -583,8 +583,7 @@ int64_t bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy
                     bp_conv_copy_in(buffer, xg, &l, p);
 #if BP_AVX512_KERNEL
                     if (direct) {
-                        if (dbias) bp_conv_add_bias_sums(dbg, dyg, kg, hw);
-                        bp_conv_weights_direct(dwg, ld, buffer, dyg, dyt, &l, PC, p);
+                        bp_conv_weights_direct(dwg, ld, dbias ? dbg : NULL, buffer, dyg, dyt, &l, PC, p);
                         continue;
                     }
 #endif

@@ -174,8 +174,9 @@ int64_t bp_conv2d_forward_direct(float *y, const float *x, const float *weight, 
 //   partial[t][o] += Σ_{p in chunk} dy[o][p] · buffer[offset[t] + v(p)]     for each chunk of pixels
 //
 // with 16 output channels o in the lanes (dy packed pixel-major, [p][16]) and a block of taps t
-// as accumulators: C input channels × the S taps of one kernel row (stride 1, dilation 1: tap
-// (c, j) of pixel v at base_c[v + j], so C pointers serve C · S accumulators). The pixels run in
+// as accumulators: C input channels × the S taps of one kernel row (dilation 1, stride SW of 1 or
+// 2: tap (c, j) of pixel v at base[c · SW + j mod SW][v + j / SW], the kernel row's taps in SW
+// column phases of the buffer, so C · SW pointers serve C · S accumulators). The pixels run in
 // the product's chunks and order (conv2d.c's weight gradient: chunks of pixels in row-major order,
 // each summed from 0 and added to the partial), so every element is the product's sum to the bit.
 // An output row whose input row for the block's kernel row is padding is skipped whole, and at a
@@ -185,23 +186,26 @@ int64_t bp_conv2d_forward_direct(float *y, const float *x, const float *weight, 
 // (a padding row's terms are 0 · dy, which leave every sum's bits as they are).
 
 // The block's sums over the chunk's pixels [p0, p1), added to partial at the taps
-// first + c · taps_per_channel + j, base[c] tap j's input row; `row` is the block's kernel row, or
-// −1 when its rows are all the kernel rows.
-AVX512 __attribute__((always_inline)) static inline void
-weight_chunk(int C, int S, float *partial, int64_t ld, const float *const base[], const float *dyt, int64_t first,
-             int64_t taps_per_channel, int64_t row, int64_t wq, int64_t p0, int64_t p1, const bp_conv2d_params *p) {
+// first + c · taps_per_channel + j, base[c · SW + j mod SW] tap j's input row (phase); `row` is
+// the block's kernel row, or −1 when its rows are all the kernel rows.
+AVX512 __attribute__((always_inline)) static inline void weight_chunk(int C, int S, int SW, float *partial, int64_t ld,
+                                                                      const float *const base[], const float *dyt,
+                                                                      int64_t first, int64_t taps_per_channel,
+                                                                      int64_t row, int64_t wq, int64_t p0, int64_t p1,
+                                                                      const bp_conv2d_params *p) {
     v16f acc[WEIGHT_TAPS];
 #pragma clang loop unroll(full)
     for (int t = 0; t < C * S; t++) acc[t] = (v16f){0};
     for (int64_t oh = p0 / p->out_w; oh * p->out_w < p1; oh++) {
-        int64_t ih = oh - p->pad_h + row;
+        int64_t ih = oh * p->stride_h - p->pad_h + row;
         if (row >= 0 && (ih < 0 || ih >= p->h)) continue;
         int64_t from = oh * p->out_w < p0 ? p0 - oh * p->out_w : 0;
         int64_t to = (oh + 1) * p->out_w > p1 ? p1 - oh * p->out_w : p->out_w;
         const float *d = dyt + (oh * p->out_w - oh * wq) * LANES;  // pixel v = oh · wq + ow at d[v · 16]
-        // Pixel ow reads input column ow − pad_w + j: inside for every j from `inner` to `outer`,
-        // for fewer before and after (those terms are skipped).
-        int64_t inner = p->pad_w, outer = p->w + p->pad_w - S + 1;
+        // Pixel ow reads input column SW · ow − pad_w + j: inside for every j from `inner` to
+        // `outer`, for fewer before and after (those terms are skipped).
+        int64_t inner = (p->pad_w + SW - 1) / SW, reach = p->w + p->pad_w - S;
+        int64_t outer = reach >= 0 ? reach / SW + 1 : 0;
         for (int64_t ow = from; ow < to; ow++) {
             int64_t v = oh * wq + ow;
             v16f g;
@@ -210,13 +214,13 @@ weight_chunk(int C, int S, float *partial, int64_t ld, const float *const base[]
 #pragma clang loop unroll(full)
                 for (int c = 0; c < C; c++)
 #pragma clang loop unroll(full)
-                    for (int j = 0; j < S; j++) acc[c * S + j] += base[c][v + j] * g;
+                    for (int j = 0; j < S; j++) acc[c * S + j] += base[c * SW + j % SW][v + j / SW] * g;
             } else {
 #pragma clang loop unroll(full)
                 for (int j = 0; j < S; j++) {
-                    if (ow + j < p->pad_w || ow + j >= p->w + p->pad_w) continue;
+                    if (SW * ow + j < p->pad_w || SW * ow + j >= p->w + p->pad_w) continue;
 #pragma clang loop unroll(full)
-                    for (int c = 0; c < C; c++) acc[c * S + j] += base[c][v + j] * g;
+                    for (int c = 0; c < C; c++) acc[c * S + j] += base[c * SW + j % SW][v + j / SW] * g;
                 }
             }
         }
@@ -234,16 +238,18 @@ weight_chunk(int C, int S, float *partial, int64_t ld, const float *const base[]
 }
 
 // clang-format off
-#define BLOCK(S, C) case S * 16 + C: for (int64_t p0 = 0; p0 < hw; p0 += chunk) weight_chunk(C, S, partial, ld, base, dyt, first, taps_per_channel, row, wq, p0, p0 + chunk < hw ? p0 + chunk : hw, p); break;
-AVX512 static void weight_block(int64_t S, int64_t C, float *partial, int64_t ld, const float *const base[],
+#define BLOCK(S, C, SW) case (S * 16 + C) * 2 + SW - 1: for (int64_t p0 = 0; p0 < hw; p0 += chunk) weight_chunk(C, S, SW, partial, ld, base, dyt, first, taps_per_channel, row, wq, p0, p0 + chunk < hw ? p0 + chunk : hw, p); break;
+#define STRIDES(S, C) BLOCK(S, C, 1) BLOCK(S, C, 2)
+AVX512 static void weight_block(int64_t S, int64_t C, int64_t SW, float *partial, int64_t ld, const float *const base[],
                                 const float *dyt, int64_t first, int64_t taps_per_channel, int64_t row, int64_t wq,
                                 int64_t chunk, const bp_conv2d_params *p) {
     int64_t hw = bp_conv_pixels(p);
-    switch (S * 16 + C) {
-    BLOCK(3, 1) BLOCK(3, 2) BLOCK(3, 3) BLOCK(3, 4) BLOCK(3, 5) BLOCK(3, 6) BLOCK(3, 7) BLOCK(3, 8)
-    BLOCK(5, 1) BLOCK(5, 2) BLOCK(5, 3) BLOCK(5, 4) BLOCK(7, 1) BLOCK(7, 2) BLOCK(7, 3)
+    switch ((S * 16 + C) * 2 + SW - 1) {
+    STRIDES(3, 1) STRIDES(3, 2) STRIDES(3, 3) STRIDES(3, 4) STRIDES(3, 5) STRIDES(3, 6) STRIDES(3, 7) STRIDES(3, 8)
+    STRIDES(5, 1) STRIDES(5, 2) STRIDES(5, 3) STRIDES(5, 4) STRIDES(7, 1) STRIDES(7, 2) STRIDES(7, 3)
     }
 }
+#undef STRIDES
 #undef BLOCK
 // clang-format on
 
@@ -253,36 +259,50 @@ AVX512 static void weight_block(int64_t S, int64_t C, float *partial, int64_t ld
 // output channels (74 KB) run 12% faster than the product, 5 × 5 (205–410 KB) 10–13%, 3 × 3 on
 // 28 × 28 with 128 channels (590 KB) 4%; with 256 channels (2.4 MB) 6% slower, 512 (9.4 MB) 15%.
 // Then where skipping the padding pays, or (stride 1) where every tap of a group fits one block:
-// 1 → 32 channels of 3 × 3 on 28 × 28, 2.11 → 1.72 ms; 2 → 32, 2.86 → 2.19.
+// 1 → 32 channels of 3 × 3 on 28 × 28, 2.11 → 1.72 ms; 2 → 32, 2.86 → 2.19; and with stride 2
+// (16 images, medians of the fastest of interleaved runs): conv_stem7x7 (3 → 64, 7 × 7 on
+// 224 × 224) 44.4 → 42.7 ms, conv_res3x3s2 19.3 → 19.0, 32 → 64 of 3 × 3 on 112 × 112 21.3 → 20.6.
 int bp_conv_weights_direct_pays(const bp_conv2d_params *p) {
     int64_t ld = (p->k / p->groups + LANES - 1) / LANES * LANES;
     int fits = p->dilation_h == 1 && p->dilation_w == 1 && (p->s == 3 || p->s == 5 || p->s == 7) &&
-               bp_conv_taps(p) * ld <= (1 << 18);
-    return fits &&
-           (bp_conv_padding_pays(p) || (p->stride_h == 1 && p->stride_w == 1 && bp_conv_taps(p) <= WEIGHT_TAPS));
+               (p->stride_w == 1 || p->stride_w == 2) && bp_conv_taps(p) * ld <= (1 << 18);
+    int stride_1 = p->stride_h == 1 && p->stride_w == 1, stride_2 = p->stride_h == 2 && p->stride_w == 2;
+    return fits && (bp_conv_padding_pays(p) || (stride_1 && bp_conv_taps(p) <= WEIGHT_TAPS) || stride_2);
 }
 
-void bp_conv_weights_direct(float *partial, int64_t ld, const float *buffer, const float *dy, float *dyt,
+void bp_conv_weights_direct(float *partial, int64_t ld, double *dbias, const float *buffer, const float *dy, float *dyt,
                             const conv_layout *l, int64_t chunk, const bp_conv2d_params *p) {
-    int64_t cg = p->c / p->groups, most = WEIGHT_TAPS / p->s, blocks = (cg + most - 1) / most;
-    int64_t hw = bp_conv_pixels(p), taps_per_channel = p->r * p->s;
-    bp_conv_pack_pixel_major(dyt, dy, p->k / p->groups, 1, hw, hw, 1);  // the plane as one row
+    int64_t cg = p->c / p->groups, kg = p->k / p->groups, most = WEIGHT_TAPS / p->s, blocks = (cg + most - 1) / most;
+    int64_t hw = bp_conv_pixels(p), taps_per_channel = p->r * p->s, sw = p->stride_w;
+    // dyt[kb][pixel][16], a chunk of pixels at a time, its bias sums while it is in cache: dy is
+    // read from memory once.
+    for (int64_t p0 = 0; p0 < hw; p0 += chunk) {
+        int64_t count = hw - p0 < chunk ? hw - p0 : chunk;
+        for (int64_t kb = 0; kb < (kg + LANES - 1) / LANES; kb++)
+            bp_pack_lanes16(dyt + (kb * hw + p0) * LANES, dy + kb * LANES * hw + p0, hw,
+                            kg - kb * LANES < LANES ? kg - kb * LANES : LANES, count);
+        if (dbias) bp_conv_add_bias_sums(dbias, dy, kg, hw, p0, p0 + count);
+    }
     if (bp_conv_taps(p) <= WEIGHT_TAPS) {
-        const float *base[WEIGHT_TAPS];  // kernel row q = c · r + i: tap (q, j) of pixel v at [v + j]
-        for (int64_t q = 0; q < cg * p->r; q++) base[q] = buffer + l->offset[q * p->s];
+        // kernel row q = c · r + i: tap (q, j) of pixel v at base[q · sw + j mod sw][v + j / sw]
+        const float *base[2 * WEIGHT_TAPS];
+        for (int64_t q = 0; q < cg * p->r; q++)
+            for (int64_t phase = 0; phase < sw; phase++) base[q * sw + phase] = buffer + l->offset[q * p->s + phase];
         for (int64_t o = 0; o < ld; o += LANES)
-            weight_block(p->s, cg * p->r, partial + o, ld, base, dyt + o * hw, 0, p->s, -1, l->wq, chunk, p);
+            weight_block(p->s, cg * p->r, sw, partial + o, ld, base, dyt + o * hw, 0, p->s, -1, l->wq, chunk, p);
         return;
     }
     for (int64_t o = 0; o < ld; o += LANES)
         for (int64_t i = 0; i < p->r; i++)
             for (int64_t b = 0; b < blocks; b++) {
                 int64_t c0 = b * cg / blocks, count = (b + 1) * cg / blocks - c0;
-                const float *base[WEIGHT_TAPS];  // channel c0 + c's kernel row i: tap (c, j) of pixel v at [v + j]
+                // channel c0 + c's kernel row i: tap (c, j) of pixel v at base[c · sw + j mod sw][v + j / sw]
+                const float *base[2 * WEIGHT_TAPS];
                 for (int64_t c = 0; c < count; c++)
-                    base[c] = buffer + l->offset[(c0 + c) * taps_per_channel + i * p->s];
-                weight_block(p->s, count, partial + o, ld, base, dyt + o * hw, (c0 * p->r + i) * p->s, taps_per_channel,
-                             i, l->wq, chunk, p);
+                    for (int64_t phase = 0; phase < sw; phase++)
+                        base[c * sw + phase] = buffer + l->offset[(c0 + c) * taps_per_channel + i * p->s + phase];
+                weight_block(p->s, count, sw, partial + o, ld, base, dyt + o * hw, (c0 * p->r + i) * p->s,
+                             taps_per_channel, i, l->wq, chunk, p);
             }
 }
 #endif

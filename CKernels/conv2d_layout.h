@@ -196,20 +196,22 @@ int64_t bp_conv2d_backward_weights_phases(float *dweight, float *dbias, const fl
                                           const bp_conv2d_params *p);
 
 /// The bias gradient's sums, one order for every path of the weight gradient: dbias[o] (a
-/// double per output channel of the group, o < kg) += Σ of dy's row o, in chunks of pixels each
-/// summed in float lanes (bp_lane_sum); and at the end dbias[o] += the blocks' partials
-/// [blocks][k] added in block order, rounded to float.
-void bp_conv_add_bias_sums(double *dbias, const float *dy, int64_t kg, int64_t hw);
+/// double per output channel of the group, o < kg) += Σ of dy's row o (hw pixels) over pixels
+/// [p0, p1) (p0 a multiple of 256), in chunks of 256 pixels each summed in float lanes
+/// (bp_lane_sum); and at the end dbias[o] += the blocks' partials [blocks][k] added in block
+/// order, rounded to float.
+void bp_conv_add_bias_sums(double *dbias, const float *dy, int64_t kg, int64_t hw, int64_t p0, int64_t p1);
 void bp_conv_bias_finish(float *dbias, const double *partial, int64_t blocks, int64_t k);
 
 /// Whether the direct weight gradient serves `p` and pays (dilation 1, kernels 3, 5 or 7 wide, a
-/// gradient of at most 1 MB, and skipping padding pays or every tap fits one block).
+/// gradient of at most 1 MB, and skipping padding pays, every tap fits one block, or stride 2).
 int bp_conv_weights_direct_pays(const bp_conv2d_params *p);
-/// One image-group's weight gradient by the direct kernel (AVX-512, stride 1), the padding
+/// One image-group's weight gradient by the direct kernel (AVX-512, stride 1 or 2), the padding
 /// skipped: partial [R][ld] (ld = the group's channels rounded up to 16) += its sums over the
-/// pixels in chunks of `chunk`, from dy [kg][pixels] and the image's buffer; dyt is scratch of ld ·
-/// pixels floats, zero past the group's last channel (dy packed pixel-major there).
-void bp_conv_weights_direct(float *partial, int64_t ld, const float *buffer, const float *dy, float *dyt,
+/// pixels in chunks of `chunk` (256), from dy [kg][pixels] and the image's buffer; dyt is scratch
+/// of ld · pixels floats, zero past the group's last channel (dy packed pixel-major there, chunk by
+/// chunk, each chunk's bias sums added to dbias while it is in cache, unless dbias is NULL).
+void bp_conv_weights_direct(float *partial, int64_t ld, double *dbias, const float *buffer, const float *dy, float *dyt,
                             const conv_layout *l, int64_t chunk, const bp_conv2d_params *p);
 
 #endif

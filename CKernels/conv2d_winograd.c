@@ -541,7 +541,7 @@ int64_t bp_conv2d_backward_weights_winograd(float *dweight, float *dbias, const 
                 copy_in(planes, x, image, &t, p, in_phases);
                 // dyt[kb][oh][ow][16] on rows of 2 · TW pixels, 2 · TH rows: 0 past the output's edge.
                 bp_conv_pack_pixel_major(dyt, dyi, p->k, p->out_h, p->out_w, 2 * t.tw, 2 * t.th);
-                if (dbias) bp_conv_add_bias_sums(bias_partial + block * p->k, dyi, p->k, hw);
+                if (dbias) bp_conv_add_bias_sums(bias_partial + block * p->k, dyi, p->k, hw, 0, hw);
                 for (int64_t th0 = 0; th0 < t.th; th0 += t.band_rows) {
                     int64_t rows = min64(t.band_rows, t.th - th0), tiles = rows * t.tw;
                     transform_input(v, planes, &t, p->c, th0, rows);

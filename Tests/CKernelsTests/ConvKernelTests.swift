@@ -58,6 +58,11 @@ import Testing
             label: "column gradient in a ring, 7x7 stride 2", n: 2, c: 4, h: 161, w: 157, k: 5, r: 7, s: 7,
             stride: (2, 2), pad: (3, 3)),
         Shape(label: "column gradient in a ring, 11x11", n: 1, c: 8, h: 110, w: 104, k: 3, r: 11, s: 11),
+        // The direct weight gradient with stride 2: 5 × 5 taps in two column phases, odd sizes (a
+        // last column the kernel reaches past), padding skipped at both ends of a row.
+        Shape(
+            label: "direct weights, 5x5 stride 2", n: 2, c: 6, h: 17, w: 19, k: 20, r: 5, s: 5, stride: (2, 2),
+            pad: (2, 2)),
         Shape(
             label: "over 320 taps and 320 channels (two reduction blocks each way)", n: 2, c: 40, h: 4, w: 5, k: 330,
             r: 3, s: 3, pad: (1, 1)),
