@@ -416,9 +416,9 @@ static void column_gradient_chunk(float *to, int64_t ld, float *b, int64_t pitch
 // where they are kept changes. 1 thread, Zen 4, medians of the fastest of interleaved runs, ms:
 // conv_stem7x7 (7.4 MB per image, written to memory and read back whole) 53.3 → 47.7 and 57.8 →
 // 50.2; 8 images, 64 → 64 channels, 3 × 3 stride 2 on 112 × 112 (7.2 MB) 28.1 → 25.8. Smaller
-// ones gather faster whole, from the last-level cache, in one pass over the buffer (the ring's
-// passes write a few rows of every plane each): conv_res3x3s2 (1.8 MB) 20.4 → 22.3 in a ring,
-// 16 images, 32 → 64 channels on 112 × 112 (3.6 MB) 25.5 → 26.9.
+// ones measured faster whole, from the last-level cache (when col2im still gathered into the
+// phase-split buffer, of whose planes each of a ring's passes wrote a few rows): conv_res3x3s2
+// (1.8 MB) 20.4 → 22.3 in a ring, 16 images, 32 → 64 channels on 112 × 112 (3.6 MB) 25.5 → 26.9.
 int64_t bp_conv2d_backward_data(float *dx, const float *dy, const float *weight, const float *bias,
                                 const bp_conv2d_params *p) {
     bp_conv2d_params q;
