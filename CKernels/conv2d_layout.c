@@ -144,9 +144,9 @@ int64_t bp_conv_pixel_runs(pixel_run *runs, const conv_layout *l, const bp_conv2
     return n;
 }
 
-BP_MULTIVERSION
 // sums[8v …] = Σ over the taps reaching a row of their masked dcol vectors, two vectors at a time:
 // two independent chains of adds.
+BP_MULTIVERSION
 static void gather_row(float *sums, const tap_reach *reaching, int64_t found, int64_t vectors) {
     for (int64_t v = 0; v < vectors; v += 2) {
         v8f sum0 = {0}, sum1 = {0};
