@@ -377,26 +377,23 @@ static int64_t backward_data_as_forward(float *dx, const float *dy, const float 
 
 // A chunk of the column gradient: pixels [0, count) of `to` (taps ld apart) = W_gᵀ · dy_g's
 // pixels from `dy` (kg rows hw apart), dy's panels packed into b (`pitch` floats apart), A the
-// group's packed weights. While the kernel runs, the lines of the `next_count` pixels of dy at
-// `next` (what the next chunk packs, or NULL) are asked for, a share before each call: dy's rows
-// are kilobytes apart, a stream of kg short runs that the hardware does not fetch ahead
-// (conv_stem7x7's backward-data, 1 thread: 48.5 → 45.4 ms).
+// group's packed weights. While the kernel runs, the lines of `next` (what the next chunk packs)
+// are asked for, a share before each call: dy's rows are kilobytes apart, a stream of kg short
+// runs that the hardware does not fetch ahead (conv_stem7x7's backward-data, 1 thread: 48.5 →
+// 45.4 ms).
 static void column_gradient_chunk(float *to, int64_t ld, float *b, int64_t pitch, const float *a, const float *dy,
-                                  int64_t count, const float *next, int64_t next_count, int64_t rows, int64_t kg,
-                                  int64_t hw, bp_micro micro) {
+                                  int64_t count, bp_lines next, int64_t rows, int64_t kg, int64_t hw, bp_micro micro) {
     int64_t used = (count + BP_NR - 1) / BP_NR, per_call = micro.nr / BP_NR;
     // b [used][kg][BP_NR]: panel i = dy[:, pixels 16i …], filled reading dy in order
     for (int64_t k = 0; k < kg; k++)
         for (int64_t i = 0; i < used; i++)
             bp_copy_short(b + i * pitch + k * BP_NR, dy + k * hw + i * BP_NR, min64(BP_NR, count - i * BP_NR));
-    int64_t row_lines = (next_count + 15) / 16, lines = next ? kg * row_lines : 0;
     int64_t calls = (used + per_call - 1) / per_call * ((rows + micro.mr - 1) / micro.mr);
-    int64_t share = (lines + calls - 1) / calls, call = 0;
+    int64_t share = (bp_line_count(next) + calls - 1) / calls, call = 0;
     for (int64_t i = 0; i < used; i += per_call)
         // to[taps m …, pixels 16i …] = W_gᵀ[taps m …, :] · panels i …, over the channel blocks
         for (int64_t m = 0; m < rows; m += micro.mr, call++) {
-            for (int64_t line = call * share; line < min64(lines, (call + 1) * share); line++)
-                __builtin_prefetch(next + line / row_lines * hw + line % row_lines * 16);
+            bp_prefetch_share(next, call, share);
             for (int64_t block = 0; block < bp_kc_blocks(kg); block++) {
                 int64_t k0, kc;
                 bp_kc_block(kg, block, &k0, &kc);
@@ -444,8 +441,8 @@ int64_t bp_conv2d_backward_data(float *dx, const float *dy, const float *weight,
     // least the rows the gather reaches back, so that the ring holds them).
     int64_t reach = bp_col2im_reach(p), row_bytes = rows * p->out_w * (int64_t)sizeof(float);
     int64_t chunk = row_bytes * p->out_h <= DCOL_WHOLE ? p->out_h : DCOL_RING / (2 * row_bytes);
-    chunk = chunk < reach ? reach : chunk < 1 ? 1 : chunk;
-    int64_t ring = chunk >= p->out_h ? (chunk = p->out_h) : 2 * chunk, ld = bp_unaliased_stride(ring * p->out_w);
+    chunk = min64(p->out_h, chunk < reach ? reach : chunk < 1 ? 1 : chunk);
+    int64_t ring = chunk == p->out_h ? chunk : 2 * chunk, ld = bp_unaliased_stride(ring * p->out_w);
     int64_t slack = bp_col2im_slack(&l), panels = (chunk * p->out_w + BP_NR - 1) / BP_NR;
     int64_t pitch = bp_unaliased_stride(kg * BP_NR);  // floats from one panel of dy to the next
 #pragma omp parallel if (bp_conv_parallel_over_images(p))
@@ -471,16 +468,15 @@ int64_t bp_conv2d_backward_data(float *dx, const float *dy, const float *weight,
                 bp_conv_copy_out(dxg, buffer, bias_g, &l, p);
             } else
                 for (int64_t oh0 = 0, h0 = 0; oh0 < p->out_h; oh0 += chunk) {
+                    int last = oh0 + chunk >= p->out_h;  // the image's last chunk: it completes every input row
                     int64_t p0 = oh0 * p->out_w, count = min64(chunk, p->out_h - oh0) * p->out_w;
-                    int64_t h1 = oh0 + chunk < p->out_h ? oh0 + chunk : l.hq;
-                    // What the next chunk packs: this image's next rows, or the next item's first.
-                    const float *next = oh0 + chunk < p->out_h ? dyg + p0 + count
-                                        : item + 1 < p->n * p->groups
-                                            ? dy + ((item + 1) / p->groups * p->k + (item + 1) % p->groups * kg) * hw
-                                            : NULL;
-                    int64_t next_count = min64(chunk, oh0 + chunk < p->out_h ? p->out_h - oh0 - chunk : p->out_h);
+                    int64_t h1 = last ? l.hq : oh0 + chunk;
+                    // What the next chunk packs: this image's next rows, or the next item's first
+                    // (item i's dy at dy + i · kg · hw).
+                    bp_lines next = {last ? (item + 1 < p->n * p->groups ? dyg + kg * hw : NULL) : dyg + p0 + count, kg,
+                                     hw, min64(chunk, last ? p->out_h : p->out_h - oh0 - chunk) * p->out_w};
                     column_gradient_chunk(dcol + oh0 % ring * p->out_w, ld, b, pitch, a + g * a_size, dyg + p0, count,
-                                          next, next_count * p->out_w, rows, kg, hw, micro);
+                                          next, rows, kg, hw, micro);
                     bp_col2im_rows(dxg, bias_g, (dcol_rows){dcol, ld, ring}, h0, h1, &l, &plan, reaching, rows_scratch,
                                    p);
                     h0 = h1;

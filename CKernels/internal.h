@@ -92,6 +92,28 @@ __attribute__((always_inline)) static inline void bp_prefetch_block(const float 
     }
 }
 
+/// `rows` rows of `floats` floats, `ld` apart, from `at` (NULL: none); its lines numbered row by row.
+typedef struct {
+    const float *at;
+    int64_t rows, ld, floats;
+} bp_lines;
+
+/// The lines of `lines` (0 where `at` is NULL).
+static inline int64_t bp_line_count(bp_lines lines) { return lines.at ? lines.rows * ((lines.floats + 15) / 16) : 0; }
+
+/// Asks for share `part` of `lines` (lines [part · share, (part + 1) · share)): what a later step
+/// reads, a share before each of the kernel calls that run until then.
+static inline void bp_prefetch_share(bp_lines lines, int64_t part, int64_t share) {
+    int64_t row_lines = (lines.floats + 15) / 16, first = part * share;
+    int64_t last = first + share < bp_line_count(lines) ? first + share : bp_line_count(lines);
+    if (first >= last) return;
+    const float *row = lines.at + first / row_lines * lines.ld;
+    for (int64_t line = first, column = first % row_lines; line < last; line++) {
+        __builtin_prefetch(row + column * 16);
+        if (++column == row_lines) column = 0, row += lines.ld;
+    }
+}
+
 /// columns[j][i] = x[i][j]: an 8 × 8 block transposed in three rounds of shuffles (pairs of rows
 /// interleaved, then pairs of pairs, then the 128-bit halves).
 __attribute__((always_inline)) static inline void bp_transpose_8x8(v8f columns[8], const v8f x[8]) {
@@ -192,12 +214,6 @@ int bp_cpu_is_amd(void);
 /// a linear layer's forward in float32, the bias added while C is in cache.
 int64_t bp_matrix_product_bias(int trans_b, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                                const float *b, int64_t ldb, const float *column_bias, float *c, int64_t ldc);
-
-/// `rows` rows of `floats` floats, `ld` apart, from `at` (NULL: none).
-typedef struct {
-    const float *at;
-    int64_t rows, ld, floats;
-} bp_lines;
 
 /// C (+ C when `accumulate`) = A · op(B), for one of a run of products each of whose operands are
 /// read from memory once (a 1 × 1 convolution's images): B read in place where it can be (not

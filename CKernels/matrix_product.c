@@ -124,20 +124,6 @@ typedef struct {
     bp_lines ahead;
 } rows_extras;
 
-// The lines of `lines`, numbered row by row.
-static int64_t line_count(bp_lines lines) { return lines.at ? lines.rows * ((lines.floats + 15) / 16) : 0; }
-
-// Asks for the `share` lines of `ahead` that kernel call `call` (of any thread) is before.
-static void ask_ahead(bp_lines ahead, int64_t call, int64_t share) {
-    int64_t row_lines = (ahead.floats + 15) / 16, first = call * share, last = min64(line_count(ahead), first + share);
-    if (first >= last) return;
-    const float *row = ahead.at + first / row_lines * ahead.ld;
-    for (int64_t line = first, column = first % row_lines; line < last; line++) {
-        __builtin_prefetch(row + column * 16);
-        if (++column == row_lines) column = 0, row += ahead.ld;
-    }
-}
-
 // C (+)= A · op(B) (+ the extras), A read in place (see above). The bias goes into a strip of C's
 // rows as soon as their last block of steps is summed, while they are in cache. No strip of a pass
 // starts before every strip of the pass before is done (the wait after packing), so each
@@ -153,7 +139,7 @@ static int64_t rows_product(int trans_b, int64_t m, int64_t n, int64_t k, const 
     int64_t whole = extras->b_in_place && !trans_b ? n / micro.nr * micro.nr : 0;
     // Kernel calls are numbered pass, strip, columns, rows: `calls` of them, each before `share` lines ahead.
     int64_t call_columns = (group + micro.nr - 1) / micro.nr, calls = passes * strips * call_columns * 2;
-    int64_t share = (line_count(extras->ahead) + calls - 1) / calls;
+    int64_t share = (bp_line_count(extras->ahead) + calls - 1) / calls;
     float *packed_b = bp_aligned_alloc(64, threads, panel_floats * (int64_t)sizeof(float), 0, &missing);
     int64_t *taken = bp_calloc(passes, sizeof(int64_t), &missing);  // each pass's strips handed out
     if (missing) return free(packed_b), free(taken), missing;
@@ -174,8 +160,9 @@ static int64_t rows_product(int trans_b, int64_t m, int64_t n, int64_t k, const 
                 const float *bq = in_place ? b + k0 * ldb + n0 + q * BP_NR : panels_b + (q * BP_NR - packed0) * kc;
                 for (int64_t i = i0; i < last; i += mr) {
                     if (share)
-                        ask_ahead(extras->ahead,
-                                  ((pass * strips + s) * call_columns + q / per_call) * 2 + (i - i0) / mr, share);
+                        bp_prefetch_share(extras->ahead,
+                                          ((pass * strips + s) * call_columns + q / per_call) * 2 + (i - i0) / mr,
+                                          share);
                     micro.rows(kc, a + i * lda + k0, lda, bq, in_place ? ldb : BP_NR, in_place ? BP_NR : kc * BP_NR,
                                c + i * ldc + n0 + q * BP_NR, ldc, add, min64(mr, last - i),
                                min64(micro.nr, nc - q * BP_NR));
