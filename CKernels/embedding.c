@@ -12,14 +12,32 @@ enum {
     CHUNK = 256,  // rows per parallel chunk, whatever the thread count
 };
 
-// The rows of a large table are scattered cache misses: each is prefetched AHEAD rows before its copy.
+// The rows of a large table are scattered cache misses: each is prefetched AHEAD rows before its
+// copy. A row is copied 16 floats at a time, a fixed size: vector moves, not a call per row (4096
+// rows of 256 floats, Zen 4, medians: 1 thread 0.29 -> 0.21 ms, 2 threads 0.14 -> 0.10).
+BP_MULTIVERSION
 static void gather_rows(float *y, const int64_t *indices, const float *weight, int64_t begin, int64_t end,
                         int64_t dim) {
+    int64_t whole = dim / 16 * 16;
     for (int64_t i = begin; i < end; i++) {
         if (i + AHEAD < end)
             for (int64_t e = 0; e < dim; e += 16) __builtin_prefetch(weight + indices[i + AHEAD] * dim + e);
-        memcpy(y + i * dim, weight + indices[i] * dim, (size_t)dim * sizeof(float));
+        float *to = y + i * dim;
+        const float *from = weight + indices[i] * dim;
+        for (int64_t e = 0; e < whole; e += 16) memcpy(to + e, from + e, 16 * sizeof(float));
+        if (whole < dim) memcpy(to + whole, from + whole, (size_t)(dim - whole) * sizeof(float));
     }
+}
+
+int64_t bp_embedding_indices(int64_t *indices, const float *values, int64_t rows, int64_t count) {
+    int64_t bad = rows;  // the first bad position, found after a pass without branches
+    for (int64_t i = 0; i < rows; i++) {
+        float v = values[i];
+        int whole = v >= 0.0f && v < (float)count && v == __builtin_truncf(v);  // false for NaN
+        indices[i] = whole ? (int64_t)v : 0;
+        bad = !whole && i < bad ? i : bad;
+    }
+    return bad < rows ? bad : -1;
 }
 
 void bp_embedding_forward(float *y, const int64_t *indices, const float *weight, int64_t rows, int64_t dim) {

@@ -297,6 +297,9 @@ int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *
 
 // MARK: - Embedding (embedding.c): weight [count, dim]
 
+/// indices[i] = values[i] for `rows` values: −1 if each is a whole number in [0, count), else
+/// the position of the first that is not (NaN included).
+int64_t bp_embedding_indices(int64_t *indices, const float *values, int64_t rows, int64_t count);
 /// y[i] = weight[indices[i]] for `rows` indices, each in [0, count): y [rows, dim].
 void bp_embedding_forward(float *y, const int64_t *indices, const float *weight, int64_t rows, int64_t dim);
 /// dweight[k] += Σ dy[i] over the i with indices[i] = k, in order of i, for every k but

@@ -56,13 +56,17 @@ public final class Embedding: Module {
     }
 
     private func pass(_ input: Tensor) throws -> (output: Tensor, backward: ParameterBackward) {
-        var indices = [Int64](repeating: 0, count: input.count)
-        for (position, value) in input.scalars.enumerated() {
-            guard value == value.rounded(), value >= 0, value < Float(count) else {
-                throw BackpropError(
-                    .invalidArgument, "\(self): index \(value) at \(position) is not a whole number in [0, \(count))")
+        var bad: Int64 = -1
+        let indices = [Int64](unsafeUninitializedCapacity: input.count) { buffer, initialized in
+            if let base = buffer.baseAddress {  // nil for no indices
+                bad = input.withPointer { bp_embedding_indices(base, $0, Int64(input.count), Int64(count)) }
             }
-            indices[position] = Int64(value)
+            initialized = input.count
+        }
+        if bad >= 0 {
+            let (position, value) = (Int(bad), input.scalars[Int(bad)])
+            throw BackpropError(
+                .invalidArgument, "\(self): index \(value) at \(position) is not a whole number in [0, \(count))")
         }
         let (rows, dim) = (Int64(input.count), Int64(dimension)), outputShape = input.shape + [dimension]
         let output = weight.value.withPointer { w in

@@ -325,14 +325,15 @@ import Testing
         #expect(embedding.weight.grad.scalars == [0, 0, 7, 8, 6, 8])
     }
 
-    /// 1000 positions: four chunks of 256 rows and a short one, each row prefetched ahead.
-    @Test func everyRowIsGathered() throws {
+    /// 1000 positions: four chunks of 256 rows and a short one, each row prefetched ahead; rows
+    /// shorter than the copy's 16 floats, and rows of two whole copies and a rest.
+    @Test(arguments: [5, 37]) func everyRowIsGathered(dimension: Int) throws {
         var random = TestRandom(seed: 6)
         let scalars = (0..<1000).map { _ in Float(random.next() % 300) }
-        let embedding = try Embedding(300, 5, seed: 7)
+        let embedding = try Embedding(300, dimension, seed: 7)
         let y = try embedding.forward(Tensor(shape: [1000], scalars: scalars)).output
         let weight = embedding.weight.value.scalars
-        #expect(y.scalars == scalars.flatMap { weight[Int($0) * 5..<Int($0) * 5 + 5] })
+        #expect(y.scalars == scalars.flatMap { weight[Int($0) * dimension..<(Int($0) + 1) * dimension] })
     }
 
     @Test func weightGradientMatchesFiniteDifferences() throws {
@@ -370,6 +371,16 @@ import Testing
         expectError(.invalidArgument, mentioning: ["index 1.5"]) {
             _ = try embedding(Tensor(shape: [1], scalars: [1.5]))
         }
+        expectError(.invalidArgument, mentioning: ["index nan at 2"]) {
+            _ = try embedding(Tensor(shape: [5], scalars: [0, 3, .nan, 2, .infinity]))
+        }
+        expectError(.invalidArgument, mentioning: ["index inf at 1"]) {
+            _ = try embedding(Tensor(shape: [2], scalars: [1, .infinity]))
+        }
+        #expect(try embedding(Tensor(shape: [0, 3], scalars: [])).shape == [0, 3, 2])
+        #expect(
+            try embedding(Tensor(shape: [1], scalars: [-0.0])).scalars
+                == embedding.weight.value.scalars[0..<2].map { $0 })
         expectError(.invalidArgument, mentioning: ["padding index 4"]) { _ = try Embedding(4, 2, paddingIndex: 4) }
     }
 }
