@@ -276,12 +276,13 @@ void bp_conv_weights_direct(float *partial, int64_t ld, double *dbias, const flo
     int64_t cg = p->c / p->groups, kg = p->k / p->groups, most = WEIGHT_TAPS / p->s, blocks = (cg + most - 1) / most;
     int64_t hw = bp_conv_pixels(p), taps_per_channel = p->r * p->s, sw = p->stride_w;
     // dyt[kb][pixel][16], a chunk of pixels at a time, its bias sums while it is in cache: dy is
-    // read from memory once.
+    // read from memory once, its lines asked for ahead (conv_stem7x7, 1 thread, Zen 4, medians of
+    // the fastest of interleaved runs: 44.8 -> 42.7 ms; conv_res3x3s2 19.9 -> 19.5).
     for (int64_t p0 = 0; p0 < hw; p0 += chunk) {
         int64_t count = hw - p0 < chunk ? hw - p0 : chunk;
         for (int64_t kb = 0; kb < (kg + LANES - 1) / LANES; kb++)
             bp_pack_lanes16(dyt + (kb * hw + p0) * LANES, dy + kb * LANES * hw + p0, hw,
-                            kg - kb * LANES < LANES ? kg - kb * LANES : LANES, count);
+                            kg - kb * LANES < LANES ? kg - kb * LANES : LANES, count, 1);
         if (dbias) bp_conv_add_bias_sums(dbias, dy, kg, hw, p0, p0 + count);
     }
     if (bp_conv_taps(p) <= WEIGHT_TAPS) {

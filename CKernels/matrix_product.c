@@ -74,7 +74,7 @@ static void pack_b_panels(float *out, const float *b, int64_t ldb, int trans_b, 
     if (trans_b) {
         for (int64_t q = 0; q * BP_NR < cols; q++)
             bp_pack_lanes16(out + q * kc * BP_NR, b + (j0 + q * BP_NR) * ldb + k0, ldb, min64(BP_NR, cols - q * BP_NR),
-                            kc);
+                            kc, 0);
         return;
     }
     for (int64_t t = 0; t < kc; t++) {

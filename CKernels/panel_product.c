@@ -96,7 +96,7 @@ int64_t bp_pack_gate_panels(bp_gate_panels *w, const float *m, int64_t ld, int b
         for (int64_t q = 0; q < panels; q++)
             for (int64_t t0 = 0; t0 < depth; t0 += DEPTH_BLOCK)
                 bp_pack_lanes16(panel(w, q / gates, q % gates, t0), m + column(w, q) * ld + t0, ld,
-                                bp_block_units(hidden, q / gates), min64(DEPTH_BLOCK, depth - t0));
+                                bp_block_units(hidden, q / gates), min64(DEPTH_BLOCK, depth - t0), 0);
     } else {  // row k of M holds row k − t0 of every panel of depth block t0
 #pragma omp parallel for schedule(static) if (parallel)
         for (int64_t k = 0; k < depth; k++)

@@ -4,12 +4,13 @@
 #include <string.h>
 
 BP_MULTIVERSION
-void bp_pack_lanes16(float *dst, const float *src, int64_t ld, int64_t rows, int64_t count) {
+void bp_pack_lanes16(float *dst, const float *src, int64_t ld, int64_t rows, int64_t count, int streamed) {
     for (int64_t j0 = 0; j0 < count; j0 += 16) {
         int64_t width = count - j0 < 16 ? count - j0 : 16;
         v16f block[16];
         for (int64_t r = 0; r < 16; r++) {
             const float *from = src + r * ld + j0;
+            if (streamed && r < rows && j0 + 64 < count) __builtin_prefetch(from + 64);
             if (r < rows && width == 16) {
                 memcpy(&block[r], from, sizeof block[r]);
             } else {
