@@ -434,8 +434,8 @@ int64_t bp_conv2d_backward_data(float *dx, const float *dy, const float *weight,
     bp_micro micro = bp_micro_kernel();
     float *a = is_depthwise(p) ? NULL : pack_weights(weight, p, 1, micro.mr, &a_size, &missing);
     conv_layout l = bp_conv_layout_build(p, &missing);
-    col2im_plan plan = {0};
-    if (!missing) missing = bp_col2im_plan_build(&plan, &l, p);
+    col2im_plan plan = {0};  // the gather of the column gradient (none for depthwise convolutions)
+    if (!missing && !is_depthwise(p)) missing = bp_col2im_plan_build(&plan, &l, p);
     if (missing) return free(a), free(l.offset), missing;
     // Output rows per chunk: all, or two chunks of every tap's column gradient in DCOL_RING (at
     // least the rows the gather reaches back, so that the ring holds them).
@@ -450,11 +450,11 @@ int64_t bp_conv2d_backward_data(float *dx, const float *dy, const float *weight,
         float *buffer = is_depthwise(p) ? bp_malloc(l.size + SLACK, sizeof(float), &missing) : NULL;
         float *rows_scratch =
             is_depthwise(p) ? NULL : bp_malloc(bp_col2im_row_floats(&plan, p), sizeof(float), &missing);
-        float *b = panel_alloc(panels * pitch, &missing);
+        float *b = is_depthwise(p) ? NULL : panel_alloc(panels * pitch, &missing);
         float *dcol_space = is_depthwise(p) ? NULL : panel_alloc(rows * ld + 2 * slack, &missing);
         float *dcol = dcol_space ? dcol_space + slack : NULL;
-        tap_reach *reaching = bp_malloc(p->r * p->s, sizeof(tap_reach), &missing);
-        int ready = b && reaching && (is_depthwise(p) ? buffer != NULL : dcol && rows_scratch);
+        tap_reach *reaching = is_depthwise(p) ? NULL : bp_malloc(p->r * p->s, sizeof(tap_reach), &missing);
+        int ready = is_depthwise(p) ? buffer != NULL : b && dcol && rows_scratch && reaching;
 #pragma omp for schedule(static)
         for (int64_t item = 0; item < p->n * p->groups; item++) {
             if (!ready) continue;
