@@ -291,6 +291,7 @@ int64_t bp_conv2d_forward(float *y, const float *x, const float *weight, const f
     float *a = is_depthwise(p) ? NULL : pack_weights(weight, p, 0, micro.mr, &a_size, &missing);
     conv_layout l = bp_conv_layout_build(p, &missing);
     if (missing) return free(a), free(l.offset), missing;
+    int y_streams = p->n * p->k * hw * (int64_t)sizeof(float) >= BP_STREAM_MIN;
 #pragma omp parallel if (bp_conv_parallel_over_images(p))
     {
         float *buffer = bp_calloc(l.size + SLACK, sizeof(float), &missing);
@@ -318,11 +319,19 @@ int64_t bp_conv2d_forward(float *y, const float *x, const float *weight, const f
                     // leaves stale columns, never stored)
                     for (int64_t h = 0; h < halves; h++)
                         gather_panel(b + h * kc * BP_NR, buffer, l.offset + t0, kc, runs[h], n[h]);
-                    // y_g[m rows, pixels p0 …] (+)= W_g[m rows, taps t0 …] · b
-                    for (int64_t m = 0; m < kg; m += micro.mr)
+                    // y_g[m rows, pixels p0 …] (+)= W_g[m rows, taps t0 …] · b; where y outruns the
+                    // caches, the next pixels' rows of y asked for (to write) while the first block
+                    // runs, so that the kernel's stores do not wait for lines from memory
+                    // (conv_stem7x7's 51 MB, Zen 4, 1 / 2 threads: 38.3 -> 36.7 ms, 19.6 -> 18.6;
+                    // conv_lenet1's 6.4 MB, which stay in cache, 0.86 -> 0.94 with them asked for).
+                    for (int64_t m = 0; m < kg; m += micro.mr) {
+                        if (y_streams && block == 0 && p0 + micro.nr < hw)
+                            bp_prefetch_write(yg + m * hw + p0 + micro.nr, hw, min64(micro.mr, kg - m),
+                                              min64(micro.nr, hw - p0 - micro.nr));
                         micro.block(kc, a + g * a_size + m * rows + t0 * micro.mr, b, kc * BP_NR, yg + m * hw + p0, hw,
                                     block > 0, block == bp_kc_blocks(rows) - 1 && bias ? bias + g * kg + m : NULL,
                                     min64(micro.mr, kg - m), count);
+                    }
                 }
             }
         }

@@ -92,6 +92,15 @@ __attribute__((always_inline)) static inline void bp_prefetch_block(const float 
     }
 }
 
+/// Asks for the lines of `rows` rows of `floats` floats, row i at m + i · ld, to be written.
+__attribute__((always_inline)) static inline void bp_prefetch_write(float *m, int64_t ld, int64_t rows,
+                                                                    int64_t floats) {
+    for (int64_t i = 0; i < rows && floats > 0; i++) {
+        for (int64_t f = 0; f < floats; f += 16) __builtin_prefetch(m + i * ld + f, 1);
+        __builtin_prefetch(m + i * ld + floats - 1, 1);
+    }
+}
+
 /// `rows` rows of `floats` floats, `ld` apart, from `at` (NULL: none); its lines numbered row by row.
 typedef struct {
     const float *at;
