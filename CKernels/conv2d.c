@@ -520,6 +520,24 @@ void bp_conv_bias_finish(float *dbias, const double *partial, int64_t blocks, in
     }
 }
 
+enum { SUM_RUN = 64 };  // taps summed at a time by add_block_sums, in a stack array
+
+// dw[t] += Σ_b first[b · block_stride + t · step] for t < count, the blocks' partials summed in
+// order of b (the same sums whatever the thread count), a run of taps at a time so that the
+// additions vectorise where step = 1 (conv_1x1's weight gradient, 1 thread, Zen 4: 4.4 -> 4.2 ms).
+BP_MULTIVERSION
+static void add_block_sums(float *dw, const float *first, int64_t step, int64_t count, int64_t blocks,
+                           int64_t block_stride) {
+    for (int64_t t0 = 0; t0 < count; t0 += SUM_RUN) {
+        int64_t run = min64(SUM_RUN, count - t0);
+        float sums[SUM_RUN];
+        for (int64_t t = 0; t < run; t++) sums[t] = first[(t0 + t) * step];
+        for (int64_t b = 1; b < blocks; b++)
+            for (int64_t t = 0; t < run; t++) sums[t] += first[b * block_stride + (t0 + t) * step];
+        for (int64_t t = 0; t < run; t++) dw[t0 + t] += sums[t];
+    }
+}
+
 // Weight gradients: dW_g [kg, R] += dy_g [kg, pixels] · colᵀ, the pixels in chunks of PC, with A
 // packed from dy and B = colᵀ [pixels, BP_NR taps] gathered from the buffer's runs, summed over
 // each block of images (bp_conv_weight_blocks) and its chunks in order. The bias gradient is summed the same way, each
@@ -623,14 +641,10 @@ int64_t bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy
     }
     if (missing) return free(l.offset), free(partial), free(bias_partial), missing;  // nothing changed
 #pragma omp parallel for schedule(static) if (size * blocks >= BP_PARALLEL_MIN)
-    for (int64_t m = 0; m < p->k; m++) {  // dweight[m][t], m = g · kg + o
+    for (int64_t m = 0; m < p->k; m++) {  // dweight[m][t], m = g · kg + o: tap t at first[t · step]
         int64_t g = m / kg, o = m % kg;
-        for (int64_t t = 0; t < rows; t++) {
-            int64_t at = g * group_size + (direct ? t * ld + o : o * rows + t);
-            float sum = partial[at];
-            for (int64_t b = 1; b < blocks; b++) sum += partial[b * p->groups * group_size + at];
-            dweight[m * rows + t] += sum;
-        }
+        const float *first = partial + g * group_size + (direct ? o : o * rows);
+        add_block_sums(dweight + m * rows, first, direct ? ld : 1, rows, blocks, p->groups * group_size);
     }
     if (dbias) bp_conv_bias_finish(dbias, bias_partial, blocks, p->k);
     free(partial);

@@ -167,7 +167,8 @@ __attribute__((always_inline)) static inline void bp_transpose_16x16(v16f m[16])
 /// dst[j · 16 + r] = src[r · ld + j] for j < count and r < 16 (0 for r ≥ rows; rows ≤ 16): up to 16
 /// rows of `count` floats as `count` rows of 16 lanes, one lane per source row (transpose.c).
 /// `streamed`: src comes from memory (each of its rows a stream the hardware follows poorly): each
-/// row's line four lines ahead is asked for as a line is read.
+/// row's line four lines ahead is asked for as a line is read, past `count` too (a caller packing a
+/// row in chunks reads on there next; a prefetch past the row's end does no harm).
 void bp_pack_lanes16(float *dst, const float *src, int64_t ld, int64_t rows, int64_t count, int streamed);
 
 /// Σ x[i] for i < n in float, in 8 interleaved lanes (which vectorise; one running sum does not),
