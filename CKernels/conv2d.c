@@ -85,50 +85,41 @@ static void gather_transposed(float *b, const float *buffer, const int64_t *offs
             }
 }
 
-// Packs `rows` rows of a row-major matrix (element (i, c) at m[i · ld + c · col_stride], c < cols)
-// into panels of mr <= 8 rows: out[panel][c][i], zero past the last row. With col_stride 1, 8
-// columns at a time: the panel's rows are read as vectors and transposed in registers (the 8 × 8
-// transpose of gather_transposed, rows past mr zero), each column's mr floats stored as 8 in
-// increasing order, so the extra floats are overwritten by the next column (`out` needs 8 − mr
-// floats of slack after the last panel).
+// Packs `rows` rows of a row-major matrix (element (i, c) at m[i · ld + c], c < cols) into panels
+// of mr <= 8 rows: out[panel][c][i], zero past the last row. 8 columns at a time, the panel's rows
+// are read as vectors and transposed in registers (the 8 × 8 transpose of gather_transposed, rows
+// past mr zero), each column's mr floats stored as 8 in increasing order, so the extra floats are
+// overwritten by the next column (`out` needs 8 − mr floats of slack after the last panel).
 BP_MULTIVERSION
-static void pack_rows(float *out, const float *m, int64_t ld, int64_t rows, int64_t cols, int64_t col_stride,
-                      int64_t mr) {
+static void pack_rows(float *out, const float *m, int64_t ld, int64_t rows, int64_t cols, int64_t mr) {
     for (int64_t panel = 0; panel < round_up(rows, mr) / mr; panel++) {
         float *dst = out + panel * cols * mr;
         int64_t c = 0;
-        if (col_stride == 1)
-            for (; c + 8 <= cols; c += 8) {
-                v8f x[8] = {{0}};
-                for (int64_t i = 0; i < mr && panel * mr + i < rows; i++)
-                    memcpy(&x[i], m + (panel * mr + i) * ld + c, 32);
-                v8f columns[8];
-                bp_transpose_8x8(columns, x);
-                for (int j = 0; j < 8; j++) memcpy(dst + (c + j) * mr, &columns[j], 32);
-            }
+        for (; c + 8 <= cols; c += 8) {
+            v8f x[8] = {{0}};
+            for (int64_t i = 0; i < mr && panel * mr + i < rows; i++) memcpy(&x[i], m + (panel * mr + i) * ld + c, 32);
+            v8f columns[8];
+            bp_transpose_8x8(columns, x);
+            for (int j = 0; j < 8; j++) memcpy(dst + (c + j) * mr, &columns[j], 32);
+        }
         for (; c < cols; c++)
             for (int64_t i = 0; i < mr; i++) {
                 int64_t row = panel * mr + i;
-                dst[c * mr + i] = row < rows ? m[row * ld + c * col_stride] : 0.0f;
+                dst[c * mr + i] = row < rows ? m[row * ld + c] : 0.0f;
             }
     }
 }
 
 // The weights of each group packed for the forward, A = W_g [kg, R]: per group round_up(kg, mr) · R
-// floats. Transposed (A = W_gᵀ [R, kg]) for the backward-data: round_up(R, mr) · kg floats. NULL
-// when they could not be allocated (recorded in *missing).
-static float *pack_weights(const float *weight, const bp_conv2d_params *p, int transposed, int64_t mr,
-                           int64_t *group_size, int64_t *missing) {
+// floats. NULL when they could not be allocated (recorded in *missing).
+static float *pack_weights(const float *weight, const bp_conv2d_params *p, int64_t mr, int64_t *group_size,
+                           int64_t *missing) {
     int64_t kg = p->k / p->groups, rows = bp_conv_taps(p);
-    int64_t m = transposed ? rows : kg, reduce = transposed ? kg : rows;
-    *group_size = round_up(m, mr) * reduce;
+    *group_size = round_up(kg, mr) * rows;
     float *packed = bp_malloc(p->groups * *group_size + 8 - mr, sizeof(float), missing);
     if (!packed) return NULL;
-    for (int64_t g = 0; g < p->groups; g++) {
-        const float *w = weight + g * kg * rows;
-        if (transposed) pack_rows(packed + g * *group_size, w, 1, rows, kg, rows, mr);
-        else pack_rows(packed + g * *group_size, w, rows, kg, rows, 1, mr);
-    }
+    for (int64_t g = 0; g < p->groups; g++)
+        pack_rows(packed + g * *group_size, weight + g * kg * rows, rows, kg, rows, mr);
     return packed;
 }
 
@@ -288,7 +279,7 @@ int64_t bp_conv2d_forward(float *y, const float *x, const float *weight, const f
     if (micro.avx512 && bp_conv_stride2_fits(p)) return bp_conv2d_forward_stride2(y, x, weight, bias, p);
 #endif
     // Depthwise convolutions read the weights directly.
-    float *a = is_depthwise(p) ? NULL : pack_weights(weight, p, 0, micro.mr, &a_size, &missing);
+    float *a = is_depthwise(p) ? NULL : pack_weights(weight, p, micro.mr, &a_size, &missing);
     conv_layout l = bp_conv_layout_build(p, &missing);
     if (missing) return free(a), free(l.offset), missing;
     int y_streams = p->n * p->k * hw * (int64_t)sizeof(float) >= BP_STREAM_MIN;
@@ -385,29 +376,37 @@ static int64_t backward_data_as_forward(float *dx, const float *dy, const float 
 }
 
 // A chunk of the column gradient: pixels [0, count) of `to` (taps ld apart) = W_gᵀ · dy_g's
-// pixels from `dy` (kg rows hw apart), dy's panels packed into b (`pitch` floats apart), A the
-// group's packed weights. While the kernel runs, the lines of `next` (what the next chunk packs)
+// pixels from `dy` (kg rows hw apart), both read in place by the kernel's columns form (A's column
+// i, tap i of W_g's rows; B's rows dy's), but for the last pixels past the kernel width's last
+// multiple, whose panels are packed into b (`pitch` floats apart; in place the kernel would read
+// 16 floats past them). conv_lenet1, Zen 4, medians of interleaved runs, against dy's panels all
+// packed and W_gᵀ packed: 1 thread 1.36 -> 1.19 ms, 2 threads 0.68 -> 0.60; conv_stem7x7 and
+// conv_res3x3s2 the same. While the kernel runs, the lines of `next` (what the next chunk reads)
 // are asked for, a share before each call: dy's rows are kilobytes apart, a stream of kg short
 // runs that the hardware does not fetch ahead (conv_stem7x7's backward-data, 1 thread: 48.5 →
 // 45.4 ms).
-static void column_gradient_chunk(float *to, int64_t ld, float *b, int64_t pitch, const float *a, const float *dy,
+static void column_gradient_chunk(float *to, int64_t ld, float *b, int64_t pitch, const float *w, const float *dy,
                                   int64_t count, bp_lines next, int64_t rows, int64_t kg, int64_t hw, bp_micro micro) {
-    int64_t used = (count + BP_NR - 1) / BP_NR, per_call = micro.nr / BP_NR;
-    // b [used][kg][BP_NR]: panel i = dy[:, pixels 16i …], filled reading dy in order
+    int64_t whole = count / micro.nr * micro.nr;
+    // b [panel][kg][BP_NR]: panel i = dy[:, pixels whole + 16i …], filled reading dy in order
     for (int64_t k = 0; k < kg; k++)
-        for (int64_t i = 0; i < used; i++)
-            bp_copy_short(b + i * pitch + k * BP_NR, dy + k * hw + i * BP_NR, min64(BP_NR, count - i * BP_NR));
-    int64_t calls = (used + per_call - 1) / per_call * ((rows + micro.mr - 1) / micro.mr);
+        for (int64_t i = whole / BP_NR; i * BP_NR < count; i++)
+            bp_copy_short(b + (i - whole / BP_NR) * pitch + k * BP_NR, dy + k * hw + i * BP_NR,
+                          min64(BP_NR, count - i * BP_NR));
+    int64_t calls = (count + micro.nr - 1) / micro.nr * ((rows + micro.mr - 1) / micro.mr);
     int64_t share = (bp_line_count(next) + calls - 1) / calls, call = 0;
-    for (int64_t i = 0; i < used; i += per_call)
-        // to[taps m …, pixels 16i …] = W_gᵀ[taps m …, :] · panels i …, over the channel blocks
+    for (int64_t j = 0; j < count; j += micro.nr)
         for (int64_t m = 0; m < rows; m += micro.mr, call++) {
             bp_prefetch_share(next, call, share);
             for (int64_t block = 0; block < bp_kc_blocks(kg); block++) {
                 int64_t k0, kc;
                 bp_kc_block(kg, block, &k0, &kc);
-                micro.block(kc, a + m * kg + k0 * micro.mr, b + i * pitch + k0 * BP_NR, pitch, to + m * ld + i * BP_NR,
-                            ld, block > 0, NULL, min64(micro.mr, rows - m), min64(micro.nr, count - i * BP_NR));
+                if (j < whole)
+                    micro.columns(kc, w + k0 * rows + m, rows, dy + k0 * hw + j, hw, BP_NR, to + m * ld + j, ld,
+                                  block > 0, min64(micro.mr, rows - m), micro.nr);
+                else
+                    micro.columns(kc, w + k0 * rows + m, rows, b + k0 * BP_NR, BP_NR, pitch, to + m * ld + j, ld,
+                                  block > 0, min64(micro.mr, rows - m), count - j);
             }
         }
 }
@@ -438,28 +437,26 @@ int64_t bp_conv2d_backward_data(float *dx, const float *dy, const float *weight,
         return pointwise_products(dx, dy, weight, bias, 1, p);
     if (data_as_forward(p, &q)) return backward_data_as_forward(dx, dy, weight, bias, p, &q);
     if (bp_conv_phases_fit(p)) return bp_conv2d_backward_data_phases(dx, dy, weight, bias, p);
-    int64_t cg = p->c / p->groups, kg = p->k / p->groups, rows = bp_conv_taps(p), hw = bp_conv_pixels(p), a_size = 0,
-            missing = 0;
+    int64_t cg = p->c / p->groups, kg = p->k / p->groups, rows = bp_conv_taps(p), hw = bp_conv_pixels(p), missing = 0;
     bp_micro micro = bp_micro_kernel();
-    float *a = is_depthwise(p) ? NULL : pack_weights(weight, p, 1, micro.mr, &a_size, &missing);
     conv_layout l = bp_conv_layout_build(p, &missing);
     col2im_plan plan = {0};  // the gather of the column gradient (none for depthwise convolutions)
     if (!missing && !is_depthwise(p)) missing = bp_col2im_plan_build(&plan, &l, p);
-    if (missing) return free(a), free(l.offset), missing;
+    if (missing) return free(l.offset), missing;
     // Output rows per chunk: all, or two chunks of every tap's column gradient in DCOL_RING (at
     // least the rows the gather reaches back, so that the ring holds them).
     int64_t reach = bp_col2im_reach(p), row_bytes = rows * p->out_w * (int64_t)sizeof(float);
     int64_t chunk = row_bytes * p->out_h <= DCOL_WHOLE ? p->out_h : DCOL_RING / (2 * row_bytes);
     chunk = min64(p->out_h, chunk < reach ? reach : chunk < 1 ? 1 : chunk);
     int64_t ring = chunk == p->out_h ? chunk : 2 * chunk, ld = bp_unaliased_stride(ring * p->out_w);
-    int64_t slack = bp_col2im_slack(&l), panels = (chunk * p->out_w + BP_NR - 1) / BP_NR;
+    int64_t slack = bp_col2im_slack(&l);
     int64_t pitch = bp_unaliased_stride(kg * BP_NR);  // floats from one panel of dy to the next
 #pragma omp parallel if (bp_conv_parallel_over_images(p))
     {
         float *buffer = is_depthwise(p) ? bp_malloc(l.size + SLACK, sizeof(float), &missing) : NULL;
         float *rows_scratch =
             is_depthwise(p) ? NULL : bp_malloc(bp_col2im_row_floats(&plan, p), sizeof(float), &missing);
-        float *b = is_depthwise(p) ? NULL : panel_alloc(panels * pitch, &missing);
+        float *b = is_depthwise(p) ? NULL : panel_alloc(2 * pitch, &missing);  // a chunk's last panels
         float *dcol_space = is_depthwise(p) ? NULL : panel_alloc(rows * ld + 2 * slack, &missing);
         float *dcol = dcol_space ? dcol_space + slack : NULL;
         tap_reach *reaching = is_depthwise(p) ? NULL : bp_malloc(p->r * p->s, sizeof(tap_reach), &missing);
@@ -480,12 +477,12 @@ int64_t bp_conv2d_backward_data(float *dx, const float *dy, const float *weight,
                     int last = oh0 + chunk >= p->out_h;  // the image's last chunk: it completes every input row
                     int64_t p0 = oh0 * p->out_w, count = min64(chunk, p->out_h - oh0) * p->out_w;
                     int64_t h1 = last ? l.hq : oh0 + chunk;
-                    // What the next chunk packs: this image's next rows, or the next item's first
+                    // What the next chunk reads: this image's next rows, or the next item's first
                     // (item i's dy at dy + i · kg · hw).
                     bp_lines next = {last ? (item + 1 < p->n * p->groups ? dyg + kg * hw : NULL) : dyg + p0 + count, kg,
                                      hw, min64(chunk, last ? p->out_h : p->out_h - oh0 - chunk) * p->out_w};
-                    column_gradient_chunk(dcol + oh0 % ring * p->out_w, ld, b, pitch, a + g * a_size, dyg + p0, count,
-                                          next, rows, kg, hw, micro);
+                    column_gradient_chunk(dcol + oh0 % ring * p->out_w, ld, b, pitch, weight + g * kg * rows, dyg + p0,
+                                          count, next, rows, kg, hw, micro);
                     bp_col2im_rows(dxg, bias_g, (dcol_rows){dcol, ld, ring}, h0, h1, &l, &plan, reaching, rows_scratch,
                                    p);
                     h0 = h1;
@@ -499,7 +496,6 @@ int64_t bp_conv2d_backward_data(float *dx, const float *dy, const float *weight,
     }
     bp_col2im_plan_free(&plan);
     free(l.offset);
-    free(a);
     return missing;
 }
 
@@ -617,7 +613,7 @@ int64_t bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy
                     }
                     for (int64_t p0 = 0; p0 < hw; p0 += PC) {
                         int64_t pc = min64(PC, hw - p0), n = bp_conv_pixel_runs(runs, &l, p, p0, pc);
-                        pack_rows(a, dyg + p0, hw, kg, pc, 1, micro.mr);
+                        pack_rows(a, dyg + p0, hw, kg, pc, micro.mr);
                         if (dbias) add_bias_chunk(dbg, dyg, kg, hw, p0, pc);
                         for (int64_t t0 = 0; t0 < rows; t0 += micro.nr) {
                             // b's panel h [pc, BP_NR] = colᵀ[pixels p0 …, taps t0 + 16h …] (columns past
