@@ -92,7 +92,8 @@ __attribute__((always_inline)) static inline void bp_prefetch_block(const float 
     }
 }
 
-/// Asks for the lines of `rows` rows of `floats` floats, row i at m + i · ld, to be written.
+/// bp_prefetch_block's lines asked for to be written (__builtin_prefetch takes its read-or-write
+/// argument only as a constant, so the two are two functions).
 __attribute__((always_inline)) static inline void bp_prefetch_write(float *m, int64_t ld, int64_t rows,
                                                                     int64_t floats) {
     for (int64_t i = 0; i < rows && floats > 0; i++) {

@@ -8,9 +8,9 @@
 // memory, into 16 accumulators: two FMA units, each with four cycles of latency, need eight
 // independent sums in flight, and ten loads per 16 multiply-adds leave the load ports room
 // (one panel, 8 × 16, is nine loads per eight). A block of 16 columns or fewer skips the second
-// panel; one of 8 or fewer runs in 8-float registers (see product_panels). Each element is the sum microkernel.c
-// computes (terms in order of t from 0, one fused multiply-add each, then + C, then + bias), so the two kernels give
-// the same bits.
+// panel; one of 8 or fewer runs in 8-float registers (see product_panels). Each element is the
+// sum microkernel.c computes (terms in order of t from 0, one fused multiply-add each, then + C,
+// then + bias), so the two kernels give the same bits.
 //
 // The functions are compiled for x86-64-v4 only, with 512-bit vectors (clang keeps to 256 bits
 // otherwise), and called only where the CPU has AVX-512 (bp_micro_kernel).
