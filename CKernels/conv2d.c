@@ -502,7 +502,12 @@ int64_t bp_conv2d_backward_data(float *dx, const float *dy, const float *weight,
 
 // dbias[k] += Σ of dy's row k over the chunk of pixels [p0, p0 + pc) (clipped to hw), for k < kg.
 static void add_bias_chunk(double *dbias, const float *dy, int64_t kg, int64_t hw, int64_t p0, int64_t pc) {
-    for (int64_t k = 0; k < kg; k++) dbias[k] += bp_lane_sum(dy + k * hw + p0, min64(pc, hw - p0));
+    float sums[64];
+    for (int64_t k0 = 0; k0 < kg; k0 += 64) {
+        int64_t count = min64(64, kg - k0);
+        bp_lane_sums(sums, dy + k0 * hw + p0, hw, count, min64(pc, hw - p0));
+        for (int64_t k = 0; k < count; k++) dbias[k0 + k] += sums[k];
+    }
 }
 
 void bp_conv_add_bias_sums(double *dbias, const float *dy, int64_t kg, int64_t hw, int64_t p0, int64_t p1) {

@@ -186,6 +186,8 @@ __attribute__((always_inline)) static inline float bp_lane_sum_inline(const floa
     return sum;
 }
 BP_MULTIVERSION float bp_lane_sum(const float *x, int64_t n);
+/// sums[r] = bp_lane_sum(x + r · ld, n) for r < rows.
+BP_MULTIVERSION void bp_lane_sums(float *sums, const float *x, int64_t ld, int64_t rows, int64_t n);
 
 /// A row stride (in floats) of at least `floats` that is not a multiple of 4 KB: the lines of rows
 /// that far apart share the first-level cache's sets, and a kernel reading along a column of

@@ -1,6 +1,8 @@
 // Parallel loops over fixed chunks and deterministic parallel sums (see internal.h).
 #include "internal.h"
 
+#include <string.h>
+
 // Block sums are computed BATCH at a time into a stack array, in parallel, and added to the total
 // in block order: no allocation, and the same order as one pass over all blocks.
 enum { BATCH = 512 };
@@ -33,3 +35,28 @@ void bp_parallel_chunks(int64_t n, int64_t cost, void (*chunk)(const void *ctx, 
 
 BP_MULTIVERSION
 float bp_lane_sum(const float *x, int64_t n) { return bp_lane_sum_inline(x, n); }
+
+// Four rows at a time: four independent chains of additions where one row's sum waits on each
+// of its adds (conv_lenet1's bias gradient, 256-pixel runs: the weight gradient 0.93 -> 0.90 ms).
+// Each row's lanes, tail and order are bp_lane_sum_inline's.
+BP_MULTIVERSION
+void bp_lane_sums(float *sums, const float *x, int64_t ld, int64_t rows, int64_t n) {
+    int64_t r = 0;
+    for (; r + 4 <= rows; r += 4) {
+        v8f lanes[4] = {{0}};
+        int64_t i = 0;
+        for (; i + 8 <= n; i += 8)
+            for (int q = 0; q < 4; q++) {
+                v8f v;
+                memcpy(&v, x + (r + q) * ld + i, sizeof v);
+                lanes[q] += v;
+            }
+        for (int q = 0; q < 4; q++) {
+            float sum = 0.0f;
+            for (int64_t j = i; j < n; j++) sum += x[(r + q) * ld + j];
+            for (int l = 0; l < 8; l++) sum += lanes[q][l];
+            sums[r + q] = sum;
+        }
+    }
+    for (; r < rows; r++) sums[r] = bp_lane_sum_inline(x + r * ld, n);
+}
