@@ -22,6 +22,7 @@ enum {
     DCOL_WHOLE = 4 << 20,  // the largest column gradient the backward-data keeps whole,
     DCOL_RING = 1 << 19,   // else its ring of column-gradient rows
     SLACK = 16,            // floats after a buffer that gather_panel may read and col2im_rows write
+    AHEAD_MOST = 8,        // most lines of the next chunk a column-gradient kernel call asks for
 };
 
 static int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
@@ -384,7 +385,10 @@ static int64_t backward_data_as_forward(float *dx, const float *dy, const float 
 // conv_res3x3s2 the same. While the kernel runs, the lines of `next` (what the next chunk reads)
 // are asked for, a share before each call: dy's rows are kilobytes apart, a stream of kg short
 // runs that the hardware does not fetch ahead (conv_stem7x7's backward-data, 1 thread: 48.5 →
-// 45.4 ms).
+// 45.4 ms). At most AHEAD_MOST lines a call: conv_lenet1's calls (32 channels deep, 8192
+// multiply-adds) would ask for 16 each, and its kernel's own reads then wait (1 thread, minima of
+// interleaved runs: 1.00 -> 0.96 ms; 0.93 asking for none, but the stem's 40.0 would be 43); the
+// rest of the next chunk comes as the kernel reads it.
 static void column_gradient_chunk(float *to, int64_t ld, float *b, int64_t pitch, const float *w, const float *dy,
                                   int64_t count, bp_lines next, int64_t rows, int64_t kg, int64_t hw, bp_micro micro) {
     int64_t whole = count / micro.nr * micro.nr;
@@ -394,7 +398,7 @@ static void column_gradient_chunk(float *to, int64_t ld, float *b, int64_t pitch
             bp_copy_short(b + (i - whole / BP_NR) * pitch + k * BP_NR, dy + k * hw + i * BP_NR,
                           min64(BP_NR, count - i * BP_NR));
     int64_t calls = (count + micro.nr - 1) / micro.nr * ((rows + micro.mr - 1) / micro.mr);
-    int64_t share = (bp_line_count(next) + calls - 1) / calls, call = 0;
+    int64_t share = min64(AHEAD_MOST, (bp_line_count(next) + calls - 1) / calls), call = 0;
     for (int64_t j = 0; j < count; j += micro.nr)
         for (int64_t m = 0; m < rows; m += micro.mr, call++) {
             bp_prefetch_share(next, call, share);
