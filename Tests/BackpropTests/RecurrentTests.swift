@@ -371,6 +371,9 @@ import Testing
         expectError(.invalidArgument, mentioning: ["index 1.5"]) {
             _ = try embedding(Tensor(shape: [1], scalars: [1.5]))
         }
+        expectError(.invalidArgument, mentioning: ["index 0.5 at 2"]) {  // a bad value that truncates to 0
+            _ = try embedding(Tensor(shape: [3], scalars: [0, -0.0, 0.5]))
+        }
         expectError(.invalidArgument, mentioning: ["index nan at 2"]) {
             _ = try embedding(Tensor(shape: [5], scalars: [0, 3, .nan, 2, .infinity]))
         }
