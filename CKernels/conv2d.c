@@ -573,15 +573,17 @@ int64_t bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy
     if (missing) return free(l.offset), free(partial), free(bias_partial), missing;
 #pragma omp parallel if (blocks > 1 && p->n * p->k * hw * rows >= BP_PARALLEL_MIN)
     {
-        // What this path needs: the padded image (not for 1 × 1 products), the product's panels, or
-        // the direct kernel's dy pixel-major.
+        // What this path needs: the padded image (not for 1 × 1 products or the direct kernel,
+        // which reads x in place), the product's panels, or the direct kernel's dy pixel-major and
+        // a row of zeros.
         int columns = !pointwise && !direct;
-        float *buffer = pointwise ? NULL : bp_calloc(l.size + SLACK, sizeof(float), &missing);
+        float *buffer = pointwise || direct ? NULL : bp_calloc(l.size + SLACK, sizeof(float), &missing);
+        float *zeros = direct ? bp_calloc(p->stride_w * p->out_w + p->s, sizeof(float), &missing) : NULL;
         float *a = columns ? panel_alloc(round_up(kg, micro.mr) * PC + 8 - micro.mr, &missing) : NULL;
         float *b = columns ? panel_alloc(2 * (PC + 8) * BP_NR, &missing) : NULL;  // up to two panels
         pixel_run *runs = columns ? bp_malloc(PC + 2, sizeof(pixel_run), &missing) : NULL;
         float *dyt = direct ? panel_alloc(ld * hw, &missing) : NULL;
-        int ready = pointwise || (buffer && (direct ? dyt != NULL : a && b && runs));
+        int ready = pointwise || (direct ? dyt && zeros : buffer && a && b && runs);
 #pragma omp for schedule(static)
         for (int64_t block = 0; block < blocks; block++)
             for (int64_t image = block * p->n / blocks; ready && image < (block + 1) * p->n / blocks; image++)
@@ -610,13 +612,13 @@ int64_t bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy
                         }
                         continue;
                     }
-                    bp_conv_copy_in(buffer, xg, &l, p);
 #if BP_AVX512_KERNEL
                     if (direct) {
-                        bp_conv_weights_direct(dwg, ld, dbias ? dbg : NULL, buffer, dyg, dyt, &l, PC, p);
+                        bp_conv_weights_direct(dwg, ld, dbias ? dbg : NULL, xg, zeros, dyg, dyt, PC, p);
                         continue;
                     }
 #endif
+                    bp_conv_copy_in(buffer, xg, &l, p);
                     if (is_depthwise(p)) {
                         depthwise_weights(dwg, buffer, dyg, &l, p);
                         if (dbias) *dbg += bp_lane_sum(dyg, hw);
@@ -641,6 +643,7 @@ int64_t bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy
                     }
                 }
         free(buffer);
+        free(zeros);
         free(a);
         free(b);
         free(runs);
