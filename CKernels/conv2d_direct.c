@@ -187,6 +187,14 @@ int64_t bp_conv2d_forward_direct(float *y, const float *x, const float *weight, 
 // C · R rows of S taps, and a row in the padding reads a row of zeros (its terms 0 · dy, which
 // leave every sum's bits as they are).
 
+// The pixels [p0, p1) whose dy is packed, and the lines of the next piece of dy, asked for a share
+// before each chunk's sums.
+typedef struct {
+    int64_t p0, p1;
+    bp_lines next;
+    int64_t share, call;
+} dy_piece;
+
 // The input rows of a block: row q is channel plane[q]'s kernel row i[q].
 typedef struct {
     const float *plane[WEIGHT_TAPS];
@@ -196,11 +204,10 @@ typedef struct {
 // The block's sums over the chunk's pixels [p0, p1), added to partial at the taps
 // first + q · taps_per_channel + j for input row q; `skip` says whether an output row whose input
 // row is padding is skipped (else it reads `zeros`, at least SW · out_w + S floats).
-AVX512 __attribute__((always_inline)) static inline void weight_chunk(int C, int S, int SW, float *partial, int64_t ld,
-                                                                      const block_rows *rows, const float *zeros,
-                                                                      int skip, const float *dyt, int64_t first,
-                                                                      int64_t taps_per_channel, int64_t p0, int64_t p1,
-                                                                      const bp_conv2d_params *p) {
+AVX512 __attribute__((always_inline)) static inline void
+weight_chunk(int C, int S, int SW, float *partial, int64_t ld, const block_rows *rows, const float *zeros, int skip,
+             const float *dyt, int64_t base, int64_t first, int64_t taps_per_channel, int64_t p0, int64_t p1,
+             const bp_conv2d_params *p) {
     v16f acc[WEIGHT_TAPS];
 #pragma clang loop unroll(full)
     for (int t = 0; t < C * S; t++) acc[t] = (v16f){0};
@@ -217,7 +224,7 @@ AVX512 __attribute__((always_inline)) static inline void weight_chunk(int C, int
         if (skip && padding) continue;
         int64_t from = oh * p->out_w < p0 ? p0 - oh * p->out_w : 0;
         int64_t to = (oh + 1) * p->out_w > p1 ? p1 - oh * p->out_w : p->out_w;
-        const float *d = dyt + oh * p->out_w * LANES;  // pixel ow of this row at d[ow · 16]
+        const float *d = dyt + (oh * p->out_w - base) * LANES;  // pixel ow of this row at d[ow · 16]
         // Pixel ow reads input column SW · ow − pad_w + j: inside for every j from `inner` to
         // `outer`, for fewer before and after (those terms are skipped).
         int64_t inner = (p->pad_w + SW - 1) / SW, reach = p->w + p->pad_w - S;
@@ -253,12 +260,11 @@ AVX512 __attribute__((always_inline)) static inline void weight_chunk(int C, int
 }
 
 // clang-format off
-#define BLOCK(S, C, SW) case (S * 16 + C) * 2 + SW - 1: for (int64_t p0 = 0; p0 < hw; p0 += chunk) weight_chunk(C, S, SW, partial, ld, rows, zeros, skip, dyt, first, taps_per_channel, p0, p0 + chunk < hw ? p0 + chunk : hw, p); break;
+#define BLOCK(S, C, SW) case (S * 16 + C) * 2 + SW - 1: for (int64_t p0 = piece->p0; p0 < piece->p1; p0 += chunk) { bp_prefetch_share(piece->next, piece->call++, piece->share); weight_chunk(C, S, SW, partial, ld, rows, zeros, skip, dyt, piece->p0, first, taps_per_channel, p0, p0 + chunk < piece->p1 ? p0 + chunk : piece->p1, p); } break;
 #define STRIDES(S, C) BLOCK(S, C, 1) BLOCK(S, C, 2)
 AVX512 static void weight_block(int64_t S, int64_t C, int64_t SW, float *partial, int64_t ld, const block_rows *rows,
                                 const float *zeros, int skip, const float *dyt, int64_t first,
-                                int64_t taps_per_channel, int64_t chunk, const bp_conv2d_params *p) {
-    int64_t hw = bp_conv_pixels(p);
+                                int64_t taps_per_channel, int64_t chunk, dy_piece *piece, const bp_conv2d_params *p) {
     switch ((S * 16 + C) * 2 + SW - 1) {
     STRIDES(3, 1) STRIDES(3, 2) STRIDES(3, 3) STRIDES(3, 4) STRIDES(3, 5) STRIDES(3, 6) STRIDES(3, 7) STRIDES(3, 8)
     STRIDES(5, 1) STRIDES(5, 2) STRIDES(5, 3) STRIDES(5, 4) STRIDES(5, 5) STRIDES(7, 1) STRIDES(7, 2) STRIDES(7, 3)
@@ -290,31 +296,44 @@ void bp_conv_weights_direct(float *partial, int64_t ld, double *dbias, const flo
                             const float *dy, float *dyt, int64_t chunk, const bp_conv2d_params *p) {
     int64_t cg = p->c / p->groups, kg = p->k / p->groups, most = WEIGHT_TAPS / p->s, blocks = (cg + most - 1) / most;
     int64_t hw = bp_conv_pixels(p), taps_per_channel = p->r * p->s, plane = p->h * p->w;
-    // dyt[kb][pixel][16], a chunk of pixels at a time, its bias sums while it is in cache: dy is
-    // read from memory once, its lines asked for ahead (conv_stem7x7, 1 thread, Zen 4, medians of
-    // the fastest of interleaved runs: 44.8 -> 42.7 ms; conv_res3x3s2 19.9 -> 19.5).
-    for (int64_t p0 = 0; p0 < hw; p0 += chunk) {
-        int64_t count = hw - p0 < chunk ? hw - p0 : chunk;
-        for (int64_t kb = 0; kb < (kg + LANES - 1) / LANES; kb++)
-            bp_pack_lanes16(dyt + (kb * hw + p0) * LANES, dy + kb * LANES * hw + p0, hw,
-                            kg - kb * LANES < LANES ? kg - kb * LANES : LANES, count, 1);
-        if (dbias) bp_conv_add_bias_sums(dbias, dy, kg, hw, p0, p0 + count);
-    }
+    int64_t size = bp_conv_weights_direct_piece(chunk), all_rows = bp_conv_taps(p) <= WEIGHT_TAPS;
+    int64_t passes = ld / LANES * (all_rows ? 1 : p->r * blocks);
     block_rows rows;
-    if (bp_conv_taps(p) <= WEIGHT_TAPS) {  // input row q = c · r + i: channel c's kernel row i
-        for (int64_t q = 0; q < cg * p->r; q++) rows.plane[q] = x + q / p->r * plane, rows.i[q] = q % p->r;
+    for (int64_t q = 0; all_rows && q < cg * p->r; q++)  // input row q = c · r + i: channel c's kernel row i
+        rows.plane[q] = x + q / p->r * plane, rows.i[q] = q % p->r;
+    // A piece of pixels at a time: dyt[kb][pixel − p0][16], packed a chunk at a time with its bias
+    // sums while it is in cache, then every pass's sums over the piece. dy is read from memory once,
+    // kg streams kilobytes apart that the hardware does not fetch ahead: the first piece's lines are
+    // asked for as it is packed, the next piece's while this one's sums run (conv_stem7x7's weight
+    // gradient, Zen 4, medians of interleaved runs, against the whole image packed first: 1 thread
+    // 39.4 -> 37.8 ms, 2 threads 20.6 -> 18.7).
+    for (int64_t p0 = 0; p0 < hw; p0 += size) {
+        dy_piece piece = {p0, p0 + size < hw ? p0 + size : hw};
+        piece.next = piece.p1 < hw ? (bp_lines){dy + piece.p1, kg, hw, hw - piece.p1 < size ? hw - piece.p1 : size}
+                                   : (bp_lines){0};
+        int64_t calls = passes * ((piece.p1 - p0 + chunk - 1) / chunk);
+        piece.share = (bp_line_count(piece.next) + calls - 1) / calls;
+        for (int64_t q0 = p0; q0 < piece.p1; q0 += chunk) {
+            int64_t count = piece.p1 - q0 < chunk ? piece.p1 - q0 : chunk;
+            for (int64_t kb = 0; kb < (kg + LANES - 1) / LANES; kb++)
+                bp_pack_lanes16(dyt + (kb * size + q0 - p0) * LANES, dy + kb * LANES * hw + q0, hw,
+                                kg - kb * LANES < LANES ? kg - kb * LANES : LANES, count, p0 == 0);
+            if (dbias) bp_conv_add_bias_sums(dbias, dy, kg, hw, q0, q0 + count);
+        }
+        if (all_rows) {
+            for (int64_t o = 0; o < ld; o += LANES)
+                weight_block(p->s, cg * p->r, p->stride_w, partial + o, ld, &rows, zeros, 0, dyt + o * size, 0, p->s,
+                             chunk, &piece, p);
+            continue;
+        }
         for (int64_t o = 0; o < ld; o += LANES)
-            weight_block(p->s, cg * p->r, p->stride_w, partial + o, ld, &rows, zeros, 0, dyt + o * hw, 0, p->s, chunk,
-                         p);
-        return;
+            for (int64_t i = 0; i < p->r; i++)
+                for (int64_t b = 0; b < blocks; b++) {
+                    int64_t c0 = b * cg / blocks, count = (b + 1) * cg / blocks - c0;
+                    for (int64_t c = 0; c < count; c++) rows.plane[c] = x + (c0 + c) * plane, rows.i[c] = i;
+                    weight_block(p->s, count, p->stride_w, partial + o, ld, &rows, zeros, 1, dyt + o * size,
+                                 (c0 * p->r + i) * p->s, taps_per_channel, chunk, &piece, p);
+                }
     }
-    for (int64_t o = 0; o < ld; o += LANES)
-        for (int64_t i = 0; i < p->r; i++)
-            for (int64_t b = 0; b < blocks; b++) {
-                int64_t c0 = b * cg / blocks, count = (b + 1) * cg / blocks - c0;
-                for (int64_t c = 0; c < count; c++) rows.plane[c] = x + (c0 + c) * plane, rows.i[c] = i;
-                weight_block(p->s, count, p->stride_w, partial + o, ld, &rows, zeros, 1, dyt + o * hw,
-                             (c0 * p->r + i) * p->s, taps_per_channel, chunk, p);
-            }
 }
 #endif

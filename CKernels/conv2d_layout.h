@@ -206,12 +206,15 @@ void bp_conv_bias_finish(float *dbias, const double *partial, int64_t blocks, in
 /// Whether the direct weight gradient serves `p` and pays (dilation 1, kernels 3, 5 or 7 wide, a
 /// gradient of at most 1 MB, and skipping padding pays, every tap fits one block, or stride 2).
 int bp_conv_weights_direct_pays(const bp_conv2d_params *p);
+/// The pixels whose dy the direct weight gradient packs at a time: four chunks.
+static inline int64_t bp_conv_weights_direct_piece(int64_t chunk) { return 4 * chunk; }
 /// One image-group's weight gradient by the direct kernel (AVX-512, stride 1 or 2), the padding
 /// skipped: partial [R][ld] (ld = the group's channels rounded up to 16) += its sums over the
 /// pixels in chunks of `chunk` (256), from dy [kg][pixels] and the group's input x [cg][h][w] read
-/// in place; `zeros` holds at least stride_w · out_w + s zeros; dyt is scratch of ld · pixels
-/// floats, zero past the group's last channel (dy packed pixel-major there, chunk by chunk, each
-/// chunk's bias sums added to dbias while it is in cache, unless dbias is NULL).
+/// in place; `zeros` holds at least stride_w · out_w + s zeros; dyt is scratch of ld ·
+/// bp_conv_weights_direct_piece(chunk) floats, zero past the group's last channel (a piece of dy
+/// packed pixel-major there, chunk by chunk, each chunk's bias sums added to dbias while it is in
+/// cache, unless dbias is NULL).
 void bp_conv_weights_direct(float *partial, int64_t ld, double *dbias, const float *x, const float *zeros,
                             const float *dy, float *dyt, int64_t chunk, const bp_conv2d_params *p);
 

@@ -20,6 +20,9 @@ import Testing
             // Channel counts that 6 and 8 do not divide, and both dividing 48.
             ConvKernelTests.Shape(label: "70 channels", n: 3, c: 13, h: 9, w: 10, k: 70, r: 3, s: 3, pad: (1, 1)),
             ConvKernelTests.Shape(label: "48 channels", n: 2, c: 48, h: 6, w: 7, k: 48, r: 3, s: 3, pad: (1, 1)),
+            // The direct weight gradient with all 25 taps in one block over two pieces of pixels.
+            ConvKernelTests.Shape(
+                label: "25 taps, 1320 pixels", n: 2, c: 1, h: 40, w: 33, k: 20, r: 5, s: 5, pad: (2, 2)),
         ]
 
     @Test("convolutions give the same bits with the AVX-512 and the AVX2 product", arguments: shapes)
