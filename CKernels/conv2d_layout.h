@@ -87,9 +87,10 @@ typedef struct {
 } tap_reach;
 
 typedef struct {
-    tap_place *place;  // [r · s]
-    v8i *mask;         // [r · s][vectors]
-    int64_t vectors;   // an even number of vectors covering a buffer row of wq
+    tap_place *place;            // [r · s]
+    v8i *mask;                   // [r · s][vectors]
+    int64_t vectors;             // an even number of vectors covering a buffer row of wq
+    int64_t inner_lo, inner_hi;  // the vectors (in pairs from an even one) every tap's masks fill
 } col2im_plan;
 
 /// The plan of `p`'s layout; returns the bytes it could not allocate (then nothing is held).
