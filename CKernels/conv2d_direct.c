@@ -202,8 +202,9 @@ typedef struct {
 } block_rows;
 
 // The block's sums over the chunk's pixels [p0, p1), added to partial at the taps
-// first + q · taps_per_channel + j for input row q; `skip` says whether an output row whose input
-// row is padding is skipped (else it reads `zeros`, at least SW · out_w + S floats).
+// first + q · taps_per_channel + j for input row q; dyt holds dy's pixels from `base`; `skip` says
+// whether an output row whose input row is padding is skipped (else it reads `zeros`, at least
+// SW · out_w + S floats).
 AVX512 __attribute__((always_inline)) static inline void
 weight_chunk(int C, int S, int SW, float *partial, int64_t ld, const block_rows *rows, const float *zeros, int skip,
              const float *dyt, int64_t base, int64_t first, int64_t taps_per_channel, int64_t p0, int64_t p1,
@@ -212,14 +213,14 @@ weight_chunk(int C, int S, int SW, float *partial, int64_t ld, const block_rows 
 #pragma clang loop unroll(full)
     for (int t = 0; t < C * S; t++) acc[t] = (v16f){0};
     for (int64_t oh = p0 / p->out_w; oh * p->out_w < p1; oh++) {
-        // src[q][SW · ow + j]: input row q's column SW · ow − pad_w + j
+        // src[q][SW · ow + j − pad_w]: input row q's column SW · ow − pad_w + j
         const float *src[WEIGHT_TAPS];
         int padding = 0;
         for (int q = 0; q < C; q++) {
             int64_t ih = oh * p->stride_h - p->pad_h + rows->i[q];
             int inside = ih >= 0 && ih < p->h;
             padding |= !inside;
-            src[q] = inside ? rows->plane[q] + ih * p->w - p->pad_w : zeros;
+            src[q] = inside ? rows->plane[q] + ih * p->w : zeros + p->pad_w;
         }
         if (skip && padding) continue;
         int64_t from = oh * p->out_w < p0 ? p0 - oh * p->out_w : 0;
@@ -236,13 +237,13 @@ weight_chunk(int C, int S, int SW, float *partial, int64_t ld, const block_rows 
 #pragma clang loop unroll(full)
                 for (int q = 0; q < C; q++)
 #pragma clang loop unroll(full)
-                    for (int j = 0; j < S; j++) acc[q * S + j] += src[q][SW * ow + j] * g;
+                    for (int j = 0; j < S; j++) acc[q * S + j] += src[q][SW * ow + j - p->pad_w] * g;
             } else {
 #pragma clang loop unroll(full)
                 for (int j = 0; j < S; j++) {
                     if (SW * ow + j < p->pad_w || SW * ow + j >= p->w + p->pad_w) continue;
 #pragma clang loop unroll(full)
-                    for (int q = 0; q < C; q++) acc[q * S + j] += src[q][SW * ow + j] * g;
+                    for (int q = 0; q < C; q++) acc[q * S + j] += src[q][SW * ow + j - p->pad_w] * g;
                 }
             }
         }
