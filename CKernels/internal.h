@@ -175,15 +175,18 @@ void bp_pack_lanes16(float *dst, const float *src, int64_t ld, int64_t rows, int
 /// Σ x[i] for i < n in float, in 8 interleaved lanes (which vectorise; one running sum does not),
 /// then the tail, then the lanes: a fixed order. Inline, for loops over many short runs inside a
 /// multiversioned function; bp_lane_sum is the same as a function.
-__attribute__((always_inline)) static inline float bp_lane_sum_inline(const float *x, int64_t n) {
-    float lanes[8] = {0};
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int l = 0; l < 8; l++) lanes[l] += x[i + l];
+/// bp_lane_sum_finish is its last two steps: the tail x[n − n % 8 …) from 0, then the lanes.
+__attribute__((always_inline)) static inline float bp_lane_sum_finish(const float lanes[8], const float *x, int64_t n) {
     float sum = 0.0f;
-    for (; i < n; i++) sum += x[i];
+    for (int64_t i = n - n % 8; i < n; i++) sum += x[i];
     for (int l = 0; l < 8; l++) sum += lanes[l];
     return sum;
+}
+__attribute__((always_inline)) static inline float bp_lane_sum_inline(const float *x, int64_t n) {
+    float lanes[8] = {0};
+    for (int64_t i = 0; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) lanes[l] += x[i + l];
+    return bp_lane_sum_finish(lanes, x, n);
 }
 BP_MULTIVERSION float bp_lane_sum(const float *x, int64_t n);
 /// sums[r] = bp_lane_sum(x + r · ld, n) for r < rows.

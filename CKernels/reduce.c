@@ -44,18 +44,16 @@ void bp_lane_sums(float *sums, const float *x, int64_t ld, int64_t rows, int64_t
     int64_t r = 0;
     for (; r + 4 <= rows; r += 4) {
         v8f lanes[4] = {{0}};
-        int64_t i = 0;
-        for (; i + 8 <= n; i += 8)
+        for (int64_t i = 0; i + 8 <= n; i += 8)
             for (int q = 0; q < 4; q++) {
                 v8f v;
                 memcpy(&v, x + (r + q) * ld + i, sizeof v);
                 lanes[q] += v;
             }
         for (int q = 0; q < 4; q++) {
-            float sum = 0.0f;
-            for (int64_t j = i; j < n; j++) sum += x[(r + q) * ld + j];
-            for (int l = 0; l < 8; l++) sum += lanes[q][l];
-            sums[r + q] = sum;
+            float row[8];
+            memcpy(row, &lanes[q], sizeof row);
+            sums[r + q] = bp_lane_sum_finish(row, x + (r + q) * ld, n);
         }
     }
     for (; r < rows; r++) sums[r] = bp_lane_sum_inline(x + r * ld, n);
