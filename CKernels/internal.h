@@ -217,6 +217,11 @@ typedef void bp_micro_rows(int64_t kc, const float *a, int64_t lda, const float 
 /// b[t · ldb + j], column 16 + j at b[next + t · ldb + j]).
 typedef void bp_micro_columns(int64_t kc, const float *a, int64_t lda, const float *b, int64_t ldb, int64_t next,
                               float *c, int64_t ldc, int accumulate, int64_t rows, int64_t cols);
+/// C (+)= A · B for 16 rows of A in place (`lda` apart) and one panel of B (rows `ldb` apart), the
+/// first `cols` columns of C (every row). The rows must fall in different sets of the first-level
+/// cache (a stride of an odd number of 64-byte lines): 16 rows 4 KB apart would share one set's 8 ways.
+typedef void bp_micro_rows16(int64_t kc, const float *a, int64_t lda, const float *b, int64_t ldb, float *c,
+                             int64_t ldc, int accumulate, int64_t cols);
 
 /// Whether the caller runs inside an active OpenMP parallel region (threads.c).
 int bp_in_parallel(void);
@@ -269,13 +274,15 @@ typedef struct {
     bp_micro_block *block;
     bp_micro_rows *rows;
     bp_micro_columns *columns;
-    int avx512;  // the AVX-512 kernel: the convolutions' direct forward (conv2d_direct.c) runs too
+    bp_micro_rows16 *rows16;  // NULL without AVX-512
+    int avx512;               // the AVX-512 kernel: the convolutions' direct forward (conv2d_direct.c) runs too
 } bp_micro;
 
 bp_micro bp_micro_kernel(void);
 bp_micro_block bp_micro_6x16, bp_micro_8x32;
 bp_micro_rows bp_micro_6x16_rows, bp_micro_8x32_rows;
 bp_micro_columns bp_micro_6x16_columns, bp_micro_8x32_columns;
+bp_micro_rows16 bp_micro_16x16_rows;
 
 /// Weights packed for the recurrent layers' step products (panel_product.c): B [depth, G · H],
 /// whose column g · H + j is gate g of hidden unit j, in 16-column panels grouped by blocks of
@@ -303,9 +310,11 @@ void bp_gate_panels_free(bp_gate_panels *w);
 /// tile[b][(v · G + g) · 16 + jj] = Σ_k X[b][k] · B[k][g · H + (block + v) · 16 + jj] for b < n,
 /// each of `count` unit blocks v from `block`, every gate g and the block's units jj (rows of tile
 /// `ldt` apart), X [n, depth] with rows `ldx` apart; for each of `steps` steps s, X at x + s · x_step
-/// and the tile at tile + s · tile_step.
+/// and the tile at tile + s · tile_step. `wide`: groups of 16 rows through the 16 × 16 kernel where
+/// the CPU has it (bp_micro_rows16: X's rows then `ldx` apart by an odd number of cache lines), for
+/// W read from memory at every step (a large W_hh: each of its lines then comes once per 16 rows).
 void bp_gate_block_product(float *tile, int64_t ldt, int64_t tile_step, const float *x, int64_t ldx, int64_t x_step,
-                           int64_t steps, int64_t n, const bp_gate_panels *w, int64_t block, int64_t count);
+                           int64_t steps, int64_t n, const bp_gate_panels *w, int64_t block, int64_t count, int wide);
 /// The same for weights packed in bfloat16, X given as rows of pairs (bp_bf16_pack_pairs of each
 /// row): row b of step s at x + s · x_step + b · ldx (in pairs).
 void bp_gate_block_product_pairs(float *tile, int64_t ldt, int64_t tile_step, const uint32_t *x, int64_t ldx,

@@ -157,9 +157,10 @@ bp_micro bp_micro_kernel(void) {
         if (!__atomic_compare_exchange_n(&avx2_forced, &expected, forced, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
             forced = expected;  // set meanwhile by bp_product_force_avx2
     }
-    if (has_avx512 && !forced) return (bp_micro){8, 32, bp_micro_8x32, bp_micro_8x32_rows, bp_micro_8x32_columns, 1};
+    if (has_avx512 && !forced)
+        return (bp_micro){8, 32, bp_micro_8x32, bp_micro_8x32_rows, bp_micro_8x32_columns, bp_micro_16x16_rows, 1};
 #endif
-    return (bp_micro){MR, BP_NR, bp_micro_6x16, bp_micro_6x16_rows, bp_micro_6x16_columns, 0};
+    return (bp_micro){MR, BP_NR, bp_micro_6x16, bp_micro_6x16_rows, bp_micro_6x16_columns, NULL, 0};
 }
 
 int bp_product_vector_width(void) { return bp_micro_kernel().avx512 ? 16 : 8; }

@@ -12,6 +12,10 @@
 // sum microkernel.c computes (terms in order of t from 0, one fused multiply-add each, then + C,
 // then + bias), so the two kernels give the same bits.
 //
+// bp_micro_16x16_rows is the kernel for 16 rows of A read in place and one panel of B: the same 16
+// accumulators, one load of B and 16 broadcasts per step. It reads each panel once per 16 rows
+// rather than per 8: half the traffic of B from wherever it comes from, at a steady pace.
+//
 // The functions are compiled for x86-64-v4 only, with 512-bit vectors (clang keeps to 256 bits
 // otherwise), and called only where the CPU has AVX-512 (bp_micro_kernel).
 #include "internal.h"
@@ -149,5 +153,41 @@ AVX512 void bp_micro_8x32_columns(int64_t kc, const float *a, int64_t lda, const
         else product_panels(acc, kc, lanes, MR, lda, b, ldb, next, cols);
     }
     store(acc, c, ldc, accumulate, NULL, rows, cols);
+}
+// B's rows asked for ahead of the one the step reads (4 KB for a packed panel; past its end the
+// next panel in memory, the next one a recurrent step reads): where B comes from memory, its lines
+// arrive in time. An LSTM's hidden products, 16 rows, 1024 → 1024 units (W_hh 16 MB), 32 steps, 1
+// thread, Zen 4: 8 × 32 kernel 41-45 ms; 16 × 16 without asking 40-43, asking 16 rows ahead 38-42,
+// 32: 38-39, 64: 37.8-38.0, 128: 37.8-38.2.
+enum { AHEAD_ROWS = 64 };
+
+AVX512 void bp_micro_16x16_rows(int64_t kc, const float *a, int64_t lda, const float *b, int64_t ldb, float *c,
+                                int64_t ldc, int accumulate, int64_t cols) {
+    v16f acc[16] = {{0}};
+    if (accumulate) bp_prefetch_block(c, ldc, 16, cols);  // C read after the product (microkernel.c)
+#pragma clang loop unroll_count(2)
+    for (int64_t t = 0; t < kc; t++) {
+        v16f bt;
+        memcpy(&bt, b + t * ldb, 64);
+        __builtin_prefetch(b + (t + AHEAD_ROWS) * ldb);
+#pragma clang loop unroll(full)
+        for (int i = 0; i < 16; i++) {
+            float v = a[i * lda + t];
+            acc[i] += (v16f){v, v, v, v, v, v, v, v, v, v, v, v, v, v, v, v} * bt;
+        }
+    }
+#pragma clang loop unroll(full)
+    for (int i = 0; i < 16; i++) {
+        float *ci = c + i * ldc, row[BP_NR];
+        if (cols == BP_NR) {
+            v16f old = {0};
+            if (accumulate) memcpy(&old, ci, 64);
+            acc[i] = accumulate ? old + acc[i] : acc[i];
+            memcpy(ci, &acc[i], 64);
+            continue;
+        }
+        memcpy(row, &acc[i], 64);
+        for (int64_t j = 0; j < cols; j++) ci[j] = accumulate ? ci[j] + row[j] : row[j];
+    }
 }
 #endif

@@ -117,26 +117,31 @@ void bp_gate_panels_free(bp_gate_panels *w) {
 }
 
 void bp_gate_block_product(float *tile, int64_t ldt, int64_t tile_step, const float *x, int64_t ldx, int64_t x_step,
-                           int64_t steps, int64_t n, const bp_gate_panels *w, int64_t block, int64_t count) {
+                           int64_t steps, int64_t n, const bp_gate_panels *w, int64_t block, int64_t count, int wide) {
     int64_t gates = w->gates, first = block * gates, last = (block + count) * gates;  // panel q = u · G + g
     bp_micro micro = bp_micro_kernel();
-    // A kernel's rows of X stay in L1 while the blocks' panels of B (from L2) pass them.
+    // A kernel's rows of X stay in L1 while the blocks' panels of B (from L2, or memory) pass them.
     for (int64_t s = 0; s < steps; s++)
-        for (int64_t a = 0; a < n; a += micro.mr)
+        for (int64_t a = 0, group; a < n; a += group) {
+            group = wide && micro.rows16 && n - a >= 16 ? 16 : micro.mr;
             for (int64_t t0 = 0; t0 < w->depth; t0 += DEPTH_BLOCK) {
                 int64_t kc = min64(DEPTH_BLOCK, w->depth - t0);
+                const float *xa = x + s * x_step + a * ldx + t0;
+                float *ta = tile + s * tile_step + a * ldt;
                 // Panels q and q + 1 in one call where the kernel takes two (then q's columns past its
                 // block's units are stored too: zeros, or the tile's own value plus 0).
                 for (int64_t q = first, pair; q < last; q += pair) {
-                    pair = micro.nr > BP_NR && q + 1 < last ? 2 : 1;
+                    pair = group < 16 && micro.nr > BP_NR && q + 1 < last ? 2 : 1;
                     const float *b = panel(w, q / gates, q % gates, t0);
                     int64_t next = pair == 2 ? panel(w, (q + 1) / gates, (q + 1) % gates, t0) - b : 0;
-                    micro.rows(kc, x + s * x_step + a * ldx + t0, ldx, b, BP_NR, next,
-                               tile + s * tile_step + a * ldt + (q - first) * BP_NR, ldt, t0 > 0,
-                               min64(micro.mr, n - a),
-                               (pair - 1) * BP_NR + bp_block_units(w->hidden, (q + pair - 1) / gates));
+                    int64_t cols = (pair - 1) * BP_NR + bp_block_units(w->hidden, (q + pair - 1) / gates);
+                    if (group == 16) micro.rows16(kc, xa, ldx, b, BP_NR, ta + (q - first) * BP_NR, ldt, t0 > 0, cols);
+                    else
+                        micro.rows(kc, xa, ldx, b, BP_NR, next, ta + (q - first) * BP_NR, ldt, t0 > 0,
+                                   min64(micro.mr, n - a), cols);
                 }
             }
+        }
 }
 
 void bp_gate_block_product_pairs(float *tile, int64_t ldt, int64_t tile_step, const uint32_t *x, int64_t ldx,
