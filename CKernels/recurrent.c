@@ -271,10 +271,12 @@ static void forward_pair(const forward_arrays *a, const bp_rnn_params *p, int64_
     if (a->h_pairs)
         bp_gate_block_product_pairs(hs + b0 * ldt, ldt, 0, a->h_pairs + b0 * ((hidden + 1) / 2), (hidden + 1) / 2, 0, 1,
                                     rows, a->whh, 2 * pair, count);
-    else if (a->h_rows)
-        bp_gate_block_product(hs + b0 * ldt, ldt, 0, a->h_rows + b0 * a->ld_rows, a->ld_rows, 0, 1, rows, a->whh,
-                              2 * pair, count, 1);
-    else bp_gate_block_product(hs + b0 * ldt, ldt, 0, previous + b0 * lp, lp, 0, 1, rows, a->whh, 2 * pair, count, 0);
+    else {  // h_{t−1} from the wide steps' copy, or in place
+        int64_t ld = a->h_rows ? a->ld_rows : lp;
+        const float *h = a->h_rows ? a->h_rows : previous;
+        bp_gate_block_product(hs + b0 * ldt, ldt, 0, h + b0 * ld, ld, 0, 1, rows, a->whh, 2 * pair, count,
+                              a->h_rows != NULL);
+    }
     for (int64_t v = 0; v < count; v++) {
         int64_t u = 2 * pair + v, first = u * BP_NR, units = bp_block_units(hidden, u);
         if (a->avx512_cells && units == BP_NR)
@@ -559,12 +561,12 @@ static void backward_pair(const backward_arrays *a, const bp_rnn_params *p, int6
     if (later && a->later_pairs)
         bp_gate_block_product_pairs(tiles_pair + b0 * ldt, ldt, 0, a->later_pairs + b0 * ((gh + 1) / 2), (gh + 1) / 2,
                                     0, 1, rows, a->whh, 2 * pair, count);
-    else if (later && a->later_rows)
-        bp_gate_block_product(tiles_pair + b0 * ldt, ldt, 0, a->later_rows + b0 * a->ld_rows, a->ld_rows, 0, 1, rows,
-                              a->whh, 2 * pair, count, 1);
-    else if (later)
-        bp_gate_block_product(tiles_pair + b0 * ldt, ldt, 0, later + b0 * t * a->ldg, t * a->ldg, 0, 1, rows, a->whh,
-                              2 * pair, count, 0);
+    else if (later) {  // the later step's gradient rows from the wide steps' copy, or in place
+        int64_t ld = a->later_rows ? a->ld_rows : t * a->ldg;
+        const float *g = a->later_rows ? a->later_rows : later;
+        bp_gate_block_product(tiles_pair + b0 * ldt, ldt, 0, g + b0 * ld, ld, 0, 1, rows, a->whh, 2 * pair, count,
+                              a->later_rows != NULL);
+    }
     for (int64_t v = 0; v < count; v++)
         block_backward(a, p, k, 2 * pair + v, later ? tiles_pair + v * BP_NR : NULL, ldt, b0, rows);
 }
@@ -632,8 +634,10 @@ int64_t bp_rnn_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *
             }
         else
             for (int64_t k = t - 1; k >= -1; k--) {
-                if (k < t - 1) round_rows(later_pairs, gh_rows + step_at(p, k + 1) * ldg, t * ldg, n, gh);
-                if (k < t - 1) stage_rows(later_rows, ld_rows, gh_rows + step_at(p, k + 1) * ldg, t * ldg, n, gh);
+                if (k < t - 1) {
+                    round_rows(later_pairs, gh_rows + step_at(p, k + 1) * ldg, t * ldg, n, gh);
+                    stage_rows(later_rows, ld_rows, gh_rows + step_at(p, k + 1) * ldg, t * ldg, n, gh);
+                }
 #pragma omp for schedule(static)
                 for (int64_t pair = 0; pair < (blocks + 1) / 2; pair++) backward_pair(&arrays, p, k, pair, 0, n);
             }
