@@ -14,31 +14,39 @@ static double seconds_now(void) {
 
 // 16 floats: one AVX-512 register, two AVX2 ones; the compiler splits it to what the clone targets.
 
-// `rounds` rounds of 12 independent FMA chains of 16 lanes; returns a value that depends on them
-// all, so that none is optimised away.
-BP_MULTIVERSION
-static float fma_chains(int64_t rounds, float a, float b) {
+// `rounds` rounds of `chains` independent FMA chains of 16 lanes (a constant where inlined);
+// returns a value that depends on them all, so that none is optimised away.
+__attribute__((always_inline)) static inline float fma_chains(int64_t rounds, int chains, float a, float b) {
     v16f acc[12];
-    for (int i = 0; i < 12; i++) acc[i] = (v16f){0} + (float)i;
+    for (int i = 0; i < chains; i++) acc[i] = (v16f){0} + (float)i;
     v16f va = (v16f){0} + a, vb = (v16f){0} + b;
     for (int64_t r = 0; r < rounds; r++)
 #pragma clang loop unroll(full)
-        for (int i = 0; i < 12; i++) acc[i] = acc[i] * va + vb;
+        for (int i = 0; i < chains; i++) acc[i] = acc[i] * va + vb;
     v16f sum = {0};
-    for (int i = 0; i < 12; i++) sum += acc[i];
+    for (int i = 0; i < chains; i++) sum += acc[i];
     float total = 0.0f;
     for (int l = 0; l < 16; l++) total += sum[l];
     return total;
 }
 
+// Enough chains to cover the FMA latency on two units, in registers: 12 of AVX-512's 32, and 6
+// (12 ymm) of AVX2's 16 -- 12 there would spill to the stack (a Zen 3 core: 85 instead of 122
+// GFLOP/s, below what its matrix product reaches).
+BP_MULTIVERSION
+static float fma_chains6(int64_t rounds, float a, float b) { return fma_chains(rounds, 6, a, b); }
+BP_MULTIVERSION
+static float fma_chains12(int64_t rounds, float a, float b) { return fma_chains(rounds, 12, a, b); }
+
 double bp_measure_fma_gflops(double seconds) {
-    int64_t rounds = 1 << 20;
-    volatile float sink = fma_chains(1024, 0.999f, 0.001f);  // warm up the unit
+    int64_t rounds = 1 << 20, chains = bp_cpu_vector_level() >= 2 ? 12 : 6;
+    float (*measure)(int64_t, float, float) = chains == 12 ? fma_chains12 : fma_chains6;
+    volatile float sink = measure(1024, 0.999f, 0.001f);  // warm up the unit
     double best = 0.0, start = seconds_now();
     do {
         double t0 = seconds_now();
-        sink = sink + fma_chains(rounds, 0.999f, 0.001f);
-        double rate = (double)rounds * 12 * 16 * 2 / (seconds_now() - t0) / 1e9;
+        sink = sink + measure(rounds, 0.999f, 0.001f);
+        double rate = (double)rounds * chains * 16 * 2 / (seconds_now() - t0) / 1e9;
         best = rate > best ? rate : best;
     } while (seconds_now() - start < seconds);
     return best;
