@@ -11,7 +11,7 @@ static unsigned long long xgetbv0(void) {
     return ((unsigned long long)edx << 32) | eax;
 }
 
-int bp_cpu_vector_level(void) {
+static int read_vector_level(void) {
     unsigned int eax, ebx, ecx, edx;
     if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return 0;
     int fma = (ecx >> 12) & 1, osxsave = (ecx >> 27) & 1, avx = (ecx >> 28) & 1;
@@ -23,6 +23,12 @@ int bp_cpu_vector_level(void) {
     int avx512 = ((ebx >> 16) & 1) && ((ebx >> 17) & 1) && ((ebx >> 30) & 1) && ((ebx >> 31) & 1);  // F DQ BW VL
     if (avx512 && (xcr0 & 0xe0) == 0xe0) return 2;  // and opmask and ZMM state
     return avx2 && fma ? 1 : 0;
+}
+
+int bp_cpu_vector_level(void) {
+    static _Atomic int level = -1;  // cpuid is slow (under a hypervisor especially): asked once
+    if (level < 0) level = read_vector_level();
+    return level;
 }
 #else
 int bp_cpu_vector_level(void) { return 0; }
@@ -40,4 +46,9 @@ int bp_cpu_is_amd(void) {
 #else
     return 0;
 #endif
+}
+
+int bp_cpu_is_amd_avx512(void) {
+    int forced = __atomic_load_n(&vendor_override, __ATOMIC_RELAXED);
+    return forced >= 0 ? forced : bp_cpu_is_amd() && bp_cpu_vector_level() >= 2;
 }

@@ -229,9 +229,11 @@ int bp_in_parallel(void);
 int bp_thread_index(void);
 /// Whether the CPU's cores are AMD's, or bp_cpu_vendor_override's answer (cpu.c). Where two ways to
 /// the same sums measured faster on one vendor's cores and slower on the other's, the kernels choose
-/// by it (the recurrent backward's write prefetch, the layer-norm forward's rows); the bits are the
-/// same either way.
+/// by it (the recurrent backward's write prefetch); the bits are the same either way.
 int bp_cpu_is_amd(void);
+/// The same for AMD's cores with AVX-512 (Zen 4 and later; bp_cpu_vendor_override's answer where
+/// it is set), where a choice measured differently on AMD's AVX2 cores (the layer-norm forward's rows).
+int bp_cpu_is_amd_avx512(void);
 
 /// C = A · op(B) + bias, bias[j] added to column j of C after its sum (as a separate pass would):
 /// a linear layer's forward in float32, the bias added while C is in cache.

@@ -147,8 +147,7 @@ void bp_product_force_avx2(int force) { __atomic_store_n(&avx2_forced, force != 
 
 bp_micro bp_micro_kernel(void) {
 #if BP_AVX512_KERNEL
-    static _Atomic int has_avx512 = -1;  // cpuid is slow (under a hypervisor especially): asked once
-    if (has_avx512 < 0) has_avx512 = bp_cpu_vector_level() >= 2;
+    int has_avx512 = bp_cpu_vector_level() >= 2;
     int forced = __atomic_load_n(&avx2_forced, __ATOMIC_RELAXED);
     if (forced < 0) {
         const char *value = getenv("BACKPROP_AVX2");

@@ -649,11 +649,12 @@ static void streamed_forward(float *y, float *mean, float *rstd, const float *x,
 // Whether the forward takes its rows one at a time (each row's statistics, then its output, from
 // the first-level cache) rather than in pipelined groups (below): the same sums, the same bits.
 // Rows alone are bound by the latency of each row's lane sums (8 floats per add), which groups
-// interleave; on AMD cores rows of 128 floats or more run faster alone all the same (Zen 4,
-// 1 thread, min of 20: 8192 rows of 768 4.1-4.3 → 2.4-2.7 ms, of 1000 5.4-5.7 → 3.5-3.6, 16384
-// of 256 2.5-3.3 → 2.1-2.3; 65536 of 64 2.2-2.4 → 3.0), where on an Intel Xeon the groups took
-// 8192 rows of 768 from 3.3-3.4 ms alone to 2.5.
-static int rows_alone(int64_t d) { return d >= 128 && bp_cpu_is_amd(); }
+// interleave; on AMD cores with AVX-512 (Zen 4) rows of 128 floats or more run faster alone all
+// the same (1 thread, min of 20: 8192 rows of 768 4.1-4.3 → 2.4-2.7 ms, of 1000 5.4-5.7 → 3.5-3.6,
+// 16384 of 256 2.5-3.3 → 2.1-2.3; 65536 of 64 2.2-2.4 → 3.0). Elsewhere the groups win: on a Zen 3
+// core (AVX2), medians of 30, 8192 rows of 768 3.9-4.1 ms alone against 3.1-3.4 in groups, of 1000
+// 5.3 against 4.2, 16384 of 256 2.6 against 2.2; on an Intel Xeon 8192 of 768 3.3-3.4 against 2.5.
+static int rows_alone(int64_t d) { return d >= 128 && bp_cpu_is_amd_avx512(); }
 
 void bp_layernorm_forward(float *y, float *mean, float *rstd, const float *x, const float *gamma, const float *beta,
                           int64_t rows, int64_t d, float eps) {

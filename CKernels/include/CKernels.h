@@ -33,7 +33,7 @@ int bp_has_openmp(void);
 /// 2 when the CPU and OS support AVX-512 (F, DQ, BW, VL), 1 for AVX2 with FMA, else 0 (cpu.c).
 int bp_cpu_vector_level(void);
 /// With amd = 1 or 0, kernels started afterwards choose between their equivalent ways to the same
-/// bits as they do on AMD's or on Intel's cores, whatever this CPU is; −1 returns to this CPU's own
+/// bits as they do on AMD's (with AVX-512) or on Intel's cores, whatever this CPU is; −1 returns to this CPU's own
 /// choices (cpu.c). For tests that run both ways on one machine.
 void bp_cpu_vendor_override(int amd);
 /// The width of the float32 product behind the convolutions and recurrent layers (microkernel.c):

@@ -26,7 +26,7 @@ public func withProductKernel<R>(forcingAVX2 force: Bool, _ body: (_ width: Int)
 private let productKernelLock = NSLock()
 
 /// Runs `body` with the kernels choosing between their equivalent ways as they do on AMD's cores
-/// (`amd`) or on Intel's, whatever this CPU is (bp_cpu_vendor_override), then as this CPU's own
+/// with AVX-512 (`amd`) or on Intel's, whatever this CPU is (bp_cpu_vendor_override), then as this CPU's own
 /// again. Calls are serialised with each other (the switch is process-wide; both ways give the same
 /// bits, so other code running meanwhile is unaffected).
 public func withCoreChoices<R>(amd: Bool, _ body: () throws -> R) rethrows -> R {

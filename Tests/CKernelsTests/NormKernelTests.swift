@@ -127,7 +127,7 @@ import Testing
 
     /// The forward takes its rows' statistics four rows at a time (the last rows one by one), a
     /// group's squared deviations in the pass that normalises the group before it and its means in
-    /// the pass before that, or, as on AMD's cores for rows of 128 or more, one row at a time: either
+    /// the pass before that, or, as on AMD's cores with AVX-512 for rows of 128 or more, one row at a time: either
     /// way every row gets the bits it gets alone (41 × 2049: the threads share the groups; 41 × 100:
     /// groups on either vendor's cores).
     @Test(
