@@ -123,7 +123,10 @@ void bp_gate_block_product(float *tile, int64_t ldt, int64_t tile_step, const fl
     // A kernel's rows of X stay in L1 while the blocks' panels of B (from L2, or memory) pass them.
     for (int64_t s = 0; s < steps; s++)
         for (int64_t a = 0, group; a < n; a += group) {
-            group = wide && micro.rows16 && n - a >= 16 ? 16 : micro.mr;
+            // The 6-row kernel does four rows' work for four rows or fewer: a batch's last 7 or 8
+            // rows go as 4 + 3 or 4 + 4 rather than 6 + 1 or 6 + 2 (32 rows: 64 rows' work, not 68).
+            int64_t rest = n - a;
+            group = wide && micro.rows16 && rest >= 16 ? 16 : micro.mr == 6 && (rest == 7 || rest == 8) ? 4 : micro.mr;
             for (int64_t t0 = 0; t0 < w->depth; t0 += DEPTH_BLOCK) {
                 int64_t kc = min64(DEPTH_BLOCK, w->depth - t0);
                 const float *xa = x + s * x_step + a * ldx + t0;
@@ -138,7 +141,7 @@ void bp_gate_block_product(float *tile, int64_t ldt, int64_t tile_step, const fl
                     if (group == 16) micro.rows16(kc, xa, ldx, b, BP_NR, ta + (q - first) * BP_NR, ldt, t0 > 0, cols);
                     else
                         micro.rows(kc, xa, ldx, b, BP_NR, next, ta + (q - first) * BP_NR, ldt, t0 > 0,
-                                   min64(micro.mr, n - a), cols);
+                                   min64(group, n - a), cols);
                 }
             }
         }

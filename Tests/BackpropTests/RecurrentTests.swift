@@ -227,7 +227,7 @@ import Testing
     }
 
     /// The forward, both directions, against PyTorch's equations in plain loops (in Double), at sizes
-    /// whose blocks of 16 hidden units and rows of 6 do not come out even, at sizes deeper than one
+    /// whose blocks of 16 hidden units and rows of 6 do not come out even (7 rows: 4 + 3), at sizes deeper than one
     /// depth block of the products (256) with 17 blocks (8 pairs and one alone), and with W_ih
     /// large enough that the input products are computed ahead of the steps: on 1 thread, which
     /// takes the rows through the steps, 8 steps at a time (19 steps: two whole chunks and a short
