@@ -20,9 +20,14 @@ static double softmax_xent_row_forward(float *stats, const float *x, int64_t lab
         for (int l = 0; l < 16; l++) lanes[l] = x[j + l] > lanes[l] ? x[j + l] : lanes[l];
     for (; j < classes; j++) max = x[j] > max ? x[j] : max;
     for (int l = 0; l < 16; l++) max = lanes[l] > max ? lanes[l] : max;
-    float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-    for (j = 0; j < classes; j++) sum += bp_expf(x[j] - max);
+    // Σ_j e^(x_j − max) in 16 lanes too, lane l over j ≡ l (mod 16) in order, then the lanes and the
+    // last classes in order: one order for every vector width (a vectorised reduction would let
+    // each clone pick its own, and the bits would differ between AVX2 and AVX-512 machines).
+    float sums[16] = {0}, sum = 0.0f;
+    for (j = 0; j + 16 <= classes; j += 16)
+        for (int l = 0; l < 16; l++) sums[l] += bp_expf(x[j + l] - max);
+    for (int l = 0; l < 16; l++) sum += sums[l];
+    for (; j < classes; j++) sum += bp_expf(x[j] - max);
     stats[0] = max;
     stats[1] = 1.0f / sum;
     return log((double)sum) - ((double)x[label] - max);

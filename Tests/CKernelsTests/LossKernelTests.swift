@@ -20,6 +20,35 @@ import Testing
         #expect(relativeError(dx, dxRef) < 1e-6, "rows=\(rows) classes=\(classes)")
     }
 
+    /// Each row's Σ e^(x − max) is summed in one stated order, whatever vector width the CPU's
+    /// clone of the kernel has (16 lanes, lane l over the classes j ≡ l mod 16 in order, then the
+    /// lanes in order, then the last classes), so that an AVX2 and an AVX-512 machine give the
+    /// same bits: the row's 1 / Σ (stats[1]) is exactly that sum's, from the same exponentials.
+    @Test("softmax's sum of exponentials has one order on every CPU", arguments: [10, 16, 96, 1000, 1003])
+    func softmaxSumOrder(classes: Int) {
+        let rows = 3
+        var random = TestRandom(seed: UInt64(classes))
+        let logits = random.floats(rows * classes, -8, 8)
+        var stats = [Float](repeating: .nan, count: 2 * rows)
+        _ = bp_softmax_xent_forward(&stats, logits, [Int64](repeating: 0, count: rows), Int64(rows), Int64(classes))
+        for r in 0..<rows {
+            let row = Array(logits[r * classes..<(r + 1) * classes])
+            let max = row.max()!
+            var e = [Float](repeating: 0, count: classes)
+            bp_exp_for_testing(&e, row.map { $0 - max }, Int64(classes))
+            var lanes = [Float](repeating: 0, count: 16), j = 0
+            while j + 16 <= classes {
+                for l in 0..<16 { lanes[l] += e[j + l] }
+                j += 16
+            }
+            var sum: Float = 0
+            for l in 0..<16 { sum += lanes[l] }
+            for k in j..<classes { sum += e[k] }
+            #expect(stats[2 * r] == max)
+            #expect(stats[2 * r + 1].bitPattern == (1 / sum).bitPattern, "row \(r) of \(classes) classes")
+        }
+    }
+
     /// bp_expf against exp in double over the whole range the kernels use.
     @Test("the vectorisable exp is within 2 ulp")
     func expAccuracy() {
