@@ -187,7 +187,7 @@ static void depthwise_weights(float *dw, const float *restrict buffer, const flo
 // no buffer to copy in, no panels to gather), summed in the blocks and order of the column-matrix
 // products, so the bits are theirs:
 //   forward        y_g = W_g · x_g, then + bias; x_g read in place where it has fewer than 256 pixels
-//                  (bp_matrix_product_streamed), the next image's x asked for while it runs: 256 →
+//                  (bp_matrix_product_streamed; AVX-512), the next image's x asked for while it runs: 256 →
 //                  256 channels on 14 × 14, 16 images, 1 thread on Zen 4, 4.47 → 4.33 ms (medians
 //                  of 11 interleaved runs; packing x waited on its lines from memory)
 //   weights        dW_g += dy_g · x_gᵀ, a chunk of PC pixels at a time (in the weight gradient below),

@@ -241,8 +241,8 @@ int64_t bp_matrix_product_bias(int trans_b, int64_t m, int64_t n, int64_t k, con
                                const float *b, int64_t ldb, const float *column_bias, float *c, int64_t ldc);
 
 /// C (+ C when `accumulate`) = A · op(B), for one of a run of products each of whose operands are
-/// read from memory once (a 1 × 1 convolution's images): B read in place where it can be (not
-/// transposed, fewer than 256 columns, rows not 4 KB apart), and the lines of what the next
+/// read from memory once (a 1 × 1 convolution's images): B read in place where it can be (by the
+/// AVX-512 kernel, not transposed, fewer than 256 columns, rows not 4 KB apart), and the lines of what the next
 /// product reads (`next`) asked for while this one runs. The bits of bp_matrix_product(0, trans_b,
 /// …).
 int64_t bp_matrix_product_streamed(int trans_b, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,

@@ -21,7 +21,8 @@
 // every step's rows at once; a linear layer of 1024 features), and with few columns (28) at 97
 // against 74. Where B is read from memory once (a 1 × 1 convolution's image), packing it waits for
 // every line of it before the first multiply-add: bp_matrix_product_streamed reads B in place (the
-// kernel's `rows` form takes B's row stride too) and asks for the next product's lines meanwhile.
+// kernel's `rows` form takes B's row stride too; the AVX-512 kernel only) and asks for the next
+// product's lines meanwhile.
 //
 // A transposed (a weight gradient, Σ over examples of a gradient row times an input row), B with
 // fewer than NC columns: at step t the kernel's `columns` form broadcasts mr neighbouring floats of
@@ -345,7 +346,12 @@ int64_t bp_matrix_product_bias(int trans_b, int64_t m, int64_t n, int64_t k, con
 int64_t bp_matrix_product_streamed(int trans_b, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                                    const float *b, int64_t ldb, int accumulate, bp_lines next, float *c, int64_t ldc) {
     if (m <= 0 || n <= 0 || k <= 0) return bp_matrix_product(0, trans_b, m, n, k, a, lda, b, ldb, accumulate, c, ldc);
-    rows_extras extras = {.b_in_place = !trans_b && n < NC && bp_unaliased_stride(ldb) == ldb, .ahead = next};
+    // In place only for the AVX-512 kernel: the AVX2 one reads 16 floats of a row per step, which
+    // straddle two lines where rows are not a multiple of 64 bytes apart (14 × 14 pixels), and
+    // packing wins there (conv_1x1's forward, 256 → 256 channels on 14 × 14, 16 images, Zen 3,
+    // medians of 41: 1 thread 5.07-5.17 → 4.69-4.76 ms, 2 threads 2.68-2.73 → 2.58-2.60).
+    int in_place = bp_micro_kernel().avx512 && !trans_b && n < NC && bp_unaliased_stride(ldb) == ldb;
+    rows_extras extras = {.b_in_place = in_place, .ahead = next};
     return rows_product(trans_b, m, n, k, a, lda, b, ldb, accumulate, &extras, c, ldc);
 }
 
