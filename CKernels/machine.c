@@ -31,7 +31,7 @@ __attribute__((always_inline)) static inline float fma_chains(int64_t rounds, in
 }
 
 // Enough chains to cover the FMA latency on two units, in registers: 12 of AVX-512's 32, and 6
-// (12 ymm) of AVX2's 16 -- 12 there would spill to the stack (a Zen 3 core: 85 instead of 122
+// (12 ymm) of AVX2's 16 -- 12 there would spill to the stack (a Zen 3 core: 85-88 instead of 103.7
 // GFLOP/s, below what its matrix product reaches).
 BP_MULTIVERSION
 static float fma_chains6(int64_t rounds, float a, float b) { return fma_chains(rounds, 6, a, b); }
