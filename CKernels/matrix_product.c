@@ -203,7 +203,9 @@ static void pack_a_strips(float *out, const float *a, int64_t lda, int64_t k0, i
         for (int64_t s = 0; s < strips; s++) {
             float *to = out + s * kc * mr + t * mr;
             int64_t width = min64(mr, cols - s * mr);
-            if (width == 8 && mr == 8) memcpy(to, row + s * 8, 8 * sizeof(float));  // a fixed size: a vector copy
+            // A fixed size for the kernels' widths: a vector copy, not a library call.
+            if (width == 8 && mr == 8) memcpy(to, row + s * 8, 8 * sizeof(float));
+            else if (width == 6 && mr == 6) memcpy(to, row + s * 6, 6 * sizeof(float));
             else {
                 memcpy(to, row + s * mr, (size_t)width * sizeof(float));
                 memset(to + width, 0, (size_t)(mr - width) * sizeof(float));
