@@ -277,15 +277,25 @@ static void packed_block(const bp_micro *micro, int64_t first, int64_t last, con
     }
 }
 
+// Whether columns_product packs both operands: for several sides, for a B of NC columns or more,
+// and, on the 6 × 16 kernel, for 24 rows or more over 256 steps or more, where B's in-place panel
+// (up to BP_KC rows of 16 floats, two lines a row where they straddle) and A's lines (one a step)
+// outgrow the first-level cache. Zen 3, 1 thread, medians of 199 (ms, m × n by k): 256 × 196 by
+// 256 0.37 → 0.32, 1024 × 64 by 2048 5.21 → 3.78, 128 × 64 by 2048 0.58 → 0.49; but 120 × 84 by
+// 128 0.03 → 0.04 and 16 × 25 by 784 0.02 → 0.03 packed.
+static int packs_operands(const bp_micro *micro, int64_t m, int64_t k, int64_t columns, int count) {
+    return count > 1 || columns >= NC || (!micro->avx512 && m >= 4 * micro->mr && k >= 256);
+}
+
 // C (+)= Aᵀ · op(B) with A [k, m] (see above) for each of `count` sides on the kernel `micro` (the
-// one whose width placed the sides): in place for one B narrower than NC columns, else packed, A's
-// strips once for all the sides.
+// one whose width placed the sides): packed (packs_operands), A's strips once for all the sides,
+// or in place.
 static int64_t columns_product(bp_micro micro, int64_t m, int64_t k, const float *a, int64_t lda,
                                const bp_product_side *sides, int count, int accumulate) {
     int64_t columns = 0, mr = micro.mr, strip = 2 * mr, missing = 0;
     for (int s = 0; s < count; s++) columns += sides[s].n;
     int64_t chunks = product_threads(m, columns, k, strip), group = packed_group(columns, k, micro.nr);
-    int packed = count > 1 || columns >= NC;
+    int packed = packs_operands(&micro, m, k, columns, count);
     const float *b = sides[0].b;
     int64_t ldb = sides[0].ldb, n = sides[0].n;
     int trans_b = sides[0].trans_b;
