@@ -83,6 +83,12 @@ __attribute__((always_inline)) static inline void cell_forward(float *restrict h
                                                                const float *restrict bi, const float *restrict bh,
                                                                int64_t units, int save, const bp_rnn_params *p) {
     int64_t hidden = p->hidden;
+    // The gates σ and tanh of (LSTM i, f, g, o; GRU r, z), into `saved` or, not saving, `local`: gate
+    // by gate, units side by side, before the states that depend on them. Each is a chain of an
+    // exponential and a division; unit by unit, a unit's gates and states make one chain longer
+    // than the core's window of instructions in flight, which then stalls on it (1 thread, Zen 3,
+    // LSTM, 128 rows of 28 steps, 28 → 128 units: the forward 9.15-9.30 → 8.73-8.87 ms).
+    float local[4 * BP_NR], *gate = save ? saved : local;
 #define X(g, j) (xp[(g)*BP_NR + (j)] + bi[(g)*hidden + (j)])  // x_t · W_ihᵀ + b_ih, gate g
 #define H(g, j) (hp[(g)*BP_NR + (j)] + bh[(g)*hidden + (j)])  // h_{t−1} · W_hhᵀ + b_hh
     switch (p->kind) {
@@ -94,22 +100,25 @@ __attribute__((always_inline)) static inline void cell_forward(float *restrict h
         }
         break;
     case BP_LSTM:
+        for (int64_t j = 0; j < units; j++) gate[j] = sigmoid(X(0, j) + H(0, j));
+        for (int64_t j = 0; j < units; j++) gate[BP_NR + j] = sigmoid(X(1, j) + H(1, j));
+        for (int64_t j = 0; j < units; j++) gate[2 * BP_NR + j] = tanh_fast(X(2, j) + H(2, j));
+        for (int64_t j = 0; j < units; j++) gate[3 * BP_NR + j] = sigmoid(X(3, j) + H(3, j));
         for (int64_t j = 0; j < units; j++) {
-            float i = sigmoid(X(0, j) + H(0, j)), f = sigmoid(X(1, j) + H(1, j));
-            float g = tanh_fast(X(2, j) + H(2, j)), o = sigmoid(X(3, j) + H(3, j));
+            float i = gate[j], f = gate[BP_NR + j], g = gate[2 * BP_NR + j], o = gate[3 * BP_NR + j];
             c[j] = __builtin_fmaf(f, c[j], i * g);  // as recurrent_cells_avx512.c, at any optimisation level
             float tc = tanh_fast(c[j]);
             h[j] = o * tc;
-            if (!save) continue;
-            saved[j] = i, saved[BP_NR + j] = f, saved[2 * BP_NR + j] = g, saved[3 * BP_NR + j] = o;
-            saved[4 * BP_NR + j] = c[j], saved[5 * BP_NR + j] = tc;
+            if (save) saved[4 * BP_NR + j] = c[j], saved[5 * BP_NR + j] = tc;
         }
         break;
     case BP_GRU:
+        for (int64_t j = 0; j < units; j++) gate[j] = sigmoid(X(0, j) + H(0, j));
+        for (int64_t j = 0; j < units; j++) gate[BP_NR + j] = sigmoid(X(1, j) + H(1, j));
         for (int64_t j = 0; j < units; j++) {
-            float r = sigmoid(X(0, j) + H(0, j)), z = sigmoid(X(1, j) + H(1, j)), hn = H(2, j);
+            float r = gate[j], z = gate[BP_NR + j], hn = H(2, j);
             float n = tanh_fast(X(2, j) + r * hn);
-            if (save) saved[j] = r, saved[BP_NR + j] = z, saved[2 * BP_NR + j] = n, saved[3 * BP_NR + j] = hn;
+            if (save) saved[2 * BP_NR + j] = n, saved[3 * BP_NR + j] = hn;
             h[j] = (1.0f - z) * n + z * h_prev[j];
         }
         break;
