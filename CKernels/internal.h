@@ -278,6 +278,7 @@ typedef struct {
     bp_micro_columns *columns;
     bp_micro_rows16 *rows16;  // NULL without AVX-512
     int avx512;               // the AVX-512 kernel: the convolutions' direct forward (conv2d_direct.c) runs too
+    int64_t short_rows;       // `rows` does this many rows' work for this many rows or fewer (else mr's)
 } bp_micro;
 
 bp_micro bp_micro_kernel(void);

@@ -157,9 +157,9 @@ bp_micro bp_micro_kernel(void) {
             forced = expected;  // set meanwhile by bp_product_force_avx2
     }
     if (has_avx512 && !forced)
-        return (bp_micro){8, 32, bp_micro_8x32, bp_micro_8x32_rows, bp_micro_8x32_columns, bp_micro_16x16_rows, 1};
+        return (bp_micro){8, 32, bp_micro_8x32, bp_micro_8x32_rows, bp_micro_8x32_columns, bp_micro_16x16_rows, 1, 4};
 #endif
-    return (bp_micro){MR, BP_NR, bp_micro_6x16, bp_micro_6x16_rows, bp_micro_6x16_columns, NULL, 0};
+    return (bp_micro){MR, BP_NR, bp_micro_6x16, bp_micro_6x16_rows, bp_micro_6x16_columns, NULL, 0, 4};
 }
 
 int bp_product_vector_width(void) { return bp_micro_kernel().avx512 ? 16 : 8; }

@@ -123,10 +123,13 @@ void bp_gate_block_product(float *tile, int64_t ldt, int64_t tile_step, const fl
     // A kernel's rows of X stay in L1 while the blocks' panels of B (from L2, or memory) pass them.
     for (int64_t s = 0; s < steps; s++)
         for (int64_t a = 0, group; a < n; a += group) {
-            // The 6-row kernel does four rows' work for four rows or fewer: a batch's last 7 or 8
-            // rows go as 4 + 3 or 4 + 4 rather than 6 + 1 or 6 + 2 (32 rows: 64 rows' work, not 68).
+            // A batch's last rows that one call leaves over but two short calls cover go short_rows
+            // at a time: with the 6-row kernel 7 or 8 rows as 4 + 3 or 4 + 4 rather than 6 + 1 or
+            // 6 + 2 (32 rows: 64 rows' work, not 68).
             int64_t rest = n - a;
-            group = wide && micro.rows16 && rest >= 16 ? 16 : micro.mr == 6 && (rest == 7 || rest == 8) ? 4 : micro.mr;
+            group = wide && micro.rows16 && rest >= 16                ? 16
+                    : rest > micro.mr && rest <= 2 * micro.short_rows ? micro.short_rows
+                                                                      : micro.mr;
             for (int64_t t0 = 0; t0 < w->depth; t0 += DEPTH_BLOCK) {
                 int64_t kc = min64(DEPTH_BLOCK, w->depth - t0);
                 const float *xa = x + s * x_step + a * ldx + t0;
