@@ -377,19 +377,22 @@ static int64_t backward_data_as_forward(float *dx, const float *dy, const float 
 }
 
 // A chunk of the column gradient: pixels [0, count) of `to` (taps ld apart) = W_gᵀ · dy_g's
-// pixels from `dy` (kg rows hw apart), both read in place by the kernel's columns form (A's column
-// i, tap i of W_g's rows; B's rows dy's), but for the last pixels past the kernel width's last
-// multiple, whose panels are packed into b (`pitch` floats apart; in place the kernel would read
-// 16 floats past them). conv_lenet1, Zen 4, medians of interleaved runs, against dy's panels all
-// packed and W_gᵀ packed: 1 thread 1.36 -> 1.19 ms, 2 threads 0.68 -> 0.60; conv_stem7x7 and
-// conv_res3x3s2 the same. While the kernel runs, the lines of `next` (what the next chunk reads)
+// pixels from `dy` (kg rows hw apart), by the kernel's columns form: A is W_gᵀ packed as strips of
+// mr taps (`wt`: [strip][kg][mr], bp_pack_a_strips), B dy's rows in place, but for the last pixels
+// past the kernel width's last multiple, whose panels are packed into b (`pitch` floats apart; in
+// place the kernel would read 16 floats past them). conv_lenet1, Zen 4, medians of interleaved
+// runs, against dy's panels all packed: 1 thread 1.36 -> 1.19 ms, 2 threads 0.68 -> 0.60;
+// conv_stem7x7 and conv_res3x3s2 the same. W_gᵀ read in place instead (mr floats of each of kg
+// rows, `rows` floats apart: a line a step, straddling two at times) made conv_res3x3s2's calls
+// (576 taps by 128 channels, 784 pixels) 62-82 GF/s against 87-93 packed (Zen 3, 1 thread,
+// medians of 101). While the kernel runs, the lines of `next` (what the next chunk reads)
 // are asked for, a share before each call: dy's rows are kilobytes apart, a stream of kg short
 // runs that the hardware does not fetch ahead (conv_stem7x7's backward-data, 1 thread: 48.5 →
 // 45.4 ms). At most AHEAD_MOST lines a call: conv_lenet1's calls (32 channels deep, 8192
 // multiply-adds) would ask for 16 each, and its kernel's own reads then wait (1 thread, minima of
 // interleaved runs: 1.00 -> 0.96 ms; 0.93 asking for none, but the stem's 40.0 would be 43); the
 // rest of the next chunk comes as the kernel reads it.
-static void column_gradient_chunk(float *to, int64_t ld, float *b, int64_t pitch, const float *w, const float *dy,
+static void column_gradient_chunk(float *to, int64_t ld, float *b, int64_t pitch, const float *wt, const float *dy,
                                   int64_t count, bp_lines next, int64_t rows, int64_t kg, int64_t hw, bp_micro micro) {
     int64_t whole = count / micro.nr * micro.nr;
     // b [panel][kg][BP_NR]: panel i = dy[:, pixels whole + 16i …], filled reading dy in order
@@ -406,12 +409,13 @@ static void column_gradient_chunk(float *to, int64_t ld, float *b, int64_t pitch
             for (int64_t block = 0; block < bp_kc_blocks(kg); block++) {
                 int64_t k0, kc;
                 bp_kc_block(kg, block, &k0, &kc);
+                const float *a = wt + m * kg + k0 * micro.mr;  // strip m / mr, from step k0
                 if (j < whole)
-                    micro.columns(kc, w + k0 * rows + m, rows, dy + k0 * hw + j, hw, BP_NR, to + m * ld + j, ld,
-                                  block > 0, min64(micro.mr, rows - m), micro.nr);
+                    micro.columns(kc, a, micro.mr, dy + k0 * hw + j, hw, BP_NR, to + m * ld + j, ld, block > 0,
+                                  min64(micro.mr, rows - m), micro.nr);
                 else
-                    micro.columns(kc, w + k0 * rows + m, rows, b + k0 * BP_NR, BP_NR, pitch, to + m * ld + j, ld,
-                                  block > 0, min64(micro.mr, rows - m), count - j);
+                    micro.columns(kc, a, micro.mr, b + k0 * BP_NR, BP_NR, pitch, to + m * ld + j, ld, block > 0,
+                                  min64(micro.mr, rows - m), count - j);
             }
         }
 }
@@ -447,7 +451,12 @@ int64_t bp_conv2d_backward_data(float *dx, const float *dy, const float *weight,
     conv_layout l = bp_conv_layout_build(p, &missing);
     col2im_plan plan = {0};  // the gather of the column gradient (none for depthwise convolutions)
     if (!missing && !is_depthwise(p)) missing = bp_col2im_plan_build(&plan, &l, p);
-    if (missing) return free(l.offset), missing;
+    // Every group's W_gᵀ as the kernel's strips (column_gradient_chunk), group g at g · wt_size.
+    int64_t wt_size = round_up(rows, micro.mr) * kg;
+    float *wt = is_depthwise(p) ? NULL : bp_malloc(p->groups * wt_size, sizeof(float), &missing);
+    for (int64_t g = 0; wt && g < p->groups; g++)
+        bp_pack_a_strips(wt + g * wt_size, weight + g * kg * rows, rows, 0, kg, 0, rows, micro.mr);
+    if (missing) return bp_col2im_plan_free(&plan), free(l.offset), free(wt), missing;
     // Output rows per chunk: all, or two chunks of every tap's column gradient in DCOL_RING (at
     // least the rows the gather reaches back, so that the ring holds them).
     int64_t reach = bp_col2im_reach(p), row_bytes = rows * p->out_w * (int64_t)sizeof(float);
@@ -486,8 +495,8 @@ int64_t bp_conv2d_backward_data(float *dx, const float *dy, const float *weight,
                     // (item i's dy at dy + i · kg · hw).
                     bp_lines next = {last ? (item + 1 < p->n * p->groups ? dyg + kg * hw : NULL) : dyg + p0 + count, kg,
                                      hw, min64(chunk, last ? p->out_h : p->out_h - oh0 - chunk) * p->out_w};
-                    column_gradient_chunk(dcol + oh0 % ring * p->out_w, ld, b, pitch, weight + g * kg * rows, dyg + p0,
-                                          count, next, rows, kg, hw, micro);
+                    column_gradient_chunk(dcol + oh0 % ring * p->out_w, ld, b, pitch, wt + g * wt_size, dyg + p0, count,
+                                          next, rows, kg, hw, micro);
                     bp_col2im_rows(dxg, bias_g, (dcol_rows){dcol, ld, ring}, h0, h1, &l, &plan, reaching, rows_scratch,
                                    p);
                     h0 = h1;
@@ -500,6 +509,7 @@ int64_t bp_conv2d_backward_data(float *dx, const float *dy, const float *weight,
         free(reaching);
     }
     bp_col2im_plan_free(&plan);
+    free(wt);
     free(l.offset);
     return missing;
 }

@@ -248,6 +248,12 @@ int64_t bp_matrix_product_bias(int trans_b, int64_t m, int64_t n, int64_t k, con
 int64_t bp_matrix_product_streamed(int trans_b, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                                    const float *b, int64_t ldb, int accumulate, bp_lines next, float *c, int64_t ldc);
 
+/// out[s][t − k0][i] = a[t · lda + i0 + s · mr + i] for t in [k0, k0 + kc) and s · mr + i < cols
+/// (0 past `cols`): columns [i0, i0 + cols) of A (a row a step) as strips of mr columns, each kc
+/// rows of mr floats, kc · mr apart: the kernels' packed A (matrix_product.c).
+void bp_pack_a_strips(float *out, const float *a, int64_t lda, int64_t k0, int64_t kc, int64_t i0, int64_t cols,
+                      int64_t mr);
+
 /// C [m, n] (+ C when `accumulate`) = op(A) · op(B), a layer's product in its `precision`
 /// (BP_FP32, BP_BF16, BP_BF16_EMULATED): bfloat16 through bp_bf16_gemm, float32 through
 /// bp_matrix_product (matrix_product.c). Returns the bytes of scratch it could not allocate.

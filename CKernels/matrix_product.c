@@ -50,7 +50,7 @@
 // second-level cache: the fewer groups, the fewer passes over A (1 thread, Intel Xeon, 1024 × 1024
 // by K = 1024: a weight gradient 140 GF/s with groups of 256, 150 with 1024; rows_product 151 →
 // 154-157).
-// AHEAD: the rows of A ahead of the one it packs whose lines pack_a_strips asks for (each of A's
+// AHEAD: the rows of A ahead of the one it packs whose lines bp_pack_a_strips asks for (each of A's
 // rows a new page where they are kilobytes apart, which the hardware's prefetchers do not follow).
 enum { NC = 256, STRIPS = 4, PACKED_BYTES = 1 << 20, AHEAD = 8 };
 
@@ -190,15 +190,13 @@ static float *unaliased_copy(const float *x, int64_t ldx, int transposed, int64_
     return copy;
 }
 
-// A's columns [i, i + cols) over steps [k0, k0 + kc) as strips of mr columns, each kc rows of mr
-// floats, kc · mr apart (the last strip's columns past `cols` zeros): the packed form of the
-// kernel's A. Each of A's rows is read along, STRIPS · mr floats at a time, AHEAD rows after the
-// lines of the row it reads have been asked for.
-static void pack_a_strips(float *out, const float *a, int64_t lda, int64_t k0, int64_t kc, int64_t i, int64_t cols,
-                          int64_t mr) {
+// (internal.h) Each of A's rows is read along, its `cols` floats at once, AHEAD rows after the lines
+// of the row it reads have been asked for.
+void bp_pack_a_strips(float *out, const float *a, int64_t lda, int64_t k0, int64_t kc, int64_t i0, int64_t cols,
+                      int64_t mr) {
     int64_t strips = (cols + mr - 1) / mr;
     for (int64_t t = 0; t < kc; t++) {
-        const float *row = a + (k0 + t) * lda + i;
+        const float *row = a + (k0 + t) * lda + i0;
         if (t + AHEAD < kc) bp_prefetch_block(row + AHEAD * lda, lda, 1, cols);
         for (int64_t s = 0; s < strips; s++) {
             float *to = out + s * kc * mr + t * mr;
@@ -263,7 +261,7 @@ static void packed_block(const bp_micro *micro, int64_t first, int64_t last, con
             int64_t next = i0 + STRIPS * mr, next_cols = min64(STRIPS * mr, last - next);
             int64_t calls = (min64(last, next) - i0 + mr - 1) / mr * ((panels + per_call - 1) / per_call);
             int64_t share = (kc + calls - 1) / calls, call = 0;
-            pack_a_strips(strips_a, a, lda, k0, kc, i0, min64(STRIPS * mr, last - i0), mr);
+            bp_pack_a_strips(strips_a, a, lda, k0, kc, i0, min64(STRIPS * mr, last - i0), mr);
             for (int64_t i = i0; i < min64(last, next); i += mr)
                 for (int64_t q = 0; q < panels; q += per_call, call++) {
                     bp_prefetch_block(a + (k0 + call * share) * lda + next, lda, min64(share, kc - call * share),
