@@ -376,16 +376,29 @@ static int64_t backward_data_as_forward(float *dx, const float *dy, const float 
     return missing;
 }
 
+// Whether `count` rows `stride` floats apart crowd the first-level cache (64 sets of 8 lines of 64
+// bytes, 4 KB a way): rows 2^s · 64 bytes apart (mod 4 KB, times an odd number) fall in 64 / 2^s
+// of its sets, and more than half of those sets' lines would hold them. conv_stem7x7's dy: 64
+// rows of 112 × 112 pixels, 1 KB apart mod 4 KB: 4 sets, 32 lines.
+static int rows_crowd_l1(int64_t stride, int64_t count) {
+    int64_t bytes = stride * (int64_t)sizeof(float) % 4096;
+    int64_t apart = bytes ? bytes & -bytes : 4096;  // the largest power of two dividing the stride
+    int64_t sets = apart >= 64 ? 4096 / apart : 64;
+    return count > sets * 4;
+}
+
 // A chunk of the column gradient: pixels [0, count) of `to` (taps ld apart) = W_gᵀ · dy_g's
-// pixels from `dy` (kg rows hw apart), by the kernel's columns form: A is W_gᵀ packed as strips of
-// mr taps (`wt`: [strip][kg][mr], bp_pack_a_strips), B dy's rows in place, but for the last pixels
-// past the kernel width's last multiple, whose panels are packed into b (`pitch` floats apart; in
-// place the kernel would read 16 floats past them). conv_lenet1, Zen 4, medians of interleaved
-// runs, against dy's panels all packed: 1 thread 1.36 -> 1.19 ms, 2 threads 0.68 -> 0.60;
-// conv_stem7x7 and conv_res3x3s2 the same. W_gᵀ read in place instead (mr floats of each of kg
-// rows, `rows` floats apart: a line a step, straddling two at times) made conv_res3x3s2's calls
-// (576 taps by 128 channels, 784 pixels) 62-82 GF/s against 87-93 packed (Zen 3, 1 thread,
-// medians of 101). While the kernel runs, the lines of `next` (what the next chunk reads)
+// pixels from `dy` (kg rows hw apart), by the kernel's columns form, nr pixels by mr taps a call.
+// A is W_gᵀ packed as strips of mr taps (`wt`: [strip][kg][mr], bp_pack_a_strips). B is dy's rows
+// in place, but for the last pixels past the kernel width's last multiple (in place the kernel
+// would read 16 floats past them) and where dy's rows crowd the first-level cache
+// (rows_crowd_l1): there each call's pixels are packed into b first, as panels of 16 (`pitch`
+// floats apart), read by all the calls of those pixels. Measured on Zen 3, 1 thread, medians of
+// 41-101 runs of the kernel calls (GF/s): W_gᵀ in place (mr floats of each of kg rows, `rows`
+// floats apart: a line a step, straddling two at times) against packed, conv_res3x3s2 (576 taps by
+// 128 channels, 784 pixels) 62-82 -> 87-93; dy's panels packed for conv_stem7x7 (147 taps by 64
+// channels, 336 pixels of rows 12544 apart) 82 -> 90, for conv_res3x3s2 92-97 against 95-98 in
+// place. While the kernel runs, the lines of `next` (what the next chunk reads)
 // are asked for, a share before each call: dy's rows are kilobytes apart, a stream of kg short
 // runs that the hardware does not fetch ahead (conv_stem7x7's backward-data, 1 thread: 48.5 →
 // 45.4 ms). At most AHEAD_MOST lines a call: conv_lenet1's calls (32 channels deep, 8192
@@ -395,14 +408,16 @@ static int64_t backward_data_as_forward(float *dx, const float *dy, const float 
 static void column_gradient_chunk(float *to, int64_t ld, float *b, int64_t pitch, const float *wt, const float *dy,
                                   int64_t count, bp_lines next, int64_t rows, int64_t kg, int64_t hw, bp_micro micro) {
     int64_t whole = count / micro.nr * micro.nr;
-    // b [panel][kg][BP_NR]: panel i = dy[:, pixels whole + 16i …], filled reading dy in order
-    for (int64_t k = 0; k < kg; k++)
-        for (int64_t i = whole / BP_NR; i * BP_NR < count; i++)
-            bp_copy_short(b + (i - whole / BP_NR) * pitch + k * BP_NR, dy + k * hw + i * BP_NR,
-                          min64(BP_NR, count - i * BP_NR));
+    int crowded = rows_crowd_l1(hw, kg);
     int64_t calls = (count + micro.nr - 1) / micro.nr * ((rows + micro.mr - 1) / micro.mr);
     int64_t share = min64(AHEAD_MOST, (bp_line_count(next) + calls - 1) / calls), call = 0;
-    for (int64_t j = 0; j < count; j += micro.nr)
+    for (int64_t j = 0; j < count; j += micro.nr) {
+        int64_t cols = min64(micro.nr, count - j);
+        int packed = crowded || j >= whole;
+        // b [panel][kg][BP_NR]: panel i = dy[:, pixels j + 16i …], filled reading dy in order
+        for (int64_t k = 0; k < kg && packed; k++)
+            for (int64_t i = 0; i * BP_NR < cols; i++)
+                bp_copy_short(b + i * pitch + k * BP_NR, dy + k * hw + j + i * BP_NR, min64(BP_NR, cols - i * BP_NR));
         for (int64_t m = 0; m < rows; m += micro.mr, call++) {
             bp_prefetch_share(next, call, share);
             // to[taps m …, pixels j …] = W_gᵀ[taps m …, :] · dy_g[:, pixels j …], over the channel blocks
@@ -410,14 +425,15 @@ static void column_gradient_chunk(float *to, int64_t ld, float *b, int64_t pitch
                 int64_t k0, kc;
                 bp_kc_block(kg, block, &k0, &kc);
                 const float *a = wt + m * kg + k0 * micro.mr;  // strip m / mr, from step k0
-                if (j < whole)
-                    micro.columns(kc, a, micro.mr, dy + k0 * hw + j, hw, BP_NR, to + m * ld + j, ld, block > 0,
-                                  min64(micro.mr, rows - m), micro.nr);
-                else
+                if (packed)
                     micro.columns(kc, a, micro.mr, b + k0 * BP_NR, BP_NR, pitch, to + m * ld + j, ld, block > 0,
-                                  min64(micro.mr, rows - m), count - j);
+                                  min64(micro.mr, rows - m), cols);
+                else
+                    micro.columns(kc, a, micro.mr, dy + k0 * hw + j, hw, BP_NR, to + m * ld + j, ld, block > 0,
+                                  min64(micro.mr, rows - m), cols);
             }
         }
+    }
 }
 
 // Backward-data per image-group (unless it runs as a forward): dcol = W_gᵀ · dy_g (the product
@@ -470,7 +486,7 @@ int64_t bp_conv2d_backward_data(float *dx, const float *dy, const float *weight,
         float *buffer = is_depthwise(p) ? bp_malloc(l.size + SLACK, sizeof(float), &missing) : NULL;
         float *rows_scratch =
             is_depthwise(p) ? NULL : bp_malloc(bp_col2im_row_floats(&plan, p), sizeof(float), &missing);
-        float *b = is_depthwise(p) ? NULL : panel_alloc(2 * pitch, &missing);  // a chunk's last panels
+        float *b = is_depthwise(p) ? NULL : panel_alloc(2 * pitch, &missing);  // a call's panels
         float *dcol_space = is_depthwise(p) ? NULL : panel_alloc(rows * ld + 2 * slack, &missing);
         float *dcol = dcol_space ? dcol_space + slack : NULL;
         tap_reach *reaching = is_depthwise(p) ? NULL : bp_malloc(p->r * p->s, sizeof(tap_reach), &missing);

@@ -50,11 +50,16 @@ import Testing
         Shape(
             label: "padding larger than the kernel reach", n: 1, c: 2, h: 3, w: 3, k: 2, r: 2, s: 2, stride: (2, 2),
             pad: (3, 3)),
-        // The backward-data's column gradient read in place but for its last pixels (56 here: a
-        // block of 32 read in place, 24 packed), over two reduction blocks of 165 channels.
+        // The backward-data's column gradient over two reduction blocks of 165 channels, its 56
+        // pixels packed call by call (dy's 330 rows crowd the first-level cache), the last short.
         Shape(
             label: "column gradient, two channel blocks, a short last pixel block", n: 2, c: 3, h: 20, w: 22, k: 330,
             r: 3, s: 3, stride: (3, 3), pad: (1, 1)),
+        // dy's planes of 16 × 24 pixels, 1536 bytes apart: their 40 rows crowd 8 of the first-level
+        // cache's sets, so the column gradient's pixels are packed before the calls.
+        Shape(
+            label: "column gradient, dy's rows crowding the cache", n: 2, c: 3, h: 46, w: 70, k: 40, r: 3, s: 3,
+            stride: (3, 3), pad: (1, 1)),
         Shape(label: "many images (4 weight blocks)", n: 9, c: 3, h: 5, w: 5, k: 4, r: 3, s: 3, pad: (1, 1)),
         // Column gradients over 4 MB go through a ring of output rows (the backward-data): 4 rows a
         // chunk here, 81 rows (a short last chunk); with an 11 × 11 kernel the chunk is the 10 rows
