@@ -206,17 +206,23 @@ static int is_pointwise(const bp_conv2d_params *p) {
 
 // out[image, g] = op(W_g) · in[image, g] (+ bias) for every image and group: the forward (W_g
 // [rows = kg, depth = cg]) or, `transposed`, the backward-data (W_gᵀ: rows = cg, depth = kg).
-// Parallel over images (each product on one thread) or, for one image, within the product.
+// Parallel over images (each product on one thread) or, for one image, within the product. The
+// threads take the images one at a time, so that a core slowed by another process takes fewer;
+// each asks for the lines of the image it likely takes next (the thread count further on).
+// conv_1x1's forward (256 → 256 channels on 14 × 14, 16 images), Zen 3, 2 threads, a busy host:
+// medians of 20 interleaved medians of 101, 3.11 ms with the halves fixed in advance, 3.03 taken
+// (faster in 16 of the 20).
 static int64_t pointwise_products(float *out, const float *in, const float *weight, const float *bias, int transposed,
                                   const bp_conv2d_params *p) {
     int64_t kg = p->k / p->groups, cg = p->c / p->groups, hw = p->h * p->w, missing = 0;
-    int64_t rows = transposed ? cg : kg, depth = transposed ? kg : cg;
-#pragma omp parallel for schedule(static) if (bp_conv_parallel_over_images(p))
-    for (int64_t item = 0; item < p->n * p->groups; item++) {
+    int64_t rows = transposed ? cg : kg, depth = transposed ? kg : cg, items = p->n * p->groups, taken = 0;
+    int64_t stride = bp_conv_parallel_over_images(p) ? bp_num_threads() : 1;  // the likely next item's distance
+#pragma omp parallel if (bp_conv_parallel_over_images(p))
+    for (int64_t item; (item = __atomic_fetch_add(&taken, 1, __ATOMIC_RELAXED)) < items;) {
         int64_t g = item % p->groups;
         float *o = out + item * rows * hw;
         const float *x = in + item * depth * hw;
-        bp_lines next = {item + 1 < p->n * p->groups ? x + depth * hw : NULL, depth, hw, hw};
+        bp_lines next = {item + stride < items ? x + stride * depth * hw : NULL, depth, hw, hw};
         int64_t failed =
             transposed
                 ? bp_matrix_product(1, 0, rows, hw, depth, weight + g * kg * cg, cg, x, hw, 0, o, hw)
