@@ -424,19 +424,17 @@ static void column_gradient_chunk(float *to, int64_t ld, float *b, int64_t pitch
         for (int64_t k = 0; k < kg && packed; k++)
             for (int64_t i = 0; i * BP_NR < cols; i++)
                 bp_copy_short(b + i * pitch + k * BP_NR, dy + k * hw + j + i * BP_NR, min64(BP_NR, cols - i * BP_NR));
+        // B for these pixels: its row for channel k at bk + k · ldb, its panels `step` apart
+        const float *bk = packed ? b : dy + j;
+        int64_t ldb = packed ? BP_NR : hw, step = packed ? pitch : BP_NR;
         for (int64_t m = 0; m < rows; m += micro.mr, call++) {
             bp_prefetch_share(next, call, share);
             // to[taps m …, pixels j …] = W_gᵀ[taps m …, :] · dy_g[:, pixels j …], over the channel blocks
             for (int64_t block = 0; block < bp_kc_blocks(kg); block++) {
                 int64_t k0, kc;
                 bp_kc_block(kg, block, &k0, &kc);
-                const float *a = wt + m * kg + k0 * micro.mr;  // strip m / mr, from step k0
-                if (packed)
-                    micro.columns(kc, a, micro.mr, b + k0 * BP_NR, BP_NR, pitch, to + m * ld + j, ld, block > 0,
-                                  min64(micro.mr, rows - m), cols);
-                else
-                    micro.columns(kc, a, micro.mr, dy + k0 * hw + j, hw, BP_NR, to + m * ld + j, ld, block > 0,
-                                  min64(micro.mr, rows - m), cols);
+                micro.columns(kc, wt + m * kg + k0 * micro.mr, micro.mr, bk + k0 * ldb, ldb, step, to + m * ld + j, ld,
+                              block > 0, min64(micro.mr, rows - m), cols);  // A: strip m / mr from step k0
             }
         }
     }
