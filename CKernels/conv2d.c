@@ -194,7 +194,9 @@ static void depthwise_weights(float *dw, const float *restrict buffer, const flo
 //                  the next chunk's x asked for while it runs (packing x waited for it: 4.81 →
 //                  4.58 ms, 256 → 256 on 14 × 14, 16 images, 1 thread, medians of 11 runs)
 //   backward-data  dx_gᵀ = dy_gᵀ · W_g over every image's pixels at once, on images of fewer than
-//                  128 pixels (pointwise_backward_data)
+//                  128 pixels (pointwise_backward_data); else dx_g = W_gᵀ · dy_g image by image,
+//                  with A transposed where c ≥ k and cg ≤ 512 (pointwise_products), else as the
+//                  column gradient written into dx (pointwise_column_gradient)
 // Measured on Zen 4, 1 thread, 16 images, against the column-matrix products (forward, weights,
 // ms): 256 → 256 channels on 14 × 14, 4.42 → 4.29 and 4.63 → 4.38; 1024 → 2048 on 7 × 7, 39.9 →
 // 38.5 and 75.8 → 39.3; 64 → 256 on 56 × 56, 18.2 → 18.4 and 19.2 → 16.9.
@@ -440,6 +442,42 @@ static void column_gradient_chunk(float *to, int64_t ld, float *b, int64_t pitch
     }
 }
 
+// Backward-data of a 1 × 1 convolution on images of 128 pixels or more where c < k or cg > 512
+// (else pointwise_products): its column gradient is dx itself, dx_g = W_gᵀ · dy_g, written by
+// column_gradient_chunk image by image, W_gᵀ packed once as the kernel's strips for every image,
+// then + bias: the column gradient's sums without its col2im copy. The threads take the images
+// one at a time (as pointwise_products does). Against the column gradient with col2im, Zen 3,
+// 16 images, medians of 11 runs, 3 interleaved (ms): 12 × 12, 1024 → 256 channels 17.8-18.4 ->
+// 15.5-15.7 (2 threads 17.6-26.2 -> 15.6); 56 × 56, 64 → 256 28.2-35.1 -> 27.4-30.0; 8 images of
+// 14 × 14, 512 → 2048, 2 threads, 42.3-46.1 -> 42.5-45.6.
+static int64_t pointwise_column_gradient(float *dx, const float *dy, const float *weight, const float *bias,
+                                         const bp_conv2d_params *p) {
+    int64_t cg = p->c / p->groups, kg = p->k / p->groups, hw = p->h * p->w, items = p->n * p->groups, missing = 0;
+    bp_micro micro = bp_micro_kernel();
+    int64_t wt_size = round_up(cg, micro.mr) * kg, pitch = bp_unaliased_stride(kg * BP_NR), taken = 0;
+    float *wt = bp_malloc(p->groups * wt_size, sizeof(float), &missing);
+    for (int64_t g = 0; wt && g < p->groups; g++)
+        bp_pack_a_strips(wt + g * wt_size, weight + g * kg * cg, cg, 0, kg, 0, cg, micro.mr);
+    if (missing) return missing;
+    int64_t stride = bp_conv_parallel_over_images(p) ? bp_num_threads() : 1;  // the likely next item's distance
+#pragma omp parallel if (bp_conv_parallel_over_images(p))
+    {
+        float *b = panel_alloc(2 * pitch, &missing);  // a call's panels
+        for (int64_t item; b && (item = __atomic_fetch_add(&taken, 1, __ATOMIC_RELAXED)) < items;) {
+            int64_t g = item % p->groups;
+            float *dxg = dx + item * cg * hw;
+            const float *dyg = dy + item * kg * hw;
+            bp_lines next = {item + stride < items ? dyg + stride * kg * hw : NULL, kg, hw, hw};
+            column_gradient_chunk(dxg, hw, b, pitch, wt + g * wt_size, dyg, hw, next, cg, kg, hw, micro);
+            for (int64_t r = 0; r < cg && bias; r++)
+                for (int64_t q = 0; q < hw; q++) dxg[r * hw + q] += bias[g * cg + r];
+        }
+        free(b);
+    }
+    free(wt);
+    return missing;
+}
+
 // Backward-data per image-group (unless it runs as a forward): dcol = W_gᵀ · dy_g (the product
 // written into the column gradient, nr pixels × mr taps per kernel call), then col2im_rows gathers it
 // straight into dx, a row at a time (no buffer: conv_res3x3s2, 1 thread, Zen 4, 20.5 → 19.8 ms,
@@ -464,6 +502,7 @@ int64_t bp_conv2d_backward_data(float *dx, const float *dy, const float *weight,
     // 12 × 12, 1024 → 256 13.0 → 14.0: used where c ≥ k and cg ≤ 512.
     if (is_pointwise(p) && p->c >= p->k && p->c / p->groups <= 512)
         return pointwise_products(dx, dy, weight, bias, 1, p);
+    if (is_pointwise(p)) return pointwise_column_gradient(dx, dy, weight, bias, p);
     if (data_as_forward(p, &q)) return backward_data_as_forward(dx, dy, weight, bias, p, &q);
     if (bp_conv_phases_fit(p)) return bp_conv2d_backward_data_phases(dx, dy, weight, bias, p);
     int64_t cg = p->c / p->groups, kg = p->k / p->groups, rows = bp_conv_taps(p), hw = bp_conv_pixels(p), missing = 0;

@@ -237,10 +237,11 @@ import Testing
     /// bits: the products sum in the column matrix's blocks and order. 700 channels: three blocks.
     /// (The weight gradient's pixels are one chunk in either, 36 and 64.)
     /// 6 × 6: the input gradient as one transposed product over the images (fewer than 128 pixels);
-    /// 12 × 12 with c ≥ k: image by image, A transposed.
+    /// 12 × 12 with c ≥ k: image by image, A transposed; with c < k: the column gradient written
+    /// into dx (700 channels deep: three blocks).
     @Test(
         "1x1 convolutions as plain products give the column-matrix products' bits",
-        arguments: [(c: 700, k: 20, side: 6), (300, 20, 12)])
+        arguments: [(c: 700, k: 20, side: 6), (300, 20, 12), (20, 700, 12)])
     func pointwiseProductsMatchTheColumnMatrix(_ shape: (c: Int, k: Int, side: Int)) {
         let (n, c, k, side) = (2, shape.c, shape.k, shape.side)
         let plain = Shape(label: "1x1", n: n, c: c, h: side, w: side, k: k, r: 1, s: 1)
