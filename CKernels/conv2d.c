@@ -206,6 +206,13 @@ static int is_pointwise(const bp_conv2d_params *p) {
            p->out_h == p->h && p->out_w == p->w && !is_depthwise(p);
 }
 
+// The threads that take the images one at a time (pointwise_products, pointwise_column_gradient):
+// every thread, or one where the images are too little work to share or the call runs inside an
+// outer parallel region (whose nested region has a team of one).
+static int64_t image_takers(const bp_conv2d_params *p) {
+    return bp_conv_parallel_over_images(p) && !bp_in_parallel() ? bp_num_threads() : 1;
+}
+
 // out[image, g] = op(W_g) · in[image, g] (+ bias) for every image and group: the forward (W_g
 // [rows = kg, depth = cg]) or, `transposed`, the backward-data (W_gᵀ: rows = cg, depth = kg).
 // Parallel over images (each product on one thread) or, for one image, within the product. The
@@ -218,7 +225,7 @@ static int64_t pointwise_products(float *out, const float *in, const float *weig
                                   const bp_conv2d_params *p) {
     int64_t kg = p->k / p->groups, cg = p->c / p->groups, hw = p->h * p->w, missing = 0;
     int64_t rows = transposed ? cg : kg, depth = transposed ? kg : cg, items = p->n * p->groups, taken = 0;
-    int64_t stride = bp_conv_parallel_over_images(p) ? bp_num_threads() : 1;  // the likely next item's distance
+    int64_t stride = image_takers(p);  // the likely next item's distance
 #pragma omp parallel if (bp_conv_parallel_over_images(p))
     for (int64_t item; (item = __atomic_fetch_add(&taken, 1, __ATOMIC_RELAXED)) < items;) {
         int64_t g = item % p->groups;
@@ -459,7 +466,7 @@ static int64_t pointwise_column_gradient(float *dx, const float *dy, const float
     for (int64_t g = 0; wt && g < p->groups; g++)
         bp_pack_a_strips(wt + g * wt_size, weight + g * kg * cg, cg, 0, kg, 0, cg, micro.mr);
     if (missing) return missing;
-    int64_t stride = bp_conv_parallel_over_images(p) ? bp_num_threads() : 1;  // the likely next item's distance
+    int64_t stride = image_takers(p);  // the likely next item's distance
 #pragma omp parallel if (bp_conv_parallel_over_images(p))
     {
         float *b = panel_alloc(2 * pitch, &missing);  // a call's panels
