@@ -660,12 +660,14 @@ int64_t bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy
     int64_t blocks = bp_conv_weight_blocks(p);
     int64_t missing = 0;
     bp_micro micro = bp_micro_kernel();
-    // On AVX-512, where it pays, the direct kernel (conv2d_direct.c): its partials are
-    // [block][g][R][ld] (ld = kg rounded up to 16), the product's [block][g][kg][R].
-    int direct = 0;
+    // Where it pays, a direct kernel (conv2d_direct.c on AVX-512, conv2d_direct_avx2.c on AVX2):
+    // its partials are [block][g][R][ld] (ld = kg rounded up to 16), the product's [block][g][kg][R].
+    int direct = 0, direct_avx2 = 0;
     int64_t ld = round_up(kg, 16);
 #if BP_AVX512_KERNEL
     direct = micro.avx512 && !is_depthwise(p) && bp_conv_weights_direct_pays(p);
+    direct_avx2 = !micro.avx512 && !is_depthwise(p) && bp_conv_weights_direct_avx2_pays(p);
+    direct = direct || direct_avx2;
 #endif
     int64_t group_size = direct ? rows * ld : kg * rows;
     int pointwise = is_pointwise(p);
@@ -716,7 +718,8 @@ int64_t bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy
                     }
 #if BP_AVX512_KERNEL
                     if (direct) {
-                        bp_conv_weights_direct(dwg, ld, dbias ? dbg : NULL, xg, zeros, dyg, dyt, PC, p);
+                        (direct_avx2 ? bp_conv_weights_direct_avx2
+                                     : bp_conv_weights_direct)(dwg, ld, dbias ? dbg : NULL, xg, zeros, dyg, dyt, PC, p);
                         continue;
                     }
 #endif

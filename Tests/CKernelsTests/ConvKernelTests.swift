@@ -40,6 +40,10 @@ import Testing
             stride: (2, 2), pad: (2, 1), dilation: (2, 2), groups: 3),
         Shape(label: "depthwise multiplier 2", n: 1, c: 3, h: 5, w: 5, k: 6, r: 3, s: 3, pad: (1, 1), groups: 3),
         Shape(label: "C = 1", n: 2, c: 1, h: 8, w: 8, k: 4, r: 5, s: 5, pad: (2, 2)),
+        // Few taps (at most 25): the direct weight gradient on AVX2 too. 437 and 391 pixels: a
+        // chunk boundary inside a row; 20 and 33 channels: a short last block of 16.
+        Shape(label: "few taps, 5x5, two pixel chunks", n: 5, c: 1, h: 23, w: 19, k: 20, r: 5, s: 5, pad: (2, 1)),
+        Shape(label: "few taps, 3x3, two input rows a pass", n: 2, c: 2, h: 17, w: 23, k: 33, r: 3, s: 3, pad: (1, 1)),
         Shape(label: "K = 1", n: 2, c: 3, h: 5, w: 6, k: 1, r: 3, s: 3),
         Shape(label: "batch 1, 1x1 pointwise", n: 1, c: 5, h: 4, w: 4, k: 2, r: 1, s: 1),
         // 63 pixels: the forward reads x's first 32 (AVX-512) or 48 (AVX2) columns in place and
@@ -229,6 +233,35 @@ import Testing
         }
         expectBitIdentical(run)
     }
+    /// The weight gradient of a convolution with few taps (at most 25, stride 1) runs on a direct
+    /// kernel (conv2d_direct.c, conv2d_direct_avx2.c) that sums in the product's chunks and order;
+    /// the same convolution with one more input channel has too many taps for it and runs on the
+    /// column-matrix product. Each element of dW sums over the pixels alone, so the taps of the
+    /// channels both have are the same sums: the same bits.
+    @Test(
+        "the direct weight gradient gives the column-matrix product's bits",
+        arguments: [(c: 1, r: 5, pad: 2), (2, 3, 1)])
+    func directWeightsMatchTheProduct(_ shape: (c: Int, r: Int, pad: Int)) {
+        let (n, c, r, h, w, k) = (5, shape.c, shape.r, 23, 19, 20)
+        let few = Shape(label: "few taps", n: n, c: c, h: h, w: w, k: k, r: r, s: r, pad: (shape.pad, shape.pad))
+        let more = Shape(label: "more taps", n: n, c: c + 1, h: h, w: w, k: k, r: r, s: r, pad: (shape.pad, shape.pad))
+        var p = few.params, q = more.params
+        var random = TestRandom(seed: 23)
+        let plane = h * w, taps = r * r
+        let xMore = random.floats(n * (c + 1) * plane), dy = random.floats(n * k * plane)
+        // x of the smaller convolution: each image's first c channels.
+        var x = [Float]()
+        for image in 0..<n { x += xMore[(image * (c + 1) * plane)..<((image * (c + 1) + c) * plane)] }
+        var dw = [Float](repeating: 0, count: k * c * taps), dwMore = [Float](repeating: 0, count: k * (c + 1) * taps)
+        var db = [Float](repeating: 0, count: k), dbMore = db
+        bp_conv2d_backward_weights(&dw, &db, dy, x, &p)
+        bp_conv2d_backward_weights(&dwMore, &dbMore, dy, xMore, &q)
+        var shared = [Float]()
+        for o in 0..<k { shared += dwMore[(o * (c + 1) * taps)..<((o * (c + 1) + c) * taps)] }
+        #expect(bits(dw) == bits(shared))
+        #expect(bits(db) == bits(dbMore))
+    }
+
     /// A 1 × 1 convolution without padding or stride runs as plain products of the tensors
     /// (conv2d.c's pointwise section); the same convolution with padding 1 runs on the column
     /// matrix. Its interior outputs read the same inputs, its input gradient with dy zero on the
