@@ -15,19 +15,21 @@
 // whose input column is padding are skipped: their terms are 0 · dy, which leave a sum that starts
 // at +0 as it is. The product instead gathers the column matrix and packs dy's rows, and with 32
 // channels by 25 taps it computes 36 × 32 outputs a pixel: conv_lenet1's weight gradient, Zen 3,
-// 1 thread, medians of 41: 1.82-1.87 -> 1.25-1.37 ms.
+// 1 thread, medians of 41, 4 interleaved pairs: 1.84-1.89 -> 1.36-1.44 ms.
 #include "conv2d_layout.h"
 
 #if BP_AVX512_KERNEL
 #include <string.h>
 
+// The x86-64-v3 level (AVX2, FMA, BMI2, …) as the product kernels' clones use it: with only
+// "avx2,fma" clang tunes for a generic CPU and splits unaligned 32-byte loads (8% slower here).
 #define AVX2 __attribute__((target("arch=x86-64-v3")))
 
 enum { MOST_TAPS = 6, LANES = 16 };
 
 // The sums of one pass over the chunk's pixels [p0, p1) for ROWS input rows of S taps, added to
-// partial (row q's tap j at partial[(q · S + j) · ld]); rows[q] is input row q's kernel row i
-// plane, dyt the packed dy from pixel `base`.
+// partial (row q's tap j at partial[(q · S + j) · ld]); input row q is kernel row kernel_rows[q]
+// of the plane planes[q]; dyt is the packed dy from pixel `base`.
 AVX2 __attribute__((always_inline)) static inline void pass(int S, int ROWS, float *partial, int64_t ld,
                                                             const float *const *planes, const int64_t *kernel_rows,
                                                             const float *zeros, const float *dyt, int64_t base,
