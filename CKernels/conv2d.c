@@ -686,7 +686,8 @@ int64_t bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy
         float *a = columns ? panel_alloc(round_up(kg, micro.mr) * PC + 8 - micro.mr, &missing) : NULL;
         float *b = columns ? panel_alloc(2 * (PC + 8) * BP_NR, &missing) : NULL;  // up to two panels
         pixel_run *runs = columns ? bp_malloc(PC + 2, sizeof(pixel_run), &missing) : NULL;
-        float *dyt = direct ? panel_alloc(ld * bp_conv_weights_direct_piece(PC), &missing) : NULL;
+        int64_t dyt_floats = direct_avx2 ? 16 * PC : ld * bp_conv_weights_direct_piece(PC);  // as each kernel asks
+        float *dyt = direct ? panel_alloc(dyt_floats, &missing) : NULL;
         int ready = pointwise || (direct ? dyt && zeros : buffer && a && b && runs);
 #pragma omp for schedule(static)
         for (int64_t block = 0; block < blocks; block++)

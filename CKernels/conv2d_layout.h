@@ -220,6 +220,7 @@ void bp_conv_weights_direct(float *partial, int64_t ld, double *dbias, const flo
                             const float *dy, float *dyt, int64_t chunk, const bp_conv2d_params *p);
 /// The same on AVX2 (conv2d_direct_avx2.c), where it serves and pays: stride 1, dilation 1,
 /// kernels 3 or 5 wide, at most 25 taps a group (a few input channels), a gradient of at most 1 MB.
+/// Its dyt is scratch of 16 · chunk floats (16 channels of a chunk of dy at a time); `zeros` as above.
 int bp_conv_weights_direct_avx2_pays(const bp_conv2d_params *p);
 void bp_conv_weights_direct_avx2(float *partial, int64_t ld, double *dbias, const float *x, const float *zeros,
                                  const float *dy, float *dyt, int64_t chunk, const bp_conv2d_params *p);
