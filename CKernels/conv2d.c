@@ -18,11 +18,12 @@
 #include <string.h>
 
 enum {
-    PC = 256,              // pixels per reduction chunk of the weight gradient
-    DCOL_WHOLE = 4 << 20,  // the largest column gradient the backward-data keeps whole,
-    DCOL_RING = 1 << 19,   // else its ring of column-gradient rows
-    SLACK = 16,            // floats after a buffer that gather_panel may read and col2im_rows write
-    AHEAD_MOST = 8,        // most lines of the next chunk a column-gradient kernel call asks for
+    PC = 256,               // pixels per reduction chunk of the weight gradient
+    DCOL_WHOLE = 4 << 20,   // the largest column gradient the backward-data keeps whole,
+    DCOL_RING = 1 << 19,    // else its ring of column-gradient rows
+    SLACK = 16,             // floats after a buffer that gather_panel may read and col2im_rows write
+    AHEAD_MOST = 8,         // most lines of the next chunk a column-gradient kernel call asks for
+    DY_IN_PLACE_MOST = 64,  // most output channels per group whose dy the weight gradient reads in place
 };
 
 static int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
@@ -648,9 +649,16 @@ static void add_block_sums_tile(float *dw, int64_t taps, const float *first, int
 }
 
 // Weight gradients: dW_g [kg, R] += dy_g [kg, pixels] · colᵀ, the pixels in chunks of PC, with A
-// packed from dy and B = colᵀ [pixels, BP_NR taps] gathered from the buffer's runs, summed over
-// each block of images (bp_conv_weight_blocks) and its chunks in order. The bias gradient is summed the same way, each
-// chunk's dy rows (in cache: pack_rows just read them) in 8 float lanes into a double per block.
+// = dy_g's chunk and B = colᵀ [pixels, BP_NR taps] gathered from the buffer's runs, summed over
+// each block of images (bp_conv_weight_blocks) and its chunks in order. The bias gradient is
+// summed the same way, each chunk's dy rows in 8 float lanes into a double per block. With at
+// most DY_IN_PLACE_MOST output channels per group the kernel reads A's rows where they are (its
+// `rows` form), else A is packed as its strips first (pack_rows): the same sums either way. Zen 3,
+// 1 thread, medians of interleaved runs, ms, packed -> in place: conv_stem7x7 50.8 -> 48.9
+// (2 threads 25.6 -> 24.6); 3 -> 64 channels, 3 x 3 stride 2 on 32 x 32 0.63 -> 0.52; 3 -> 32,
+// 5 x 5 stride 2 on 112 x 112 4.05 -> 3.78; 6 -> 16, 5 x 5 on 14 x 14 0.63 -> 0.56; 32 -> 64,
+// 5 x 5 stride 2 on 56 x 56 16.2 -> 15.7; but with 128 channels the same or slower:
+// conv_res3x3s2 22.8 -> 23.3, 32 -> 128, 3 x 3 stride 2 on 56 x 56 11.65 either way.
 int64_t bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy, const float *x,
                                    const bp_conv2d_params *p) {
     if (bp_conv_winograd_fits(p)) return bp_conv2d_backward_weights_winograd(dweight, dbias, dy, x, p, NULL);
@@ -683,12 +691,13 @@ int64_t bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy
         int columns = !pointwise && !direct;
         float *buffer = pointwise || direct ? NULL : bp_calloc(l.size + SLACK, sizeof(float), &missing);
         float *zeros = direct ? bp_calloc(p->stride_w * p->out_w + p->s, sizeof(float), &missing) : NULL;
-        float *a = columns ? panel_alloc(round_up(kg, micro.mr) * PC + 8 - micro.mr, &missing) : NULL;
+        int dy_in_place = kg <= DY_IN_PLACE_MOST;
+        float *a = columns && !dy_in_place ? panel_alloc(round_up(kg, micro.mr) * PC + 8 - micro.mr, &missing) : NULL;
         float *b = columns ? panel_alloc(2 * (PC + 8) * BP_NR, &missing) : NULL;  // up to two panels
         pixel_run *runs = columns ? bp_malloc(PC + 2, sizeof(pixel_run), &missing) : NULL;
         int64_t dyt_floats = direct_avx2 ? 16 * PC : ld * bp_conv_weights_direct_piece(PC);  // as each kernel asks
         float *dyt = direct ? panel_alloc(dyt_floats, &missing) : NULL;
-        int ready = pointwise || (direct ? dyt && zeros : buffer && a && b && runs);
+        int ready = pointwise || (direct ? dyt && zeros : buffer && (a || dy_in_place) && b && runs);
 #pragma omp for schedule(static)
         for (int64_t block = 0; block < blocks; block++)
             for (int64_t image = block * p->n / blocks; ready && image < (block + 1) * p->n / blocks; image++)
@@ -732,7 +741,7 @@ int64_t bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy
                     }
                     for (int64_t p0 = 0; p0 < hw; p0 += PC) {
                         int64_t pc = min64(PC, hw - p0), n = bp_conv_pixel_runs(runs, &l, p, p0, pc);
-                        pack_rows(a, dyg + p0, hw, kg, pc, micro.mr);
+                        if (!dy_in_place) pack_rows(a, dyg + p0, hw, kg, pc, micro.mr);
                         if (dbias) add_bias_chunk(dbg, dyg, kg, hw, p0, pc);
                         for (int64_t t0 = 0; t0 < rows; t0 += micro.nr) {
                             // b's panel h [pc, BP_NR] = colᵀ[pixels p0 …, taps t0 + 16h …] (columns past
@@ -742,9 +751,14 @@ int64_t bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy
                                 gather_transposed(b + h * (PC + 8) * BP_NR, buffer, l.offset + t0 + h * BP_NR,
                                                   min64(BP_NR, nt - h * BP_NR), runs, n);
                             // dW_g[m rows, taps t0 …] += dy_g[m rows, pixels p0 …] · b
-                            for (int64_t m = 0; m < kg; m += micro.mr)
-                                micro.block(pc, a + m * pc, b, (PC + 8) * BP_NR, dwg + m * rows + t0, rows, 1, NULL,
-                                            min64(micro.mr, kg - m), nt);
+                            for (int64_t m = 0; m < kg; m += micro.mr) {
+                                int64_t mc = min64(micro.mr, kg - m);
+                                float *dwm = dwg + m * rows + t0;
+                                if (dy_in_place)
+                                    micro.rows(pc, dyg + m * hw + p0, hw, b, BP_NR, (PC + 8) * BP_NR, dwm, rows, 1, mc,
+                                               nt);
+                                else micro.block(pc, a + m * pc, b, (PC + 8) * BP_NR, dwm, rows, 1, NULL, mc, nt);
+                            }
                         }
                     }
                 }

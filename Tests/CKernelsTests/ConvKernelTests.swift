@@ -262,6 +262,31 @@ import Testing
         #expect(bits(db) == bits(dbMore))
     }
 
+    /// The product's weight gradient reads dy's rows in place for up to 64 output channels per
+    /// group and packs them beyond: the same convolution with 64 and with 65 output channels (dy
+    /// the same for the first 64) must give those channels' gradients to the bit. 7 × 7 stride 2
+    /// on 21 × 21 images: 121 pixels of dy rows a chunk; 5 images: four blocks of images.
+    @Test("the weight gradient reads dy in place or packed to the same bits")
+    func weightGradientDyInPlaceMatchesPacked() {
+        let (n, c, h, r, k) = (5, 3, 21, 7, 64)
+        let few = Shape(label: "dy in place", n: n, c: c, h: h, w: h, k: k, r: r, s: r, stride: (2, 2), pad: (3, 3))
+        let more = Shape(
+            label: "dy packed", n: n, c: c, h: h, w: h, k: k + 1, r: r, s: r, stride: (2, 2), pad: (3, 3))
+        var p = few.params, q = more.params
+        var random = TestRandom(seed: 29)
+        let pixels = Int(p.out_h * p.out_w), taps = c * r * r
+        let x = random.floats(n * c * h * h), dyMore = random.floats(n * (k + 1) * pixels)
+        // dy of the smaller convolution: each image's first k channels.
+        var dy = [Float]()
+        for image in 0..<n { dy += dyMore[(image * (k + 1) * pixels)..<((image * (k + 1) + k) * pixels)] }
+        var dw = [Float](repeating: 0, count: k * taps), dwMore = [Float](repeating: 0, count: (k + 1) * taps)
+        var db = [Float](repeating: 0, count: k), dbMore = [Float](repeating: 0, count: k + 1)
+        bp_conv2d_backward_weights(&dw, &db, dy, x, &p)
+        bp_conv2d_backward_weights(&dwMore, &dbMore, dyMore, x, &q)
+        #expect(bits(dw) == bits(Array(dwMore[0..<(k * taps)])))
+        #expect(bits(db) == bits(Array(dbMore[0..<k])))
+    }
+
     /// A 1 × 1 convolution without padding or stride runs as plain products of the tensors
     /// (conv2d.c's pointwise section); the same convolution with padding 1 runs on the column
     /// matrix. Its interior outputs read the same inputs, its input gradient with dy zero on the
