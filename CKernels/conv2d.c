@@ -671,7 +671,7 @@ int64_t bp_conv2d_backward_weights(float *dweight, float *dbias, const float *dy
     // Where it pays, a direct kernel (conv2d_direct.c on AVX-512, conv2d_direct_avx2.c on AVX2):
     // its partials are [block][g][R][ld] (ld = kg rounded up to 16), the product's [block][g][kg][R].
     int direct = 0, direct_avx2 = 0;
-    int64_t ld = round_up(kg, 16);
+    int64_t ld = bp_conv_weights_direct_ld(p);
 #if BP_AVX512_KERNEL
     direct = micro.avx512 && !is_depthwise(p) && bp_conv_weights_direct_pays(p);
     direct_avx2 = !micro.avx512 && !is_depthwise(p) && bp_conv_weights_direct_avx2_pays(p);

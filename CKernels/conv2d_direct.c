@@ -286,9 +286,8 @@ AVX512 static void weight_block(int64_t S, int64_t C, int64_t SW, float *partial
 // (16 images, medians of the fastest of interleaved runs): conv_stem7x7 (3 → 64, 7 × 7 on
 // 224 × 224) 44.4 → 42.7 ms, conv_res3x3s2 19.3 → 19.0, 32 → 64 of 3 × 3 on 112 × 112 21.3 → 20.6.
 int bp_conv_weights_direct_pays(const bp_conv2d_params *p) {
-    int64_t ld = (p->k / p->groups + LANES - 1) / LANES * LANES;
-    int fits = p->dilation_h == 1 && p->dilation_w == 1 && (p->s == 3 || p->s == 5 || p->s == 7) &&
-               (p->stride_w == 1 || p->stride_w == 2) && bp_conv_taps(p) * ld <= (1 << 18);
+    int fits = bp_conv_weights_direct_fits(p) && (p->s == 3 || p->s == 5 || p->s == 7) &&
+               (p->stride_w == 1 || p->stride_w == 2);
     int stride_1 = p->stride_h == 1 && p->stride_w == 1, stride_2 = p->stride_h == 2 && p->stride_w == 2;
     return fits && (bp_conv_padding_pays(p) || (stride_1 && bp_conv_taps(p) <= WEIGHT_TAPS) || stride_2);
 }

@@ -95,9 +95,8 @@ AVX2 static void pass_of(int64_t S, int64_t rows, float *partial, int64_t ld, co
 }
 
 int bp_conv_weights_direct_avx2_pays(const bp_conv2d_params *p) {
-    int64_t ld = (p->k / p->groups + LANES - 1) / LANES * LANES;
-    return bp_cpu_vector_level() >= 1 && p->dilation_h == 1 && p->dilation_w == 1 && p->stride_h == 1 &&
-           p->stride_w == 1 && (p->s == 3 || p->s == 5) && bp_conv_taps(p) <= 25 && bp_conv_taps(p) * ld <= (1 << 18);
+    return bp_cpu_vector_level() >= 1 && bp_conv_weights_direct_fits(p) && p->stride_h == 1 && p->stride_w == 1 &&
+           (p->s == 3 || p->s == 5) && bp_conv_taps(p) <= 25;
 }
 
 void bp_conv_weights_direct_avx2(float *partial, int64_t ld, double *dbias, const float *x, const float *zeros,

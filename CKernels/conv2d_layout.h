@@ -204,13 +204,21 @@ int64_t bp_conv2d_backward_weights_phases(float *dweight, float *dbias, const fl
 void bp_conv_add_bias_sums(double *dbias, const float *dy, int64_t kg, int64_t hw, int64_t p0, int64_t p1);
 void bp_conv_bias_finish(float *dbias, const double *partial, int64_t blocks, int64_t k);
 
-/// Whether the direct weight gradient serves `p` and pays (dilation 1, kernels 3, 5 or 7 wide, a
-/// gradient of at most 1 MB, and skipping padding pays, every tap fits one block, or stride 2).
+/// The direct weight gradients' partial sums are [R][ld], 16 output channels in the lanes: ld is
+/// the group's channels rounded up to 16.
+static inline int64_t bp_conv_weights_direct_ld(const bp_conv2d_params *p) { return (p->k / p->groups + 15) / 16 * 16; }
+/// Whether a direct weight gradient can hold `p`: dilation 1 and partial sums of at most 1 MB
+/// (each pays function below adds the kernel widths, strides and shapes where it gains).
+static inline int bp_conv_weights_direct_fits(const bp_conv2d_params *p) {
+    return p->dilation_h == 1 && p->dilation_w == 1 && bp_conv_taps(p) * bp_conv_weights_direct_ld(p) <= (1 << 18);
+}
+/// Whether the direct weight gradient serves `p` and pays (bp_conv_weights_direct_fits, kernels 3,
+/// 5 or 7 wide, and skipping padding pays, every tap fits one block, or stride 2).
 int bp_conv_weights_direct_pays(const bp_conv2d_params *p);
 /// The pixels whose dy the direct weight gradient packs at a time: four chunks.
 static inline int64_t bp_conv_weights_direct_piece(int64_t chunk) { return 4 * chunk; }
 /// One image-group's weight gradient by the direct kernel (AVX-512, stride 1 or 2), the padding
-/// skipped: partial [R][ld] (ld = the group's channels rounded up to 16) += its sums over the
+/// skipped: partial [R][ld] (bp_conv_weights_direct_ld) += its sums over the
 /// pixels in chunks of `chunk` (256), from dy [kg][pixels] and the group's input x [cg][h][w] read
 /// in place; `zeros` holds at least stride_w · out_w + s zeros; dyt is scratch of ld ·
 /// bp_conv_weights_direct_piece(chunk) floats, zero past the group's last channel (a piece of dy
@@ -218,8 +226,8 @@ static inline int64_t bp_conv_weights_direct_piece(int64_t chunk) { return 4 * c
 /// cache, unless dbias is NULL).
 void bp_conv_weights_direct(float *partial, int64_t ld, double *dbias, const float *x, const float *zeros,
                             const float *dy, float *dyt, int64_t chunk, const bp_conv2d_params *p);
-/// The same on AVX2 (conv2d_direct_avx2.c), where it serves and pays: stride 1, dilation 1,
-/// kernels 3 or 5 wide, at most 25 taps a group (a few input channels), a gradient of at most 1 MB.
+/// The same on AVX2 (conv2d_direct_avx2.c), where it serves and pays (bp_conv_weights_direct_fits,
+/// stride 1, kernels 3 or 5 wide, at most 25 taps a group: a few input channels).
 /// Its dyt is scratch of 16 · chunk floats (16 channels of a chunk of dy at a time); `zeros` as above.
 int bp_conv_weights_direct_avx2_pays(const bp_conv2d_params *p);
 void bp_conv_weights_direct_avx2(float *partial, int64_t ld, double *dbias, const float *x, const float *zeros,
