@@ -293,7 +293,8 @@ int64_t bp_conv2d_forward(float *y, const float *x, const float *weight, const f
 #if BP_AVX512_KERNEL
     if (micro.avx512 && !is_depthwise(p) && bp_conv_padding_pays(p))
         return bp_conv2d_forward_direct(y, x, weight, bias, p);
-    if (micro.avx512 && bp_conv_stride2_fits(p)) return bp_conv2d_forward_stride2(y, x, weight, bias, p);
+    if (bp_cpu_vector_level() >= 1 && bp_conv_stride2_fits(p, micro.avx512))
+        return bp_conv2d_forward_stride2(y, x, weight, bias, p, micro.avx512);
 #endif
     // Depthwise convolutions read the weights directly.
     float *a = is_depthwise(p) ? NULL : pack_weights(weight, p, micro.mr, &a_size, &missing);

@@ -141,14 +141,15 @@ int bp_conv_padding_pays(const bp_conv2d_params *p);
 /// bp_conv_padding_pays.
 int64_t bp_conv2d_forward_direct(float *y, const float *x, const float *weight, const float *bias,
                                  const bp_conv2d_params *p);
-/// Whether bp_conv2d_forward_stride2 serves `p`: 3 × 3, stride 2, padding 0 or 1, no dilation or
-/// groups, at least 32 outputs and 8 inputs, at most 1.5 MB of weights, and blocks of taps
+/// Whether bp_conv2d_forward_stride2 serves `p` with the AVX-512 kernel (`avx512`) or the AVX2
+/// one: 3 × 3, stride 2, padding 0 or 1, no dilation or groups, at least a block of outputs (32 or
+/// 16; on AVX2 at most 64) and 8 inputs, at most 1.5 MB (384 KB) of weights, and blocks of taps
 /// (bp_kc_block) of whole input channels.
-int bp_conv_stride2_fits(const bp_conv2d_params *p);
-/// bp_conv2d_forward read from x itself, 32 output channels in the lanes of two accumulators a
-/// pixel (conv2d_stride2.c): the same bits, on CPUs with AVX-512 only.
+int bp_conv_stride2_fits(const bp_conv2d_params *p, int avx512);
+/// bp_conv2d_forward read from x itself, 32 (AVX-512) or 16 (AVX2) output channels in the lanes of
+/// two accumulators a pixel (conv2d_stride2.c): the same bits.
 int64_t bp_conv2d_forward_stride2(float *y, const float *x, const float *weight, const float *bias,
-                                  const bp_conv2d_params *p);
+                                  const bp_conv2d_params *p, int avx512);
 
 /// The backward-data of `p` as a forward convolution (conv2d.c): of dy with the kernel flipped and
 /// its channel roles swapped, its geometry into *q. Whether that is one: stride 1 and the padding it

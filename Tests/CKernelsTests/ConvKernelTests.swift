@@ -287,6 +287,32 @@ import Testing
         #expect(bits(db) == bits(Array(dbMore[0..<k])))
     }
 
+    /// On AVX2 the 3 × 3 stride-2 forward reads x directly for up to 64 output channels and runs
+    /// on the column-matrix product beyond: the same convolution with 64 and with 65 output
+    /// channels (the same weights for the first 64) must give those channels' outputs to the bit.
+    /// 40 input channels: two blocks of taps. (With AVX-512 both run the direct kernel.)
+    @Test(
+        "the stride-2 forward from x gives the product's bits",
+        arguments: [(h: 15, w: 17, pad: 1), (14, 13, 0)])
+    func stride2ForwardMatchesTheProduct(_ shape: (h: Int, w: Int, pad: Int)) {
+        let (n, c, k) = (3, 40, 64)
+        let pad = (shape.pad, shape.pad)
+        let few = Shape(label: "from x", n: n, c: c, h: shape.h, w: shape.w, k: k, r: 3, s: 3, stride: (2, 2), pad: pad)
+        let more = Shape(
+            label: "product", n: n, c: c, h: shape.h, w: shape.w, k: k + 1, r: 3, s: 3, stride: (2, 2), pad: pad)
+        var p = few.params, q = more.params
+        var random = TestRandom(seed: 31)
+        let pixels = Int(p.out_h * p.out_w), taps = c * 9
+        let x = random.floats(n * c * shape.h * shape.w), weightMore = random.floats((k + 1) * taps)
+        let biasMore = random.floats(k + 1)
+        var y = [Float](repeating: 0, count: n * k * pixels), yMore = [Float](repeating: 0, count: n * (k + 1) * pixels)
+        bp_conv2d_forward(&y, x, Array(weightMore[0..<(k * taps)]), Array(biasMore[0..<k]), &p)
+        bp_conv2d_forward(&yMore, x, weightMore, biasMore, &q)
+        var shared = [Float]()
+        for image in 0..<n { shared += yMore[(image * (k + 1) * pixels)..<((image * (k + 1) + k) * pixels)] }
+        #expect(bits(y) == bits(shared))
+    }
+
     /// A 1 × 1 convolution without padding or stride runs as plain products of the tensors
     /// (conv2d.c's pointwise section); the same convolution with padding 1 runs on the column
     /// matrix. Its interior outputs read the same inputs, its input gradient with dy zero on the
